@@ -1,0 +1,62 @@
+//! # sori-sfu — Sori's media core
+//!
+//! A selective forwarding unit as a sans-IO state machine, in the style of the str0m `Rtc` it
+//! is built on: it owns no socket, thread, task or clock. Everything goes in through method
+//! calls carrying an [`Instant`](std::time::Instant), everything comes out through `poll_*`:
+//!
+//! ```text
+//!   join / accept_offer / accept_answer / leave      (signaling, from the session server)
+//!   handle_datagram(now, from, to, bytes)            (the one UDP port, from sori-net)
+//!   handle_timeout(now)                              (when poll_timeout() said so)
+//!        │
+//!        ▼
+//!   poll_transmit() → datagrams to send   poll_event() → offers, peer removals, …
+//!   poll_timeout()  → when to call handle_timeout next
+//! ```
+//!
+//! After every call, drain `poll_transmit` and `poll_event`, then wait for the next datagram,
+//! command or deadline. `sori-net` is the driver that does this with a real UDP socket; the
+//! tests drive it the same way.
+//!
+//! ## What it does
+//! - One server-side str0m `Rtc` per peer: ICE-lite, RTP mode, one DTLS certificate for all.
+//! - One UDP port for every peer: a new peer's first STUN binding request is routed by the
+//!   ICE ufrag it is addressed to; once the peer's ICE agent answered an address, datagrams
+//!   from that address go straight to the peer. Anything else is dropped and counted.
+//! - Rooms: each peer's audio and video tracks are forwarded to every other peer of its room
+//!   (automatic subscription); [`Sfu::subscribe`] and [`Sfu::unsubscribe`] change that.
+//! - Forwarding per subscriber: payload types mapped to what the subscriber negotiated, header
+//!   extensions re-serialized with its extension ids ([`rewrite`] keeps sequence numbers and
+//!   timestamps continuous), NACKs answered from the subscriber's own RTX cache (str0m keeps
+//!   one per outgoing stream), keyframe requests coalesced to one per second upstream
+//!   ([`throttle`]), and video to a new subscriber held back until a keyframe ([`keyframe`]).
+//! - Renegotiation: when tracks come and go the core offers (see [`SfuEvent::Offer`]). The core
+//!   is the **polite** side of perfect negotiation: when a client's offer crosses one of its
+//!   own, it drops its offer, answers the client's, and offers again afterwards. Clients can
+//!   therefore ignore a server offer that arrives while their own is outstanding.
+//! - Lifecycle: a peer is removed on [`Sfu::leave`], when DTLS closes, and when nothing has been
+//!   received from it for [`SfuConfig::ice_timeout`]; all of its state goes with it.
+//! - Timers live in one ordered structure ([`deadline`]); no call scans every peer.
+//!
+//! A room keeps to one video codec every member can receive: the first video publisher's offer
+//! chooses it from [`SfuConfig::video_codecs`], and a later peer that cannot use it is refused
+//! with [`SfuError::VideoCodecUnsupported`]. Media is never transcoded.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod deadline;
+pub mod keyframe;
+pub mod rewrite;
+pub mod stun;
+pub mod throttle;
+
+mod peer;
+mod sdp;
+mod sfu;
+
+pub use keyframe::VideoCodec;
+pub use sfu::{
+    CoreState, Counters, MediaKind, PeerId, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent,
+    TrackId, Transmit,
+};

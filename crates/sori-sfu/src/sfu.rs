@@ -1,0 +1,1112 @@
+//! The `Sfu`: rooms, routing, forwarding and negotiation over all peers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Event, Input};
+
+use crate::deadline::Deadlines;
+use crate::keyframe::VideoCodec;
+use crate::peer::{Drained, OutTrack, Peer, PendingOffer};
+use crate::sdp::video_offer;
+use crate::stun;
+use crate::throttle::KeyframeThrottle;
+
+/// A peer (one client PeerConnection) in the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer-{}", self.0)
+    }
+}
+
+/// One published audio or video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrackId(pub u64);
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "track-{}", self.0)
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// An audio track (Opus).
+    Audio,
+    /// A video track (the room's video codec).
+    Video,
+}
+
+impl From<str0m::media::MediaKind> for MediaKind {
+    fn from(k: str0m::media::MediaKind) -> Self {
+        if k.is_audio() {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        }
+    }
+}
+
+impl From<MediaKind> for str0m::media::MediaKind {
+    fn from(k: MediaKind) -> Self {
+        match k {
+            MediaKind::Audio => str0m::media::MediaKind::Audio,
+            MediaKind::Video => str0m::media::MediaKind::Video,
+        }
+    }
+}
+
+/// Configuration of the media core.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The addresses (advertised IP, the one UDP port) given to clients as ICE candidates.
+    pub candidates: Vec<SocketAddr>,
+    /// A peer from which nothing arrived for this long is removed.
+    pub ice_timeout: Duration,
+    /// At most one keyframe request per track goes to its publisher in this interval.
+    pub keyframe_request_interval: Duration,
+    /// Video codecs a room may use, in order of preference.
+    pub video_codecs: Vec<VideoCodec>,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            candidates: Vec::new(),
+            ice_timeout: Duration::from_secs(15),
+            keyframe_request_interval: Duration::from_secs(1),
+            video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
+        }
+    }
+}
+
+/// A datagram to send from the media port.
+#[derive(Debug)]
+pub struct Transmit {
+    /// The local address (one of the candidates) it is sent from.
+    pub source: SocketAddr,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// Why a peer left the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// [`Sfu::leave`] was called.
+    Left,
+    /// The client closed DTLS.
+    DtlsClosed,
+    /// Nothing was received from the client for the ICE timeout.
+    IceTimeout,
+    /// The peer's media session failed.
+    Failed(String),
+}
+
+impl fmt::Display for RemoveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoveReason::Left => f.write_str("left"),
+            RemoveReason::DtlsClosed => f.write_str("DTLS closed"),
+            RemoveReason::IceTimeout => f.write_str("ICE timeout"),
+            RemoveReason::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// What the core tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// The core offers a new session description to the peer (tracks added or removed);
+    /// answer with [`Sfu::accept_answer`].
+    Offer {
+        /// The peer to send the offer to.
+        peer: PeerId,
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// ICE and DTLS are up: media flows.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer started publishing a track.
+    TrackPublished {
+        /// The publisher.
+        peer: PeerId,
+        /// The track.
+        track: TrackId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
+    /// A track stopped (its publisher left or stopped sending it).
+    TrackUnpublished {
+        /// The publisher.
+        peer: PeerId,
+        /// The track.
+        track: TrackId,
+    },
+    /// A peer is gone, with all its state.
+    PeerRemoved {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: RemoveReason,
+    },
+}
+
+/// Errors of the core's API; each leaves the core as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// No such peer (never existed or already removed).
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerId),
+    /// The SDP could not be parsed.
+    #[error("malformed SDP: {0}")]
+    BadSdp(String),
+    /// The SDP parsed but cannot be accepted.
+    #[error("SDP rejected: {0}")]
+    Rejected(String),
+    /// An answer arrived while no offer of the core was outstanding.
+    #[error("no offer is waiting for an answer")]
+    NoPendingOffer,
+    /// The offer's video cannot use the room's codec.
+    #[error("the room uses {room} video, which this client does not offer (it offers: {offered})")]
+    VideoCodecUnsupported {
+        /// The room's codec, or the configured list when the room has none yet.
+        room: String,
+        /// What the client offered.
+        offered: String,
+    },
+}
+
+/// Running totals, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams handed to [`Sfu::handle_datagram`].
+    pub datagrams_received: u64,
+    /// Dropped: from an unknown address and not a binding request for a known peer.
+    pub datagrams_unroutable: u64,
+    /// Dropped: not STUN, DTLS, RTP or RTCP.
+    pub datagrams_malformed: u64,
+    /// Routed to a peer whose session rejected them.
+    pub datagrams_rejected: u64,
+    /// RTP packets received from publishers.
+    pub rtp_received: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_forwarded_packets: u64,
+    /// Payload bytes of those packets.
+    pub rtp_forwarded_bytes: u64,
+    /// Video packets not sent to a subscriber still waiting for a keyframe.
+    pub rtp_held_for_keyframe: u64,
+    /// Packets a subscriber could not take (it negotiated no matching codec).
+    pub rtp_codec_mismatch: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests_sent: u64,
+    /// Peers that joined.
+    pub peers_joined: u64,
+    /// Peers removed, for any reason.
+    pub peers_removed: u64,
+}
+
+/// Sizes of the core's state, to check that nothing outlives its peer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoreState {
+    /// Peers.
+    pub peers: usize,
+    /// Rooms with at least one peer.
+    pub rooms: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// (track, subscriber) forwarding entries.
+    pub subscriptions: usize,
+    /// ICE ufrag routing entries.
+    pub ufrag_routes: usize,
+    /// Remote-address routing entries.
+    pub addr_routes: usize,
+    /// Scheduled deadlines.
+    pub timers: usize,
+}
+
+struct Room {
+    peers: BTreeSet<PeerId>,
+    tracks: BTreeSet<TrackId>,
+    video: Option<VideoCodec>,
+}
+
+struct Track {
+    publisher: PeerId,
+    room: String,
+    mid: Mid,
+    kind: MediaKind,
+    codec: Option<VideoCodec>,
+    subscribers: Vec<(PeerId, Mid)>,
+    throttle: KeyframeThrottle,
+    params: Vec<(Pt, PayloadParams)>,
+}
+
+/// Where drained peers put their output; kept apart from `peers` and `tracks` so forwarding
+/// can hold a track while it drives its subscribers.
+#[derive(Default)]
+struct Io {
+    transmits: VecDeque<Transmit>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    timers: Deadlines<PeerId>,
+    work: VecDeque<(PeerId, Event)>,
+    doomed: Vec<(PeerId, RemoveReason)>,
+    scratch_tx: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    scratch_ev: Vec<Event>,
+}
+
+impl Io {
+    /// Drains `peer` after a mutation and files its output.
+    fn settle(&mut self, peer: &mut Peer) {
+        let drained = peer.drain(&mut self.scratch_tx, &mut self.scratch_ev);
+        for (source, destination, contents) in self.scratch_tx.drain(..) {
+            // The ICE agent only answers addresses that proved they know the credentials.
+            if let Some(evicted) = peer.learn_addr(destination) {
+                if let Some(old) = evicted {
+                    if self.by_addr.get(&old) == Some(&peer.id) {
+                        self.by_addr.remove(&old);
+                    }
+                }
+                self.by_addr.entry(destination).or_insert(peer.id);
+            }
+            self.transmits.push_back(Transmit {
+                source,
+                destination,
+                contents,
+            });
+        }
+        for e in self.scratch_ev.drain(..) {
+            self.work.push_back((peer.id, e));
+        }
+        self.timers.set(peer.id, peer.deadline());
+        if let Drained::Failed(why) = drained {
+            self.doomed.push((peer.id, RemoveReason::Failed(why)));
+        }
+    }
+}
+
+/// The media core. See the crate documentation for the run loop.
+pub struct Sfu {
+    config: SfuConfig,
+    cert: DtlsCert,
+    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<String, Room>,
+    tracks: HashMap<TrackId, Track>,
+    by_ufrag: HashMap<String, PeerId>,
+    renegotiate: BTreeSet<PeerId>,
+    events: VecDeque<SfuEvent>,
+    io: Io,
+    counters: Counters,
+    next_id: u64,
+}
+
+impl Sfu {
+    /// A core with one freshly generated DTLS certificate for all its peers.
+    pub fn new(config: SfuConfig) -> Self {
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("the aws-lc-rs crypto provider generates certificates");
+        Self {
+            config,
+            cert,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            tracks: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            renegotiate: BTreeSet::new(),
+            events: VecDeque::new(),
+            io: Io::default(),
+            counters: Counters::default(),
+            next_id: 1,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    /// A new peer joins `room` with its first SDP offer; returns its id and the answer.
+    ///
+    /// The peer then receives every track of the room; the core's offer for them follows as
+    /// an [`SfuEvent::Offer`], to be delivered after this answer.
+    pub fn join(
+        &mut self,
+        room: &str,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        let room_video = self.rooms.get(room).and_then(|r| r.video);
+        let (codecs, chosen) = self.video_codecs_for(room_video, offer)?;
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+
+        let id = PeerId(self.next_id);
+        let mut peer = Peer::new(
+            id,
+            room.to_string(),
+            &codecs,
+            &self.cert,
+            &self.config.candidates,
+            now,
+            self.config.ice_timeout,
+        );
+        let answer = match peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed)) {
+            Ok(Ok(answer)) => answer.to_sdp_string(),
+            Ok(Err(e)) => return Err(SfuError::Rejected(e.to_string())),
+            Err(e) => return Err(SfuError::Rejected(e)),
+        };
+        self.next_id += 1;
+        self.counters.peers_joined += 1;
+
+        let room_state = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
+            peers: BTreeSet::new(),
+            tracks: BTreeSet::new(),
+            video: None,
+        });
+        if room_state.video.is_none() {
+            room_state.video = chosen;
+        }
+        room_state.peers.insert(id);
+        peer.desired = room_state.tracks.clone();
+        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        tracing::debug!(%id, room, "peer joined");
+        self.io.settle(&mut peer);
+        self.peers.insert(id, peer);
+        self.renegotiate.insert(id);
+        self.process(now);
+        Ok((id, answer))
+    }
+
+    /// A new offer from an existing peer (it added or stopped tracks). If the core's own
+    /// offer was outstanding, it is dropped (the core is the polite side) and made again.
+    pub fn accept_offer(
+        &mut self,
+        id: PeerId,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let peer = self.peers.get(&id).ok_or(SfuError::UnknownPeer(id))?;
+        let room_video = self.rooms.get(&peer.room).and_then(|r| r.video);
+        if let Some(video) = room_video {
+            let offered = video_offer(offer);
+            if offered.has_video && !offered.codecs.contains(&video) {
+                return Err(codec_error(&[video], &offered.codecs));
+            }
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer(id))?;
+        if peer.pending.take().is_some() {
+            tracing::debug!(%id, "offer collision: dropping the core's offer");
+        }
+        let result = peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed));
+        self.io.settle(peer);
+        self.renegotiate.insert(id);
+        let answer = match result {
+            Ok(Ok(answer)) => Ok(answer.to_sdp_string()),
+            Ok(Err(e)) => Err(SfuError::Rejected(e.to_string())),
+            Err(e) => {
+                self.io.doomed.push((id, RemoveReason::Failed(e.clone())));
+                Err(SfuError::Rejected(e))
+            }
+        };
+        self.process(now);
+        answer
+    }
+
+    /// The peer's answer to the core's last [`SfuEvent::Offer`].
+    pub fn accept_answer(
+        &mut self,
+        id: PeerId,
+        answer: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer(id))?;
+        if peer.pending.is_none() {
+            return Err(SfuError::NoPendingOffer);
+        }
+        let parsed =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // Checked above; the unwrap cannot fail.
+        let PendingOffer { pending, added } = peer.pending.take().expect("pending offer");
+        let result = peer.mutate(|rtc| rtc.sdp_api().accept_answer(pending, parsed));
+        self.io.settle(peer);
+        // Whatever happened, the core brings the peer to its desired state again.
+        self.renegotiate.insert(id);
+        let outcome = match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SfuError::Rejected(e.to_string())),
+            Err(e) => {
+                self.io.doomed.push((id, RemoveReason::Failed(e.clone())));
+                Err(SfuError::Rejected(e))
+            }
+        };
+        if outcome.is_ok() {
+            for (mid, track_id) in added {
+                self.start_subscription(id, mid, track_id, now);
+            }
+        }
+        self.process(now);
+        outcome
+    }
+
+    /// The peer leaves; it is removed at once and the others renegotiate.
+    pub fn leave(&mut self, id: PeerId, now: Instant) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&id) {
+            return Err(SfuError::UnknownPeer(id));
+        }
+        self.io.doomed.push((id, RemoveReason::Left));
+        self.process(now);
+        Ok(())
+    }
+
+    /// Makes `id` receive `track` (rooms do this for every track automatically).
+    pub fn subscribe(&mut self, id: PeerId, track: TrackId, now: Instant) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer(id))?;
+        let t = self
+            .tracks
+            .get(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        if t.publisher == id || t.room != peer.room {
+            return Err(SfuError::Rejected(format!(
+                "{id} cannot subscribe to {track}"
+            )));
+        }
+        if peer.desired.insert(track) {
+            self.renegotiate.insert(id);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// Stops `track` toward `id`: forwarding stops now, the m-line goes in the next offer.
+    pub fn unsubscribe(
+        &mut self,
+        id: PeerId,
+        track: TrackId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer(id))?;
+        if peer.desired.remove(&track) {
+            if let Some(t) = self.tracks.get_mut(&track) {
+                t.subscribers.retain(|(p, _)| *p != id);
+            }
+            self.renegotiate.insert(id);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// A datagram arrived on the media port.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.counters.datagrams_received += 1;
+        let (id, known_addr) = match self.io.by_addr.get(&source) {
+            Some(id) => (*id, true),
+            None => match stun::binding_request_ufrag(buf).and_then(|u| self.by_ufrag.get(u)) {
+                Some(id) => (*id, false),
+                None => {
+                    self.counters.datagrams_unroutable += 1;
+                    return;
+                }
+            },
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            self.counters.datagrams_malformed += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.counters.datagrams_unroutable += 1;
+            return;
+        };
+        if known_addr {
+            peer.last_input = now;
+        }
+        match peer.mutate(|rtc| rtc.handle_input(Input::Receive(now, recv))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.counters.datagrams_rejected += 1;
+                tracing::trace!(%id, "datagram rejected: {e}");
+            }
+            Err(e) => self.io.doomed.push((id, RemoveReason::Failed(e))),
+        }
+        self.io.settle(peer);
+        self.process(now);
+    }
+
+    /// Time passed: call when [`Sfu::poll_timeout`] is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.io.timers.pop_due(now) {
+            self.peer_timeout(id, now);
+        }
+        self.process(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.io.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Sfu::handle_timeout`] must be called next (`None`: no peer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.io.timers.next()
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Sizes of the core's state.
+    pub fn state(&self) -> CoreState {
+        CoreState {
+            peers: self.peers.len(),
+            rooms: self.rooms.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.tracks.values().map(|t| t.subscribers.len()).sum(),
+            ufrag_routes: self.by_ufrag.len(),
+            addr_routes: self.io.by_addr.len(),
+            timers: self.io.timers.len(),
+        }
+    }
+
+    /// Peers per room, for metrics and listings.
+    pub fn rooms(&self) -> BTreeMap<String, usize> {
+        self.rooms
+            .iter()
+            .map(|(name, r)| (name.clone(), r.peers.len()))
+            .collect()
+    }
+
+    /// Video codecs the new peer's session offers, and the room codec its offer settles on.
+    fn video_codecs_for(
+        &self,
+        room_video: Option<VideoCodec>,
+        offer: &str,
+    ) -> Result<(Vec<VideoCodec>, Option<VideoCodec>), SfuError> {
+        let offered = video_offer(offer);
+        match room_video {
+            Some(v) if offered.has_video && !offered.codecs.contains(&v) => {
+                Err(codec_error(&[v], &offered.codecs))
+            }
+            Some(v) => Ok((vec![v], Some(v))),
+            None if offered.has_video => {
+                let choice = self
+                    .config
+                    .video_codecs
+                    .iter()
+                    .find(|c| offered.codecs.contains(c));
+                match choice {
+                    Some(v) => Ok((vec![*v], Some(*v))),
+                    None => Err(codec_error(&self.config.video_codecs, &offered.codecs)),
+                }
+            }
+            // No video sent and no room codec yet: able to receive any of them.
+            None => Ok((self.config.video_codecs.clone(), None)),
+        }
+    }
+
+    /// Runs queued work until none is left: peer events, removals, renegotiations.
+    fn process(&mut self, now: Instant) {
+        loop {
+            if let Some((id, event)) = self.io.work.pop_front() {
+                self.handle_rtc_event(id, event, now);
+            } else if let Some((id, reason)) = self.io.doomed.pop() {
+                self.remove_peer(id, reason);
+            } else if let Some(id) = self.renegotiate.pop_first() {
+                self.negotiate(id);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn handle_rtc_event(&mut self, id: PeerId, event: Event, now: Instant) {
+        match event {
+            Event::RtpPacket(packet) => self.forward(id, packet, now),
+            Event::KeyframeRequest(req) => {
+                let source = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.out.get(&req.mid))
+                    .map(|o| o.source);
+                if let Some(track) = source {
+                    self.request_keyframe(track, req.kind, now);
+                }
+            }
+            Event::Connected => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                peer.connected = true;
+                tracing::debug!(%id, "connected");
+                self.events.push_back(SfuEvent::Connected { peer: id });
+                let video: Vec<TrackId> = peer
+                    .out
+                    .values()
+                    .filter(|o| o.kind == MediaKind::Video)
+                    .map(|o| o.source)
+                    .collect();
+                for track in video {
+                    self.request_keyframe(track, KeyframeRequestKind::Pli, now);
+                }
+            }
+            Event::MediaAdded(added) => {
+                if added.direction.is_receiving() {
+                    self.publish(id, added.mid, added.kind.into());
+                }
+            }
+            Event::MediaChanged(changed) => {
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
+                let published = peer.published.get(&changed.mid).copied();
+                let kind = peer
+                    .rtc
+                    .media(changed.mid)
+                    .map(|m| MediaKind::from(m.kind()));
+                match (changed.direction.is_receiving(), published, kind) {
+                    (true, None, Some(kind)) if !peer.out.contains_key(&changed.mid) => {
+                        self.publish(id, changed.mid, kind)
+                    }
+                    (false, Some(track), _) => self.unpublish(track),
+                    _ => {}
+                }
+            }
+            Event::Closed => self.io.doomed.push((id, RemoveReason::DtlsClosed)),
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(%id, ?state, "ICE state");
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&peer.room) else {
+            return;
+        };
+        let track = TrackId(self.next_id);
+        self.next_id += 1;
+        peer.published.insert(mid, track);
+        room.tracks.insert(track);
+        let codec = (kind == MediaKind::Video).then_some(room.video).flatten();
+        self.tracks.insert(
+            track,
+            Track {
+                publisher: id,
+                room: peer.room.clone(),
+                mid,
+                kind,
+                codec,
+                subscribers: Vec::new(),
+                throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+                params: Vec::new(),
+            },
+        );
+        tracing::debug!(%id, %track, ?kind, "track published");
+        self.events.push_back(SfuEvent::TrackPublished {
+            peer: id,
+            track,
+            kind,
+        });
+        for other in room.peers.iter().filter(|p| **p != id) {
+            if let Some(p) = self.peers.get_mut(other) {
+                p.desired.insert(track);
+                self.renegotiate.insert(*other);
+            }
+        }
+    }
+
+    fn unpublish(&mut self, track_id: TrackId) {
+        let Some(track) = self.tracks.remove(&track_id) else {
+            return;
+        };
+        if let Some(publisher) = self.peers.get_mut(&track.publisher) {
+            publisher.published.remove(&track.mid);
+            publisher.rx_tracks.retain(|_, t| *t != track_id);
+        }
+        if let Some(room) = self.rooms.get_mut(&track.room) {
+            room.tracks.remove(&track_id);
+            for p in &room.peers {
+                if let Some(peer) = self.peers.get_mut(p) {
+                    if peer.desired.remove(&track_id) {
+                        self.renegotiate.insert(*p);
+                    }
+                }
+            }
+        }
+        self.events.push_back(SfuEvent::TrackUnpublished {
+            peer: track.publisher,
+            track: track_id,
+        });
+    }
+
+    fn remove_peer(&mut self, id: PeerId, reason: RemoveReason) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        tracing::info!(%id, room = peer.room, %reason, "peer removed");
+        if reason == RemoveReason::Left {
+            // Say goodbye (RTCP BYE, DTLS close_notify) before the session is dropped.
+            if peer.mutate(|rtc| rtc.close()).is_ok() {
+                self.io.settle(&mut peer);
+            }
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        for addr in &peer.addrs {
+            if self.io.by_addr.get(addr) == Some(&id) {
+                self.io.by_addr.remove(addr);
+            }
+        }
+        self.io.timers.remove(id);
+        self.io.work.retain(|(p, _)| *p != id);
+        self.io.doomed.retain(|(p, _)| *p != id);
+        self.renegotiate.remove(&id);
+        let published: Vec<TrackId> = peer.published.values().copied().collect();
+        for track in published {
+            self.unpublish(track);
+        }
+        for out in peer.out.values() {
+            if let Some(t) = self.tracks.get_mut(&out.source) {
+                t.subscribers.retain(|(p, _)| *p != id);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&peer.room) {
+            room.peers.remove(&id);
+            if room.peers.is_empty() {
+                self.rooms.remove(&peer.room);
+            }
+        }
+        self.counters.peers_removed += 1;
+        self.events
+            .push_back(SfuEvent::PeerRemoved { peer: id, reason });
+    }
+
+    /// Brings the peer's outgoing m-lines in line with the tracks it should receive, with a
+    /// new offer when anything changed. Waits while an offer is outstanding.
+    fn negotiate(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.pending.is_some() {
+            return;
+        }
+        let tracks = &self.tracks;
+        peer.desired.retain(|t| tracks.contains_key(t));
+        let stale: Vec<Mid> = peer
+            .out
+            .iter()
+            .filter(|(_, o)| !peer.desired.contains(&o.source))
+            .map(|(mid, _)| *mid)
+            .collect();
+        let missing: Vec<(TrackId, MediaKind, PeerId)> = peer
+            .desired
+            .iter()
+            .filter(|t| !peer.out.values().any(|o| o.source == **t))
+            .filter_map(|t| tracks.get(t).map(|tr| (*t, tr.kind, tr.publisher)))
+            .collect();
+        if stale.is_empty() && missing.is_empty() {
+            return;
+        }
+        for mid in &stale {
+            if let Some(out) = peer.out.remove(mid) {
+                if let Some(t) = self.tracks.get_mut(&out.source) {
+                    t.subscribers.retain(|(p, _)| *p != id);
+                }
+            }
+        }
+        let result = peer.mutate(|rtc| {
+            let mut api = rtc.sdp_api();
+            for mid in &stale {
+                api.stop_media(*mid);
+            }
+            let added: Vec<(Mid, TrackId)> = missing
+                .iter()
+                .map(|(track, kind, publisher)| {
+                    let mid = api.add_media(
+                        (*kind).into(),
+                        Direction::SendOnly,
+                        Some(publisher.to_string()),
+                        Some(track.to_string()),
+                        None,
+                    );
+                    (mid, *track)
+                })
+                .collect();
+            api.apply()
+                .map(|(offer, pending)| (offer.to_sdp_string(), PendingOffer { pending, added }))
+        });
+        match result {
+            Ok(Some((sdp, pending))) => {
+                peer.pending = Some(pending);
+                self.events.push_back(SfuEvent::Offer { peer: id, sdp });
+            }
+            Ok(None) => {}
+            Err(e) => self.io.doomed.push((id, RemoveReason::Failed(e))),
+        }
+        self.io.settle(peer);
+    }
+
+    /// An m-line the peer accepted starts carrying `track`.
+    fn start_subscription(&mut self, id: PeerId, mid: Mid, track_id: TrackId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            // The track went while the offer was out; the next negotiation stops the m-line.
+            peer.out
+                .insert(mid, OutTrack::new(track_id, MediaKind::Audio));
+            return;
+        };
+        peer.out.insert(mid, OutTrack::new(track_id, track.kind));
+        if peer.desired.contains(&track_id) {
+            track.subscribers.push((id, mid));
+            if peer.connected && track.kind == MediaKind::Video {
+                self.request_keyframe(track_id, KeyframeRequestKind::Pli, now);
+            }
+        }
+    }
+
+    /// A keyframe is wanted on `track`; goes upstream at most once per interval.
+    fn request_keyframe(&mut self, track_id: TrackId, kind: KeyframeRequestKind, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let Some(publisher) = self.peers.get_mut(&track.publisher) else {
+            return;
+        };
+        if track.throttle.request(now) {
+            send_keyframe_request(publisher, track.mid, kind, &mut self.io, &mut self.counters);
+        } else if let Some(due) = track.throttle.poll_timeout() {
+            publisher.throttle_due = Some(publisher.throttle_due.map_or(due, |t| t.min(due)));
+            self.io.timers.set(publisher.id, publisher.deadline());
+        }
+    }
+
+    fn peer_timeout(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if now >= peer.idle_check {
+            let idle = now.saturating_duration_since(peer.last_input);
+            if idle >= self.config.ice_timeout {
+                self.io.doomed.push((id, RemoveReason::IceTimeout));
+                return;
+            }
+            peer.idle_check = peer.last_input + self.config.ice_timeout;
+        }
+        if peer.throttle_due.is_some_and(|t| now >= t) {
+            peer.throttle_due = None;
+            let published: Vec<(Mid, TrackId)> =
+                peer.published.iter().map(|(m, t)| (*m, *t)).collect();
+            for (mid, track_id) in published {
+                let Some(track) = self.tracks.get_mut(&track_id) else {
+                    continue;
+                };
+                if track.throttle.handle_timeout(now) {
+                    send_keyframe_request(
+                        peer,
+                        mid,
+                        KeyframeRequestKind::Pli,
+                        &mut self.io,
+                        &mut self.counters,
+                    );
+                } else if let Some(due) = track.throttle.poll_timeout() {
+                    peer.throttle_due = Some(peer.throttle_due.map_or(due, |t| t.min(due)));
+                }
+            }
+        }
+        if now >= peer.rtc_timeout {
+            match peer.mutate(|rtc| rtc.handle_input(Input::Timeout(now))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self
+                    .io
+                    .doomed
+                    .push((id, RemoveReason::Failed(e.to_string()))),
+                Err(e) => self.io.doomed.push((id, RemoveReason::Failed(e))),
+            }
+        }
+        self.io.settle(peer);
+    }
+
+    /// Forwards one publisher packet to every subscriber of its track.
+    fn forward(&mut self, id: PeerId, packet: RtpPacket, now: Instant) {
+        self.counters.rtp_received += 1;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let track_id = match peer.rx_tracks.get(&ssrc) {
+            Some(t) => *t,
+            None => {
+                let mid = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                let Some(t) = mid.and_then(|m| peer.published.get(&m)).copied() else {
+                    return;
+                };
+                peer.rx_tracks.insert(ssrc, t);
+                t
+            }
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let params = match track.params.iter().find(|(p, _)| *p == pt) {
+            Some((_, params)) => *params,
+            None => {
+                let Some(params) = peer.params_for(pt) else {
+                    return;
+                };
+                track.params.push((pt, params));
+                params
+            }
+        };
+        let is_keyframe = track
+            .codec
+            .is_some_and(|c| c.is_keyframe_start(&packet.payload));
+        if is_keyframe {
+            track.throttle.keyframe_received(now);
+        }
+        let clock_rate = params.spec().clock_rate.get();
+        let ext_vals = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            video_orientation: packet.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let nackable = track.kind == MediaKind::Video;
+        let mut wants_keyframe = false;
+        for &(sub_id, mid) in &track.subscribers {
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let Some(out) = sub.out.get_mut(&mid) else {
+                continue;
+            };
+            if out.waiting_keyframe {
+                if !is_keyframe {
+                    self.counters.rtp_held_for_keyframe += 1;
+                    wants_keyframe = true;
+                    continue;
+                }
+                out.waiting_keyframe = false;
+            }
+            let Some(out_pt) = out.pt_for(mid, &params, &sub.rtc) else {
+                self.counters.rtp_codec_mismatch += 1;
+                continue;
+            };
+            let Some(rw) = out.rewriter.rewrite(
+                track_id.0,
+                *packet.seq_no,
+                packet.header.timestamp,
+                now,
+                clock_rate,
+            ) else {
+                continue;
+            };
+            let write = RtpWrite::new(
+                out_pt,
+                rw.seq.into(),
+                rw.ts,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals.clone())
+            .nackable(nackable);
+            let written = sub.mutate(|rtc| match rtc.direct_api().stream_tx_by_mid(mid, None) {
+                Some(tx) => {
+                    tx.write_rtp(write);
+                    true
+                }
+                None => false,
+            });
+            match written {
+                Ok(true) => {
+                    self.counters.rtp_forwarded_packets += 1;
+                    self.counters.rtp_forwarded_bytes += packet.payload.len() as u64;
+                }
+                Ok(false) => {}
+                Err(e) => self.io.doomed.push((sub_id, RemoveReason::Failed(e))),
+            }
+            self.io.settle(sub);
+        }
+        if wants_keyframe {
+            self.request_keyframe(track_id, KeyframeRequestKind::Pli, now);
+        }
+    }
+}
+
+fn send_keyframe_request(
+    peer: &mut Peer,
+    mid: Mid,
+    kind: KeyframeRequestKind,
+    io: &mut Io,
+    counters: &mut Counters,
+) {
+    let sent = peer.mutate(|rtc| match rtc.direct_api().stream_rx_by_mid(mid, None) {
+        Some(rx) => {
+            rx.request_keyframe(kind);
+            true
+        }
+        None => false,
+    });
+    match sent {
+        Ok(true) => counters.keyframe_requests_sent += 1,
+        Ok(false) => {}
+        Err(e) => io.doomed.push((peer.id, RemoveReason::Failed(e))),
+    }
+    io.settle(peer);
+}
+
+fn codec_error(wanted: &[VideoCodec], offered: &[VideoCodec]) -> SfuError {
+    let names = |c: &[VideoCodec]| {
+        if c.is_empty() {
+            "none of VP8, VP9, H.264".to_string()
+        } else {
+            c.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+        }
+    };
+    SfuError::VideoCodecUnsupported {
+        room: names(wanted),
+        offered: names(offered),
+    }
+}
