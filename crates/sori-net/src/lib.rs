@@ -1,1 +1,373 @@
+//! # sori-net — the media port
+//!
+//! Runs the sans-IO [`Sfu`] on a real UDP socket: one tokio task owns the core and the socket,
+//! and waits for whichever comes first — a datagram, a command from the session server, or the
+//! core's next deadline. Everything else talks to it through a cloneable [`MediaHandle`].
+//!
+//! Replies to commands come back on a oneshot channel; what the core says on its own for a peer
+//! (a new offer, connection, removal) comes on that peer's [`PeerSignal`] channel, always after
+//! the reply of the command that caused it.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use sori_sfu::{CoreState, Counters, PeerId, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use sori_sfu;
+
+/// Where the media port listens and what it tells clients.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Address the UDP socket binds (e.g. `0.0.0.0:40000`; port 0 picks a free one).
+    pub bind: SocketAddr,
+    /// IPs given to clients as ICE host candidates, with the bound port. Empty: the machine's
+    /// first non-loopback address.
+    pub advertise: Vec<IpAddr>,
+    /// The core's settings; its `candidates` are filled in from `advertise` and the port.
+    pub sfu: SfuConfig,
+}
+
+/// What the core says to one peer on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSignal {
+    /// A new offer from the core; answer with [`MediaHandle::answer`].
+    Offer(String),
+    /// ICE and DTLS are up.
+    Connected,
+    /// The peer is gone from the core.
+    Removed(RemoveReason),
+}
+
+/// A snapshot of the core for metrics and tests.
+#[derive(Debug, Clone, Default)]
+pub struct MediaStats {
+    /// Running totals.
+    pub counters: Counters,
+    /// Sizes of the core's state.
+    pub state: CoreState,
+    /// Participants per room.
+    pub rooms: Vec<(String, usize)>,
+}
+
+/// The media port stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the media server is not running")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// An error of a media command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaError {
+    /// The core refused the command.
+    Sfu(SfuError),
+    /// The media task is gone.
+    Stopped,
+}
+
+impl std::fmt::Display for MediaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaError::Sfu(e) => e.fmt(f),
+            MediaError::Stopped => Stopped.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for MediaError {}
+
+impl From<SfuError> for MediaError {
+    fn from(e: SfuError) -> Self {
+        MediaError::Sfu(e)
+    }
+}
+
+/// A peer that joined: its id, the core's answer, and its signal channel.
+#[derive(Debug)]
+pub struct Joined {
+    /// The peer's id in the core.
+    pub peer: PeerId,
+    /// The SDP answer to the join offer.
+    pub answer: String,
+    /// What the core says to this peer later.
+    pub signals: mpsc::UnboundedReceiver<PeerSignal>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+enum Command {
+    Join {
+        room: String,
+        offer: String,
+        reply: Reply<Joined>,
+    },
+    Offer {
+        peer: PeerId,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    Answer {
+        peer: PeerId,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    Leave {
+        peer: PeerId,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: oneshot::Sender<MediaStats>,
+    },
+    Shutdown,
+}
+
+/// Commands the media port; cheap to clone.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl MediaHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| MediaError::Stopped)?;
+        rx.await
+            .map_err(|_| MediaError::Stopped)?
+            .map_err(MediaError::Sfu)
+    }
+
+    /// Joins `room` with a first SDP offer.
+    pub async fn join(&self, room: &str, offer: &str) -> Result<Joined, MediaError> {
+        let (room, offer) = (room.to_string(), offer.to_string());
+        self.call(|reply| Command::Join { room, offer, reply })
+            .await
+    }
+
+    /// A later offer from the peer; returns the answer.
+    pub async fn offer(&self, peer: PeerId, sdp: &str) -> Result<String, MediaError> {
+        let sdp = sdp.to_string();
+        self.call(|reply| Command::Offer { peer, sdp, reply }).await
+    }
+
+    /// The peer's answer to a [`PeerSignal::Offer`].
+    pub async fn answer(&self, peer: PeerId, sdp: &str) -> Result<(), MediaError> {
+        let sdp = sdp.to_string();
+        self.call(|reply| Command::Answer { peer, sdp, reply })
+            .await
+    }
+
+    /// The peer leaves.
+    pub async fn leave(&self, peer: PeerId) -> Result<(), MediaError> {
+        self.call(|reply| Command::Leave { peer, reply }).await
+    }
+
+    /// Counters and state sizes.
+    pub async fn stats(&self) -> Result<MediaStats, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Stats { reply })
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Stops the media task (every peer's session ends with it).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+}
+
+/// A running media port.
+pub struct MediaServer {
+    /// Commands the core.
+    pub handle: MediaHandle,
+    /// The bound UDP address.
+    pub local_addr: SocketAddr,
+    /// The ICE candidates clients are given.
+    pub candidates: Vec<SocketAddr>,
+    /// The task; ends on [`MediaHandle::shutdown`].
+    pub task: JoinHandle<()>,
+}
+
+/// Binds the media port and starts its task on the current tokio runtime.
+pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
+    let socket = UdpSocket::bind(config.bind).await?;
+    let local_addr = socket.local_addr()?;
+    let ips = if config.advertise.is_empty() {
+        vec![first_non_loopback_ip()]
+    } else {
+        config.advertise.clone()
+    };
+    let candidates: Vec<SocketAddr> = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+        .collect();
+    tracing::info!(%local_addr, ?candidates, "media port open");
+    let mut sfu_config = config.sfu;
+    sfu_config.candidates = candidates.clone();
+    let sfu = Sfu::new(sfu_config);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(socket, sfu, rx, candidates.clone()));
+    Ok(MediaServer {
+        handle: MediaHandle { tx },
+        local_addr,
+        candidates,
+        task,
+    })
+}
+
+/// The machine's first non-loopback IPv4 address (what clients on other machines can reach),
+/// or 127.0.0.1 when it has none.
+pub fn first_non_loopback_ip() -> IpAddr {
+    let found = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback());
+    found.unwrap_or_else(|| {
+        tracing::warn!("no non-loopback address found; advertising 127.0.0.1 (set --advertise-ip)");
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    })
+}
+
+/// Datagrams read per wake-up before the core's output is flushed.
+const RECV_BATCH: usize = 64;
+
+async fn run(
+    socket: UdpSocket,
+    mut sfu: Sfu,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    candidates: Vec<SocketAddr>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut peers: HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>> = HashMap::new();
+    // An unconnected socket learns only the source; the destination str0m needs is the
+    // candidate of the same address family.
+    let destination_for = |source: SocketAddr| {
+        candidates
+            .iter()
+            .find(|c| c.is_ipv4() == source.is_ipv4())
+            .copied()
+            .unwrap_or(candidates[0])
+    };
+    loop {
+        flush(&socket, &mut sfu).await;
+        while let Some(event) = sfu.poll_event() {
+            dispatch(event, &mut peers);
+        }
+        let deadline = sfu
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let mut next = received;
+                for _ in 0..RECV_BATCH {
+                    match next {
+                        Ok((n, source)) => {
+                            sfu.handle_datagram(Instant::now(), source, destination_for(source), &buf[..n]);
+                        }
+                        Err(e) => {
+                            tracing::debug!("media socket receive: {e}");
+                            break;
+                        }
+                    }
+                    next = socket.try_recv_from(&mut buf);
+                    if matches!(&next, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                        break;
+                    }
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                if !handle_command(command, &mut sfu, &mut peers) {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                sfu.handle_timeout(Instant::now());
+            }
+        }
+    }
+    tracing::info!("media port closed");
+}
+
+async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
+    while let Some(t) = sfu.poll_transmit() {
+        if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+            tracing::debug!(destination = %t.destination, "media socket send: {e}");
+        }
+    }
+}
+
+fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>) {
+    let (peer, signal) = match event {
+        SfuEvent::Offer { peer, sdp } => (peer, PeerSignal::Offer(sdp)),
+        SfuEvent::Connected { peer } => (peer, PeerSignal::Connected),
+        SfuEvent::PeerRemoved { peer, reason } => {
+            if let Some(tx) = peers.remove(&peer) {
+                let _ = tx.send(PeerSignal::Removed(reason));
+            }
+            return;
+        }
+        SfuEvent::TrackPublished { .. } | SfuEvent::TrackUnpublished { .. } => return,
+    };
+    if let Some(tx) = peers.get(&peer) {
+        let _ = tx.send(signal);
+    }
+}
+
+/// Returns false when the task should stop.
+fn handle_command(
+    command: Command,
+    sfu: &mut Sfu,
+    peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
+) -> bool {
+    let now = Instant::now();
+    match command {
+        Command::Join { room, offer, reply } => {
+            let result = sfu.join(&room, &offer, now).map(|(peer, answer)| {
+                let (tx, signals) = mpsc::unbounded_channel();
+                peers.insert(peer, tx);
+                Joined {
+                    peer,
+                    answer,
+                    signals,
+                }
+            });
+            if let Err(Ok(joined)) = reply.send(result) {
+                // The caller went away before the reply: the peer has no one to talk to.
+                let _ = sfu.leave(joined.peer, now);
+            }
+        }
+        Command::Offer { peer, sdp, reply } => {
+            let _ = reply.send(sfu.accept_offer(peer, &sdp, now));
+        }
+        Command::Answer { peer, sdp, reply } => {
+            let _ = reply.send(sfu.accept_answer(peer, &sdp, now));
+        }
+        Command::Leave { peer, reply } => {
+            let _ = reply.send(sfu.leave(peer, now));
+        }
+        Command::Stats { reply } => {
+            let _ = reply.send(MediaStats {
+                counters: sfu.counters(),
+                state: sfu.state(),
+                rooms: sfu.rooms().into_iter().collect(),
+            });
+        }
+        Command::Shutdown => return false,
+    }
+    true
+}
