@@ -680,10 +680,8 @@ impl Sfu {
                     self.request_keyframe(track, KeyframeRequestKind::Pli, now);
                 }
             }
-            Event::MediaAdded(added) => {
-                if added.direction.is_receiving() {
-                    self.publish(id, added.mid, added.kind.into());
-                }
+            Event::MediaAdded(added) if added.direction.is_receiving() => {
+                self.publish(id, added.mid, added.kind.into());
             }
             Event::MediaChanged(changed) => {
                 let Some(peer) = self.peers.get(&id) else {

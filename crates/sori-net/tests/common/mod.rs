@@ -223,7 +223,7 @@ impl Client {
             opts: opts.clone(),
             send_mids,
             peer_mids: HashMap::new(),
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (opts.index as u64 + 1) * 0x2545_f491,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ ((opts.index as u64 + 1) * 0x2545_f491),
             force_keyframe: true,
         };
         let task = tokio::spawn(runner.run());
@@ -534,17 +534,15 @@ impl Runner {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Connected => self.state.send_modify(|s| s.connected = true),
-            Event::MediaAdded(m) => {
-                if m.direction.is_receiving() {
-                    if let Some(media) = self.rtc.media(m.mid) {
-                        if media.kind().is_video() {
-                            self.peer_mids.insert(media.stream_id().to_string(), m.mid);
-                        }
+            Event::MediaAdded(m) if m.direction.is_receiving() => {
+                if let Some(media) = self.rtc.media(m.mid) {
+                    if media.kind().is_video() {
+                        self.peer_mids.insert(media.stream_id().to_string(), m.mid);
                     }
-                    self.state.send_modify(|s| {
-                        s.recv_mids.insert(m.mid.to_string(), true);
-                    });
                 }
+                self.state.send_modify(|s| {
+                    s.recv_mids.insert(m.mid.to_string(), true);
+                });
             }
             Event::MediaChanged(_) => self.refresh_mids(),
             Event::MediaData(d) => {

@@ -1,0 +1,168 @@
+//! The typed configuration: built-in defaults (`config/sori.toml`), an optional TOML file,
+//! then environment variables and flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sori_net::sori_sfu::{SfuConfig, VideoCodec};
+
+/// The built-in configuration, also the commented sample.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub media: MediaSection,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    pub rtc_port: u16,
+    pub bind_ip: IpAddr,
+    /// Empty string: auto-detect.
+    #[serde(deserialize_with = "optional_ip")]
+    pub advertise_ip: Option<IpAddr>,
+    pub ice_timeout_secs: u64,
+    pub keyframe_request_interval_ms: u64,
+    pub video_codecs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+fn optional_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim().parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// The defaults, overlaid with `file` when given.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_TOML.parse().expect("the built-in configuration is valid TOML");
+        let mut origin = "built-in configuration".to_string();
+        if let Some(path) = file {
+            origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+            merge(&mut merged, overlay);
+        }
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+        config.sfu().map_err(|message| ConfigError::Invalid { path: origin, message })?;
+        Ok(config)
+    }
+
+    /// The media core's settings.
+    pub fn sfu(&self) -> Result<SfuConfig, String> {
+        let mut video_codecs = Vec::new();
+        for name in &self.media.video_codecs {
+            let codec = VideoCodec::from_name(name)
+                .ok_or_else(|| format!("media.video_codecs: unknown codec {name:?} (use vp8, vp9, h264)"))?;
+            video_codecs.push(codec);
+        }
+        if video_codecs.is_empty() {
+            return Err("media.video_codecs: name at least one codec".into());
+        }
+        Ok(SfuConfig {
+            candidates: Vec::new(),
+            ice_timeout: Duration::from_secs(self.media.ice_timeout_secs.max(1)),
+            keyframe_request_interval: Duration::from_millis(self.media.keyframe_request_interval_ms),
+            video_codecs,
+        })
+    }
+}
+
+/// Overlays `top` onto `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.media.rtc_port, 40000);
+        assert_eq!(c.media.advertise_ip, None);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.sfu().unwrap().video_codecs, vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]);
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names_and_errors_are_clear() {
+        let dir = std::env::temp_dir().join(format!("sori-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[media]\nrtc_port = 5000\nadvertise_ip = \"192.0.2.7\"\n").unwrap();
+        let c = Config::load(Some(&good)).unwrap();
+        assert_eq!(c.media.rtc_port, 5000);
+        assert_eq!(c.media.advertise_ip, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(c.media.ice_timeout_secs, 15);
+
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "[media]\nrtc_prot = 5000\n").unwrap();
+        let e = Config::load(Some(&typo)).unwrap_err().to_string();
+        assert!(e.contains("rtc_prot"), "{e}");
+
+        let codec = dir.join("codec.toml");
+        std::fs::write(&codec, "[media]\nvideo_codecs = [\"av2\"]\n").unwrap();
+        let e = Config::load(Some(&codec)).unwrap_err().to_string();
+        assert!(e.contains("unknown codec \"av2\""), "{e}");
+
+        let e = Config::load(Some(&dir.join("missing.toml"))).unwrap_err().to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

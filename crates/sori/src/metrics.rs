@@ -1,0 +1,63 @@
+//! `/metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+
+use sori_net::MediaStats;
+
+/// Renders the media core's counters and sizes.
+pub fn render(stats: &MediaStats) -> String {
+    let c = &stats.counters;
+    let s = &stats.state;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric("sori_rooms", "gauge", "Rooms with at least one participant.", &[("", s.rooms as u64)]);
+    metric("sori_participants", "gauge", "Participants connected to the media server.", &[("", s.peers as u64)]);
+    metric("sori_tracks", "gauge", "Published audio and video tracks.", &[("", s.tracks as u64)]);
+    metric("sori_subscriptions", "gauge", "Track deliveries (track, receiver).", &[("", s.subscriptions as u64)]);
+    metric("sori_rtp_received_packets_total", "counter", "RTP packets received from senders.", &[("", c.rtp_received)]);
+    metric("sori_rtp_forwarded_packets_total", "counter", "RTP packets forwarded to receivers.", &[("", c.rtp_forwarded_packets)]);
+    metric("sori_rtp_forwarded_bytes_total", "counter", "RTP payload bytes forwarded to receivers.", &[("", c.rtp_forwarded_bytes)]);
+    metric("sori_datagrams_received_total", "counter", "UDP datagrams received on the media port.", &[("", c.datagrams_received)]);
+    metric(
+        "sori_datagrams_dropped_total",
+        "counter",
+        "Datagrams dropped on the media port, by reason.",
+        &[
+            ("{reason=\"unroutable\"}", c.datagrams_unroutable),
+            ("{reason=\"malformed\"}", c.datagrams_malformed),
+            ("{reason=\"rejected\"}", c.datagrams_rejected),
+        ],
+    );
+    metric("sori_keyframe_requests_total", "counter", "Keyframe requests sent to senders.", &[("", c.keyframe_requests_sent)]);
+    metric("sori_participants_joined_total", "counter", "Participants that joined.", &[("", c.peers_joined)]);
+    metric("sori_participants_removed_total", "counter", "Participants removed, for any reason.", &[("", c.peers_removed)]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_parses_as_name_labels_value() {
+        let mut stats = MediaStats::default();
+        stats.counters.rtp_forwarded_packets = 42;
+        stats.counters.datagrams_malformed = 3;
+        stats.state.rooms = 2;
+        let text = render(&stats);
+        assert!(text.contains("sori_rtp_forwarded_packets_total 42\n"));
+        assert!(text.contains("sori_datagrams_dropped_total{reason=\"malformed\"} 3\n"));
+        assert!(text.contains("sori_rooms 2\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("sori_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+}
