@@ -62,7 +62,10 @@ fn optional_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>,
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -70,7 +73,9 @@ pub enum ConfigError {
 impl Config {
     /// The defaults, overlaid with `file` when given.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut merged: toml::Table = DEFAULT_TOML.parse().expect("the built-in configuration is valid TOML");
+        let mut merged: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("the built-in configuration is valid TOML");
         let mut origin = "built-in configuration".to_string();
         if let Some(path) = file {
             origin = path.display().to_string();
@@ -78,19 +83,25 @@ impl Config {
                 path: origin.clone(),
                 source,
             })?;
-            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid {
-                path: origin.clone(),
-                message: e.to_string(),
-            })?;
+            let overlay: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                        path: origin.clone(),
+                        message: e.to_string(),
+                    })?;
             merge(&mut merged, overlay);
         }
-        let config: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                path: origin.clone(),
-                message: e.to_string(),
-            })?;
-        config.sfu().map_err(|message| ConfigError::Invalid { path: origin, message })?;
+        let config: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: origin.clone(),
+                    message: e.to_string(),
+                })?;
+        config.sfu().map_err(|message| ConfigError::Invalid {
+            path: origin,
+            message,
+        })?;
         Ok(config)
     }
 
@@ -98,8 +109,9 @@ impl Config {
     pub fn sfu(&self) -> Result<SfuConfig, String> {
         let mut video_codecs = Vec::new();
         for name in &self.media.video_codecs {
-            let codec = VideoCodec::from_name(name)
-                .ok_or_else(|| format!("media.video_codecs: unknown codec {name:?} (use vp8, vp9, h264)"))?;
+            let codec = VideoCodec::from_name(name).ok_or_else(|| {
+                format!("media.video_codecs: unknown codec {name:?} (use vp8, vp9, h264)")
+            })?;
             video_codecs.push(codec);
         }
         if video_codecs.is_empty() {
@@ -108,7 +120,9 @@ impl Config {
         Ok(SfuConfig {
             candidates: Vec::new(),
             ice_timeout: Duration::from_secs(self.media.ice_timeout_secs.max(1)),
-            keyframe_request_interval: Duration::from_millis(self.media.keyframe_request_interval_ms),
+            keyframe_request_interval: Duration::from_millis(
+                self.media.keyframe_request_interval_ms,
+            ),
             video_codecs,
         })
     }
@@ -137,7 +151,10 @@ mod tests {
         assert_eq!(c.media.rtc_port, 40000);
         assert_eq!(c.media.advertise_ip, None);
         assert_eq!(c.log.format, LogFormat::Text);
-        assert_eq!(c.sfu().unwrap().video_codecs, vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]);
+        assert_eq!(
+            c.sfu().unwrap().video_codecs,
+            vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]
+        );
     }
 
     #[test]
@@ -145,7 +162,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sori-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(&good, "[media]\nrtc_port = 5000\nadvertise_ip = \"192.0.2.7\"\n").unwrap();
+        std::fs::write(
+            &good,
+            "[media]\nrtc_port = 5000\nadvertise_ip = \"192.0.2.7\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&good)).unwrap();
         assert_eq!(c.media.rtc_port, 5000);
         assert_eq!(c.media.advertise_ip, Some("192.0.2.7".parse().unwrap()));
@@ -161,7 +182,9 @@ mod tests {
         let e = Config::load(Some(&codec)).unwrap_err().to_string();
         assert!(e.contains("unknown codec \"av2\""), "{e}");
 
-        let e = Config::load(Some(&dir.join("missing.toml"))).unwrap_err().to_string();
+        let e = Config::load(Some(&dir.join("missing.toml")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

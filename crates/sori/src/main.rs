@@ -92,7 +92,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sori: cannot start the runtime: {e}");
@@ -112,7 +115,9 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -128,7 +133,12 @@ async fn run(config: Config) -> Result<(), String> {
         sfu,
     })
     .await
-    .map_err(|e| format!("cannot open the media port UDP {}:{}: {e}", config.media.bind_ip, config.media.rtc_port))?;
+    .map_err(|e| {
+        format!(
+            "cannot open the media port UDP {}:{}: {e}",
+            config.media.bind_ip, config.media.rtc_port
+        )
+    })?;
 
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -142,7 +152,12 @@ async fn run(config: Config) -> Result<(), String> {
         "Sori {} listening on http://{http} (media: UDP {}, advertised as {})",
         env!("CARGO_PKG_VERSION"),
         media.local_addr,
-        media.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        media
+            .candidates
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -169,13 +184,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -16,14 +16,54 @@ pub fn render(stats: &MediaStats) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    metric("sori_rooms", "gauge", "Rooms with at least one participant.", &[("", s.rooms as u64)]);
-    metric("sori_participants", "gauge", "Participants connected to the media server.", &[("", s.peers as u64)]);
-    metric("sori_tracks", "gauge", "Published audio and video tracks.", &[("", s.tracks as u64)]);
-    metric("sori_subscriptions", "gauge", "Track deliveries (track, receiver).", &[("", s.subscriptions as u64)]);
-    metric("sori_rtp_received_packets_total", "counter", "RTP packets received from senders.", &[("", c.rtp_received)]);
-    metric("sori_rtp_forwarded_packets_total", "counter", "RTP packets forwarded to receivers.", &[("", c.rtp_forwarded_packets)]);
-    metric("sori_rtp_forwarded_bytes_total", "counter", "RTP payload bytes forwarded to receivers.", &[("", c.rtp_forwarded_bytes)]);
-    metric("sori_datagrams_received_total", "counter", "UDP datagrams received on the media port.", &[("", c.datagrams_received)]);
+    metric(
+        "sori_rooms",
+        "gauge",
+        "Rooms with at least one participant.",
+        &[("", s.rooms as u64)],
+    );
+    metric(
+        "sori_participants",
+        "gauge",
+        "Participants connected to the media server.",
+        &[("", s.peers as u64)],
+    );
+    metric(
+        "sori_tracks",
+        "gauge",
+        "Published audio and video tracks.",
+        &[("", s.tracks as u64)],
+    );
+    metric(
+        "sori_subscriptions",
+        "gauge",
+        "Track deliveries (track, receiver).",
+        &[("", s.subscriptions as u64)],
+    );
+    metric(
+        "sori_rtp_received_packets_total",
+        "counter",
+        "RTP packets received from senders.",
+        &[("", c.rtp_received)],
+    );
+    metric(
+        "sori_rtp_forwarded_packets_total",
+        "counter",
+        "RTP packets forwarded to receivers.",
+        &[("", c.rtp_forwarded_packets)],
+    );
+    metric(
+        "sori_rtp_forwarded_bytes_total",
+        "counter",
+        "RTP payload bytes forwarded to receivers.",
+        &[("", c.rtp_forwarded_bytes)],
+    );
+    metric(
+        "sori_datagrams_received_total",
+        "counter",
+        "UDP datagrams received on the media port.",
+        &[("", c.datagrams_received)],
+    );
     metric(
         "sori_datagrams_dropped_total",
         "counter",
@@ -34,9 +74,24 @@ pub fn render(stats: &MediaStats) -> String {
             ("{reason=\"rejected\"}", c.datagrams_rejected),
         ],
     );
-    metric("sori_keyframe_requests_total", "counter", "Keyframe requests sent to senders.", &[("", c.keyframe_requests_sent)]);
-    metric("sori_participants_joined_total", "counter", "Participants that joined.", &[("", c.peers_joined)]);
-    metric("sori_participants_removed_total", "counter", "Participants removed, for any reason.", &[("", c.peers_removed)]);
+    metric(
+        "sori_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to senders.",
+        &[("", c.keyframe_requests_sent)],
+    );
+    metric(
+        "sori_participants_joined_total",
+        "counter",
+        "Participants that joined.",
+        &[("", c.peers_joined)],
+    );
+    metric(
+        "sori_participants_removed_total",
+        "counter",
+        "Participants removed, for any reason.",
+        &[("", c.peers_removed)],
+    );
     out
 }
 

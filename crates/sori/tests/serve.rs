@@ -9,7 +9,11 @@ const SORI: &str = env!("CARGO_BIN_EXE_sori");
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -19,10 +23,23 @@ fn http_get(addr: &str, path: &str) -> String {
 fn version_and_help() {
     let v = Command::new(SORI).arg("--version").output().unwrap();
     assert!(v.status.success());
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("sori {}", env!("CARGO_PKG_VERSION")));
-    let h = Command::new(SORI).args(["serve", "--help"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("sori {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = Command::new(SORI)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let h = String::from_utf8_lossy(&h.stdout);
-    for flag in ["--listen", "--rtc-port", "--advertise-ip", "SORI_LISTEN", "SORI_RTC_PORT", "SORI_ADVERTISE_IP"] {
+    for flag in [
+        "--listen",
+        "--rtc-port",
+        "--advertise-ip",
+        "SORI_LISTEN",
+        "SORI_RTC_PORT",
+        "SORI_ADVERTISE_IP",
+    ] {
         assert!(h.contains(flag), "help mentions {flag}");
     }
 }
@@ -30,7 +47,13 @@ fn version_and_help() {
 #[test]
 fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
     let mut child = Command::new(SORI)
-        .args(["serve", "--listen", "127.0.0.1:0", "--advertise-ip", "127.0.0.1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise-ip",
+            "127.0.0.1",
+        ])
         .env("SORI_RTC_PORT", "0")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -44,9 +67,19 @@ fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
         .map(|l| l.unwrap())
         .find(|l| l.contains("listening on http://"))
         .expect("serve logs its address");
-    let addr = ready.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let addr = ready
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     assert!(ready.contains("advertised as 127.0.0.1:"), "{ready}");
-    assert!(!ready.contains(":40000"), "SORI_RTC_PORT=0 chose a free port: {ready}");
+    assert!(
+        !ready.contains(":40000"),
+        "SORI_RTC_PORT=0 chose a free port: {ready}"
+    );
 
     let health = http_get(&addr, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -56,7 +89,11 @@ fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
     assert!(metrics.contains("sori_rtp_forwarded_packets_total 0"));
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     assert!(lines.map(|l| l.unwrap()).any(|l| l.contains("stopped")));
@@ -66,9 +103,16 @@ fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
 fn a_bad_config_file_is_a_clear_error() {
     let path = std::env::temp_dir().join(format!("sori-bad-{}.toml", std::process::id()));
     std::fs::write(&path, "[media]\nrtc_port = \"many\"\n").unwrap();
-    let out = Command::new(SORI).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(SORI)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rtc_port") && err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("rtc_port") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
 }
