@@ -186,15 +186,15 @@ fn main() {
                         let _ = w.write(pt, now, ts, data);
                     }
                 };
-                if frame % 2 == 0 {
+                if frame.is_multiple_of(2) {
                     write(
                         MediaKind::Audio,
                         MediaTime::new(frame * 480, Frequency::FORTY_EIGHT_KHZ),
                         vec![7; 80],
                     );
                 }
-                if frame % 4 == 0 {
-                    let key = frame % 200 == 0;
+                if frame.is_multiple_of(4) {
+                    let key = frame.is_multiple_of(200);
                     let mut data = vec![if key { 0x10 } else { 0x11 }, 0, 0];
                     data.resize(if key { 12_000 } else { 1_500 }, 9);
                     write(
