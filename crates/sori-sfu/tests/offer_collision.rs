@@ -2,102 +2,15 @@
 //! core's own, the core drops its offer, answers the client, and offers again; the client may
 //! simply ignore the core's crossed offer. Runs in memory on virtual time.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sori_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent};
-use str0m::change::{SdpAnswer, SdpOffer};
+use common::{answer, client, join, offers_to, pump, SERVER};
+use sori_sfu::{Sfu, SfuConfig, SfuError, SfuEvent};
+use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-
-const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
-
-struct Client {
-    rtc: Rtc,
-    addr: SocketAddr,
-    connected: bool,
-}
-
-fn client(i: u8, now: Instant) -> Client {
-    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i)), 5000);
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(now);
-    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-    Client {
-        rtc,
-        addr,
-        connected: false,
-    }
-}
-
-/// Publishes audio and video in `room`; returns the peer id.
-fn join(sfu: &mut Sfu, c: &mut Client, room: &str, now: Instant) -> PeerId {
-    let mut api = c.rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    let (peer, answer) = sfu.join(room, &offer.to_sdp_string(), now).unwrap();
-    c.rtc
-        .sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
-        .unwrap();
-    peer
-}
-
-/// Moves datagrams both ways and advances virtual time; returns the core's events.
-fn pump(
-    sfu: &mut Sfu,
-    clients: &mut HashMap<PeerId, Client>,
-    now: &mut Instant,
-    rounds: usize,
-) -> Vec<SfuEvent> {
-    let mut events = Vec::new();
-    for _ in 0..rounds {
-        for c in clients.values_mut() {
-            loop {
-                match c.rtc.poll_output().unwrap() {
-                    Output::Timeout(_) => break,
-                    Output::Transmit(t) => sfu.handle_datagram(*now, c.addr, SERVER, &t.contents),
-                    Output::Event(Event::Connected) => c.connected = true,
-                    Output::Event(_) => {}
-                }
-            }
-        }
-        while let Some(t) = sfu.poll_transmit() {
-            if let Some(c) = clients.values_mut().find(|c| c.addr == t.destination) {
-                let r = Receive::new(Protocol::Udp, SERVER, c.addr, &t.contents).unwrap();
-                c.rtc.handle_input(Input::Receive(*now, r)).unwrap();
-            }
-        }
-        events.extend(std::iter::from_fn(|| sfu.poll_event()));
-        *now += Duration::from_millis(10);
-        for c in clients.values_mut() {
-            c.rtc.handle_input(Input::Timeout(*now)).unwrap();
-        }
-        sfu.handle_timeout(*now);
-    }
-    events
-}
-
-fn offers_to(events: &[SfuEvent], peer: PeerId) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::Offer { peer: p, sdp } if *p == peer => Some(sdp.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn answer(c: &mut Client, sdp: &str) -> String {
-    let offer = SdpOffer::from_sdp_string(sdp).unwrap();
-    c.rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string()
-}
 
 #[test]
 fn a_client_offer_crossing_the_core_offer_wins_and_the_core_offers_again() {

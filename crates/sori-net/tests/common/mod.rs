@@ -121,6 +121,8 @@ pub struct ClientState {
     pub offers_accepted: u32,
     pub removed: Option<RemoveReason>,
     pub finished: bool,
+    /// Datagrams dropped by the simulated loss, both directions.
+    pub dropped: u32,
 }
 
 impl ClientState {
@@ -337,7 +339,12 @@ impl Runner {
     }
 
     fn lossy(&mut self) -> bool {
-        self.opts.loss > 0.0 && self.state.borrow().connected && self.random() < self.opts.loss
+        let drop =
+            self.opts.loss > 0.0 && self.state.borrow().connected && self.random() < self.opts.loss;
+        if drop {
+            self.state.send_modify(|s| s.dropped += 1);
+        }
+        drop
     }
 
     async fn run(mut self) {

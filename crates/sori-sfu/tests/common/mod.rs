@@ -1,0 +1,166 @@
+//! In-memory test harness: str0m clients and the core exchange datagrams through function
+//! calls, on virtual time.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use sori_sfu::{PeerId, Sfu, SfuEvent};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub connected: bool,
+    /// Media frames received.
+    pub received: Vec<MediaData>,
+    /// The m-lines it sends on.
+    pub send: Vec<(MediaKind, Mid)>,
+}
+
+/// A client with str0m's default Opus and VP8 configuration.
+pub fn client(i: u8, now: Instant) -> Client {
+    client_with(
+        i,
+        RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true),
+        now,
+    )
+}
+
+/// A client built from `config`.
+pub fn client_with(i: u8, config: RtcConfig, now: Instant) -> Client {
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i)), 5000);
+    let mut rtc = config.build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    Client {
+        rtc,
+        addr,
+        connected: false,
+        received: Vec::new(),
+        send: Vec::new(),
+    }
+}
+
+/// Publishes audio and video in `room`; returns the peer id.
+pub fn join(sfu: &mut Sfu, c: &mut Client, room: &str, now: Instant) -> PeerId {
+    try_join(sfu, c, room, now).expect("join")
+}
+
+/// Publishes audio and video in `room`, or returns the core's refusal.
+pub fn try_join(
+    sfu: &mut Sfu,
+    c: &mut Client,
+    room: &str,
+    now: Instant,
+) -> Result<PeerId, sori_sfu::SfuError> {
+    let mut api = c.rtc.sdp_api();
+    let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().unwrap();
+    let (peer, answer) = sfu.join(room, &offer.to_sdp_string(), now)?;
+    c.rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    c.send = vec![(MediaKind::Audio, a), (MediaKind::Video, v)];
+    Ok(peer)
+}
+
+/// Moves datagrams both ways and advances virtual time; returns the core's events.
+pub fn pump(
+    sfu: &mut Sfu,
+    clients: &mut HashMap<PeerId, Client>,
+    now: &mut Instant,
+    rounds: usize,
+) -> Vec<SfuEvent> {
+    let mut events = Vec::new();
+    for _ in 0..rounds {
+        for c in clients.values_mut() {
+            loop {
+                match c.rtc.poll_output().unwrap() {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => sfu.handle_datagram(*now, c.addr, SERVER, &t.contents),
+                    Output::Event(Event::Connected) => c.connected = true,
+                    Output::Event(Event::MediaData(d)) => c.received.push(d),
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        while let Some(t) = sfu.poll_transmit() {
+            if let Some(c) = clients.values_mut().find(|c| c.addr == t.destination) {
+                let r = Receive::new(Protocol::Udp, SERVER, c.addr, &t.contents).unwrap();
+                c.rtc.handle_input(Input::Receive(*now, r)).unwrap();
+            }
+        }
+        events.extend(std::iter::from_fn(|| sfu.poll_event()));
+        *now += Duration::from_millis(10);
+        for c in clients.values_mut() {
+            c.rtc.handle_input(Input::Timeout(*now)).unwrap();
+        }
+        sfu.handle_timeout(*now);
+    }
+    events
+}
+
+pub fn offers_to(events: &[SfuEvent], peer: PeerId) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::Offer { peer: p, sdp } if *p == peer => Some(sdp.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn answer(c: &mut Client, sdp: &str) -> String {
+    let offer = SdpOffer::from_sdp_string(sdp).unwrap();
+    c.rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string()
+}
+
+/// Answers every core offer in `events`, pumping until the core has nothing more to offer.
+pub fn settle(
+    sfu: &mut Sfu,
+    clients: &mut HashMap<PeerId, Client>,
+    now: &mut Instant,
+    mut events: Vec<SfuEvent>,
+) {
+    for _ in 0..10 {
+        let offers: Vec<(PeerId, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::Offer { peer, sdp } => Some((*peer, sdp.clone())),
+                _ => None,
+            })
+            .collect();
+        if offers.is_empty() {
+            return;
+        }
+        for (peer, sdp) in offers {
+            let ans = answer(clients.get_mut(&peer).unwrap(), &sdp);
+            sfu.accept_answer(peer, &ans, *now).unwrap();
+        }
+        events = pump(sfu, clients, now, 5);
+    }
+    panic!("negotiation did not settle");
+}
+
+/// Writes one frame on the client's sending m-line of `kind`.
+pub fn write(c: &mut Client, kind: MediaKind, now: Instant, ts: MediaTime, data: &[u8]) {
+    let (_, mid) = *c
+        .send
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .expect("a sending m-line of that kind");
+    let w = c.rtc.writer(mid).unwrap();
+    let pt = w.payload_params().next().unwrap().pt();
+    w.write(pt, now, ts, data.to_vec()).unwrap();
+}
