@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sori_net::sori_sfu::{SfuConfig, VideoCodec};
+use sori_signal::protocol::RoomMode;
+use sori_signal::SignalConfig;
 
 /// The built-in configuration, also the commented sample.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
@@ -23,6 +25,27 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    pub room_mode: RoomModeName,
+    pub ice_servers: Vec<String>,
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomModeName {
+    Sfu,
+    P2p,
+    Auto,
+}
+
+impl From<RoomModeName> for RoomMode {
+    fn from(m: RoomModeName) -> Self {
+        match m {
+            RoomModeName::Sfu => RoomMode::Sfu,
+            RoomModeName::P2p => RoomMode::P2p,
+            RoomModeName::Auto => RoomMode::Auto,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +128,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The session server's settings.
+    pub fn signal(&self) -> SignalConfig {
+        SignalConfig {
+            default_mode: self.server.room_mode.into(),
+            ice_servers: self.server.ice_servers.clone(),
+            idle_timeout: Duration::from_secs(self.server.idle_timeout_secs.max(5)),
+        }
+    }
+
     /// The media core's settings.
     pub fn sfu(&self) -> Result<SfuConfig, String> {
         let mut video_codecs = Vec::new();
@@ -150,6 +182,8 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.media.rtc_port, 40000);
         assert_eq!(c.media.advertise_ip, None);
+        assert_eq!(c.server.room_mode, RoomModeName::Sfu);
+        assert!(c.server.ice_servers.is_empty());
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(
             c.sfu().unwrap().video_codecs,

@@ -3,20 +3,16 @@
 #![forbid(unsafe_code)]
 
 mod config;
-mod metrics;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
-use sori_net::{MediaConfig, MediaHandle};
+use sori_net::MediaConfig;
+use sori_signal::Signal;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, RoomModeName};
 
 /// Sori — a self-hosted WebRTC video-conferencing server in one binary.
 ///
@@ -52,6 +48,17 @@ struct ServeArgs {
     /// IP address browsers are told to send media to [default: first non-loopback address].
     #[arg(long, env = "SORI_ADVERTISE_IP", value_name = "IP")]
     advertise_ip: Option<IpAddr>,
+    /// Mode of new rooms whose URL names none [default: sfu].
+    #[arg(long, env = "SORI_ROOM_MODE", value_enum)]
+    room_mode: Option<RoomModeName>,
+    /// ICE server URL for browsers (stun:… or turn:…); repeat for several.
+    #[arg(
+        long = "ice-server",
+        env = "SORI_ICE_SERVERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    ice_servers: Vec<String>,
     /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
     #[arg(long, env = "SORI_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -83,6 +90,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(v) = args.advertise_ip {
         config.media.advertise_ip = Some(v);
+    }
+    if let Some(v) = args.room_mode {
+        config.server.room_mode = v;
+    }
+    if !args.ice_servers.is_empty() {
+        config.server.ice_servers = args.ice_servers;
     }
     if let Some(v) = args.log_format {
         config.log.format = v;
@@ -140,10 +153,7 @@ async fn run(config: Config) -> Result<(), String> {
         )
     })?;
 
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_page))
-        .with_state(media.handle.clone());
+    let app = Signal::new(media.handle.clone(), config.signal()).router();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
@@ -167,17 +177,6 @@ async fn run(config: Config) -> Result<(), String> {
     let _ = media.task.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn metrics_page(State(media): State<MediaHandle>) -> impl IntoResponse {
-    match media.stats().await {
-        Ok(stats) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            metrics::render(&stats),
-        )
-            .into_response(),
-        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -2,10 +2,30 @@
 
 use std::fmt::Write;
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use sori_net::MediaStats;
 
-/// Renders the media core's counters and sizes.
-pub fn render(stats: &MediaStats) -> String {
+use crate::Signal;
+
+pub(crate) async fn page(State(signal): State<Signal>) -> impl IntoResponse {
+    let (rooms, participants) = {
+        let hub = signal.hub();
+        (hub.rooms(), hub.participants())
+    };
+    match signal.media.stats().await {
+        Ok(stats) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(rooms, participants, &stats),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Renders session and media counters in the Prometheus text format.
+pub(crate) fn render(rooms: usize, participants: usize, stats: &MediaStats) -> String {
     let c = &stats.counters;
     let s = &stats.state;
     let mut out = String::new();
@@ -20,12 +40,24 @@ pub fn render(stats: &MediaStats) -> String {
         "sori_rooms",
         "gauge",
         "Rooms with at least one participant.",
-        &[("", s.rooms as u64)],
+        &[("", rooms as u64)],
     );
     metric(
         "sori_participants",
         "gauge",
-        "Participants connected to the media server.",
+        "Participants in rooms (signaling connections).",
+        &[("", participants as u64)],
+    );
+    metric(
+        "sori_media_rooms",
+        "gauge",
+        "Rooms with media at the media server.",
+        &[("", s.rooms as u64)],
+    );
+    metric(
+        "sori_media_peers",
+        "gauge",
+        "Peer connections at the media server.",
         &[("", s.peers as u64)],
     );
     metric(
@@ -104,11 +136,13 @@ mod tests {
         let mut stats = MediaStats::default();
         stats.counters.rtp_forwarded_packets = 42;
         stats.counters.datagrams_malformed = 3;
-        stats.state.rooms = 2;
-        let text = render(&stats);
+        stats.state.rooms = 1;
+        let text = render(2, 3, &stats);
         assert!(text.contains("sori_rtp_forwarded_packets_total 42\n"));
         assert!(text.contains("sori_datagrams_dropped_total{reason=\"malformed\"} 3\n"));
         assert!(text.contains("sori_rooms 2\n"));
+        assert!(text.contains("sori_participants 3\n"));
+        assert!(text.contains("sori_media_rooms 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("sori_"), "{line}");

@@ -1,0 +1,384 @@
+//! # sori-signal — the session server
+//!
+//! Browsers hold one WebSocket (`/ws`) each for everything but media: joining a room, SDP and ICE
+//! exchange, chat, mute state. The protocol is in [`protocol`] and `docs/signaling.md`.
+//!
+//! - **SFU rooms**: a browser's offer goes to the media server (through [`MediaHandle`]), whose
+//!   answer and later offers come back on the same socket.
+//! - **P2P rooms** (two people): offers, answers and candidates are relayed to the other browser;
+//!   media never touches the server.
+//! - **Auto rooms**: P2P while two are in, moved to the SFU when a third joins (the server sends
+//!   `mode`, the browsers reconnect their media without reloading).
+//!
+//! Room state lives in one [`Hub`] behind a mutex that is never held across an `await`; each
+//! connection is one task that owns its media peer and talks to the media server itself.
+
+#![forbid(unsafe_code)]
+
+mod hub;
+mod metrics;
+pub mod protocol;
+mod web;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use sori_net::sori_sfu::PeerId;
+use sori_net::{MediaError, MediaHandle, PeerSignal};
+use tokio::sync::mpsc;
+
+pub use hub::Hub;
+use hub::{JoinOutcome, Me};
+use protocol::{ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, MAX_MESSAGE};
+
+/// Settings of the session server.
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    /// Mode of a room whose first participant asks for none.
+    pub default_mode: RoomMode,
+    /// ICE server URLs handed to browsers (`stun:…`, `turn:…`).
+    pub ice_servers: Vec<String>,
+    /// A socket on which nothing arrives for this long is closed (browsers ping every 5 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        Self {
+            default_mode: RoomMode::Sfu,
+            ice_servers: Vec::new(),
+            idle_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The session server: cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Signal {
+    hub: Arc<Mutex<Hub>>,
+    media: MediaHandle,
+    config: Arc<SignalConfig>,
+}
+
+impl Signal {
+    /// A session server driving `media`.
+    pub fn new(media: MediaHandle, config: SignalConfig) -> Self {
+        Self {
+            hub: Arc::new(Mutex::new(Hub::default())),
+            media,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(web::index))
+            .route("/app.js", get(web::app_js))
+            .route("/style.css", get(web::style_css))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::page))
+            .route("/ws", get(upgrade))
+            .with_state(self)
+    }
+
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ice_servers(&self) -> Vec<IceServer> {
+        if self.config.ice_servers.is_empty() {
+            return Vec::new();
+        }
+        vec![IceServer {
+            urls: self.config.ice_servers.clone(),
+        }]
+    }
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(signal): State<Signal>) -> impl IntoResponse {
+    // Frames past the protocol limit still get a polite refusal; far larger ones end the socket.
+    ws.max_message_size(16 * MAX_MESSAGE)
+        .on_upgrade(move |socket| connection(socket, signal))
+}
+
+/// One browser's socket, from upgrade to close.
+async fn connection(socket: WebSocket, signal: Signal) {
+    let (out, mut outgoing) = mpsc::unbounded_channel::<ServerMessage>();
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            // Serializing our own types cannot fail.
+            let text = serde_json::to_string(&message).expect("server messages serialize");
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut conn = Connection {
+        signal: signal.clone(),
+        out,
+        me: None,
+        media_peer: None,
+    };
+    loop {
+        let next = tokio::time::timeout(signal.config.idle_timeout, stream.next()).await;
+        let message = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                tracing::debug!("socket error: {e}");
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::info!(
+                    "closing a socket silent for {:?}",
+                    signal.config.idle_timeout
+                );
+                break;
+            }
+        };
+        let text = match message {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => match String::from_utf8(b.to_vec()) {
+                Ok(t) => t,
+                Err(_) => {
+                    conn.error(
+                        ErrorCode::BadMessage,
+                        "binary frames are not part of the protocol",
+                    );
+                    continue;
+                }
+            },
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match protocol::parse(&text) {
+            Ok(ClientMessage::Leave) => break,
+            Ok(m) => conn.handle(m).await,
+            Err((code, message)) => conn.error(code, &message),
+        }
+    }
+    conn.leave().await;
+    drop(conn);
+    let _ = writer.await;
+}
+
+struct Connection {
+    signal: Signal,
+    out: mpsc::UnboundedSender<ServerMessage>,
+    me: Option<Me>,
+    media_peer: Option<PeerId>,
+}
+
+impl Connection {
+    fn send(&self, m: ServerMessage) {
+        let _ = self.out.send(m);
+    }
+
+    fn error(&self, code: ErrorCode, message: &str) {
+        self.send(ServerMessage::Error {
+            code,
+            message: message.to_string(),
+        });
+    }
+
+    async fn handle(&mut self, message: ClientMessage) {
+        if let ClientMessage::Ping = message {
+            self.send(ServerMessage::Pong);
+            return;
+        }
+        if let ClientMessage::Join {
+            v,
+            room,
+            name,
+            mode,
+            token: _,
+        } = message
+        {
+            self.join(v, room, name, mode);
+            return;
+        }
+        let Some(me) = self.me.clone() else {
+            self.error(ErrorCode::NotJoined, "join a room first");
+            return;
+        };
+        match message {
+            ClientMessage::Offer { sdp, to: Some(to) } => {
+                self.relay(&me, &to, |from| ServerMessage::Offer {
+                    sdp,
+                    from: Some(from),
+                })
+            }
+            ClientMessage::Answer { sdp, to: Some(to) } => {
+                self.relay(&me, &to, |from| ServerMessage::Answer {
+                    sdp,
+                    from: Some(from),
+                })
+            }
+            ClientMessage::Candidate {
+                candidate,
+                to: Some(to),
+            } => self.relay(&me, &to, |from| ServerMessage::Candidate {
+                candidate,
+                from,
+            }),
+            ClientMessage::Offer { sdp, to: None } => self.media_offer(&me, &sdp).await,
+            ClientMessage::Answer { sdp, to: None } => self.media_answer(&sdp).await,
+            // The media server is ICE-lite: it learns the browser's address from its checks.
+            ClientMessage::Candidate { to: None, .. } => {}
+            ClientMessage::Chat { text } => {
+                if let Err(why) = self.signal.hub().chat(&me, &text) {
+                    self.error(ErrorCode::BadChat, why);
+                }
+            }
+            ClientMessage::Mute { audio, video } => self.signal.hub().mute(&me, audio, video),
+            ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
+        }
+    }
+
+    fn join(&mut self, v: u32, room: String, name: String, mode: Option<RoomMode>) {
+        if self.me.is_some() {
+            self.error(
+                ErrorCode::AlreadyJoined,
+                "this connection is already in a room",
+            );
+            return;
+        }
+        if v != protocol::PROTOCOL_VERSION {
+            self.error(
+                ErrorCode::UnsupportedVersion,
+                &format!(
+                    "protocol version {v} is not supported; this server speaks version {}",
+                    protocol::PROTOCOL_VERSION
+                ),
+            );
+            return;
+        }
+        if !protocol::valid_name(&room) || !protocol::valid_name(&name) {
+            self.error(
+                ErrorCode::InvalidName,
+                "room and name must be 1 to 64 characters, without control characters",
+            );
+            return;
+        }
+        let mode = mode.unwrap_or(self.signal.config.default_mode);
+        let outcome = self.signal.hub().join(
+            &room,
+            &name,
+            mode,
+            self.out.clone(),
+            self.signal.ice_servers(),
+        );
+        match outcome {
+            JoinOutcome::Joined(me) => {
+                tracing::info!(room, id = me.id, "participant joined");
+                self.me = Some(me);
+            }
+            JoinOutcome::Full => self.error(
+                ErrorCode::RoomFull,
+                &format!(
+                    "room {room:?} is a two-person peer-to-peer room and both places are taken"
+                ),
+            ),
+        }
+    }
+
+    fn relay(&self, me: &Me, to: &str, make: impl FnOnce(String) -> ServerMessage) {
+        if let Err(why) = self.signal.hub().relay(me, to, make) {
+            self.error(ErrorCode::BadTarget, &why);
+        }
+    }
+
+    async fn media_offer(&mut self, me: &Me, sdp: &str) {
+        if !self.signal.hub().uses_sfu(me) {
+            self.error(
+                ErrorCode::BadTarget,
+                "this room is peer-to-peer: address offers to a participant with \"to\"",
+            );
+            return;
+        }
+        let media = self.signal.media.clone();
+        let reply = match self.media_peer {
+            Some(peer) => media.offer(peer, sdp).await,
+            None => match media.join(&me.room, sdp).await {
+                Ok(joined) => {
+                    self.media_peer = Some(joined.peer);
+                    self.signal
+                        .hub()
+                        .set_media_id(me, Some(joined.peer.to_string()));
+                    self.send(ServerMessage::Answer {
+                        sdp: joined.answer,
+                        from: None,
+                    });
+                    tokio::spawn(forward_media_signals(joined.signals, self.out.clone()));
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match reply {
+            Ok(answer) => self.send(ServerMessage::Answer {
+                sdp: answer,
+                from: None,
+            }),
+            Err(e) => self.media_error(e),
+        }
+    }
+
+    async fn media_answer(&mut self, sdp: &str) {
+        let Some(peer) = self.media_peer else {
+            self.error(
+                ErrorCode::BadTarget,
+                "no offer from the media server is waiting for an answer",
+            );
+            return;
+        };
+        if let Err(e) = self.signal.media.answer(peer, sdp).await {
+            self.media_error(e);
+        }
+    }
+
+    fn media_error(&self, e: MediaError) {
+        self.error(ErrorCode::MediaError, &e.to_string());
+    }
+
+    async fn leave(&mut self) {
+        if let Some(me) = self.me.take() {
+            tracing::info!(room = me.room, id = me.id, "participant left");
+            self.signal.hub().leave(&me);
+        }
+        if let Some(peer) = self.media_peer.take() {
+            let _ = self.signal.media.leave(peer).await;
+        }
+    }
+}
+
+/// Passes the media server's offers for this participant to its socket.
+async fn forward_media_signals(
+    mut signals: mpsc::UnboundedReceiver<PeerSignal>,
+    out: mpsc::UnboundedSender<ServerMessage>,
+) {
+    while let Some(signal) = signals.recv().await {
+        match signal {
+            PeerSignal::Offer(sdp) => {
+                if out.send(ServerMessage::Offer { sdp, from: None }).is_err() {
+                    break;
+                }
+            }
+            PeerSignal::Connected => {}
+            PeerSignal::Removed(reason) => {
+                tracing::debug!("media peer removed: {reason}");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The signaling protocol on `/ws`: JSON messages with a `type` field. `docs/signaling.md`
+//! describes every message and error code; this module is its single definition.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version a client states in `join`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message accepted, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
+
+/// Chat messages replayed to a participant who joins.
+pub const CHAT_HISTORY: usize = 100;
+
+/// How a room carries media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomMode {
+    /// Everyone sends once to the media server, which forwards to the others.
+    Sfu,
+    /// Two participants, media directly between their browsers.
+    P2p,
+    /// Peer to peer while two are in the room, the media server from the third on.
+    Auto,
+}
+
+/// What a participant's browser sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a room.
+    Join {
+        /// Protocol version; must be 1.
+        v: u32,
+        room: String,
+        name: String,
+        /// Requested mode for a new room (an existing room keeps its mode).
+        #[serde(default)]
+        mode: Option<RoomMode>,
+        /// Reserved for signed join tokens.
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// An SDP offer: to the media server, or with `to` to the other browser (P2P).
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// An SDP answer, same addressing as `offer`.
+    Answer {
+        sdp: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// A trickled ICE candidate (`RTCIceCandidateInit`), same addressing as `offer`.
+    Candidate {
+        candidate: serde_json::Value,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// A chat message to the room.
+    Chat { text: String },
+    /// The sender's microphone and camera state.
+    Mute { audio: bool, video: bool },
+    /// Leave the room (closing the socket does the same).
+    Leave,
+    /// Keepalive; answered with `pong`.
+    Ping,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+    /// The media stream id of this participant's tracks at the media server (SFU mode).
+    pub media_id: Option<String>,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    pub id: u64,
+    pub from: String,
+    pub name: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, server time.
+    pub time: u64,
+}
+
+/// An ICE server for the browser's `RTCPeerConnection`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// You are in.
+    Joined {
+        v: u32,
+        id: String,
+        room: String,
+        /// The mode media uses now (`sfu` or `p2p`).
+        mode: RoomMode,
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+        chat: Vec<ChatMessage>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        id: String,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    /// The room moved to another mode (auto rooms: P2P to SFU); reconnect media that way.
+    Mode {
+        mode: RoomMode,
+    },
+    Offer {
+        sdp: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+    Answer {
+        sdp: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+    Candidate {
+        candidate: serde_json::Value,
+        from: String,
+    },
+    Chat(ChatMessage),
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Error codes of the `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Not JSON, an unknown `type`, or missing or wrong fields.
+    BadMessage,
+    /// Over 64 KiB.
+    TooLarge,
+    /// `join` with a version other than 1.
+    UnsupportedVersion,
+    /// A room or display name that is empty, too long or has control characters.
+    InvalidName,
+    /// A message that needs `join` first.
+    NotJoined,
+    /// `join` twice on one connection.
+    AlreadyJoined,
+    /// A P2P room already has two participants.
+    RoomFull,
+    /// `to` names no one in the room, or the message makes no sense in the room's mode.
+    BadTarget,
+    /// The media server refused the SDP (codec, syntax).
+    MediaError,
+    /// A chat message over 2000 characters or empty.
+    BadChat,
+}
+
+/// Parses one text frame from a client.
+pub fn parse(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
+    if text.len() > MAX_MESSAGE {
+        return Err((
+            ErrorCode::TooLarge,
+            format!(
+                "message of {} bytes refused; the limit is {MAX_MESSAGE}",
+                text.len()
+            ),
+        ));
+    }
+    serde_json::from_str(text)
+        .map_err(|e| (ErrorCode::BadMessage, format!("malformed message: {e}")))
+}
+
+/// Checks a room or display name: 1–64 characters, no control characters.
+pub fn valid_name(s: &str) -> bool {
+    let n = s.chars().count();
+    (1..=64).contains(&n) && !s.chars().any(char::is_control) && !s.trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_message() {
+        let join = parse(r#"{"type":"join","v":1,"room":"r","name":"Ann","mode":"p2p"}"#).unwrap();
+        assert_eq!(
+            join,
+            ClientMessage::Join {
+                v: 1,
+                room: "r".into(),
+                name: "Ann".into(),
+                mode: Some(RoomMode::P2p),
+                token: None
+            }
+        );
+        assert!(matches!(
+            parse(r#"{"type":"offer","sdp":"v=0"}"#),
+            Ok(ClientMessage::Offer { to: None, .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"candidate","candidate":{"candidate":"x"},"to":"p2"}"#),
+            Ok(ClientMessage::Candidate { .. })
+        ));
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse(r#"{"type":"mute","audio":true,"video":false}"#),
+            Ok(ClientMessage::Mute {
+                audio: true,
+                video: false
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_and_huge_messages() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"dance"}"#,
+            r#"{"type":"chat"}"#,
+            r#"{"type":"ping","x":1}"#,
+            "\u{0}",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().0, ErrorCode::BadMessage, "{bad:?}");
+        }
+        let huge = format!(r#"{{"type":"chat","text":"{}"}}"#, "a".repeat(MAX_MESSAGE));
+        assert_eq!(parse(&huge).unwrap_err().0, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let m = serde_json::to_value(ServerMessage::Error {
+            code: ErrorCode::RoomFull,
+            message: "full".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"type": "error", "code": "room-full", "message": "full"})
+        );
+        let c = ServerMessage::Chat(ChatMessage {
+            id: 1,
+            from: "p1".into(),
+            name: "A".into(),
+            text: "hi".into(),
+            time: 5,
+        });
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({"type": "chat", "id": 1, "from": "p1", "name": "A", "text": "hi", "time": 5})
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("Room 1"));
+        assert!(valid_name("한국어"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("   "));
+        assert!(!valid_name("a\nb"));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+}

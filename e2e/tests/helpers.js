@@ -1,0 +1,92 @@
+// Shared pieces of the browser tests: a `sori serve` process and headless Chromium pages.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = join(here, '..', '..');
+export const artifacts = join(root, 'e2e', 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
+
+/** Starts `sori serve` on free loopback ports; resolves once it logs its address. */
+export async function startServer(extraArgs = []) {
+  const child = spawn(SORI, ['serve', '--listen', '127.0.0.1:0', '--rtc-port', '0', '--advertise-ip', '127.0.0.1', ...extraArgs], {
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const lines = createInterface({ input: child.stderr });
+  const log = [];
+  const url = await new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`sori exited with ${code}:\n${log.join('\n')}`)));
+    lines.on('line', (line) => {
+      log.push(line);
+      const m = line.match(/listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+  });
+  return {
+    url,
+    log,
+    async metrics() {
+      const text = await (await fetch(url + '/metrics')).text();
+      const value = (name) => Number((text.match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1]);
+      return { text, value };
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Launches Debian's Chromium with a fake camera and microphone. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+/** Opens the web client in a fresh context (its own devices and storage) and joins. */
+export async function joinPage(browser, serverUrl, room, name, extra = '') {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
+  await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);
+  return page;
+}
+
+/** Total decoded frames of the remote video of `participant` (0 when it is not there). */
+export function remoteFrames(page, participant) {
+  return page.evaluate((who) => {
+    const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
+    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+  }, participant);
+}
+
+/** Waits until `participant`'s video on `page` decodes frames and keeps decoding. */
+export async function waitForVideoFrom(page, participant, timeout = 20000) {
+  await page.waitForFunction((who) => {
+    const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
+    return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
+  }, participant, { timeout, polling: 100 });
+  const before = await remoteFrames(page, participant);
+  await page.waitForFunction(([who, n]) => {
+    const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
+    return v && v.getVideoPlaybackQuality().totalVideoFrames > n + 5;
+  }, [participant, before], { timeout, polling: 100 });
+}

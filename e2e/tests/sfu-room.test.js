@@ -1,0 +1,42 @@
+// Three browsers in an SFU room: video and audio from both others, a screenshot to look at.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startServer, launchBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test('three browsers in an SFU room see and hear each other', async () => {
+  const names = ['Ada', 'Grace', 'Linus'];
+  const pages = [];
+  for (const n of names) pages.push(await joinPage(browser, server.url, 'sfu-three', n));
+  for (const [i, page] of pages.entries()) {
+    for (const other of names.filter((_, j) => j !== i)) {
+      await waitForVideoFrom(page, other);
+    }
+    await page.waitForFunction(async () => (await window.sori.inboundStats()).audioPackets > 0, null, { timeout: 15000 });
+    assert.equal(await page.getByTestId('status').textContent(), 'connected');
+    assert.equal(await page.getByTestId('remote-video').count(), 2);
+    assert.equal(await page.getByTestId('participant').count(), 3);
+  }
+  const joinTimes = [];
+  for (const page of pages) {
+    joinTimes.push(await page.evaluate(() => Math.round(window.sori.firstRemoteFrameAt - window.sori.startedAt)));
+  }
+  console.log(`join time (page load to first remote frame decoded), ms: ${joinTimes.join(', ')}`);
+  const shot = join(artifacts, 'three-party-call.png');
+  await pages[0].screenshot({ path: shot });
+  console.log(`screenshot: ${shot}`);
+  const { value } = await server.metrics();
+  assert.ok(value('sori_rtp_forwarded_packets_total') > 0);
+  assert.equal(value('sori_participants'), 3);
+});
