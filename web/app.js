@@ -25,6 +25,7 @@ const state = {
 window.sori = {
   startedAt: performance.now(),
   firstRemoteFrameAt: null,
+  iceServers: () => state.iceServers,
   async inboundStats() {
     const out = { audioPackets: 0, videoFramesDecoded: 0 };
     if (!state.pc) return out;

@@ -48,7 +48,18 @@ export async function startServer(extraArgs = []) {
 
 /** Launches Debian's Chromium with a fake camera and microphone. */
 export async function launchBrowser() {
-  return chromium.launch({
+  return chromium.launch(launchOptions());
+}
+
+/** A browser whose process the test can kill: `{ browser, kill() }`. */
+export async function launchKillableBrowser() {
+  const server = await chromium.launchServer(launchOptions());
+  const browser = await chromium.connect(server.wsEndpoint());
+  return { browser, kill: () => server.process().kill('SIGKILL') };
+}
+
+function launchOptions() {
+  return {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -57,7 +68,7 @@ export async function launchBrowser() {
       '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required',
     ],
-  });
+  };
 }
 
 /** Opens the web client in a fresh context (its own devices and storage) and joins. */

@@ -240,7 +240,7 @@ mod tests {
             "[]",
             r#"{"type":"dance"}"#,
             r#"{"type":"chat"}"#,
-            r#"{"type":"ping","x":1}"#,
+            r#"{"type":"chat","text":"a","x":1}"#,
             "\u{0}",
         ] {
             assert_eq!(parse(bad).unwrap_err().0, ErrorCode::BadMessage, "{bad:?}");

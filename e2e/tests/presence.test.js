@@ -1,0 +1,54 @@
+// Leaving, closing the tab, a killed browser, and mute state, as the others see them.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, launchKillableBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const remoteNames = (page) =>
+  page.$$eval('[data-testid=remote-video]', (vs) => vs.map((v) => v.dataset.participant).sort());
+
+test('a closed tab and a killed browser disappear at the others within 5 s', async () => {
+  const a = await joinPage(browser, server.url, 'presence', 'Ada');
+  const b = await joinPage(browser, server.url, 'presence', 'Grace');
+  const other = await launchKillableBrowser();
+  const c = await joinPage(other.browser, server.url, 'presence', 'Linus');
+  for (const [page, names] of [[a, ['Grace', 'Linus']], [b, ['Ada', 'Linus']], [c, ['Ada', 'Grace']]]) {
+    for (const n of names) await waitForVideoFrom(page, n);
+  }
+
+  await b.close();
+  let start = Date.now();
+  await a.waitForFunction(() => ![...document.querySelectorAll('[data-testid=remote-video]')].some((v) => v.dataset.participant === 'Grace'), null, { timeout: 5000 });
+  console.log(`closed tab gone after ${Date.now() - start} ms`);
+
+  other.kill();
+  start = Date.now();
+  await a.waitForFunction(() => document.querySelectorAll('[data-testid=remote-video]').length === 0, null, { timeout: 5000 });
+  console.log(`killed browser gone after ${Date.now() - start} ms`);
+  assert.deepEqual(await remoteNames(a), []);
+  assert.equal(await a.getByTestId('participant').count(), 1);
+  const { value } = await server.metrics();
+  assert.equal(value('sori_participants'), 1);
+});
+
+test('muting the camera shows as muted at the others', async () => {
+  const a = await joinPage(browser, server.url, 'mute', 'Ada');
+  const b = await joinPage(browser, server.url, 'mute', 'Grace');
+  await waitForVideoFrom(b, 'Ada');
+  await a.getByTestId('mute-video').click();
+  await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="true"]').waitFor({ timeout: 5000 });
+  await b.getByTestId('participant').filter({ hasText: 'Ada' }).filter({ hasText: 'camera off' }).waitFor();
+  assert.equal(await a.getByTestId('mute-video').getAttribute('aria-pressed'), 'true');
+  await a.getByTestId('mute-video').click();
+  await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="false"]').waitFor({ timeout: 5000 });
+});
