@@ -37,6 +37,9 @@ pub use hub::Hub;
 use hub::{JoinOutcome, Me};
 use protocol::{ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, MAX_MESSAGE};
 
+/// Interval of the server's WebSocket pings.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// Settings of the session server.
 #[derive(Debug, Clone)]
 pub struct SignalConfig {
@@ -114,10 +117,20 @@ async fn connection(socket: WebSocket, signal: Signal) {
     let (out, mut outgoing) = mpsc::unbounded_channel::<ServerMessage>();
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            // Serializing our own types cannot fail.
-            let text = serde_json::to_string(&message).expect("server messages serialize");
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        // WebSocket pings are answered by the browser itself, even in a throttled background
+        // tab; their pongs keep the connection from looking idle.
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
+        loop {
+            let frame = tokio::select! {
+                message = outgoing.recv() => match message {
+                    // Serializing our own types cannot fail.
+                    Some(m) => Message::Text(serde_json::to_string(&m).expect("server messages serialize").into()),
+                    None => break,
+                },
+                _ = keepalive.tick() => Message::Ping(Default::default()),
+            };
+            if sink.send(frame).await.is_err() {
                 break;
             }
         }
