@@ -52,3 +52,18 @@ test('muting the camera shows as muted at the others', async () => {
   await a.getByTestId('mute-video').click();
   await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="false"]').waitFor({ timeout: 5000 });
 });
+
+test('a screen share reaches the others as an extra video and goes away when stopped', async () => {
+  const a = await joinPage(browser, server.url, 'screen', 'Ada');
+  const b = await joinPage(browser, server.url, 'screen', 'Grace');
+  await waitForVideoFrom(b, 'Ada');
+  await a.getByTestId('share-screen').click();
+  await b.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=remote-screen]');
+    return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
+  }, null, { timeout: 15000, polling: 100 });
+  assert.equal(await b.getByTestId('remote-video').count(), 1, 'still one camera tile for Ada');
+  await a.getByTestId('share-screen').click();
+  await b.locator('[data-testid=remote-screen]').waitFor({ state: 'detached', timeout: 10000 });
+  await waitForVideoFrom(b, 'Ada');
+});
