@@ -29,7 +29,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use sori_net::sori_sfu::PeerId;
+use sori_net::sori_sfu::{PeerId, RemoveReason, SfuError};
 use sori_net::{MediaError, MediaHandle, PeerSignal};
 use tokio::sync::mpsc;
 
@@ -320,8 +320,16 @@ impl Connection {
             return;
         }
         let media = self.signal.media.clone();
-        let reply = match self.media_peer {
-            Some(peer) => media.offer(peer, sdp).await,
+        let mut reply = None;
+        if let Some(peer) = self.media_peer {
+            match media.offer(peer, sdp).await {
+                // The media server dropped this peer (see forward_media_signals): start anew.
+                Err(MediaError::Sfu(SfuError::UnknownPeer(_))) => self.media_peer = None,
+                other => reply = Some(other),
+            }
+        }
+        let reply = match reply {
+            Some(r) => r,
             None => match media.join(&me.room, sdp).await {
                 Ok(joined) => {
                     self.media_peer = Some(joined.peer);
@@ -389,7 +397,13 @@ async fn forward_media_signals(
             }
             PeerSignal::Connected => {}
             PeerSignal::Removed(reason) => {
-                tracing::debug!("media peer removed: {reason}");
+                tracing::info!("media connection removed: {reason}");
+                if reason != RemoveReason::Left {
+                    // The socket is still up: have the browser connect its media again.
+                    let _ = out.send(ServerMessage::Mode {
+                        mode: RoomMode::Sfu,
+                    });
+                }
                 break;
             }
         }
