@@ -274,6 +274,31 @@ mod tests {
     }
 
     #[test]
+    fn mutated_messages_parse_or_fail_cleanly() {
+        let valid = [
+            r#"{"type":"join","v":1,"room":"r","name":"Ann","mode":"auto","token":"t"}"#,
+            r#"{"type":"offer","sdp":"v=0\r\n","to":"p2"}"#,
+            r#"{"type":"candidate","candidate":{"candidate":"x","sdpMid":"0"},"to":"p1"}"#,
+            r#"{"type":"mute","audio":true,"video":false}"#,
+        ];
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = valid[(seed % 4) as usize].as_bytes().to_vec();
+            let at = (seed >> 8) as usize % bytes.len();
+            bytes[at] = (seed >> 32) as u8;
+            let cut = (seed >> 40) as usize % (bytes.len() + 1);
+            let text = String::from_utf8_lossy(&bytes[..cut]);
+            if let Err((code, message)) = parse(&text) {
+                assert_eq!(code, ErrorCode::BadMessage);
+                assert!(!message.is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn names() {
         assert!(valid_name("Room 1"));
         assert!(valid_name("한국어"));
