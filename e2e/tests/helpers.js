@@ -13,9 +13,14 @@ mkdirSync(artifacts, { recursive: true });
 
 const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
 
-/** Starts `sori serve` on free loopback ports; resolves once it logs its address. */
-export async function startServer(extraArgs = []) {
-  const child = spawn(SORI, ['serve', '--listen', '127.0.0.1:0', '--rtc-port', '0', '--advertise-ip', '127.0.0.1', ...extraArgs], {
+/**
+ * Starts `sori serve` on free loopback ports; resolves once it logs its address. The media
+ * server advertises 127.0.0.1 unless `advertise` is false (then: its own default).
+ */
+export async function startServer(extraArgs = [], { advertise = true } = {}) {
+  const args = ['serve', '--listen', '127.0.0.1:0', '--rtc-port', '0'];
+  if (advertise) args.push('--advertise-ip', '127.0.0.1');
+  const child = spawn(SORI, [...args, ...extraArgs], {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -46,9 +51,12 @@ export async function startServer(extraArgs = []) {
   };
 }
 
-/** Launches Debian's Chromium with a fake camera and microphone. */
-export async function launchBrowser() {
-  return chromium.launch(launchOptions());
+/**
+ * Launches Debian's Chromium with a fake camera and microphone. `loopback: false` leaves out the
+ * flags that let WebRTC use 127.0.0.1, as in a real user's browser.
+ */
+export async function launchBrowser({ loopback = true } = {}) {
+  return chromium.launch(launchOptions(loopback));
 }
 
 /** A browser whose process the test can kill: `{ browser, kill() }`. */
@@ -58,15 +66,18 @@ export async function launchKillableBrowser() {
   return { browser, kill: () => server.process().kill('SIGKILL') };
 }
 
-function launchOptions() {
+function launchOptions(loopback = true) {
+  const webrtc = loopback
+    ? ['--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns']
+    : [];
   return {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required',
+      ...webrtc,
     ],
   };
 }

@@ -42,13 +42,21 @@ test('an auto room moves from P2P to the SFU when a third joins', async () => {
   assert.equal(await a.getByTestId('mode').textContent(), 'peer to peer');
   const before = (await server.metrics()).value('sori_rtp_forwarded_packets_total');
 
-  const c = await joinPage(browser, server.url, 'auto-room', 'Linus', '&mode=auto');
   const start = Date.now();
+  const c = await joinPage(browser, server.url, 'auto-room', 'Linus', '&mode=auto');
   const pages = { Ada: a, Grace: b, Linus: c };
-  await Promise.all(Object.entries(pages).map(async ([me, page]) => {
-    for (const other of Object.keys(pages).filter((n) => n !== me)) await waitForVideoFrom(page, other, 5000);
-  }));
-  console.log(`auto room: all three see each other ${Date.now() - start} ms after the third joined`);
+  // Everyone sees a decoded frame from both others within 5 s of the third opening the page.
+  await Promise.all(Object.entries(pages).map(([me, page]) =>
+    page.waitForFunction((others) => document.querySelector('[data-testid=mode]').textContent === 'sfu' && others.every((who) => {
+      const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
+      return v && v.getVideoPlaybackQuality().totalVideoFrames > 0;
+    }), Object.keys(pages).filter((n) => n !== me), { timeout: 5000, polling: 50 })));
+  const elapsed = Date.now() - start;
+  console.log(`auto room: all three see each other ${elapsed} ms after the third opened the page`);
+  assert.ok(elapsed <= 5000);
+  for (const [me, page] of Object.entries(pages)) {
+    for (const other of Object.keys(pages).filter((n) => n !== me)) await waitForVideoFrom(page, other);
+  }
   for (const p of Object.values(pages)) assert.equal(await p.getByTestId('mode').textContent(), 'sfu');
   assert.ok((await server.metrics()).value('sori_rtp_forwarded_packets_total') > before);
   assert.equal((await server.metrics()).value('sori_media_peers'), 3);
