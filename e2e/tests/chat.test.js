@@ -1,26 +1,17 @@
 // Chat rides the WebSocket: same order everywhere, text never HTML, history on join; bad
 // protocol messages get an error and disturb nobody.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, joinPage } from './helpers.js';
+import { serverAndBrowser, joinPage } from './helpers.js';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const ctx = serverAndBrowser();
 
 const messages = (page) => page.getByTestId('chat-message').allTextContents();
 
 test('chat from three browsers reaches all three in the same order, as text', async () => {
   const names = ['Ada', 'Grace', 'Linus'];
   const pages = [];
-  for (const n of names) pages.push(await joinPage(browser, server.url, 'chat', n));
+  for (const n of names) pages.push(await joinPage(ctx.browser, ctx.server.url, 'chat', n));
   for (const p of pages) await p.getByTestId('status').filter({ hasText: 'connected' }).waitFor();
   for (const p of pages) await p.waitForFunction(() => document.querySelectorAll('[data-testid=participant]').length === 3);
 
@@ -44,16 +35,16 @@ test('chat from three browsers reaches all three in the same order, as text', as
   }
 
   // A latecomer gets the history.
-  const late = await joinPage(browser, server.url, 'chat', 'Margaret');
+  const late = await joinPage(ctx.browser, ctx.server.url, 'chat', 'Margaret');
   await late.waitForFunction(() => document.querySelectorAll('[data-testid=chat-message]').length === 6);
   assert.deepEqual(await messages(late), seen[0]);
 });
 
 test('malformed, unknown and oversized messages get an error reply and change nothing else', async () => {
-  const watcher = await joinPage(browser, server.url, 'protocol', 'Watcher');
+  const watcher = await joinPage(ctx.browser, ctx.server.url, 'protocol', 'Watcher');
   await watcher.getByTestId('status').filter({ hasText: 'connected' }).waitFor();
-  const probe = await (await browser.newContext()).newPage();
-  await probe.goto(server.url + '/healthz');
+  const probe = await (await ctx.browser.newContext()).newPage();
+  await probe.goto(ctx.server.url + '/healthz');
   const replies = await probe.evaluate((wsUrl) => new Promise((resolve) => {
     const ws = new WebSocket(wsUrl);
     const got = [];
@@ -69,7 +60,7 @@ test('malformed, unknown and oversized messages get an error reply and change no
       ws.send(JSON.stringify({ type: 'join', v: 99, room: 'protocol', name: 'Old' }));
       ws.send(JSON.stringify({ type: 'ping' }));
     };
-  }), server.url.replace('http', 'ws') + '/ws');
+  }), ctx.server.url.replace('http', 'ws') + '/ws');
   assert.deepEqual(replies.map((r) => r.type === 'error' ? r.code : r.type),
     ['bad-message', 'bad-message', 'too-large', 'not-joined', 'unsupported-version', 'pong']);
   for (const r of replies.filter((r) => r.type === 'error')) assert.ok(r.message.length > 0);

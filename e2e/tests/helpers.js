@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -111,4 +112,21 @@ export async function waitForVideoFrom(page, participant, timeout = 20000) {
     const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
     return v && v.getVideoPlaybackQuality().totalVideoFrames > n + 5;
   }, [participant, before], { timeout, polling: 100 });
+}
+
+/**
+ * Registers a `sori serve` and a browser for the test file: started before its tests, stopped
+ * after. Returns an object whose `server` and `browser` are set once started.
+ */
+export function serverAndBrowser(extraArgs = []) {
+  const ctx = { server: null, browser: null };
+  before(async () => {
+    ctx.server = await startServer(extraArgs);
+    ctx.browser = await launchBrowser();
+  });
+  after(async () => {
+    await ctx.browser?.close();
+    await ctx.server?.stop();
+  });
+  return ctx;
 }

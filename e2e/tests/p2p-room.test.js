@@ -1,24 +1,15 @@
 // P2P rooms: two browsers send media to each other directly; the media server forwards nothing.
 // A third is refused. Auto rooms move to the SFU when a third joins, without a reload.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom } from './helpers.js';
 
-let server;
-let browser;
-before(async () => {
-  // A STUN server on loopback where nothing listens: handed to browsers, harmless to them.
-  server = await startServer(['--ice-server', 'stun:127.0.0.1:3478', '--ice-server', 'stun:127.0.0.1:3479']);
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// A STUN server on loopback where nothing listens: handed to browsers, harmless to them.
+const ctx = serverAndBrowser(['--ice-server', 'stun:127.0.0.1:3478', '--ice-server', 'stun:127.0.0.1:3479']);
 
 test('a P2P room of two: video both ways, nothing through the media server, a third refused', async () => {
-  const a = await joinPage(browser, server.url, 'p2p-pair', 'Ada', '&mode=p2p');
-  const b = await joinPage(browser, server.url, 'p2p-pair', 'Grace', '&mode=p2p');
+  const a = await joinPage(ctx.browser, ctx.server.url, 'p2p-pair', 'Ada', '&mode=p2p');
+  const b = await joinPage(ctx.browser, ctx.server.url, 'p2p-pair', 'Grace', '&mode=p2p');
   await waitForVideoFrom(a, 'Grace');
   await waitForVideoFrom(b, 'Ada');
   for (const p of [a, b]) {
@@ -26,24 +17,24 @@ test('a P2P room of two: video both ways, nothing through the media server, a th
     assert.equal(await p.getByTestId('status').textContent(), 'connected');
     assert.equal(await p.getByTestId('mode').textContent(), 'peer to peer');
   }
-  const { value } = await server.metrics();
+  const { value } = await ctx.server.metrics();
   assert.equal(value('sori_rtp_forwarded_packets_total'), 0);
   assert.equal(value('sori_media_peers'), 0);
 
-  const c = await joinPage(browser, server.url, 'p2p-pair', 'Linus', '&mode=p2p');
+  const c = await joinPage(ctx.browser, ctx.server.url, 'p2p-pair', 'Linus', '&mode=p2p');
   await c.getByTestId('lobby-error').filter({ hasText: 'both places are taken' }).waitFor();
 });
 
 test('an auto room moves from P2P to the SFU when a third joins', async () => {
-  const a = await joinPage(browser, server.url, 'auto-room', 'Ada', '&mode=auto');
-  const b = await joinPage(browser, server.url, 'auto-room', 'Grace', '&mode=auto');
+  const a = await joinPage(ctx.browser, ctx.server.url, 'auto-room', 'Ada', '&mode=auto');
+  const b = await joinPage(ctx.browser, ctx.server.url, 'auto-room', 'Grace', '&mode=auto');
   await waitForVideoFrom(a, 'Grace');
   await waitForVideoFrom(b, 'Ada');
   assert.equal(await a.getByTestId('mode').textContent(), 'peer to peer');
-  const before = (await server.metrics()).value('sori_rtp_forwarded_packets_total');
+  const before = (await ctx.server.metrics()).value('sori_rtp_forwarded_packets_total');
 
   const start = Date.now();
-  const c = await joinPage(browser, server.url, 'auto-room', 'Linus', '&mode=auto');
+  const c = await joinPage(ctx.browser, ctx.server.url, 'auto-room', 'Linus', '&mode=auto');
   const pages = { Ada: a, Grace: b, Linus: c };
   // Everyone sees a decoded frame from both others within 5 s of the third opening the page.
   await Promise.all(Object.entries(pages).map(([me, page]) =>
@@ -58,6 +49,6 @@ test('an auto room moves from P2P to the SFU when a third joins', async () => {
     for (const other of Object.keys(pages).filter((n) => n !== me)) await waitForVideoFrom(page, other);
   }
   for (const p of Object.values(pages)) assert.equal(await p.getByTestId('mode').textContent(), 'sfu');
-  assert.ok((await server.metrics()).value('sori_rtp_forwarded_packets_total') > before);
-  assert.equal((await server.metrics()).value('sori_media_peers'), 3);
+  assert.ok((await ctx.server.metrics()).value('sori_rtp_forwarded_packets_total') > before);
+  assert.equal((await ctx.server.metrics()).value('sori_media_peers'), 3);
 });

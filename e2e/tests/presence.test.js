@@ -1,27 +1,18 @@
 // Leaving, closing the tab, a killed browser, and mute state, as the others see them.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, launchKillableBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom } from './helpers.js';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const ctx = serverAndBrowser();
 
 const remoteNames = (page) =>
   page.$$eval('[data-testid=remote-video]', (vs) => vs.map((v) => v.dataset.participant).sort());
 
 test('a closed tab and a killed browser disappear at the others within 5 s', async () => {
-  const a = await joinPage(browser, server.url, 'presence', 'Ada');
-  const b = await joinPage(browser, server.url, 'presence', 'Grace');
+  const a = await joinPage(ctx.browser, ctx.server.url, 'presence', 'Ada');
+  const b = await joinPage(ctx.browser, ctx.server.url, 'presence', 'Grace');
   const other = await launchKillableBrowser();
-  const c = await joinPage(other.browser, server.url, 'presence', 'Linus');
+  const c = await joinPage(other.browser, ctx.server.url, 'presence', 'Linus');
   for (const [page, names] of [[a, ['Grace', 'Linus']], [b, ['Ada', 'Linus']], [c, ['Ada', 'Grace']]]) {
     for (const n of names) await waitForVideoFrom(page, n);
   }
@@ -37,13 +28,13 @@ test('a closed tab and a killed browser disappear at the others within 5 s', asy
   console.log(`killed browser gone after ${Date.now() - start} ms`);
   assert.deepEqual(await remoteNames(a), []);
   assert.equal(await a.getByTestId('participant').count(), 1);
-  const { value } = await server.metrics();
+  const { value } = await ctx.server.metrics();
   assert.equal(value('sori_participants'), 1);
 });
 
 test('muting the camera shows as muted at the others', async () => {
-  const a = await joinPage(browser, server.url, 'mute', 'Ada');
-  const b = await joinPage(browser, server.url, 'mute', 'Grace');
+  const a = await joinPage(ctx.browser, ctx.server.url, 'mute', 'Ada');
+  const b = await joinPage(ctx.browser, ctx.server.url, 'mute', 'Grace');
   await waitForVideoFrom(b, 'Ada');
   await a.getByTestId('mute-video').click();
   await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="true"]').waitFor({ timeout: 5000 });
@@ -54,8 +45,8 @@ test('muting the camera shows as muted at the others', async () => {
 });
 
 test('a screen share reaches the others as an extra video and goes away when stopped', async () => {
-  const a = await joinPage(browser, server.url, 'screen', 'Ada');
-  const b = await joinPage(browser, server.url, 'screen', 'Grace');
+  const a = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Ada');
+  const b = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Grace');
   await waitForVideoFrom(b, 'Ada');
   await a.getByTestId('share-screen').click();
   await b.waitForFunction(() => {

@@ -1,24 +1,15 @@
 // Three browsers in an SFU room: video and audio from both others, a screenshot to look at.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startServer, launchBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const ctx = serverAndBrowser();
 
 test('three browsers in an SFU room see and hear each other', async () => {
   const names = ['Ada', 'Grace', 'Linus'];
   const pages = [];
-  for (const n of names) pages.push(await joinPage(browser, server.url, 'sfu-three', n));
+  for (const n of names) pages.push(await joinPage(ctx.browser, ctx.server.url, 'sfu-three', n));
   for (const [i, page] of pages.entries()) {
     for (const other of names.filter((_, j) => j !== i)) {
       await waitForVideoFrom(page, other);
@@ -36,7 +27,7 @@ test('three browsers in an SFU room see and hear each other', async () => {
   const shot = join(artifacts, 'three-party-call.png');
   await pages[0].screenshot({ path: shot });
   console.log(`screenshot: ${shot}`);
-  const { value } = await server.metrics();
+  const { value } = await ctx.server.metrics();
   assert.ok(value('sori_rtp_forwarded_packets_total') > 0);
   assert.equal(value('sori_participants'), 3);
 });

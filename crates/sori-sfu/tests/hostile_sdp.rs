@@ -81,7 +81,7 @@ fn mangled_offers_and_answers_never_panic_and_change_nothing_when_refused() {
     let (offer, _pending) = api.apply().unwrap();
     let offer = offer.to_sdp_string();
 
-    let mut rng = Rng(0x5eed_0f_5d9);
+    let mut rng = Rng(0x0005_eed0_f5d9);
     let (mut refused, mut accepted) = (0, 0);
     for _ in 0..1500 {
         let bad = mangle(&offer, &mut rng);
