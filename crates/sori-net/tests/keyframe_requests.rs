@@ -67,4 +67,9 @@ async fn pli_reaches_the_publisher_within_a_second_and_a_second_pli_waits_its_tu
         before + 2,
         "two requests in, exactly two out"
     );
+    println!(
+        "first PLI after {:?}; the held second one {:?} after the first",
+        t1 - t0,
+        t2 - t1
+    );
 }
