@@ -31,6 +31,7 @@ export async function startServer(extraArgs = [], { advertise = true } = {}) {
     child.once('exit', (code) => reject(new Error(`sori exited with ${code}:\n${log.join('\n')}`)));
     lines.on('line', (line) => {
       log.push(line);
+      if (/ (WARN|ERROR) /.test(line)) console.error(`[sori] ${line}`);
       const m = line.match(/listening on (http:\/\/\S+)/);
       if (m) resolve(m[1]);
     });
@@ -88,6 +89,10 @@ export async function joinPage(browser, serverUrl, room, name, extra = '') {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  // The client's own errors and warnings, to read when a test fails.
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console ${m.type()}:`, m.text());
+  });
   page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
   await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);
   return page;
