@@ -6,8 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{client, join, pump, settle, SERVER};
-use sori_sfu::{Sfu, SfuConfig};
+use common::{client, join, pump, settle};
 use str0m::media::{Direction, MediaKind};
 
 struct Rng(u64);
@@ -58,10 +57,7 @@ fn mangle(sdp: &str, rng: &mut Rng) -> String {
 #[test]
 fn mangled_offers_and_answers_never_panic_and_change_nothing_when_refused() {
     let mut now = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig {
-        candidates: vec![SERVER],
-        ..SfuConfig::default()
-    });
+    let mut sfu = common::sfu();
     let mut clients = HashMap::new();
     let mut a = client(0, now);
     let pa = join(&mut sfu, &mut a, "sdp", now);

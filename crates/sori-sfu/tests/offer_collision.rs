@@ -7,18 +7,15 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{answer, client, join, offers_to, pump, SERVER};
-use sori_sfu::{Sfu, SfuConfig, SfuError, SfuEvent};
+use common::{answer, client, join, offers_to, pump};
+use sori_sfu::{SfuError, SfuEvent};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 
 #[test]
 fn a_client_offer_crossing_the_core_offer_wins_and_the_core_offers_again() {
     let mut now = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig {
-        candidates: vec![SERVER],
-        ..SfuConfig::default()
-    });
+    let mut sfu = common::sfu();
     let mut clients = HashMap::new();
 
     let mut a = client(0, now);

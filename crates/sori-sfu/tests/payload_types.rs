@@ -6,8 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{client, client_with, join, pump, settle, write, SERVER};
-use sori_sfu::{Sfu, SfuConfig};
+use common::{client, client_with, join, pump, settle, write};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, MediaTime};
 use str0m::RtcConfig;
@@ -15,10 +14,7 @@ use str0m::RtcConfig;
 #[test]
 fn a_receiver_with_other_payload_type_numbers_gets_every_frame_on_its_own_numbers() {
     let mut now = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig {
-        candidates: vec![SERVER],
-        ..SfuConfig::default()
-    });
+    let mut sfu = common::sfu();
     let mut clients = HashMap::new();
 
     let mut a = client(0, now);

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::{client_with, try_join, SERVER};
-use sori_sfu::{Sfu, SfuConfig, SfuError, VideoCodec};
+use common::{client_with, try_join};
+use sori_sfu::{SfuConfig, SfuError, VideoCodec};
 use str0m::RtcConfig;
 
 fn config(vp8: bool, h264: bool) -> RtcConfig {
@@ -20,8 +20,7 @@ fn config(vp8: bool, h264: bool) -> RtcConfig {
 #[test]
 fn the_first_sender_settles_the_codec_and_an_incompatible_client_is_refused() {
     let now = Instant::now();
-    let mut sfu = Sfu::new(SfuConfig {
-        candidates: vec![SERVER],
+    let mut sfu = common::sfu_with(SfuConfig {
         video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
         ..SfuConfig::default()
     });

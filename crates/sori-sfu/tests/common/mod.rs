@@ -6,13 +6,26 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sori_sfu::{PeerId, Sfu, SfuEvent};
+use sori_sfu::{PeerId, Sfu, SfuConfig, SfuEvent};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
+/// A core whose one candidate is [`SERVER`], otherwise configured as `config` says.
+pub fn sfu_with(config: SfuConfig) -> Sfu {
+    Sfu::new(SfuConfig {
+        candidates: vec![SERVER],
+        ..config
+    })
+}
+
+/// A core with the default configuration and [`SERVER`] as its candidate.
+pub fn sfu() -> Sfu {
+    sfu_with(SfuConfig::default())
+}
 
 pub struct Client {
     pub rtc: Rtc,
