@@ -16,7 +16,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sori_sfu::{CoreState, Counters, PeerId, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent};
+use sori_sfu::{
+    CoreState, Counters, Forwarding, MediaLine, PeerFlow, PeerId, RemoveReason, Sfu, SfuConfig,
+    SfuError, SfuEvent, TrackId,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -112,7 +115,26 @@ enum Command {
     Join {
         room: String,
         offer: String,
+        forwarding: Forwarding,
         reply: Reply<Joined>,
+    },
+    Feed {
+        sink: PeerId,
+        mid: String,
+        source: Option<TrackId>,
+        reply: Reply<()>,
+    },
+    Media {
+        peer: PeerId,
+        reply: Reply<Vec<MediaLine>>,
+    },
+    Keyframe {
+        peer: PeerId,
+        reply: Reply<()>,
+    },
+    Flows {
+        peers: Vec<PeerId>,
+        reply: oneshot::Sender<Vec<Option<PeerFlow>>>,
     },
     Offer {
         peer: PeerId,
@@ -151,9 +173,60 @@ impl MediaHandle {
 
     /// Joins `room` with a first SDP offer.
     pub async fn join(&self, room: &str, offer: &str) -> Result<Joined, MediaError> {
+        self.join_with(room, offer, Forwarding::Automatic).await
+    }
+
+    /// Joins `room` with the given forwarding (see [`Sfu::join_with`]).
+    pub async fn join_with(
+        &self,
+        room: &str,
+        offer: &str,
+        forwarding: Forwarding,
+    ) -> Result<Joined, MediaError> {
         let (room, offer) = (room.to_string(), offer.to_string());
-        self.call(|reply| Command::Join { room, offer, reply })
-            .await
+        self.call(|reply| Command::Join {
+            room,
+            offer,
+            forwarding,
+            reply,
+        })
+        .await
+    }
+
+    /// Forwards `source` (or nothing) into the sink's m-line `mid` (see [`Sfu::feed`]).
+    pub async fn feed(
+        &self,
+        sink: PeerId,
+        mid: &str,
+        source: Option<TrackId>,
+    ) -> Result<(), MediaError> {
+        let mid = mid.to_string();
+        self.call(|reply| Command::Feed {
+            sink,
+            mid,
+            source,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks the sources of the peer's incoming video for a keyframe.
+    pub async fn request_keyframe(&self, peer: PeerId) -> Result<(), MediaError> {
+        self.call(|reply| Command::Keyframe { peer, reply }).await
+    }
+
+    /// The peer's m-lines.
+    pub async fn media(&self, peer: PeerId) -> Result<Vec<MediaLine>, MediaError> {
+        self.call(|reply| Command::Media { peer, reply }).await
+    }
+
+    /// Packet counts of several peers at once (`None` for one that is gone).
+    pub async fn flows(&self, peers: Vec<PeerId>) -> Result<Vec<Option<PeerFlow>>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Flows { peers, reply })
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
     }
 
     /// A later offer from the peer; returns the answer.
@@ -336,20 +409,44 @@ fn handle_command(
 ) -> bool {
     let now = Instant::now();
     match command {
-        Command::Join { room, offer, reply } => {
-            let result = sfu.join(&room, &offer, now).map(|(peer, answer)| {
-                let (tx, signals) = mpsc::unbounded_channel();
-                peers.insert(peer, tx);
-                Joined {
-                    peer,
-                    answer,
-                    signals,
-                }
-            });
+        Command::Join {
+            room,
+            offer,
+            forwarding,
+            reply,
+        } => {
+            let result = sfu
+                .join_with(&room, &offer, forwarding, now)
+                .map(|(peer, answer)| {
+                    let (tx, signals) = mpsc::unbounded_channel();
+                    peers.insert(peer, tx);
+                    Joined {
+                        peer,
+                        answer,
+                        signals,
+                    }
+                });
             if let Err(Ok(joined)) = reply.send(result) {
                 // The caller went away before the reply: the peer has no one to talk to.
                 let _ = sfu.leave(joined.peer, now);
             }
+        }
+        Command::Feed {
+            sink,
+            mid,
+            source,
+            reply,
+        } => {
+            let _ = reply.send(sfu.feed(sink, &mid, source, now));
+        }
+        Command::Media { peer, reply } => {
+            let _ = reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer)));
+        }
+        Command::Keyframe { peer, reply } => {
+            let _ = reply.send(sfu.request_keyframe(peer, now));
+        }
+        Command::Flows { peers, reply } => {
+            let _ = reply.send(peers.iter().map(|p| sfu.flow(*p)).collect());
         }
         Command::Offer { peer, sdp, reply } => {
             let _ = reply.send(sfu.accept_offer(peer, &sdp, now));

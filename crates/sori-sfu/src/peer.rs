@@ -32,6 +32,9 @@ pub(crate) struct PendingOffer {
 pub(crate) struct OutTrack {
     pub source: TrackId,
     pub kind: MediaKind,
+    /// Fed by the application into one of the client's own m-lines ([`crate::Sfu::feed`]);
+    /// the core's negotiation leaves it alone.
+    pub pinned: bool,
     pub rewriter: StreamRewriter,
     /// Video is held back until a keyframe starts.
     pub waiting_keyframe: bool,
@@ -44,6 +47,7 @@ impl OutTrack {
         Self {
             source,
             kind,
+            pinned: false,
             rewriter: StreamRewriter::default(),
             waiting_keyframe: kind == MediaKind::Video,
             pt_map: Vec::new(),
@@ -72,6 +76,11 @@ pub(crate) struct Peer {
     pub connected: bool,
     /// Remote addresses the peer's ICE agent has answered; routed straight to this peer.
     pub addrs: Vec<SocketAddr>,
+    /// Every m-line of the session, in the order str0m reported them.
+    pub lines: Vec<(Mid, MediaKind)>,
+    /// RTP packets received from this peer and sent to it, per kind (audio, video).
+    pub packets_in: [u64; 2],
+    pub packets_out: [u64; 2],
     /// Tracks this peer publishes, by its m-line.
     pub published: HashMap<Mid, TrackId>,
     /// Incoming SSRC → published track, filled as packets arrive.
@@ -136,6 +145,9 @@ impl Peer {
             ufrag,
             connected: false,
             addrs: Vec::new(),
+            lines: Vec::new(),
+            packets_in: [0; 2],
+            packets_out: [0; 2],
             published: HashMap::new(),
             rx_tracks: HashMap::new(),
             out: HashMap::new(),

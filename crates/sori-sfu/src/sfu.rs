@@ -68,6 +68,45 @@ impl From<MediaKind> for str0m::media::MediaKind {
     }
 }
 
+/// How a room decides who receives what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    /// Every peer receives every other peer's tracks; the core adds m-lines and offers them.
+    #[default]
+    Automatic,
+    /// Nobody receives anything until the application feeds a track into one of the
+    /// receiver's own m-lines with [`Sfu::feed`]; the core never renegotiates on its own.
+    Manual,
+}
+
+/// One m-line of a peer's session, as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaLine {
+    /// The m-line's `a=mid`.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The core sends on it (the client receives).
+    pub sends: bool,
+    /// The track the client publishes on it, if it sends.
+    pub published: Option<TrackId>,
+    /// The track the core forwards into it.
+    pub fed_by: Option<TrackId>,
+}
+
+/// RTP packets a peer sent to the core and received from it, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerFlow {
+    /// From the peer: audio packets.
+    pub audio_in: u64,
+    /// From the peer: video packets.
+    pub video_in: u64,
+    /// To the peer: audio packets.
+    pub audio_out: u64,
+    /// To the peer: video packets.
+    pub video_out: u64,
+}
+
 /// Configuration of the media core.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -243,6 +282,7 @@ pub struct CoreState {
 }
 
 struct Room {
+    forwarding: Forwarding,
     peers: BTreeSet<PeerId>,
     tracks: BTreeSet<TrackId>,
     video: Option<VideoCodec>,
@@ -354,6 +394,26 @@ impl Sfu {
         offer: &str,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
+        self.join_with(room, offer, Forwarding::Automatic, now)
+    }
+
+    /// [`Sfu::join`] into a room with the given forwarding; a room keeps the forwarding of
+    /// its first peer, and a join asking for the other one is refused.
+    pub fn join_with(
+        &mut self,
+        room: &str,
+        offer: &str,
+        forwarding: Forwarding,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        if let Some(r) = self.rooms.get(room) {
+            if r.forwarding != forwarding {
+                return Err(SfuError::Rejected(format!(
+                    "room {room} uses {:?} forwarding",
+                    r.forwarding
+                )));
+            }
+        }
         let room_video = self.rooms.get(room).and_then(|r| r.video);
         let (codecs, chosen) = self.video_codecs_for(room_video, offer)?;
         let parsed =
@@ -378,6 +438,7 @@ impl Sfu {
         self.counters.peers_joined += 1;
 
         let room_state = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
+            forwarding,
             peers: BTreeSet::new(),
             tracks: BTreeSet::new(),
             video: None,
@@ -386,7 +447,9 @@ impl Sfu {
             room_state.video = chosen;
         }
         room_state.peers.insert(id);
-        peer.desired = room_state.tracks.clone();
+        if forwarding == Forwarding::Automatic {
+            peer.desired = room_state.tracks.clone();
+        }
         self.by_ufrag.insert(peer.ufrag.clone(), id);
         tracing::debug!(%id, room, "peer joined");
         self.io.settle(&mut peer);
@@ -514,6 +577,127 @@ impl Sfu {
             self.process(now);
         }
         Ok(())
+    }
+
+    /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
+    /// for receiving, without renegotiation. Replacing the source keeps the outgoing stream
+    /// continuous and waits for a keyframe of the new one; feeding the same source again
+    /// changes nothing. A peer may be fed its own track (loopback).
+    pub fn feed(
+        &mut self,
+        sink: PeerId,
+        mid: &str,
+        source: Option<TrackId>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let peer = self
+            .peers
+            .get_mut(&sink)
+            .ok_or(SfuError::UnknownPeer(sink))?;
+        let Some(&(mid, kind)) = peer.lines.iter().find(|(m, _)| &**m == mid) else {
+            return Err(SfuError::Rejected(format!("{sink} has no m-line {mid}")));
+        };
+        let sends = peer
+            .rtc
+            .media(mid)
+            .is_some_and(|m| m.direction().is_sending());
+        if !sends {
+            return Err(SfuError::Rejected(format!(
+                "m-line {mid} of {sink} does not receive media"
+            )));
+        }
+        if let Some(t) = source {
+            let track = self
+                .tracks
+                .get(&t)
+                .ok_or_else(|| SfuError::Rejected(format!("unknown {t}")))?;
+            if track.room != peer.room || track.kind != kind {
+                return Err(SfuError::Rejected(format!(
+                    "{t} cannot feed m-line {mid} of {sink}"
+                )));
+            }
+        }
+        let old = match peer.out.get(&mid) {
+            Some(o) if !o.pinned => {
+                return Err(SfuError::Rejected(format!(
+                    "m-line {mid} of {sink} is managed by its room"
+                )))
+            }
+            Some(o) if Some(o.source) == source => return Ok(()),
+            Some(o) => Some(o.source),
+            None => None,
+        };
+        if let Some(old) = old.and_then(|o| self.tracks.get_mut(&o)) {
+            old.subscribers.retain(|s| *s != (sink, mid));
+        }
+        let Some(source) = source else {
+            peer.out.remove(&mid);
+            return Ok(());
+        };
+        let out = peer
+            .out
+            .entry(mid)
+            .or_insert_with(|| OutTrack::new(source, kind));
+        out.source = source;
+        out.pinned = true;
+        out.waiting_keyframe = kind == MediaKind::Video;
+        let connected = peer.connected;
+        if let Some(track) = self.tracks.get_mut(&source) {
+            track.subscribers.push((sink, mid));
+        }
+        if connected && kind == MediaKind::Video {
+            self.request_keyframe_of(source, KeyframeRequestKind::Pli, now);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// Asks the sources of every video track `peer` receives for a keyframe (throttled like
+    /// every other request).
+    pub fn request_keyframe(&mut self, peer: PeerId, now: Instant) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer(peer))?;
+        let sources: Vec<TrackId> = p
+            .out
+            .values()
+            .filter(|o| o.kind == MediaKind::Video)
+            .map(|o| o.source)
+            .collect();
+        for track in sources {
+            self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// The m-lines of `peer`'s session, in order.
+    pub fn media(&self, peer: PeerId) -> Option<Vec<MediaLine>> {
+        let p = self.peers.get(&peer)?;
+        let lines = p
+            .lines
+            .iter()
+            .map(|(mid, kind)| MediaLine {
+                mid: mid.to_string(),
+                kind: *kind,
+                sends: p
+                    .rtc
+                    .media(*mid)
+                    .is_some_and(|m| m.direction().is_sending()),
+                published: p.published.get(mid).copied(),
+                fed_by: p.out.get(mid).map(|o| o.source),
+            })
+            .collect();
+        Some(lines)
+    }
+
+    /// RTP packets `peer` sent and received so far.
+    pub fn flow(&self, peer: PeerId) -> Option<PeerFlow> {
+        let p = self.peers.get(&peer)?;
+        Some(PeerFlow {
+            audio_in: p.packets_in[0],
+            video_in: p.packets_in[1],
+            audio_out: p.packets_out[0],
+            video_out: p.packets_out[1],
+        })
     }
 
     /// A datagram arrived on the media port.
@@ -660,7 +844,7 @@ impl Sfu {
                     .and_then(|p| p.out.get(&req.mid))
                     .map(|o| o.source);
                 if let Some(track) = source {
-                    self.request_keyframe(track, req.kind, now);
+                    self.request_keyframe_of(track, req.kind, now);
                 }
             }
             Event::Connected => {
@@ -677,11 +861,18 @@ impl Sfu {
                     .map(|o| o.source)
                     .collect();
                 for track in video {
-                    self.request_keyframe(track, KeyframeRequestKind::Pli, now);
+                    self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
                 }
             }
-            Event::MediaAdded(added) if added.direction.is_receiving() => {
-                self.publish(id, added.mid, added.kind.into());
+            Event::MediaAdded(added) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if !peer.lines.iter().any(|(m, _)| *m == added.mid) {
+                        peer.lines.push((added.mid, added.kind.into()));
+                    }
+                }
+                if added.direction.is_receiving() {
+                    self.publish(id, added.mid, added.kind.into());
+                }
             }
             Event::MediaChanged(changed) => {
                 let Some(peer) = self.peers.get(&id) else {
@@ -693,7 +884,9 @@ impl Sfu {
                     .media(changed.mid)
                     .map(|m| MediaKind::from(m.kind()));
                 match (changed.direction.is_receiving(), published, kind) {
-                    (true, None, Some(kind)) if !peer.out.contains_key(&changed.mid) => {
+                    (true, None, Some(kind))
+                        if peer.out.get(&changed.mid).is_none_or(|o| o.pinned) =>
+                    {
                         self.publish(id, changed.mid, kind)
                     }
                     (false, Some(track), _) => self.unpublish(track),
@@ -719,6 +912,7 @@ impl Sfu {
         self.next_id += 1;
         peer.published.insert(mid, track);
         room.tracks.insert(track);
+        let automatic = room.forwarding == Forwarding::Automatic;
         let codec = (kind == MediaKind::Video).then_some(room.video).flatten();
         self.tracks.insert(
             track,
@@ -739,7 +933,7 @@ impl Sfu {
             track,
             kind,
         });
-        for other in room.peers.iter().filter(|p| **p != id) {
+        for other in room.peers.iter().filter(|p| automatic && **p != id) {
             if let Some(p) = self.peers.get_mut(other) {
                 p.desired.insert(track);
                 self.renegotiate.insert(*other);
@@ -826,13 +1020,13 @@ impl Sfu {
         let stale: Vec<Mid> = peer
             .out
             .iter()
-            .filter(|(_, o)| !peer.desired.contains(&o.source))
+            .filter(|(_, o)| !o.pinned && !peer.desired.contains(&o.source))
             .map(|(mid, _)| *mid)
             .collect();
         let missing: Vec<(TrackId, MediaKind, PeerId)> = peer
             .desired
             .iter()
-            .filter(|t| !peer.out.values().any(|o| o.source == **t))
+            .filter(|t| !peer.out.values().any(|o| !o.pinned && o.source == **t))
             .filter_map(|t| tracks.get(t).map(|tr| (*t, tr.kind, tr.publisher)))
             .collect();
         if stale.is_empty() && missing.is_empty() {
@@ -892,13 +1086,13 @@ impl Sfu {
         if peer.desired.contains(&track_id) {
             track.subscribers.push((id, mid));
             if peer.connected && track.kind == MediaKind::Video {
-                self.request_keyframe(track_id, KeyframeRequestKind::Pli, now);
+                self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, now);
             }
         }
     }
 
     /// A keyframe is wanted on `track`; goes upstream at most once per interval.
-    fn request_keyframe(&mut self, track_id: TrackId, kind: KeyframeRequestKind, now: Instant) {
+    fn request_keyframe_of(&mut self, track_id: TrackId, kind: KeyframeRequestKind, now: Instant) {
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
@@ -983,6 +1177,7 @@ impl Sfu {
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
+        peer.packets_in[track.kind as usize] += 1;
         let pt = packet.header.payload_type;
         let params = match track.params.iter().find(|(p, _)| *p == pt) {
             Some((_, params)) => *params,
@@ -1059,6 +1254,7 @@ impl Sfu {
             });
             match written {
                 Ok(true) => {
+                    sub.packets_out[track.kind as usize] += 1;
                     self.counters.rtp_forwarded_packets += 1;
                     self.counters.rtp_forwarded_bytes += packet.payload.len() as u64;
                 }
@@ -1068,7 +1264,7 @@ impl Sfu {
             self.io.settle(sub);
         }
         if wants_keyframe {
-            self.request_keyframe(track_id, KeyframeRequestKind::Pli, now);
+            self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, now);
         }
     }
 }
