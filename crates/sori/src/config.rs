@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sori_kurento::KurentoConfig;
 use sori_net::sori_sfu::{SfuConfig, VideoCodec};
 use sori_signal::protocol::RoomMode;
 use sori_signal::SignalConfig;
@@ -18,7 +19,17 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub media: MediaSection,
+    pub kurento: KurentoSection,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KurentoSection {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub access_token: String,
+    pub gc_period_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,10 +132,13 @@ impl Config {
                     path: origin.clone(),
                     message: e.to_string(),
                 })?;
-        config.sfu().map_err(|message| ConfigError::Invalid {
-            path: origin,
-            message,
-        })?;
+        config
+            .sfu()
+            .and_then(|_| config.kurento())
+            .map_err(|message| ConfigError::Invalid {
+                path: origin,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -135,6 +149,23 @@ impl Config {
             ice_servers: self.server.ice_servers.clone(),
             idle_timeout: Duration::from_secs(self.server.idle_timeout_secs.max(5)),
         }
+    }
+
+    /// The control API's settings.
+    pub fn kurento(&self) -> Result<KurentoConfig, String> {
+        let path = self.kurento.path.trim();
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "kurento.path: {path:?} must start with / and hold no query"
+            ));
+        }
+        let token = self.kurento.access_token.trim();
+        Ok(KurentoConfig {
+            path: path.to_string(),
+            access_token: (!token.is_empty()).then(|| token.to_string()),
+            gc_period: Duration::from_secs(self.kurento.gc_period_secs.max(1)),
+            ..KurentoConfig::default()
+        })
     }
 
     /// The media core's settings.
@@ -185,6 +216,9 @@ mod tests {
         assert_eq!(c.server.room_mode, RoomModeName::Sfu);
         assert!(c.server.ice_servers.is_empty());
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.kurento.listen, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(c.kurento().unwrap().path, "/kurento");
+        assert_eq!(c.kurento().unwrap().access_token, None);
         assert_eq!(
             c.sfu().unwrap().video_codecs,
             vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use sori_kurento::Kurento;
 use sori_net::MediaConfig;
 use sori_signal::Signal;
 
@@ -32,22 +33,53 @@ enum Command {
     /// Every setting has a built-in default (print them with `sori serve --print-config`);
     /// a TOML file, SORI_… environment variables and flags override them, in that order.
     Serve(ServeArgs),
+    /// Run only the media server, commanded over the Kurento protocol
+    /// (ws://127.0.0.1:8888/kurento by default) — for Kurento applications, or for a
+    /// session server on another machine.
+    Media(MediaArgs),
 }
 
+/// Settings both commands share.
 #[derive(Args)]
-struct ServeArgs {
+struct CommonArgs {
     /// TOML configuration file (overrides the built-in defaults it names).
     #[arg(long, env = "SORI_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// HTTP/WebSocket address [default: 127.0.0.1:8080, loopback only].
-    #[arg(long, env = "SORI_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
     /// The one UDP port all media uses [default: 40000; 0 picks a free port].
     #[arg(long, env = "SORI_RTC_PORT", value_name = "PORT")]
     rtc_port: Option<u16>,
     /// IP address browsers are told to send media to [default: first non-loopback address].
     #[arg(long, env = "SORI_ADVERTISE_IP", value_name = "IP")]
     advertise_ip: Option<IpAddr>,
+    /// Address of the Kurento-protocol control API [default: 127.0.0.1:8888, loopback only].
+    #[arg(long, env = "SORI_KURENTO_LISTEN", value_name = "ADDR")]
+    kurento_listen: Option<SocketAddr>,
+    /// WebSocket path of the control API [default: /kurento].
+    #[arg(long, env = "SORI_KURENTO_PATH", value_name = "PATH")]
+    kurento_path: Option<String>,
+    /// Require ?access_token=TOKEN on control connections [default: none].
+    #[arg(
+        long,
+        env = "SORI_KURENTO_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    kurento_token: Option<String>,
+    /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
+    #[arg(long, env = "SORI_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML-like text and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// HTTP/WebSocket address [default: 127.0.0.1:8080, loopback only].
+    #[arg(long, env = "SORI_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// Mode of new rooms whose URL names none [default: sfu].
     #[arg(long, env = "SORI_ROOM_MODE", value_enum)]
     room_mode: Option<RoomModeName>,
@@ -59,22 +91,55 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     ice_servers: Vec<String>,
-    /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
-    #[arg(long, env = "SORI_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Print the effective configuration as TOML-like text and exit.
-    #[arg(long)]
-    print_config: bool,
+    /// Also serve the Kurento-protocol control API on --kurento-listen.
+    #[arg(long, env = "SORI_KURENTO")]
+    kurento: bool,
 }
+
+#[derive(Args)]
+struct MediaArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// What a process runs.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Session server and media server; with the control API when true.
+    Serve { kurento: bool },
+    /// Media server and control API only.
+    Media,
+}
+
+/// The command's own flags, applied to the loaded configuration.
+type Overrides = Box<dyn FnOnce(&mut Config)>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
-    }
+    let (common, role, apply): (CommonArgs, Role, Overrides) = match cli.command {
+        Command::Serve(args) => {
+            let role = Role::Serve {
+                kurento: args.kurento,
+            };
+            let apply = move |config: &mut Config| {
+                if let Some(v) = args.listen {
+                    config.server.listen = v;
+                }
+                if let Some(v) = args.room_mode {
+                    config.server.room_mode = v;
+                }
+                if !args.ice_servers.is_empty() {
+                    config.server.ice_servers = args.ice_servers;
+                }
+            };
+            (args.common, role, Box::new(apply))
+        }
+        Command::Media(args) => (args.common, Role::Media, Box::new(|_: &mut Config| {})),
+    };
+    start(common, role, apply)
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+fn start(args: CommonArgs, role: Role, apply: Overrides) -> ExitCode {
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -82,25 +147,33 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(v) = args.listen {
-        config.server.listen = v;
-    }
+    apply(&mut config);
     if let Some(v) = args.rtc_port {
         config.media.rtc_port = v;
     }
     if let Some(v) = args.advertise_ip {
         config.media.advertise_ip = Some(v);
     }
-    if let Some(v) = args.room_mode {
-        config.server.room_mode = v;
+    if let Some(v) = args.kurento_listen {
+        config.kurento.listen = v;
     }
-    if !args.ice_servers.is_empty() {
-        config.server.ice_servers = args.ice_servers;
+    if let Some(v) = args.kurento_path {
+        config.kurento.path = v;
+    }
+    if let Some(v) = args.kurento_token {
+        config.kurento.access_token = v;
     }
     if let Some(v) = args.log_format {
         config.log.format = v;
     }
+    if let Err(e) = config.kurento() {
+        eprintln!("sori: {e}");
+        return ExitCode::from(2);
+    }
     if args.print_config {
+        if !config.kurento.access_token.is_empty() {
+            config.kurento.access_token = "<set>".into();
+        }
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
@@ -115,7 +188,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, role)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -137,7 +210,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, role: Role) -> Result<(), String> {
     // Checked when the configuration was loaded.
     let sfu = config.sfu()?;
     let media = sori_net::start(MediaConfig {
@@ -152,31 +225,64 @@ async fn run(config: Config) -> Result<(), String> {
             config.media.bind_ip, config.media.rtc_port
         )
     })?;
+    let advertised = media
+        .candidates
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
 
-    let app = Signal::new(media.handle.clone(), config.signal()).router();
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let http = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(
-        "Sori {} listening on http://{http} (media: UDP {}, advertised as {})",
-        env!("CARGO_PKG_VERSION"),
-        media.local_addr,
-        media
-            .candidates
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    let mut servers = tokio::task::JoinSet::new();
+    let with_kurento = matches!(role, Role::Media | Role::Serve { kurento: true });
+    if with_kurento {
+        let kconfig = config.kurento()?;
+        let path = kconfig.path.clone();
+        let app = Kurento::new(media.handle.clone(), kconfig).router();
+        let listener = tokio::net::TcpListener::bind(config.kurento.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.kurento.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            "Sori {} media server: control API on ws://{addr}{path} (media: UDP {}, advertised as {advertised})",
+            env!("CARGO_PKG_VERSION"),
+            media.local_addr,
+        );
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| format!("control API failed: {e}"))
+        });
+    }
+    if let Role::Serve { .. } = role {
+        let app = Signal::new(media.handle.clone(), config.signal()).router();
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
+            env!("CARGO_PKG_VERSION"),
+            media.local_addr,
+        );
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| format!("HTTP server failed: {e}"))
+        });
+    }
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            result = Err(e);
+            servers.abort_all();
+        }
+    }
     media.handle.shutdown();
     let _ = media.task.await;
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
 async fn shutdown_signal() {

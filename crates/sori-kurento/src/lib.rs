@@ -1,0 +1,155 @@
+//! # sori-kurento — the media server's control API
+//!
+//! Sori's media server is commanded over WebSocket JSON-RPC in the Kurento protocol, so
+//! applications written against Kurento's client libraries drive it unchanged: they create a
+//! `MediaPipeline` (a room of the media core in manual forwarding), `WebRtcEndpoint`s (one
+//! peer connection each), and `connect` them ("send A's video to B").
+//!
+//! - One [`tokio::sync::Mutex`] holds the whole object model ([`model`]); each connection's
+//!   requests are handled one after another, in order, and may hold it across a call to the
+//!   media task (those calls take microseconds).
+//! - Sessions outlive their socket: objects stay until the session is closed, released, or
+//!   collected after its socket has been gone for one to two collection periods.
+//! - Events go to whichever socket is currently bound to the subscribing session.
+//!
+//! What is supported and how it differs from Kurento Media Server is in
+//! `docs/kurento-compat.md`.
+
+#![forbid(unsafe_code)]
+
+mod model;
+pub mod rpc;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use sori_net::MediaHandle;
+use tokio::sync::{mpsc, Mutex};
+
+use model::{Conn, Kms};
+
+/// Largest accepted frame (big SDPs fit many times over).
+const MAX_FRAME: usize = 1 << 20;
+
+/// Settings of the control API.
+#[derive(Debug, Clone)]
+pub struct KurentoConfig {
+    /// The WebSocket path (`/kurento`).
+    pub path: String,
+    /// When set, a connection must carry `?access_token=<this>` (an extension: the protocol
+    /// itself has no authentication).
+    pub access_token: Option<String>,
+    /// Objects of a session whose socket is gone are released after one to two periods.
+    pub gc_period: Duration,
+    /// Media that has not moved for this long is reported as NOT_FLOWING.
+    pub flow_idle: Duration,
+}
+
+impl Default for KurentoConfig {
+    fn default() -> Self {
+        Self {
+            path: "/kurento".into(),
+            access_token: None,
+            gc_period: Duration::from_secs(240),
+            flow_idle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The control API: cheap to clone.
+#[derive(Clone)]
+pub struct Kurento {
+    kms: Arc<Mutex<Kms>>,
+    config: Arc<KurentoConfig>,
+}
+
+impl Kurento {
+    /// A control API over `media`; starts its background tasks (event flow, garbage
+    /// collection) on the current tokio runtime.
+    pub fn new(media: MediaHandle, config: KurentoConfig) -> Self {
+        let kms = Kms::new(media, config.flow_idle);
+        let kurento = Self {
+            kms,
+            config: Arc::new(config),
+        };
+        tokio::spawn(model::flow_task(
+            Arc::downgrade(&kurento.kms),
+            Duration::from_millis(200),
+        ));
+        tokio::spawn(model::gc_task(
+            Arc::downgrade(&kurento.kms),
+            kurento.config.gc_period,
+        ));
+        kurento
+    }
+
+    /// The router serving the WebSocket at the configured path.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.config.path, get(upgrade))
+            .with_state(self.clone())
+    }
+
+    /// Numbers of live sessions, pipelines and elements (for tests and metrics).
+    pub async fn counts(&self) -> (usize, usize, usize) {
+        self.kms.lock().await.counts()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Params {
+    access_token: Option<String>,
+}
+
+async fn upgrade(
+    State(k): State<Kurento>,
+    Query(q): Query<Params>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(token) = &k.config.access_token {
+        if q.access_token.as_deref() != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
+        }
+    }
+    ws.max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| connection(k, socket))
+}
+
+async fn connection(k: Kurento, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let (outbox, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if tx.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.close().await;
+    });
+    let mut conn = Conn::new(outbox.clone());
+    tracing::debug!(conn = conn.id, "control connection open");
+    while let Some(Ok(msg)) = rx.next().await {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if let Some(reply) = model::handle_frame(&k.kms, &mut conn, text.as_str()).await {
+            if outbox.send(reply).is_err() {
+                break;
+            }
+        }
+    }
+    k.kms.lock().await.disconnected(&conn);
+    tracing::debug!(conn = conn.id, "control connection closed");
+    drop(conn);
+    drop(outbox);
+    let _ = writer.await;
+}
