@@ -136,12 +136,14 @@ async fn connection(k: Kurento, socket: WebSocket) {
     let mut conn = Conn::new(outbox.clone());
     tracing::debug!(conn = conn.id, "control connection open");
     while let Some(Ok(msg)) = rx.next().await {
-        let text = match msg {
-            Message::Text(t) => t,
+        // Some clients send their JSON in binary frames.
+        let text = match &msg {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(b) => std::str::from_utf8(b).unwrap_or("\u{fffd}"),
             Message::Close(_) => break,
             _ => continue,
         };
-        if let Some(reply) = model::handle_frame(&k.kms, &mut conn, text.as_str()).await {
+        if let Some(reply) = model::handle_frame(&k.kms, &mut conn, text).await {
             if outbox.send(reply).is_err() {
                 break;
             }

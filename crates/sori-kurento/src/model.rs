@@ -1490,7 +1490,25 @@ impl Kms {
                 self.emit(id, "IceComponentStateChanged", component("FAILED"));
                 self.emit(id, "MediaSessionTerminated", json!({}));
             }
-            PeerSignal::Offer(_) => {}
+            PeerSignal::Offer(_) | PeerSignal::Published { .. } => {}
+        }
+    }
+
+    /// The endpoint's media started arriving: its m-lines now name their tracks, which may
+    /// feed other elements.
+    async fn published(&mut self, id: &str) {
+        let Some(peer) = self.webrtc_mut(id).and_then(|w| w.peer) else {
+            return;
+        };
+        let Ok(lines) = self.media.media(peer).await else {
+            return;
+        };
+        let pipeline = self.objects.get(id).and_then(|o| o.pipeline.clone());
+        if let Some(w) = self.webrtc_mut(id) {
+            w.lines = lines;
+        }
+        if let Some(p) = pipeline {
+            self.sync_pipeline(&p).await;
         }
     }
 
@@ -1606,7 +1624,12 @@ async fn signal_task(
             return;
         };
         let removed = matches!(signal, PeerSignal::Removed(_));
-        kms.lock().await.on_signal(&id, signal);
+        let mut k = kms.lock().await;
+        if let PeerSignal::Published { .. } = signal {
+            k.published(&id).await;
+        } else {
+            k.on_signal(&id, signal);
+        }
         if removed {
             return;
         }

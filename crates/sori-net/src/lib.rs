@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
-    CoreState, Counters, Forwarding, MediaLine, PeerFlow, PeerId, RemoveReason, Sfu, SfuConfig,
-    SfuError, SfuEvent, TrackId,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, PeerFlow, PeerId, RemoveReason, Sfu,
+    SfuConfig, SfuError, SfuEvent, TrackId,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +45,13 @@ pub enum PeerSignal {
     Offer(String),
     /// ICE and DTLS are up.
     Connected,
+    /// The peer's media started arriving on an m-line: a track other peers can be fed.
+    Published {
+        /// The track.
+        track: TrackId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
     /// The peer is gone from the core.
     Removed(RemoveReason),
 }
@@ -394,7 +401,10 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
             }
             return;
         }
-        SfuEvent::TrackPublished { .. } | SfuEvent::TrackUnpublished { .. } => return,
+        SfuEvent::TrackPublished { peer, track, kind } => {
+            (peer, PeerSignal::Published { track, kind })
+        }
+        SfuEvent::TrackUnpublished { .. } => return,
     };
     if let Some(tx) = peers.get(&peer) {
         let _ = tx.send(signal);

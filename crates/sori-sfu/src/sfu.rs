@@ -430,7 +430,11 @@ impl Sfu {
             self.config.ice_timeout,
         );
         let answer = match peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed)) {
-            Ok(Ok(answer)) => answer.to_sdp_string(),
+            Ok(Ok(answer)) => {
+                let sdp = answer.to_sdp_string();
+                record_lines(&mut peer, &sdp);
+                sdp
+            }
             Ok(Err(e)) => return Err(SfuError::Rejected(e.to_string())),
             Err(e) => return Err(SfuError::Rejected(e)),
         };
@@ -485,7 +489,11 @@ impl Sfu {
         self.io.settle(peer);
         self.renegotiate.insert(id);
         let answer = match result {
-            Ok(Ok(answer)) => Ok(answer.to_sdp_string()),
+            Ok(Ok(answer)) => {
+                let sdp = answer.to_sdp_string();
+                record_lines(peer, &sdp);
+                Ok(sdp)
+            }
             Ok(Err(e)) => Err(SfuError::Rejected(e.to_string())),
             Err(e) => {
                 self.io.doomed.push((id, RemoveReason::Failed(e.clone())));
@@ -1265,6 +1273,27 @@ impl Sfu {
         }
         if wants_keyframe {
             self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, now);
+        }
+    }
+}
+
+/// Notes the m-lines of a session description the peer agreed to, in order (str0m reports them
+/// only once the peer connects).
+fn record_lines(peer: &mut Peer, sdp: &str) {
+    let mut kind = None;
+    for line in sdp.lines() {
+        let line = line.trim();
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split(' ').next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(k)) = (line.strip_prefix("a=mid:"), kind) {
+            let mid = Mid::from(mid);
+            if !peer.lines.iter().any(|(m, _)| *m == mid) {
+                peer.lines.push((mid, k));
+            }
         }
     }
 }

@@ -395,7 +395,7 @@ async fn forward_media_signals(
                     break;
                 }
             }
-            PeerSignal::Connected => {}
+            PeerSignal::Connected | PeerSignal::Published { .. } => {}
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {

@@ -427,7 +427,7 @@ impl Runner {
                 }
                 signal = self.signals.recv() => match signal {
                     Some(PeerSignal::Offer(sdp)) => self.accept_server_offer(&sdp).await,
-                    Some(PeerSignal::Connected) => {}
+                    Some(PeerSignal::Connected | PeerSignal::Published { .. }) => {}
                     Some(PeerSignal::Removed(reason)) => self.state.send_modify(|s| s.removed = Some(reason)),
                     None => {}
                 },
