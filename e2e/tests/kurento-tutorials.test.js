@@ -43,6 +43,22 @@ test('hello world: a browser decodes its own video sent back through a loopback 
   await page.context().close();
 });
 
+test('generateOffer: the endpoint offers, the browser answers and decodes its own loopback', async () => {
+  const page = await peerPage(browser, pages.url, 'answerer');
+  const pipeline = await client.create('MediaPipeline');
+  const webRtc = await pipeline.create('WebRtcEndpoint');
+  await webRtc.connect(webRtc);
+  const offer = await webRtc.generateOffer();
+  const answer = await page.evaluate(([sdp]) => window.answerPc('answer', sdp), [offer]);
+  const local = await webRtc.processAnswer(answer);
+  assert.equal(local, offer, 'processAnswer returns the local description');
+  await webRtc.gatherCandidates();
+  const frames = await waitForFrames(page, 'answer');
+  console.log(`generateOffer: ${frames} frames decoded`);
+  await pipeline.release();
+  await page.context().close();
+});
+
 test('one2one call: caller and callee each decode the other', async () => {
   const caller = await peerPage(browser, pages.url, 'caller');
   const callee = await peerPage(browser, pages.url, 'callee');

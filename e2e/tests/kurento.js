@@ -105,8 +105,25 @@ const PAGE = () => {
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
     }
+    if (!send && !recv) return null;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
+    return pc.localDescription.sdp;
+  };
+  // The other way round: the endpoint offers, the page answers sending its camera.
+  window.answerPc = async (name, offerSdp) => {
+    await window.openPc(name, {});
+    const { pc } = window.pcs[name];
+    await pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    if (!window.localStream) {
+      window.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240 } });
+    }
+    for (const t of pc.getTransceivers()) {
+      const track = window.localStream.getTracks().find((x) => x.kind === t.receiver.track.kind);
+      if (track) { await t.sender.replaceTrack(track); t.direction = 'sendrecv'; }
+    }
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
     return pc.localDescription.sdp;
   };
   window.takeCandidates = (name) => window.pcs[name].candidates.splice(0);

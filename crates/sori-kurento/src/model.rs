@@ -8,7 +8,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
-use sori_net::sori_sfu::{Forwarding, MediaKind, MediaLine, PeerFlow, PeerId, SfuError, TrackId};
+use sori_net::sori_sfu::{
+    Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, SfuError, TrackId,
+};
 use sori_net::{MediaError, MediaHandle, PeerSignal};
 use tokio::sync::{mpsc, Mutex};
 
@@ -646,7 +648,20 @@ impl Kms {
             )
         };
         let props = match kind {
-            Kind::WebRtc(_) => webrtc_props(),
+            Kind::WebRtc(_) => {
+                let mut p = webrtc_props();
+                for flag in ["recvonly", "sendonly", "useDataChannels"] {
+                    if let Some(v) = ctor.get(flag) {
+                        let Some(b) = v.as_bool() else {
+                            return Err(RpcError::marshall(format!(
+                                "'{flag}' parameter should be a boolean"
+                            )));
+                        };
+                        p.insert(flag.into(), json!(b));
+                    }
+                }
+                p
+            }
             Kind::PassThrough => element_props(),
             Kind::Pipeline => match json!({"latencyStats": false}) {
                 Value::Object(m) => m,
@@ -1258,14 +1273,10 @@ impl Kms {
                 let offer = string_param(args, "offer")?.to_string();
                 json!(self.process_offer(id, &offer).await?)
             }
-            "generateOffer" => {
-                return Err(RpcError::generate_offer(
-                    "Sori's WebRtcEndpoint answers offers; generateOffer is not supported yet",
-                ))
-            }
+            "generateOffer" => json!(self.generate_offer(id, args).await?),
             "processAnswer" => {
-                string_param(args, "answer")?;
-                return Err(RpcError::not_offer_generated());
+                let answer = string_param(args, "answer")?.to_string();
+                json!(self.process_answer(id, &answer).await?)
             }
             "gatherCandidates" => {
                 let w = self.webrtc_mut(id).expect("checked");
@@ -1355,10 +1366,86 @@ impl Kms {
         Ok(Some(value(v)))
     }
 
+    async fn generate_offer(
+        &mut self,
+        id: &str,
+        args: &Map<String, Value>,
+    ) -> Result<String, RpcError> {
+        let o = self.object(id)?;
+        let pipeline = o.pipeline.clone().unwrap_or_default();
+        let flag = |name: &str| o.props.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let (recvonly, sendonly) = (flag("recvonly"), flag("sendonly"));
+        let options = args.get("options").and_then(Value::as_object);
+        let wants = |name: &str| {
+            options
+                .and_then(|o| o.get(name))
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        };
+        let mut lines = Vec::new();
+        for (kind, option) in [
+            (MediaKind::Audio, "offerToReceiveAudio"),
+            (MediaKind::Video, "offerToReceiveVideo"),
+        ] {
+            let line = OfferLine {
+                kind,
+                receive: !sendonly,
+                send: !recvonly && wants(option),
+            };
+            if line.receive || line.send {
+                lines.push(line);
+            }
+        }
+        let w = self.webrtc_mut(id).expect("checked");
+        if w.local_sdp.is_some() || w.remote_sdp.is_some() {
+            return Err(RpcError::already_negotiated());
+        }
+        let offered = self
+            .media
+            .offer_new(&pipeline, Forwarding::Manual, lines)
+            .await
+            .map_err(|e| RpcError::generate_offer(e.to_string()))?;
+        let lines = self.media.media(offered.peer).await.unwrap_or_default();
+        if self.candidates.is_empty() {
+            self.candidates = candidates_in(&offered.offer);
+        }
+        let w = self.webrtc_mut(id).expect("checked");
+        w.peer = Some(offered.peer);
+        w.local_sdp = Some(offered.offer.clone());
+        w.lines = lines;
+        tokio::spawn(signal_task(
+            self.this.clone(),
+            id.to_string(),
+            offered.signals,
+        ));
+        self.gather(id).await;
+        Ok(offered.offer)
+    }
+
+    async fn process_answer(&mut self, id: &str, answer: &str) -> Result<String, RpcError> {
+        let pipeline = self.object(id)?.pipeline.clone().unwrap_or_default();
+        let w = self.webrtc_mut(id).expect("checked");
+        let (Some(peer), Some(local)) = (w.peer, w.local_sdp.clone()) else {
+            return Err(RpcError::not_offer_generated());
+        };
+        if w.remote_sdp.is_some() {
+            return Err(RpcError::answer_already_processed());
+        }
+        self.media
+            .answer(peer, answer)
+            .await
+            .map_err(|e| media_error(e, false))?;
+        let w = self.webrtc_mut(id).expect("checked");
+        w.remote_sdp = Some(answer.to_string());
+        self.emit(id, "MediaSessionStarted", json!({}));
+        self.sync_pipeline(&pipeline).await;
+        Ok(local)
+    }
+
     async fn process_offer(&mut self, id: &str, offer: &str) -> Result<String, RpcError> {
         let pipeline = self.object(id)?.pipeline.clone().unwrap_or_default();
         let w = self.webrtc_mut(id).expect("checked");
-        if w.remote_sdp.is_some() {
+        if w.remote_sdp.is_some() || w.local_sdp.is_some() {
             return Err(RpcError::already_negotiated());
         }
         let joined = match self

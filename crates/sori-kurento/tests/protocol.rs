@@ -680,3 +680,67 @@ async fn an_access_token_is_required_when_configured() {
     let mut c = Client::connect(&format!("{}?access_token=s3cret", s.url)).await;
     assert_eq!(c.ok("ping", Value::Null).await["value"], "pong");
 }
+
+#[tokio::test]
+async fn generate_offer_then_process_answer_once() {
+    let s = server().await;
+    let mut c = Client::connect(&s.url).await;
+    let p = pipeline(&mut c).await;
+    let w = endpoint(&mut c, &p).await;
+    let e = c
+        .err(
+            "invoke",
+            json!({"object": w, "operation": "processAnswer", "operationParams": {"answer": "v=0"}}),
+        )
+        .await;
+    assert_eq!(e["code"], 40209, "an answer before any offer");
+    let offer = c
+        .invoke(
+            &w,
+            "generateOffer",
+            json!({"options": {"offerToReceiveAudio": false}}),
+        )
+        .await;
+    let offer = offer.as_str().unwrap().to_string();
+    assert_eq!(offer.matches("m=audio").count(), 1);
+    assert!(
+        offer.contains("a=recvonly"),
+        "audio: the endpoint only receives"
+    );
+    assert!(offer.contains("a=sendrecv"), "video both ways");
+    let mut rtc = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(std::time::Instant::now());
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(str0m::change::SdpOffer::from_sdp_string(&offer).unwrap())
+        .unwrap()
+        .to_sdp_string();
+    let local = c
+        .invoke(&w, "processAnswer", json!({"answer": answer}))
+        .await;
+    assert_eq!(
+        local,
+        json!(offer),
+        "processAnswer returns the local description"
+    );
+    let e = c
+        .err(
+            "invoke",
+            json!({"object": w, "operation": "processAnswer", "operationParams": {"answer": answer}}),
+        )
+        .await;
+    assert_eq!(
+        (e["code"].clone(), e["data"]["type"].clone()),
+        (
+            json!(40210),
+            json!("SDP_END_POINT_ANSWER_ALREADY_PROCCESED")
+        )
+    );
+    let e = c
+        .err("invoke", json!({"object": w, "operation": "generateOffer"}))
+        .await;
+    assert_eq!(e["code"], 40208);
+}

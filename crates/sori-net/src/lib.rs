@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, PeerFlow, PeerId, RemoveReason, Sfu,
-    SfuConfig, SfuError, SfuEvent, TrackId,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
+    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -116,6 +116,17 @@ pub struct Joined {
     pub signals: mpsc::UnboundedReceiver<PeerSignal>,
 }
 
+/// A peer whose session the core offered: its id, the offer, and its signal channel.
+#[derive(Debug)]
+pub struct Offered {
+    /// The peer's id in the core.
+    pub peer: PeerId,
+    /// The SDP offer; the client's answer goes to [`MediaHandle::answer`].
+    pub offer: String,
+    /// What the core says to this peer later.
+    pub signals: mpsc::UnboundedReceiver<PeerSignal>,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
 enum Command {
@@ -124,6 +135,12 @@ enum Command {
         offer: String,
         forwarding: Forwarding,
         reply: Reply<Joined>,
+    },
+    OfferNew {
+        room: String,
+        forwarding: Forwarding,
+        lines: Vec<OfferLine>,
+        reply: Reply<Offered>,
     },
     Feed {
         sink: PeerId,
@@ -195,6 +212,23 @@ impl MediaHandle {
             room,
             offer,
             forwarding,
+            reply,
+        })
+        .await
+    }
+
+    /// A new peer whose session the core offers (see [`Sfu::offer_with`]).
+    pub async fn offer_new(
+        &self,
+        room: &str,
+        forwarding: Forwarding,
+        lines: Vec<OfferLine>,
+    ) -> Result<Offered, MediaError> {
+        let room = room.to_string();
+        self.call(|reply| Command::OfferNew {
+            room,
+            forwarding,
+            lines,
             reply,
         })
         .await
@@ -439,6 +473,27 @@ fn handle_command(
             if let Err(Ok(joined)) = reply.send(result) {
                 // The caller went away before the reply: the peer has no one to talk to.
                 let _ = sfu.leave(joined.peer, now);
+            }
+        }
+        Command::OfferNew {
+            room,
+            forwarding,
+            lines,
+            reply,
+        } => {
+            let result = sfu
+                .offer_with(&room, forwarding, &lines, now)
+                .map(|(peer, offer)| {
+                    let (tx, signals) = mpsc::unbounded_channel();
+                    peers.insert(peer, tx);
+                    Offered {
+                        peer,
+                        offer,
+                        signals,
+                    }
+                });
+            if let Err(Ok(offered)) = reply.send(result) {
+                let _ = sfu.leave(offered.peer, now);
             }
         }
         Command::Feed {

@@ -57,6 +57,6 @@ mod sfu;
 
 pub use keyframe::VideoCodec;
 pub use sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, PeerFlow, PeerId, RemoveReason, Sfu,
-    SfuConfig, SfuError, SfuEvent, TrackId, Transmit,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
+    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId, Transmit,
 };

@@ -107,6 +107,17 @@ pub struct PeerFlow {
     pub video_out: u64,
 }
 
+/// One m-line of an offer the core makes ([`Sfu::offer_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferLine {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The core receives the client's media on it.
+    pub receive: bool,
+    /// The core sends media to the client on it.
+    pub send: bool,
+}
+
 /// Configuration of the media core.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -463,6 +474,92 @@ impl Sfu {
         Ok((id, answer))
     }
 
+    /// A new peer whose session the core offers: one m-line per entry of `lines` (`receive`:
+    /// the core receives the client's media on it; `send`: it sends media to the client). The
+    /// client's answer goes to [`Sfu::accept_answer`]. The offer names one video codec: the
+    /// room's, or the first configured one for a new room.
+    pub fn offer_with(
+        &mut self,
+        room: &str,
+        forwarding: Forwarding,
+        lines: &[OfferLine],
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
+        if let Some(r) = self.rooms.get(room) {
+            if r.forwarding != forwarding {
+                return Err(SfuError::Rejected(format!(
+                    "room {room} uses {:?} forwarding",
+                    r.forwarding
+                )));
+            }
+        }
+        let video = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.video)
+            .or_else(|| self.config.video_codecs.first().copied())
+            .ok_or_else(|| SfuError::Rejected("no video codec is configured".into()))?;
+        let id = PeerId(self.next_id);
+        let mut peer = Peer::new(
+            id,
+            room.to_string(),
+            &[video],
+            &self.cert,
+            &self.config.candidates,
+            now,
+            self.config.ice_timeout,
+        );
+        let result = peer.mutate(|rtc| {
+            let mut api = rtc.sdp_api();
+            for line in lines {
+                let direction = match (line.receive, line.send) {
+                    (true, true) => Direction::SendRecv,
+                    (true, false) => Direction::RecvOnly,
+                    (false, true) => Direction::SendOnly,
+                    (false, false) => Direction::Inactive,
+                };
+                api.add_media(line.kind.into(), direction, None, None, None);
+            }
+            api.apply()
+        });
+        let (offer, pending) = match result {
+            Ok(Some(pair)) => pair,
+            Ok(None) => {
+                return Err(SfuError::Rejected(
+                    "an offer needs at least one m-line".into(),
+                ))
+            }
+            Err(e) => return Err(SfuError::Rejected(e)),
+        };
+        let sdp = offer.to_sdp_string();
+        record_lines(&mut peer, &sdp);
+        peer.pending = Some(PendingOffer {
+            pending,
+            added: Vec::new(),
+        });
+        self.next_id += 1;
+        self.counters.peers_joined += 1;
+        let room_state = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
+            forwarding,
+            peers: BTreeSet::new(),
+            tracks: BTreeSet::new(),
+            video: None,
+        });
+        if room_state.video.is_none() && lines.iter().any(|l| l.kind == MediaKind::Video) {
+            room_state.video = Some(video);
+        }
+        room_state.peers.insert(id);
+        if forwarding == Forwarding::Automatic {
+            peer.desired = room_state.tracks.clone();
+        }
+        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        tracing::debug!(%id, room, "peer offered");
+        self.io.settle(&mut peer);
+        self.peers.insert(id, peer);
+        self.process(now);
+        Ok((id, sdp))
+    }
+
     /// A new offer from an existing peer (it added or stopped tracks). If the core's own
     /// offer was outstanding, it is dropped (the core is the polite side) and made again.
     pub fn accept_offer(
@@ -534,6 +631,28 @@ impl Sfu {
         if outcome.is_ok() {
             for (mid, track_id) in added {
                 self.start_subscription(id, mid, track_id, now);
+            }
+            // m-lines the core itself offered for receiving raise no MediaAdded: they are
+            // published here.
+            let receiving: Vec<(Mid, MediaKind)> = self
+                .peers
+                .get(&id)
+                .map(|p| {
+                    p.lines
+                        .iter()
+                        .filter(|(mid, _)| {
+                            !p.published.contains_key(mid)
+                                && !p.out.contains_key(mid)
+                                && p.rtc
+                                    .media(*mid)
+                                    .is_some_and(|m| m.direction().is_receiving())
+                        })
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (mid, kind) in receiving {
+                self.publish(id, mid, kind);
             }
         }
         self.process(now);

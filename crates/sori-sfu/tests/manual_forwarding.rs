@@ -202,3 +202,43 @@ fn a_room_keeps_its_forwarding() {
     assert!(err.to_string().contains("Manual"), "{err}");
     assert_eq!(sfu.state().peers, 1);
 }
+
+#[test]
+fn a_session_the_core_offers_publishes_and_receives_once_answered() {
+    let mut now = Instant::now();
+    let mut sfu = common::sfu();
+    let mut clients = HashMap::new();
+    let lines = [Kind::Audio, Kind::Video].map(|kind| sori_sfu::OfferLine {
+        kind,
+        receive: true,
+        send: true,
+    });
+    let (p, offer) = sfu
+        .offer_with("pipeline", Forwarding::Manual, &lines, now)
+        .unwrap();
+    let mut c = client(0, now);
+    let answer = common::answer(&mut c, &offer);
+    c.send = sfu
+        .media(p)
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let kind = match l.kind {
+                Kind::Audio => MediaKind::Audio,
+                Kind::Video => MediaKind::Video,
+            };
+            (kind, l.mid.as_str().into())
+        })
+        .collect();
+    sfu.accept_answer(p, &answer, now).unwrap();
+    clients.insert(p, c);
+    pump(&mut sfu, &mut clients, &mut now, 10);
+    for kind in [Kind::Audio, Kind::Video] {
+        let l = line(&sfu, p, kind);
+        assert!(l.published.is_some(), "the answered m-line publishes");
+        sfu.feed(p, &l.mid, l.published, now).unwrap();
+    }
+    send_frames(&mut sfu, &mut clients, p, 9, 10, &mut now);
+    let expected: Vec<(u8, u8)> = (0..10).map(|i| (9, i)).collect();
+    assert_eq!(video_tags(&clients[&p]), expected);
+}
