@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use sori_kurento::Kurento;
 use sori_net::MediaConfig;
@@ -247,6 +248,7 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
+        let listener = listener.tap_io(no_delay);
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
@@ -265,6 +267,7 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
+        let listener = listener.tap_io(no_delay);
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
@@ -283,6 +286,13 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
     let _ = media.task.await;
     tracing::info!("stopped");
     result
+}
+
+/// Replies and events go out at once: small frames must not wait for the peer's ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
 }
 
 async fn shutdown_signal() {
