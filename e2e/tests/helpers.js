@@ -14,41 +14,67 @@ mkdirSync(artifacts, { recursive: true });
 
 const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
 
-/**
- * Starts `sori serve` on free loopback ports; resolves once it logs its address. The media
- * server advertises 127.0.0.1 unless `advertise` is false (then: its own default).
- */
-export async function startServer(extraArgs = [], { advertise = true } = {}) {
-  const args = ['serve', '--listen', '127.0.0.1:0', '--rtc-port', '0'];
-  if (advertise) args.push('--advertise-ip', '127.0.0.1');
-  const child = spawn(SORI, [...args, ...extraArgs], {
+/** Spawns `sori ARGS`; resolves with its log and the first match of `pattern` in it. */
+async function spawnSori(args, pattern) {
+  const child = spawn(SORI, args, {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const lines = createInterface({ input: child.stderr });
   const log = [];
-  const url = await new Promise((resolve, reject) => {
+  const match = await new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`sori exited with ${code}:\n${log.join('\n')}`)));
     lines.on('line', (line) => {
       log.push(line);
-      if (/ (WARN|ERROR) /.test(line)) console.error(`[sori] ${line}`);
-      const m = line.match(/listening on (http:\/\/\S+)/);
+      if (/ (WARN|ERROR) /.test(line)) console.error(`[sori ${args[0]}] ${line}`);
+      const m = line.match(pattern);
       if (m) resolve(m[1]);
     });
   });
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  return { match, log, stop };
+}
+
+/** Browser tests run against one `sori serve`, or with SORI_E2E_SPLIT=1 against a
+ * `sori media` and a `sori signal` driving it over the control API (two processes). */
+export const split = process.env.SORI_E2E_SPLIT === '1';
+
+/**
+ * Starts `sori serve` (or, split, `sori media` + `sori signal`) on free loopback ports;
+ * resolves once it logs its address. The media server advertises 127.0.0.1 unless `advertise`
+ * is false (then: its own default).
+ */
+export async function startServer(extraArgs = [], { advertise = true } = {}) {
+  const mediaArgs = ['--rtc-port', '0'];
+  if (advertise) mediaArgs.push('--advertise-ip', '127.0.0.1');
+  let media = null;
+  let web;
+  if (split) {
+    media = await spawnSori(['media', '--kurento-listen', '127.0.0.1:0', ...mediaArgs], /control API on (ws:\/\/\S+)/);
+    web = await spawnSori(['signal', '--listen', '127.0.0.1:0', '--media', media.match, ...extraArgs], /listening on (http:\/\/\S+)/);
+  } else {
+    web = await spawnSori(['serve', '--listen', '127.0.0.1:0', ...mediaArgs, ...extraArgs], /listening on (http:\/\/\S+)/);
+  }
+  const url = web.match;
   return {
     url,
-    log,
+    log: web.log,
+    mediaLog: media ? media.log : [],
     async metrics() {
-      const text = await (await fetch(url + '/metrics')).text();
+      let text = await (await fetch(url + '/metrics')).text();
+      // Split: the media counters come from the media server's own /metrics.
+      if (media) text += await (await fetch(media.match.replace(/^ws:/, 'http:').replace(/\/[^/]*$/, '/metrics'))).text();
       const value = (name) => Number((text.match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1]);
       return { text, value };
     },
     async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      await web.stop();
+      if (media) await media.stop();
     },
   };
 }

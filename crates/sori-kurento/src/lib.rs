@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod model;
+pub mod remote;
 pub mod rpc;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use sori_net::MediaHandle;
 use tokio::sync::{mpsc, Mutex};
 
 use model::{Conn, Kms};
+pub use remote::{RemoteError, RemoteJoined, RemoteMedia};
 
 /// Largest accepted frame (big SDPs fit many times over).
 const MAX_FRAME: usize = 1 << 20;

@@ -107,6 +107,11 @@ enum Flow {
 
 #[derive(Default)]
 struct WebRtc {
+    /// Extension: several sources through distinct sink media descriptions, each on an m-line
+    /// the core adds, with renegotiation (RenegotiationNeeded, repeated processOffer/Answer).
+    renegotiation: bool,
+    /// Tracks subscribed for described links.
+    subscribed: BTreeSet<TrackId>,
     peer: Option<PeerId>,
     local_sdp: Option<String>,
     remote_sdp: Option<String>,
@@ -191,6 +196,7 @@ impl Kind {
             "DtlsConnectionStateChange",
             "DataChannelOpened",
             "DataChannelClosed",
+            "RenegotiationNeeded",
         ];
         OBJECT.contains(&event)
             || match self {
@@ -618,9 +624,21 @@ impl Kms {
                 ))
             }
         };
+        let renegotiation = [
+            ctor.get("renegotiation"),
+            params
+                .get("properties")
+                .and_then(|p| p.get("renegotiation")),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|v| v.as_bool() == Some(true));
         let kind = match ty {
             "MediaPipeline" => Kind::Pipeline,
-            "WebRtcEndpoint" => Kind::WebRtc(Box::default()),
+            "WebRtcEndpoint" => Kind::WebRtc(Box::new(WebRtc {
+                renegotiation,
+                ..WebRtc::default()
+            })),
             "PassThrough" => Kind::PassThrough,
             "RecorderEndpoint" => {
                 return Err(RpcError::not_implemented(
@@ -1223,6 +1241,65 @@ impl Kms {
         None
     }
 
+    /// Every track published by `source` (or reaching it, through pass-throughs) of `kind`.
+    fn tracks_of(&self, source: &str, kind: MediaKind) -> Vec<TrackId> {
+        match self.objects.get(source).map(|o| &o.kind) {
+            Some(Kind::WebRtc(w)) => w
+                .lines
+                .iter()
+                .filter(|l| l.kind == kind)
+                .filter_map(|l| l.published)
+                .collect(),
+            Some(Kind::PassThrough) => self.effective_source(source, kind).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The extension: links with a sink media description of their own reach a
+    /// renegotiating sink on m-lines the core adds (and removes) by renegotiation.
+    async fn sync_described(&mut self, id: &str, peer: PeerId) {
+        let Some(w) = self.webrtc_mut(id) else {
+            return;
+        };
+        if !w.renegotiation {
+            return;
+        }
+        let mut wanted = BTreeSet::new();
+        for l in self
+            .links
+            .iter()
+            .filter(|l| l.sink == id && l.sink_desc != "default")
+        {
+            if let Some(kind) = l.ty.kind() {
+                wanted.extend(self.tracks_of(&l.source, kind));
+            }
+        }
+        let Some(w) = self.webrtc_mut(id) else {
+            return;
+        };
+        let add: Vec<TrackId> = wanted.difference(&w.subscribed).copied().collect();
+        let drop: Vec<TrackId> = w.subscribed.difference(&wanted).copied().collect();
+        for (track, on) in add
+            .into_iter()
+            .map(|t| (t, true))
+            .chain(drop.into_iter().map(|t| (t, false)))
+        {
+            match self.media.subscribe(peer, track, on).await {
+                Ok(()) => {
+                    tracing::debug!(object = id, %track, on, "described link");
+                    if let Some(w) = self.webrtc_mut(id) {
+                        if on {
+                            w.subscribed.insert(track);
+                        } else {
+                            w.subscribed.remove(&track);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(object = id, %track, "cannot subscribe: {e}"),
+            }
+        }
+    }
+
     /// Brings the media core's forwarding in line with the pipeline's links.
     async fn sync_pipeline(&mut self, pipeline: &str) {
         let sinks: Vec<(String, PeerId)> = self
@@ -1235,12 +1312,14 @@ impl Kms {
             })
             .collect();
         for (id, peer) in sinks {
+            self.sync_described(&id, peer).await;
             for kind in [MediaKind::Audio, MediaKind::Video] {
                 let wanted = self.effective_source(&id, kind);
                 let Some(w) = self.webrtc_mut(&id) else {
                     continue;
                 };
-                let Some(line) = w.lines.iter_mut().find(|l| l.kind == kind && l.sends) else {
+                let own = |l: &&mut MediaLine| l.kind == kind && l.sends && !l.managed;
+                let Some(line) = w.lines.iter_mut().find(own) else {
                     continue;
                 };
                 if line.fed_by == wanted {
@@ -1307,6 +1386,13 @@ impl Kms {
                 }
                 Value::Null
             }
+            // Extension: the stream id (`a=msid`) under which other endpoints receive this
+            // one's tracks on renegotiated m-lines.
+            "getStreamId" => json!(self
+                .webrtc_mut(id)
+                .expect("checked")
+                .peer
+                .map(|p| p.to_string())),
             "getLocalSessionDescriptor" => json!(self.webrtc_mut(id).expect("checked").local_sdp),
             "getRemoteSessionDescriptor" => {
                 json!(self.webrtc_mut(id).expect("checked").remote_sdp)
@@ -1428,16 +1514,20 @@ impl Kms {
         let (Some(peer), Some(local)) = (w.peer, w.local_sdp.clone()) else {
             return Err(RpcError::not_offer_generated());
         };
-        if w.remote_sdp.is_some() {
+        if w.remote_sdp.is_some() && !w.renegotiation {
             return Err(RpcError::answer_already_processed());
         }
         self.media
             .answer(peer, answer)
             .await
             .map_err(|e| media_error(e, false))?;
+        let lines = self.media.media(peer).await.unwrap_or_default();
         let w = self.webrtc_mut(id).expect("checked");
-        w.remote_sdp = Some(answer.to_string());
-        self.emit(id, "MediaSessionStarted", json!({}));
+        let first = w.remote_sdp.replace(answer.to_string()).is_none();
+        w.lines = lines;
+        if first {
+            self.emit(id, "MediaSessionStarted", json!({}));
+        }
         self.sync_pipeline(&pipeline).await;
         Ok(local)
     }
@@ -1445,6 +1535,20 @@ impl Kms {
     async fn process_offer(&mut self, id: &str, offer: &str) -> Result<String, RpcError> {
         let pipeline = self.object(id)?.pipeline.clone().unwrap_or_default();
         let w = self.webrtc_mut(id).expect("checked");
+        if let (true, Some(peer), Some(_)) = (w.renegotiation, w.peer, &w.remote_sdp) {
+            let answer = self
+                .media
+                .offer(peer, offer)
+                .await
+                .map_err(|e| media_error(e, true))?;
+            let lines = self.media.media(peer).await.unwrap_or_default();
+            let w = self.webrtc_mut(id).expect("checked");
+            w.remote_sdp = Some(offer.to_string());
+            w.local_sdp = Some(answer.clone());
+            w.lines = lines;
+            self.sync_pipeline(&pipeline).await;
+            return Ok(answer);
+        }
         if w.remote_sdp.is_some() || w.local_sdp.is_some() {
             return Err(RpcError::already_negotiated());
         }
@@ -1577,7 +1681,11 @@ impl Kms {
                 self.emit(id, "IceComponentStateChanged", component("FAILED"));
                 self.emit(id, "MediaSessionTerminated", json!({}));
             }
-            PeerSignal::Offer(_) | PeerSignal::Published { .. } => {}
+            PeerSignal::Offer(sdp) => {
+                tracing::debug!(object = id, "renegotiation needed");
+                self.emit(id, "RenegotiationNeeded", json!({"sdpOffer": sdp}));
+            }
+            PeerSignal::Published { .. } => {}
         }
     }
 

@@ -156,6 +156,12 @@ enum Command {
         peer: PeerId,
         reply: Reply<()>,
     },
+    Subscribe {
+        peer: PeerId,
+        track: TrackId,
+        on: bool,
+        reply: Reply<()>,
+    },
     Flows {
         peers: Vec<PeerId>,
         reply: oneshot::Sender<Vec<Option<PeerFlow>>>,
@@ -246,6 +252,23 @@ impl MediaHandle {
             sink,
             mid,
             source,
+            reply,
+        })
+        .await
+    }
+
+    /// Makes the peer receive `track` on an m-line of its own, added by renegotiation (`on`),
+    /// or stops it (see [`Sfu::subscribe`]).
+    pub async fn subscribe(
+        &self,
+        peer: PeerId,
+        track: TrackId,
+        on: bool,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Subscribe {
+            peer,
+            track,
+            on,
             reply,
         })
         .await
@@ -506,6 +529,19 @@ fn handle_command(
         }
         Command::Media { peer, reply } => {
             let _ = reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer)));
+        }
+        Command::Subscribe {
+            peer,
+            track,
+            on,
+            reply,
+        } => {
+            let result = if on {
+                sfu.subscribe(peer, track, now)
+            } else {
+                sfu.unsubscribe(peer, track, now)
+            };
+            let _ = reply.send(result);
         }
         Command::Keyframe { peer, reply } => {
             let _ = reply.send(sfu.request_keyframe(peer, now));

@@ -92,6 +92,8 @@ pub struct MediaLine {
     pub published: Option<TrackId>,
     /// The track the core forwards into it.
     pub fed_by: Option<TrackId>,
+    /// The core added it to carry a subscription (not one of the client's own m-lines).
+    pub managed: bool,
 }
 
 /// RTP packets a peer sent to the core and received from it, per kind.
@@ -811,6 +813,7 @@ impl Sfu {
                     .is_some_and(|m| m.direction().is_sending()),
                 published: p.published.get(mid).copied(),
                 fed_by: p.out.get(mid).map(|o| o.source),
+                managed: p.out.get(mid).is_some_and(|o| !o.pinned),
             })
             .collect();
         Some(lines)
@@ -1035,6 +1038,9 @@ impl Sfu {
         let Some(room) = self.rooms.get_mut(&peer.room) else {
             return;
         };
+        if peer.published.contains_key(&mid) {
+            return;
+        }
         let track = TrackId(self.next_id);
         self.next_id += 1;
         peer.published.insert(mid, track);

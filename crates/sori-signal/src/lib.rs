@@ -15,8 +15,9 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod hub;
-mod metrics;
+pub mod metrics;
 pub mod protocol;
 mod web;
 
@@ -28,9 +29,10 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 use futures_util::{SinkExt, StreamExt};
-use sori_net::sori_sfu::{PeerId, RemoveReason, SfuError};
-use sori_net::{MediaError, MediaHandle, PeerSignal};
+use sori_net::sori_sfu::RemoveReason;
+use sori_net::PeerSignal;
 use tokio::sync::mpsc;
 
 pub use hub::Hub;
@@ -65,16 +67,16 @@ impl Default for SignalConfig {
 #[derive(Clone)]
 pub struct Signal {
     hub: Arc<Mutex<Hub>>,
-    media: MediaHandle,
+    media: MediaBackend,
     config: Arc<SignalConfig>,
 }
 
 impl Signal {
     /// A session server driving `media`.
-    pub fn new(media: MediaHandle, config: SignalConfig) -> Self {
+    pub fn new(media: impl Into<MediaBackend>, config: SignalConfig) -> Self {
         Self {
             hub: Arc::new(Mutex::new(Hub::default())),
-            media,
+            media: media.into(),
             config: Arc::new(config),
         }
     }
@@ -189,7 +191,7 @@ struct Connection {
     signal: Signal,
     out: mpsc::UnboundedSender<ServerMessage>,
     me: Option<Me>,
-    media_peer: Option<PeerId>,
+    media_peer: Option<PeerRef>,
 }
 
 impl Connection {
@@ -321,10 +323,10 @@ impl Connection {
         }
         let media = self.signal.media.clone();
         let mut reply = None;
-        if let Some(peer) = self.media_peer {
+        if let Some(peer) = &self.media_peer {
             match media.offer(peer, sdp).await {
                 // The media server dropped this peer (see forward_media_signals): start anew.
-                Err(MediaError::Sfu(SfuError::UnknownPeer(_))) => self.media_peer = None,
+                Err(BackendError::UnknownPeer) => self.media_peer = None,
                 other => reply = Some(other),
             }
         }
@@ -332,10 +334,10 @@ impl Connection {
             Some(r) => r,
             None => match media.join(&me.room, sdp).await {
                 Ok(joined) => {
-                    self.media_peer = Some(joined.peer);
                     self.signal
                         .hub()
-                        .set_media_id(me, Some(joined.peer.to_string()));
+                        .set_media_id(me, Some(joined.stream_id.clone()));
+                    self.media_peer = Some(joined.peer);
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
                         from: None,
@@ -356,7 +358,7 @@ impl Connection {
     }
 
     async fn media_answer(&mut self, sdp: &str) {
-        let Some(peer) = self.media_peer else {
+        let Some(peer) = &self.media_peer else {
             self.error(
                 ErrorCode::BadTarget,
                 "no offer from the media server is waiting for an answer",
@@ -368,7 +370,7 @@ impl Connection {
         }
     }
 
-    fn media_error(&self, e: MediaError) {
+    fn media_error(&self, e: BackendError) {
         self.error(ErrorCode::MediaError, &e.to_string());
     }
 
@@ -378,7 +380,7 @@ impl Connection {
             self.signal.hub().leave(&me);
         }
         if let Some(peer) = self.media_peer.take() {
-            let _ = self.signal.media.leave(peer).await;
+            self.signal.media.leave(&peer).await;
         }
     }
 }

@@ -14,20 +14,20 @@ pub(crate) async fn page(State(signal): State<Signal>) -> impl IntoResponse {
         let hub = signal.hub();
         (hub.rooms(), hub.participants())
     };
+    // A remote media server reports its own numbers; only the sessions are counted here.
     match signal.media.stats().await {
         Ok(stats) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(rooms, participants, &stats),
+            render(rooms, participants, stats.as_ref()),
         )
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
-/// Renders session and media counters in the Prometheus text format.
-pub(crate) fn render(rooms: usize, participants: usize, stats: &MediaStats) -> String {
-    let c = &stats.counters;
-    let s = &stats.state;
+/// Renders session and media counters in the Prometheus text format (`sori media` uses it with
+/// no sessions).
+pub fn render(rooms: usize, participants: usize, stats: Option<&MediaStats>) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -48,6 +48,11 @@ pub(crate) fn render(rooms: usize, participants: usize, stats: &MediaStats) -> S
         "Participants in rooms (signaling connections).",
         &[("", participants as u64)],
     );
+    let Some(stats) = stats else {
+        return out;
+    };
+    let c = &stats.counters;
+    let s = &stats.state;
     metric(
         "sori_media_rooms",
         "gauge",
@@ -137,7 +142,10 @@ mod tests {
         stats.counters.rtp_forwarded_packets = 42;
         stats.counters.datagrams_malformed = 3;
         stats.state.rooms = 1;
-        let text = render(2, 3, &stats);
+        let text = render(2, 3, Some(&stats));
+        let sessions_only = render(2, 3, None);
+        assert!(sessions_only.contains("sori_participants 3\n"));
+        assert!(!sessions_only.contains("sori_media_rooms"));
         assert!(text.contains("sori_rtp_forwarded_packets_total 42\n"));
         assert!(text.contains("sori_datagrams_dropped_total{reason=\"malformed\"} 3\n"));
         assert!(text.contains("sori_rooms 2\n"));

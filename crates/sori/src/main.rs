@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
-use sori_kurento::Kurento;
+use sori_kurento::{Kurento, RemoteMedia};
 use sori_net::MediaConfig;
 use sori_signal::Signal;
 
@@ -36,16 +36,30 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the media server, commanded over the Kurento protocol
     /// (ws://127.0.0.1:8888/kurento by default) — for Kurento applications, or for a
-    /// session server on another machine.
+    /// session server on another machine (`sori signal`).
     Media(MediaArgs),
+    /// Run only the session server and web client, driving a media server elsewhere
+    /// (`sori media`) over its control API.
+    Signal(SignalArgs),
 }
 
-/// Settings both commands share.
+/// Settings every command has.
 #[derive(Args)]
-struct CommonArgs {
+struct BaseArgs {
     /// TOML configuration file (overrides the built-in defaults it names).
     #[arg(long, env = "SORI_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
+    #[arg(long, env = "SORI_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML-like text and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// Settings of the media server.
+#[derive(Args)]
+struct MediaFlags {
     /// The one UDP port all media uses [default: 40000; 0 picks a free port].
     #[arg(long, env = "SORI_RTC_PORT", value_name = "PORT")]
     rtc_port: Option<u16>,
@@ -66,18 +80,31 @@ struct CommonArgs {
         hide_env_values = true
     )]
     kurento_token: Option<String>,
-    /// Log format [default: text]. Log levels come from RUST_LOG (default: info).
-    #[arg(long, env = "SORI_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Print the effective configuration as TOML-like text and exit.
-    #[arg(long)]
-    print_config: bool,
 }
 
+impl MediaFlags {
+    fn apply(self, config: &mut Config) {
+        if let Some(v) = self.rtc_port {
+            config.media.rtc_port = v;
+        }
+        if let Some(v) = self.advertise_ip {
+            config.media.advertise_ip = Some(v);
+        }
+        if let Some(v) = self.kurento_listen {
+            config.kurento.listen = v;
+        }
+        if let Some(v) = self.kurento_path {
+            config.kurento.path = v;
+        }
+        if let Some(v) = self.kurento_token {
+            config.kurento.access_token = v;
+        }
+    }
+}
+
+/// Settings of the session server.
 #[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    common: CommonArgs,
+struct SessionFlags {
     /// HTTP/WebSocket address [default: 127.0.0.1:8080, loopback only].
     #[arg(long, env = "SORI_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -92,6 +119,30 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     ice_servers: Vec<String>,
+}
+
+impl SessionFlags {
+    fn apply(self, config: &mut Config) {
+        if let Some(v) = self.listen {
+            config.server.listen = v;
+        }
+        if let Some(v) = self.room_mode {
+            config.server.room_mode = v;
+        }
+        if !self.ice_servers.is_empty() {
+            config.server.ice_servers = self.ice_servers;
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    base: BaseArgs,
+    #[command(flatten)]
+    session: SessionFlags,
+    #[command(flatten)]
+    media: MediaFlags,
     /// Also serve the Kurento-protocol control API on --kurento-listen.
     #[arg(long, env = "SORI_KURENTO")]
     kurento: bool,
@@ -100,16 +151,36 @@ struct ServeArgs {
 #[derive(Args)]
 struct MediaArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    base: BaseArgs,
+    #[command(flatten)]
+    media: MediaFlags,
+}
+
+#[derive(Args)]
+struct SignalArgs {
+    #[command(flatten)]
+    base: BaseArgs,
+    #[command(flatten)]
+    session: SessionFlags,
+    /// The media server's control API, e.g. ws://10.0.0.5:8888/kurento (add
+    /// ?access_token=… when it requires one).
+    #[arg(
+        long = "media",
+        env = "SORI_MEDIA_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    media_url: String,
 }
 
 /// What a process runs.
-#[derive(Clone, Copy)]
 enum Role {
     /// Session server and media server; with the control API when true.
     Serve { kurento: bool },
     /// Media server and control API only.
     Media,
+    /// Session server only, driving the media server at this URL.
+    Signal { media_url: String },
 }
 
 /// The command's own flags, applied to the loaded configuration.
@@ -117,30 +188,42 @@ type Overrides = Box<dyn FnOnce(&mut Config)>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (common, role, apply): (CommonArgs, Role, Overrides) = match cli.command {
+    let (base, role, apply): (BaseArgs, Role, Overrides) = match cli.command {
         Command::Serve(args) => {
             let role = Role::Serve {
                 kurento: args.kurento,
             };
+            let (session, media) = (args.session, args.media);
             let apply = move |config: &mut Config| {
-                if let Some(v) = args.listen {
-                    config.server.listen = v;
-                }
-                if let Some(v) = args.room_mode {
-                    config.server.room_mode = v;
-                }
-                if !args.ice_servers.is_empty() {
-                    config.server.ice_servers = args.ice_servers;
-                }
+                session.apply(config);
+                media.apply(config);
             };
-            (args.common, role, Box::new(apply))
+            (args.base, role, Box::new(apply))
         }
-        Command::Media(args) => (args.common, Role::Media, Box::new(|_: &mut Config| {})),
+        Command::Media(args) => {
+            let media = args.media;
+            (
+                args.base,
+                Role::Media,
+                Box::new(move |c: &mut Config| media.apply(c)),
+            )
+        }
+        Command::Signal(args) => {
+            let session = args.session;
+            let role = Role::Signal {
+                media_url: args.media_url,
+            };
+            (
+                args.base,
+                role,
+                Box::new(move |c: &mut Config| session.apply(c)),
+            )
+        }
     };
-    start(common, role, apply)
+    start(base, role, apply)
 }
 
-fn start(args: CommonArgs, role: Role, apply: Overrides) -> ExitCode {
+fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -149,21 +232,6 @@ fn start(args: CommonArgs, role: Role, apply: Overrides) -> ExitCode {
         }
     };
     apply(&mut config);
-    if let Some(v) = args.rtc_port {
-        config.media.rtc_port = v;
-    }
-    if let Some(v) = args.advertise_ip {
-        config.media.advertise_ip = Some(v);
-    }
-    if let Some(v) = args.kurento_listen {
-        config.kurento.listen = v;
-    }
-    if let Some(v) = args.kurento_path {
-        config.kurento.path = v;
-    }
-    if let Some(v) = args.kurento_token {
-        config.kurento.access_token = v;
-    }
     if let Some(v) = args.log_format {
         config.log.format = v;
     }
@@ -212,6 +280,9 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(config: Config, role: Role) -> Result<(), String> {
+    if let Role::Signal { media_url } = &role {
+        return run_signal(config, media_url).await;
+    }
     // Checked when the configuration was loaded.
     let sfu = config.sfu()?;
     let media = sori_net::start(MediaConfig {
@@ -238,7 +309,28 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
     if with_kurento {
         let kconfig = config.kurento()?;
         let path = kconfig.path.clone();
-        let app = Kurento::new(media.handle.clone(), kconfig).router();
+        let mut app = Kurento::new(media.handle.clone(), kconfig).router();
+        if let Role::Media = role {
+            // The media server alone still answers health checks and metrics.
+            let handle = media.handle.clone();
+            app = app
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let handle = handle.clone();
+                        async move {
+                            match handle.stats().await {
+                                Ok(stats) => Ok(sori_signal::metrics::render(0, 0, Some(&stats))),
+                                Err(e) => Err((
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    e.to_string(),
+                                )),
+                            }
+                        }
+                    }),
+                );
+        }
         let listener = tokio::net::TcpListener::bind(config.kurento.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.kurento.listen))?;
@@ -286,6 +378,29 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
     let _ = media.task.await;
     tracing::info!("stopped");
     result
+}
+
+/// The session server alone, driving a remote media server.
+async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
+    let shown = media_url.split('?').next().unwrap_or(media_url);
+    let media = RemoteMedia::connect(media_url)
+        .await
+        .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
+    let app = Signal::new(media, config.signal()).router();
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let http = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        "Sori {} listening on http://{http} (media server: {shown})",
+        env!("CARGO_PKG_VERSION"),
+    );
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Replies and events go out at once: small frames must not wait for the peer's ACK.
