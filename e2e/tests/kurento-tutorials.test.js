@@ -107,6 +107,32 @@ test('one2many: three viewers, each negotiated before it is connected, decode th
   await presenterPage.context().close();
 });
 
+test('a PassThrough between presenter and viewer forwards video, and rewiring switches the source', async () => {
+  const a = await peerPage(browser, pages.url, 'source-a');
+  const b = await peerPage(browser, pages.url, 'source-b');
+  const v = await peerPage(browser, pages.url, 'pt-viewer');
+  const pipeline = await client.create('MediaPipeline');
+  const [ea, eb, viewer] = [await pipeline.create('WebRtcEndpoint'), await pipeline.create('WebRtcEndpoint'), await pipeline.create('WebRtcEndpoint')];
+  const pass = await pipeline.create('PassThrough');
+  await negotiate(a, 'send', ea, { send: true });
+  await negotiate(b, 'send', eb, { send: true });
+  await ea.connect(pass);
+  await pass.connect(viewer);
+  await negotiate(v, 'view', viewer, { recv: true });
+  const before = await waitForFrames(v, 'view');
+  // A new source into the pass-through replaces the old one; the viewer keeps decoding.
+  await eb.connect(pass);
+  const sources = await pass.getSourceConnections('VIDEO');
+  assert.equal(sources.length, 1);
+  assert.equal(sources[0].source, eb.id);
+  // The first source goes away entirely: frames still arriving come from the second.
+  await ea.release();
+  const after = await waitForFrames(v, 'view');
+  console.log(`pass-through: ${before} frames from the first source, ${after} in all after the switch`);
+  await pipeline.release();
+  for (const p of [a, b, v]) await p.context().close();
+});
+
 test('group call: an endpoint per subscription, connects repeated, everyone decodes everyone', async () => {
   const names = ['ana', 'ben', 'cho'];
   const pipeline = await client.create('MediaPipeline');
