@@ -110,6 +110,10 @@ struct WebRtc {
     /// Extension: several sources through distinct sink media descriptions, each on an m-line
     /// the core adds, with renegotiation (RenegotiationNeeded, repeated processOffer/Answer).
     renegotiation: bool,
+    /// Constructor flags: the endpoint only receives from / only sends to its browser
+    /// (they shape `generateOffer`).
+    recvonly: bool,
+    sendonly: bool,
     /// Tracks subscribed for described links.
     subscribed: BTreeSet<TrackId>,
     peer: Option<PeerId>,
@@ -633,10 +637,24 @@ impl Kms {
         .into_iter()
         .flatten()
         .any(|v| v.as_bool() == Some(true));
+        let mut flags = [false; 2];
+        for (i, flag) in ["recvonly", "sendonly"].iter().enumerate() {
+            match ctor.get(*flag) {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => flags[i] = *b,
+                Some(_) => {
+                    return Err(RpcError::marshall(format!(
+                        "'{flag}' parameter should be a boolean"
+                    )))
+                }
+            }
+        }
         let kind = match ty {
             "MediaPipeline" => Kind::Pipeline,
             "WebRtcEndpoint" => Kind::WebRtc(Box::new(WebRtc {
                 renegotiation,
+                recvonly: flags[0],
+                sendonly: flags[1],
                 ..WebRtc::default()
             })),
             "PassThrough" => Kind::PassThrough,
@@ -666,20 +684,7 @@ impl Kms {
             )
         };
         let props = match kind {
-            Kind::WebRtc(_) => {
-                let mut p = webrtc_props();
-                for flag in ["recvonly", "sendonly", "useDataChannels"] {
-                    if let Some(v) = ctor.get(flag) {
-                        let Some(b) = v.as_bool() else {
-                            return Err(RpcError::marshall(format!(
-                                "'{flag}' parameter should be a boolean"
-                            )));
-                        };
-                        p.insert(flag.into(), json!(b));
-                    }
-                }
-                p
-            }
+            Kind::WebRtc(_) => webrtc_props(),
             Kind::PassThrough => element_props(),
             Kind::Pipeline => match json!({"latencyStats": false}) {
                 Value::Object(m) => m,
@@ -1457,10 +1462,9 @@ impl Kms {
         id: &str,
         args: &Map<String, Value>,
     ) -> Result<String, RpcError> {
-        let o = self.object(id)?;
-        let pipeline = o.pipeline.clone().unwrap_or_default();
-        let flag = |name: &str| o.props.get(name).and_then(Value::as_bool).unwrap_or(false);
-        let (recvonly, sendonly) = (flag("recvonly"), flag("sendonly"));
+        let pipeline = self.object(id)?.pipeline.clone().unwrap_or_default();
+        let w = self.webrtc_mut(id).expect("checked");
+        let (recvonly, sendonly) = (w.recvonly, w.sendonly);
         let options = args.get("options").and_then(Value::as_object);
         let wants = |name: &str| {
             options
