@@ -116,3 +116,130 @@ fn a_bad_config_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Starts `sori ARGS` and returns it with the first log line containing `marker`.
+fn start(args: &[&str], marker: &str) -> (std::process::Child, String, Vec<String>) {
+    let mut child = Command::new(SORI)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .inspect(|l| seen.push(l.clone()))
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} in: {seen:?}"));
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, found, seen)
+}
+
+fn after<'a>(line: &'a str, prefix: &str) -> &'a str {
+    line.split(prefix)
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+fn ping(url: &str) -> String {
+    let (mut ws, _) = tungstenite::connect(url).unwrap();
+    ws.send(tungstenite::Message::text(
+        r#"{"jsonrpc":"2.0","id":0,"method":"ping","params":{"interval":5000}}"#,
+    ))
+    .unwrap();
+    let reply = ws.read().unwrap().into_text().unwrap().to_string();
+    let _ = ws.close(None);
+    reply
+}
+
+#[test]
+fn media_alone_serves_the_control_api_health_and_metrics() {
+    let (mut child, line, _) = start(
+        &[
+            "media",
+            "--kurento-listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+        ],
+        "control API on ws://",
+    );
+    let url = format!("ws://{}", after(&line, "ws://"));
+    assert!(url.ends_with("/kurento"), "{url}");
+    assert!(ping(&url).contains(r#""value":"pong""#));
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/kurento")
+        .to_string();
+    assert!(http_get(&addr, "/healthz").ends_with("ok\n"));
+    assert!(http_get(&addr, "/metrics").contains("sori_rtp_forwarded_packets_total 0"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn serve_with_kurento_exposes_the_control_api_with_its_token() {
+    let (mut child, _, seen) = start(
+        &[
+            "serve",
+            "--kurento",
+            "--kurento-listen",
+            "127.0.0.1:0",
+            "--kurento-token",
+            "s3cret",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+        ],
+        "listening on http://",
+    );
+    let line = seen
+        .iter()
+        .find(|l| l.contains("control API on ws://"))
+        .expect("the control API is announced first");
+    assert!(
+        !seen.iter().any(|l| l.contains("s3cret")),
+        "the token is never logged"
+    );
+    let url = format!("ws://{}", after(line, "ws://"));
+    assert!(
+        tungstenite::connect(url.as_str()).is_err(),
+        "no token, no entry"
+    );
+    assert!(ping(&format!("{url}?access_token=s3cret")).contains("pong"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn signal_without_a_reachable_media_server_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let out = Command::new(SORI)
+        .args([
+            "signal",
+            "--listen",
+            "127.0.0.1:0",
+            "--media",
+            "ws://127.0.0.1:1/kurento?access_token=hidden",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the media server at ws://127.0.0.1:1/kurento"),
+        "{err}"
+    );
+    assert!(!err.contains("hidden"), "the token is not shown: {err}");
+}
