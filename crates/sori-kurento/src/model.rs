@@ -1653,7 +1653,7 @@ impl Kms {
                     id,
                     "NewCandidatePairSelected",
                     json!({"candidatePair": {"__module__":"kurento","__type__":"IceCandidatePair",
-                           "streamID":"1","componentID":1,"localCandidate":local,
+                           "streamId":"1","componentId":1,"localCandidate":local,
                            "remoteCandidate":remote}}),
                 );
                 self.emit(id, "IceComponentStateChanged", component("CONNECTED"));

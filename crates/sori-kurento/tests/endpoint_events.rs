@@ -1,0 +1,191 @@
+//! A WebRtcEndpoint's life as its events tell it, with a real (str0m) client over UDP on
+//! loopback: ICE, connection and media-state events once connected, media flowing out of the
+//! endpoint while the client sends, and not flowing once it stops.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{endpoint, pipeline, server_with, Client, LOCALHOST, WAIT};
+use serde_json::{json, Value};
+use sori_kurento::KurentoConfig;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, MediaTime};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+/// Runs the client's session over the socket until `done` says so (bounded by [`WAIT`]).
+async fn drive(rtc: &mut Rtc, socket: &UdpSocket, mut done: impl FnMut(&Rtc) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 2000];
+    while !done(rtc) {
+        assert!(
+            Instant::now() < deadline,
+            "the client did not get there in time"
+        );
+        let timeout = loop {
+            match rtc.poll_output().unwrap() {
+                Output::Timeout(t) => break t,
+                Output::Transmit(t) => {
+                    socket.send_to(&t.contents, t.destination).await.unwrap();
+                }
+                Output::Event(_) => {}
+            }
+        };
+        let wake = timeout.min(Instant::now() + Duration::from_millis(20));
+        let wait = wake.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => {
+                let local = socket.local_addr().unwrap();
+                if let Ok(r) = Receive::new(Protocol::Udp, from, local, &buf[..n]) {
+                    rtc.handle_input(Input::Receive(Instant::now(), r)).unwrap();
+                }
+            }
+            _ => rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
+        }
+    }
+}
+
+fn states(events: &[Value], ty: &str, field: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["params"]["value"]["type"] == json!(ty))
+        .map(|e| {
+            e["params"]["value"]["data"][field]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connection_and_flow_events_follow_the_media() {
+    let s = server_with(KurentoConfig {
+        flow_idle: Duration::from_millis(300),
+        ..KurentoConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(&s.url).await;
+    let p = pipeline(&mut c).await;
+    let w = endpoint(&mut c, &p).await;
+    for ty in [
+        "IceComponentStateChanged",
+        "NewCandidatePairSelected",
+        "ConnectionStateChanged",
+        "MediaStateChanged",
+        "MediaSessionStarted",
+        "MediaFlowOutStateChanged",
+        "IceGatheringDone",
+    ] {
+        c.ok("subscribe", json!({"object": w, "type": ty})).await;
+    }
+
+    let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let local: SocketAddr = socket.local_addr().unwrap();
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().unwrap();
+    let answer = c
+        .invoke(&w, "processOffer", json!({"offer": offer.to_sdp_string()}))
+        .await;
+    c.invoke(&w, "gatherCandidates", Value::Null).await;
+    rtc.sdp_api()
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(answer.as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    drive(&mut rtc, &socket, |r| r.is_connected()).await;
+
+    // Connected: the endpoint says so.
+    let connected = c.event(&w, "ConnectionStateChanged").await;
+    assert_eq!(
+        connected["params"]["value"]["data"]["newState"],
+        "CONNECTED"
+    );
+    assert_eq!(
+        connected["params"]["value"]["data"]["oldState"],
+        "DISCONNECTED"
+    );
+    let media = c.event(&w, "MediaStateChanged").await;
+    assert_eq!(media["params"]["value"]["data"]["newState"], "CONNECTED");
+    let pair = c.event(&w, "NewCandidatePairSelected").await;
+    let pair = &pair["params"]["value"]["data"]["candidatePair"];
+    assert_eq!(pair["__type__"], "IceCandidatePair");
+    assert!(pair["localCandidate"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.1"));
+    c.event(&w, "MediaSessionStarted").await;
+    c.event(&w, "IceGatheringDone").await;
+    let ice: Vec<String> = {
+        let mut seen = Vec::new();
+        while let Some(i) = c
+            .events
+            .iter()
+            .position(|e| e["params"]["value"]["type"] == json!("IceComponentStateChanged"))
+        {
+            seen.push(c.events.remove(i).unwrap());
+        }
+        states(&seen, "IceComponentStateChanged", "state")
+    };
+    for state in ["GATHERING", "CONNECTING", "CONNECTED", "READY"] {
+        assert!(ice.contains(&state.to_string()), "{state} in {ice:?}");
+    }
+
+    // The client sends audio: media flows out of the endpoint into the pipeline.
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while c
+        .events
+        .iter()
+        .all(|e| e["params"]["value"]["type"] != json!("MediaFlowOutStateChanged"))
+    {
+        assert!(start.elapsed() < WAIT, "no MediaFlowOutStateChanged");
+        let w = rtc.writer(audio).unwrap();
+        let pt = w.payload_params().next().unwrap().pt();
+        w.write(
+            pt,
+            Instant::now(),
+            MediaTime::from_90khz(sent * 1800),
+            vec![0xf8, 0xff, 0xfe],
+        )
+        .unwrap();
+        sent += 1;
+        let until = Instant::now() + Duration::from_millis(20);
+        drive(&mut rtc, &socket, |_| Instant::now() >= until).await;
+        // Pick up events without blocking on the socket for long.
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
+            c.events.push_back(v);
+        }
+    }
+    let flowing = c.event(&w, "MediaFlowOutStateChanged").await;
+    let data = &flowing["params"]["value"]["data"];
+    assert_eq!(
+        (data["state"].clone(), data["mediaType"].clone()),
+        (json!("FLOWING"), json!("AUDIO"))
+    );
+    assert_eq!(data["padName"], "default");
+    assert_eq!(
+        c.invoke(&w, "isMediaFlowingOut", json!({"mediaType": "AUDIO"}))
+            .await,
+        true
+    );
+
+    // It stops sending (the connection stays up): not flowing after the idle time.
+    let quiet = Instant::now() + Duration::from_millis(100);
+    drive(&mut rtc, &socket, |_| Instant::now() >= quiet).await;
+    let stopped = c.event(&w, "MediaFlowOutStateChanged").await;
+    assert_eq!(stopped["params"]["value"]["data"]["state"], "NOT_FLOWING");
+    let stats = c.invoke(&w, "getStats", Value::Null).await;
+    assert!(stats["inbound-AUDIO"]["packetsReceived"].as_u64().unwrap() > 0);
+}
