@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod model;
+mod recorder;
 pub mod remote;
 pub mod rpc;
 
@@ -52,6 +53,8 @@ pub struct KurentoConfig {
     pub gc_period: Duration,
     /// Media that has not moved for this long is reported as NOT_FLOWING.
     pub flow_idle: Duration,
+    /// RecorderEndpoints write only inside this directory (`None`: recording is off).
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for KurentoConfig {
@@ -61,6 +64,7 @@ impl Default for KurentoConfig {
             access_token: None,
             gc_period: Duration::from_secs(240),
             flow_idle: Duration::from_secs(2),
+            recordings_dir: None,
         }
     }
 }
@@ -76,7 +80,7 @@ impl Kurento {
     /// A control API over `media`; starts its background tasks (event flow, garbage
     /// collection) on the current tokio runtime.
     pub fn new(media: MediaHandle, config: KurentoConfig) -> Self {
-        let kms = Kms::new(media, config.flow_idle);
+        let kms = Kms::new(media, config.flow_idle, config.recordings_dir.clone());
         let kurento = Self {
             kms,
             config: Arc::new(config),

@@ -3,17 +3,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use sori_net::sori_sfu::{
-    Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, SfuError, TrackId,
+    Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, SfuError, TapId, TrackId,
 };
 use sori_net::{MediaError, MediaHandle, PeerSignal};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::recorder::{self, Rec, RecState};
 use crate::rpc::{
     error_response, opt_string_param, parse_request, request_from_value, response, string_param,
     RpcError,
@@ -99,7 +101,7 @@ impl Link {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Flow {
+pub(crate) enum Flow {
     Unknown,
     Flowing,
     NotFlowing,
@@ -131,7 +133,7 @@ struct WebRtc {
 }
 
 #[derive(Clone, Copy)]
-struct FlowTrack {
+pub(crate) struct FlowTrack {
     state: Flow,
     count: u64,
     last_active: Option<Instant>,
@@ -151,6 +153,7 @@ enum Kind {
     Pipeline,
     WebRtc(Box<WebRtc>),
     PassThrough,
+    Recorder(Box<Rec>),
 }
 
 impl Kind {
@@ -159,6 +162,7 @@ impl Kind {
             Kind::Pipeline => "MediaPipeline",
             Kind::WebRtc(_) => "WebRtcEndpoint",
             Kind::PassThrough => "PassThrough",
+            Kind::Recorder(_) => "RecorderEndpoint",
         }
     }
     fn hierarchy(&self) -> Vec<&'static str> {
@@ -168,6 +172,12 @@ impl Kind {
                 "kurento.BaseRtpEndpoint",
                 "kurento.SdpEndpoint",
                 "kurento.SessionEndpoint",
+                "kurento.Endpoint",
+                "kurento.MediaElement",
+                "kurento.MediaObject",
+            ],
+            Kind::Recorder(_) => vec![
+                "kurento.UriEndpoint",
                 "kurento.Endpoint",
                 "kurento.MediaElement",
                 "kurento.MediaObject",
@@ -206,6 +216,11 @@ impl Kind {
             || match self {
                 Kind::Pipeline => false,
                 Kind::PassThrough => ELEMENT.contains(&event),
+                Kind::Recorder(_) => {
+                    ELEMENT.contains(&event)
+                        || ["Recording", "Paused", "Stopped", "UriEndpointStateChanged"]
+                            .contains(&event)
+                }
                 Kind::WebRtc(_) => ELEMENT.contains(&event) || WEBRTC.contains(&event),
             }
     }
@@ -256,6 +271,7 @@ pub(crate) struct Kms {
     links: Vec<Link>,
     subs: HashMap<String, Sub>,
     candidates: Vec<SocketAddr>,
+    recordings_dir: Option<PathBuf>,
 }
 
 fn now_millis() -> u128 {
@@ -382,7 +398,11 @@ fn value(v: Value) -> Value {
 }
 
 impl Kms {
-    pub(crate) fn new(media: MediaHandle, flow_idle: Duration) -> Arc<Mutex<Kms>> {
+    pub(crate) fn new(
+        media: MediaHandle,
+        flow_idle: Duration,
+        recordings_dir: Option<PathBuf>,
+    ) -> Arc<Mutex<Kms>> {
         Arc::new_cyclic(|this| {
             Mutex::new(Kms {
                 media,
@@ -395,6 +415,7 @@ impl Kms {
                 links: Vec::new(),
                 subs: HashMap::new(),
                 candidates: Vec::new(),
+                recordings_dir,
             })
         })
     }
@@ -659,9 +680,10 @@ impl Kms {
             })),
             "PassThrough" => Kind::PassThrough,
             "RecorderEndpoint" => {
-                return Err(RpcError::not_implemented(
-                    "RecorderEndpoint is not available in this version of Sori yet",
-                ))
+                let uri = string_param(&ctor, "uri")?.to_string();
+                let profile = recorder::parse_profile(opt_string_param(&ctor, "mediaProfile")?)?;
+                let path = recorder::resolve_uri(&uri, self.recordings_dir.as_deref())?;
+                Kind::Recorder(Box::new(Rec::new(uri, path, profile)))
             }
             other => return Err(RpcError::factory_not_found(other)),
         };
@@ -685,7 +707,7 @@ impl Kms {
         };
         let props = match kind {
             Kind::WebRtc(_) => webrtc_props(),
-            Kind::PassThrough => element_props(),
+            Kind::PassThrough | Kind::Recorder(_) => element_props(),
             Kind::Pipeline => match json!({"latencyStats": false}) {
                 Value::Object(m) => m,
                 _ => Map::new(),
@@ -847,10 +869,22 @@ impl Kms {
             let Some(o) = self.objects.remove(d) else {
                 continue;
             };
-            if let Kind::WebRtc(w) = &o.kind {
-                if let Some(peer) = w.peer {
-                    let _ = self.media.leave(peer).await;
+            match o.kind {
+                Kind::WebRtc(w) => {
+                    if let Some(peer) = w.peer {
+                        let _ = self.media.leave(peer).await;
+                    }
                 }
+                // A recorder released without stop still finishes its file.
+                Kind::Recorder(mut r) => {
+                    for (_, _, tap) in r.taps.drain(..) {
+                        self.media.untap(tap);
+                    }
+                    if let Some(recording) = r.recording.take() {
+                        let _ = tokio::task::spawn_blocking(move || recording.stop()).await;
+                    }
+                }
+                _ => {}
             }
             self.links.retain(|l| l.source != *d && l.sink != *d);
             self.subs.retain(|_, s| s.object != *d);
@@ -896,6 +930,11 @@ impl Kms {
         }
         self.object(&object)?;
         self.touch(session, &object);
+        if matches!(self.object(&object)?.kind, Kind::Recorder(_)) {
+            if let Some(v) = self.invoke_recorder(&object, &op).await? {
+                return Ok(v);
+            }
+        }
         let is_webrtc = matches!(self.object(&object)?.kind, Kind::WebRtc(_));
         let is_element = !matches!(self.object(&object)?.kind, Kind::Pipeline);
         if is_webrtc {
@@ -924,7 +963,7 @@ impl Kms {
                 json!({"__module__":"kurento","__type__":"ServerInfo","version":VERSION,
                        "type":"KMS","capabilities":["transactions"],
                        "modules":[module("core", &["MediaPipeline","PassThrough"]),
-                                  module("elements", &["WebRtcEndpoint"]),
+                                  module("elements", &["WebRtcEndpoint","RecorderEndpoint"]),
                                   module("filters", &[])]})
             }
             "getPipelines" => json!(self
@@ -1240,7 +1279,7 @@ impl Kms {
                         .and_then(|l| l.published)
                 }
                 Kind::PassThrough => at = link.source.clone(),
-                Kind::Pipeline => return None,
+                Kind::Pipeline | Kind::Recorder(_) => return None,
             }
         }
         None
@@ -1305,6 +1344,135 @@ impl Kms {
         }
     }
 
+    fn rec_mut(&mut self, id: &str) -> Option<&mut Rec> {
+        match self.objects.get_mut(id).map(|o| &mut o.kind) {
+            Some(Kind::Recorder(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A recording recorder taps the tracks connected to it; any other taps nothing.
+    async fn sync_recorder(&mut self, id: &str) {
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let wanted = self.effective_source(id, kind);
+            let Some(r) = self.rec_mut(id) else {
+                return;
+            };
+            let recording = r.state == RecState::Start && r.recording.is_some();
+            let wanted = wanted.filter(|_| recording && r.wants(kind));
+            let current = r.taps.iter().position(|(k, ..)| *k == kind);
+            if current.map(|i| r.taps[i].1) == wanted {
+                continue;
+            }
+            if let Some(i) = current {
+                let (_, _, tap) = r.taps.remove(i);
+                self.media.untap(tap);
+            }
+            let Some(track) = wanted else {
+                continue;
+            };
+            match self.media.tap(track).await {
+                Ok((tap, rx)) => {
+                    let Some(r) = self.rec_mut(id) else {
+                        self.media.untap(tap);
+                        return;
+                    };
+                    if let Some(rec) = &r.recording {
+                        tokio::spawn(recorder::forward(rx, rec.sender(), r.counts.clone()));
+                    }
+                    r.taps.push((kind, track, tap));
+                }
+                Err(e) => tracing::warn!(object = id, %track, "cannot record: {e}"),
+            }
+        }
+    }
+
+    /// RecorderEndpoint operations; `None` when `op` is not one of them.
+    async fn invoke_recorder(&mut self, id: &str, op: &str) -> Result<Option<Value>, RpcError> {
+        let states = |s: RecState| json!({"state": s.name()});
+        let r = self.rec_mut(id).expect("checked");
+        let v = match op {
+            "record" => {
+                match r.state {
+                    RecState::Start => {}
+                    RecState::Pause => {
+                        if let Some(rec) = &r.recording {
+                            let _ = rec.sender().send(sori_record::Input::Pause(false));
+                        }
+                        r.state = RecState::Start;
+                    }
+                    RecState::Stop => {
+                        let config = sori_record::RecordingConfig {
+                            path: r.path.clone(),
+                            container: r.profile.container,
+                            audio: r.profile.audio,
+                            video: r.profile.video,
+                        };
+                        match sori_record::Recording::start(config) {
+                            Ok(rec) => {
+                                r.recording = Some(rec);
+                                r.state = RecState::Start;
+                            }
+                            Err(e) => {
+                                tracing::warn!(object = id, "recording refused: {e}");
+                                // As in Kurento: an Error event, not an error reply.
+                                self.error_event(id, 6, "RESOURCE_ERROR_OPEN", &e.to_string());
+                                return Ok(Some(value(Value::Null)));
+                            }
+                        }
+                    }
+                }
+                self.emit(id, "UriEndpointStateChanged", states(RecState::Start));
+                self.emit(id, "Recording", json!({}));
+                if let Some(p) = self.objects.get(id).and_then(|o| o.pipeline.clone()) {
+                    self.sync_pipeline(&p).await;
+                }
+                Value::Null
+            }
+            "pause" => {
+                if r.state == RecState::Start {
+                    if let Some(rec) = &r.recording {
+                        let _ = rec.sender().send(sori_record::Input::Pause(true));
+                    }
+                    r.state = RecState::Pause;
+                    self.emit(id, "UriEndpointStateChanged", states(RecState::Pause));
+                    self.emit(id, "Paused", json!({}));
+                }
+                Value::Null
+            }
+            "stop" | "stopAndWait" => {
+                let taps: Vec<TapId> = r.taps.drain(..).map(|(_, _, t)| t).collect();
+                let recording = r.recording.take();
+                let was = std::mem::replace(&mut r.state, RecState::Stop);
+                for tap in taps {
+                    self.media.untap(tap);
+                }
+                if let Some(recording) = recording {
+                    // Both reply once the file is final: it takes milliseconds.
+                    let done = tokio::task::spawn_blocking(move || recording.stop()).await;
+                    match done {
+                        Ok(Ok(summary)) => {
+                            tracing::info!(object = id, ?summary, "recording finished");
+                        }
+                        Ok(Err(e)) => {
+                            self.error_event(id, 6, "RESOURCE_ERROR_WRITE", &e.to_string());
+                        }
+                        Err(e) => tracing::warn!(object = id, "recorder stopped badly: {e}"),
+                    }
+                }
+                if was != RecState::Stop {
+                    self.emit(id, "UriEndpointStateChanged", states(RecState::Stop));
+                    self.emit(id, "Stopped", json!({}));
+                }
+                Value::Null
+            }
+            "getUri" => json!(r.uri),
+            "getState" => json!(r.state.name()),
+            _ => return Ok(None),
+        };
+        Ok(Some(value(v)))
+    }
+
     /// Brings the media core's forwarding in line with the pipeline's links.
     async fn sync_pipeline(&mut self, pipeline: &str) {
         let sinks: Vec<(String, PeerId)> = self
@@ -1316,6 +1484,16 @@ impl Kms {
                 _ => None,
             })
             .collect();
+        let recorders: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.pipeline.as_deref() == Some(pipeline))
+            .filter(|(_, o)| matches!(o.kind, Kind::Recorder(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in recorders {
+            self.sync_recorder(&id).await;
+        }
         for (id, peer) in sinks {
             self.sync_described(&id, peer).await;
             for kind in [MediaKind::Audio, MediaKind::Video] {
@@ -1716,8 +1894,10 @@ impl Kms {
         let idle = self.flow_idle;
         let mut raised = Vec::new();
         for (id, f) in flows {
-            let Some(w) = self.webrtc_mut(&id) else {
-                continue;
+            let (mut flow_out, flow_in) = match self.objects.get_mut(&id).map(|o| &mut o.kind) {
+                Some(Kind::WebRtc(w)) => (Some(&mut w.flow_out), &mut w.flow_in),
+                Some(Kind::Recorder(r)) => (None, &mut r.flow_in),
+                _ => continue,
             };
             let counts = [
                 (false, 0, f.audio_in),
@@ -1726,10 +1906,10 @@ impl Kms {
                 (true, 1, f.video_out),
             ];
             for (into_browser, i, count) in counts {
-                let t = if into_browser {
-                    &mut w.flow_in[i]
-                } else {
-                    &mut w.flow_out[i]
+                let t = match (into_browser, flow_out.as_deref_mut()) {
+                    (true, _) => &mut flow_in[i],
+                    (false, Some(out)) => &mut out[i],
+                    (false, None) => continue,
                 };
                 let new = if count > t.count {
                     t.last_active = Some(now);
@@ -1852,6 +2032,25 @@ pub(crate) async fn flow_task(kms: Weak<Mutex<Kms>>, every: Duration) {
                 _ => None,
             })
             .collect();
+        // Recorders count what they are fed: media flowing into them.
+        let recorders: Vec<(String, PeerFlow)> = k
+            .objects
+            .iter()
+            .filter_map(|(id, o)| match &o.kind {
+                Kind::Recorder(r) => Some((
+                    id.clone(),
+                    PeerFlow {
+                        audio_out: r.counts[0].load(std::sync::atomic::Ordering::Relaxed),
+                        video_out: r.counts[1].load(std::sync::atomic::Ordering::Relaxed),
+                        ..PeerFlow::default()
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if !recorders.is_empty() {
+            k.on_flows(recorders, Instant::now());
+        }
         if peers.is_empty() {
             continue;
         }

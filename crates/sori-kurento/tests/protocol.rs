@@ -160,11 +160,12 @@ async fn ids_properties_and_errors_follow_kms() {
             Some("MEDIA_OBJECT_NOT_AVAILABLE"),
         ),
         (
+            // This server has no recordings directory: recording is off, and says so.
             "create",
             json!({"type": "RecorderEndpoint", "constructorParams": {"mediaPipeline": p,
                    "uri": "file:///tmp/x.webm"}}),
-            40006,
-            Some("NOT_IMPLEMENTED"),
+            40107,
+            Some("MEDIA_OBJECT_ILLEGAL_PARAM_ERROR"),
         ),
         (
             "create",

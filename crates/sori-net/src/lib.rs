@@ -20,6 +20,7 @@ use sori_sfu::{
     CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
     RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId,
 };
+use sori_sfu::{TapId, TapPacket};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -156,6 +157,13 @@ enum Command {
         peer: PeerId,
         reply: Reply<()>,
     },
+    Tap {
+        track: TrackId,
+        reply: Reply<(TapId, mpsc::UnboundedReceiver<TapPacket>)>,
+    },
+    Untap {
+        tap: TapId,
+    },
     Subscribe {
         peer: PeerId,
         track: TrackId,
@@ -255,6 +263,20 @@ impl MediaHandle {
             reply,
         })
         .await
+    }
+
+    /// Every packet of `track`, for recording, until the receiver is dropped or
+    /// [`MediaHandle::untap`].
+    pub async fn tap(
+        &self,
+        track: TrackId,
+    ) -> Result<(TapId, mpsc::UnboundedReceiver<TapPacket>), MediaError> {
+        self.call(|reply| Command::Tap { track, reply }).await
+    }
+
+    /// Stops a tap.
+    pub fn untap(&self, tap: TapId) {
+        let _ = self.tx.send(Command::Untap { tap });
     }
 
     /// Makes the peer receive `track` on an m-line of its own, added by renegotiation (`on`),
@@ -390,6 +412,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut peers: HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>> = HashMap::new();
+    let mut taps: HashMap<TapId, mpsc::UnboundedSender<TapPacket>> = HashMap::new();
     // An unconnected socket learns only the source; the destination str0m needs is the
     // candidate of the same address family.
     let destination_for = |source: SocketAddr| {
@@ -403,6 +426,14 @@ async fn run(
         flush(&socket, &mut sfu).await;
         while let Some(event) = sfu.poll_event() {
             dispatch(event, &mut peers);
+        }
+        while let Some(packet) = sfu.poll_tap() {
+            let tap = packet.tap;
+            let gone = taps.get(&tap).is_none_or(|tx| tx.send(packet).is_err());
+            if gone {
+                taps.remove(&tap);
+                sfu.untap(tap);
+            }
         }
         let deadline = sfu
             .poll_timeout()
@@ -428,7 +459,7 @@ async fn run(
             }
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                if !handle_command(command, &mut sfu, &mut peers) {
+                if !handle_command(command, &mut sfu, &mut peers, &mut taps) {
                     break;
                 }
             }
@@ -473,6 +504,7 @@ fn handle_command(
     command: Command,
     sfu: &mut Sfu,
     peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
+    taps: &mut HashMap<TapId, mpsc::UnboundedSender<TapPacket>>,
 ) -> bool {
     let now = Instant::now();
     match command {
@@ -529,6 +561,21 @@ fn handle_command(
         }
         Command::Media { peer, reply } => {
             let _ = reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer)));
+        }
+        Command::Tap { track, reply } => {
+            let result = sfu.tap(track, now).map(|tap| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                taps.insert(tap, tx);
+                (tap, rx)
+            });
+            if let Err(Ok((tap, _))) = reply.send(result) {
+                taps.remove(&tap);
+                sfu.untap(tap);
+            }
+        }
+        Command::Untap { tap } => {
+            taps.remove(&tap);
+            sfu.untap(tap);
         }
         Command::Subscribe {
             peer,

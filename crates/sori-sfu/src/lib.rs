@@ -58,5 +58,5 @@ mod sfu;
 pub use keyframe::VideoCodec;
 pub use sfu::{
     CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
-    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId, Transmit,
+    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
 };

@@ -120,6 +120,41 @@ pub struct OfferLine {
     pub send: bool,
 }
 
+/// A tap on a track: every packet of it, copied out for recording ([`Sfu::tap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TapId(pub u64);
+
+impl fmt::Display for TapId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tap-{}", self.0)
+    }
+}
+
+/// One RTP packet of a tapped track, as the publisher sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapPacket {
+    /// The tap.
+    pub tap: TapId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The video codec (`None` for audio, which is Opus).
+    pub codec: Option<VideoCodec>,
+    /// The RTP clock rate.
+    pub clock_rate: u32,
+    /// Extended sequence number (no wrap-around).
+    pub seq: u64,
+    /// RTP timestamp.
+    pub rtp_time: u32,
+    /// The marker bit (last packet of a video frame).
+    pub marker: bool,
+    /// The packet starts a keyframe.
+    pub keyframe: bool,
+    /// When the core received it.
+    pub arrival: Instant,
+    /// The RTP payload.
+    pub payload: std::sync::Arc<[u8]>,
+}
+
 /// Configuration of the media core.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -308,6 +343,7 @@ struct Track {
     kind: MediaKind,
     codec: Option<VideoCodec>,
     subscribers: Vec<(PeerId, Mid)>,
+    taps: Vec<TapId>,
     throttle: KeyframeThrottle,
     params: Vec<(Pt, PayloadParams)>,
 }
@@ -317,6 +353,7 @@ struct Track {
 #[derive(Default)]
 struct Io {
     transmits: VecDeque<Transmit>,
+    tapped: VecDeque<TapPacket>,
     by_addr: HashMap<SocketAddr, PeerId>,
     timers: Deadlines<PeerId>,
     work: VecDeque<(PeerId, Event)>,
@@ -781,6 +818,34 @@ impl Sfu {
         Ok(())
     }
 
+    /// Copies every packet of `track` out through [`Sfu::poll_tap`] until [`Sfu::untap`]; a
+    /// video track's publisher is asked for a keyframe so that a recording can start at once.
+    pub fn tap(&mut self, track: TrackId, now: Instant) -> Result<TapId, SfuError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        let tap = TapId(self.next_id);
+        self.next_id += 1;
+        t.taps.push(tap);
+        self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
+        self.process(now);
+        Ok(tap)
+    }
+
+    /// Stops a tap (unknown taps are fine).
+    pub fn untap(&mut self, tap: TapId) {
+        for t in self.tracks.values_mut() {
+            t.taps.retain(|x| *x != tap);
+        }
+        self.io.tapped.retain(|p| p.tap != tap);
+    }
+
+    /// The next tapped packet.
+    pub fn poll_tap(&mut self) -> Option<TapPacket> {
+        self.io.tapped.pop_front()
+    }
+
     /// Asks the sources of every video track `peer` receives for a keyframe (throttled like
     /// every other request).
     pub fn request_keyframe(&mut self, peer: PeerId, now: Instant) -> Result<(), SfuError> {
@@ -1056,6 +1121,7 @@ impl Sfu {
                 kind,
                 codec,
                 subscribers: Vec::new(),
+                taps: Vec::new(),
                 throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
                 params: Vec::new(),
             },
@@ -1329,6 +1395,20 @@ impl Sfu {
             track.throttle.keyframe_received(now);
         }
         let clock_rate = params.spec().clock_rate.get();
+        for tap in &track.taps {
+            self.io.tapped.push_back(TapPacket {
+                tap: *tap,
+                kind: track.kind,
+                codec: track.codec,
+                clock_rate,
+                seq: *packet.seq_no,
+                rtp_time: packet.header.timestamp,
+                marker: packet.header.marker,
+                keyframe: is_keyframe,
+                arrival: now,
+                payload: packet.payload.clone(),
+            });
+        }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
             voice_activity: packet.header.ext_vals.voice_activity,

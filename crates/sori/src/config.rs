@@ -20,7 +20,14 @@ pub struct Config {
     pub server: ServerConfig,
     pub media: MediaSection,
     pub kurento: KurentoSection,
+    pub recording: RecordingSection,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    pub dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +171,10 @@ impl Config {
             path: path.to_string(),
             access_token: (!token.is_empty()).then(|| token.to_string()),
             gc_period: Duration::from_secs(self.kurento.gc_period_secs.max(1)),
+            recordings_dir: {
+                let dir = self.recording.dir.trim();
+                (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
+            },
             ..KurentoConfig::default()
         })
     }

@@ -72,6 +72,9 @@ struct MediaFlags {
     /// WebSocket path of the control API [default: /kurento].
     #[arg(long, env = "SORI_KURENTO_PATH", value_name = "PATH")]
     kurento_path: Option<String>,
+    /// Directory recordings are written in, and only in [default: ./recordings].
+    #[arg(long, env = "SORI_RECORDINGS_DIR", value_name = "DIR")]
+    recordings_dir: Option<String>,
     /// Require ?access_token=TOKEN on control connections [default: none].
     #[arg(
         long,
@@ -98,6 +101,9 @@ impl MediaFlags {
         }
         if let Some(v) = self.kurento_token {
             config.kurento.access_token = v;
+        }
+        if let Some(v) = self.recordings_dir {
+            config.recording.dir = v;
         }
     }
 }
