@@ -177,6 +177,13 @@ async function handle(msg) {
     case 'chat':
       showChat(msg);
       break;
+    case 'recording':
+      showRecording(msg.on);
+      if (msg.by && msg.by !== state.me) {
+        const who = state.participants.get(msg.by);
+        toast(`${who ? who.name : 'Someone'} ${msg.on ? 'started' : 'stopped'} recording the room.`);
+      }
+      break;
     case 'error':
       if (msg.code === 'room-full' || msg.code === 'invalid-name' || msg.code === 'unsupported-version') {
         leave(msg.message);
@@ -481,6 +488,17 @@ function stopScreen() {
   $('share-screen').textContent = 'Share screen';
 }
 
+// ---------- room recording ----------
+
+function showRecording(on) {
+  state.recording = on;
+  $('recording-indicator').hidden = !on;
+  $('record').setAttribute('aria-pressed', String(on));
+  $('record').textContent = on ? 'Stop recording' : 'Record';
+}
+
+$('record').addEventListener('click', () => send({ type: 'record', on: !state.recording }));
+
 $('leave').addEventListener('click', () => leave('You left the room.'));
 
 function leave(reason) {
@@ -493,6 +511,7 @@ function leave(reason) {
   stopScreen();
   for (const key of [...state.remote.keys()]) removeRemote(key);
   state.participants.clear();
+  showRecording(false);
   $('messages').replaceChildren();
   $('call').hidden = true;
   $('lobby').hidden = false;

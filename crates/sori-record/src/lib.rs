@@ -82,6 +82,8 @@ pub enum RecordError {
 /// What a finished recording holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Wall-clock time of the file's first frame (its time zero).
+    pub start: Option<std::time::SystemTime>,
     /// Milliseconds of media.
     pub duration_ms: u64,
     /// Audio frames written.
@@ -329,6 +331,10 @@ impl Writer {
             self.open()?;
         }
         self.summary.duration_ms = self.mkv.as_ref().map(|m| m.duration_ms()).unwrap_or(0);
+        self.summary.start = self.epoch.map(|e| {
+            let ago = Instant::now().saturating_duration_since(e);
+            std::time::SystemTime::now() - ago
+        });
         match self.mkv.take() {
             Some(mkv) => mkv
                 .finish(self.summary.duration_ms)

@@ -151,6 +151,24 @@ impl Hub {
         }
     }
 
+    /// Sends `message` to everyone in `room`.
+    pub(crate) fn broadcast(&self, room: &str, message: &ServerMessage) {
+        if let Some(r) = self.rooms.get(room) {
+            r.broadcast(None, message);
+        }
+    }
+
+    /// Whether anyone is in `room`.
+    pub(crate) fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// The participant's display name.
+    pub(crate) fn name_of(&self, me: &Me) -> Option<String> {
+        let room = self.rooms.get(&me.room)?;
+        room.participants.get(&me.id).map(|p| p.info.name.clone())
+    }
+
     pub(crate) fn uses_sfu(&self, me: &Me) -> bool {
         self.rooms
             .get(&me.room)

@@ -19,6 +19,7 @@ mod backend;
 mod hub;
 pub mod metrics;
 pub mod protocol;
+mod recording;
 mod web;
 
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,8 @@ pub struct SignalConfig {
     pub ice_servers: Vec<String>,
     /// A socket on which nothing arrives for this long is closed (browsers ping every 5 s).
     pub idle_timeout: Duration,
+    /// Room recordings go here (`None`: the record button is refused).
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SignalConfig {
@@ -59,6 +62,7 @@ impl Default for SignalConfig {
             default_mode: RoomMode::Sfu,
             ice_servers: Vec::new(),
             idle_timeout: Duration::from_secs(20),
+            recordings_dir: None,
         }
     }
 }
@@ -69,14 +73,24 @@ pub struct Signal {
     hub: Arc<Mutex<Hub>>,
     media: MediaBackend,
     config: Arc<SignalConfig>,
+    recordings: Arc<recording::Recordings>,
 }
 
 impl Signal {
     /// A session server driving `media`.
     pub fn new(media: impl Into<MediaBackend>, config: SignalConfig) -> Self {
+        let media: MediaBackend = media.into();
+        let local = match &media {
+            MediaBackend::Local(h) => Some(h.clone()),
+            MediaBackend::Remote(_) => None,
+        };
         Self {
+            recordings: Arc::new(recording::Recordings::new(
+                config.recordings_dir.clone(),
+                local,
+            )),
             hub: Arc::new(Mutex::new(Hub::default())),
-            media: media.into(),
+            media,
             config: Arc::new(config),
         }
     }
@@ -90,6 +104,8 @@ impl Signal {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics::page))
             .route("/ws", get(upgrade))
+            .route("/recordings", get(recording::list))
+            .route("/recordings/{recording}/{file}", get(recording::download))
             .with_state(self)
     }
 
@@ -256,6 +272,7 @@ impl Connection {
                 }
             }
             ClientMessage::Mute { audio, video } => self.signal.hub().mute(&me, audio, video),
+            ClientMessage::Record { on } => self.record(&me, on).await,
             ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
         }
     }
@@ -297,6 +314,16 @@ impl Connection {
             JoinOutcome::Joined(me) => {
                 tracing::info!(room, id = me.id, "participant joined");
                 self.me = Some(me);
+                let (recordings, out) = (self.signal.recordings.clone(), self.out.clone());
+                tokio::spawn(async move {
+                    if recordings.is_on(&room).await {
+                        let _ = out.send(ServerMessage::Recording {
+                            on: true,
+                            by: None,
+                            name: None,
+                        });
+                    }
+                });
             }
             JoinOutcome::Full => self.error(
                 ErrorCode::RoomFull,
@@ -342,7 +369,14 @@ impl Connection {
                         sdp: joined.answer,
                         from: None,
                     });
-                    tokio::spawn(forward_media_signals(joined.signals, self.out.clone()));
+                    let name = self.signal.hub().name_of(me).unwrap_or_default();
+                    tokio::spawn(forward_media_signals(
+                        joined.signals,
+                        self.out.clone(),
+                        self.signal.recordings.clone(),
+                        me.clone(),
+                        name,
+                    ));
                     return;
                 }
                 Err(e) => Err(e),
@@ -370,6 +404,36 @@ impl Connection {
         }
     }
 
+    async fn record(&mut self, me: &Me, on: bool) {
+        if !self.signal.hub().uses_sfu(me) {
+            self.error(
+                ErrorCode::BadTarget,
+                "only SFU rooms can be recorded: in a peer-to-peer room media bypasses the server",
+            );
+            return;
+        }
+        let recordings = &self.signal.recordings;
+        let name = if on {
+            match recordings.start(&me.room).await {
+                Ok(name) => Some(name),
+                Err(why) => {
+                    self.error(ErrorCode::MediaError, &why);
+                    return;
+                }
+            }
+        } else {
+            recordings.stop(&me.room).await
+        };
+        self.signal.hub().broadcast(
+            &me.room,
+            &ServerMessage::Recording {
+                on,
+                by: Some(me.id.clone()),
+                name,
+            },
+        );
+    }
+
     fn media_error(&self, e: BackendError) {
         self.error(ErrorCode::MediaError, &e.to_string());
     }
@@ -377,7 +441,16 @@ impl Connection {
     async fn leave(&mut self) {
         if let Some(me) = self.me.take() {
             tracing::info!(room = me.room, id = me.id, "participant left");
-            self.signal.hub().leave(&me);
+            let empty = {
+                let mut hub = self.signal.hub();
+                hub.leave(&me);
+                !hub.has_room(&me.room)
+            };
+            self.signal.recordings.left(&me.room, &me.id).await;
+            if empty {
+                // The last one out ends the room's recording.
+                self.signal.recordings.stop(&me.room).await;
+            }
         }
         if let Some(peer) = self.media_peer.take() {
             self.signal.media.leave(&peer).await;
@@ -389,6 +462,9 @@ impl Connection {
 async fn forward_media_signals(
     mut signals: mpsc::UnboundedReceiver<PeerSignal>,
     out: mpsc::UnboundedSender<ServerMessage>,
+    recordings: Arc<recording::Recordings>,
+    me: Me,
+    name: String,
 ) {
     while let Some(signal) = signals.recv().await {
         match signal {
@@ -397,7 +473,12 @@ async fn forward_media_signals(
                     break;
                 }
             }
-            PeerSignal::Connected | PeerSignal::Published { .. } => {}
+            PeerSignal::Published { track, kind } => {
+                recordings
+                    .published(&me.room, &me.id, &name, track, kind)
+                    .await;
+            }
+            PeerSignal::Connected => {}
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {

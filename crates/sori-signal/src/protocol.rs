@@ -66,6 +66,8 @@ pub enum ClientMessage {
     Chat { text: String },
     /// The sender's microphone and camera state.
     Mute { audio: bool, video: bool },
+    /// Start (`on: true`) or stop recording the whole room (SFU rooms).
+    Record { on: bool },
     /// Leave the room (closing the socket does the same).
     Leave,
     /// Keepalive; answered with `pong`.
@@ -143,6 +145,16 @@ pub enum ServerMessage {
         from: String,
     },
     Chat(ChatMessage),
+    /// The room's recording started or stopped (sent to everyone; on join while it runs).
+    Recording {
+        on: bool,
+        /// Who started or stopped it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The recording's name (its folder under `/recordings`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     Pong,
     Error {
         code: ErrorCode,
