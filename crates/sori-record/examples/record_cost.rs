@@ -56,6 +56,7 @@ fn main() {
                 marker: i + 1 == chunks.len(),
                 keyframe: key && i == 0,
                 arrival: base + Duration::from_millis(f * 1000 / fps),
+                sender_report: None,
                 payload: Arc::from(payload),
             });
             seq += 1;
@@ -72,6 +73,7 @@ fn main() {
             marker: false,
             keyframe: false,
             arrival: base + Duration::from_millis(a * 20),
+            sender_report: None,
             payload: Arc::from(vec![0xfc; 100]),
         });
     }

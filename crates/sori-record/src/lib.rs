@@ -6,7 +6,8 @@
 //! a file cut by a crash still plays up to its last second.
 //!
 //! - Timestamps come from RTP: each track's frames are placed at the arrival time of its first
-//!   packet plus the RTP time elapsed since, so audio and video share one wall clock.
+//!   packet plus the RTP time elapsed since; audio and video are lined up by the sender's RTCP
+//!   sender reports when both have one.
 //! - Video starts on a keyframe (the core asks the sender for one when the tap opens); after
 //!   a lost packet the recorder skips to the next keyframe instead of writing broken frames.
 //! - The file's tracks are fixed once every expected kind has produced its first frame, or
@@ -148,6 +149,8 @@ struct Track {
     clock_rate: u32,
     /// First frame: arrival and extended RTP time.
     origin: Option<(Instant, i64)>,
+    /// The sender's latest report: its wall clock and the extended RTP time at that moment.
+    report: Option<(std::time::SystemTime, i64)>,
     last_rtp: Option<(u32, i64)>,
     last_seq: Option<u64>,
     need_key: bool,
@@ -165,6 +168,7 @@ impl Track {
             codec: p.codec,
             clock_rate: p.clock_rate.max(1),
             origin: None,
+            report: None,
             last_rtp: None,
             last_seq: None,
             need_key: p.kind == MediaKind::Video,
@@ -204,6 +208,9 @@ impl Track {
         }
         self.last_seq = Some(p.seq);
         let ext = self.extend_rtp(p.rtp_time);
+        if let Some((ntp, rtp)) = p.sender_report {
+            self.report = Some((ntp, ext + rtp.wrapping_sub(p.rtp_time) as i32 as i64));
+        }
         if self.kind == MediaKind::Audio {
             let at = self.time_of(ext, p.arrival);
             return Some((at, true, p.payload.to_vec()));
@@ -393,11 +400,69 @@ impl Writer {
         Ok(())
     }
 
+    /// Lines the tracks up by the sender's clock: when every track has a sender report, each
+    /// track's first frame is placed where the sender's wall clock says it was captured,
+    /// relative to the first track, instead of where its first packet happened to arrive.
+    fn align_by_sender_reports(&mut self) {
+        let mut walls = Vec::new();
+        for (i, t) in self.tracks.iter().enumerate() {
+            tracing::trace!(track = i, origin = ?t.origin.map(|o| o.1), report = ?t.report, "alignment input");
+            let (Some((t0, r0)), Some((ntp, sr_rtp))) = (t.origin, t.report) else {
+                return;
+            };
+            let secs = (r0 - sr_rtp) as f64 / t.clock_rate as f64;
+            let ntp_secs = ntp
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            walls.push((i, t0, ntp_secs + secs));
+        }
+        let Some(&(_, ref_t0, ref_wall)) = walls.first() else {
+            return;
+        };
+        if walls.len() < 2 {
+            return;
+        }
+        for &(i, t0, wall) in &walls[1..] {
+            let arrived = if t0 >= ref_t0 {
+                t0.duration_since(ref_t0).as_secs_f64()
+            } else {
+                -ref_t0.duration_since(t0).as_secs_f64()
+            };
+            let shift = (wall - ref_wall) - arrived;
+            if !shift.is_finite() || shift.abs() > 5.0 {
+                continue; // not one clock after all
+            }
+            let moved = |at: Instant| {
+                let d = Duration::from_secs_f64(shift.abs());
+                if shift >= 0.0 {
+                    at + d
+                } else {
+                    at.checked_sub(d).unwrap_or(at)
+                }
+            };
+            if let Some((t0, r0)) = self.tracks[i].origin {
+                self.tracks[i].origin = Some((moved(t0), r0));
+            }
+            for (j, at, ..) in self.pending.iter_mut() {
+                if *j == i {
+                    *at = moved(*at);
+                }
+            }
+            tracing::debug!(
+                track = i,
+                shift_ms = shift * 1000.0,
+                "aligned by sender reports"
+            );
+        }
+    }
+
     /// Fixes the file's tracks (the kinds seen so far) and writes what waited.
     fn open(&mut self) -> Result<(), RecordError> {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
+        self.align_by_sender_reports();
         let mut specs = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
             let seen = self.pending.iter().any(|(j, ..)| *j == i);

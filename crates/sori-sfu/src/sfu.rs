@@ -151,6 +151,9 @@ pub struct TapPacket {
     pub keyframe: bool,
     /// When the core received it.
     pub arrival: Instant,
+    /// The sender's latest RTCP sender report for this track: its wall clock (NTP) and the
+    /// RTP time at that moment. Tracks of one sender share the wall clock.
+    pub sender_report: Option<(std::time::SystemTime, u32)>,
     /// The RTP payload.
     pub payload: std::sync::Arc<[u8]>,
 }
@@ -1406,6 +1409,9 @@ impl Sfu {
                 marker: packet.header.marker,
                 keyframe: is_keyframe,
                 arrival: now,
+                sender_report: packet
+                    .last_sender_info
+                    .map(|i| (i.ntp_time, i.rtp_time.numer() as u32)),
                 payload: packet.payload.clone(),
             });
         }
