@@ -459,14 +459,7 @@ impl Sfu {
         forwarding: Forwarding,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
-        if let Some(r) = self.rooms.get(room) {
-            if r.forwarding != forwarding {
-                return Err(SfuError::Rejected(format!(
-                    "room {room} uses {:?} forwarding",
-                    r.forwarding
-                )));
-            }
-        }
+        self.check_forwarding(room, forwarding)?;
         let room_video = self.rooms.get(room).and_then(|r| r.video);
         let (codecs, chosen) = self.video_codecs_for(room_video, offer)?;
         let parsed =
@@ -491,29 +484,45 @@ impl Sfu {
             Ok(Err(e)) => return Err(SfuError::Rejected(e.to_string())),
             Err(e) => return Err(SfuError::Rejected(e)),
         };
+        self.admit(peer, forwarding, chosen);
+        tracing::debug!(%id, room, "peer joined");
+        self.renegotiate.insert(id);
+        self.process(now);
+        Ok((id, answer))
+    }
+
+    fn check_forwarding(&self, room: &str, forwarding: Forwarding) -> Result<(), SfuError> {
+        match self.rooms.get(room) {
+            Some(r) if r.forwarding != forwarding => Err(SfuError::Rejected(format!(
+                "room {room} uses {:?} forwarding",
+                r.forwarding
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts a new peer into its room (created with `forwarding` if new; its video codec set
+    /// from `video` if it has none yet) and into the routing tables.
+    fn admit(&mut self, mut peer: Peer, forwarding: Forwarding, video: Option<VideoCodec>) {
+        let id = peer.id;
         self.next_id += 1;
         self.counters.peers_joined += 1;
-
-        let room_state = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
+        let room_state = self.rooms.entry(peer.room.clone()).or_insert_with(|| Room {
             forwarding,
             peers: BTreeSet::new(),
             tracks: BTreeSet::new(),
             video: None,
         });
         if room_state.video.is_none() {
-            room_state.video = chosen;
+            room_state.video = video;
         }
         room_state.peers.insert(id);
         if forwarding == Forwarding::Automatic {
             peer.desired = room_state.tracks.clone();
         }
         self.by_ufrag.insert(peer.ufrag.clone(), id);
-        tracing::debug!(%id, room, "peer joined");
         self.io.settle(&mut peer);
         self.peers.insert(id, peer);
-        self.renegotiate.insert(id);
-        self.process(now);
-        Ok((id, answer))
     }
 
     /// A new peer whose session the core offers: one m-line per entry of `lines` (`receive`:
@@ -527,14 +536,7 @@ impl Sfu {
         lines: &[OfferLine],
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
-        if let Some(r) = self.rooms.get(room) {
-            if r.forwarding != forwarding {
-                return Err(SfuError::Rejected(format!(
-                    "room {room} uses {:?} forwarding",
-                    r.forwarding
-                )));
-            }
-        }
+        self.check_forwarding(room, forwarding)?;
         let video = self
             .rooms
             .get(room)
@@ -579,25 +581,9 @@ impl Sfu {
             pending,
             added: Vec::new(),
         });
-        self.next_id += 1;
-        self.counters.peers_joined += 1;
-        let room_state = self.rooms.entry(room.to_string()).or_insert_with(|| Room {
-            forwarding,
-            peers: BTreeSet::new(),
-            tracks: BTreeSet::new(),
-            video: None,
-        });
-        if room_state.video.is_none() && lines.iter().any(|l| l.kind == MediaKind::Video) {
-            room_state.video = Some(video);
-        }
-        room_state.peers.insert(id);
-        if forwarding == Forwarding::Automatic {
-            peer.desired = room_state.tracks.clone();
-        }
-        self.by_ufrag.insert(peer.ufrag.clone(), id);
+        let has_video = lines.iter().any(|l| l.kind == MediaKind::Video);
+        self.admit(peer, forwarding, has_video.then_some(video));
         tracing::debug!(%id, room, "peer offered");
-        self.io.settle(&mut peer);
-        self.peers.insert(id, peer);
         self.process(now);
         Ok((id, sdp))
     }
