@@ -74,7 +74,7 @@ export async function blankPageServer() {
 const PAGE = () => {
   window.pcs = {};
   window.localStream = null;
-  window.openPc = async (name, { send, recv }) => {
+  window.openPc = async (name, { send, recv, codec }) => {
     const pc = new RTCPeerConnection();
     const entry = { pc, candidates: [], gathered: false, video: null };
     window.pcs[name] = entry;
@@ -99,7 +99,12 @@ const PAGE = () => {
         window.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240 } });
       }
       for (const t of window.localStream.getTracks()) {
-        pc.addTransceiver(t, { direction: recv ? 'sendrecv' : 'sendonly', streams: [window.localStream] });
+        const tr = pc.addTransceiver(t, { direction: recv ? 'sendrecv' : 'sendonly', streams: [window.localStream] });
+        if (codec && t.kind === 'video') {
+          // Offer only this video codec (as a browser preferring it would).
+          tr.setCodecPreferences(RTCRtpReceiver.getCapabilities('video').codecs
+            .filter((c) => c.mimeType.toLowerCase() === `video/${codec.toLowerCase()}`));
+        }
       }
     } else if (recv) {
       pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -157,8 +162,8 @@ export async function peerPage(browser, url, label) {
  * endpoint's setup and processOffer (group call: connect first); `afterOffer` between
  * processOffer and gatherCandidates (one2many: connect there).
  */
-export async function negotiate(page, name, endpoint, { send, recv, beforeOffer, afterOffer } = {}) {
-  const offer = await page.evaluate(([n, o]) => window.openPc(n, o), [name, { send, recv }]);
+export async function negotiate(page, name, endpoint, { send, recv, codec, beforeOffer, afterOffer } = {}) {
+  const offer = await page.evaluate(([n, o]) => window.openPc(n, o), [name, { send, recv, codec }]);
   // Early candidates, queued before processOffer as in the tutorials.
   await page.waitForFunction((n) => window.gathered(n) || window.pcs[n].candidates.length > 0, name);
   for (const c of await page.evaluate((n) => window.takeCandidates(n), name)) {

@@ -191,3 +191,122 @@ mod tests {
         }
     }
 }
+
+/// H.264 (RFC 6184) access units reassembled as length-prefixed NAL units (the form Matroska
+/// and MP4 store), with the latest parameter sets kept for the `avcC` header.
+#[derive(Default)]
+pub(crate) struct H264 {
+    frame: Vec<u8>,
+    fragment: Option<Vec<u8>>,
+    key: bool,
+    pub sps: Option<Vec<u8>>,
+    pub pps: Option<Vec<u8>>,
+}
+
+impl H264 {
+    fn nal(&mut self, nal: &[u8]) {
+        let Some(&head) = nal.first() else { return };
+        match head & 0x1f {
+            5 => self.key = true,
+            7 => self.sps = Some(nal.to_vec()),
+            8 => self.pps = Some(nal.to_vec()),
+            _ => {}
+        }
+        self.frame.extend((nal.len() as u32).to_be_bytes());
+        self.frame.extend_from_slice(nal);
+    }
+
+    /// Adds one RTP payload; `None` when it is malformed (the frame is then broken).
+    pub(crate) fn push(&mut self, p: &[u8]) -> Option<()> {
+        let head = *p.first()?;
+        match head & 0x1f {
+            1..=23 => self.nal(p),
+            24 => {
+                let mut i = 1;
+                while i + 2 <= p.len() {
+                    let size = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+                    let nal = p.get(i + 2..i + 2 + size)?;
+                    self.nal(nal);
+                    i += 2 + size;
+                }
+            }
+            28 => {
+                let fu = *p.get(1)?;
+                if fu & 0x80 != 0 {
+                    let mut nal = vec![(head & 0xe0) | (fu & 0x1f)];
+                    nal.extend_from_slice(&p[2..]);
+                    self.fragment = Some(nal);
+                } else {
+                    self.fragment.as_mut()?.extend_from_slice(&p[2..]);
+                }
+                if fu & 0x40 != 0 {
+                    let nal = self.fragment.take()?;
+                    self.nal(&nal);
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// The access unit so far (and whether it holds an IDR slice); starts the next one.
+    pub(crate) fn take(&mut self) -> (Vec<u8>, bool) {
+        self.fragment = None;
+        (
+            std::mem::take(&mut self.frame),
+            std::mem::take(&mut self.key),
+        )
+    }
+
+    /// The `AVCDecoderConfigurationRecord` for the parameter sets seen.
+    pub(crate) fn avcc(&self) -> Option<Vec<u8>> {
+        let (sps, pps) = (self.sps.as_ref()?, self.pps.as_ref()?);
+        if sps.len() < 4 {
+            return None;
+        }
+        let mut v = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+        v.extend((sps.len() as u16).to_be_bytes());
+        v.extend_from_slice(sps);
+        v.push(1);
+        v.extend((pps.len() as u16).to_be_bytes());
+        v.extend_from_slice(pps);
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod h264_tests {
+    use super::*;
+
+    #[test]
+    fn stap_a_and_fu_a_become_length_prefixed_units() {
+        let mut h = H264::default();
+        // STAP-A with SPS (4 bytes) and PPS (2 bytes).
+        h.push(&[0x78, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 2, 0x68, 0xce])
+            .unwrap();
+        // An IDR slice in three FU-A fragments.
+        h.push(&[0x7c, 0x85, 1, 2]).unwrap();
+        h.push(&[0x7c, 0x05, 3]).unwrap();
+        h.push(&[0x7c, 0x45, 4]).unwrap();
+        let (frame, key) = h.take();
+        assert!(key);
+        assert_eq!(
+            frame,
+            vec![
+                0, 0, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 2, 0x68, 0xce, 0, 0, 0, 5, 0x65, 1, 2,
+                3, 4
+            ]
+        );
+        assert_eq!(
+            h.avcc().unwrap(),
+            vec![
+                1, 0x42, 0xc0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 1, 0, 2, 0x68, 0xce
+            ]
+        );
+        // A middle fragment without a start is refused; junk types too.
+        let mut h = H264::default();
+        assert!(h.push(&[0x7c, 0x05, 3]).is_none());
+        assert!(h.push(&[0x7e]).is_none());
+        assert!(h.push(&[0x78, 0, 9, 1]).is_none());
+    }
+}

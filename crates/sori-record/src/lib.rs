@@ -2,7 +2,7 @@
 //!
 //! A [`Recording`] takes the RTP packets of one participant's audio and video as the media core
 //! forwards them ([`TapPacket`]s), turns them back into codec frames without decoding them, and
-//! writes WebM (VP8/VP9 + Opus) or Matroska with [`mkv::MkvWriter`], cluster by cluster, so that
+//! writes WebM (VP8/VP9 + Opus) or Matroska (also H.264) with [`mkv::MkvWriter`], cluster by cluster, so that
 //! a file cut by a crash still plays up to its last second.
 //!
 //! - Timestamps come from RTP: each track's frames are placed at the arrival time of its first
@@ -159,6 +159,7 @@ struct Track {
     frame_key: bool,
     frame_broken: bool,
     size: (u32, u32),
+    h264: depack::H264,
 }
 
 impl Track {
@@ -177,6 +178,7 @@ impl Track {
             frame_key: false,
             frame_broken: false,
             size: (0, 0),
+            h264: depack::H264::default(),
         }
     }
 
@@ -215,10 +217,12 @@ impl Track {
             let at = self.time_of(ext, p.arrival);
             return Some((at, true, p.payload.to_vec()));
         }
+        if self.codec == Some(VideoCodec::H264) {
+            return self.push_h264(p, gap, ext);
+        }
         let desc = match self.codec {
             Some(VideoCodec::Vp8) => depack::vp8(&p.payload),
             Some(VideoCodec::Vp9) => depack::vp9(&p.payload),
-            // H.264 needs its own reassembly into length-prefixed NAL units: not yet.
             _ => None,
         }?;
         if gap {
@@ -257,11 +261,52 @@ impl Track {
         Some((at, key, frame))
     }
 
-    fn spec(&self) -> Option<TrackSpec> {
+    /// H.264: an access unit is the packets of one RTP timestamp, up to the marker.
+    fn push_h264(
+        &mut self,
+        p: &TapPacket,
+        gap: bool,
+        ext: i64,
+    ) -> Option<(Instant, bool, Vec<u8>)> {
+        if gap {
+            self.frame_broken = true;
+            self.need_key = true;
+        }
+        if self.frame_rtp != Some(p.rtp_time) {
+            self.h264.take();
+            self.frame_rtp = Some(p.rtp_time);
+            self.frame_broken = gap;
+        }
+        if self.h264.push(&p.payload).is_none() {
+            self.frame_broken = true;
+        }
+        if !p.marker {
+            return None;
+        }
+        let (frame, key) = self.h264.take();
+        self.frame_rtp = None;
+        if self.frame_broken || frame.is_empty() || (self.need_key && !key) {
+            return None;
+        }
+        if key {
+            self.need_key = false;
+        }
+        let at = self.time_of(ext, p.arrival);
+        Some((at, key, frame))
+    }
+
+    fn spec(&self, container: Container) -> Option<TrackSpec> {
         let codec = match (self.kind, self.codec) {
             (MediaKind::Audio, _) => TrackCodec::Opus,
             (_, Some(VideoCodec::Vp8)) => TrackCodec::Vp8,
             (_, Some(VideoCodec::Vp9)) => TrackCodec::Vp9,
+            (_, Some(VideoCodec::H264)) if container == Container::Matroska => TrackCodec::H264 {
+                avcc: self.h264.avcc()?,
+            },
+            (_, Some(VideoCodec::H264)) => {
+                tracing::warn!("WebM cannot hold H.264 video: recording audio only (use MKV)");
+                return None;
+            }
             _ => return None,
         };
         Some(TrackSpec {
@@ -466,7 +511,7 @@ impl Writer {
         let mut specs = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
             let seen = self.pending.iter().any(|(j, ..)| *j == i);
-            if let (true, Some(spec)) = (seen, t.spec()) {
+            if let (true, Some(spec)) = (seen, t.spec(self.config.container)) {
                 specs.push(spec);
                 self.numbers[i] = Some(specs.len() as u64);
             }
