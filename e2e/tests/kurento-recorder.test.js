@@ -62,14 +62,23 @@ async function record({ page, pipeline, webRtc }, file, profile, seconds) {
     recorder.on(name, (e) => events.push(name === 'UriEndpointStateChanged' ? `state:${e.state}` : name));
   }
   const flowing = new Promise((resolve) => recorder.on('MediaFlowInStateChanged', (e) => e.state === 'FLOWING' && resolve()));
+  const videoOut = (field) => page.evaluate(async (f) => {
+    let n = 0;
+    (await window.pcs.loop.pc.getStats()).forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video') n = r[f]; });
+    return n;
+  }, field);
+  const keyframesBefore = await videoOut('keyFramesEncoded');
   await webRtc.connect(recorder);
   await recorder.record();
   await flowing;
-  const sent = () => page.evaluate(async () => {
+  // The file starts at the keyframe the recorder asks for: the browser encoding it starts the
+  // measured window.
+  await page.waitForFunction(async (k) => {
     let n = 0;
-    (await window.pcs.loop.pc.getStats()).forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video') n = r.framesSent; });
-    return n;
-  });
+    (await window.pcs.loop.pc.getStats()).forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video') n = r.keyFramesEncoded; });
+    return n > k;
+  }, keyframesBefore, { polling: 50 });
+  const sent = () => videoOut('framesSent');
   const sentBefore = await sent();
   // The recording's length is what is being tested: a fixed stretch of wall-clock time.
   await sleep(seconds * 1000);
