@@ -7,8 +7,10 @@
 //! ([`run`]) joins a scenario's participants through a target's signaling ([`sori_target`]),
 //! waits until each has a decodable start from every publisher, measures a steady window, and
 //! reads the server's CPU time and memory from /proc ([`server_cost`]). [`report`] applies the
-//! capacity rule and draws the table and chart.
+//! capacity rule and draws the table and chart. [`ceiling`] is the yardstick: a relay that only
+//! decrypts, re-encrypts and forwards.
 
+pub mod ceiling;
 pub mod client;
 pub mod measure;
 pub mod probe;

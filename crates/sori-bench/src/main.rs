@@ -15,14 +15,29 @@ use sori_bench::spawn;
 enum TargetKind {
     /// Sori's WebSocket signaling at --url (or a server started with --spawn-server).
     Sori,
+    /// The ceiling: this tool's own relay that only decrypts, re-encrypts and forwards,
+    /// started as a separate process (pinned with --server-cpus).
+    Ceiling,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the ceiling relay (what `--target ceiling` starts) until killed.
+    Relay {
+        /// WebSocket address; the media port takes a free UDP port on the same IP.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Load generator for Sori: str0m clients publish synthetic VP8 and Opus through an SFU;
 /// receivers measure one-way delay, loss, NACKs, PLIs and join time; the server's CPU and
 /// memory come from /proc.
 #[derive(Debug, Parser)]
-#[command(name = "sori-bench", version)]
+#[command(name = "sori-bench", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[arg(long, value_enum, default_value = "sori")]
     target: TargetKind,
     /// The signaling WebSocket of a running server.
@@ -31,8 +46,8 @@ struct Args {
     /// Start `PATH serve` on 127.0.0.1 with free ports, measure it, stop it at the end.
     #[arg(long, value_name = "PATH")]
     spawn_server: Option<PathBuf>,
-    /// Pin the started server to these CPUs (taskset list, e.g. "1").
-    #[arg(long, value_name = "CPUS", requires = "spawn_server")]
+    /// Pin the started server (or ceiling relay) to these CPUs (taskset list, e.g. "1").
+    #[arg(long, value_name = "CPUS")]
     server_cpus: Option<String>,
     /// Read the CPU time and memory of this server process (all threads) from /proc.
     #[arg(long, conflicts_with = "spawn_server")]
@@ -100,6 +115,15 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 fn check(args: &Args) -> Result<(), String> {
+    if args.server_cpus.is_some()
+        && args.spawn_server.is_none()
+        && args.target != TargetKind::Ceiling
+    {
+        return Err(
+            "--server-cpus pins a server this tool starts: add --spawn-server or --target ceiling"
+                .into(),
+        );
+    }
     if args.load.is_empty() || args.load.contains(&0) {
         return Err("--load needs one or more numbers above 0".into());
     }
@@ -138,6 +162,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Relay { listen }) = args.command {
+        return relay(listen);
+    }
     if let Err(e) = check(&args) {
         eprintln!("sori-bench: {e}");
         return ExitCode::from(2);
@@ -162,23 +189,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The ceiling relay runs on one thread: it is the yardstick for one core.
+fn relay(listen: std::net::SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sori-bench relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sori_bench::ceiling::serve(listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sori-bench relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn bench(args: &Args) -> Result<(), String> {
-    let server = match &args.spawn_server {
-        Some(path) => Some(
-            spawn::start(&path.to_string_lossy(), args.server_cpus.as_deref())
+    let cpus = args.server_cpus.as_deref();
+    let server = match (args.target, &args.spawn_server) {
+        (TargetKind::Ceiling, _) => Some(spawn::ceiling(cpus).await.map_err(|e| e.to_string())?),
+        (TargetKind::Sori, Some(path)) => Some(
+            spawn::sori(&path.to_string_lossy(), cpus)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
-        None => None,
+        (TargetKind::Sori, None) => None,
     };
     let url = server
         .as_ref()
         .map(|s| s.url.clone())
         .unwrap_or(args.url.clone());
     let server_pid = server.as_ref().map(|s| s.pid).or(args.server_pid);
-    let target = match args.target {
-        TargetKind::Sori => Target::Sori { url },
-    };
+    // The ceiling relay speaks the part of Sori's signaling the clients use.
+    let target = Target::Sori { url };
     let mut loads = args.load.clone();
     loads.sort_unstable();
     loads.dedup();

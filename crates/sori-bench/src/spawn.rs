@@ -1,4 +1,5 @@
-//! Starting `sori serve` for a run: on 127.0.0.1 with free ports, optionally pinned to CPUs.
+//! Starting the server under test (`sori serve`, or the ceiling relay) on 127.0.0.1 with free
+//! ports, optionally pinned to CPUs.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,9 +25,8 @@ pub enum SpawnError {
     Timeout(String),
 }
 
-/// Starts `sori serve` from the binary at `sori`, under `taskset -c CPUS` when `cpus` is set,
-/// and waits for its "listening on" line.
-pub async fn start(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> {
+/// Starts `sori serve` from the binary at `sori` on 127.0.0.1 with free ports.
+pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> {
     let args = [
         "serve",
         "--listen",
@@ -36,6 +36,27 @@ pub async fn start(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError>
         "--rtc-port",
         "0",
     ];
+    start(sori, &args, cpus).await
+}
+
+/// Starts this tool's ceiling relay (`sori-bench relay`) on 127.0.0.1.
+pub async fn ceiling(cpus: Option<&str>) -> Result<Server, SpawnError> {
+    let exe = std::env::current_exe().map_err(|e| SpawnError::Start {
+        cmd: "sori-bench relay".into(),
+        why: e.to_string(),
+    })?;
+    start(
+        &exe.to_string_lossy(),
+        &["relay", "--listen", "127.0.0.1:0"],
+        cpus,
+    )
+    .await
+}
+
+/// Starts `program args`, under `taskset -c CPUS` when `cpus` is set, and waits for its
+/// "listening on http://ADDR" line.
+async fn start(program: &str, args: &[&str], cpus: Option<&str>) -> Result<Server, SpawnError> {
+    let sori = program;
     let mut cmd = match cpus {
         Some(c) => {
             let mut cmd = Command::new("taskset");

@@ -1,5 +1,6 @@
-//! `sori-bench` as a user runs it: a short fanout run against a real `sori serve` it starts
-//! itself on 127.0.0.1, read back from `--json`; and clear errors for bad flags.
+//! `sori-bench` as a user runs it: short runs against a real `sori serve` and against the
+//! ceiling relay, each started by the tool itself on 127.0.0.1 and read back from `--json`;
+//! and clear errors for bad flags.
 //!
 //! The `sori` binary must be built first (`cargo test --workspace` builds it for the `sori`
 //! crate's own tests; `scripts/test` runs that). `SORI_BIN` overrides where it is looked for.
@@ -85,6 +86,54 @@ fn fanout_through_sori_serve_arrives_whole_with_delays_and_server_cost() {
     );
     assert!(step["server_mem_kib_after"].as_u64().unwrap() > 0, "{step}");
     assert!(stdout.contains("capacity: load 3"), "{stdout}");
+}
+
+#[test]
+fn meeting_through_the_ceiling_relay_arrives_whole() {
+    let out = Command::new(BENCH)
+        .args([
+            "--target",
+            "ceiling",
+            "--scenario",
+            "meeting",
+            "--load",
+            "3",
+            "--video-kbps",
+            "300",
+            "--warmup",
+            "1",
+            "--duration",
+            "2",
+            "--quiet",
+            "--json",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sori-bench failed\n{stdout}\n{stderr}"
+    );
+    let json_start = stdout.find("{\n").expect("JSON after the table");
+    let v: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    let step = &v["steps"][0];
+    assert_eq!(step["publishers"], 3, "{step}");
+    assert_eq!(step["joins_ok"], 3, "{step}");
+    let expected = step["expected_packets"].as_u64().unwrap();
+    // Each of 3 receives 2 others' audio and video for 2 s.
+    assert!(expected > 3 * 2 * 2 * 70, "{step}");
+    assert_eq!(
+        step["received_packets"].as_u64().unwrap(),
+        expected,
+        "{step}"
+    );
+    assert!(step["delay"]["p50_ms"].as_f64().unwrap() > 0.0, "{step}");
+    assert!(
+        step["server"]["cpu_us_per_packet"].as_f64().is_some(),
+        "{step}"
+    );
 }
 
 #[test]
