@@ -43,7 +43,7 @@ pub fn table(steps: &[StepResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>4}",
+        "{:<10} {:>5} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>4}",
         "scenario",
         "load",
         "fwd pps",
@@ -59,6 +59,7 @@ pub fn table(steps: &[StepResult]) -> String {
         "µs/pkt",
         "pps/core",
         "KiB/part",
+        "gen",
         "ok"
     );
     for s in steps {
@@ -76,7 +77,7 @@ pub fn table(steps: &[StepResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>4}",
+            "{:<10} {:>5} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>4}",
             format!("{:?}", s.scenario).to_lowercase(),
             s.load,
             s.forwarded_pps,
@@ -93,6 +94,9 @@ pub fn table(steps: &[StepResult]) -> String {
             per_core,
             s.mem_kib_per_participant
                 .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            s.generator_cores
+                .map(|v| format!("{v:.2}"))
                 .unwrap_or_else(|| "-".into()),
             if passes(s, idle) { "yes" } else { "no" },
         );

@@ -106,6 +106,9 @@ pub struct StepResult {
     /// Signaling start to a decodable start from every publisher (a keyframe, or audio).
     pub join_ready: Percentiles,
     pub server: Option<Cost>,
+    /// CPU the load generator itself used (1.0 = one core): near the cores it has, the
+    /// generator and not the server limits what is measured.
+    pub generator_cores: Option<f64>,
     pub server_mem_kib_before: Option<u64>,
     pub server_mem_kib_after: Option<u64>,
     pub mem_kib_per_participant: Option<f64>,
@@ -281,6 +284,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
 
     // Everyone ready: a decodable start from every publisher they expect.
     let deadline = tokio::time::Instant::now() + o.join_timeout;
+    let mut late = BTreeSet::new();
     for (m, j) in &joined {
         let Some(j) = j else { continue };
         let mut ms = j.client.milestones.clone();
@@ -290,6 +294,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         )
         .await;
         if !matches!(ready, Ok(Ok(_))) {
+            late.insert(m.opts.id);
             errors.push(format!(
                 "participant {} not ready within {:?}",
                 m.opts.id, o.join_timeout
@@ -308,6 +313,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         .map(server_cost::sample)
         .transpose()
         .map_err(|e| e.to_string())?;
+    let own_before = server_cost::sample(std::process::id()).ok();
     let window_start = Instant::now();
     shared.window.open(now_ns());
     if o.progress {
@@ -322,6 +328,10 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         .map(server_cost::sample)
         .transpose()
         .map_err(|e| e.to_string())?;
+    let own_after = server_cost::sample(std::process::id()).ok();
+    let generator_cores = own_before
+        .zip(own_after)
+        .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
     tokio::time::sleep(o.grace).await;
     let _ = stop_tx.send(true);
 
@@ -341,11 +351,15 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
     }
     Ok(summarize(
         o,
-        reports,
-        window_secs,
-        participants,
-        errors,
-        before_joins.zip(cpu_before).zip(cpu_after),
+        Collected {
+            reports,
+            generator_cores,
+            late,
+            window_secs,
+            participants,
+            errors,
+            samples: before_joins.zip(cpu_before).zip(cpu_after),
+        },
     ))
 }
 
@@ -354,14 +368,28 @@ type Samples = (
     server_cost::Sample,
 );
 
-fn summarize(
-    o: &StepOptions,
+/// What a step collected, for [`summarize`].
+struct Collected {
     reports: Vec<(Member, Option<(ClientReport, u64)>)>,
+    generator_cores: Option<f64>,
+    /// Participants not ready within the join timeout.
+    late: BTreeSet<u16>,
     window_secs: f64,
     participants: usize,
-    mut errors: Vec<String>,
+    errors: Vec<String>,
     samples: Option<Samples>,
-) -> StepResult {
+}
+
+fn summarize(o: &StepOptions, c: Collected) -> StepResult {
+    let Collected {
+        reports,
+        generator_cores,
+        late,
+        window_secs,
+        participants,
+        mut errors,
+        samples,
+    } = c;
     let sent_by: std::collections::HashMap<u16, (u64, u64)> = reports
         .iter()
         .filter_map(|(m, r)| {
@@ -388,7 +416,10 @@ fn summarize(
         if let Some(f) = &ms.failed {
             errors.push(format!("participant {}: {f}", m.opts.id));
         }
-        let ready = ms.failed.is_none() && m.expects.is_subset(&ms.ready_from);
+        // Ready in time: a decodable start from every publisher within the join timeout.
+        let ready = ms.failed.is_none()
+            && m.expects.is_subset(&ms.ready_from)
+            && !late.contains(&m.opts.id);
         if ready {
             ok += 1;
         } else {
@@ -452,6 +483,7 @@ fn summarize(
         join_first_rtp: Percentiles::of(&join_rtp),
         join_ready: Percentiles::of(&join_ready),
         server,
+        generator_cores,
         server_mem_kib_before: mem_before,
         server_mem_kib_after: mem_after,
         mem_kib_per_participant: mem_per,
