@@ -18,6 +18,9 @@ enum TargetKind {
     /// The ceiling: this tool's own relay that only decrypts, re-encrypts and forwards,
     /// started as a separate process (pinned with --server-cpus).
     Ceiling,
+    /// A Janus VideoRoom over Janus's WebSocket API at --url (e.g. ws://127.0.0.1:8188);
+    /// give --server-pid to read its cost. See scripts/bench-janus.
+    Janus,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -219,15 +222,18 @@ async fn bench(args: &Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         ),
-        (TargetKind::Sori, None) => None,
+        (TargetKind::Sori, None) | (TargetKind::Janus, _) => None,
     };
     let url = server
         .as_ref()
         .map(|s| s.url.clone())
         .unwrap_or(args.url.clone());
     let server_pid = server.as_ref().map(|s| s.pid).or(args.server_pid);
-    // The ceiling relay speaks the part of Sori's signaling the clients use.
-    let target = Target::Sori { url };
+    let target = match args.target {
+        // The ceiling relay speaks the part of Sori's signaling the clients use.
+        TargetKind::Sori | TargetKind::Ceiling => Target::Sori { url },
+        TargetKind::Janus => Target::Janus { url },
+    };
     let mut loads = args.load.clone();
     loads.sort_unstable();
     loads.dedup();

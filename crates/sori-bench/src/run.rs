@@ -14,7 +14,7 @@ use crate::client::{Client, ClientOptions, ClientReport, Setup, Shared};
 use crate::measure::Histogram;
 use crate::probe::{now_ns, StreamKind};
 use crate::server_cost::{self, Cost};
-use crate::sori_target;
+use crate::{janus_target, sori_target};
 
 /// Who publishes and who receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -36,6 +36,8 @@ pub enum Scenario {
 pub enum Target {
     /// Sori's WebSocket signaling, `ws://HOST/ws`.
     Sori { url: String },
+    /// A Janus VideoRoom over Janus's WebSocket API, `ws://HOST:8188`.
+    Janus { url: String },
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +199,7 @@ struct Joined {
 async fn join_one(
     o: &StepOptions,
     room: &str,
+    publishes: bool,
     opts: ClientOptions,
     stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
@@ -210,6 +213,11 @@ async fn join_one(
         Target::Sori { url } => sori_target::join(url, room, &name, setup, stop, shared)
             .await
             .map_err(|e| e.to_string())?,
+        Target::Janus { url } => {
+            janus_target::join(url, room, &name, publishes, setup, stop, shared)
+                .await
+                .map_err(|e| e.to_string())?
+        }
     };
     Ok(Joined {
         client,
@@ -221,6 +229,9 @@ async fn join_one(
 /// Runs one step. Errors that stop the step (no server process, the publisher cannot join)
 /// come back as `Err`; failures of single receivers are counted in the result.
 pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
+    if matches!(o.target, Target::Janus { .. }) && o.scenario == Scenario::Meeting {
+        return Err("the meeting scenario is not supported with --target janus (Janus publishes and subscribes on separate connections)".into());
+    }
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let room = format!("bench-{:?}-{}-{}", o.scenario, o.load, now_ns()).to_lowercase();
@@ -236,9 +247,16 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
     let mut joined: Vec<(Member, Option<Joined>)> = Vec::new();
     let (pubs, recvs): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| m.publishes);
     for m in pubs {
-        let j = join_one(o, &room, m.opts.clone(), stop_rx.clone(), shared.clone())
-            .await
-            .map_err(|e| format!("publisher {} cannot join: {e}", m.opts.id))?;
+        let j = join_one(
+            o,
+            &room,
+            true,
+            m.opts.clone(),
+            stop_rx.clone(),
+            shared.clone(),
+        )
+        .await
+        .map_err(|e| format!("publisher {} cannot join: {e}", m.opts.id))?;
         let mut ms = j.client.milestones.clone();
         tokio::time::timeout(o.join_timeout, ms.wait_for(|m| m.connected_ns.is_some()))
             .await
@@ -264,7 +282,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
             m,
             tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
-                join_one(&oo, &room, opts, stop, shared).await
+                join_one(&oo, &room, false, opts, stop, shared).await
             }),
         ));
     }
