@@ -24,9 +24,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-/// How often peers' str0m timers are checked.
-const TICK: Duration = Duration::from_millis(5);
-
 enum Ctl {
     Join {
         conn: u64,
@@ -66,6 +63,7 @@ pub async fn serve(listen: SocketAddr) -> Result<(), String> {
         peers: HashMap::new(),
         by_addr: HashMap::new(),
         work: VecDeque::new(),
+        backlog: VecDeque::new(),
     }
     .run(ctl_rx)
     .await;
@@ -162,15 +160,28 @@ struct Relay {
     peers: HashMap<u64, Peer>,
     by_addr: HashMap<SocketAddr, u64>,
     work: VecDeque<Work>,
+    /// Datagrams waiting for room in the socket's send buffer, in order.
+    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl Relay {
     async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
         let mut buf = vec![0u8; 2048];
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let next = self
+                .peers
+                .values()
+                .map(|p| p.deadline)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
+                // A full send buffer (a burst of fan-out) is waited out, as a kernel
+                // driver would, rather than dropping what the relay forwards.
+                w = self.socket.writable(), if !self.backlog.is_empty() => {
+                    if w.is_ok() {
+                        self.flush();
+                    }
+                }
                 r = self.socket.recv_from(&mut buf) => {
                     let Ok((n, source)) = r else { continue };
                     self.datagram(source, &buf[..n]);
@@ -183,15 +194,33 @@ impl Relay {
                     Some(c) => self.control(c),
                     None => return,
                 },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    let due: Vec<u64> = self.peers.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-                    for id in due {
-                        self.input(id, |rtc| rtc.handle_input(Input::Timeout(now)));
-                    }
-                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             }
             self.do_work();
+            // Due timers, among them every peer that was just given packets to send: one
+            // timeout sends all of a batch.
+            let now = Instant::now();
+            let due: Vec<u64> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                self.input(id, |rtc| rtc.handle_input(Input::Timeout(now)));
+            }
+            self.do_work();
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some((to, data)) = self.backlog.front() {
+            match self.socket.try_send_to(data, *to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                _ => {
+                    self.backlog.pop_front();
+                }
+            }
         }
     }
 
@@ -249,7 +278,7 @@ impl Relay {
                     break false;
                 }
                 Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    send(&self.socket, &mut self.backlog, t.destination, &t.contents);
                 }
                 Output::Event(Event::RtpPacket(p)) => {
                     self.work.push_back(Work::Forward(id, Box::new(p)))
@@ -325,7 +354,6 @@ impl Relay {
             .published
             .iter()
             .any(|(m, k)| *m == mid && *k == MediaKind::Video);
-        let now = Instant::now();
         let subs: Vec<u64> = self
             .peers
             .iter()
@@ -356,7 +384,8 @@ impl Relay {
             .marker(packet.header.marker)
             .nackable(video);
             tx.write_rtp(write);
-            self.input(sub, |rtc| rtc.handle_input(Input::Timeout(now)));
+            // Sent when the peer's timer runs, after the whole batch is written.
+            self.drain(sub);
         }
     }
 
@@ -513,4 +542,20 @@ impl Relay {
 
 fn error(message: &str) -> String {
     json!({"type": "error", "code": "media-error", "message": message}).to_string()
+}
+
+/// Sends now, or queues behind what already waits for the send buffer.
+fn send(
+    socket: &UdpSocket,
+    backlog: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    to: SocketAddr,
+    data: &[u8],
+) {
+    if backlog.is_empty() {
+        match socket.try_send_to(data, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+    }
+    backlog.push_back((to, data.to_vec()));
 }

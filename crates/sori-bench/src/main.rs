@@ -161,7 +161,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // str0m warns per packet it cannot decrypt; loss and errors are counted anyway.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,str0m=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
