@@ -118,6 +118,7 @@ pub enum ClientError {
 pub struct Setup {
     rtc: Rtc,
     socket: UdpSocket,
+    local: SocketAddr,
     opts: ClientOptions,
     pending: Option<SdpPendingOffer>,
     send_mids: HashMap<StreamKind, Mid>,
@@ -141,14 +142,15 @@ impl Setup {
         Ok(Setup {
             rtc,
             socket,
+            local: addr,
             opts,
             pending: None,
             send_mids: HashMap::new(),
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// The first offer: send-only audio and video as the options say, or one receive-only audio
@@ -206,6 +208,7 @@ impl Setup {
         let (milestones_tx, milestones) = watch::channel(Milestones::default());
         let runner = Runner {
             rtc: self.rtc,
+            local: self.local,
             socket: self.socket,
             send_mids: self.send_mids,
             pts: HashMap::new(),
@@ -265,6 +268,7 @@ impl Client {
 struct Runner {
     rtc: Rtc,
     socket: UdpSocket,
+    local: SocketAddr,
     opts: ClientOptions,
     send_mids: HashMap<StreamKind, Mid>,
     pts: HashMap<StreamKind, Pt>,
@@ -433,7 +437,7 @@ impl Runner {
     }
 
     fn receive(&mut self, source: SocketAddr, data: &[u8]) -> Result<(), String> {
-        let local = self.socket.local_addr().map_err(|e| e.to_string())?;
+        let local = self.local;
         // Datagrams that are not STUN, DTLS, RTP or RTCP are not for the peer.
         let Ok(recv) = Receive::new(Protocol::Udp, source, local, data) else {
             return Ok(());

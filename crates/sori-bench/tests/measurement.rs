@@ -126,10 +126,7 @@ async fn measure(imp: Impairment) -> Outcome {
     let mut receiver = Setup::new(ClientOptions::receiver(1), LOCALHOST)
         .await
         .unwrap();
-    let (pa, ra) = (
-        publisher.local_addr().unwrap(),
-        receiver.local_addr().unwrap(),
-    );
+    let (pa, ra) = (publisher.local_addr(), receiver.local_addr());
     let (relay_for_publisher, relay_for_receiver) = relay(pa, ra, imp).await;
 
     let offer = redirect(&publisher.offer().unwrap(), pa, relay_for_receiver);
