@@ -48,7 +48,7 @@ pub fn table(steps: &[StepResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>4}",
+        "{:<10} {:>5} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>7} {:>4}",
         "scenario",
         "load",
         "fwd pps",
@@ -65,6 +65,7 @@ pub fn table(steps: &[StepResult]) -> String {
         "pps/core",
         "KiB/part",
         "gen",
+        "rcvbuf",
         "ok"
     );
     for s in steps {
@@ -82,7 +83,7 @@ pub fn table(steps: &[StepResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>4}",
+            "{:<10} {:>5} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>6} {:>5} {:>7} {:>8} {:>6} {:>7} {:>9} {:>9} {:>6} {:>7} {:>4}",
             format!("{:?}", s.scenario).to_lowercase(),
             s.load,
             s.forwarded_pps,
@@ -102,6 +103,9 @@ pub fn table(steps: &[StepResult]) -> String {
                 .unwrap_or_else(|| "-".into()),
             s.generator_cores
                 .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            s.udp_rcvbuf_errors
+                .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             if passes(s, idle) { "yes" } else { "no" },
         );
@@ -282,6 +286,7 @@ mod tests {
             join_ready: delay,
             server: None,
             generator_cores: None,
+            udp_rcvbuf_errors: None,
             server_mem_kib_before: None,
             server_mem_kib_after: None,
             mem_kib_per_participant: None,

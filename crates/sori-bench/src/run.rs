@@ -111,6 +111,10 @@ pub struct StepResult {
     /// CPU the load generator itself used (1.0 = one core): near the cores it has, the
     /// generator and not the server limits what is measured.
     pub generator_cores: Option<f64>,
+    /// Datagrams the kernel dropped machine-wide, from the window's start to the end of the
+    /// grace period, because a UDP socket's receive buffer was full (the server's or a
+    /// client's): loss that happened in neither program.
+    pub udp_rcvbuf_errors: Option<u64>,
     pub server_mem_kib_before: Option<u64>,
     pub server_mem_kib_after: Option<u64>,
     pub mem_kib_per_participant: Option<f64>,
@@ -332,6 +336,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     let own_before = server_cost::sample(std::process::id()).ok();
+    let rcvbuf_before = server_cost::udp_receive_buffer_errors();
     let window_start = Instant::now();
     shared.window.open(now_ns());
     if o.progress {
@@ -351,6 +356,9 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         .zip(own_after)
         .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
     tokio::time::sleep(o.grace).await;
+    let udp_rcvbuf_errors = rcvbuf_before
+        .zip(server_cost::udp_receive_buffer_errors())
+        .map(|(b, a)| a.saturating_sub(b));
     let _ = stop_tx.send(true);
 
     let mut reports: Vec<(Member, Option<(ClientReport, u64)>)> = Vec::new();
@@ -372,6 +380,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         Collected {
             reports,
             generator_cores,
+            udp_rcvbuf_errors,
             late,
             window_secs,
             participants,
@@ -390,6 +399,7 @@ type Samples = (
 struct Collected {
     reports: Vec<(Member, Option<(ClientReport, u64)>)>,
     generator_cores: Option<f64>,
+    udp_rcvbuf_errors: Option<u64>,
     /// Participants not ready within the join timeout.
     late: BTreeSet<u16>,
     window_secs: f64,
@@ -402,6 +412,7 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
     let Collected {
         reports,
         generator_cores,
+        udp_rcvbuf_errors,
         late,
         window_secs,
         participants,
@@ -502,6 +513,7 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
         join_ready: Percentiles::of(&join_ready),
         server,
         generator_cores,
+        udp_rcvbuf_errors,
         server_mem_kib_before: mem_before,
         server_mem_kib_after: mem_after,
         mem_kib_per_participant: mem_per,

@@ -67,6 +67,24 @@ fn field_kib(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was full, machine-wide
+/// since boot (`RcvbufErrors` in /proc/net/snmp); `None` where it cannot be read.
+pub fn udp_receive_buffer_errors() -> Option<u64> {
+    parse_rcvbuf_errors(&fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = udp.next()?.split_whitespace();
+    let values = udp.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "RcvbufErrors")?
+        .1
+        .parse()
+        .ok()
+}
+
 /// The server's cost between two samples.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Cost {
@@ -99,6 +117,14 @@ mod tests {
         assert_eq!(parse_stat_cpu_us(stat), Some(3_250_000));
         assert_eq!(parse_stat_cpu_us("4242 (x) S 1"), None);
         assert_eq!(parse_stat_cpu_us("garbage"), None);
+    }
+
+    #[test]
+    fn receive_buffer_errors_from_snmp() {
+        let snmp = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 0 7 12 7\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(parse_rcvbuf_errors(snmp), Some(7));
+        assert_eq!(parse_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert!(udp_receive_buffer_errors().is_some());
     }
 
     #[test]
