@@ -1,0 +1,22 @@
+//! Sori's load generator.
+//!
+//! Clients are str0m peers in RTP mode, no browser ([`client`]). Publishers send synthetic VP8
+//! and Opus whose every payload ends with a probe ([`probe`]): publisher, stream, probe sequence
+//! number and send time. Receivers count probes per stream over a measurement window of send
+//! times ([`measure`]), which gives loss after repair and one-way delay through any SFU. A step
+//! ([`run`]) joins a scenario's participants through a target's signaling ([`sori_target`], [`janus_target`]),
+//! waits until each has a decodable start from every publisher, measures a steady window, and
+//! reads the server's CPU time and memory from /proc ([`server_cost`]). [`report`] applies the
+//! capacity rule and draws the table and chart. [`ceiling`] is the yardstick: a relay that only
+//! decrypts, re-encrypts and forwards.
+
+pub mod ceiling;
+pub mod client;
+pub mod janus_target;
+pub mod measure;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod server_cost;
+pub mod sori_target;
+pub mod spawn;

@@ -1,0 +1,301 @@
+//! `sori-bench`: load an SFU with str0m clients and measure delay, loss, join time and the
+//! server's CPU and memory. See the crate docs in lib.rs for how it measures.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sori_bench::report;
+use sori_bench::run::{run_step, Scenario, StepOptions, StepResult, Target};
+use sori_bench::spawn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TargetKind {
+    /// Sori's WebSocket signaling at --url (or a server started with --spawn-server).
+    Sori,
+    /// The ceiling: this tool's own relay that only decrypts, re-encrypts and forwards,
+    /// started as a separate process (pinned with --server-cpus).
+    Ceiling,
+    /// A Janus VideoRoom over Janus's WebSocket API at --url (e.g. ws://127.0.0.1:8188);
+    /// give --server-pid to read its cost. See scripts/bench-janus.
+    Janus,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the ceiling relay (what `--target ceiling` starts) until killed.
+    Relay {
+        /// WebSocket address; the media port takes a free UDP port on the same IP.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Load generator for Sori: str0m clients publish synthetic VP8 and Opus through an SFU;
+/// receivers measure one-way delay, loss, NACKs, PLIs and join time; the server's CPU and
+/// memory come from /proc.
+#[derive(Debug, Parser)]
+#[command(name = "sori-bench", version, args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[arg(long, value_enum, default_value = "sori")]
+    target: TargetKind,
+    /// The signaling WebSocket of a running server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Start `PATH serve` on 127.0.0.1 with free ports, measure it, stop it at the end.
+    #[arg(long, value_name = "PATH")]
+    spawn_server: Option<PathBuf>,
+    /// Pin the started server (or ceiling relay) to these CPUs (taskset list, e.g. "1").
+    #[arg(long, value_name = "CPUS")]
+    server_cpus: Option<String>,
+    /// Read the CPU time and memory of this server process (all threads) from /proc.
+    #[arg(long, conflicts_with = "spawn_server")]
+    server_pid: Option<u32>,
+    #[arg(long, value_enum, default_value = "fanout")]
+    scenario: Scenario,
+    /// Receivers (fanout, audio, join-storm) or participants (meeting); several, comma
+    /// separated, make a ramp that reports the capacity.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    load: Vec<usize>,
+    /// Audio-only speakers in the audio scenario.
+    #[arg(long, default_value_t = 10)]
+    speakers: usize,
+    /// Video bitrate of each publisher.
+    #[arg(long, default_value_t = 1000)]
+    video_kbps: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Seconds between unrequested keyframes.
+    #[arg(long, default_value_t = 2.0)]
+    keyframe_interval: f64,
+    /// Receivers joining per second.
+    #[arg(long, default_value_t = 20.0)]
+    join_rate: f64,
+    /// Seconds a participant may take from signaling start to media from every publisher.
+    #[arg(long, default_value_t = 10.0)]
+    join_timeout: f64,
+    /// Seconds of media after everyone joined, before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds of the measurement window.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds receivers keep counting after the window, for packets in flight.
+    #[arg(long, default_value_t = 1.0)]
+    grace: f64,
+    /// In a ramp, stop after the first step that fails the capacity rule.
+    #[arg(long)]
+    stop_on_fail: bool,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Local address of the clients' UDP sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: IpAddr,
+    /// Write the results as JSON to this file ("-" for standard output).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Write an SVG chart of delay and server CPU against load to this file.
+    #[arg(long, value_name = "PATH")]
+    svg: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if (0.0..86_400.0).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!(
+            "--{name} must be between 0 and 86400 seconds, not {v}"
+        ))
+    }
+}
+
+fn check(args: &Args) -> Result<(), String> {
+    if args.server_cpus.is_some()
+        && args.spawn_server.is_none()
+        && args.target != TargetKind::Ceiling
+    {
+        return Err(
+            "--server-cpus pins a server this tool starts: add --spawn-server or --target ceiling"
+                .into(),
+        );
+    }
+    if args.load.is_empty() || args.load.contains(&0) {
+        return Err("--load needs one or more numbers above 0".into());
+    }
+    if args.load.iter().any(|&l| l > 10_000) {
+        return Err("--load above 10000 is not supported".into());
+    }
+    if args.scenario == Scenario::Meeting && args.load.contains(&1) {
+        return Err("a meeting needs at least 2 participants".into());
+    }
+    if args.scenario == Scenario::Audio && !(1..=1000).contains(&args.speakers) {
+        return Err("--speakers must be between 1 and 1000".into());
+    }
+    if !(1..=120).contains(&args.fps) {
+        return Err("--fps must be between 1 and 120".into());
+    }
+    if !(10..=50_000).contains(&args.video_kbps) {
+        return Err("--video-kbps must be between 10 and 50000".into());
+    }
+    if !(args.join_rate > 0.0 && args.join_rate.is_finite()) {
+        return Err("--join-rate must be above 0".into());
+    }
+    if args.duration <= 0.0 {
+        return Err("--duration must be above 0".into());
+    }
+    if !(1..=256).contains(&args.threads) {
+        return Err("--threads must be between 1 and 256".into());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // str0m warns per packet it cannot decrypt; loss and errors are counted anyway.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,str0m=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::Relay { listen }) = args.command {
+        return relay(listen);
+    }
+    if let Err(e) = check(&args) {
+        eprintln!("sori-bench: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sori-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sori-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The ceiling relay runs on one thread: it is the yardstick for one core.
+fn relay(listen: std::net::SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sori-bench relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sori_bench::ceiling::serve(listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sori-bench relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: &Args) -> Result<(), String> {
+    let cpus = args.server_cpus.as_deref();
+    let server = match (args.target, &args.spawn_server) {
+        (TargetKind::Ceiling, _) => Some(spawn::ceiling(cpus).await.map_err(|e| e.to_string())?),
+        (TargetKind::Sori, Some(path)) => Some(
+            spawn::sori(&path.to_string_lossy(), cpus)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        (TargetKind::Sori, None) | (TargetKind::Janus, _) => None,
+    };
+    let url = server
+        .as_ref()
+        .map(|s| s.url.clone())
+        .unwrap_or(args.url.clone());
+    let server_pid = server.as_ref().map(|s| s.pid).or(args.server_pid);
+    let target = match args.target {
+        // The ceiling relay speaks the part of Sori's signaling the clients use.
+        TargetKind::Sori | TargetKind::Ceiling => Target::Sori { url },
+        TargetKind::Janus => Target::Janus { url },
+    };
+    let mut loads = args.load.clone();
+    loads.sort_unstable();
+    loads.dedup();
+    let mut steps: Vec<StepResult> = Vec::new();
+    for load in loads {
+        let o = StepOptions {
+            target: target.clone(),
+            scenario: args.scenario,
+            load,
+            speakers: args.speakers,
+            video_kbps: args.video_kbps,
+            fps: args.fps,
+            keyframe_interval: seconds("keyframe-interval", args.keyframe_interval)?,
+            join_rate: args.join_rate,
+            join_timeout: seconds("join-timeout", args.join_timeout)?,
+            warmup: seconds("warmup", args.warmup)?,
+            duration: seconds("duration", args.duration)?,
+            grace: seconds("grace", args.grace)?,
+            server_pid,
+            bind_ip: args.bind_ip,
+            progress: !args.quiet,
+        };
+        let step = run_step(&o).await?;
+        for e in step.errors.iter().take(5) {
+            eprintln!("  {e}");
+        }
+        if step.errors.len() > 5 {
+            eprintln!("  … {} more errors", step.errors.len() - 5);
+        }
+        steps.push(step);
+        let idle = report::idle_p95(&steps);
+        if args.stop_on_fail && !report::passes(steps.last().expect("just pushed"), idle) {
+            break;
+        }
+    }
+    print!("{}", report::table(&steps));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "target": format!("{:?}", args.target).to_lowercase(),
+            "scenario": args.scenario,
+            "video_kbps": args.video_kbps,
+            "fps": args.fps,
+            "steps": steps,
+            "capacity": report::capacity(&steps).map(|s| s.load),
+        });
+        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n")
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "{:?} {:?}: delay and server CPU against load",
+            args.target, args.scenario
+        );
+        std::fs::write(path, report::svg(&steps, &title))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

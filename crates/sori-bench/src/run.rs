@@ -1,0 +1,572 @@
+//! One benchmark step: join the participants of a scenario, let them settle, measure over a
+//! steady window, and turn what every client counted into a [`StepResult`].
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::client::{Client, ClientOptions, ClientReport, Setup, Shared};
+use crate::measure::Histogram;
+use crate::probe::{now_ns, StreamKind};
+use crate::server_cost::{self, Cost};
+use crate::{janus_target, sori_target};
+
+/// Who publishes and who receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One publisher (audio + video) to N receivers.
+    Fanout,
+    /// N participants, each publishing audio + video and receiving everyone else.
+    Meeting,
+    /// Ten audio-only speakers (`--speakers`) to N listeners.
+    Audio,
+    /// Fanout whose N receivers all join at `--join-rate` per second while media flows;
+    /// read it for join times.
+    JoinStorm,
+}
+
+/// Where the clients join.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Sori's WebSocket signaling, `ws://HOST/ws`.
+    Sori { url: String },
+    /// A Janus VideoRoom over Janus's WebSocket API, `ws://HOST:8188`.
+    Janus { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct StepOptions {
+    pub target: Target,
+    pub scenario: Scenario,
+    /// Receivers (fanout, audio, join storm) or participants (meeting).
+    pub load: usize,
+    pub speakers: usize,
+    pub video_kbps: u32,
+    pub fps: u32,
+    pub keyframe_interval: Duration,
+    pub join_rate: f64,
+    pub join_timeout: Duration,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// How long receivers keep counting after the window closes, for packets in flight.
+    pub grace: Duration,
+    pub server_pid: Option<u32>,
+    pub bind_ip: IpAddr,
+    pub progress: bool,
+}
+
+/// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram) -> Self {
+        let ms = |q| h.quantile(q).map(|us| us as f64 / 1000.0);
+        Self {
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: ms(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepResult {
+    pub scenario: Scenario,
+    pub load: usize,
+    pub publishers: usize,
+    pub receivers: usize,
+    pub window_secs: f64,
+    /// Packets the publishers sent inside the window, times the receivers that should get them.
+    pub expected_packets: u64,
+    /// Of those, the ones that arrived (once each, however late).
+    pub received_packets: u64,
+    /// Share of expected packets that never arrived (after NACK repair).
+    pub loss: f64,
+    /// Forwarded packets per second, counted at the receivers.
+    pub forwarded_pps: f64,
+    pub delay: Percentiles,
+    pub nacks_sent: u64,
+    pub plis_sent: u64,
+    pub keyframe_requests_at_publishers: u64,
+    pub joins_ok: usize,
+    pub joins_failed: usize,
+    /// Signaling start to the first RTP packet.
+    pub join_first_rtp: Percentiles,
+    /// Signaling start to a decodable start from every publisher (a keyframe, or audio).
+    pub join_ready: Percentiles,
+    pub server: Option<Cost>,
+    /// CPU the load generator itself used (1.0 = one core): near the cores it has, the
+    /// generator and not the server limits what is measured.
+    pub generator_cores: Option<f64>,
+    /// Datagrams the kernel dropped machine-wide, from the window's start to the end of the
+    /// grace period, because a UDP socket's receive buffer was full (the server's or a
+    /// client's): loss that happened in neither program.
+    pub udp_rcvbuf_errors: Option<u64>,
+    pub server_mem_kib_before: Option<u64>,
+    pub server_mem_kib_after: Option<u64>,
+    pub mem_kib_per_participant: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+struct Member {
+    opts: ClientOptions,
+    /// Publisher ids this member must receive a decodable start from.
+    expects: BTreeSet<u16>,
+    publishes: bool,
+}
+
+fn members(o: &StepOptions) -> Vec<Member> {
+    let av = |id| ClientOptions {
+        id,
+        audio: true,
+        video: true,
+        video_kbps: o.video_kbps,
+        fps: o.fps,
+        keyframe_interval: o.keyframe_interval,
+        ..ClientOptions::receiver(id)
+    };
+    let mut out = Vec::new();
+    match o.scenario {
+        Scenario::Fanout | Scenario::JoinStorm => {
+            out.push(Member {
+                opts: av(0),
+                expects: BTreeSet::new(),
+                publishes: true,
+            });
+            for i in 0..o.load {
+                out.push(Member {
+                    opts: ClientOptions::receiver(1 + i as u16),
+                    expects: [0].into(),
+                    publishes: false,
+                });
+            }
+        }
+        Scenario::Meeting => {
+            let ids: BTreeSet<u16> = (0..o.load as u16).collect();
+            for &id in &ids {
+                let mut expects = ids.clone();
+                expects.remove(&id);
+                out.push(Member {
+                    opts: av(id),
+                    expects,
+                    publishes: true,
+                });
+            }
+        }
+        Scenario::Audio => {
+            let speakers: BTreeSet<u16> = (0..o.speakers as u16).collect();
+            for &id in &speakers {
+                out.push(Member {
+                    opts: ClientOptions {
+                        audio: true,
+                        ready_on_audio: true,
+                        ..ClientOptions::receiver(id)
+                    },
+                    expects: BTreeSet::new(),
+                    publishes: true,
+                });
+            }
+            for i in 0..o.load {
+                out.push(Member {
+                    opts: ClientOptions {
+                        ready_on_audio: true,
+                        ..ClientOptions::receiver((o.speakers + i) as u16)
+                    },
+                    expects: speakers.clone(),
+                    publishes: false,
+                });
+            }
+        }
+    }
+    out
+}
+
+struct Joined {
+    client: Client,
+    relay: tokio::task::JoinHandle<()>,
+    signal_start_ns: u64,
+}
+
+async fn join_one(
+    o: &StepOptions,
+    room: &str,
+    publishes: bool,
+    opts: ClientOptions,
+    stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) -> Result<Joined, String> {
+    let signal_start_ns = now_ns();
+    let name = format!("bench-{}", opts.id);
+    let setup = Setup::new(opts, o.bind_ip)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (client, relay) = match &o.target {
+        Target::Sori { url } => sori_target::join(url, room, &name, setup, stop, shared)
+            .await
+            .map_err(|e| e.to_string())?,
+        Target::Janus { url } => {
+            janus_target::join(url, room, &name, publishes, setup, stop, shared)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
+    Ok(Joined {
+        client,
+        relay,
+        signal_start_ns,
+    })
+}
+
+/// Runs one step. Errors that stop the step (no server process, the publisher cannot join)
+/// come back as `Err`; failures of single receivers are counted in the result.
+pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
+    if matches!(o.target, Target::Janus { .. }) && o.scenario == Scenario::Meeting {
+        return Err("the meeting scenario is not supported with --target janus (Janus publishes and subscribes on separate connections)".into());
+    }
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let room = format!("bench-{:?}-{}-{}", o.scenario, o.load, now_ns()).to_lowercase();
+    let before_joins = match o.server_pid {
+        Some(pid) => Some(server_cost::sample(pid).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let members = members(o);
+    let participants = members.len();
+    let mut errors = Vec::new();
+
+    // Publishers first, one at a time, so receivers find media flowing.
+    let mut joined: Vec<(Member, Option<Joined>)> = Vec::new();
+    let (pubs, recvs): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| m.publishes);
+    for m in pubs {
+        let j = join_one(
+            o,
+            &room,
+            true,
+            m.opts.clone(),
+            stop_rx.clone(),
+            shared.clone(),
+        )
+        .await
+        .map_err(|e| format!("publisher {} cannot join: {e}", m.opts.id))?;
+        let mut ms = j.client.milestones.clone();
+        tokio::time::timeout(o.join_timeout, ms.wait_for(|m| m.connected_ns.is_some()))
+            .await
+            .map_err(|_| {
+                format!(
+                    "publisher {} did not connect within {:?}",
+                    m.opts.id, o.join_timeout
+                )
+            })?
+            .map_err(|_| format!("publisher {} stopped while connecting", m.opts.id))?;
+        joined.push((m, Some(j)));
+    }
+
+    // Receivers at the join rate, each join in its own task.
+    let started = tokio::time::Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / o.join_rate.max(0.001));
+    let mut tasks = Vec::new();
+    for (i, m) in recvs.into_iter().enumerate() {
+        let at = started + gap.mul_f64(i as f64);
+        let (oo, room, stop, shared) = (o.clone(), room.clone(), stop_rx.clone(), shared.clone());
+        let opts = m.opts.clone();
+        tasks.push((
+            m,
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                join_one(&oo, &room, false, opts, stop, shared).await
+            }),
+        ));
+    }
+    for (m, t) in tasks {
+        match t.await {
+            Ok(Ok(j)) => joined.push((m, Some(j))),
+            Ok(Err(e)) => {
+                errors.push(format!("receiver {}: {e}", m.opts.id));
+                joined.push((m, None));
+            }
+            Err(e) => {
+                errors.push(format!("receiver {}: {e}", m.opts.id));
+                joined.push((m, None));
+            }
+        }
+    }
+
+    // Everyone ready: a decodable start from every publisher they expect.
+    let deadline = tokio::time::Instant::now() + o.join_timeout;
+    let mut late = BTreeSet::new();
+    for (m, j) in &joined {
+        let Some(j) = j else { continue };
+        let mut ms = j.client.milestones.clone();
+        let ready = tokio::time::timeout_at(
+            deadline,
+            ms.wait_for(|s| s.failed.is_some() || m.expects.is_subset(&s.ready_from)),
+        )
+        .await;
+        if !matches!(ready, Ok(Ok(_))) {
+            late.insert(m.opts.id);
+            errors.push(format!(
+                "participant {} not ready within {:?}",
+                m.opts.id, o.join_timeout
+            ));
+        }
+    }
+
+    if o.progress {
+        progress(o, "warm-up", &shared, None, o.warmup).await;
+    } else {
+        tokio::time::sleep(o.warmup).await;
+    }
+
+    let cpu_before = o
+        .server_pid
+        .map(server_cost::sample)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let own_before = server_cost::sample(std::process::id()).ok();
+    let rcvbuf_before = server_cost::udp_receive_buffer_errors();
+    let window_start = Instant::now();
+    shared.window.open(now_ns());
+    if o.progress {
+        progress(o, "measuring", &shared, o.server_pid, o.duration).await;
+    } else {
+        tokio::time::sleep(o.duration).await;
+    }
+    shared.window.close(now_ns());
+    let window_secs = window_start.elapsed().as_secs_f64();
+    let cpu_after = o
+        .server_pid
+        .map(server_cost::sample)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let own_after = server_cost::sample(std::process::id()).ok();
+    let generator_cores = own_before
+        .zip(own_after)
+        .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
+    tokio::time::sleep(o.grace).await;
+    let udp_rcvbuf_errors = rcvbuf_before
+        .zip(server_cost::udp_receive_buffer_errors())
+        .map(|(b, a)| a.saturating_sub(b));
+    let _ = stop_tx.send(true);
+
+    let mut reports: Vec<(Member, Option<(ClientReport, u64)>)> = Vec::new();
+    for (m, j) in joined {
+        match j {
+            Some(j) => {
+                let report = j.client.finish().await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), j.relay).await;
+                reports.push((m, Some((report, j.signal_start_ns))));
+            }
+            None => reports.push((m, None)),
+        }
+    }
+    if o.progress {
+        eprintln!();
+    }
+    Ok(summarize(
+        o,
+        Collected {
+            reports,
+            generator_cores,
+            udp_rcvbuf_errors,
+            late,
+            window_secs,
+            participants,
+            errors,
+            samples: before_joins.zip(cpu_before).zip(cpu_after),
+        },
+    ))
+}
+
+type Samples = (
+    (server_cost::Sample, server_cost::Sample),
+    server_cost::Sample,
+);
+
+/// What a step collected, for [`summarize`].
+struct Collected {
+    reports: Vec<(Member, Option<(ClientReport, u64)>)>,
+    generator_cores: Option<f64>,
+    udp_rcvbuf_errors: Option<u64>,
+    /// Participants not ready within the join timeout.
+    late: BTreeSet<u16>,
+    window_secs: f64,
+    participants: usize,
+    errors: Vec<String>,
+    samples: Option<Samples>,
+}
+
+fn summarize(o: &StepOptions, c: Collected) -> StepResult {
+    let Collected {
+        reports,
+        generator_cores,
+        udp_rcvbuf_errors,
+        late,
+        window_secs,
+        participants,
+        mut errors,
+        samples,
+    } = c;
+    let sent_by: std::collections::HashMap<u16, (u64, u64)> = reports
+        .iter()
+        .filter_map(|(m, r)| {
+            r.as_ref()
+                .map(|(r, _)| (m.opts.id, (r.sent_in_window.audio, r.sent_in_window.video)))
+        })
+        .collect();
+    let mut delay = Histogram::default();
+    let mut join_rtp = Histogram::default();
+    let mut join_ready = Histogram::default();
+    let (mut expected, mut received) = (0u64, 0u64);
+    let (mut nacks, mut plis, mut kreq) = (0, 0, 0);
+    let (mut ok, mut failed) = (0, 0);
+    let mut publishers = 0;
+    for (m, r) in &reports {
+        if m.publishes {
+            publishers += 1;
+        }
+        let Some((r, start)) = r else {
+            failed += 1;
+            continue;
+        };
+        let ms = &r.milestones;
+        if let Some(f) = &ms.failed {
+            errors.push(format!("participant {}: {f}", m.opts.id));
+        }
+        // Ready in time: a decodable start from every publisher within the join timeout.
+        let ready = ms.failed.is_none()
+            && m.expects.is_subset(&ms.ready_from)
+            && !late.contains(&m.opts.id);
+        if ready {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        for p in &m.expects {
+            let (a, v) = sent_by.get(p).copied().unwrap_or_default();
+            expected += a + v;
+            for (kind, _) in [(StreamKind::Audio, a), (StreamKind::Video, v)] {
+                received += r.reception.in_window.get(&(*p, kind)).copied().unwrap_or(0);
+            }
+        }
+        delay.merge(&r.reception.delay);
+        nacks += r.nacks_sent;
+        plis += r.plis_sent;
+        kreq += r.keyframe_requests_received;
+        if !m.expects.is_empty() {
+            if let Some(t) = ms.first_rtp_ns {
+                join_rtp.record(t.saturating_sub(*start) / 1000);
+            }
+            if ready {
+                if let Some(t) = ms.first_keyframe_ns.max(ms.first_rtp_ns) {
+                    join_ready.record(t.saturating_sub(*start) / 1000);
+                }
+            }
+        }
+    }
+    let loss = if expected > 0 {
+        1.0 - received.min(expected) as f64 / expected as f64
+    } else {
+        0.0
+    };
+    let server = samples.map(|((_, b), a)| server_cost::cost(&b, &a, received));
+    let (mem_before, mem_after) = match samples {
+        Some(((before, _), after)) => (Some(before.mem_kib), Some(after.mem_kib)),
+        None => (None, None),
+    };
+    let mem_per = mem_before
+        .zip(mem_after)
+        .filter(|_| participants > 0)
+        .map(|(b, a)| (a as f64 - b as f64) / participants as f64);
+    StepResult {
+        scenario: o.scenario,
+        load: o.load,
+        publishers,
+        receivers: reports
+            .iter()
+            .filter(|(m, _)| !m.expects.is_empty())
+            .count(),
+        window_secs,
+        expected_packets: expected,
+        received_packets: received,
+        loss,
+        forwarded_pps: received as f64 / window_secs.max(1e-9),
+        delay: Percentiles::of(&delay),
+        nacks_sent: nacks,
+        plis_sent: plis,
+        keyframe_requests_at_publishers: kreq,
+        joins_ok: ok,
+        joins_failed: failed,
+        join_first_rtp: Percentiles::of(&join_rtp),
+        join_ready: Percentiles::of(&join_ready),
+        server,
+        generator_cores,
+        udp_rcvbuf_errors,
+        server_mem_kib_before: mem_before,
+        server_mem_kib_after: mem_after,
+        mem_kib_per_participant: mem_per,
+        errors,
+    }
+}
+
+/// Prints a progress line once a second for `length`.
+async fn progress(
+    o: &StepOptions,
+    phase: &str,
+    shared: &Shared,
+    pid: Option<u32>,
+    length: Duration,
+) {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last_rx = shared.received.load(Ordering::Relaxed);
+    let mut last_cpu = pid.and_then(|p| server_cost::sample(p).ok());
+    loop {
+        let left = length.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep(left) => {}
+        }
+        let rx = shared.received.load(Ordering::Relaxed);
+        let cpu = pid.and_then(|p| server_cost::sample(p).ok());
+        let cores = match (last_cpu, cpu) {
+            (Some(a), Some(b)) => {
+                format!("  server {:.2} cores", server_cost::cost(&a, &b, 0).cores)
+            }
+            _ => String::new(),
+        };
+        let secs = length.as_secs_f64();
+        let done = start.elapsed().as_secs_f64().min(secs);
+        let width = 20;
+        let filled = ((done / secs.max(1e-9)) * width as f64) as usize;
+        eprint!(
+            "\r{:?} load {} {phase:<9} [{}{}] {:>4.0}/{:.0} s  received {:>7} pkt/s{cores}   ",
+            o.scenario,
+            o.load,
+            "#".repeat(filled.min(width)),
+            ".".repeat(width - filled.min(width)),
+            done,
+            secs,
+            rx - last_rx
+        );
+        let _ = std::io::stderr().flush();
+        last_rx = rx;
+        last_cpu = cpu;
+    }
+}

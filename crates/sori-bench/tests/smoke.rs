@@ -1,0 +1,162 @@
+//! `sori-bench` as a user runs it: short runs against a real `sori serve` and against the
+//! ceiling relay, each started by the tool itself on 127.0.0.1 and read back from `--json`;
+//! and clear errors for bad flags.
+//!
+//! The `sori` binary must be built first (`cargo test --workspace` builds it for the `sori`
+//! crate's own tests; `scripts/test` runs that). `SORI_BIN` overrides where it is looked for.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_sori-bench");
+
+/// target/<profile>/sori, next to this test's own target/<profile>/deps/ directory.
+fn sori_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SORI_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let sori = profile_dir.join("sori");
+    assert!(
+        sori.exists(),
+        "{} is missing: build it first with `cargo build -p sori` (or set SORI_BIN)",
+        sori.display()
+    );
+    sori
+}
+
+#[test]
+fn fanout_through_sori_serve_arrives_whole_with_delays_and_server_cost() {
+    let out = Command::new(BENCH)
+        .args(["--spawn-server"])
+        .arg(sori_binary())
+        .args([
+            "--scenario",
+            "fanout",
+            "--load",
+            "3",
+            "--video-kbps",
+            "300",
+            "--warmup",
+            "1",
+            "--duration",
+            "3",
+            "--quiet",
+            "--json",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sori-bench failed\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    let json_start = stdout.find("{\n").expect("JSON after the table");
+    let v: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    let step = &v["steps"][0];
+    assert_eq!(step["load"], 3);
+    assert_eq!(step["publishers"], 1);
+    assert_eq!(step["receivers"], 3);
+    // The publisher and the three receivers.
+    assert_eq!(step["joins_ok"], 4, "{step}");
+    assert_eq!(step["joins_failed"], 0, "{step}");
+    assert!(step["errors"].as_array().unwrap().is_empty(), "{step}");
+    // 3 s of 50 audio and ~30 video packets per second, to each of 3 receivers.
+    let expected = step["expected_packets"].as_u64().unwrap();
+    assert!(expected > 3 * 3 * 70, "{step}");
+    assert_eq!(
+        step["received_packets"].as_u64().unwrap(),
+        expected,
+        "{step}"
+    );
+    assert_eq!(step["loss"].as_f64().unwrap(), 0.0);
+    for q in ["p50_ms", "p95_ms", "p99_ms"] {
+        assert!(step["delay"][q].as_f64().unwrap() > 0.0, "{q}: {step}");
+        assert!(step["join_ready"][q].as_f64().unwrap() > 0.0, "{q}: {step}");
+    }
+    assert!(
+        step["server"]["cpu_us_per_packet"].as_f64().is_some(),
+        "{step}"
+    );
+    assert!(step["server_mem_kib_after"].as_u64().unwrap() > 0, "{step}");
+    assert!(stdout.contains("capacity: load 3"), "{stdout}");
+}
+
+#[test]
+fn meeting_through_the_ceiling_relay_arrives_whole() {
+    let out = Command::new(BENCH)
+        .args([
+            "--target",
+            "ceiling",
+            "--scenario",
+            "meeting",
+            "--load",
+            "3",
+            "--video-kbps",
+            "300",
+            "--warmup",
+            "1",
+            "--duration",
+            "2",
+            "--quiet",
+            "--json",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sori-bench failed\n{stdout}\n{stderr}"
+    );
+    let json_start = stdout.find("{\n").expect("JSON after the table");
+    let v: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    let step = &v["steps"][0];
+    assert_eq!(step["publishers"], 3, "{step}");
+    assert_eq!(step["joins_ok"], 3, "{step}");
+    let expected = step["expected_packets"].as_u64().unwrap();
+    // Each of 3 receives 2 others' audio and video for 2 s.
+    assert!(expected > 3 * 2 * 2 * 70, "{step}");
+    assert_eq!(
+        step["received_packets"].as_u64().unwrap(),
+        expected,
+        "{step}"
+    );
+    assert!(step["delay"]["p50_ms"].as_f64().unwrap() > 0.0, "{step}");
+    assert!(
+        step["server"]["cpu_us_per_packet"].as_f64().is_some(),
+        "{step}"
+    );
+}
+
+#[test]
+fn bad_flags_get_a_clear_error_and_no_panic() {
+    for (args, says) in [
+        (vec!["--load", "0"], "--load"),
+        (vec!["--load", "x"], "invalid"),
+        (vec!["--fps", "0"], "--fps"),
+        (vec!["--duration=-1"], "--duration"),
+        (vec!["--scenario", "meeting", "--load", "1"], "at least 2"),
+        (
+            vec!["--url", "ws://127.0.0.1:1/ws", "--load", "1"],
+            "cannot connect",
+        ),
+    ] {
+        let out = Command::new(BENCH)
+            .args(&args)
+            .arg("--quiet")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
