@@ -4,11 +4,15 @@
 //! and Opus whose every payload ends with a probe ([`probe`]): publisher, stream, probe sequence
 //! number and send time. Receivers count probes per stream over a measurement window of send
 //! times ([`measure`]), which gives loss after repair and one-way delay through any SFU. A step
-//! ([`run`]) joins a scenario's participants through a target's signaling ([`sori_target`], [`janus_target`]),
-//! waits until each has a decodable start from every publisher, measures a steady window, and
-//! reads the server's CPU time and memory from /proc ([`server_cost`]). [`report`] applies the
-//! capacity rule and draws the table and chart. [`ceiling`] is the yardstick: a relay that only
-//! decrypts, re-encrypts and forwards.
+//! ([`run`]) joins a scenario's participants through a target's signaling ([`sori_target`],
+//! [`janus_target`]), waits until each has a decodable start from every publisher, measures a
+//! steady window, and reads the server's CPU time and memory from /proc ([`server_cost`]).
+//! [`report`] applies the capacity rule and draws the table and chart. [`ceiling`] is the
+//! yardstick: a relay that only decrypts, re-encrypts and forwards.
+//!
+//! One client decrypts every packet it receives, so the load generator costs about as much CPU
+//! per packet as a good SFU: on a small machine it, not the server, sets the largest load it can
+//! measure. Each step reports the generator's own CPU next to the server's.
 
 pub mod ceiling;
 pub mod client;

@@ -75,7 +75,9 @@ struct Args {
     /// Receivers joining per second.
     #[arg(long, default_value_t = 20.0)]
     join_rate: f64,
-    /// Seconds a participant may take from signaling start to media from every publisher.
+    /// Seconds for a publisher to connect and, once the last receiver has joined, for everyone
+    /// to get a decodable start from every publisher; later counts as a failed join. (Each
+    /// signaling reply has its own 10 s limit.)
     #[arg(long, default_value_t = 10.0)]
     join_timeout: f64,
     /// Seconds of media after everyone joined, before measuring.

@@ -105,7 +105,8 @@ pub struct StepResult {
     pub joins_failed: usize,
     /// Signaling start to the first RTP packet.
     pub join_first_rtp: Percentiles,
-    /// Signaling start to a decodable start from every publisher (a keyframe, or audio).
+    /// Signaling start to the first decodable start (a keyframe; audio from an audio-only
+    /// speaker), for participants that became ready in time.
     pub join_ready: Percentiles,
     pub server: Option<Cost>,
     /// CPU the load generator itself used (1.0 = one core): near the cores it has, the
