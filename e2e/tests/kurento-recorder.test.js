@@ -151,6 +151,39 @@ test('H.264 video goes into Matroska with Opus, and decodes cleanly', async () =
   await s.page.context().close();
 });
 
+test('the source can be switched while recording: one file, continuous, decoding cleanly', async () => {
+  const pa = await peerPage(browser, pages.url, 'first-source');
+  const pb = await peerPage(browser, pages.url, 'second-source');
+  const pipeline = await client.create('MediaPipeline');
+  const [ea, eb] = [await pipeline.create('WebRtcEndpoint'), await pipeline.create('WebRtcEndpoint')];
+  const pass = await pipeline.create('PassThrough');
+  await negotiate(pa, 'send', ea, { send: true });
+  await negotiate(pb, 'send', eb, { send: true });
+  const file = join(dir, 'switched.webm');
+  const recorder = await pipeline.create('RecorderEndpoint', { uri: `file://${file}` });
+  const flowing = new Promise((resolve) => recorder.on('MediaFlowInStateChanged', (e) => e.state === 'FLOWING' && resolve()));
+  await ea.connect(pass);
+  await pass.connect(recorder);
+  await recorder.record();
+  await flowing;
+  await sleep(3000);
+  // Hot swap: the second source replaces the first, which then goes away entirely.
+  await eb.connect(pass);
+  await ea.release();
+  await sleep(3000);
+  await recorder.stopAndWait();
+  const info = probe(file);
+  const duration = Number(info.format.duration);
+  const errors = decodeErrors(file);
+  console.log(`switched sources: ${duration.toFixed(2)} s, ${info.streams.map((x) => `${x.codec_name}:${x.nb_read_frames}`).join(', ')}, decode errors: ${errors ? errors.trim() : 'none'}`);
+  assert.deepEqual(info.streams.map((x) => x.codec_name).sort(), ['opus', 'vp8']);
+  assert.ok(duration > 5 && duration < 6.8, `${duration} s for about 6 s of recording`);
+  assert.equal(errors, '', 'both sources decode cleanly');
+  await pipeline.release();
+  await pa.context().close();
+  await pb.context().close();
+});
+
 test('paths outside the recordings directory are refused; an unwritable one is an Error event', async () => {
   const pipeline = await client.create('MediaPipeline');
   for (const uri of ['file:///etc/passwd', `file://${dir}/../escape.webm`, 'http://example.invalid/x.webm']) {

@@ -144,6 +144,8 @@ impl Drop for Recording {
 
 /// One track's reassembly state.
 struct Track {
+    /// The tap feeding it: a new one means a new source (its own sequence and RTP clock).
+    tap: sori_sfu::TapId,
     kind: MediaKind,
     codec: Option<VideoCodec>,
     clock_rate: u32,
@@ -165,6 +167,7 @@ struct Track {
 impl Track {
     fn new(p: &TapPacket) -> Self {
         Self {
+            tap: p.tap,
             kind: p.kind,
             codec: p.codec,
             clock_rate: p.clock_rate.max(1),
@@ -204,6 +207,14 @@ impl Track {
 
     /// Takes one packet; returns a complete frame (time, keyframe, data) when one ends.
     fn push(&mut self, p: &TapPacket) -> Option<(Instant, bool, Vec<u8>)> {
+        if p.tap != self.tap {
+            // The source was switched: continue on the wall clock from its first packet, at
+            // its first keyframe.
+            *self = Track {
+                size: self.size,
+                ..Track::new(p)
+            };
+        }
         let gap = self.last_seq.is_some_and(|s| p.seq != s + 1);
         if self.last_seq.is_some_and(|s| p.seq <= s) {
             return None; // duplicate or reordered late: skip
