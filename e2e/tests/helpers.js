@@ -15,7 +15,7 @@ mkdirSync(artifacts, { recursive: true });
 const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
 
 /** Spawns `sori ARGS`; resolves with its log and the first match of `pattern` in it. */
-async function spawnSori(args, pattern) {
+export async function spawnSori(args, pattern) {
   const child = spawn(SORI, args, {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -37,7 +37,7 @@ async function spawnSori(args, pattern) {
     child.kill('SIGTERM');
     await exited;
   };
-  return { match, log, stop };
+  return { match, log, stop, child };
 }
 
 /** Browser tests run against one `sori serve`, or with SORI_E2E_SPLIT=1 against a

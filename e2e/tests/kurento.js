@@ -1,17 +1,12 @@
 // Pieces of the tests that drive `sori media` with the unmodified npm kurento-client, the way
 // Kurento applications do, and browser pages holding plain RTCPeerConnections.
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { root } from './helpers.js';
+import { spawnSori } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 /** The npm package exactly as Kurento applications use it. */
 export const kurento = require('kurento-client');
-
-const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
 
 /**
  * Starts `sori media` (or `sori serve --kurento` with `serve: true`) on free loopback ports;
@@ -22,32 +17,8 @@ export async function startMedia(extraArgs = [], { serve = false } = {}) {
     ? ['serve', '--kurento', '--listen', '127.0.0.1:0']
     : ['media'];
   args.push('--kurento-listen', '127.0.0.1:0', '--rtc-port', '0', '--advertise-ip', '127.0.0.1');
-  const child = spawn(SORI, [...args, ...extraArgs], {
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const lines = createInterface({ input: child.stderr });
-  const log = [];
-  const url = await new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`sori exited with ${code}:\n${log.join('\n')}`)));
-    lines.on('line', (line) => {
-      log.push(line);
-      if (/ (WARN|ERROR) /.test(line)) console.error(`[sori] ${line}`);
-      const m = line.match(/control API on (ws:\/\/\S+)/);
-      if (m) resolve(m[1]);
-    });
-  });
-  return {
-    url,
-    log,
-    child,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+  const sori = await spawnSori([...args, ...extraArgs], /control API on (ws:\/\/\S+)/);
+  return { url: sori.match, log: sori.log, child: sori.child, stop: sori.stop };
 }
 
 /** A kurento-client connected to `url` (callback form, as the tutorials use it). */
