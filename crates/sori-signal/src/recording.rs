@@ -252,6 +252,11 @@ impl Recordings {
         else {
             return;
         };
+        self.finish(part).await;
+    }
+
+    /// Closes a participant's taps and finishes its file (once).
+    async fn finish(&self, part: &mut Part) {
         if let Some(media) = &self.media {
             for (_, tap) in part.taps.drain(..) {
                 media.untap(tap);
@@ -273,17 +278,7 @@ impl Recordings {
         drop(inner);
         let mut files = Vec::new();
         for (id, part) in rec.parts.iter_mut() {
-            if let Some(media) = &self.media {
-                for (_, tap) in part.taps.drain(..) {
-                    media.untap(tap);
-                }
-            }
-            if let Some(recording) = part.recording.take() {
-                part.summary = tokio::task::spawn_blocking(move || recording.stop())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-            }
+            self.finish(part).await;
             let s = part.summary.clone().unwrap_or_default();
             let start_ms = s
                 .start

@@ -337,41 +337,23 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
                     }),
                 );
         }
-        let listener = tokio::net::TcpListener::bind(config.kurento.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.kurento.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (listener, addr) = bind(config.kurento.listen).await?;
         tracing::info!(
             "Sori {} media server: control API on ws://{addr}{path} (media: UDP {}, advertised as {advertised})",
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
-        let listener = listener.tap_io(no_delay);
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .map_err(|e| format!("control API failed: {e}"))
-        });
+        servers.spawn(serve_http(listener, app, "control API"));
     }
     if let Role::Serve { .. } = role {
         let app = Signal::new(media.handle.clone(), config.signal()).router();
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
             "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
-        let listener = listener.tap_io(no_delay);
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .map_err(|e| format!("HTTP server failed: {e}"))
-        });
+        servers.spawn(serve_http(listener, app, "HTTP server"));
     }
     let mut result = Ok(());
     while let Some(done) = servers.join_next().await {
@@ -393,20 +375,35 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
     let app = Signal::new(media, config.signal()).router();
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let http = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, http) = bind(config.server.listen).await?;
     tracing::info!(
         "Sori {} listening on http://{http} (media server: {shown})",
         env!("CARGO_PKG_VERSION"),
     );
+    serve_http(listener, app, "HTTP server").await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds a TCP listener; returns it with the address it got.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, local))
+}
+
+/// Serves `app` on `listener` until SIGINT/SIGTERM; `what` names it in errors.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    what: &'static str,
+) -> Result<(), String> {
     axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
-    tracing::info!("stopped");
-    Ok(())
+        .map_err(|e| format!("{what} failed: {e}"))
 }
 
 /// Replies and events go out at once: small frames must not wait for the peer's ACK.
