@@ -18,7 +18,7 @@ use crate::keyframe::VideoCodec;
 use crate::peer::{Drained, OutTrack, Peer, PendingOffer};
 use crate::sdp::video_offer;
 use crate::stun;
-use crate::throttle::KeyframeThrottle;
+use crate::throttle::{KeyframeThrottle, Urgency};
 
 /// A peer (one client PeerConnection) in the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -167,6 +167,9 @@ pub struct SfuConfig {
     pub ice_timeout: Duration,
     /// At most one keyframe request per track goes to its publisher in this interval.
     pub keyframe_request_interval: Duration,
+    /// The shorter gap for a request made because a receiver starts on a track (it shows
+    /// nothing until a keyframe); at most `keyframe_request_interval`.
+    pub keyframe_request_on_start_interval: Duration,
     /// Video codecs a room may use, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
 }
@@ -177,6 +180,7 @@ impl Default for SfuConfig {
             candidates: Vec::new(),
             ice_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_secs(1),
+            keyframe_request_on_start_interval: Duration::from_millis(200),
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
         }
     }
@@ -801,7 +805,7 @@ impl Sfu {
             track.subscribers.push((sink, mid));
         }
         if connected && kind == MediaKind::Video {
-            self.request_keyframe_of(source, KeyframeRequestKind::Pli, now);
+            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
             self.process(now);
         }
         Ok(())
@@ -817,7 +821,7 @@ impl Sfu {
         let tap = TapId(self.next_id);
         self.next_id += 1;
         t.taps.push(tap);
-        self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
+        self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Start, now);
         self.process(now);
         Ok(tap)
     }
@@ -846,7 +850,7 @@ impl Sfu {
             .map(|o| o.source)
             .collect();
         for track in sources {
-            self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
+            self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Repair, now);
         }
         self.process(now);
         Ok(())
@@ -1028,7 +1032,7 @@ impl Sfu {
                     .and_then(|p| p.out.get(&req.mid))
                     .map(|o| o.source);
                 if let Some(track) = source {
-                    self.request_keyframe_of(track, req.kind, now);
+                    self.request_keyframe_of(track, req.kind, Urgency::Repair, now);
                 }
             }
             Event::Connected => {
@@ -1045,7 +1049,7 @@ impl Sfu {
                     .map(|o| o.source)
                     .collect();
                 for track in video {
-                    self.request_keyframe_of(track, KeyframeRequestKind::Pli, now);
+                    self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Start, now);
                 }
             }
             Event::MediaAdded(added) => {
@@ -1111,7 +1115,10 @@ impl Sfu {
                 codec,
                 subscribers: Vec::new(),
                 taps: Vec::new(),
-                throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+                throttle: KeyframeThrottle::new(
+                    self.config.keyframe_request_interval,
+                    self.config.keyframe_request_on_start_interval,
+                ),
                 params: Vec::new(),
             },
         );
@@ -1274,13 +1281,19 @@ impl Sfu {
         if peer.desired.contains(&track_id) {
             track.subscribers.push((id, mid));
             if peer.connected && track.kind == MediaKind::Video {
-                self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, now);
+                self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, Urgency::Start, now);
             }
         }
     }
 
     /// A keyframe is wanted on `track`; goes upstream at most once per interval.
-    fn request_keyframe_of(&mut self, track_id: TrackId, kind: KeyframeRequestKind, now: Instant) {
+    fn request_keyframe_of(
+        &mut self,
+        track_id: TrackId,
+        kind: KeyframeRequestKind,
+        urgency: Urgency,
+        now: Instant,
+    ) {
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
@@ -1290,7 +1303,7 @@ impl Sfu {
         let Some(publisher) = self.peers.get_mut(&track.publisher) else {
             return;
         };
-        if track.throttle.request(now) {
+        if track.throttle.request(urgency, now) {
             send_keyframe_request(publisher, track.mid, kind, &mut self.io, &mut self.counters);
         } else if let Some(due) = track.throttle.poll_timeout() {
             publisher.throttle_due = Some(publisher.throttle_due.map_or(due, |t| t.min(due)));
@@ -1469,7 +1482,7 @@ impl Sfu {
             self.io.settle(sub);
         }
         if wants_keyframe {
-            self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, now);
+            self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, Urgency::Start, now);
         }
     }
 }

@@ -76,6 +76,7 @@ pub struct MediaSection {
     pub advertise_ip: Option<IpAddr>,
     pub ice_timeout_secs: u64,
     pub keyframe_request_interval_ms: u64,
+    pub keyframe_request_on_start_interval_ms: u64,
     pub video_codecs: Vec<String>,
 }
 
@@ -200,6 +201,9 @@ impl Config {
             ice_timeout: Duration::from_secs(self.media.ice_timeout_secs.max(1)),
             keyframe_request_interval: Duration::from_millis(
                 self.media.keyframe_request_interval_ms,
+            ),
+            keyframe_request_on_start_interval: Duration::from_millis(
+                self.media.keyframe_request_on_start_interval_ms,
             ),
             video_codecs,
         })
