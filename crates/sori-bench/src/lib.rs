@@ -7,7 +7,8 @@
 //! ([`run`]) joins a scenario's participants through a target's signaling ([`sori_target`],
 //! [`janus_target`]), waits until each has a decodable start from every publisher, measures a
 //! steady window, and reads the server's CPU time and memory from /proc ([`server_cost`]).
-//! [`report`] applies the capacity rule and draws the table and chart. [`ceiling`] is the
+//! [`report`] applies the capacity rule and draws the table and chart; [`summary`] turns the
+//! result files of several contenders and rounds into the benchmarks page. [`ceiling`] is the
 //! yardstick: a relay that only decrypts, re-encrypts and forwards.
 //!
 //! One client decrypts every packet it receives, so the load generator costs about as much CPU
@@ -24,3 +25,4 @@ pub mod run;
 pub mod server_cost;
 pub mod sori_target;
 pub mod spawn;
+pub mod summary;

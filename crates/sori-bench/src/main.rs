@@ -31,6 +31,32 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Write the benchmarks page (Markdown, with SVG charts) from result files named
+    /// `<scenario>-<contender>-<round>.json`: medians and ranges over rounds, capacity per
+    /// round, and how Sori compares with each other contender.
+    Summarize {
+        /// The page to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Directory for the charts (linked from the page).
+        #[arg(long, default_value = "docs/benchmarks")]
+        charts: PathBuf,
+        /// When the runs were made, as the page should say.
+        #[arg(long)]
+        date: String,
+        /// One line about the machine; repeat for several.
+        #[arg(long)]
+        machine: Vec<String>,
+        /// The command that made the runs, quoted on the page.
+        #[arg(long)]
+        command: String,
+        /// Compare CPU cost and join time at this load (default: the middle step).
+        #[arg(long)]
+        reference_load: Option<usize>,
+        /// Result files (--json of earlier runs).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Load generator for Sori: str0m clients publish synthetic VP8 and Opus through an SFU;
@@ -169,8 +195,32 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Command::Relay { listen }) = args.command {
-        return relay(listen);
+    match args.command {
+        Some(Command::Relay { listen }) => return relay(listen),
+        Some(Command::Summarize {
+            ref out,
+            ref charts,
+            ref date,
+            ref machine,
+            ref command,
+            reference_load,
+            ref files,
+        }) => {
+            let meta = sori_bench::summary::Meta {
+                date: date.clone(),
+                machine: machine.clone(),
+                command: command.clone(),
+                reference_load,
+            };
+            return match summarize(out, charts, &meta, files) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sori-bench summarize: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     if let Err(e) = check(&args) {
         eprintln!("sori-bench: {e}");
@@ -194,6 +244,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn summarize(
+    out: &std::path::Path,
+    charts: &std::path::Path,
+    meta: &sori_bench::summary::Meta,
+    files: &[PathBuf],
+) -> Result<(), String> {
+    let runs = files
+        .iter()
+        .map(|f| sori_bench::summary::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Links on the page are relative to the page.
+    let base = out.parent().unwrap_or(std::path::Path::new(""));
+    let link = charts.strip_prefix(base).unwrap_or(charts);
+    let (page, svgs) = sori_bench::summary::document(&runs, meta, &link.to_string_lossy());
+    std::fs::create_dir_all(charts)
+        .map_err(|e| format!("cannot create {}: {e}", charts.display()))?;
+    for (name, svg) in svgs {
+        let path = charts.join(name);
+        std::fs::write(&path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    std::fs::write(out, page).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("wrote {} from {} result files", out.display(), runs.len());
+    Ok(())
 }
 
 /// The ceiling relay runs on one thread: it is the yardstick for one core.

@@ -17,7 +17,9 @@ use crate::server_cost::{self, Cost};
 use crate::{janus_target, sori_target};
 
 /// Who publishes and who receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// One publisher (audio + video) to N receivers.
@@ -62,7 +64,7 @@ pub struct StepOptions {
 }
 
 /// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -82,7 +84,7 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepResult {
     pub scenario: Scenario,
     pub load: usize,

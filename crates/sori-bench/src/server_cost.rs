@@ -86,7 +86,7 @@ fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
 }
 
 /// The server's cost between two samples.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Cost {
     /// CPU time used per wall-clock second (1.0 = one core busy).
     pub cores: f64,
