@@ -389,13 +389,21 @@ fn scenario_section(out: &mut String, name: &str, runs: &[&Run], meta: &Meta) {
             Scenario::JoinStorm => "N receivers joining while media flows",
         }
     );
+    let senders = match first.scenario {
+        Scenario::Audio => format!(
+            "{} speakers send Opus at 50 packets/s each.",
+            first.steps.first().map_or(0, |s| s.publishers)
+        ),
+        _ => format!(
+            "Publishers send VP8 at {} kbit/s, {} fps, and Opus at 50 packets/s.",
+            first.video_kbps, first.fps
+        ),
+    };
     let _ = writeln!(
         out,
-        "Publishers send VP8 at {} kbit/s, {} fps, and Opus at 50 packets/s. Steps (N): {}. \
-         CPU cost and join time are compared at N = {reference}; delay at half of each \
-         contender's own capacity in each round; memory at the largest step.\n",
-        first.video_kbps,
-        first.fps,
+        "{senders} Steps (N): {}. CPU cost and join time are compared at N = {reference}; \
+         delay at half of each contender's own capacity in each round; memory at the largest \
+         step.\n",
         loads
             .iter()
             .map(|l| l.to_string())
@@ -486,7 +494,7 @@ fn standing(out: &mut String, figs: &[Figures], reference: usize) {
     if let (Some(s), Some(g)) = (sori.server_cores_at_max, sori.generator_cores_at_max) {
         let _ = writeln!(
             out,
-            "- At the largest step ({} receivers) Sori's server used {:.2} of a core and the \
+            "- At the largest step (N = {}) Sori's server used {:.2} of a core and the \
              load generator {:.2} of its own{}.",
             sori.max_load,
             s.median,
