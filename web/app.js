@@ -37,6 +37,24 @@ window.sori = {
     });
     return out;
   },
+  /** The ICE candidate pair media uses now: each side's type, protocol, address and port. */
+  async selectedPair() {
+    if (!state.pc) return null;
+    const report = await state.pc.getStats();
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const side = (id) => {
+      const c = report.get(id);
+      return c && {
+        type: c.candidateType, protocol: c.protocol, address: c.address, port: c.port,
+        relayProtocol: c.relayProtocol, url: c.url,
+      };
+    };
+    return { local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
+  },
 };
 
 function send(message) {

@@ -14,9 +14,13 @@ mkdirSync(artifacts, { recursive: true });
 
 const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori');
 
-/** Spawns `sori ARGS`; resolves with its log and the first match of `pattern` in it. */
-export async function spawnSori(args, pattern) {
-  const child = spawn(SORI, args, {
+/**
+ * Spawns `sori ARGS` (inside network namespace `netns` when given); resolves with its log and
+ * the first match of `pattern` in it.
+ */
+export async function spawnSori(args, pattern, { netns } = {}) {
+  const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, SORI, ...args]] : [SORI, args];
+  const child = spawn(cmd, argv, {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -94,7 +98,7 @@ export async function launchKillableBrowser() {
   return { browser, kill: () => server.process().kill('SIGKILL') };
 }
 
-function launchOptions(loopback = true) {
+export function launchOptions(loopback = true) {
   const webrtc = loopback
     ? ['--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns']
     : [];
