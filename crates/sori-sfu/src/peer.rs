@@ -12,11 +12,12 @@ use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
 
 use crate::keyframe::VideoCodec;
 use crate::rewrite::StreamRewriter;
-use crate::sfu::{MediaKind, PeerId, TrackId};
+use crate::sfu::{MediaKind, PeerId, Proto, TrackId};
 
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
@@ -75,7 +76,7 @@ pub(crate) struct Peer {
     pub ufrag: String,
     pub connected: bool,
     /// Remote addresses the peer's ICE agent has answered; routed straight to this peer.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<(Proto, SocketAddr)>,
     /// Every m-line of the session, in the order str0m reported them.
     pub lines: Vec<(Mid, MediaKind)>,
     /// RTP packets received from this peer and sent to it, per kind (audio, video).
@@ -111,6 +112,7 @@ impl Peer {
         video: &[VideoCodec],
         cert: &DtlsCert,
         candidates: &[SocketAddr],
+        tcp_candidates: &[SocketAddr],
         now: Instant,
         ice_timeout: std::time::Duration,
     ) -> Self {
@@ -135,6 +137,21 @@ impl Peer {
                     rtc.add_local_candidate(c);
                 }
                 Err(e) => tracing::warn!(%addr, "unusable candidate address: {e}"),
+            }
+        }
+        // ICE-TCP (RFC 6544): the client connects, the core only accepts. str0m gives TCP host
+        // candidates a lower type preference than UDP ones, so clients prefer UDP when it works.
+        for addr in tcp_candidates {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, "unusable TCP candidate address: {e}"),
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -179,7 +196,7 @@ impl Peer {
     /// transmits go to `transmits`, events to `events`.
     pub(crate) fn drain(
         &mut self,
-        transmits: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+        transmits: &mut Vec<(Proto, SocketAddr, SocketAddr, Vec<u8>)>,
         events: &mut Vec<Event>,
     ) -> Drained {
         let rtc = &mut self.rtc;
@@ -187,7 +204,12 @@ impl Peer {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break Ok(t),
                 Ok(Output::Transmit(t)) => {
-                    transmits.push((t.source, t.destination, t.contents.into()));
+                    let proto = match t.proto {
+                        Protocol::Udp => Proto::Udp,
+                        // Only TCP candidates were added besides UDP ones.
+                        _ => Proto::Tcp,
+                    };
+                    transmits.push((proto, t.source, t.destination, t.contents.into()));
                 }
                 Ok(Output::Event(e)) => events.push(e),
                 Err(e) => break Err(e.to_string()),
@@ -208,7 +230,10 @@ impl Peer {
     }
 
     /// Remembers a remote address the peer's ICE agent talks to. Returns true if new.
-    pub(crate) fn learn_addr(&mut self, addr: SocketAddr) -> Option<Option<SocketAddr>> {
+    pub(crate) fn learn_addr(
+        &mut self,
+        addr: (Proto, SocketAddr),
+    ) -> Option<Option<(Proto, SocketAddr)>> {
         if self.addrs.contains(&addr) {
             return None;
         }
