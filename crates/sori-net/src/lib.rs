@@ -393,7 +393,11 @@ pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
         .map(|ip| SocketAddr::new(*ip, local_addr.port()))
         .collect();
     let tcp_candidates: Vec<SocketAddr> = tcp_addr
-        .map(|t| ips.iter().map(|ip| SocketAddr::new(*ip, t.port())).collect())
+        .map(|t| {
+            ips.iter()
+                .map(|ip| SocketAddr::new(*ip, t.port()))
+                .collect()
+        })
         .unwrap_or_default();
     tracing::info!(%local_addr, ?candidates, ?tcp_addr, ?tcp_candidates, "media port open");
     let mut sfu_config = config.sfu;
@@ -401,7 +405,11 @@ pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
     sfu_config.tcp_candidates = tcp_candidates.clone();
     let sfu = Sfu::new(sfu_config);
     let tcp = listener.map(|l| {
-        TcpPort::new(l, config.tcp.clone().unwrap_or_default(), tcp_candidates.clone())
+        TcpPort::new(
+            l,
+            config.tcp.clone().unwrap_or_default(),
+            tcp_candidates.clone(),
+        )
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(socket, tcp, sfu, rx, candidates.clone()));

@@ -113,7 +113,11 @@ pub(crate) struct TcpPort {
 }
 
 impl TcpPort {
-    pub(crate) fn new(listener: TcpListener, config: TcpConfig, candidates: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: TcpConfig,
+        candidates: Vec<SocketAddr>,
+    ) -> Self {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Self {
             listener,
@@ -181,7 +185,8 @@ impl TcpPort {
             },
         );
         self.by_remote.insert(remote, conn);
-        self.pending.push_back((now + self.config.auth_timeout, conn));
+        self.pending
+            .push_back((now + self.config.auth_timeout, conn));
         self.stats.accepted += 1;
         self.stats.pending += 1;
         tracing::debug!(%remote, "ICE-TCP connection accepted");
@@ -220,7 +225,10 @@ impl TcpPort {
             return;
         };
         let Ok(len) = u16::try_from(t.contents.len()) else {
-            tracing::debug!(len = t.contents.len(), "ICE-TCP frame too long for RFC 4571");
+            tracing::debug!(
+                len = t.contents.len(),
+                "ICE-TCP frame too long for RFC 4571"
+            );
             return;
         };
         let Some(c) = self.conns.get_mut(&conn) else {

@@ -37,7 +37,11 @@ fn check_frames(s: &ClientState, who: u8, sender: u8, min: usize) {
 async fn a_client_without_udp_sends_and_receives_over_tcp() {
     let server = start_server_with(Duration::from_secs(2), Some(TcpConfig::default())).await;
     let tcp_addr = server.tcp_addr.expect("a TCP listener");
-    assert_eq!(tcp_addr.port(), server.local_addr.port(), "same port number");
+    assert_eq!(
+        tcp_addr.port(),
+        server.local_addr.port(),
+        "same port number"
+    );
     assert_eq!(server.tcp_candidates.len(), 1);
 
     let mut opts = ClientOptions::new(0, "tcp");

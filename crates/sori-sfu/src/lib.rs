@@ -62,6 +62,6 @@ mod sfu;
 
 pub use keyframe::VideoCodec;
 pub use sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
-    Proto, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
+    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
 };

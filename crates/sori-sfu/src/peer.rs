@@ -11,13 +11,13 @@ use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
-use str0m::rtp::Ssrc;
 use str0m::net::{Protocol, TcpType};
+use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
 
 use crate::keyframe::VideoCodec;
 use crate::rewrite::StreamRewriter;
-use crate::sfu::{MediaKind, PeerId, Proto, TrackId};
+use crate::sfu::{MediaKind, PeerId, Proto, SfuConfig, TrackId};
 
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
@@ -111,12 +111,10 @@ impl Peer {
         room: String,
         video: &[VideoCodec],
         cert: &DtlsCert,
-        candidates: &[SocketAddr],
-        tcp_candidates: &[SocketAddr],
+        config: &SfuConfig,
         now: Instant,
-        ice_timeout: std::time::Duration,
     ) -> Self {
-        let mut config = RtcConfig::new()
+        let mut rtc_config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(cert.clone())
@@ -124,14 +122,14 @@ impl Peer {
             .enable_opus(true, false)
             .set_stats_interval(None);
         for codec in video {
-            config = match codec {
-                VideoCodec::Vp8 => config.enable_vp8(true),
-                VideoCodec::Vp9 => config.enable_vp9(true),
-                VideoCodec::H264 => config.enable_h264(true),
+            rtc_config = match codec {
+                VideoCodec::Vp8 => rtc_config.enable_vp8(true),
+                VideoCodec::Vp9 => rtc_config.enable_vp9(true),
+                VideoCodec::H264 => rtc_config.enable_h264(true),
             };
         }
-        let mut rtc = config.build(now);
-        for addr in candidates {
+        let mut rtc = rtc_config.build(now);
+        for addr in &config.candidates {
             match Candidate::host(*addr, "udp") {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
@@ -141,7 +139,7 @@ impl Peer {
         }
         // ICE-TCP (RFC 6544): the client connects, the core only accepts. str0m gives TCP host
         // candidates a lower type preference than UDP ones, so clients prefer UDP when it works.
-        for addr in tcp_candidates {
+        for addr in &config.tcp_candidates {
             let candidate = Candidate::builder()
                 .tcp()
                 .host(*addr)
@@ -172,7 +170,7 @@ impl Peer {
             pending: None,
             rtc_timeout: now,
             last_input: now,
-            idle_check: now + ice_timeout,
+            idle_check: now + config.ice_timeout,
             throttle_due: None,
         }
     }

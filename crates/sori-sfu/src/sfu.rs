@@ -482,16 +482,7 @@ impl Sfu {
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
 
         let id = PeerId(self.next_id);
-        let mut peer = Peer::new(
-            id,
-            room.to_string(),
-            &codecs,
-            &self.cert,
-            &self.config.candidates,
-            &self.config.tcp_candidates,
-            now,
-            self.config.ice_timeout,
-        );
+        let mut peer = Peer::new(id, room.to_string(), &codecs, &self.cert, &self.config, now);
         let answer = match peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed)) {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
@@ -566,10 +557,8 @@ impl Sfu {
             room.to_string(),
             &[video],
             &self.cert,
-            &self.config.candidates,
-            &self.config.tcp_candidates,
+            &self.config,
             now,
-            self.config.ice_timeout,
         );
         let result = peer.mutate(|rtc| {
             let mut api = rtc.sdp_api();

@@ -56,8 +56,14 @@ fn a_tcp_only_client_connects_over_tcp_frames() {
 
     let cands = candidates(&answer);
     assert_eq!(cands.len(), 2, "one UDP and one TCP candidate: {cands:?}");
-    let udp = cands.iter().find(|c| c.0 == "udp").expect("a UDP candidate");
-    let tcp = cands.iter().find(|c| c.0 == "tcp").expect("a TCP candidate");
+    let udp = cands
+        .iter()
+        .find(|c| c.0 == "udp")
+        .expect("a UDP candidate");
+    let tcp = cands
+        .iter()
+        .find(|c| c.0 == "tcp")
+        .expect("a TCP candidate");
     assert_eq!(tcp.1.as_deref(), Some("passive"));
     assert_eq!(udp.1, None);
     assert!(tcp.2 < udp.2, "TCP ranks below UDP: {cands:?}");

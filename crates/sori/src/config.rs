@@ -243,7 +243,11 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.media.rtc_port, 40000);
-        assert_eq!(c.tcp().unwrap().port, None, "ICE-TCP on the rtc port's number");
+        assert_eq!(
+            c.tcp().unwrap().port,
+            None,
+            "ICE-TCP on the rtc port's number"
+        );
         assert_eq!(c.media.advertise_ip, None);
         assert_eq!(c.server.room_mode, RoomModeName::Sfu);
         assert!(c.server.ice_servers.is_empty());
@@ -275,7 +279,10 @@ mod tests {
 
         let tcp = dir.join("tcp.toml");
         std::fs::write(&tcp, "[media]\ntcp_port = 443\n").unwrap();
-        assert_eq!(Config::load(Some(&tcp)).unwrap().tcp().unwrap().port, Some(443));
+        assert_eq!(
+            Config::load(Some(&tcp)).unwrap().tcp().unwrap().port,
+            Some(443)
+        );
         std::fs::write(&tcp, "[media]\ntcp = false\n").unwrap();
         assert!(Config::load(Some(&tcp)).unwrap().tcp().is_none());
         std::fs::write(&tcp, "[media]\ntcp = \"no\"\n").unwrap();

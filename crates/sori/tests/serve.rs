@@ -272,21 +272,29 @@ fn ice_tcp_follows_its_flags_and_a_taken_tcp_port_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot open the media port") && err.contains(&format!("TCP 127.0.0.1:{port}")),
+        err.contains("cannot open the media port")
+            && err.contains(&format!("TCP 127.0.0.1:{port}")),
         "{err}"
     );
 
     // On by default, advertised next to UDP on the same port number.
     let (mut child, line, _) = start(&base, "control API on ws://");
-    let udp = after(&line, "(media: UDP ").trim_end_matches(',').to_string();
+    let udp = after(&line, "(media: UDP ")
+        .trim_end_matches(',')
+        .to_string();
     let udp_port = udp.rsplit(':').next().unwrap();
     assert!(
         line.contains(&format!("127.0.0.1:{udp_port}/tcp")),
         "{line}"
     );
-    let addr = after(&line, "ws://").trim_end_matches("/kurento").to_string();
+    let addr = after(&line, "ws://")
+        .trim_end_matches("/kurento")
+        .to_string();
     let metrics = http_get(&addr, "/metrics");
-    assert!(metrics.contains("sori_ice_tcp_connections{state=\"open\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sori_ice_tcp_connections{state=\"open\"} 0"),
+        "{metrics}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 

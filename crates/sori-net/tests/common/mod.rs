@@ -209,7 +209,9 @@ impl Client {
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let tcp = if opts.udp_blocked {
             let server_tcp = server.tcp_candidates[0];
-            let stream = TcpStream::connect(server_tcp).await.expect("ICE-TCP connects");
+            let stream = TcpStream::connect(server_tcp)
+                .await
+                .expect("ICE-TCP connects");
             stream.set_nodelay(true).unwrap();
             let local = stream.local_addr().unwrap();
             let candidate = Candidate::builder()
