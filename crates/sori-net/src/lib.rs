@@ -4,6 +4,9 @@
 //! and waits for whichever comes first — a datagram, a command from the session server, or the
 //! core's next deadline. Everything else talks to it through a cloneable [`MediaHandle`].
 //!
+//! With [`MediaConfig::tcp`], the same task also accepts ICE-TCP connections (RFC 6544, RFC 4571
+//! framing) for clients whose UDP is blocked; see [`tcp`] for how they are admitted.
+//!
 //! Replies to commands come back on a oneshot channel; what the core says on its own for a peer
 //! (a new offer, connection, removal) comes on that peer's [`PeerSignal`] channel, always after
 //! the reply of the command that caused it.
@@ -11,21 +14,26 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod tcp;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
     RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId,
 };
 use sori_sfu::{TapId, TapPacket};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use sori_sfu;
+pub use tcp::{TcpConfig, TcpStats};
+
+use crate::tcp::TcpPort;
 
 /// Where the media port listens and what it tells clients.
 #[derive(Debug, Clone)]
@@ -35,8 +43,12 @@ pub struct MediaConfig {
     /// IPs given to clients as ICE host candidates, with the bound port. Empty: the machine's
     /// first non-loopback address.
     pub advertise: Vec<IpAddr>,
-    /// The core's settings; its `candidates` are filled in from `advertise` and the port.
+    /// The core's settings; its `candidates` (and `tcp_candidates`) are filled in from
+    /// `advertise` and the ports.
     pub sfu: SfuConfig,
+    /// ICE-TCP: also accept media over TCP, offered as passive TCP candidates at the advertised
+    /// IPs. `None`: UDP only.
+    pub tcp: Option<TcpConfig>,
 }
 
 /// What the core says to one peer on its own.
@@ -66,6 +78,8 @@ pub struct MediaStats {
     pub state: CoreState,
     /// Participants per room.
     pub rooms: Vec<(String, usize)>,
+    /// ICE-TCP connections (all zero when TCP is off).
+    pub tcp: TcpStats,
 }
 
 /// The media port stopped.
@@ -356,14 +370,19 @@ pub struct MediaServer {
     pub local_addr: SocketAddr,
     /// The ICE candidates clients are given.
     pub candidates: Vec<SocketAddr>,
+    /// The bound ICE-TCP listener address, when TCP is on.
+    pub tcp_addr: Option<SocketAddr>,
+    /// The passive TCP candidates clients are given.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// The task; ends on [`MediaHandle::shutdown`].
     pub task: JoinHandle<()>,
 }
 
 /// Binds the media port and starts its task on the current tokio runtime.
 pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
-    let socket = UdpSocket::bind(config.bind).await?;
+    let (socket, listener) = bind(&config).await?;
     let local_addr = socket.local_addr()?;
+    let tcp_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let ips = if config.advertise.is_empty() {
         vec![first_non_loopback_ip()]
     } else {
@@ -373,18 +392,65 @@ pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
         .iter()
         .map(|ip| SocketAddr::new(*ip, local_addr.port()))
         .collect();
-    tracing::info!(%local_addr, ?candidates, "media port open");
+    let tcp_candidates: Vec<SocketAddr> = tcp_addr
+        .map(|t| {
+            ips.iter()
+                .map(|ip| SocketAddr::new(*ip, t.port()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tracing::info!(%local_addr, ?candidates, ?tcp_addr, ?tcp_candidates, "media port open");
     let mut sfu_config = config.sfu;
     sfu_config.candidates = candidates.clone();
+    sfu_config.tcp_candidates = tcp_candidates.clone();
     let sfu = Sfu::new(sfu_config);
+    let tcp = listener.map(|l| {
+        TcpPort::new(
+            l,
+            config.tcp.clone().unwrap_or_default(),
+            tcp_candidates.clone(),
+        )
+    });
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(socket, sfu, rx, candidates.clone()));
+    let task = tokio::spawn(run(socket, tcp, sfu, rx, candidates.clone()));
     Ok(MediaServer {
         handle: MediaHandle { tx },
         local_addr,
         candidates,
+        tcp_addr,
+        tcp_candidates,
         task,
     })
+}
+
+/// Tries for a free UDP port whose number is also free on TCP, when both are left to the OS.
+const BIND_ATTEMPTS: usize = 20;
+
+/// Binds the UDP socket and, with ICE-TCP on, the TCP listener (by default on the same port
+/// number as UDP).
+async fn bind(config: &MediaConfig) -> io::Result<(UdpSocket, Option<TcpListener>)> {
+    let Some(tcp) = &config.tcp else {
+        return Ok((UdpSocket::bind(config.bind).await?, None));
+    };
+    let ip = config.bind.ip();
+    if let Some(port) = tcp.port {
+        let socket = UdpSocket::bind(config.bind).await?;
+        return Ok((socket, Some(TcpListener::bind((ip, port)).await?)));
+    }
+    let mut attempt = 0;
+    loop {
+        let socket = UdpSocket::bind(config.bind).await?;
+        let port = socket.local_addr()?.port();
+        match TcpListener::bind((ip, port)).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            // A port picked for UDP may be taken on TCP: pick another.
+            Err(e) if config.bind.port() == 0 && attempt < BIND_ATTEMPTS => {
+                tracing::debug!(port, "TCP port taken, picking another: {e}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The machine's first non-loopback IPv4 address (what clients on other machines can reach),
@@ -406,6 +472,7 @@ const RECV_BATCH: usize = 64;
 
 async fn run(
     socket: UdpSocket,
+    mut tcp: Option<TcpPort>,
     mut sfu: Sfu,
     mut commands: mpsc::UnboundedReceiver<Command>,
     candidates: Vec<SocketAddr>,
@@ -423,8 +490,11 @@ async fn run(
             .unwrap_or(candidates[0])
     };
     loop {
-        flush(&socket, &mut sfu).await;
+        flush(&socket, tcp.as_mut(), &mut sfu).await;
         while let Some(event) = sfu.poll_event() {
+            if let (SfuEvent::PeerRemoved { peer, .. }, Some(tcp)) = (&event, tcp.as_mut()) {
+                tcp.peer_removed(*peer);
+            }
             dispatch(event, &mut peers);
         }
         while let Some(packet) = sfu.poll_tap() {
@@ -435,9 +505,19 @@ async fn run(
                 sfu.untap(tap);
             }
         }
-        let deadline = sfu
+        let mut deadline = sfu
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let tcp_deadline = tcp.as_mut().and_then(|t| t.next_deadline());
+        if let Some(at) = tcp_deadline {
+            deadline = deadline.min(at);
+        }
+        let tcp_input = async {
+            match tcp.as_mut() {
+                Some(t) => t.next().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let mut next = received;
@@ -457,22 +537,38 @@ async fn run(
                     }
                 }
             }
+            input = tcp_input => {
+                if let Some(tcp) = tcp.as_mut() {
+                    tcp.handle(input, &mut sfu, Instant::now());
+                }
+            }
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                if !handle_command(command, &mut sfu, &mut peers, &mut taps) {
+                let tcp_stats = tcp.as_ref().map(|t| t.stats()).unwrap_or_default();
+                if !handle_command(command, &mut sfu, &mut peers, &mut taps, tcp_stats) {
                     break;
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                sfu.handle_timeout(Instant::now());
+                let now = Instant::now();
+                if let Some(tcp) = tcp.as_mut() {
+                    tcp.expire(now);
+                }
+                sfu.handle_timeout(now);
             }
         }
     }
     tracing::info!("media port closed");
 }
 
-async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
+async fn flush(socket: &UdpSocket, mut tcp: Option<&mut TcpPort>, sfu: &mut Sfu) {
     while let Some(t) = sfu.poll_transmit() {
+        if t.proto == Proto::Tcp {
+            if let Some(tcp) = tcp.as_deref_mut() {
+                tcp.send(t);
+            }
+            continue;
+        }
         if let Err(e) = socket.send_to(&t.contents, t.destination).await {
             tracing::debug!(destination = %t.destination, "media socket send: {e}");
         }
@@ -505,6 +601,7 @@ fn handle_command(
     sfu: &mut Sfu,
     peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
     taps: &mut HashMap<TapId, mpsc::UnboundedSender<TapPacket>>,
+    tcp: TcpStats,
 ) -> bool {
     let now = Instant::now();
     match command {
@@ -610,6 +707,7 @@ fn handle_command(
                 counters: sfu.counters(),
                 state: sfu.state(),
                 rooms: sfu.rooms().into_iter().collect(),
+                tcp,
             });
         }
         Command::Shutdown => return false,

@@ -7,6 +7,7 @@
 //! ```text
 //!   join / accept_offer / accept_answer / leave      (signaling, from the session server)
 //!   handle_datagram(now, from, to, bytes)            (the one UDP port, from sori-net)
+//!   handle_receive(now, Tcp, from, to, frame)        (an ICE-TCP connection's frame)
 //!   handle_timeout(now)                              (when poll_timeout() said so)
 //!        │
 //!        ▼
@@ -23,6 +24,10 @@
 //! - One UDP port for every peer: a new peer's first STUN binding request is routed by the
 //!   ICE ufrag it is addressed to; once the peer's ICE agent answered an address, datagrams
 //!   from that address go straight to the peer. Anything else is dropped and counted.
+//! - ICE-TCP (RFC 6544): with [`SfuConfig::tcp_candidates`] every peer also offers passive TCP
+//!   host candidates. The driver hands each RFC 4571 frame in as [`Proto::Tcp`] with the
+//!   connection's remote address, routed the same way, and writes [`Transmit`]s whose `proto`
+//!   is TCP back on the connection with that remote address.
 //! - Rooms: each peer's audio and video tracks are forwarded to every other peer of its room
 //!   (automatic subscription); [`Sfu::subscribe`] and [`Sfu::unsubscribe`] change that.
 //! - Forwarding per subscriber: payload types mapped to what the subscriber negotiated, header
@@ -57,6 +62,6 @@ mod sfu;
 
 pub use keyframe::VideoCodec;
 pub use sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId,
+    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
     RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
 };

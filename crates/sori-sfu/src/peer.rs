@@ -11,12 +11,13 @@ use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
+use str0m::net::{Protocol, TcpType};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
 
 use crate::keyframe::VideoCodec;
 use crate::rewrite::StreamRewriter;
-use crate::sfu::{MediaKind, PeerId, TrackId};
+use crate::sfu::{MediaKind, PeerId, Proto, SfuConfig, TrackId};
 
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
@@ -75,7 +76,7 @@ pub(crate) struct Peer {
     pub ufrag: String,
     pub connected: bool,
     /// Remote addresses the peer's ICE agent has answered; routed straight to this peer.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<(Proto, SocketAddr)>,
     /// Every m-line of the session, in the order str0m reported them.
     pub lines: Vec<(Mid, MediaKind)>,
     /// RTP packets received from this peer and sent to it, per kind (audio, video).
@@ -110,11 +111,10 @@ impl Peer {
         room: String,
         video: &[VideoCodec],
         cert: &DtlsCert,
-        candidates: &[SocketAddr],
+        config: &SfuConfig,
         now: Instant,
-        ice_timeout: std::time::Duration,
     ) -> Self {
-        let mut config = RtcConfig::new()
+        let mut rtc_config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(cert.clone())
@@ -122,19 +122,34 @@ impl Peer {
             .enable_opus(true, false)
             .set_stats_interval(None);
         for codec in video {
-            config = match codec {
-                VideoCodec::Vp8 => config.enable_vp8(true),
-                VideoCodec::Vp9 => config.enable_vp9(true),
-                VideoCodec::H264 => config.enable_h264(true),
+            rtc_config = match codec {
+                VideoCodec::Vp8 => rtc_config.enable_vp8(true),
+                VideoCodec::Vp9 => rtc_config.enable_vp9(true),
+                VideoCodec::H264 => rtc_config.enable_h264(true),
             };
         }
-        let mut rtc = config.build(now);
-        for addr in candidates {
+        let mut rtc = rtc_config.build(now);
+        for addr in &config.candidates {
             match Candidate::host(*addr, "udp") {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
                 Err(e) => tracing::warn!(%addr, "unusable candidate address: {e}"),
+            }
+        }
+        // ICE-TCP (RFC 6544): the client connects, the core only accepts. str0m gives TCP host
+        // candidates a lower type preference than UDP ones, so clients prefer UDP when it works.
+        for addr in &config.tcp_candidates {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, "unusable TCP candidate address: {e}"),
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -155,7 +170,7 @@ impl Peer {
             pending: None,
             rtc_timeout: now,
             last_input: now,
-            idle_check: now + ice_timeout,
+            idle_check: now + config.ice_timeout,
             throttle_due: None,
         }
     }
@@ -179,7 +194,7 @@ impl Peer {
     /// transmits go to `transmits`, events to `events`.
     pub(crate) fn drain(
         &mut self,
-        transmits: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+        transmits: &mut Vec<(Proto, SocketAddr, SocketAddr, Vec<u8>)>,
         events: &mut Vec<Event>,
     ) -> Drained {
         let rtc = &mut self.rtc;
@@ -187,7 +202,12 @@ impl Peer {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break Ok(t),
                 Ok(Output::Transmit(t)) => {
-                    transmits.push((t.source, t.destination, t.contents.into()));
+                    let proto = match t.proto {
+                        Protocol::Udp => Proto::Udp,
+                        // Only TCP candidates were added besides UDP ones.
+                        _ => Proto::Tcp,
+                    };
+                    transmits.push((proto, t.source, t.destination, t.contents.into()));
                 }
                 Ok(Output::Event(e)) => events.push(e),
                 Err(e) => break Err(e.to_string()),
@@ -208,7 +228,10 @@ impl Peer {
     }
 
     /// Remembers a remote address the peer's ICE agent talks to. Returns true if new.
-    pub(crate) fn learn_addr(&mut self, addr: SocketAddr) -> Option<Option<SocketAddr>> {
+    pub(crate) fn learn_addr(
+        &mut self,
+        addr: (Proto, SocketAddr),
+    ) -> Option<Option<(Proto, SocketAddr)>> {
         if self.addrs.contains(&addr) {
             return None;
         }

@@ -163,6 +163,9 @@ pub struct TapPacket {
 pub struct SfuConfig {
     /// The addresses (advertised IP, the one UDP port) given to clients as ICE candidates.
     pub candidates: Vec<SocketAddr>,
+    /// Addresses given to clients as passive TCP candidates (ICE-TCP, RFC 6544), at a lower
+    /// priority than the UDP ones. Empty: UDP only.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// A peer from which nothing arrived for this long is removed.
     pub ice_timeout: Duration,
     /// At most one keyframe request per track goes to its publisher in this interval.
@@ -178,6 +181,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         Self {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
             ice_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_secs(1),
             keyframe_request_on_start_interval: Duration::from_millis(200),
@@ -186,9 +190,20 @@ impl Default for SfuConfig {
     }
 }
 
-/// A datagram to send from the media port.
+/// The transport a packet came in on or goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// A datagram on the media port's UDP socket.
+    Udp,
+    /// One RFC 4571 frame on an ICE-TCP connection; the remote address names the connection.
+    Tcp,
+}
+
+/// A datagram (or, for [`Proto::Tcp`], one frame) to send from the media port.
 #[derive(Debug)]
 pub struct Transmit {
+    /// UDP, or the TCP connection whose remote address is `destination`.
+    pub proto: Proto,
     /// The local address (one of the candidates) it is sent from.
     pub source: SocketAddr,
     /// Where to send it.
@@ -361,11 +376,11 @@ struct Track {
 struct Io {
     transmits: VecDeque<Transmit>,
     tapped: VecDeque<TapPacket>,
-    by_addr: HashMap<SocketAddr, PeerId>,
+    by_addr: HashMap<(Proto, SocketAddr), PeerId>,
     timers: Deadlines<PeerId>,
     work: VecDeque<(PeerId, Event)>,
     doomed: Vec<(PeerId, RemoveReason)>,
-    scratch_tx: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    scratch_tx: Vec<(Proto, SocketAddr, SocketAddr, Vec<u8>)>,
     scratch_ev: Vec<Event>,
 }
 
@@ -373,17 +388,18 @@ impl Io {
     /// Drains `peer` after a mutation and files its output.
     fn settle(&mut self, peer: &mut Peer) {
         let drained = peer.drain(&mut self.scratch_tx, &mut self.scratch_ev);
-        for (source, destination, contents) in self.scratch_tx.drain(..) {
+        for (proto, source, destination, contents) in self.scratch_tx.drain(..) {
             // The ICE agent only answers addresses that proved they know the credentials.
-            if let Some(evicted) = peer.learn_addr(destination) {
+            if let Some(evicted) = peer.learn_addr((proto, destination)) {
                 if let Some(old) = evicted {
                     if self.by_addr.get(&old) == Some(&peer.id) {
                         self.by_addr.remove(&old);
                     }
                 }
-                self.by_addr.entry(destination).or_insert(peer.id);
+                self.by_addr.entry((proto, destination)).or_insert(peer.id);
             }
             self.transmits.push_back(Transmit {
+                proto,
                 source,
                 destination,
                 contents,
@@ -470,15 +486,7 @@ impl Sfu {
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
 
         let id = PeerId(self.next_id);
-        let mut peer = Peer::new(
-            id,
-            room.to_string(),
-            &codecs,
-            &self.cert,
-            &self.config.candidates,
-            now,
-            self.config.ice_timeout,
-        );
+        let mut peer = Peer::new(id, room.to_string(), &codecs, &self.cert, &self.config, now);
         let answer = match peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed)) {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
@@ -553,9 +561,8 @@ impl Sfu {
             room.to_string(),
             &[video],
             &self.cert,
-            &self.config.candidates,
+            &self.config,
             now,
-            self.config.ice_timeout,
         );
         let result = peer.mutate(|rtc| {
             let mut api = rtc.sdp_api();
@@ -896,8 +903,21 @@ impl Sfu {
         destination: SocketAddr,
         buf: &[u8],
     ) {
+        self.handle_receive(now, Proto::Udp, source, destination, buf);
+    }
+
+    /// A datagram, or one frame of an ICE-TCP connection, arrived. For TCP, `source` is the
+    /// connection's remote address and `destination` the TCP candidate it was made to.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Proto,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
         self.counters.datagrams_received += 1;
-        let (id, known_addr) = match self.io.by_addr.get(&source) {
+        let (id, known_addr) = match self.io.by_addr.get(&(proto, source)) {
             Some(id) => (*id, true),
             None => match stun::binding_request_ufrag(buf).and_then(|u| self.by_ufrag.get(u)) {
                 Some(id) => (*id, false),
@@ -907,7 +927,11 @@ impl Sfu {
                 }
             },
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
+        let protocol = match proto {
+            Proto::Udp => Protocol::Udp,
+            Proto::Tcp => Protocol::Tcp,
+        };
+        let Ok(recv) = Receive::new(protocol, source, destination, buf) else {
             self.counters.datagrams_malformed += 1;
             return;
         };
@@ -928,6 +952,12 @@ impl Sfu {
         }
         self.io.settle(peer);
         self.process(now);
+    }
+
+    /// The peer a STUN binding request is addressed to (by the ICE ufrag of its USERNAME), if
+    /// it is one and the peer exists. Only routing: the peer's ICE agent still checks it.
+    pub fn binding_request_peer(&self, buf: &[u8]) -> Option<PeerId> {
+        stun::binding_request_ufrag(buf).and_then(|u| self.by_ufrag.get(u).copied())
     }
 
     /// Time passed: call when [`Sfu::poll_timeout`] is due.

@@ -98,7 +98,7 @@ pub fn render(rooms: usize, participants: usize, stats: Option<&MediaStats>) -> 
     metric(
         "sori_datagrams_received_total",
         "counter",
-        "UDP datagrams received on the media port.",
+        "UDP datagrams and ICE-TCP frames received on the media port.",
         &[("", c.datagrams_received)],
     );
     metric(
@@ -110,6 +110,32 @@ pub fn render(rooms: usize, participants: usize, stats: Option<&MediaStats>) -> 
             ("{reason=\"malformed\"}", c.datagrams_malformed),
             ("{reason=\"rejected\"}", c.datagrams_rejected),
         ],
+    );
+    let t = &stats.tcp;
+    metric(
+        "sori_ice_tcp_connections",
+        "gauge",
+        "ICE-TCP media connections: open (answered by a peer) or pending.",
+        &[
+            ("{state=\"open\"}", t.open as u64),
+            ("{state=\"pending\"}", t.pending as u64),
+        ],
+    );
+    metric(
+        "sori_ice_tcp_connections_total",
+        "counter",
+        "ICE-TCP connections, by outcome: accepted, refused (over the pending cap), rejected (bad or no binding request).",
+        &[
+            ("{outcome=\"accepted\"}", t.accepted),
+            ("{outcome=\"refused\"}", t.refused),
+            ("{outcome=\"rejected\"}", t.rejected),
+        ],
+    );
+    metric(
+        "sori_ice_tcp_frames_dropped_total",
+        "counter",
+        "Frames not sent because an ICE-TCP connection's send queue was full.",
+        &[("", t.send_dropped)],
     );
     metric(
         "sori_keyframe_requests_total",
@@ -142,6 +168,8 @@ mod tests {
         stats.counters.rtp_forwarded_packets = 42;
         stats.counters.datagrams_malformed = 3;
         stats.state.rooms = 1;
+        stats.tcp.open = 2;
+        stats.tcp.rejected = 5;
         let text = render(2, 3, Some(&stats));
         let sessions_only = render(2, 3, None);
         assert!(sessions_only.contains("sori_participants 3\n"));
@@ -151,6 +179,8 @@ mod tests {
         assert!(text.contains("sori_rooms 2\n"));
         assert!(text.contains("sori_participants 3\n"));
         assert!(text.contains("sori_media_rooms 1\n"));
+        assert!(text.contains("sori_ice_tcp_connections{state=\"open\"} 2\n"));
+        assert!(text.contains("sori_ice_tcp_connections_total{outcome=\"rejected\"} 5\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("sori_"), "{line}");

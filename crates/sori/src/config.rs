@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sori_kurento::KurentoConfig;
 use sori_net::sori_sfu::{SfuConfig, VideoCodec};
+use sori_net::TcpConfig;
 use sori_signal::protocol::RoomMode;
 use sori_signal::SignalConfig;
 
@@ -70,6 +71,10 @@ impl From<RoomModeName> for RoomMode {
 #[serde(deny_unknown_fields)]
 pub struct MediaSection {
     pub rtc_port: u16,
+    /// ICE-TCP on or off.
+    pub tcp: bool,
+    /// 0: the same number as `rtc_port`.
+    pub tcp_port: u16,
     pub bind_ip: IpAddr,
     /// Empty string: auto-detect.
     #[serde(deserialize_with = "optional_ip")]
@@ -198,6 +203,7 @@ impl Config {
         }
         Ok(SfuConfig {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
             ice_timeout: Duration::from_secs(self.media.ice_timeout_secs.max(1)),
             keyframe_request_interval: Duration::from_millis(
                 self.media.keyframe_request_interval_ms,
@@ -206,6 +212,16 @@ impl Config {
                 self.media.keyframe_request_on_start_interval_ms,
             ),
             video_codecs,
+        })
+    }
+}
+
+impl Config {
+    /// The ICE-TCP listener's settings, or `None` when it is off.
+    pub fn tcp(&self) -> Option<TcpConfig> {
+        self.media.tcp.then(|| TcpConfig {
+            port: (self.media.tcp_port != 0).then_some(self.media.tcp_port),
+            ..TcpConfig::default()
         })
     }
 }
@@ -231,6 +247,11 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.media.rtc_port, 40000);
+        assert_eq!(
+            c.tcp().unwrap().port,
+            None,
+            "ICE-TCP on the rtc port's number"
+        );
         assert_eq!(c.media.advertise_ip, None);
         assert_eq!(c.server.room_mode, RoomModeName::Sfu);
         assert!(c.server.ice_servers.is_empty());
@@ -258,6 +279,19 @@ mod tests {
         assert_eq!(c.media.rtc_port, 5000);
         assert_eq!(c.media.advertise_ip, Some("192.0.2.7".parse().unwrap()));
         assert_eq!(c.media.ice_timeout_secs, 15);
+        assert!(c.tcp().is_some());
+
+        let tcp = dir.join("tcp.toml");
+        std::fs::write(&tcp, "[media]\ntcp_port = 443\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&tcp)).unwrap().tcp().unwrap().port,
+            Some(443)
+        );
+        std::fs::write(&tcp, "[media]\ntcp = false\n").unwrap();
+        assert!(Config::load(Some(&tcp)).unwrap().tcp().is_none());
+        std::fs::write(&tcp, "[media]\ntcp = \"no\"\n").unwrap();
+        let e = Config::load(Some(&tcp)).unwrap_err().to_string();
+        assert!(e.contains("tcp"), "{e}");
 
         let typo = dir.join("typo.toml");
         std::fs::write(&typo, "[media]\nrtc_prot = 5000\n").unwrap();

@@ -63,6 +63,13 @@ struct MediaFlags {
     /// The one UDP port all media uses [default: 40000; 0 picks a free port].
     #[arg(long, env = "SORI_RTC_PORT", value_name = "PORT")]
     rtc_port: Option<u16>,
+    /// TCP port for media from browsers whose UDP is blocked (ICE-TCP)
+    /// [default: the --rtc-port number].
+    #[arg(long, env = "SORI_RTC_TCP_PORT", value_name = "PORT")]
+    rtc_tcp_port: Option<u16>,
+    /// Media over UDP only: no ICE-TCP listener, no TCP candidates.
+    #[arg(long, env = "SORI_NO_RTC_TCP")]
+    no_rtc_tcp: bool,
     /// IP address browsers are told to send media to [default: first non-loopback address].
     #[arg(long, env = "SORI_ADVERTISE_IP", value_name = "IP")]
     advertise_ip: Option<IpAddr>,
@@ -89,6 +96,12 @@ impl MediaFlags {
     fn apply(self, config: &mut Config) {
         if let Some(v) = self.rtc_port {
             config.media.rtc_port = v;
+        }
+        if let Some(v) = self.rtc_tcp_port {
+            config.media.tcp_port = v;
+        }
+        if self.no_rtc_tcp {
+            config.media.tcp = false;
         }
         if let Some(v) = self.advertise_ip {
             config.media.advertise_ip = Some(v);
@@ -295,18 +308,22 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
         bind: SocketAddr::new(config.media.bind_ip, config.media.rtc_port),
         advertise: config.media.advertise_ip.into_iter().collect(),
         sfu,
+        tcp: config.tcp(),
     })
     .await
     .map_err(|e| {
-        format!(
-            "cannot open the media port UDP {}:{}: {e}",
-            config.media.bind_ip, config.media.rtc_port
-        )
+        let (ip, port) = (config.media.bind_ip, config.media.rtc_port);
+        let tcp = match config.tcp() {
+            Some(t) => format!("TCP {ip}:{}", t.port.unwrap_or(port)),
+            None => "no TCP".into(),
+        };
+        format!("cannot open the media port (UDP {ip}:{port}, {tcp}): {e}")
     })?;
     let advertised = media
         .candidates
         .iter()
         .map(|c| c.to_string())
+        .chain(media.tcp_candidates.iter().map(|c| format!("{c}/tcp")))
         .collect::<Vec<_>>()
         .join(", ");
 

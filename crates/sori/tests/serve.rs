@@ -243,3 +243,67 @@ fn signal_without_a_reachable_media_server_is_a_clear_error() {
     );
     assert!(!err.contains("hidden"), "the token is not shown: {err}");
 }
+
+#[test]
+fn ice_tcp_follows_its_flags_and_a_taken_tcp_port_is_a_clear_error() {
+    // Everything on loopback.
+    let config = std::env::temp_dir().join(format!("sori-icetcp-{}.toml", std::process::id()));
+    std::fs::write(&config, "[media]\nbind_ip = \"127.0.0.1\"\n").unwrap();
+    let config = config.display().to_string();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let base = [
+        "media",
+        "--config",
+        &config,
+        "--kurento-listen",
+        "127.0.0.1:0",
+        "--rtc-port",
+        "0",
+        "--advertise-ip",
+        "127.0.0.1",
+    ];
+
+    let out = Command::new(SORI)
+        .args(base)
+        .args(["--rtc-tcp-port", &port])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the media port")
+            && err.contains(&format!("TCP 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    // On by default, advertised next to UDP on the same port number.
+    let (mut child, line, _) = start(&base, "control API on ws://");
+    let udp = after(&line, "(media: UDP ")
+        .trim_end_matches(',')
+        .to_string();
+    let udp_port = udp.rsplit(':').next().unwrap();
+    assert!(
+        line.contains(&format!("127.0.0.1:{udp_port}/tcp")),
+        "{line}"
+    );
+    let addr = after(&line, "ws://")
+        .trim_end_matches("/kurento")
+        .to_string();
+    let metrics = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("sori_ice_tcp_connections{state=\"open\"} 0"),
+        "{metrics}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Off: the taken port does not matter and nothing TCP is advertised.
+    let mut args = base.to_vec();
+    args.extend(["--rtc-tcp-port", &port, "--no-rtc-tcp"]);
+    let (mut child, line, _) = start(&args, "control API on ws://");
+    assert!(!line.contains("/tcp"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&config).unwrap();
+}

@@ -35,6 +35,7 @@ pub async fn server_with(config: KurentoConfig) -> Server {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
         sfu: Default::default(),
+        tcp: None,
     })
     .await
     .unwrap();

@@ -11,18 +11,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sori_net::sori_sfu::{PeerId, RemoveReason, SfuConfig};
-use sori_net::{MediaConfig, MediaHandle, MediaServer, PeerSignal};
+use sori_net::{MediaConfig, MediaHandle, MediaServer, PeerSignal, TcpConfig};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// A media port on 127.0.0.1 with a free port.
+/// A media port on 127.0.0.1 with a free port, UDP only.
 pub async fn start_server(ice_timeout: Duration) -> MediaServer {
+    start_server_with(ice_timeout, None).await
+}
+
+/// A media port on 127.0.0.1 with a free port, with ICE-TCP as `tcp` says.
+pub async fn start_server_with(ice_timeout: Duration, tcp: Option<TcpConfig>) -> MediaServer {
     let config = MediaConfig {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
@@ -30,6 +37,7 @@ pub async fn start_server(ice_timeout: Duration) -> MediaServer {
             ice_timeout,
             ..SfuConfig::default()
         },
+        tcp,
     };
     sori_net::start(config)
         .await
@@ -123,6 +131,8 @@ pub struct ClientState {
     pub finished: bool,
     /// Datagrams dropped by the simulated loss, both directions.
     pub dropped: u32,
+    /// The transport of the ICE pair the client's agent selected (from str0m's stats).
+    pub selected: Option<Protocol>,
 }
 
 impl ClientState {
@@ -147,6 +157,9 @@ pub struct ClientOptions {
     pub keyframe_interval: Duration,
     /// Share of datagrams dropped each way once connected (0.0–1.0).
     pub loss: f64,
+    /// UDP blocked by a firewall: the client's UDP candidate gets nothing through, and it also
+    /// has an active TCP candidate, connected to the server's ICE-TCP port.
+    pub udp_blocked: bool,
 }
 
 impl ClientOptions {
@@ -157,6 +170,7 @@ impl ClientOptions {
             publish: true,
             keyframe_interval: Duration::from_secs(2),
             loss: 0.0,
+            udp_blocked: false,
         }
     }
 }
@@ -190,8 +204,27 @@ impl Client {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .set_stats_interval(Some(Duration::from_millis(200)))
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let tcp = if opts.udp_blocked {
+            let server_tcp = server.tcp_candidates[0];
+            let stream = TcpStream::connect(server_tcp)
+                .await
+                .expect("ICE-TCP connects");
+            stream.set_nodelay(true).unwrap();
+            let local = stream.local_addr().unwrap();
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(local)
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap();
+            rtc.add_local_candidate(candidate);
+            Some(TcpLink::start(stream, server_tcp))
+        } else {
+            None
+        };
         let mut api = rtc.sdp_api();
         let mut send_mids = HashMap::new();
         if opts.publish {
@@ -227,6 +260,7 @@ impl Client {
             peer_mids: HashMap::new(),
             rng: 0x9e37_79b9_7f4a_7c15 ^ ((opts.index as u64 + 1) * 0x2545_f491),
             force_keyframe: true,
+            tcp,
         };
         let task = tokio::spawn(runner.run());
         Client {
@@ -310,7 +344,55 @@ pub fn summary(s: &ClientState) -> String {
     )
 }
 
+/// The client's end of an ICE-TCP connection: RFC 4571 frames both ways.
+struct TcpLink {
+    write: OwnedWriteHalf,
+    frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    local: SocketAddr,
+    server: SocketAddr,
+}
+
+impl TcpLink {
+    fn start(stream: TcpStream, server: SocketAddr) -> TcpLink {
+        let local = stream.local_addr().unwrap();
+        let (mut read, write) = stream.into_split();
+        let (tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 2];
+                if read.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
+                if read.read_exact(&mut frame).await.is_err() || tx.send(frame).is_err() {
+                    break;
+                }
+            }
+        });
+        TcpLink {
+            write,
+            frames,
+            local,
+            server,
+        }
+    }
+
+    async fn send(&mut self, contents: &[u8]) {
+        let mut framed = (contents.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(contents);
+        let _ = self.write.write_all(&framed).await;
+    }
+
+    async fn recv(link: &mut Option<TcpLink>) -> Option<Vec<u8>> {
+        match link {
+            Some(l) => l.frames.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 struct Runner {
+    tcp: Option<TcpLink>,
     rtc: Rtc,
     server_addr: SocketAddr,
     socket: Arc<UdpSocket>,
@@ -415,9 +497,20 @@ impl Runner {
                 wake = wake.min(next_audio).min(next_video);
             }
             tokio::select! {
+                frame = TcpLink::recv(&mut self.tcp) => {
+                    let Some(frame) = frame else {
+                        // The server closed the connection: nothing more comes.
+                        self.tcp = None;
+                        continue;
+                    };
+                    let Some(link) = &self.tcp else { continue };
+                    if let Ok(recv) = Receive::new(Protocol::Tcp, link.server, link.local, &frame) {
+                        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
+                    }
+                }
                 r = self.socket.recv_from(&mut buf) => {
                     let Ok((n, source)) = r else { continue };
-                    if self.lossy() {
+                    if self.lossy() || self.opts.udp_blocked {
                         continue;
                     }
                     let local = self.socket.local_addr().unwrap();
@@ -531,7 +624,15 @@ impl Runner {
                     if self.lossy() {
                         continue;
                     }
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    match (t.proto, self.tcp.as_mut()) {
+                        (Protocol::Tcp, Some(link)) => link.send(&t.contents).await,
+                        (Protocol::Tcp, None) => {}
+                        // The firewall drops it.
+                        _ if self.opts.udp_blocked => {}
+                        _ => {
+                            let _ = self.socket.send_to(&t.contents, t.destination).await;
+                        }
+                    }
                 }
                 Output::Event(e) => self.on_event(e),
             }
@@ -562,6 +663,10 @@ impl Runner {
                     self.state
                         .send_modify(|s| s.received.entry((sender, kind)).or_default().push(frame));
                 }
+            }
+            Event::PeerStats(s) => {
+                let selected = s.selected_candidate_pair.map(|p| p.protocol);
+                self.state.send_modify(|st| st.selected = selected);
             }
             Event::KeyframeRequest(_) => {
                 self.force_keyframe = true;
