@@ -51,6 +51,8 @@ export const split = process.env.SORI_E2E_SPLIT === '1';
  */
 export async function startServer(extraArgs = [], { advertise = true } = {}) {
   const mediaArgs = ['--rtc-port', '0'];
+  // Several servers run at once: none takes the fixed TURN port.
+  const turnArgs = ['--no-turn'];
   if (advertise) mediaArgs.push('--advertise-ip', '127.0.0.1');
   let media = null;
   let web;
@@ -58,7 +60,7 @@ export async function startServer(extraArgs = [], { advertise = true } = {}) {
     media = await spawnSori(['media', '--kurento-listen', '127.0.0.1:0', ...mediaArgs], /control API on (ws:\/\/\S+)/);
     web = await spawnSori(['signal', '--listen', '127.0.0.1:0', '--media', media.match, ...extraArgs], /listening on (http:\/\/\S+)/);
   } else {
-    web = await spawnSori(['serve', '--listen', '127.0.0.1:0', ...mediaArgs, ...extraArgs], /listening on (http:\/\/\S+)/);
+    web = await spawnSori(['serve', '--listen', '127.0.0.1:0', ...mediaArgs, ...turnArgs, ...extraArgs], /listening on (http:\/\/\S+)/);
   }
   const url = web.match;
   return {
