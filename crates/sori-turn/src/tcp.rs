@@ -26,6 +26,12 @@ const IDLE: Duration = Duration::from_secs(600);
 /// congested UDP path would.
 const WRITE_QUEUE: usize = 256;
 
+/// The largest frame accepted; the server reads at most 1500 bytes, so a longer one can only be
+/// a stream that is not TURN (`GET / HTTP…` reads as a ChannelData header of 21 kB).
+const MAX_FRAME: usize = 4096;
+/// A frame whose header has arrived must be complete within this.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
 type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
 pub(crate) struct TcpTransport {
@@ -136,7 +142,7 @@ async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let Some(total) = frame_len(header) else {
+    let Some(total) = frame_len(header).filter(|&n| n <= MAX_FRAME) else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "neither STUN nor ChannelData",
@@ -144,7 +150,9 @@ async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result
     };
     let mut frame = vec![0u8; total];
     frame[..4].copy_from_slice(&header);
-    reader.read_exact(&mut frame[4..]).await?;
+    tokio::time::timeout(FRAME_TIMEOUT, reader.read_exact(&mut frame[4..]))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     Ok(Some(frame))
 }
 
