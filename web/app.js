@@ -91,6 +91,11 @@ async function join(room, name) {
   $('lobby-error').textContent = '';
   if (!room || !name) return;
   localStorage.setItem('sori.name', name);
+  if (!navigator.mediaDevices) {
+    // Browsers give camera and microphone only to secure pages.
+    $('lobby-error').textContent = 'Camera and microphone need a secure page: open Sori over https:// (or on localhost).';
+    return;
+  }
   try {
     state.local = await navigator.mediaDevices.getUserMedia({
       audio: true,

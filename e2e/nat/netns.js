@@ -94,6 +94,14 @@ table ip nat {
   }
 }
 table ip filter {
+  # Unsolicited datagrams from outside are dropped before their conntrack entry is confirmed:
+  # otherwise an early hole-punching packet from the other peer would leave an entry that makes
+  # the router remap our own later flow to a new port (a router that keeps one mapping per
+  # socket must not do that).
+  chain in {
+    type filter hook input priority filter; policy accept;
+    iifname "wan0" ct state new drop
+  }
   chain forward {
     type filter hook forward priority filter; policy drop;
     iifname "lan0" oifname "wan0" accept

@@ -21,7 +21,7 @@ const SORI = process.env.SORI_BIN || join(process.env.CARGO_TARGET_DIR || join(r
 export async function spawnSori(args, pattern, { netns } = {}) {
   const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, SORI, ...args]] : [SORI, args];
   const child = spawn(cmd, argv, {
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info,turn::server=off,turn::allocation=off' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const lines = createInterface({ input: child.stderr });
@@ -55,6 +55,8 @@ export const split = process.env.SORI_E2E_SPLIT === '1';
  */
 export async function startServer(extraArgs = [], { advertise = true } = {}) {
   const mediaArgs = ['--rtc-port', '0'];
+  // Several servers run at once: none takes the fixed TURN port.
+  const turnArgs = ['--no-turn'];
   if (advertise) mediaArgs.push('--advertise-ip', '127.0.0.1');
   let media = null;
   let web;
@@ -62,7 +64,7 @@ export async function startServer(extraArgs = [], { advertise = true } = {}) {
     media = await spawnSori(['media', '--kurento-listen', '127.0.0.1:0', ...mediaArgs], /control API on (ws:\/\/\S+)/);
     web = await spawnSori(['signal', '--listen', '127.0.0.1:0', '--media', media.match, ...extraArgs], /listening on (http:\/\/\S+)/);
   } else {
-    web = await spawnSori(['serve', '--listen', '127.0.0.1:0', ...mediaArgs, ...extraArgs], /listening on (http:\/\/\S+)/);
+    web = await spawnSori(['serve', '--listen', '127.0.0.1:0', ...mediaArgs, ...turnArgs, ...extraArgs], /listening on (http:\/\/\S+)/);
   }
   const url = web.match;
   return {

@@ -14,7 +14,7 @@ export const kurento = require('kurento-client');
  */
 export async function startMedia(extraArgs = [], { serve = false } = {}) {
   const args = serve
-    ? ['serve', '--kurento', '--listen', '127.0.0.1:0']
+    ? ['serve', '--kurento', '--listen', '127.0.0.1:0', '--no-turn']
     : ['media'];
   args.push('--kurento-listen', '127.0.0.1:0', '--rtc-port', '0', '--advertise-ip', '127.0.0.1');
   const sori = await spawnSori([...args, ...extraArgs], /control API on (ws:\/\/\S+)/);

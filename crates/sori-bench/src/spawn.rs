@@ -35,6 +35,8 @@ pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> 
         "127.0.0.1",
         "--rtc-port",
         "0",
+        // The benchmark measures media through the SFU; several runs may overlap.
+        "--no-turn",
     ];
     start(sori, &args, cpus).await
 }

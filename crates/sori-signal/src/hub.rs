@@ -71,7 +71,7 @@ impl Hub {
         name: &str,
         mode: RoomMode,
         out: UnboundedSender<ServerMessage>,
-        ice_servers: Vec<IceServer>,
+        ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) -> JoinOutcome {
         let room = self
             .rooms
@@ -121,7 +121,7 @@ impl Hub {
             room: room_name.to_string(),
             mode: room.active,
             participants: room.participants.values().map(|p| p.info.clone()).collect(),
-            ice_servers,
+            ice_servers: ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
         });
         room.broadcast(
@@ -268,7 +268,7 @@ mod tests {
         mode: RoomMode,
     ) -> (Option<Me>, UnboundedReceiver<ServerMessage>) {
         let (tx, rx) = unbounded_channel();
-        match hub.join(room, name, mode, tx, Vec::new()) {
+        match hub.join(room, name, mode, tx, |_| Vec::new()) {
             JoinOutcome::Joined(me) => (Some(me), rx),
             JoinOutcome::Full => (None, rx),
         }

@@ -23,7 +23,7 @@ mod recording;
 mod web;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -48,8 +48,10 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 pub struct SignalConfig {
     /// Mode of a room whose first participant asks for none.
     pub default_mode: RoomMode,
-    /// ICE server URLs handed to browsers (`stun:…`, `turn:…`).
+    /// ICE server URLs handed to browsers as they are (`stun:…`, `turn:…`).
     pub ice_servers: Vec<String>,
+    /// TURN servers for which each participant gets its own time-limited credential.
+    pub turn: Option<TurnAccess>,
     /// A socket on which nothing arrives for this long is closed (browsers ping every 5 s).
     pub idle_timeout: Duration,
     /// Room recordings go here (`None`: the record button is refused).
@@ -61,9 +63,32 @@ impl Default for SignalConfig {
         Self {
             default_mode: RoomMode::Sfu,
             ice_servers: Vec::new(),
+            turn: None,
             idle_timeout: Duration::from_secs(20),
             recordings_dir: None,
         }
+    }
+}
+
+/// TURN servers sharing a secret with the session server (Sori's own or coturn with
+/// `use-auth-secret`): each participant's `joined` carries a credential valid for `ttl`.
+#[derive(Clone)]
+pub struct TurnAccess {
+    /// `stun:`/`turn:` URLs of the servers.
+    pub urls: Vec<String>,
+    /// The shared secret credentials are signed with.
+    pub secret: String,
+    /// How long an issued credential stays valid.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for TurnAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnAccess")
+            .field("urls", &self.urls)
+            .field("secret", &"<set>")
+            .field("ttl", &self.ttl)
+            .finish()
     }
 }
 
@@ -113,15 +138,28 @@ impl Signal {
         // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn ice_servers(&self) -> Vec<IceServer> {
-        if self.config.ice_servers.is_empty() {
-            return Vec::new();
-        }
-        vec![IceServer {
-            urls: self.config.ice_servers.clone(),
-        }]
+/// The ICE servers participant `id` is given: the plain URLs, then the TURN servers with a
+/// credential of its own.
+fn ice_servers(config: &SignalConfig, id: &str) -> Vec<IceServer> {
+    let mut servers = Vec::new();
+    if !config.ice_servers.is_empty() {
+        servers.push(IceServer {
+            urls: config.ice_servers.clone(),
+            username: None,
+            credential: None,
+        });
     }
+    if let Some(turn) = config.turn.as_ref().filter(|t| !t.urls.is_empty()) {
+        let c = sori_turn::credentials::issue(&turn.secret, id, turn.ttl, SystemTime::now());
+        servers.push(IceServer {
+            urls: turn.urls.clone(),
+            username: Some(c.username),
+            credential: Some(c.password),
+        });
+    }
+    servers
 }
 
 async fn upgrade(ws: WebSocketUpgrade, State(signal): State<Signal>) -> impl IntoResponse {
@@ -303,13 +341,12 @@ impl Connection {
             return;
         }
         let mode = mode.unwrap_or(self.signal.config.default_mode);
-        let outcome = self.signal.hub().join(
-            &room,
-            &name,
-            mode,
-            self.out.clone(),
-            self.signal.ice_servers(),
-        );
+        let outcome = self
+            .signal
+            .hub()
+            .join(&room, &name, mode, self.out.clone(), |id| {
+                ice_servers(&self.signal.config, id)
+            });
         match outcome {
             JoinOutcome::Joined(me) => {
                 tracing::info!(room, id = me.id, "participant joined");
@@ -490,5 +527,60 @@ async fn forward_media_signals(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn joined_carries_turn_credentials_that_verify_against_the_secret() {
+        let config = SignalConfig {
+            ice_servers: vec!["stun:stun.example.org:3478".into()],
+            turn: Some(TurnAccess {
+                urls: vec![
+                    "stun:192.0.2.1:3478".into(),
+                    "turn:192.0.2.1:3478?transport=udp".into(),
+                    "turn:192.0.2.1:3478?transport=tcp".into(),
+                ],
+                secret: "shared".into(),
+                ttl: Duration::from_secs(3600),
+            }),
+            ..SignalConfig::default()
+        };
+        let mut hub = Hub::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let outcome = hub.join("r", "Ada", RoomMode::Sfu, tx, |id| ice_servers(&config, id));
+        let JoinOutcome::Joined(me) = outcome else {
+            panic!("join refused");
+        };
+        let joined = serde_json::to_value(rx.try_recv().unwrap()).unwrap();
+        assert_eq!(joined["type"], "joined");
+        let servers = joined["ice_servers"].as_array().unwrap();
+        assert_eq!(
+            servers[0],
+            serde_json::json!({"urls": ["stun:stun.example.org:3478"]}),
+            "plain URLs carry no credential fields"
+        );
+        let turn = &servers[1];
+        assert_eq!(turn["urls"].as_array().unwrap().len(), 3);
+        let username = turn["username"].as_str().unwrap();
+        let (expiry, id) = username.split_once(':').unwrap();
+        assert_eq!(id, me.id);
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(
+            (before + 3600..=before + 3601).contains(&expiry),
+            "{expiry}"
+        );
+        assert_eq!(
+            turn["credential"].as_str().unwrap(),
+            sori_turn::credentials::password("shared", username)
+        );
     }
 }

@@ -96,10 +96,16 @@ pub struct ChatMessage {
     pub time: u64,
 }
 
-/// An ICE server for the browser's `RTCPeerConnection`.
+/// An ICE server for the browser's `RTCPeerConnection` (the fields of `RTCIceServer`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
+    /// A time-limited TURN username, `<unix expiry>:<participant id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password: base64(HMAC-SHA1(shared secret, username)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// What the server sends.

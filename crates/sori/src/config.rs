@@ -2,6 +2,7 @@
 //! then environment variables and flags.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use sori_net::sori_sfu::{SfuConfig, VideoCodec};
 use sori_net::TcpConfig;
 use sori_signal::protocol::RoomMode;
 use sori_signal::SignalConfig;
+use sori_turn::IpPrefix;
 
 /// The built-in configuration, also the commented sample.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
@@ -22,7 +24,59 @@ pub struct Config {
     pub media: MediaSection,
     pub kurento: KurentoSection,
     pub recording: RecordingSection,
+    pub turn: TurnSection,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Empty: a random secret per start (embedded server only).
+    pub secret: String,
+    pub realm: String,
+    pub relay_ports: String,
+    pub credential_ttl_secs: u64,
+    pub allow: Vec<String>,
+    pub external: Vec<String>,
+}
+
+impl std::fmt::Debug for TurnSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSection")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("secret", &if self.secret.is_empty() { "" } else { "<set>" })
+            .field("realm", &self.realm)
+            .field("relay_ports", &self.relay_ports)
+            .field("credential_ttl_secs", &self.credential_ttl_secs)
+            .field("allow", &self.allow)
+            .field("external", &self.external)
+            .finish()
+    }
+}
+
+/// What the TURN settings ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnPlan {
+    /// No TURN server is handed to browsers.
+    Off,
+    /// Sori's own TURN server; `secret` is `None` when one is to be generated.
+    Embedded {
+        listen: SocketAddr,
+        secret: Option<String>,
+        realm: String,
+        relay_ports: RangeInclusive<u16>,
+        allow: Vec<IpPrefix>,
+        ttl: Duration,
+    },
+    /// TURN servers run elsewhere (coturn with `use-auth-secret`) sharing `secret`.
+    External {
+        urls: Vec<String>,
+        secret: String,
+        ttl: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +202,7 @@ impl Config {
         config
             .sfu()
             .and_then(|_| config.kurento())
+            .and_then(|_| config.turn())
             .map_err(|message| ConfigError::Invalid {
                 path: origin,
                 message,
@@ -160,6 +215,7 @@ impl Config {
         SignalConfig {
             default_mode: self.server.room_mode.into(),
             ice_servers: self.server.ice_servers.clone(),
+            turn: None,
             idle_timeout: Duration::from_secs(self.server.idle_timeout_secs.max(5)),
             recordings_dir: {
                 let dir = self.recording.dir.trim();
@@ -186,6 +242,73 @@ impl Config {
                 (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
             },
             ..KurentoConfig::default()
+        })
+    }
+
+    /// The TURN settings, checked.
+    pub fn turn(&self) -> Result<TurnPlan, String> {
+        let t = &self.turn;
+        let ttl = Duration::from_secs(t.credential_ttl_secs);
+        if t.credential_ttl_secs < 60 {
+            return Err("turn.credential_ttl_secs: give at least 60 seconds".into());
+        }
+        let secret = t.secret.trim();
+        if !t.external.is_empty() {
+            for url in &t.external {
+                if !["stun:", "turn:", "turns:"]
+                    .iter()
+                    .any(|p| url.starts_with(p))
+                {
+                    return Err(format!(
+                        "turn.external: {url:?} is not a stun:, turn: or turns: URL"
+                    ));
+                }
+            }
+            if secret.is_empty() {
+                return Err(
+                    "turn.external needs turn.secret (the static-auth-secret those \
+                            servers check credentials with)"
+                        .into(),
+                );
+            }
+            return Ok(TurnPlan::External {
+                urls: t.external.clone(),
+                secret: secret.to_string(),
+                ttl,
+            });
+        }
+        if !t.enabled {
+            return Ok(TurnPlan::Off);
+        }
+        let relay_ports = t
+            .relay_ports
+            .split_once('-')
+            .and_then(|(a, b)| Some(a.trim().parse::<u16>().ok()?..=b.trim().parse::<u16>().ok()?))
+            .filter(|r| *r.start() > 0 && !r.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "turn.relay_ports: {:?} must be LOW-HIGH, e.g. 49152-65535",
+                    t.relay_ports
+                )
+            })?;
+        let allow = t
+            .allow
+            .iter()
+            .map(|p| {
+                p.parse::<IpPrefix>()
+                    .map_err(|e| format!("turn.allow: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if t.realm.trim().is_empty() {
+            return Err("turn.realm: must not be empty".into());
+        }
+        Ok(TurnPlan::Embedded {
+            listen: t.listen,
+            secret: (!secret.is_empty()).then(|| secret.to_string()),
+            realm: t.realm.trim().to_string(),
+            relay_ports,
+            allow,
+            ttl,
         })
     }
 
@@ -255,6 +378,17 @@ mod tests {
         assert_eq!(c.media.advertise_ip, None);
         assert_eq!(c.server.room_mode, RoomModeName::Sfu);
         assert!(c.server.ice_servers.is_empty());
+        assert_eq!(
+            c.turn().unwrap(),
+            TurnPlan::Embedded {
+                listen: "0.0.0.0:3478".parse().unwrap(),
+                secret: None,
+                realm: "sori".into(),
+                relay_ports: 49152..=65535,
+                allow: Vec::new(),
+                ttl: Duration::from_secs(86400),
+            }
+        );
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.kurento.listen, "127.0.0.1:8888".parse().unwrap());
         assert_eq!(c.kurento().unwrap().path, "/kurento");
@@ -302,6 +436,35 @@ mod tests {
         std::fs::write(&codec, "[media]\nvideo_codecs = [\"av2\"]\n").unwrap();
         let e = Config::load(Some(&codec)).unwrap_err().to_string();
         assert!(e.contains("unknown codec \"av2\""), "{e}");
+
+        for (text, message) in [
+            ("[turn]\nrelay_ports = \"9-2\"\n", "turn.relay_ports"),
+            ("[turn]\nallow = [\"10.0.0.0/40\"]\n", "turn.allow"),
+            (
+                "[turn]\nexternal = [\"turn:t.example.org\"]\n",
+                "needs turn.secret",
+            ),
+            (
+                "[turn]\nexternal = [\"http://x\"]\nsecret = \"s\"\n",
+                "not a stun:",
+            ),
+            ("[turn]\ncredential_ttl_secs = 5\n", "at least 60"),
+        ] {
+            let bad = dir.join("turn.toml");
+            std::fs::write(&bad, text).unwrap();
+            let e = Config::load(Some(&bad)).unwrap_err().to_string();
+            assert!(e.contains(message), "{text}: {e}");
+        }
+        let external = dir.join("external.toml");
+        std::fs::write(
+            &external,
+            "[turn]\nsecret = \"s\"\nexternal = [\"turn:t.example.org:3478\"]\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(Some(&external)).unwrap().turn().unwrap(),
+            TurnPlan::External { .. }
+        ));
 
         let e = Config::load(Some(&dir.join("missing.toml")))
             .unwrap_err()

@@ -12,9 +12,10 @@ use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use sori_kurento::{Kurento, RemoteMedia};
 use sori_net::MediaConfig;
-use sori_signal::Signal;
+use sori_signal::{Signal, TurnAccess};
+use sori_turn::{TurnConfig, TurnServer};
 
-use crate::config::{Config, LogFormat, RoomModeName};
+use crate::config::{Config, LogFormat, RoomModeName, TurnPlan};
 
 /// Sori — a self-hosted WebRTC video-conferencing server in one binary.
 ///
@@ -154,6 +155,76 @@ impl SessionFlags {
     }
 }
 
+/// Settings of TURN (the embedded server runs in `serve`; `signal` hands out external ones).
+#[derive(Args)]
+struct TurnFlags {
+    /// Do not run or hand out a TURN server.
+    #[arg(long, env = "SORI_NO_TURN")]
+    no_turn: bool,
+    /// UDP and TCP address of the embedded TURN server [default: 0.0.0.0:3478].
+    #[arg(long, env = "SORI_TURN_LISTEN", value_name = "ADDR")]
+    turn_listen: Option<SocketAddr>,
+    /// Shared secret TURN credentials are signed with [default: random at each start].
+    #[arg(
+        long,
+        env = "SORI_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    turn_secret: Option<String>,
+    /// UDP ports the TURN relay uses, LOW-HIGH [default: 49152-65535].
+    #[arg(long, env = "SORI_TURN_RELAY_PORTS", value_name = "LOW-HIGH")]
+    turn_relay_ports: Option<String>,
+    /// Seconds an issued TURN credential stays valid [default: 86400].
+    #[arg(long, env = "SORI_TURN_CREDENTIAL_TTL", value_name = "SECS")]
+    turn_credential_ttl: Option<u64>,
+    /// A private prefix the relay may reach (e.g. 10.0.0.0/8); repeat for several.
+    #[arg(
+        long = "turn-allow",
+        env = "SORI_TURN_ALLOW",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    turn_allow: Vec<String>,
+    /// A TURN server run elsewhere, sharing --turn-secret (instead of the embedded one);
+    /// repeat for several.
+    #[arg(
+        long = "turn-external",
+        env = "SORI_TURN_EXTERNAL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    turn_external: Vec<String>,
+}
+
+impl TurnFlags {
+    fn apply(self, config: &mut Config) {
+        let t = &mut config.turn;
+        if self.no_turn {
+            t.enabled = false;
+            t.external.clear();
+        }
+        if let Some(v) = self.turn_listen {
+            t.listen = v;
+        }
+        if let Some(v) = self.turn_secret {
+            t.secret = v;
+        }
+        if let Some(v) = self.turn_relay_ports {
+            t.relay_ports = v;
+        }
+        if let Some(v) = self.turn_credential_ttl {
+            t.credential_ttl_secs = v;
+        }
+        if !self.turn_allow.is_empty() {
+            t.allow = self.turn_allow;
+        }
+        if !self.turn_external.is_empty() && !self.no_turn {
+            t.external = self.turn_external;
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
@@ -162,6 +233,8 @@ struct ServeArgs {
     session: SessionFlags,
     #[command(flatten)]
     media: MediaFlags,
+    #[command(flatten)]
+    turn: TurnFlags,
     /// Also serve the Kurento-protocol control API on --kurento-listen.
     #[arg(long, env = "SORI_KURENTO")]
     kurento: bool,
@@ -181,6 +254,8 @@ struct SignalArgs {
     base: BaseArgs,
     #[command(flatten)]
     session: SessionFlags,
+    #[command(flatten)]
+    turn: TurnFlags,
     /// The media server's control API, e.g. ws://10.0.0.5:8888/kurento (add
     /// ?access_token=… when it requires one).
     #[arg(
@@ -212,10 +287,11 @@ fn main() -> ExitCode {
             let role = Role::Serve {
                 kurento: args.kurento,
             };
-            let (session, media) = (args.session, args.media);
+            let (session, media, turn) = (args.session, args.media, args.turn);
             let apply = move |config: &mut Config| {
                 session.apply(config);
                 media.apply(config);
+                turn.apply(config);
             };
             (args.base, role, Box::new(apply))
         }
@@ -228,15 +304,15 @@ fn main() -> ExitCode {
             )
         }
         Command::Signal(args) => {
-            let session = args.session;
+            let (session, turn) = (args.session, args.turn);
             let role = Role::Signal {
                 media_url: args.media_url,
             };
-            (
-                args.base,
-                role,
-                Box::new(move |c: &mut Config| session.apply(c)),
-            )
+            let apply = move |c: &mut Config| {
+                session.apply(c);
+                turn.apply(c);
+            };
+            (args.base, role, Box::new(apply))
         }
     };
     start(base, role, apply)
@@ -254,13 +330,16 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
     if let Some(v) = args.log_format {
         config.log.format = v;
     }
-    if let Err(e) = config.kurento() {
+    if let Err(e) = config.kurento().and_then(|_| config.turn()) {
         eprintln!("sori: {e}");
         return ExitCode::from(2);
     }
     if args.print_config {
         if !config.kurento.access_token.is_empty() {
             config.kurento.access_token = "<set>".into();
+        }
+        if !config.turn.secret.is_empty() {
+            config.turn.secret = "<set>".into();
         }
         println!("{config:#?}");
         return ExitCode::SUCCESS;
@@ -287,8 +366,12 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The turn crate logs every malformed or refused datagram, and every packet a peer sends
+    // toward a relayed client whose TCP connection is gone, as an error (its log records reach
+    // tracing through tracing-subscriber's log bridge): remote input, not the operator's.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,turn::server=off,turn::allocation=off")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -362,8 +445,13 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
         );
         servers.spawn(serve_http(listener, app, "control API"));
     }
+    let mut turn = None;
     if let Role::Serve { .. } = role {
-        let app = Signal::new(media.handle.clone(), config.signal()).router();
+        let mut signal = config.signal();
+        let (server, access) = start_turn(&config, &media.candidates).await?;
+        turn = server;
+        signal.turn = access;
+        let app = Signal::new(media.handle.clone(), signal).router();
         let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
             "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
@@ -379,10 +467,70 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
             servers.abort_all();
         }
     }
+    if let Some(turn) = turn {
+        turn.shutdown().await;
+    }
     media.handle.shutdown();
     let _ = media.task.await;
     tracing::info!("stopped");
     result
+}
+
+/// Starts the embedded TURN server when the configuration asks for it; returns it with the TURN
+/// servers the session server hands out credentials for.
+async fn start_turn(
+    config: &Config,
+    media: &[SocketAddr],
+) -> Result<(Option<TurnServer>, Option<TurnAccess>), String> {
+    let (listen, secret, realm, relay_ports, allow, ttl) = match config.turn()? {
+        TurnPlan::Off => return Ok((None, None)),
+        TurnPlan::External { urls, secret, ttl } => {
+            tracing::info!("TURN: handing out {}", urls.join(", "));
+            return Ok((None, Some(TurnAccess { urls, secret, ttl })));
+        }
+        TurnPlan::Embedded {
+            listen,
+            secret,
+            realm,
+            relay_ports,
+            allow,
+            ttl,
+        } => (listen, secret, realm, relay_ports, allow, ttl),
+    };
+    let secret = match secret {
+        Some(s) => s,
+        None => sori_turn::credentials::random_secret()
+            .map_err(|_| "cannot draw a random TURN secret".to_string())?,
+    };
+    // Browsers reach TURN where they reach the media port: the advertised address.
+    let Some(advertised) = media.first().map(|a| a.ip()) else {
+        return Err("TURN needs the media server's advertised address (--advertise-ip)".into());
+    };
+    let server = TurnServer::start(TurnConfig {
+        listen,
+        relay_bind: config.media.bind_ip,
+        relay_ip: advertised,
+        relay_ports: relay_ports.clone(),
+        secret: secret.clone(),
+        realm,
+        allow,
+        own: media.to_vec(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let at = SocketAddr::new(advertised, server.local_addr().port());
+    let urls = vec![
+        format!("stun:{at}"),
+        format!("turn:{at}?transport=udp"),
+        format!("turn:{at}?transport=tcp"),
+    ];
+    tracing::info!(
+        "TURN on UDP+TCP {} (advertised as {at}, relay ports {}-{})",
+        server.local_addr(),
+        relay_ports.start(),
+        relay_ports.end(),
+    );
+    Ok((Some(server), Some(TurnAccess { urls, secret, ttl })))
 }
 
 /// The session server alone, driving a remote media server.
@@ -391,7 +539,13 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
     let media = RemoteMedia::connect(media_url)
         .await
         .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
-    let app = Signal::new(media, config.signal()).router();
+    let mut signal = config.signal();
+    // A session server alone hands out TURN servers run elsewhere, never its own.
+    if let TurnPlan::External { urls, secret, ttl } = config.turn()? {
+        tracing::info!("TURN: handing out {}", urls.join(", "));
+        signal.turn = Some(TurnAccess { urls, secret, ttl });
+    }
+    let app = Signal::new(media, signal).router();
     let (listener, http) = bind(config.server.listen).await?;
     tracing::info!(
         "Sori {} listening on http://{http} (media server: {shown})",

@@ -53,6 +53,8 @@ fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--advertise-ip",
             "127.0.0.1",
+            "--turn-listen",
+            "127.0.0.1:0",
         ])
         .env("SORI_RTC_PORT", "0")
         .env("RUST_LOG", "info")
@@ -200,8 +202,13 @@ fn serve_with_kurento_exposes_the_control_api_with_its_token() {
             "127.0.0.1:0",
             "--rtc-port",
             "0",
+            "--no-turn",
         ],
         "listening on http://",
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("TURN")),
+        "--no-turn: {seen:?}"
     );
     let line = seen
         .iter()
@@ -306,4 +313,79 @@ fn ice_tcp_follows_its_flags_and_a_taken_tcp_port_is_a_clear_error() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_file(&config).unwrap();
+}
+
+#[test]
+fn serve_runs_turn_and_joined_carries_credentials_for_it() {
+    let secret = "turn-s3cret-value";
+    let (mut child, line, seen) = start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--turn-secret",
+            secret,
+        ],
+        "listening on http://",
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains(secret)),
+        "the TURN secret is never logged"
+    );
+    let turn_line = seen
+        .iter()
+        .find(|l| l.contains("TURN on UDP+TCP "))
+        .expect("TURN is announced");
+    let turn: std::net::SocketAddr = after(turn_line, "TURN on UDP+TCP ").parse().unwrap();
+    assert_eq!(turn.ip().to_string(), "127.0.0.1");
+
+    let http = after(&line, "http://");
+    let (mut ws, _) = tungstenite::connect(format!("ws://{http}/ws")).unwrap();
+    ws.send(tungstenite::Message::text(
+        r#"{"type":"join","v":1,"room":"turn","name":"Ada"}"#,
+    ))
+    .unwrap();
+    let joined = ws.read().unwrap().into_text().unwrap().to_string();
+    let _ = ws.close(None);
+    let urls = format!(
+        r#""urls":["stun:{turn}","turn:{turn}?transport=udp","turn:{turn}?transport=tcp"]"#
+    );
+    assert!(joined.contains(&urls), "{joined}");
+    let field = |name: &str| {
+        let start = joined.find(&format!(r#""{name}":""#)).unwrap() + name.len() + 4;
+        joined[start..].split('"').next().unwrap().to_string()
+    };
+    let username = field("username");
+    assert!(username.ends_with(":p1"), "{username}");
+    assert_eq!(
+        field("credential"),
+        sori_turn::credentials::password(secret, &username)
+    );
+
+    // A STUN Binding request over UDP gets this socket's address back.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(b"sori-binding");
+    udp.send_to(&request, turn).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(from, turn);
+    assert!(
+        n >= 20 && buf[..2] == [0x01, 0x01],
+        "a Binding success response"
+    );
+    assert_eq!(&buf[8..20], b"sori-binding");
+    // TURN over TCP listens on the same port.
+    TcpStream::connect(turn).expect("TURN listens on TCP");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

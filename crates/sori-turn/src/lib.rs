@@ -1,0 +1,203 @@
+//! # sori-turn — the TURN/STUN server embedded in `sori serve`
+//!
+//! Browsers that cannot reach the media server's UDP port directly (symmetric NATs, firewalls
+//! that pass only TCP) relay their media through TURN. [`TurnServer::start`] runs one on a
+//! UDP and a TCP socket on the same port, using the [`turn`] crate of webrtc-rs for the protocol;
+//! this crate adds what a conferencing server needs around it:
+//!
+//! - [`credentials`]: time-limited usernames and passwords from a shared secret (the TURN REST
+//!   API convention coturn calls `use-auth-secret`), so the session server can hand each
+//!   participant its own credential and coturn can replace this server without changes.
+//! - [`policy`]: the relay reaches public addresses and the server's own, never the operator's
+//!   private network unless allowed ([`RelayPolicy`]).
+//! - TURN over TCP, which the `turn` crate's server does not do itself: a framing layer that
+//!   makes a TCP listener look like the datagram socket the crate reads.
+//!
+//! Peers are always reached over UDP (no RFC 6062 TCP allocations), from IPv4 relay addresses.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+pub mod credentials;
+mod guard;
+pub mod policy;
+mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use turn::relay::relay_range::RelayAddressGeneratorRanges;
+use turn::server::config::{ConnConfig, ServerConfig};
+use turn::server::Server;
+use webrtc_util::vnet::net::Net;
+use webrtc_util::Conn;
+
+pub use credentials::Credential;
+pub use policy::{IpPrefix, RelayPolicy};
+
+/// Settings of the embedded TURN server.
+#[derive(Clone)]
+pub struct TurnConfig {
+    /// The UDP and TCP address clients reach (port 0: a free port, the same for both).
+    pub listen: SocketAddr,
+    /// The address relay sockets bind.
+    pub relay_bind: IpAddr,
+    /// The address announced to clients as their relayed address (the advertised IP).
+    pub relay_ip: IpAddr,
+    /// The UDP ports relay sockets use.
+    pub relay_ports: RangeInclusive<u16>,
+    /// The shared secret credentials are signed with.
+    pub secret: String,
+    /// The realm of long-term credentials.
+    pub realm: String,
+    /// Non-public peers the relay may still reach; the relay's own ports always are.
+    pub allow: Vec<IpPrefix>,
+    /// Further addresses of this server peers may reach, e.g. the media port.
+    pub own: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("listen", &self.listen)
+            .field("relay_bind", &self.relay_bind)
+            .field("relay_ip", &self.relay_ip)
+            .field("relay_ports", &self.relay_ports)
+            .field("secret", &"<set>")
+            .field("realm", &self.realm)
+            .field("allow", &self.allow)
+            .field("own", &self.own)
+            .finish()
+    }
+}
+
+/// Why the TURN server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error("cannot listen for TURN on {transport} {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TURN relay ports {0:?}: give a range of non-zero ports, lowest first")]
+    RelayPorts(RangeInclusive<u16>),
+    #[error("the TURN secret is empty")]
+    NoSecret,
+    #[error("cannot start the TURN server: {0}")]
+    Start(String),
+}
+
+/// A running TURN server; [`TurnServer::shutdown`] stops it.
+pub struct TurnServer {
+    server: Server,
+    local_addr: SocketAddr,
+}
+
+impl TurnServer {
+    /// Binds UDP and TCP on `config.listen` and starts serving.
+    pub async fn start(config: TurnConfig) -> Result<TurnServer, TurnError> {
+        if config.secret.is_empty() {
+            return Err(TurnError::NoSecret);
+        }
+        let ports = config.relay_ports.clone();
+        if *ports.start() == 0 || ports.is_empty() {
+            return Err(TurnError::RelayPorts(ports));
+        }
+        let (udp, tcp) = bind(config.listen).await?;
+        let local_addr = udp.local_addr().map_err(|source| TurnError::Bind {
+            transport: "UDP",
+            addr: config.listen,
+            source,
+        })?;
+        let mut own = vec![(config.relay_ip, ports.clone())];
+        own.extend(config.own.iter().map(|a| (a.ip(), a.port()..=a.port())));
+        let policy = Arc::new(RelayPolicy {
+            allow: config.allow.clone(),
+            own,
+        });
+        let auth = Arc::new(auth::SecretAuth::new(config.secret.clone()));
+        let tcp = tcp::TcpTransport::new(tcp).map_err(|source| TurnError::Bind {
+            transport: "TCP",
+            addr: config.listen,
+            source,
+        })?;
+        let net = Arc::new(Net::new(None));
+        let transports: [Arc<dyn Conn + Send + Sync>; 2] = [Arc::new(udp), Arc::new(tcp)];
+        let conn_configs = transports
+            .into_iter()
+            .map(|inner| ConnConfig {
+                conn: Arc::new(guard::Guarded {
+                    inner,
+                    policy: policy.clone(),
+                    auth: auth.clone(),
+                    realm: config.realm.clone(),
+                }),
+                relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
+                    relay_address: config.relay_ip,
+                    min_port: *ports.start(),
+                    max_port: *ports.end(),
+                    max_retries: 0,
+                    address: config.relay_bind.to_string(),
+                    net: net.clone(),
+                }),
+            })
+            .collect();
+        let server = Server::new(ServerConfig {
+            conn_configs,
+            realm: config.realm.clone(),
+            auth_handler: auth,
+            channel_bind_timeout: std::time::Duration::ZERO,
+            alloc_close_notify: None,
+        })
+        .await
+        .map_err(|e| TurnError::Start(e.to_string()))?;
+        Ok(TurnServer { server, local_addr })
+    }
+
+    /// The UDP and TCP address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops serving and closes every allocation.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.server.close().await {
+            tracing::debug!("TURN server close: {e}");
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same address. With port 0 the TCP port follows the
+/// UDP one; should another program hold it, a few other ports are tried.
+async fn bind(
+    addr: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), TurnError> {
+    let attempts = if addr.port() == 0 { 8 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TurnError::Bind {
+                transport: "UDP",
+                addr,
+                source,
+            })?;
+        let at = udp.local_addr().map_err(|source| TurnError::Bind {
+            transport: "UDP",
+            addr,
+            source,
+        })?;
+        match tokio::net::TcpListener::bind(at).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) => last = Some(source),
+        }
+    }
+    Err(TurnError::Bind {
+        transport: "TCP",
+        addr,
+        // The loop ran at least once and only falls through after a TCP failure.
+        source: last.unwrap_or_else(|| std::io::Error::other("no attempt")),
+    })
+}

@@ -1,0 +1,243 @@
+//! TURN over TCP (RFC 5766 §2.1): browsers behind firewalls that pass only TCP reach the
+//! server on a TCP connection, and the relay still speaks UDP to peers.
+//!
+//! The `turn` crate's server reads datagrams from a [`Conn`]; [`TcpTransport`] is one: it
+//! accepts connections, cuts each byte stream into STUN messages and ChannelData frames, and
+//! hands them on tagged with the connection's remote address, to which replies are written back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use webrtc_util::Conn;
+
+/// Connections open at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// A connection on which no complete frame arrives for this long is closed. Clients refresh
+/// their allocation and permissions every few minutes.
+const IDLE: Duration = Duration::from_secs(600);
+/// Frames waiting to be written to one slow connection; beyond this they are dropped, as a
+/// congested UDP path would.
+const WRITE_QUEUE: usize = 256;
+
+/// The largest frame accepted; the server reads at most 1500 bytes, so a longer one can only be
+/// a stream that is not TURN (`GET / HTTP…` reads as a ChannelData header of 21 kB).
+const MAX_FRAME: usize = 4096;
+/// A frame whose header has arrived must be complete within this.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+pub(crate) struct TcpTransport {
+    local: SocketAddr,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    writers: Writers,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpTransport {
+    pub(crate) fn new(listener: TcpListener) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, incoming) = mpsc::channel(1024);
+        let writers = Writers::default();
+        let accept = tokio::spawn(accept_loop(listener, tx, writers.clone()));
+        Ok(Self {
+            local,
+            incoming: tokio::sync::Mutex::new(incoming),
+            writers,
+            accept,
+        })
+    }
+
+    fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+        // The map stays consistent even if a holder panicked: entries are inserted or removed whole.
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Accepts connections; dropping this task (abort) drops every connection's task with it.
+async fn accept_loop(
+    listener: TcpListener,
+    incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    writers: Writers,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!("TURN TCP accept failed: {e}");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+                writers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, tx);
+                let (incoming, writers) = (incoming.clone(), writers.clone());
+                connections.spawn(async move {
+                    connection(stream, peer, incoming, rx).await;
+                    writers.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+                });
+            }
+        }
+    }
+}
+
+/// One client connection: frames in, queued replies out, until either side ends.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let read = async {
+        loop {
+            let frame = match tokio::time::timeout(IDLE, read_frame(&mut reader)).await {
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) | Err(_) => break,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, "TURN TCP connection dropped: {e}");
+                    break;
+                }
+            };
+            if incoming.send((frame, peer)).await.is_err() {
+                break;
+            }
+        }
+    };
+    let write = async {
+        while let Some(frame) = outgoing.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = write => {}
+    }
+}
+
+/// Reads one STUN message or ChannelData frame; `None` at a clean end of stream.
+async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let Some(total) = frame_len(header).filter(|&n| n <= MAX_FRAME) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "neither STUN nor ChannelData",
+        ));
+    };
+    let mut frame = vec![0u8; total];
+    frame[..4].copy_from_slice(&header);
+    tokio::time::timeout(FRAME_TIMEOUT, reader.read_exact(&mut frame[4..]))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok(Some(frame))
+}
+
+/// The length of the frame a 4-byte header starts: STUN messages carry their body length after
+/// a 20-byte header; ChannelData frames over TCP are padded to a multiple of 4 (RFC 5766 §11.5).
+pub(crate) fn frame_len(header: [u8; 4]) -> Option<usize> {
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    match header[0] >> 6 {
+        0b00 => Some(20 + len),
+        0b01 => Some(4 + len.next_multiple_of(4)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Conn for TcpTransport {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported).into())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut incoming = self.incoming.lock().await;
+        loop {
+            let Some((frame, from)) = incoming.recv().await else {
+                return Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into());
+            };
+            // Larger than the server reads: no legitimate TURN message is.
+            if frame.len() <= buf.len() {
+                buf[..frame.len()].copy_from_slice(&frame);
+                return Ok((frame.len(), from));
+            }
+        }
+    }
+
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into())
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        let Some(writer) = self.writers().get(&target).cloned() else {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into());
+        };
+        let mut frame = buf.to_vec();
+        if let Some(padded) = buf.first_chunk().and_then(|h| frame_len(*h)) {
+            frame.resize(padded.max(buf.len()), 0);
+        }
+        // A full queue drops the frame, like a congested UDP path; a closed one is an error.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = writer.try_send(frame) {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into());
+        }
+        Ok(buf.len())
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.accept.abort();
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_cut_by_their_headers() {
+        // A Binding request with an 8-byte body; ChannelData of 5 bytes (padded to 8).
+        assert_eq!(frame_len([0x00, 0x01, 0x00, 0x08]), Some(28));
+        assert_eq!(frame_len([0x40, 0x00, 0x00, 0x05]), Some(12));
+        assert_eq!(frame_len([0x40, 0x00, 0x00, 0x08]), Some(12));
+        assert_eq!(frame_len([0x80, 0x00, 0x00, 0x00]), None);
+    }
+}
