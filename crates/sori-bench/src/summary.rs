@@ -506,6 +506,19 @@ fn standing(out: &mut String, figs: &[Figures], reference: usize) {
             }
         );
     }
+    let at_top: Vec<&str> = figs
+        .iter()
+        .filter(|f| !f.capacities.is_empty() && f.capacities.iter().all(|c| *c == Some(f.max_load)))
+        .map(|f| f.label.as_str())
+        .collect();
+    if !at_top.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Capacity equal to the largest step tested ({}) is a floor, not the limit: a \
+             heavier ramp (and a load generator with more CPU) is needed to find it.",
+            at_top.join(", ")
+        );
+    }
 }
 
 fn steps_table(out: &mut String, runs: &[&Run], labels: &[String]) {
@@ -784,6 +797,8 @@ mod tests {
         );
         // Delay at half of capacity (25 → the nearest step, 10).
         assert!(page.contains("(N = 10)"), "{page}");
+        // Capacity 50 is not the largest step (100): no floor sentence.
+        assert!(!page.contains("is a floor"), "{page}");
         assert_eq!(charts.len(), 2);
         for (name, svg) in &charts {
             assert!(page.contains(&format!("(benchmarks/{name})")));
