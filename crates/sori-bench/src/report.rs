@@ -248,7 +248,8 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
     s
 }
 
-fn escape(t: &str) -> String {
+/// Text made safe inside SVG/XML.
+pub(crate) fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

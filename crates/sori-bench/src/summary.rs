@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::report;
+use crate::report::{self, escape};
 use crate::run::{Scenario, StepResult};
 
 /// One run of one contender: a ramp of steps.
@@ -684,12 +684,6 @@ pub fn lines_svg(
     }
     s.push_str("</svg>\n");
     s
-}
-
-fn escape(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
