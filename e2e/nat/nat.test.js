@@ -8,6 +8,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { chromium } from 'playwright-core';
 import { spawnSori, launchOptions, joinPage, waitForVideoFrom } from '../tests/helpers.js';
 import { unavailable, createNetwork, chromiumIn, SERVER_IP } from './netns.js';
@@ -24,7 +26,7 @@ const opts = reason ? { skip: reason } : {};
 
 /** A network of `nat` routers with `sori serve ARGS` in its server namespace. */
 function world(nat, serverArgs) {
-  const ctx = { net: null, server: null, url: null, browsers: [] };
+  const ctx = { net: null, server: null, url: null, browsers: [], launchers: [] };
   before(async () => {
     if (reason) return;
     ctx.net = createNetwork(nat);
@@ -39,6 +41,7 @@ function world(nat, serverArgs) {
     for (const b of ctx.browsers) await b.close().catch(() => {});
     await ctx.server?.stop();
     ctx.net?.destroy();
+    for (const l of ctx.launchers) rmSync(dirname(l), { recursive: true, force: true });
   });
   ctx.browserIn = async (host) => {
     // A real user's browser: no loopback or mDNS flags.
@@ -46,7 +49,9 @@ function world(nat, serverArgs) {
     // The page is plain http on a non-local address, where browsers give no camera: a deployment
     // serves it over https; here the origin is declared secure instead.
     o.args.push(`--unsafely-treat-insecure-origin-as-secure=${ctx.url}`);
-    const b = await chromium.launch({ ...o, executablePath: chromiumIn(ctx.net.ns[host]) });
+    const launcher = chromiumIn(ctx.net.ns[host]);
+    ctx.launchers.push(launcher);
+    const b = await chromium.launch({ ...o, executablePath: launcher });
     ctx.browsers.push(b);
     return b;
   };
