@@ -366,7 +366,7 @@ impl Config {
             }
             (false, false) => {}
         }
-        if t.tls_listen.ip() == t.listen.ip() && t.tls_listen.port() == t.listen.port() {
+        if t.tls_listen.port() != 0 && t.tls_listen == t.listen {
             return Err(format!(
                 "turn.tls_listen: {} is TURN's TCP address already (turn.listen); \
                  give TLS a port of its own, e.g. 5349",
