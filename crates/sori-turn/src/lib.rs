@@ -12,6 +12,8 @@
 //!   private network unless allowed ([`RelayPolicy`]).
 //! - TURN over TCP, which the `turn` crate's server does not do itself: a framing layer that
 //!   makes a TCP listener look like the datagram socket the crate reads.
+//! - TURN over TLS ([`tls`]) on a listener of its own when a certificate is given: the same
+//!   framing after a TLS handshake.
 //!
 //! Peers are always reached over UDP (no RFC 6062 TCP allocations), from IPv4 relay addresses.
 
@@ -22,6 +24,7 @@ pub mod credentials;
 mod guard;
 pub mod policy;
 mod tcp;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -35,6 +38,8 @@ use webrtc_util::Conn;
 
 pub use credentials::Credential;
 pub use policy::{IpPrefix, RelayPolicy};
+pub use tls::{TlsError, TurnTls};
+pub use tokio_rustls::rustls;
 
 /// Settings of the embedded TURN server.
 #[derive(Clone)]
@@ -55,6 +60,8 @@ pub struct TurnConfig {
     pub allow: Vec<IpPrefix>,
     /// Further addresses of this server peers may reach, e.g. the media port.
     pub own: Vec<SocketAddr>,
+    /// TURN over TLS on a TCP listener of its own; `None`: no TLS.
+    pub tls: Option<TurnTls>,
 }
 
 impl std::fmt::Debug for TurnConfig {
@@ -68,6 +75,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("realm", &self.realm)
             .field("allow", &self.allow)
             .field("own", &self.own)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -93,10 +101,11 @@ pub enum TurnError {
 pub struct TurnServer {
     server: Server,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl TurnServer {
-    /// Binds UDP and TCP on `config.listen` and starts serving.
+    /// Binds UDP and TCP on `config.listen` (and TLS on `config.tls`) and starts serving.
     pub async fn start(config: TurnConfig) -> Result<TurnServer, TurnError> {
         if config.secret.is_empty() {
             return Err(TurnError::NoSecret);
@@ -123,8 +132,24 @@ impl TurnServer {
             addr: config.listen,
             source,
         })?;
+        let mut transports: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp), Arc::new(tcp)];
+        let mut tls_addr = None;
+        if let Some(tls) = &config.tls {
+            let bind_err = |source| TurnError::Bind {
+                transport: "TLS",
+                addr: tls.listen,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .map_err(bind_err)?;
+            tls_addr = Some(listener.local_addr().map_err(bind_err)?);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            let transport =
+                tcp::TcpTransport::with_tls(listener, Some(acceptor)).map_err(bind_err)?;
+            transports.push(Arc::new(transport));
+        }
         let net = Arc::new(Net::new(None));
-        let transports: [Arc<dyn Conn + Send + Sync>; 2] = [Arc::new(udp), Arc::new(tcp)];
         let conn_configs = transports
             .into_iter()
             .map(|inner| ConnConfig {
@@ -153,12 +178,21 @@ impl TurnServer {
         })
         .await
         .map_err(|e| TurnError::Start(e.to_string()))?;
-        Ok(TurnServer { server, local_addr })
+        Ok(TurnServer {
+            server,
+            local_addr,
+            tls_addr,
+        })
     }
 
     /// The UDP and TCP address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Stops serving and closes every allocation.

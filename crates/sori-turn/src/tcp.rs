@@ -1,9 +1,12 @@
-//! TURN over TCP (RFC 5766 §2.1): browsers behind firewalls that pass only TCP reach the
-//! server on a TCP connection, and the relay still speaks UDP to peers.
+//! TURN over TCP (RFC 5766 §2.1) and over TLS (`turns:`, RFC 5766 §2.1 / RFC 7350): browsers
+//! behind firewalls that pass only TCP reach the server on a stream, and the relay still speaks
+//! UDP to peers.
 //!
 //! The `turn` crate's server reads datagrams from a [`Conn`]; [`TcpTransport`] is one: it
-//! accepts connections, cuts each byte stream into STUN messages and ChannelData frames, and
-//! hands them on tagged with the connection's remote address, to which replies are written back.
+//! accepts connections (for TLS, completes the handshake first), cuts each byte stream into STUN
+//! messages and ChannelData frames, and hands them on tagged with the connection's remote
+//! address, to which replies are written back. Plain and TLS streams share every line after the
+//! handshake.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use webrtc_util::Conn;
 
-/// Connections open at once; more wait in the kernel's accept queue.
+/// Connections open at once on one listener (handshakes under way included); more wait in the
+/// kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
 /// A connection on which no complete frame arrives for this long is closed. Clients refresh
 /// their allocation and permissions every few minutes.
@@ -25,6 +30,8 @@ const IDLE: Duration = Duration::from_secs(600);
 /// Frames waiting to be written to one slow connection; beyond this they are dropped, as a
 /// congested UDP path would.
 const WRITE_QUEUE: usize = 256;
+/// A TLS handshake not done by then closes the connection.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest frame accepted; the server reads at most 1500 bytes, so a longer one can only be
 /// a stream that is not TURN (`GET / HTTP…` reads as a ChannelData header of 21 kB).
@@ -42,11 +49,20 @@ pub(crate) struct TcpTransport {
 }
 
 impl TcpTransport {
+    /// TURN over plain TCP on `listener`.
     pub(crate) fn new(listener: TcpListener) -> std::io::Result<Self> {
+        Self::with_tls(listener, None)
+    }
+
+    /// TURN over TLS on `listener` when `tls` is given, else over plain TCP.
+    pub(crate) fn with_tls(
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, incoming) = mpsc::channel(1024);
         let writers = Writers::default();
-        let accept = tokio::spawn(accept_loop(listener, tx, writers.clone()));
+        let accept = tokio::spawn(accept_loop(listener, tls, tx, writers.clone()));
         Ok(Self {
             local,
             incoming: tokio::sync::Mutex::new(incoming),
@@ -70,6 +86,7 @@ impl Drop for TcpTransport {
 /// Accepts connections; dropping this task (abort) drops every connection's task with it.
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     writers: Writers,
 ) {
@@ -88,9 +105,22 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::channel(WRITE_QUEUE);
                 writers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, tx);
-                let (incoming, writers) = (incoming.clone(), writers.clone());
+                let (incoming, writers, tls) = (incoming.clone(), writers.clone(), tls.clone());
                 connections.spawn(async move {
-                    connection(stream, peer, incoming, rx).await;
+                    match tls {
+                        None => connection(stream, peer, incoming, rx).await,
+                        Some(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => connection(stream, peer, incoming, rx).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(client = %peer, "TURN TLS handshake failed: {e}")
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %peer, "TURN TLS handshake timed out")
+                                }
+                            }
+                        }
+                    }
                     writers.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
                 });
             }
@@ -98,14 +128,16 @@ async fn accept_loop(
     }
 }
 
-/// One client connection: frames in, queued replies out, until either side ends.
-async fn connection(
-    stream: TcpStream,
+/// One client connection, plain or TLS: frames in, queued replies out, until either side ends.
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
-) {
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let read = async {
         loop {
             let frame = match tokio::time::timeout(IDLE, read_frame(&mut reader)).await {
@@ -123,7 +155,8 @@ async fn connection(
     };
     let write = async {
         while let Some(frame) = outgoing.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            // A TLS stream buffers records until flushed; for plain TCP flushing is free.
+            if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -135,7 +168,7 @@ async fn connection(
 }
 
 /// Reads one STUN message or ChannelData frame; `None` at a clean end of stream.
-async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 4];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -40,6 +40,14 @@ pub struct TurnSection {
     pub credential_ttl_secs: u64,
     pub allow: Vec<String>,
     pub external: Vec<String>,
+    /// TCP address of TURN over TLS; used only when `tls_cert` and `tls_key` are set.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain; empty: no TLS.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Host name of the `turns:` URL; empty: the advertised IP.
+    pub tls_host: String,
 }
 
 impl std::fmt::Debug for TurnSection {
@@ -53,6 +61,10 @@ impl std::fmt::Debug for TurnSection {
             .field("credential_ttl_secs", &self.credential_ttl_secs)
             .field("allow", &self.allow)
             .field("external", &self.external)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_host", &self.tls_host)
             .finish()
     }
 }
@@ -70,6 +82,8 @@ pub enum TurnPlan {
         relay_ports: RangeInclusive<u16>,
         allow: Vec<IpPrefix>,
         ttl: Duration,
+        /// TURN over TLS, when a certificate is configured.
+        tls: Option<TlsPlan>,
     },
     /// TURN servers run elsewhere (coturn with `use-auth-secret`) sharing `secret`.
     External {
@@ -77,6 +91,16 @@ pub enum TurnPlan {
         secret: String,
         ttl: Duration,
     },
+}
+
+/// TURN over TLS: where, with which certificate, under which name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPlan {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The host of the `turns:` URL; `None`: the advertised IP.
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,7 +333,66 @@ impl Config {
             relay_ports,
             allow,
             ttl,
+            tls: self.turn_tls()?,
         })
+    }
+
+    /// TURN over TLS, when both a certificate and a key are configured.
+    fn turn_tls(&self) -> Result<Option<TlsPlan>, String> {
+        let t = &self.turn;
+        let (cert, key, host) = (t.tls_cert.trim(), t.tls_key.trim(), t.tls_host.trim());
+        match (cert.is_empty(), key.is_empty()) {
+            (true, true) if host.is_empty() => return Ok(None),
+            (true, true) => {
+                return Err(
+                    "turn.tls_host is set but turn.tls_cert and turn.tls_key are not: \
+                            TURN over TLS needs a certificate"
+                        .into(),
+                )
+            }
+            (false, true) => {
+                return Err(
+                    "turn.tls_cert is set but turn.tls_key is not: TURN over TLS \
+                            needs both (PEM files)"
+                        .into(),
+                )
+            }
+            (true, false) => {
+                return Err(
+                    "turn.tls_key is set but turn.tls_cert is not: TURN over TLS \
+                            needs both (PEM files)"
+                        .into(),
+                )
+            }
+            (false, false) => {}
+        }
+        if t.tls_listen.port() != 0 && t.tls_listen == t.listen {
+            return Err(format!(
+                "turn.tls_listen: {} is TURN's TCP address already (turn.listen); \
+                 give TLS a port of its own, e.g. 5349",
+                t.tls_listen
+            ));
+        }
+        let host = (!host.is_empty()).then(|| host.to_string());
+        if let Some(h) = &host {
+            let name = h.len() <= 253
+                && h.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !name && h.parse::<IpAddr>().is_err() {
+                return Err(format!(
+                    "turn.tls_host: {h:?} is neither a host name nor an IP address"
+                ));
+            }
+        }
+        Ok(Some(TlsPlan {
+            listen: t.tls_listen,
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+            host,
+        }))
     }
 
     /// The media core's settings.
@@ -387,8 +470,10 @@ mod tests {
                 relay_ports: 49152..=65535,
                 allow: Vec::new(),
                 ttl: Duration::from_secs(86400),
+                tls: None,
             }
         );
+        assert_eq!(c.turn.tls_listen, "0.0.0.0:5349".parse().unwrap());
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.kurento.listen, "127.0.0.1:8888".parse().unwrap());
         assert_eq!(c.kurento().unwrap().path, "/kurento");
@@ -449,12 +534,55 @@ mod tests {
                 "not a stun:",
             ),
             ("[turn]\ncredential_ttl_secs = 5\n", "at least 60"),
+            (
+                "[turn]\ntls_cert = \"/etc/sori/cert.pem\"\n",
+                "turn.tls_cert is set but turn.tls_key is not",
+            ),
+            (
+                "[turn]\ntls_key = \"/etc/sori/key.pem\"\n",
+                "turn.tls_key is set but turn.tls_cert is not",
+            ),
+            (
+                "[turn]\ntls_host = \"turn.example.org\"\n",
+                "turn.tls_host is set but",
+            ),
+            (
+                "[turn]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_host = \"a b\"\n",
+                "turn.tls_host",
+            ),
+            (
+                "[turn]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_listen = \"0.0.0.0:3478\"\n",
+                "turn.tls_listen",
+            ),
         ] {
             let bad = dir.join("turn.toml");
             std::fs::write(&bad, text).unwrap();
             let e = Config::load(Some(&bad)).unwrap_err().to_string();
             assert!(e.contains(message), "{text}: {e}");
         }
+        let tls = dir.join("tls.toml");
+        std::fs::write(
+            &tls,
+            "[turn]\ntls_cert = \"/etc/sori/cert.pem\"\ntls_key = \"/etc/sori/key.pem\"\n\
+             tls_host = \"turn.example.org\"\n",
+        )
+        .unwrap();
+        let TurnPlan::Embedded {
+            tls: Some(plan), ..
+        } = Config::load(Some(&tls)).unwrap().turn().unwrap()
+        else {
+            panic!("TLS is planned");
+        };
+        assert_eq!(
+            plan,
+            TlsPlan {
+                listen: "0.0.0.0:5349".parse().unwrap(),
+                cert: "/etc/sori/cert.pem".into(),
+                key: "/etc/sori/key.pem".into(),
+                host: Some("turn.example.org".into()),
+            }
+        );
+
         let external = dir.join("external.toml");
         std::fs::write(
             &external,

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use sori_kurento::{Kurento, RemoteMedia};
 use sori_net::MediaConfig;
 use sori_signal::{Signal, TurnAccess};
-use sori_turn::{TurnConfig, TurnServer};
+use sori_turn::{TurnConfig, TurnServer, TurnTls};
 
 use crate::config::{Config, LogFormat, RoomModeName, TurnPlan};
 
@@ -195,6 +195,18 @@ struct TurnFlags {
         value_delimiter = ','
     )]
     turn_external: Vec<String>,
+    /// TCP address of TURN over TLS, used with --turn-tls-cert [default: 0.0.0.0:5349].
+    #[arg(long, env = "SORI_TURN_TLS_LISTEN", value_name = "ADDR")]
+    turn_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS (with --turn-tls-key) [default: no TLS].
+    #[arg(long, env = "SORI_TURN_TLS_CERT", value_name = "FILE")]
+    turn_tls_cert: Option<String>,
+    /// PEM private key of --turn-tls-cert.
+    #[arg(long, env = "SORI_TURN_TLS_KEY", value_name = "FILE")]
+    turn_tls_key: Option<String>,
+    /// Host name in the turns: URL; must match the certificate [default: the advertised IP].
+    #[arg(long, env = "SORI_TURN_TLS_HOST", value_name = "HOST")]
+    turn_tls_host: Option<String>,
 }
 
 impl TurnFlags {
@@ -221,6 +233,18 @@ impl TurnFlags {
         }
         if !self.turn_external.is_empty() && !self.no_turn {
             t.external = self.turn_external;
+        }
+        if let Some(v) = self.turn_tls_listen {
+            t.tls_listen = v;
+        }
+        if let Some(v) = self.turn_tls_cert {
+            t.tls_cert = v;
+        }
+        if let Some(v) = self.turn_tls_key {
+            t.tls_key = v;
+        }
+        if let Some(v) = self.turn_tls_host {
+            t.tls_host = v;
         }
     }
 }
@@ -482,7 +506,7 @@ async fn start_turn(
     config: &Config,
     media: &[SocketAddr],
 ) -> Result<(Option<TurnServer>, Option<TurnAccess>), String> {
-    let (listen, secret, realm, relay_ports, allow, ttl) = match config.turn()? {
+    let (listen, secret, realm, relay_ports, allow, ttl, tls) = match config.turn()? {
         TurnPlan::Off => return Ok((None, None)),
         TurnPlan::External { urls, secret, ttl } => {
             tracing::info!("TURN: handing out {}", urls.join(", "));
@@ -495,7 +519,16 @@ async fn start_turn(
             relay_ports,
             allow,
             ttl,
-        } => (listen, secret, realm, relay_ports, allow, ttl),
+            tls,
+        } => (listen, secret, realm, relay_ports, allow, ttl, tls),
+    };
+    // A certificate that does not load stops the start, naming the file.
+    let tls_config = match &tls {
+        Some(plan) => Some(TurnTls {
+            listen: plan.listen,
+            config: sori_turn::tls::load_pem(&plan.cert, &plan.key).map_err(|e| e.to_string())?,
+        }),
+        None => None,
     };
     let secret = match secret {
         Some(s) => s,
@@ -515,15 +548,29 @@ async fn start_turn(
         realm,
         allow,
         own: media.to_vec(),
+        tls: tls_config,
     })
     .await
     .map_err(|e| e.to_string())?;
     let at = SocketAddr::new(advertised, server.local_addr().port());
-    let urls = vec![
+    let mut urls = vec![
         format!("stun:{at}"),
         format!("turn:{at}?transport=udp"),
         format!("turn:{at}?transport=tcp"),
     ];
+    if let (Some(tls_addr), Some(plan)) = (server.tls_addr(), &tls) {
+        // Browsers check the certificate against this host: a name it is issued for, or the
+        // advertised IP when the certificate is for that IP.
+        let turns = match &plan.host {
+            Some(host) => match host.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, tls_addr.port()).to_string(),
+                Err(_) => format!("{host}:{}", tls_addr.port()),
+            },
+            None => SocketAddr::new(advertised, tls_addr.port()).to_string(),
+        };
+        urls.push(format!("turns:{turns}?transport=tcp"));
+        tracing::info!("TURN on TLS {tls_addr} (advertised as turns:{turns})");
+    }
     tracing::info!(
         "TURN on UDP+TCP {} (advertised as {at}, relay ports {}-{})",
         server.local_addr(),

@@ -389,3 +389,164 @@ fn serve_runs_turn_and_joined_carries_credentials_for_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A self-signed certificate for `names` and its key, as PEM files in a fresh directory.
+fn pem_files(tag: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    use base64::Engine;
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let body: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            body.join("\n")
+        )
+    };
+    let generated =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("sori-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, pem("CERTIFICATE", generated.cert.der())).unwrap();
+    std::fs::write(
+        &key,
+        pem("PRIVATE KEY", &generated.signing_key.serialize_der()),
+    )
+    .unwrap();
+    (cert, key)
+}
+
+#[test]
+fn serve_with_a_certificate_runs_turn_over_tls_and_joined_carries_turns() {
+    let (cert, key) = pem_files("serve", &["localhost"]);
+    let (mut child, line, seen) = start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--turn-tls-listen",
+            "127.0.0.1:0",
+            "--turn-tls-cert",
+            cert.to_str().unwrap(),
+            "--turn-tls-key",
+            key.to_str().unwrap(),
+            "--turn-tls-host",
+            "localhost",
+        ],
+        "listening on http://",
+    );
+    let tls_line = seen
+        .iter()
+        .find(|l| l.contains("TURN on TLS "))
+        .expect("TURN over TLS is announced");
+    let tls: std::net::SocketAddr = after(tls_line, "TURN on TLS ").parse().unwrap();
+    let turns = format!("turns:localhost:{}?transport=tcp", tls.port());
+    if !tls_line.contains(&format!("turns:localhost:{}", tls.port())) {
+        child.kill().unwrap();
+        panic!("{tls_line}");
+    }
+
+    let http = after(&line, "http://");
+    let (mut ws, _) = tungstenite::connect(format!("ws://{http}/ws")).unwrap();
+    ws.send(tungstenite::Message::text(
+        r#"{"type":"join","v":1,"room":"tls","name":"Ada"}"#,
+    ))
+    .unwrap();
+    let joined = ws.read().unwrap().into_text().unwrap().to_string();
+    let _ = ws.close(None);
+    assert!(
+        joined.contains(&format!(r#"?transport=tcp","{turns}"]"#)),
+        "turns: follows the other TURN URLs, with the same credential: {joined}"
+    );
+
+    // A TLS client trusting the certificate completes the handshake with the server.
+    use sori_turn::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let b64: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    roots.add(der.into()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(client), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut tcp = TcpStream::connect(tls).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)
+            .expect("the TLS handshake succeeds");
+    }
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+}
+
+#[test]
+fn a_bad_turn_certificate_is_a_clear_error() {
+    let (cert, key) = pem_files("bad", &["localhost"]);
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--rtc-port",
+        "0",
+        "--advertise-ip",
+        "127.0.0.1",
+        "--turn-listen",
+        "127.0.0.1:0",
+        "--turn-tls-listen",
+        "127.0.0.1:0",
+    ];
+    // A certificate without a key: a configuration error, before anything starts.
+    let out = Command::new(SORI)
+        .args(base)
+        .args(["--turn-tls-cert", cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("turn.tls_key"), "{err}");
+
+    // A key file that holds no key: the start fails naming it.
+    let garbage = cert.parent().unwrap().join("garbage.pem");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let out = Command::new(SORI)
+        .args(base)
+        .args(["--turn-tls-cert", cert.to_str().unwrap()])
+        .args(["--turn-tls-key", garbage.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("garbage.pem") && !err.contains("panicked"),
+        "{err}"
+    );
+    let _ = key;
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+}

@@ -1,4 +1,4 @@
-//! A TURN server on 127.0.0.1 and clients of the `turn` crate, over UDP or TCP.
+//! A TURN server on 127.0.0.1 and clients of the `turn` crate, over UDP, TCP or TLS.
 
 #![allow(dead_code)]
 
@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use sori_turn::rustls;
+use sori_turn::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sori_turn::{credentials, Credential, TurnConfig, TurnServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
@@ -22,6 +23,11 @@ pub const RELAY_PORTS: std::ops::RangeInclusive<u16> = 61000..=61999;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub async fn server(allow: &[&str]) -> TurnServer {
+    server_with_tls(allow, None).await
+}
+
+/// A TURN server that also speaks TLS on a port of its own when `tls` is given.
+pub async fn server_with_tls(allow: &[&str], tls: Option<sori_turn::TurnTls>) -> TurnServer {
     TurnServer::start(TurnConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay_bind: "127.0.0.1".parse().unwrap(),
@@ -31,6 +37,7 @@ pub async fn server(allow: &[&str]) -> TurnServer {
         realm: REALM.into(),
         allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
         own: Vec::new(),
+        tls,
     })
     .await
     .expect("the TURN server starts")
@@ -100,24 +107,88 @@ pub async fn round_trip(relay: &(impl Conn + ?Sized), peer: &UdpSocket, data: &[
     assert_eq!(from, peer_addr);
 }
 
-/// A client's TCP connection to the TURN server, framed as RFC 5766 §2.1 says.
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its PKCS#8 key.
+pub fn self_signed() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("rcgen makes a certificate");
+    let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    (generated.cert.der().clone(), key)
+}
+
+/// `der` as a PEM block of `label` (e.g. "CERTIFICATE", "PRIVATE KEY").
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A TLS client configuration trusting `cert` only.
+pub fn tls_client_config(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A client's TCP (or TLS) connection to the TURN server, framed as RFC 5766 §2.1 says.
 pub struct TcpClient {
     server: SocketAddr,
     local: SocketAddr,
-    reader: tokio::sync::Mutex<OwnedReadHalf>,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    reader: tokio::sync::Mutex<Reader>,
+    writer: tokio::sync::Mutex<Writer>,
 }
 
 impl TcpClient {
     pub async fn connect(server: SocketAddr) -> Arc<TcpClient> {
         let stream = TcpStream::connect(server).await.unwrap();
         let local = stream.local_addr().unwrap();
-        let (reader, writer) = stream.into_split();
+        Self::over(stream, server, local)
+    }
+
+    /// A TLS connection to `server`, checked against `cert` for the name `host`.
+    pub async fn connect_tls(
+        server: SocketAddr,
+        host: &str,
+        cert: &CertificateDer<'static>,
+    ) -> Arc<TcpClient> {
+        let stream = TcpStream::connect(server).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let connector = tokio_rustls::TlsConnector::from(tls_client_config(cert));
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        let stream = tokio::time::timeout(WAIT, connector.connect(name, stream))
+            .await
+            .expect("the TLS handshake ends in time")
+            .expect("the TLS handshake succeeds");
+        Self::over(stream, server, local)
+    }
+
+    fn over(
+        stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        server: SocketAddr,
+        local: SocketAddr,
+    ) -> Arc<TcpClient> {
+        let (reader, writer) = tokio::io::split(stream);
         Arc::new(TcpClient {
             server,
             local,
-            reader: reader.into(),
-            writer: writer.into(),
+            reader: tokio::sync::Mutex::new(Box::new(reader)),
+            writer: tokio::sync::Mutex::new(Box::new(writer)),
         })
     }
 }
@@ -145,7 +216,9 @@ impl Conn for TcpClient {
         Ok((total, self.server))
     }
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
-        self.writer.lock().await.write_all(buf).await?;
+        let mut writer = self.writer.lock().await;
+        writer.write_all(buf).await?;
+        writer.flush().await?;
         Ok(buf.len())
     }
     async fn send_to(&self, buf: &[u8], _: SocketAddr) -> webrtc_util::Result<usize> {
