@@ -689,45 +689,21 @@ pub fn lines_svg(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Percentiles;
     use crate::server_cost::Cost;
 
     fn step(load: usize, cpu_us: f64, p95: f64, ready: f64) -> StepResult {
-        let d = |v: f64| Percentiles {
-            p50_ms: Some(v / 2.0),
-            p95_ms: Some(v),
-            p99_ms: Some(v * 2.0),
-            max_ms: Some(v * 3.0),
-        };
+        let join = report::test_step(load, 0.0, ready * 2.0, 0).delay;
         StepResult {
-            scenario: Scenario::Fanout,
-            load,
-            publishers: 1,
-            receivers: load,
-            window_secs: 10.0,
-            expected_packets: 1000,
-            received_packets: 1000,
-            loss: 0.0,
-            forwarded_pps: load as f64 * 170.0,
-            delay: d(p95),
-            nacks_sent: 0,
-            plis_sent: 0,
-            keyframe_requests_at_publishers: 0,
-            joins_ok: load + 1,
-            joins_failed: 0,
-            join_first_rtp: d(20.0),
-            join_ready: d(ready * 2.0),
+            join_first_rtp: report::test_step(load, 0.0, 20.0, 0).delay,
+            join_ready: join,
             server: Some(Cost {
                 cores: 0.5,
                 cpu_us_per_packet: Some(cpu_us),
                 packets_per_core_second: Some(1e6 / cpu_us),
             }),
             generator_cores: Some(0.3),
-            udp_rcvbuf_errors: None,
-            server_mem_kib_before: None,
-            server_mem_kib_after: None,
             mem_kib_per_participant: Some(100.0),
-            errors: Vec::new(),
+            ..report::test_step(load, 0.0, p95, 0)
         }
     }
 
