@@ -1,16 +1,18 @@
 // Recording a whole room from the web client: the record button, everyone's indicator, one
 // file per participant plus a manifest, listed at /recordings and downloadable; ffprobe and
 // ffmpeg judge the files.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serverAndBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sori-room-recordings-'));
 const ctx = serverAndBrowser(['--recordings-dir', dir]);
+// Runs after the server has stopped (hooks run in the order they were registered).
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('the record button records every participant into its own file, with a manifest', async () => {
   const names = ['Ada', 'Grace', 'Linus'];
