@@ -3,15 +3,18 @@
 // - both browsers behind symmetric NATs: a P2P call connects through Sori's TURN relay;
 // - both behind address-preserving NATs: a P2P call connects directly (server-reflexive);
 // - a browser whose firewall drops UDP joins an SFU room over ICE-TCP;
-// - forged and expired TURN credentials get no relay.
-// (coturn accepting Sori's credentials: crates/sori-turn/tests/coturn.rs.)
+// - forged and expired TURN credentials get no relay;
+// - coturn, sharing Sori's secret (`use-auth-secret`), relays a P2P call with the credentials
+//   Sori issued.
 import { test, describe, before, after } from 'node:test';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { spawnSori, launchOptions, joinPage, waitForVideoFrom } from '../tests/helpers.js';
+import { spawnSori, launchOptions, joinPage, waitForVideoFrom, remoteFrames, artifacts } from '../tests/helpers.js';
 import { unavailable, createNetwork, chromiumIn, SERVER_IP } from './netns.js';
 
 const SECRET = 'nat-test-secret';
@@ -24,12 +27,41 @@ if (reason && process.env.CI) throw new Error(`the NAT tests must run in CI, but
 if (reason) console.log(`skipping the NAT tests: ${reason}`);
 const opts = reason ? { skip: reason } : {};
 
-/** A network of `nat` routers with `sori serve ARGS` in its server namespace. */
-function world(nat, serverArgs) {
-  const ctx = { net: null, server: null, url: null, browsers: [], launchers: [] };
+/**
+ * Debian's coturn in namespace `ns`, on SERVER_IP:3478, checking Sori's REST-API credentials with
+ * the shared secret; resolves once it listens.
+ */
+async function startCoturn(ns) {
+  const child = spawn('ip', ['netns', 'exec', ns, 'turnserver', '-c', '/dev/null', '-n', '-v', '--log-file=stdout',
+    '--simple-log', '--listening-ip', SERVER_IP, '--listening-port', '3478', '--use-auth-secret',
+    '--static-auth-secret', SECRET, '--realm', 'sori.test', '--no-tls', '--no-dtls', '--no-cli',
+    '--min-port', '50000', '--max-port', '50999'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream }).on('line', (l) => log.push(l));
+  await new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`turnserver exited with ${code}:\n${log.join('\n')}`)));
+    const timer = setInterval(() => {
+      if (log.some((l) => /UDP listener opened on: 203\.0\.113\.10:3478/.test(l))) { clearInterval(timer); resolve(); }
+    }, 50);
+  });
+  return {
+    log,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** A network of `nat` routers with `sori serve ARGS` (and coturn if asked) in its server namespace. */
+function world(nat, serverArgs, { coturn = false } = {}) {
+  const ctx = { net: null, server: null, coturn: null, url: null, browsers: [], launchers: [] };
   before(async () => {
     if (reason) return;
     ctx.net = createNetwork(nat);
+    if (coturn) ctx.coturn = await startCoturn(ctx.net.ns.server);
     ctx.server = await spawnSori(
       ['serve', '--listen', `${SERVER_IP}:8080`, '--rtc-port', '40000', ...serverArgs],
       /listening on (http:\/\/\S+)/,
@@ -40,6 +72,8 @@ function world(nat, serverArgs) {
   after(async () => {
     for (const b of ctx.browsers) await b.close().catch(() => {});
     await ctx.server?.stop();
+    await ctx.coturn?.stop();
+    if (ctx.coturn) writeFileSync(join(artifacts, 'coturn.log'), ctx.coturn.log.join('\n'));
     ctx.net?.destroy();
     for (const l of ctx.launchers) rmSync(dirname(l), { recursive: true, force: true });
   });
@@ -69,6 +103,14 @@ async function p2pCall(ctx, room) {
   const b = await joinPage(bb, ctx.url, room, 'Grace', '&mode=p2p');
   await waitForVideoFrom(a, 'Grace', 30000);
   await waitForVideoFrom(b, 'Ada', 30000);
+  // And keeps flowing: 40 more frames (about two seconds) on each side.
+  for (const [page, who] of [[a, 'Grace'], [b, 'Ada']]) {
+    const n = await remoteFrames(page, who);
+    await page.waitForFunction(([who, n]) => {
+      const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
+      return v.getVideoPlaybackQuality().totalVideoFrames >= n + 40;
+    }, [who, n], { timeout: 30000, polling: 100 });
+  }
   return { a, b };
 }
 
@@ -113,6 +155,14 @@ describe('behind symmetric NATs, with Sori\'s own TURN server', opts, () => {
     for (const p of [pa, pb]) assert.ok(p.local.type === 'relay' || p.remote.type === 'relay', `a relayed pair, got ${describePair(p)}`);
     const servers = await a.evaluate(() => window.sori.iceServers());
     assert.ok(servers.some((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')) && s.username && s.credential), JSON.stringify(servers));
+    // Each browser also offered its LAN address (192.168.x.2) as a host candidate, and the other
+    // asked the relay for a permission toward it: refused, as a private address.
+    // (Fetched by the page: only the namespaces can reach the server's address.)
+    const metrics = await a.evaluate(() => fetch('/metrics').then((r) => r.text()));
+    const value = (name) => Number((metrics.match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1]);
+    console.log(`symmetric NATs, P2P: TURN allocations ${value('sori_turn_allocations')}, peers refused ${value('sori_turn_peers_refused_total')}`);
+    assert.ok(value('sori_turn_allocations') >= 2, metrics);
+    assert.ok(value('sori_turn_peers_refused_total') >= 1, metrics);
   });
 
   test('a browser whose firewall drops UDP joins an SFU room, its media over TCP', opts, async () => {
@@ -163,5 +213,22 @@ describe('behind address-preserving NATs', opts, () => {
       assert.ok(p.local.type !== 'relay' && p.remote.type !== 'relay', `no relay, got ${describePair(p)}`);
       assert.ok(['srflx', 'prflx'].includes(p.remote.type), `the other side's NAT address, got ${describePair(p)}`);
     }
+  });
+});
+
+describe('behind symmetric NATs, with coturn in place of Sori\'s TURN server', opts, () => {
+  const ctx = world('symmetric', ['--turn-external', `turn:${SERVER_IP}:3478?transport=udp`, '--turn-secret', SECRET], { coturn: true });
+
+  test('coturn relays a P2P call with the credentials Sori issued', opts, async () => {
+    const { a, b } = await p2pCall(ctx, 'coturn');
+    const [pa, pb] = [await pairOf(a), await pairOf(b)];
+    console.log(`symmetric NATs, P2P, coturn: Ada ${describePair(pa)}, Grace ${describePair(pb)}; join → first frame ${await joinToFrame(a)} / ${await joinToFrame(b)} ms`);
+    for (const p of [pa, pb]) assert.ok(p.local.type === 'relay' || p.remote.type === 'relay', `a relayed pair, got ${describePair(p)}`);
+    const servers = await a.evaluate(() => window.sori.iceServers());
+    assert.deepEqual(servers.flatMap((s) => [].concat(s.urls)), [`turn:${SERVER_IP}:3478?transport=udp`]);
+    // coturn itself says it authenticated Sori's user and relayed for it.
+    const user = servers[0].username;
+    assert.ok(ctx.coturn.log.some((l) => l.includes(`user <${user}>`) && /CHANNEL_BIND processed, success|CREATE_PERMISSION processed, success/.test(l)),
+      ctx.coturn.log.slice(-20).join('\n'));
   });
 });

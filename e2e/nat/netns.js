@@ -1,5 +1,6 @@
 // A small internet inside network namespaces that the test creates and removes itself:
 //
+//   upstream (203.0.113.1: the bridge's address, the default route of every public host; forwards nothing)
 //   server (203.0.113.10) ─┐
 //   natA (203.0.113.21) ───┤ bridge "wan" ├─ natB (203.0.113.22)     blocked (203.0.113.30)
 //     └─ a (192.168.1.2)   │              └─ b (192.168.2.2)          UDP dropped by its own firewall
@@ -13,6 +14,7 @@ import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+export const UPSTREAM_IP = '203.0.113.1';
 export const SERVER_IP = '203.0.113.10';
 export const NAT_A_IP = '203.0.113.21';
 export const NAT_B_IP = '203.0.113.22';
@@ -76,6 +78,14 @@ export function createNetwork(nat) {
     attach(ns.natA, 'wan0', NAT_A_IP);
     attach(ns.natB, 'wan0', NAT_B_IP);
     attach(ns.blocked, 'wan0', BLOCKED_IP);
+    // The rest of the internet: every public host has a default route, to an upstream router
+    // (the bridge's own address) that forwards nothing and answers nothing, as the internet
+    // drops datagrams to private addresses. Without it, sending to a peer's private host
+    // candidate fails at once with "network unreachable", which real servers never see (and
+    // which makes coturn close the sender's whole allocation).
+    inNs(ns.wan, 'ip', 'addr', 'add', `${UPSTREAM_IP}/24`, 'dev', 'br0');
+    inNs(ns.wan, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
+    for (const host of [ns.server, ns.natA, ns.natB, ns.blocked]) inNs(host, 'ip', 'route', 'add', 'default', 'via', UPSTREAM_IP);
     // LANs behind the routers.
     const lan = (router, host, net24) => {
       ip('link', 'add', 'lan0', 'netns', router, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host);

@@ -52,6 +52,8 @@ pub struct SignalConfig {
     pub ice_servers: Vec<String>,
     /// TURN servers for which each participant gets its own time-limited credential.
     pub turn: Option<TurnAccess>,
+    /// The embedded TURN server, whose counters `/metrics` shows.
+    pub turn_monitor: Option<sori_turn::TurnMonitor>,
     /// A socket on which nothing arrives for this long is closed (browsers ping every 5 s).
     pub idle_timeout: Duration,
     /// Room recordings go here (`None`: the record button is refused).
@@ -64,6 +66,7 @@ impl Default for SignalConfig {
             default_mode: RoomMode::Sfu,
             ice_servers: Vec::new(),
             turn: None,
+            turn_monitor: None,
             idle_timeout: Duration::from_secs(20),
             recordings_dir: None,
         }

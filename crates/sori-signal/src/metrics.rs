@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use sori_net::MediaStats;
+use sori_turn::TurnStats;
 
 use crate::Signal;
 
@@ -14,20 +15,29 @@ pub(crate) async fn page(State(signal): State<Signal>) -> impl IntoResponse {
         let hub = signal.hub();
         (hub.rooms(), hub.participants())
     };
+    let turn = match &signal.config.turn_monitor {
+        Some(m) => m.stats().await,
+        None => None,
+    };
     // A remote media server reports its own numbers; only the sessions are counted here.
     match signal.media.stats().await {
         Ok(stats) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(rooms, participants, stats.as_ref()),
+            render(rooms, participants, stats.as_ref(), turn.as_ref()),
         )
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
-/// Renders session and media counters in the Prometheus text format (`sori media` uses it with
-/// no sessions).
-pub fn render(rooms: usize, participants: usize, stats: Option<&MediaStats>) -> String {
+/// Renders session, TURN and media counters in the Prometheus text format (`sori media` uses it
+/// with no sessions).
+pub fn render(
+    rooms: usize,
+    participants: usize,
+    stats: Option<&MediaStats>,
+    turn: Option<&TurnStats>,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -48,6 +58,20 @@ pub fn render(rooms: usize, participants: usize, stats: Option<&MediaStats>) -> 
         "Participants in rooms (signaling connections).",
         &[("", participants as u64)],
     );
+    if let Some(t) = turn {
+        metric(
+            "sori_turn_allocations",
+            "gauge",
+            "Allocations open on the embedded TURN server.",
+            &[("", t.allocations as u64)],
+        );
+        metric(
+            "sori_turn_peers_refused_total",
+            "counter",
+            "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
+            &[("", t.peers_refused)],
+        );
+    }
     let Some(stats) = stats else {
         return out;
     };
@@ -170,10 +194,17 @@ mod tests {
         stats.state.rooms = 1;
         stats.tcp.open = 2;
         stats.tcp.rejected = 5;
-        let text = render(2, 3, Some(&stats));
-        let sessions_only = render(2, 3, None);
+        let turn = TurnStats {
+            allocations: 4,
+            peers_refused: 7,
+        };
+        let text = render(2, 3, Some(&stats), Some(&turn));
+        let sessions_only = render(2, 3, None, None);
         assert!(sessions_only.contains("sori_participants 3\n"));
         assert!(!sessions_only.contains("sori_media_rooms"));
+        assert!(!sessions_only.contains("sori_turn_"));
+        assert!(text.contains("sori_turn_allocations 4\n"));
+        assert!(text.contains("sori_turn_peers_refused_total 7\n"));
         assert!(text.contains("sori_rtp_forwarded_packets_total 42\n"));
         assert!(text.contains("sori_datagrams_dropped_total{reason=\"malformed\"} 3\n"));
         assert!(text.contains("sori_rooms 2\n"));

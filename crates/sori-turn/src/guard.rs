@@ -6,6 +6,7 @@
 //! Since the relay only sends to peers with a permission or channel, nothing reaches them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,6 +29,8 @@ pub(crate) struct Guarded {
     pub(crate) policy: Arc<RelayPolicy>,
     pub(crate) auth: Arc<SecretAuth>,
     pub(crate) realm: String,
+    /// Requests and indications refused by the policy, shared by every transport.
+    pub(crate) refused: Arc<AtomicU64>,
 }
 
 /// What to do with one inbound datagram.
@@ -64,6 +67,7 @@ impl Guarded {
         let Some(peer) = forbidden else {
             return Verdict::Pass;
         };
+        self.refused.fetch_add(1, Ordering::Relaxed);
         match peer {
             Some(p) => tracing::debug!(client = %from, peer = %p, "TURN relay refused by policy"),
             None => tracing::debug!(client = %from, "TURN request with a malformed peer address"),

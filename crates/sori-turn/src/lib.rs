@@ -28,6 +28,7 @@ pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use turn::relay::relay_range::RelayAddressGeneratorRanges;
@@ -99,9 +100,45 @@ pub enum TurnError {
 
 /// A running TURN server; [`TurnServer::shutdown`] stops it.
 pub struct TurnServer {
-    server: Server,
+    monitor: TurnMonitor,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+}
+
+/// What a running TURN server reports (see [`TurnMonitor::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnStats {
+    /// Allocations now open.
+    pub allocations: usize,
+    /// CreatePermission and ChannelBind requests and Send indications refused because their
+    /// peer is not one the relay may reach, since the start.
+    pub peers_refused: u64,
+}
+
+/// A handle that reads a running server's [`TurnStats`]; cheap to clone.
+#[derive(Clone)]
+pub struct TurnMonitor {
+    server: Arc<Server>,
+    refused: Arc<AtomicU64>,
+}
+
+impl TurnMonitor {
+    /// The server's counters now; `None` once it stopped.
+    pub async fn stats(&self) -> Option<TurnStats> {
+        let allocations = self.server.get_allocations_info(None).await.ok()?.len();
+        Some(TurnStats {
+            allocations,
+            peers_refused: self.refused.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl std::fmt::Debug for TurnMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnMonitor")
+            .field("peers_refused", &self.refused.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl TurnServer {
@@ -127,6 +164,7 @@ impl TurnServer {
             own,
         });
         let auth = Arc::new(auth::SecretAuth::new(config.secret.clone()));
+        let refused = Arc::new(AtomicU64::new(0));
         let tcp = tcp::TcpTransport::new(tcp).map_err(|source| TurnError::Bind {
             transport: "TCP",
             addr: config.listen,
@@ -158,6 +196,7 @@ impl TurnServer {
                     policy: policy.clone(),
                     auth: auth.clone(),
                     realm: config.realm.clone(),
+                    refused: refused.clone(),
                 }),
                 relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
                     relay_address: config.relay_ip,
@@ -179,7 +218,10 @@ impl TurnServer {
         .await
         .map_err(|e| TurnError::Start(e.to_string()))?;
         Ok(TurnServer {
-            server,
+            monitor: TurnMonitor {
+                server: Arc::new(server),
+                refused,
+            },
             local_addr,
             tls_addr,
         })
@@ -195,9 +237,14 @@ impl TurnServer {
         self.tls_addr
     }
 
+    /// A handle on the server's counters.
+    pub fn monitor(&self) -> TurnMonitor {
+        self.monitor.clone()
+    }
+
     /// Stops serving and closes every allocation.
     pub async fn shutdown(self) {
-        if let Err(e) = self.server.close().await {
+        if let Err(e) = self.monitor.server.close().await {
             tracing::debug!("TURN server close: {e}");
         }
     }

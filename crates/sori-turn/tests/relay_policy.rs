@@ -68,8 +68,19 @@ async fn forbidden_peers_get_403_and_receive_nothing() {
         matches!(&leaked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the forbidden peer received {leaked:?}"
     );
+    // What /metrics shows: the one allocation, and three permissions plus one Send refused
+    // (more only if a request was retransmitted).
+    let monitor = server.monitor();
+    let stats = monitor.stats().await.expect("the server runs");
+    assert_eq!(stats.allocations, 1, "{stats:?}");
+    assert!(stats.peers_refused >= 4, "{stats:?}");
     client.close().await.unwrap();
     server.shutdown().await;
+    assert_eq!(
+        monitor.stats().await,
+        None,
+        "a stopped server reports nothing"
+    );
 }
 
 #[tokio::test]

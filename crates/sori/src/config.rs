@@ -240,6 +240,7 @@ impl Config {
             default_mode: self.server.room_mode.into(),
             ice_servers: self.server.ice_servers.clone(),
             turn: None,
+            turn_monitor: None,
             idle_timeout: Duration::from_secs(self.server.idle_timeout_secs.max(5)),
             recordings_dir: {
                 let dir = self.recording.dir.trim();

@@ -451,7 +451,9 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
                         let handle = handle.clone();
                         async move {
                             match handle.stats().await {
-                                Ok(stats) => Ok(sori_signal::metrics::render(0, 0, Some(&stats))),
+                                Ok(stats) => {
+                                    Ok(sori_signal::metrics::render(0, 0, Some(&stats), None))
+                                }
                                 Err(e) => Err((
                                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                                     e.to_string(),
@@ -473,8 +475,9 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
     if let Role::Serve { .. } = role {
         let mut signal = config.signal();
         let (server, access) = start_turn(&config, &media.candidates).await?;
-        turn = server;
         signal.turn = access;
+        signal.turn_monitor = server.as_ref().map(TurnServer::monitor);
+        turn = server;
         let app = Signal::new(media.handle.clone(), signal).router();
         let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
