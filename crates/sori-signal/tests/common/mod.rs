@@ -1,0 +1,210 @@
+//! A session server on loopback, driving a real media server in the same process, and a
+//! WebSocket client for `/ws` that keeps reading (so it answers the server's pings) while a test
+//! looks elsewhere.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sori_net::{MediaConfig, MediaServer};
+use sori_signal::{Signal, SignalConfig};
+use str0m::media::{Direction, MediaKind};
+use str0m::RtcConfig;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    /// `ws://…/ws`.
+    pub url: String,
+    /// The HTTP address (`/metrics`).
+    pub http: SocketAddr,
+    pub media: MediaServer,
+}
+
+/// `sori serve` in miniature: the media core on a free UDP port and the session server on a free
+/// TCP port, both on 127.0.0.1.
+pub async fn server() -> Server {
+    let media = sori_net::start(MediaConfig {
+        bind: SocketAddr::new(LOCALHOST, 0),
+        advertise: vec![LOCALHOST],
+        sfu: Default::default(),
+        tcp: None,
+    })
+    .await
+    .unwrap();
+    let app = Signal::new(media.handle.clone(), SignalConfig::default()).router();
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let http = listener.local_addr().unwrap();
+    // As `sori serve` does: small frames go out at once, not after the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        url: format!("ws://{http}/ws"),
+        http,
+        media,
+    }
+}
+
+impl Server {
+    /// The value of an unlabelled sample on `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let (addr, name) = (self.http, name.to_string());
+        let page = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut page = String::new();
+            s.read_to_string(&mut page).unwrap();
+            page
+        })
+        .await
+        .unwrap();
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} on /metrics:\n{page}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// One browser's socket. A task owns it: it sends what the test queues and passes every text
+/// frame on as JSON; the channel ends when the socket does.
+pub struct Client {
+    out: mpsc::UnboundedSender<Message>,
+    frames: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .unwrap();
+        let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    m = outgoing.recv(), if !closing => match m {
+                        Some(m) => {
+                            if ws.send(m).await.is_err() {
+                                break;
+                            }
+                        }
+                        // The test is done with this client: close, and read to the end.
+                        None => {
+                            closing = true;
+                            let _ = ws.close(None).await;
+                        }
+                    },
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: Value = serde_json::from_str(t.as_str())
+                                .unwrap_or_else(|e| panic!("the server sent JSON: {e}: {t}"));
+                            let _ = frames_tx.send(v);
+                        }
+                        Some(Ok(_)) => {}
+                        // A closed or reset socket ends the stream.
+                        Some(Err(_)) | None => break,
+                    },
+                }
+            }
+        });
+        Client { out, frames }
+    }
+
+    /// Connects and joins `room` (SFU); returns the client and its `joined`.
+    pub async fn join(url: &str, room: &str, name: &str) -> (Client, Value) {
+        let mut c = Client::connect(url).await;
+        c.send(json!({"type": "join", "v": 1, "room": room, "name": name, "mode": "sfu"}));
+        let joined = c.recv().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        (c, joined)
+    }
+
+    pub fn send(&self, message: Value) {
+        self.send_text(message.to_string());
+    }
+
+    /// Queues a text frame (a socket that has closed drops it; [`Client::next`] then says so).
+    pub fn send_text(&self, text: String) {
+        let _ = self.out.send(Message::text(text));
+    }
+
+    pub fn send_binary(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(Message::binary(bytes));
+    }
+
+    /// The next message, or `None` once the socket has closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        tokio::time::timeout(WAIT, self.frames.recv())
+            .await
+            .expect("a message or the socket's end within the wait")
+    }
+
+    /// The next message on a socket that must stay open.
+    pub async fn recv(&mut self) -> Value {
+        self.next().await.expect("the socket stays open")
+    }
+
+    /// The next message of type `ty`, passing over the media server's offers and participant
+    /// events; any other message fails the test.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no {ty} within the wait");
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+            let passing = v["type"] == "offer"
+                || v["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("participant-"));
+            assert!(passing, "waiting for {ty}, got {v}");
+        }
+    }
+
+    /// Closes the socket and waits until the server has closed it too (after it let the
+    /// participant go); returns what arrived meanwhile.
+    pub async fn close(self) -> Vec<Value> {
+        let Client { out, mut frames } = self;
+        drop(out);
+        let mut rest = Vec::new();
+        while let Some(v) = tokio::time::timeout(WAIT, frames.recv())
+            .await
+            .expect("the socket closes within the wait")
+        {
+            rest.push(v);
+        }
+        rest
+    }
+}
+
+/// A browser-like SDP offer: audio and video to send (Opus and VP8).
+pub fn offer() -> String {
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
