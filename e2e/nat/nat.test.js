@@ -37,12 +37,14 @@ async function startCoturn(ns) {
     '--static-auth-secret', SECRET, '--realm', 'sori.test', '--no-tls', '--no-dtls', '--no-cli',
     '--min-port', '50000', '--max-port', '50999'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const log = [];
-  for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream }).on('line', (l) => log.push(l));
   await new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`turnserver exited with ${code}:\n${log.join('\n')}`)));
-    const timer = setInterval(() => {
-      if (log.some((l) => /UDP listener opened on: 203\.0\.113\.10:3478/.test(l))) { clearInterval(timer); resolve(); }
-    }, 50);
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (l) => {
+        log.push(l);
+        if (l.includes(`UDP listener opened on: ${SERVER_IP}:3478`)) resolve();
+      });
+    }
   });
   return {
     log,
