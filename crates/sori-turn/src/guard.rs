@@ -168,8 +168,11 @@ impl Conn for Guarded {
         self.inner.remote_addr()
     }
 
+    /// Does nothing: the `turn` crate closes the socket an allocation came in on whenever that
+    /// allocation ends, but this socket is the server's own listener, shared by every client.
+    /// [`crate::TurnServer::shutdown`] closes the transports itself.
     async fn close(&self) -> webrtc_util::Result<()> {
-        self.inner.close().await
+        Ok(())
     }
 
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {

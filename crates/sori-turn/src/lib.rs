@@ -101,6 +101,8 @@ pub enum TurnError {
 /// A running TURN server; [`TurnServer::shutdown`] stops it.
 pub struct TurnServer {
     monitor: TurnMonitor,
+    /// The sockets and listeners clients reach the server on, closed by [`Self::shutdown`].
+    transports: Vec<Arc<dyn Conn + Send + Sync>>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
 }
@@ -165,7 +167,7 @@ impl TurnServer {
         });
         let auth = Arc::new(auth::SecretAuth::new(config.secret.clone()));
         let refused = Arc::new(AtomicU64::new(0));
-        let tcp = tcp::TcpTransport::new(tcp).map_err(|source| TurnError::Bind {
+        let tcp = tcp::TcpTransport::new(tcp, auth.clone()).map_err(|source| TurnError::Bind {
             transport: "TCP",
             addr: config.listen,
             source,
@@ -183,16 +185,16 @@ impl TurnServer {
                 .map_err(bind_err)?;
             tls_addr = Some(listener.local_addr().map_err(bind_err)?);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            let transport =
-                tcp::TcpTransport::with_tls(listener, Some(acceptor)).map_err(bind_err)?;
+            let transport = tcp::TcpTransport::with_tls(listener, Some(acceptor), auth.clone())
+                .map_err(bind_err)?;
             transports.push(Arc::new(transport));
         }
         let net = Arc::new(Net::new(None));
         let conn_configs = transports
-            .into_iter()
+            .iter()
             .map(|inner| ConnConfig {
                 conn: Arc::new(guard::Guarded {
-                    inner,
+                    inner: inner.clone(),
                     policy: policy.clone(),
                     auth: auth.clone(),
                     realm: config.realm.clone(),
@@ -222,6 +224,7 @@ impl TurnServer {
                 server: Arc::new(server),
                 refused,
             },
+            transports,
             local_addr,
             tls_addr,
         })
@@ -246,6 +249,9 @@ impl TurnServer {
     pub async fn shutdown(self) {
         if let Err(e) = self.monitor.server.close().await {
             tracing::debug!("TURN server close: {e}");
+        }
+        for t in &self.transports {
+            let _ = t.close().await;
         }
     }
 }

@@ -7,6 +7,12 @@
 //! messages and ChannelData frames, and hands them on tagged with the connection's remote
 //! address, to which replies are written back. Plain and TLS streams share every line after the
 //! handshake.
+//!
+//! An allocation made over a connection ends with it (RFC 8656 §3.1): the crate knows nothing of
+//! connections, so when one closes the transport hands the server, on the client's behalf, a
+//! Refresh with lifetime 0 signed with the client's own credential (its username, realm and
+//! latest nonce, seen on the stream). Without this the relay port would stay taken until the
+//! allocation's lifetime ran out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,12 +20,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    is_message, Message, MessageType, Setter, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_REFRESH,
+};
+use stun::textattrs::TextAttribute;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use turn::proto::lifetime::Lifetime;
 use webrtc_util::Conn;
+
+use crate::auth::SecretAuth;
 
 /// Connections open at once on one listener (handshakes under way included); more wait in the
 /// kernel's accept queue.
@@ -49,20 +64,22 @@ pub(crate) struct TcpTransport {
 }
 
 impl TcpTransport {
-    /// TURN over plain TCP on `listener`.
-    pub(crate) fn new(listener: TcpListener) -> std::io::Result<Self> {
-        Self::with_tls(listener, None)
+    /// TURN over plain TCP on `listener`; `auth` signs the Refresh that ends a closed
+    /// connection's allocation.
+    pub(crate) fn new(listener: TcpListener, auth: Arc<SecretAuth>) -> std::io::Result<Self> {
+        Self::with_tls(listener, None, auth)
     }
 
     /// TURN over TLS on `listener` when `tls` is given, else over plain TCP.
     pub(crate) fn with_tls(
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
+        auth: Arc<SecretAuth>,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, incoming) = mpsc::channel(1024);
         let writers = Writers::default();
-        let accept = tokio::spawn(accept_loop(listener, tls, tx, writers.clone()));
+        let accept = tokio::spawn(accept_loop(listener, tls, tx, writers.clone(), auth));
         Ok(Self {
             local,
             incoming: tokio::sync::Mutex::new(incoming),
@@ -89,6 +106,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     writers: Writers,
+    auth: Arc<SecretAuth>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -106,12 +124,13 @@ async fn accept_loop(
                 let (tx, rx) = mpsc::channel(WRITE_QUEUE);
                 writers.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, tx);
                 let (incoming, writers, tls) = (incoming.clone(), writers.clone(), tls.clone());
+                let auth = auth.clone();
                 connections.spawn(async move {
                     match tls {
-                        None => connection(stream, peer, incoming, rx).await,
+                        None => connection(stream, peer, incoming, rx, &auth).await,
                         Some(tls) => {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => connection(stream, peer, incoming, rx).await,
+                                Ok(Ok(stream)) => connection(stream, peer, incoming, rx, &auth).await,
                                 Ok(Err(e)) => {
                                     tracing::debug!(client = %peer, "TURN TLS handshake failed: {e}")
                                 }
@@ -128,16 +147,20 @@ async fn accept_loop(
     }
 }
 
-/// One client connection, plain or TLS: frames in, queued replies out, until either side ends.
+/// One client connection, plain or TLS: frames in, queued replies out, until either side ends;
+/// then its allocation, if it made one, is released.
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
+    auth: &SecretAuth,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
+    // The credential of the client's latest signed Allocate or Refresh.
+    let mut signed: Option<Signed> = None;
     let read = async {
         loop {
             let frame = match tokio::time::timeout(IDLE, read_frame(&mut reader)).await {
@@ -148,6 +171,9 @@ async fn connection<S>(
                     break;
                 }
             };
+            if let Some(s) = Signed::of(&frame) {
+                signed = Some(s);
+            }
             if incoming.send((frame, peer)).await.is_err() {
                 break;
             }
@@ -164,6 +190,62 @@ async fn connection<S>(
     tokio::select! {
         _ = read => {}
         _ = write => {}
+    }
+    if let Some(release) = signed.and_then(|s| s.release(auth)) {
+        let _ = incoming.send((release, peer)).await;
+    }
+}
+
+/// What signed one of the client's allocation requests: enough to sign another for it.
+struct Signed {
+    username: String,
+    realm: String,
+    nonce: String,
+}
+
+impl Signed {
+    /// The credential of an Allocate or Refresh request carrying one, else `None`.
+    fn of(frame: &[u8]) -> Option<Signed> {
+        // Most frames are ChannelData or Send indications: only these two requests are decoded.
+        const ALLOCATE_REQUEST: u16 = 0x0003;
+        const REFRESH_REQUEST: u16 = 0x0004;
+        let typ = u16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
+        if !matches!(typ, ALLOCATE_REQUEST | REFRESH_REQUEST) || !is_message(frame) {
+            return None;
+        }
+        let mut m = Message::new();
+        m.raw = frame.to_vec();
+        m.decode().ok()?;
+        if m.typ.class != CLASS_REQUEST
+            || (m.typ.method != METHOD_ALLOCATE && m.typ.method != METHOD_REFRESH)
+        {
+            return None;
+        }
+        let text = |attr| TextAttribute::get_from_as(&m, attr).ok().map(|t| t.text);
+        Some(Signed {
+            username: text(ATTR_USERNAME)?,
+            realm: text(ATTR_REALM)?,
+            nonce: text(ATTR_NONCE)?,
+        })
+    }
+
+    /// A Refresh with lifetime 0 (delete the allocation), signed as the client would; `None`
+    /// once the credential has expired (the allocation then cannot be refreshed either and ends
+    /// at its lifetime).
+    fn release(&self, auth: &SecretAuth) -> Option<Vec<u8>> {
+        let key = auth.key(&self.username, &self.realm)?;
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+            Box::new(Lifetime(Duration::ZERO)),
+            Box::new(TextAttribute::new(ATTR_USERNAME, self.username.clone())),
+            Box::new(TextAttribute::new(ATTR_REALM, self.realm.clone())),
+            Box::new(TextAttribute::new(ATTR_NONCE, self.nonce.clone())),
+            Box::new(MessageIntegrity(key)),
+        ];
+        let mut m = Message::new();
+        m.build(&setters).ok()?;
+        Some(m.raw)
     }
 }
 

@@ -1,4 +1,5 @@
-//! An allocation made with a Sori-issued credential relays data both ways, over UDP and TCP.
+//! An allocation made with a Sori-issued credential relays data both ways, over UDP and TCP;
+//! one made over TCP ends with its connection.
 
 mod common;
 
@@ -38,6 +39,76 @@ async fn tcp_allocation_relays_both_ways_byte_equal() {
         round_trip(&relay, &peer, &data).await;
     }
     client.close().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn closing_a_tcp_connection_releases_its_allocation_and_no_other() {
+    let server = server(&["127.0.0.0/8"]).await;
+    let monitor = server.monitor();
+    let udp_client = client(server.local_addr(), udp().await, &credential("stays")).await;
+    let udp_relay = udp_client.allocate().await.expect("allocation over UDP");
+    let conn = TcpClient::connect(server.local_addr()).await;
+    let tcp_client = client(server.local_addr(), conn.clone(), &credential("leaves")).await;
+    let tcp_relay = tcp_client.allocate().await.expect("allocation over TCP");
+    let released = tcp_relay.local_addr().unwrap();
+    assert_eq!(monitor.stats().await.unwrap().allocations, 2);
+
+    conn.hang_up().await;
+    // The server reports no event for this; its count is polled, within WAIT.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while monitor.stats().await.unwrap().allocations != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the TCP allocation is still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Its relay port is free again; the UDP allocation still relays.
+    tokio::net::UdpSocket::bind(released)
+        .await
+        .expect("the released relay port can be bound");
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    round_trip(&udp_relay, &peer, b"still here").await;
+    assert_eq!(monitor.stats().await.unwrap().allocations, 1);
+    // The TCP listener itself still serves new clients.
+    let again = TcpClient::connect(server.local_addr()).await;
+    let again_client = client(server.local_addr(), again, &credential("returns")).await;
+    let again_relay = again_client
+        .allocate()
+        .await
+        .expect("a new allocation over TCP");
+    round_trip(&again_relay, &peer, b"back").await;
+    udp_client.close().await.unwrap();
+    tcp_client.close().await.unwrap();
+    again_client.close().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_released_tcp_allocation_leaves_the_listener_serving_others() {
+    let server = server(&["127.0.0.0/8"]).await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let conn = TcpClient::connect(server.local_addr()).await;
+    let first = client(server.local_addr(), conn, &credential("first")).await;
+    let relay = first.allocate().await.expect("allocation over TCP");
+    let conn = TcpClient::connect(server.local_addr()).await;
+    let second = client(server.local_addr(), conn, &credential("second")).await;
+    let other = second
+        .allocate()
+        .await
+        .expect("another allocation over TCP");
+    // The first client releases its allocation itself (Refresh, lifetime 0), as a browser does
+    // when it closes its connection.
+    relay.close().await.expect("the allocation is released");
+    round_trip(&other, &peer, b"unaffected").await;
+    let conn = TcpClient::connect(server.local_addr()).await;
+    let third = client(server.local_addr(), conn, &credential("third")).await;
+    let relay = third.allocate().await.expect("a new allocation over TCP");
+    round_trip(&relay, &peer, b"new").await;
+    for c in [first, second, third] {
+        c.close().await.unwrap();
+    }
     server.shutdown().await;
 }
 

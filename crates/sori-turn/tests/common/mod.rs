@@ -178,6 +178,12 @@ impl TcpClient {
         Self::over(stream, server, local)
     }
 
+    /// Ends the connection from this side (FIN), as a browser does when it leaves, without
+    /// releasing the allocation first.
+    pub async fn hang_up(&self) {
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+
     fn over(
         stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
         server: SocketAddr,
