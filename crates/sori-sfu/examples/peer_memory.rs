@@ -1,11 +1,15 @@
 //! Measures the media core's memory per connected peer.
 //!
-//! `cargo run --release -p sori-sfu --example peer_memory -- [PEERS] [ROOM_SIZE]`
+//! `cargo run --release -p sori-sfu --example peer_memory -- [PEERS] [ROOM_SIZE] [SECONDS] [RTX_MS]`
 //!
 //! Because the core is sans-IO, the measurement runs in one process on virtual time: PEERS str0m
-//! clients join rooms of ROOM_SIZE, connect (ICE, DTLS), and each sends Opus and VP8 for five
-//! virtual seconds, so every forwarding path and retransmission cache is in use. A counting
-//! allocator attributes heap bytes to the core by counting allocations made inside its calls.
+//! clients join rooms of ROOM_SIZE, connect (ICE, DTLS), and each sends Opus and VP8 (about
+//! 300 kbit/s, a keyframe every 2 s) for SECONDS virtual seconds (default 5), so every forwarding
+//! path and retransmission cache is in use. A counting allocator attributes heap bytes to the
+//! core by counting allocations made inside its calls; the core's heap is reported once all
+//! peers are connected (before any media) and at the end, when the retransmission caches hold
+//! their full history (a run longer than that history shows the steady state). RTX_MS sets
+//! [`SfuConfig::rtx_history`] in milliseconds (default: the core's default).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -76,6 +80,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let room_size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rtx_history = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(sori_sfu::DEFAULT_RTX_HISTORY);
     let server_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
     let t0 = Instant::now();
     let mut now = t0;
@@ -83,6 +93,7 @@ fn main() {
         Sfu::new(SfuConfig {
             candidates: vec![server_addr],
             ice_timeout: Duration::from_secs(3600),
+            rtx_history,
             ..SfuConfig::default()
         })
     });
@@ -123,7 +134,7 @@ fn main() {
     }
 
     let step = Duration::from_millis(10);
-    let media_for = Duration::from_secs(5);
+    let media_for = Duration::from_secs(seconds);
     let mut media_started: Option<Instant> = None;
     let mut frame = 0u64;
     loop {
@@ -167,9 +178,12 @@ fn main() {
         let all_connected = clients.iter().all(|c| c.connected);
         if all_connected && media_started.is_none() {
             media_started = Some(now);
+            let connected_bytes = CORE_BYTES.load(Ordering::Relaxed) - core_before;
             println!(
-                "{peers} peers connected after {:?} of virtual time",
-                now - t0
+                "{peers} peers connected after {:?} of virtual time; core heap before media: \
+                 {:.1} KiB per peer",
+                now - t0,
+                connected_bytes as f64 / peers as f64 / 1024.0
             );
         }
         if let Some(started) = media_started {
@@ -219,8 +233,11 @@ fn main() {
     let counters = sfu.counters();
     let state = sfu.state();
     println!(
-        "{peers} peers in rooms of {room_size}: {} tracks, {} subscriptions, {} RTP packets forwarded",
-        state.tracks, state.subscriptions, counters.rtp_forwarded_packets
+        "{peers} peers in rooms of {room_size}, {seconds} s of media, {} ms of RTX history: {} tracks, {} subscriptions, {} RTP packets forwarded",
+        rtx_history.as_millis(),
+        state.tracks,
+        state.subscriptions,
+        counters.rtp_forwarded_packets
     );
     println!(
         "core heap: {:.1} KiB per peer ({:.1} MiB total)",

@@ -33,8 +33,10 @@
 //! - Forwarding per subscriber: payload types mapped to what the subscriber negotiated, header
 //!   extensions re-serialized with its extension ids ([`rewrite`] keeps sequence numbers and
 //!   timestamps continuous), NACKs answered from the subscriber's own RTX cache (str0m keeps
-//!   one per outgoing stream), keyframe requests coalesced to one per second upstream
-//!   ([`throttle`]), and video to a new subscriber held back until a keyframe ([`keyframe`]).
+//!   one per outgoing stream; [`SfuConfig::rtx_history`] sets how long it holds video, the
+//!   payloads shared with the other subscribers), keyframe requests coalesced to one per second
+//!   upstream ([`throttle`]), and video to a new subscriber held back until a keyframe
+//!   ([`keyframe`]).
 //! - Renegotiation: when tracks come and go the core offers (see [`SfuEvent::Offer`]). The core
 //!   is the **polite** side of perfect negotiation: when a client's offer crosses one of its
 //!   own, it drops its offer, answers the client's, and offers again afterwards. Clients can
@@ -64,4 +66,5 @@ pub use keyframe::VideoCodec;
 pub use sfu::{
     CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
     RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
+    DEFAULT_RTX_HISTORY,
 };

@@ -39,6 +39,8 @@ pub(crate) struct OutTrack {
     pub rewriter: StreamRewriter,
     /// Video is held back until a keyframe starts.
     pub waiting_keyframe: bool,
+    /// The outgoing SSRC whose retransmission cache was sized to [`SfuConfig::rtx_history`].
+    pub history_for: Option<Ssrc>,
     /// Incoming payload type → this subscriber's payload type (None: it cannot receive it).
     pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -51,6 +53,7 @@ impl OutTrack {
             pinned: false,
             rewriter: StreamRewriter::default(),
             waiting_keyframe: kind == MediaKind::Video,
+            history_for: None,
             pt_map: Vec::new(),
         }
     }

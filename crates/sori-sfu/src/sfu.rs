@@ -20,6 +20,13 @@ use crate::sdp::video_offer;
 use crate::stun;
 use crate::throttle::{KeyframeThrottle, Urgency};
 
+/// Upper bound on a forwarded video stream's retransmission cache, in packets, whatever
+/// [`SfuConfig::rtx_history`] says (str0m's default; 1000 packets are a second at ~8 Mbit/s).
+const RTX_MAX_PACKETS: usize = 1000;
+/// Queued retransmissions are dropped while they exceed this share of a stream's bytes
+/// (str0m's default).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
 /// A peer (one client PeerConnection) in the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub u64);
@@ -175,7 +182,24 @@ pub struct SfuConfig {
     pub keyframe_request_on_start_interval: Duration,
     /// Video codecs a room may use, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
+    /// How long each forwarded video stream keeps its sent packets to answer the subscriber's
+    /// NACKs with retransmissions ([`DEFAULT_RTX_HISTORY`]).
+    pub rtx_history: Duration,
 }
+
+/// The default [`SfuConfig::rtx_history`]: one second.
+///
+/// A retransmission helps only while the receiver still waits for the packet: the loss is
+/// noticed at the next packet, the NACK reaches the core half a round trip later, and the
+/// receiver repeats it about once per round trip when the retransmission is lost too. One
+/// second covers the first NACK and two or three repeats at a 200–300 ms round trip; a picture
+/// broken for longer is repaired by a keyframe request instead.
+///
+/// The history costs memory per subscriber, not per publisher: the payloads are shared between
+/// subscribers, but str0m keeps a ~430-byte packet record per cached packet and stream. At
+/// 1 Mbit/s (about 120 packets/s) one second is ~120 records, ~50 KiB per forwarded video stream;
+/// str0m's own default (three seconds, at most 1000 packets) is three times that.
+pub const DEFAULT_RTX_HISTORY: Duration = Duration::from_secs(1);
 
 impl Default for SfuConfig {
     fn default() -> Self {
@@ -186,6 +210,7 @@ impl Default for SfuConfig {
             keyframe_request_interval: Duration::from_secs(1),
             keyframe_request_on_start_interval: Duration::from_millis(200),
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
+            rtx_history: DEFAULT_RTX_HISTORY,
         }
     }
 }
@@ -1493,20 +1518,32 @@ impl Sfu {
             .marker(packet.header.marker)
             .ext_vals(ext_vals.clone())
             .nackable(nackable);
+            let history_for = out.history_for;
+            let history = self.config.rtx_history;
             let written = sub.mutate(|rtc| match rtc.direct_api().stream_tx_by_mid(mid, None) {
                 Some(tx) => {
+                    let ssrc = tx.ssrc();
+                    if nackable && history_for != Some(ssrc) {
+                        // Before the stream's first packet: this replaces str0m's default cache.
+                        tx.set_rtx_cache(RTX_MAX_PACKETS, history, RTX_RATIO_CAP);
+                    }
                     tx.write_rtp(write);
-                    true
+                    Some(ssrc)
                 }
-                None => false,
+                None => None,
             });
             match written {
-                Ok(true) => {
+                Ok(Some(ssrc)) => {
+                    if nackable && history_for != Some(ssrc) {
+                        if let Some(out) = sub.out.get_mut(&mid) {
+                            out.history_for = Some(ssrc);
+                        }
+                    }
                     sub.packets_out[track.kind as usize] += 1;
                     self.counters.rtp_forwarded_packets += 1;
                     self.counters.rtp_forwarded_bytes += packet.payload.len() as u64;
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => self.io.doomed.push((sub_id, RemoveReason::Failed(e))),
             }
             self.io.settle(sub);

@@ -160,6 +160,7 @@ pub struct MediaSection {
     pub ice_timeout_secs: u64,
     pub keyframe_request_interval_ms: u64,
     pub keyframe_request_on_start_interval_ms: u64,
+    pub rtx_history_ms: u64,
     pub video_codecs: Vec<String>,
 }
 
@@ -418,6 +419,7 @@ impl Config {
             keyframe_request_on_start_interval: Duration::from_millis(
                 self.media.keyframe_request_on_start_interval_ms,
             ),
+            rtx_history: Duration::from_millis(self.media.rtx_history_ms),
             video_codecs,
         })
     }
