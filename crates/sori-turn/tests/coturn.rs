@@ -13,16 +13,19 @@ use common::*;
 use sori_turn::{credentials, Credential};
 use webrtc_util::Conn;
 
-/// coturn on 127.0.0.1 (loopback peers allowed for the test), killed on drop.
+/// coturn on 127.0.0.1 (loopback peers allowed for the test), killed on drop, its directory
+/// (pid and log file) removed.
 struct Coturn {
     child: Child,
     addr: SocketAddr,
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -76,13 +79,14 @@ async fn coturn() -> Option<Coturn> {
     let mut coturn = Coturn {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        dir: dir.clone(),
     };
     // Ready once it answers a STUN Binding request (bounded: 100 tries, 100 ms apart).
     for _ in 0..100 {
         assert!(
             coturn.child.try_wait().unwrap().is_none(),
-            "turnserver exited; see {}",
-            dir.display()
+            "turnserver exited; its log: {}",
+            log_in(&dir)
         );
         let probe = client(coturn.addr, udp().await, &credential("probe")).await;
         let answered =
@@ -94,8 +98,23 @@ async fn coturn() -> Option<Coturn> {
             return Some(coturn);
         }
     }
-    let _ = coturn.child.kill();
-    panic!("turnserver did not answer on {}", coturn.addr);
+    panic!(
+        "turnserver did not answer on {}; its log: {}",
+        coturn.addr,
+        log_in(&dir)
+    );
+}
+
+/// What coturn logged in `dir` (it adds the date to the log file's name).
+fn log_in(dir: &std::path::Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
 }
 
 #[tokio::test]
