@@ -151,18 +151,7 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
     let x = |load: usize| left + load as f64 / max_load * pw;
     let yd = |v: f64| top + ph - v / max_delay * ph;
     let yc = |v: f64| top + ph - v / max_cores * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        w / 2.0,
-        escape(title)
-    );
+    let mut s = svg_start(w, h, w / 2.0, title);
     let _ = writeln!(
         s,
         r##"<path d="M{left} {top} V{} H{}" fill="none" stroke="#333"/><line x1="{}" y1="{top}" x2="{}" y2="{}" stroke="#333"/>"##,
@@ -249,6 +238,23 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
 }
 
 /// Text made safe inside SVG/XML.
+/// An SVG chart's opening: the root element, a white background and `title` centred on
+/// `title_x`.
+pub(crate) fn svg_start(w: f64, h: f64, title_x: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{title_x}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+        escape(title)
+    );
+    s
+}
+
 pub(crate) fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")

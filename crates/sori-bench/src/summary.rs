@@ -593,18 +593,7 @@ pub fn lines_svg(
         top + ph - (v - lo) / (hi - lo) * ph
     };
     let x = |load: usize| left + load as f64 / max_load * pw;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        left + pw / 2.0,
-        escape(title)
-    );
+    let mut s = report::svg_start(w, h, left + pw / 2.0, title);
     let ticks: Vec<f64> = if log {
         (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect()
     } else {
