@@ -5,6 +5,15 @@
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
+// An access token in the URL is read once and taken out of the address bar, so that it does
+// not stay in the history or get shared with a copied link.
+let token = params.get('token') || sessionStorage.getItem('sori.token') || '';
+if (params.has('token')) {
+  params.delete('token');
+  sessionStorage.setItem('sori.token', token);
+  history.replaceState(null, '', location.pathname + (params.toString() ? '?' + params : ''));
+}
+
 const state = {
   ws: null,
   me: null,
@@ -19,6 +28,9 @@ const state = {
   remote: new Map(),       // key (media id or participant id) -> { tile, video, audio, stream }
   pingTimer: null,
   leaving: false,
+  permissions: null,       // what this participant may do (from `joined`)
+  serverMuted: { audio: false, video: false },
+  locked: false,
 };
 
 // Numbers for automation and tests: when the page started and the first remote frame decoded.
@@ -79,8 +91,12 @@ function toast(text) {
 
 $('room').value = params.get('room') || '';
 $('name').value = params.get('name') || localStorage.getItem('sori.name') || '';
+$('token').value = token;
+$('token-field').hidden = !token;
 $('join-form').addEventListener('submit', (e) => {
   e.preventDefault();
+  token = $('token').value.trim();
+  if (token) sessionStorage.setItem('sori.token', token);
   join($('room').value.trim(), $('name').value.trim());
 });
 if (params.get('autojoin') === '1' && $('room').value && $('name').value) {
@@ -119,6 +135,7 @@ async function join(room, name) {
   state.ws = ws;
   ws.onopen = () => {
     const msg = { type: 'join', v: 1, room, name };
+    if (token) msg.token = token;
     const mode = params.get('mode');
     if (mode) msg.mode = mode;
     send(msg);
@@ -148,6 +165,11 @@ async function handle(msg) {
     case 'joined':
       state.me = msg.id;
       state.mode = msg.mode;
+      state.permissions = msg.permissions;
+      state.locked = msg.locked;
+      state.serverMuted = { audio: false, video: false };
+      $('local-name').textContent = msg.name;
+      applyPermissions();
       state.iceServers = msg.ice_servers || [];
       state.participants.clear();
       for (const p of msg.participants) state.participants.set(p.id, p);
@@ -161,9 +183,31 @@ async function handle(msg) {
       renderParticipants();
       break;
     case 'participant-updated':
+      if (msg.participant.id === state.me) {
+        applyServerMute(msg.participant.server_muted);
+        break;
+      }
       state.participants.set(msg.participant.id, msg.participant);
       renderParticipants();
       refreshTiles();
+      break;
+    case 'moderation':
+      showModeration(msg);
+      break;
+    case 'removed': {
+      const why = {
+        'removed': `${msg.by || 'A moderator'} removed you from the room.`,
+        'banned': `${msg.by || 'A moderator'} removed you from the room; you may not join it again.`,
+        'room-ended': `${msg.by || 'A moderator'} ended the meeting.`,
+      }[msg.reason] || 'You were removed from the room.';
+      leave(why);
+      break;
+    }
+    case 'ice-servers':
+      state.iceServers = msg.ice_servers || [];
+      if (state.pc) {
+        try { state.pc.setConfiguration({ ...state.pc.getConfiguration(), iceServers: state.iceServers }); } catch (err) { console.warn('ice servers', err); }
+      }
       break;
     case 'participant-left': {
       const p = state.participants.get(msg.id);
@@ -208,8 +252,18 @@ async function handle(msg) {
       }
       break;
     case 'error':
-      if (msg.code === 'room-full' || msg.code === 'invalid-name' || msg.code === 'unsupported-version') {
+      if (msg.code === 'unauthorized') {
+        // Ask for a token (or a fresh one).
+        sessionStorage.removeItem('sori.token');
+        token = '';
+        $('token').value = '';
+        $('token-field').hidden = false;
+        leave('This server needs an access token: ' + msg.message + '.');
+      } else if (['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',
+        'room-locked', 'replaced', 'server-full'].includes(msg.code) && !state.me) {
         leave(msg.message);
+      } else if (msg.code === 'replaced') {
+        leave('You joined this room from another tab or device.');
       } else {
         toast(msg.message);
       }
@@ -406,21 +460,130 @@ function watchFirstFrame(video) {
   else video.addEventListener('loadeddata', mark, { once: true });
 }
 
+// ---------- permissions and moderation ----------
+
+/** Shows only the controls this participant's token allows. */
+function applyPermissions() {
+  const p = state.permissions;
+  if (!p) return;
+  const may = (source) => p.publish.includes(source);
+  $('mute-audio').hidden = !may('microphone');
+  $('mute-video').hidden = !may('camera');
+  $('share-screen').hidden = !may('screen_share');
+  $('record').hidden = !p.record;
+  $('chat-input').disabled = !p.chat;
+  $('chat-send').disabled = !p.chat;
+  $('chat-input').placeholder = p.chat ? 'Message everyone' : 'You can read the chat but not write in it';
+  $('admin-controls').hidden = !p.admin;
+  showLocked(state.locked);
+}
+
+/** A moderator muted (or let go of) this participant's microphone or camera. */
+function applyServerMute(muted) {
+  const was = state.serverMuted;
+  state.serverMuted = { audio: !!muted.audio, video: !!muted.video };
+  for (const kind of ['audio', 'video']) {
+    const button = kind === 'audio' ? $('mute-audio') : $('mute-video');
+    if (state.serverMuted[kind]) {
+      // The server forwards nothing of it anyway; the switch says so and stays off.
+      const tracks = kind === 'audio' ? state.local.getAudioTracks() : state.local.getVideoTracks();
+      for (const t of tracks) t.enabled = false;
+      button.disabled = true;
+      button.textContent = kind === 'audio' ? 'Mic muted by moderator' : 'Camera stopped by moderator';
+      button.setAttribute('aria-pressed', 'true');
+    } else if (was[kind]) {
+      button.disabled = false;
+      button.textContent = kind === 'audio' ? 'Unmute mic' : 'Start camera';
+    }
+  }
+  send({ type: 'mute', audio: isMuted('audio'), video: isMuted('video') });
+  renderParticipants();
+}
+
+function showLocked(locked) {
+  state.locked = locked;
+  $('lock-room').textContent = locked ? 'Unlock room' : 'Lock room';
+  $('lock-room').setAttribute('aria-pressed', String(locked));
+  $('locked-indicator').hidden = !locked;
+}
+
+/** "Ada muted Bo" for everyone in the room. */
+function showModeration(m) {
+  const who = m.by === state.me ? 'You' : m.by_name;
+  const whom = m.target === state.me ? 'you' : m.target_name;
+  const text = {
+    'mute-audio': `${who} muted ${whom}.`,
+    'unmute-audio': `${who} let ${whom} unmute.`,
+    'mute-video': `${who} stopped ${whom === 'you' ? 'your' : whom + "'s"} camera.`,
+    'unmute-video': `${who} let ${whom} start ${whom === 'you' ? 'your' : 'their'} camera.`,
+    'remove': `${who} removed ${whom} from the room.`,
+    'ban': `${who} removed ${whom} from the room for good.`,
+    'lock': `${who} locked the room: nobody new can join.`,
+    'unlock': `${who} unlocked the room.`,
+  }[m.action];
+  if (m.action === 'lock' || m.action === 'unlock') showLocked(m.action === 'lock');
+  if (!text) return;
+  toast(text);
+  const li = document.createElement('li');
+  li.className = 'notice';
+  li.dataset.testid = 'moderation-notice';
+  li.textContent = text;
+  $('messages').append(li);
+  li.scrollIntoView({ block: 'end' });
+}
+
+function moderationButton(label, testid, message) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'small';
+  b.textContent = label;
+  b.dataset.testid = testid;
+  b.addEventListener('click', () => send(message));
+  return b;
+}
+
+$('lock-room').addEventListener('click', () => send({ type: 'lock-room', locked: !state.locked }));
+$('end-room').addEventListener('click', () => {
+  if (confirm('End the meeting for everyone?')) send({ type: 'end-room' });
+});
+
 // ---------- participants and chat ----------
 
 function renderParticipants() {
   const list = $('participants');
   list.replaceChildren();
-  const me = { id: state.me, name: $('local-name').textContent + ' (you)', audio_muted: isMuted('audio'), video_muted: isMuted('video') };
+  const me = {
+    id: state.me, name: $('local-name').textContent + ' (you)', audio_muted: isMuted('audio'),
+    video_muted: isMuted('video'), server_muted: state.serverMuted, self: true,
+  };
+  const admin = state.permissions && state.permissions.admin;
   for (const p of [me, ...state.participants.values()]) {
     const li = document.createElement('li');
     li.dataset.testid = 'participant';
+    li.dataset.participant = p.name;
     const name = document.createElement('span');
     name.textContent = p.name;
     const flags = document.createElement('span');
     flags.className = 'flags';
-    flags.textContent = [p.audio_muted ? 'mic off' : '', p.video_muted ? 'camera off' : ''].filter(Boolean).join(' · ');
+    const sm = p.server_muted || {};
+    flags.textContent = [
+      sm.audio ? 'muted by moderator' : (p.audio_muted ? 'mic off' : ''),
+      sm.video ? 'camera stopped by moderator' : (p.video_muted ? 'camera off' : ''),
+    ].filter(Boolean).join(' · ');
     li.append(name, flags);
+    if (admin && !p.self) {
+      const tools = document.createElement('span');
+      tools.className = 'moderation';
+      tools.append(
+        moderationButton(sm.audio ? 'Allow mic' : 'Mute', 'moderate-mute-audio',
+          { type: 'mute-participant', id: p.id, audio: !sm.audio }),
+        moderationButton(sm.video ? 'Allow camera' : 'Stop camera', 'moderate-mute-video',
+          { type: 'mute-participant', id: p.id, video: !sm.video }),
+        moderationButton('Remove', 'moderate-remove', { type: 'remove-participant', id: p.id }),
+        moderationButton('Ban', 'moderate-ban', { type: 'remove-participant', id: p.id, ban: true }),
+      );
+      li.append(tools);
+    }
     list.append(li);
   }
 }
@@ -459,6 +622,7 @@ function isMuted(kind) {
 }
 
 function toggle(kind) {
+  if (state.serverMuted[kind]) return;
   const tracks = kind === 'audio' ? state.local.getAudioTracks() : state.local.getVideoTracks();
   const muted = !isMuted(kind);
   for (const t of tracks) t.enabled = !muted;
@@ -534,6 +698,9 @@ function leave(reason) {
   stopScreen();
   for (const key of [...state.remote.keys()]) removeRemote(key);
   state.participants.clear();
+  state.me = null;
+  state.permissions = null;
+  for (const id of ['mute-audio', 'mute-video']) $(id).disabled = false;
   showRecording(false);
   $('messages').replaceChildren();
   $('call').hidden = true;

@@ -76,8 +76,19 @@ enum Outgoing {
 #[derive(Default)]
 struct Room {
     pipeline: String,
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
 }
+
+/// A participant's endpoint and what flows from and to it.
+struct Endpoint {
+    id: String,
+    /// It receives the others (off: a publish-only participant).
+    receives: bool,
+    /// Its audio and video go to no one (a server-side mute).
+    muted: [bool; 2],
+}
+
+const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 
 type Watchers = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<PeerSignal>>>>;
 
@@ -154,6 +165,39 @@ impl RemoteMedia {
 
     /// Joins `room` with the browser's first offer.
     pub async fn join(&self, room: &str, offer: &str) -> Result<RemoteJoined, RemoteError> {
+        self.join_as(room, offer, true).await
+    }
+
+    /// Connects `source`'s media of the kinds not in `muted` to `sink`, on a media description
+    /// of the sink's own for that source.
+    async fn link(&self, source: &str, sink: &str, muted: [bool; 2]) -> Result<(), RemoteError> {
+        if muted == [false; 2] {
+            self.invoke(
+                source,
+                "connect",
+                json!({"sink": sink, "sinkMediaDescription": source}),
+            )
+            .await?;
+            return Ok(());
+        }
+        for (kind, _) in KINDS.iter().zip(muted).filter(|(_, m)| !m) {
+            self.invoke(
+                source,
+                "connect",
+                json!({"sink": sink, "mediaType": kind, "sinkMediaDescription": source}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Joins `room`; the participant receives the others only when `receive` is true.
+    pub async fn join_as(
+        &self,
+        room: &str,
+        offer: &str,
+        receive: bool,
+    ) -> Result<RemoteJoined, RemoteError> {
         let mut rooms = self.rooms.lock().await;
         if !rooms.contains_key(room) {
             let pipeline = self
@@ -197,13 +241,11 @@ impl RemoteMedia {
             let stream_id = self.invoke(&endpoint, "getStreamId", json!({})).await?;
             let stream_id = stream_id.as_str().unwrap_or_default().to_string();
             for other in &rooms[room].endpoints {
-                for (source, sink) in [(other, &endpoint), (&endpoint, other)] {
-                    self.invoke(
-                        source,
-                        "connect",
-                        json!({"sink": sink, "sinkMediaDescription": source}),
-                    )
-                    .await?;
+                if receive {
+                    self.link(&other.id, &endpoint, other.muted).await?;
+                }
+                if other.receives {
+                    self.link(&endpoint, &other.id, [false; 2]).await?;
                 }
             }
             Ok((answer, stream_id))
@@ -212,7 +254,11 @@ impl RemoteMedia {
         match result {
             Ok((answer, stream_id)) => {
                 if let Some(r) = rooms.get_mut(room) {
-                    r.endpoints.push(endpoint.clone());
+                    r.endpoints.push(Endpoint {
+                        id: endpoint.clone(),
+                        receives: receive,
+                        muted: [false; 2],
+                    });
                 }
                 Ok(RemoteJoined {
                     peer: endpoint,
@@ -227,6 +273,44 @@ impl RemoteMedia {
                 Err(e)
             }
         }
+    }
+
+    /// Stops (`muted`) or resumes forwarding the participant's audio (`video` false) or video
+    /// to everyone: its links of that kind are disconnected, or connected again.
+    pub async fn set_muted(&self, peer: &str, video: bool, muted: bool) -> Result<(), RemoteError> {
+        let mut rooms = self.rooms.lock().await;
+        let Some(room) = rooms
+            .values_mut()
+            .find(|r| r.endpoints.iter().any(|e| e.id == peer))
+        else {
+            return Err(RemoteError {
+                code: 40101,
+                message: format!("no endpoint {peer}"),
+            });
+        };
+        let k = usize::from(video);
+        let sinks: Vec<String> = room
+            .endpoints
+            .iter()
+            .filter(|e| e.id != peer && e.receives)
+            .map(|e| e.id.clone())
+            .collect();
+        if let Some(e) = room.endpoints.iter_mut().find(|e| e.id == peer) {
+            if e.muted[k] == muted {
+                return Ok(());
+            }
+            e.muted[k] = muted;
+        }
+        let op = if muted { "disconnect" } else { "connect" };
+        for sink in sinks {
+            self.invoke(
+                peer,
+                op,
+                json!({"sink": sink, "mediaType": KINDS[k], "sinkMediaDescription": peer}),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// A later offer from the browser; returns the answer.
@@ -256,7 +340,7 @@ impl RemoteMedia {
         let mut rooms = self.rooms.lock().await;
         let mut empty = None;
         for (name, room) in rooms.iter_mut() {
-            if let Some(i) = room.endpoints.iter().position(|e| e == peer) {
+            if let Some(i) = room.endpoints.iter().position(|e| e.id == peer) {
                 room.endpoints.remove(i);
                 if room.endpoints.is_empty() {
                     empty = Some(name.clone());

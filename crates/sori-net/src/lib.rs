@@ -149,7 +149,14 @@ enum Command {
         room: String,
         offer: String,
         forwarding: Forwarding,
+        receive: bool,
         reply: Reply<Joined>,
+    },
+    Mute {
+        peer: PeerId,
+        kind: MediaKind,
+        muted: bool,
+        reply: Reply<()>,
     },
     OfferNew {
         room: String,
@@ -235,11 +242,40 @@ impl MediaHandle {
         offer: &str,
         forwarding: Forwarding,
     ) -> Result<Joined, MediaError> {
+        self.join_as(room, offer, forwarding, true).await
+    }
+
+    /// Joins `room`; the peer receives the room's tracks only when `receive` is true (see
+    /// [`Sfu::join_as`]).
+    pub async fn join_as(
+        &self,
+        room: &str,
+        offer: &str,
+        forwarding: Forwarding,
+        receive: bool,
+    ) -> Result<Joined, MediaError> {
         let (room, offer) = (room.to_string(), offer.to_string());
         self.call(|reply| Command::Join {
             room,
             offer,
             forwarding,
+            receive,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops or resumes forwarding the peer's media of `kind` (see [`Sfu::set_muted`]).
+    pub async fn set_muted(
+        &self,
+        peer: PeerId,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Mute {
+            peer,
+            kind,
+            muted,
             reply,
         })
         .await
@@ -609,19 +645,20 @@ fn handle_command(
             room,
             offer,
             forwarding,
+            receive,
             reply,
         } => {
-            let result = sfu
-                .join_with(&room, &offer, forwarding, now)
-                .map(|(peer, answer)| {
-                    let (tx, signals) = mpsc::unbounded_channel();
-                    peers.insert(peer, tx);
-                    Joined {
-                        peer,
-                        answer,
-                        signals,
-                    }
-                });
+            let result =
+                sfu.join_as(&room, &offer, forwarding, receive, now)
+                    .map(|(peer, answer)| {
+                        let (tx, signals) = mpsc::unbounded_channel();
+                        peers.insert(peer, tx);
+                        Joined {
+                            peer,
+                            answer,
+                            signals,
+                        }
+                    });
             if let Err(Ok(joined)) = reply.send(result) {
                 // The caller went away before the reply: the peer has no one to talk to.
                 let _ = sfu.leave(joined.peer, now);
@@ -655,6 +692,14 @@ fn handle_command(
             reply,
         } => {
             let _ = reply.send(sfu.feed(sink, &mid, source, now));
+        }
+        Command::Mute {
+            peer,
+            kind,
+            muted,
+            reply,
+        } => {
+            let _ = reply.send(sfu.set_muted(peer, kind, muted, now));
         }
         Command::Media { peer, reply } => {
             let _ = reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer)));

@@ -93,6 +93,10 @@ pub(crate) struct Peer {
     pub out: HashMap<Mid, OutTrack>,
     /// Tracks this peer should receive; negotiation brings `out` in line with it.
     pub desired: BTreeSet<TrackId>,
+    /// Whether the room's tracks are forwarded to this peer (off: a publish-only participant).
+    pub receives: bool,
+    /// Media of this kind (audio, video) from this peer is not forwarded: a server-side mute.
+    pub muted: [bool; 2],
     pub pending: Option<PendingOffer>,
     pub rtc_timeout: Instant,
     pub last_input: Instant,
@@ -170,6 +174,8 @@ impl Peer {
             rx_tracks: HashMap::new(),
             out: HashMap::new(),
             desired: BTreeSet::new(),
+            receives: true,
+            muted: [false; 2],
             pending: None,
             rtc_timeout: now,
             last_input: now,

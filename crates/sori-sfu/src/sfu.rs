@@ -349,6 +349,8 @@ pub struct Counters {
     pub rtp_held_for_keyframe: u64,
     /// Packets a subscriber could not take (it negotiated no matching codec).
     pub rtp_codec_mismatch: u64,
+    /// Packets of a publisher the server muted, forwarded to no one.
+    pub rtp_dropped_muted: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Peers that joined.
@@ -504,6 +506,19 @@ impl Sfu {
         forwarding: Forwarding,
         now: Instant,
     ) -> Result<(PeerId, String), SfuError> {
+        self.join_as(room, offer, forwarding, true, now)
+    }
+
+    /// [`Sfu::join_with`] for a peer that receives the room's tracks only when `receive` is
+    /// true; a peer that may not subscribe is never offered anything.
+    pub fn join_as(
+        &mut self,
+        room: &str,
+        offer: &str,
+        forwarding: Forwarding,
+        receive: bool,
+        now: Instant,
+    ) -> Result<(PeerId, String), SfuError> {
         self.check_forwarding(room, forwarding)?;
         let room_video = self.rooms.get(room).and_then(|r| r.video);
         let (codecs, chosen) = self.video_codecs_for(room_video, offer)?;
@@ -512,6 +527,7 @@ impl Sfu {
 
         let id = PeerId(self.next_id);
         let mut peer = Peer::new(id, room.to_string(), &codecs, &self.cert, &self.config, now);
+        peer.receives = receive;
         let answer = match peer.mutate(|rtc| rtc.sdp_api().accept_offer(parsed)) {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
@@ -554,7 +570,7 @@ impl Sfu {
             room_state.video = video;
         }
         room_state.peers.insert(id);
-        if forwarding == Forwarding::Automatic {
+        if forwarding == Forwarding::Automatic && peer.receives {
             peer.desired = room_state.tracks.clone();
         }
         self.by_ufrag.insert(peer.ufrag.clone(), id);
@@ -840,6 +856,47 @@ impl Sfu {
             self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
             self.process(now);
         }
+        Ok(())
+    }
+
+    /// Stops (`muted`) or resumes forwarding `peer`'s media of `kind` to everyone, whatever
+    /// the client does: a server-side mute. On resuming video, receivers wait for a keyframe,
+    /// which is requested at once.
+    pub fn set_muted(
+        &mut self,
+        peer: PeerId,
+        kind: MediaKind,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(SfuError::UnknownPeer(peer))?;
+        let was = std::mem::replace(&mut p.muted[kind as usize], muted);
+        if was == muted || muted || kind != MediaKind::Video {
+            return Ok(());
+        }
+        let sources: Vec<TrackId> = p
+            .published
+            .values()
+            .copied()
+            .filter(|t| self.tracks.get(t).is_some_and(|t| t.kind == kind))
+            .collect();
+        for source in sources {
+            let subscribers = self
+                .tracks
+                .get(&source)
+                .map(|t| t.subscribers.clone())
+                .unwrap_or_default();
+            for (sub, mid) in subscribers {
+                if let Some(out) = self.peers.get_mut(&sub).and_then(|s| s.out.get_mut(&mid)) {
+                    out.waiting_keyframe = true;
+                }
+            }
+            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
+        }
+        self.process(now);
         Ok(())
     }
 
@@ -1184,7 +1241,7 @@ impl Sfu {
             kind,
         });
         for other in room.peers.iter().filter(|p| automatic && **p != id) {
-            if let Some(p) = self.peers.get_mut(other) {
+            if let Some(p) = self.peers.get_mut(other).filter(|p| p.receives) {
                 p.desired.insert(track);
                 self.renegotiate.insert(*other);
             }
@@ -1434,6 +1491,12 @@ impl Sfu {
             return;
         };
         peer.packets_in[track.kind as usize] += 1;
+        if peer.muted[track.kind as usize] {
+            // Muted by the server: whatever the client sends goes nowhere, not even to a
+            // recording.
+            self.counters.rtp_dropped_muted += 1;
+            return;
+        }
         let pt = packet.header.payload_type;
         let params = match track.params.iter().find(|(p, _)| *p == pt) {
             Some((_, params)) => *params,

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use sori_kurento::{RemoteError, RemoteMedia};
-use sori_net::sori_sfu::{PeerId, SfuError};
+use sori_net::sori_sfu::{Forwarding, MediaKind, PeerId, SfuError};
 use sori_net::{MediaError, MediaHandle, MediaStats, PeerSignal, Stopped};
 use tokio::sync::mpsc;
 
@@ -100,11 +100,19 @@ impl From<RemoteError> for BackendError {
 }
 
 impl MediaBackend {
-    /// Joins `room` with the participant's first offer.
-    pub async fn join(&self, room: &str, offer: &str) -> Result<BackendJoined, BackendError> {
+    /// Joins `room` with the participant's first offer; it receives the others' media only
+    /// when `receive` is true.
+    pub async fn join(
+        &self,
+        room: &str,
+        offer: &str,
+        receive: bool,
+    ) -> Result<BackendJoined, BackendError> {
         match self {
             MediaBackend::Local(h) => {
-                let j = h.join(room, offer).await?;
+                let j = h
+                    .join_as(room, offer, Forwarding::Automatic, receive)
+                    .await?;
                 Ok(BackendJoined {
                     stream_id: j.peer.to_string(),
                     peer: PeerRef::Local(j.peer),
@@ -113,7 +121,7 @@ impl MediaBackend {
                 })
             }
             MediaBackend::Remote(r) => {
-                let j = r.join(room, offer).await?;
+                let j = r.join_as(room, offer, receive).await?;
                 Ok(BackendJoined {
                     stream_id: j.stream_id,
                     peer: PeerRef::Remote(j.peer),
@@ -138,6 +146,22 @@ impl MediaBackend {
         match (self, peer) {
             (MediaBackend::Local(h), PeerRef::Local(p)) => Ok(h.answer(*p, sdp).await?),
             (MediaBackend::Remote(r), PeerRef::Remote(p)) => Ok(r.answer(p, sdp).await?),
+            _ => Err(BackendError::UnknownPeer),
+        }
+    }
+
+    /// Stops (`muted`) or resumes forwarding the participant's media of `kind` to everyone.
+    pub async fn set_muted(
+        &self,
+        peer: &PeerRef,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), BackendError> {
+        match (self, peer) {
+            (MediaBackend::Local(h), PeerRef::Local(p)) => Ok(h.set_muted(*p, kind, muted).await?),
+            (MediaBackend::Remote(r), PeerRef::Remote(p)) => {
+                Ok(r.set_muted(p, kind == MediaKind::Video, muted).await?)
+            }
             _ => Err(BackendError::UnknownPeer),
         }
     }

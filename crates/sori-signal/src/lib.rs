@@ -15,33 +15,48 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod backend;
+pub mod http;
 mod hub;
+mod limits;
 pub mod metrics;
+mod outbox;
 pub mod protocol;
 mod recording;
+mod sdp;
 mod web;
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 use futures_util::{SinkExt, StreamExt};
-use sori_net::sori_sfu::RemoveReason;
+use sori_net::sori_sfu::{MediaKind, RemoveReason};
 use sori_net::PeerSignal;
 use tokio::sync::mpsc;
 
+use auth::{Grants, Keys};
 pub use hub::Hub;
-use hub::{JoinOutcome, Me};
+use hub::{JoinOutcome, Joining, Me, Moderate};
+use limits::ParticipantRates;
+pub use limits::{Limits, Rate};
+use outbox::Outbox;
 use protocol::{ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, MAX_MESSAGE};
 
 /// Interval of the server's WebSocket pings.
 const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How long a closing connection may take to send what was queued for it.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings of the session server.
 #[derive(Debug, Clone)]
@@ -58,6 +73,18 @@ pub struct SignalConfig {
     pub idle_timeout: Duration,
     /// Room recordings go here (`None`: the record button is refused).
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// API keys access tokens are signed with; none: nobody has a token.
+    pub keys: Keys,
+    /// Joins without a token are accepted (a server without keys, or `--dev`).
+    pub anonymous: bool,
+    /// What one client can make the server do.
+    pub limits: Limits,
+    /// Web origins whose pages may open `/ws` besides the server's own.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Bearer token that opens `/metrics` to clients not on loopback (`None`: loopback only).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for SignalConfig {
@@ -69,6 +96,12 @@ impl Default for SignalConfig {
             turn_monitor: None,
             idle_timeout: Duration::from_secs(20),
             recordings_dir: None,
+            keys: Keys::default(),
+            anonymous: true,
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }
@@ -95,6 +128,26 @@ impl std::fmt::Debug for TurnAccess {
     }
 }
 
+/// Counts of what the server refused, by error code, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct Refusals(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Refusals {
+    fn count(&self, what: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
 /// The session server: cheap to clone, shared by every connection.
 #[derive(Clone)]
 pub struct Signal {
@@ -102,6 +155,8 @@ pub struct Signal {
     media: MediaBackend,
     config: Arc<SignalConfig>,
     recordings: Arc<recording::Recordings>,
+    join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
+    refusals: Arc<Refusals>,
 }
 
 impl Signal {
@@ -117,13 +172,16 @@ impl Signal {
                 config.recordings_dir.clone(),
                 local,
             )),
-            hub: Arc::new(Mutex::new(Hub::default())),
+            hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
             media,
             config: Arc::new(config),
+            join_rates: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 
-    /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`.
+    /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`, `/recordings`. Serve them
+    /// with [`Signal::serve`] (handlers need the client's address).
     pub fn router(self) -> Router {
         Router::new()
             .route("/", get(web::index))
@@ -137,10 +195,109 @@ impl Signal {
             .with_state(self)
     }
 
+    /// Serves the routes on `listener`, with the connection limits of the configuration, until
+    /// `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let limits = http::ConnLimits::from(&self.config.limits);
+        http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
+    }
+
     fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
         // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// What a join with `token` may do, or why it may not join at all.
+    fn authorize(&self, token: Option<&str>) -> Result<Grants, auth::TokenError> {
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
+        match token {
+            Some(t) if !self.config.keys.is_empty() => {
+                auth::verify(&self.config.keys, t, unix_now())
+            }
+            _ if self.config.anonymous => Ok(Grants::anonymous()),
+            _ => Err(auth::TokenError::Missing),
+        }
+    }
+
+    /// The grants of an HTTP request's token (`Authorization: Bearer …` or `?access_token=…`):
+    /// `Ok(None)` on a server without keys, where there are none to check.
+    fn http_grants(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Option<Grants>, (StatusCode, String)> {
+        if self.config.keys.is_empty() {
+            return Ok(None);
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let token = bearer.or_else(|| query_token.map(str::to_string));
+        let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "an access token is needed\n".into(),
+            ));
+        };
+        auth::verify(&self.config.keys, &token, unix_now())
+            .map(Some)
+            .map_err(|e| (StatusCode::UNAUTHORIZED, format!("{e}\n")))
+    }
+
+    /// Whether `ip` may join now (joins per second per address).
+    fn allow_join(&self, ip: IpAddr) -> bool {
+        let l = &self.config.limits;
+        let now = Instant::now();
+        let mut rates = self.join_rates.lock().unwrap_or_else(|e| e.into_inner());
+        if rates.len() >= 10_000 {
+            // Addresses whose bucket refilled are forgotten: the table stays bounded.
+            rates.retain(|_, r| !r.is_full(now));
+        }
+        if rates.len() >= 10_000 {
+            return false;
+        }
+        rates
+            .entry(ip)
+            .or_insert_with(|| Rate::new(l.joins_per_sec, l.joins_burst, now))
+            .allow(now)
+    }
+
+    /// Whether a page of `origin` may open `/ws`: its own origin, or one configured.
+    fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            // Not a browser page: nothing for a cross-site request to abuse.
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/') == origin)
+        {
+            return true;
+        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        host.is_some() && origin_host == host
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The ICE servers participant `id` is given: the plain URLs, then the TURN servers with a
@@ -165,17 +322,33 @@ fn ice_servers(config: &SignalConfig, id: &str) -> Vec<IceServer> {
     servers
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(signal): State<Signal>) -> impl IntoResponse {
-    // Frames past the protocol limit still get a polite refusal; far larger ones end the socket.
-    ws.max_message_size(16 * MAX_MESSAGE)
-        .on_upgrade(move |socket| connection(socket, signal))
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(signal): State<Signal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let ip = http::client_ip(peer, &headers, &signal.config.trusted_proxies);
+    if !signal.origin_allowed(&headers) {
+        signal.refusals.count("origin");
+        tracing::warn!(client = %ip, "refused /ws from a page of another origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "pages of this origin may not connect; see allowed_origins\n",
+        )
+            .into_response();
+    }
+    // No frame larger than a message is buffered.
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| connection(socket, signal, ip))
 }
 
 /// One browser's socket, from upgrade to close.
-async fn connection(socket: WebSocket, signal: Signal) {
-    let (out, mut outgoing) = mpsc::unbounded_channel::<ServerMessage>();
+async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
+    let (out, mut outgoing, end) = Outbox::new(signal.config.limits.send_queue);
     let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         // WebSocket pings are answered by the browser itself, even in a throttled background
         // tab; their pongs keep the connection from looking idle.
         let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -183,8 +356,7 @@ async fn connection(socket: WebSocket, signal: Signal) {
         loop {
             let frame = tokio::select! {
                 message = outgoing.recv() => match message {
-                    // Serializing our own types cannot fail.
-                    Some(m) => Message::Text(serde_json::to_string(&m).expect("server messages serialize").into()),
+                    Some(f) => Message::Text(f.as_ref().into()),
                     None => break,
                 },
                 _ = keepalive.tick() => Message::Ping(Default::default()),
@@ -199,19 +371,26 @@ async fn connection(socket: WebSocket, signal: Signal) {
         signal: signal.clone(),
         out,
         me: None,
+        grants: Grants::anonymous(),
         media_peer: None,
+        rates: ParticipantRates::new(&signal.config.limits, Instant::now()),
+        ip,
     };
     loop {
-        let next = tokio::time::timeout(signal.config.idle_timeout, stream.next()).await;
+        let next = tokio::select! {
+            _ = end.wait() => break,
+            next = tokio::time::timeout(signal.config.idle_timeout, stream.next()) => next,
+        };
         let message = match next {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => {
-                tracing::debug!("socket error: {e}");
+                tracing::debug!(client = %ip, "socket error: {e}");
                 break;
             }
             Ok(None) => break,
             Err(_) => {
                 tracing::info!(
+                    client = %ip,
                     "closing a socket silent for {:?}",
                     signal.config.idle_timeout
                 );
@@ -239,21 +418,45 @@ async fn connection(socket: WebSocket, signal: Signal) {
             Err((code, message)) => conn.error(code, &message),
         }
     }
+    if let Some(reason) = end.reason() {
+        tracing::info!(client = %ip, "closing a connection: {reason}");
+        if reason.contains("too slowly") {
+            signal.refusals.count("slow-reader");
+        }
+    }
     conn.leave().await;
     drop(conn);
-    let _ = writer.await;
+    // What was queued (a refusal, `removed`) goes out unless the client does not read.
+    if tokio::time::timeout(FLUSH_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 struct Connection {
     signal: Signal,
-    out: mpsc::UnboundedSender<ServerMessage>,
+    out: Outbox,
     me: Option<Me>,
+    grants: Grants,
     media_peer: Option<PeerRef>,
+    rates: ParticipantRates,
+    ip: IpAddr,
+}
+
+/// Which of a participant's rate limits a message counts against.
+#[derive(Clone, Copy)]
+enum Budget {
+    Chat,
+    Offers,
+    Mutes,
+    Relays,
 }
 
 impl Connection {
     fn send(&self, m: ServerMessage) {
-        let _ = self.out.send(m);
+        self.out.send(&m);
     }
 
     fn error(&self, code: ErrorCode, message: &str) {
@@ -261,6 +464,36 @@ impl Connection {
             code,
             message: message.to_string(),
         });
+    }
+
+    /// Refuses the join with `code` and closes the socket once the refusal is out.
+    fn refuse_join(&self, code: ErrorCode, message: &str) {
+        self.signal.refusals.count(error_name(code));
+        tracing::info!(client = %self.ip, "join refused: {message}");
+        self.error(code, message);
+        self.out.close(format!("join refused: {message}"));
+    }
+
+    /// Takes one unit of `budget`; false (and an occasional `rate-limited`) when spent.
+    fn within(&mut self, budget: Budget) -> bool {
+        let now = Instant::now();
+        let (rate, what) = match budget {
+            Budget::Chat => (&mut self.rates.chat, "chat messages"),
+            Budget::Offers => (&mut self.rates.offers, "offers and answers"),
+            Budget::Mutes => (&mut self.rates.mutes, "mute and moderation changes"),
+            Budget::Relays => (&mut self.rates.relays, "relayed messages"),
+        };
+        if rate.allow(now) {
+            return true;
+        }
+        self.signal.refusals.count("rate-limited");
+        if self.rates.tell(now) {
+            self.error(
+                ErrorCode::RateLimited,
+                &format!("too many {what}: some were dropped; slow down"),
+            );
+        }
+        false
     }
 
     async fn handle(&mut self, message: ClientMessage) {
@@ -273,52 +506,177 @@ impl Connection {
             room,
             name,
             mode,
-            token: _,
+            token,
         } = message
         {
-            self.join(v, room, name, mode);
+            self.join(v, room, name, mode, token.as_deref());
             return;
         }
         let Some(me) = self.me.clone() else {
             self.error(ErrorCode::NotJoined, "join a room first");
             return;
         };
+        if !self.signal.hub().is_member(&me) {
+            // Replaced or removed: the socket is about to close.
+            return;
+        }
         match message {
             ClientMessage::Offer { sdp, to: Some(to) } => {
-                self.relay(&me, &to, |from| ServerMessage::Offer {
-                    sdp,
-                    from: Some(from),
-                })
+                if self.within(Budget::Offers) {
+                    if let Some(sdp) = self.restrict(&sdp) {
+                        self.relay(&me, &to, |from| ServerMessage::Offer {
+                            sdp,
+                            from: Some(from),
+                        })
+                    }
+                }
             }
             ClientMessage::Answer { sdp, to: Some(to) } => {
-                self.relay(&me, &to, |from| ServerMessage::Answer {
-                    sdp,
-                    from: Some(from),
-                })
+                if self.within(Budget::Offers) {
+                    if let Some(sdp) = self.restrict(&sdp) {
+                        self.relay(&me, &to, |from| ServerMessage::Answer {
+                            sdp,
+                            from: Some(from),
+                        })
+                    }
+                }
             }
             ClientMessage::Candidate {
                 candidate,
                 to: Some(to),
-            } => self.relay(&me, &to, |from| ServerMessage::Candidate {
-                candidate,
-                from,
-            }),
-            ClientMessage::Offer { sdp, to: None } => self.media_offer(&me, &sdp).await,
-            ClientMessage::Answer { sdp, to: None } => self.media_answer(&sdp).await,
+            } => {
+                if self.within(Budget::Relays) {
+                    self.relay(&me, &to, |from| ServerMessage::Candidate {
+                        candidate,
+                        from,
+                    })
+                }
+            }
+            ClientMessage::Offer { sdp, to: None } => {
+                if self.within(Budget::Offers) {
+                    if let Some(sdp) = self.restrict(&sdp) {
+                        self.media_offer(&me, &sdp).await
+                    }
+                }
+            }
+            ClientMessage::Answer { sdp, to: None } => {
+                if self.within(Budget::Offers) {
+                    if let Some(sdp) = self.restrict(&sdp) {
+                        self.media_answer(&sdp).await
+                    }
+                }
+            }
             // The media server is ICE-lite: it learns the browser's address from its checks.
             ClientMessage::Candidate { to: None, .. } => {}
             ClientMessage::Chat { text } => {
-                if let Err(why) = self.signal.hub().chat(&me, &text) {
-                    self.error(ErrorCode::BadChat, why);
+                if !self.grants.chat {
+                    self.signal.refusals.count("forbidden");
+                    self.error(
+                        ErrorCode::Forbidden,
+                        "your access token does not grant chat (canPublishData)",
+                    );
+                } else if self.within(Budget::Chat) {
+                    if let Err(why) = self.signal.hub().chat(&me, &text) {
+                        self.error(ErrorCode::BadChat, why);
+                    }
                 }
             }
-            ClientMessage::Mute { audio, video } => self.signal.hub().mute(&me, audio, video),
+            ClientMessage::Mute { audio, video } => {
+                if self.within(Budget::Mutes) {
+                    self.signal.hub().mute(&me, audio, video)
+                }
+            }
             ClientMessage::Record { on } => self.record(&me, on).await,
+            ClientMessage::MuteParticipant { id, audio, video } => {
+                let actions = [(false, audio), (true, video)]
+                    .into_iter()
+                    .filter_map(|(video, muted)| {
+                        let id = id.clone();
+                        muted.map(|muted| Moderate::Mute { id, video, muted })
+                    })
+                    .collect();
+                self.moderate(&me, actions).await
+            }
+            ClientMessage::RemoveParticipant { id, ban } => {
+                self.moderate(&me, vec![Moderate::Remove { id, ban }]).await
+            }
+            ClientMessage::LockRoom { locked } => {
+                self.moderate(&me, vec![Moderate::Lock { locked }]).await
+            }
+            ClientMessage::EndRoom => self.moderate(&me, vec![Moderate::End]).await,
             ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
         }
     }
 
-    fn join(&mut self, v: u32, room: String, name: String, mode: Option<RoomMode>) {
+    /// The SDP limited to what this participant may publish, or `None` (refused, said why).
+    fn restrict(&self, sdp: &str) -> Option<String> {
+        let max = self.signal.config.limits.mlines_per_sdp;
+        match sdp::restrict(sdp, self.grants.publish, max) {
+            Ok(s) => Some(s),
+            Err(sdp::TooManyLines(n)) => {
+                self.signal.refusals.count("too-many-m-lines");
+                self.error(
+                    ErrorCode::MediaError,
+                    &format!("an SDP with {n} m-lines was refused; the limit is {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    async fn moderate(&mut self, me: &Me, actions: Vec<Moderate>) {
+        if actions.is_empty() {
+            return;
+        }
+        if !self.grants.admin {
+            self.signal.refusals.count("forbidden");
+            self.error(
+                ErrorCode::Forbidden,
+                "moderation needs an access token with roomAdmin",
+            );
+            return;
+        }
+        for action in actions {
+            if self.within(Budget::Mutes) {
+                self.moderate_one(me, action).await;
+            }
+        }
+    }
+
+    async fn moderate_one(&mut self, me: &Me, action: Moderate) {
+        let outcome = self.signal.hub().moderate(me, &action);
+        match outcome {
+            Ok(media) => {
+                tracing::info!(room = me.room, by = me.id, ?action, "moderation");
+                if let (Moderate::Mute { video, muted, .. }, Some(peer)) = (&action, media) {
+                    let kind = if *video {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    };
+                    if let Err(e) = self.signal.media.set_muted(&peer, kind, *muted).await {
+                        tracing::warn!("server mute not applied: {e}");
+                    }
+                }
+                if matches!(action, Moderate::End) {
+                    self.signal.recordings.stop(&me.room).await;
+                }
+            }
+            Err((code, why)) => {
+                self.signal.refusals.count(error_name(code));
+                self.error(code, &why)
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        v: u32,
+        room: String,
+        name: String,
+        mode: Option<RoomMode>,
+        token: Option<&str>,
+    ) {
         if self.me.is_some() {
             self.error(
                 ErrorCode::AlreadyJoined,
@@ -343,21 +701,45 @@ impl Connection {
             );
             return;
         }
+        if !self.signal.allow_join(self.ip) {
+            self.refuse_join(
+                ErrorCode::RateLimited,
+                "too many joins from your address: wait a moment and try again",
+            );
+            return;
+        }
+        let grants = match self.signal.authorize(token) {
+            Ok(g) => g,
+            Err(e) => {
+                self.refuse_join(ErrorCode::Unauthorized, &e.to_string());
+                return;
+            }
+        };
+        if let Err(why) = grants.may_join(&room) {
+            self.refuse_join(ErrorCode::Forbidden, why);
+            return;
+        }
         let mode = mode.unwrap_or(self.signal.config.default_mode);
-        let outcome = self
-            .signal
-            .hub()
-            .join(&room, &name, mode, self.out.clone(), |id| {
-                ice_servers(&self.signal.config, id)
-            });
+        let config = self.signal.config.clone();
+        let outcome = self.signal.hub().join(
+            Joining {
+                room: &room,
+                name: &name,
+                mode,
+                grants: &grants,
+                out: self.out.clone(),
+            },
+            |id| ice_servers(&config, id),
+        );
         match outcome {
             JoinOutcome::Joined(me) => {
-                tracing::info!(room, id = me.id, "participant joined");
+                tracing::info!(room, id = me.id, identity = ?grants.identity, client = %self.ip, "participant joined");
                 self.me = Some(me);
+                self.grants = grants;
                 let (recordings, out) = (self.signal.recordings.clone(), self.out.clone());
                 tokio::spawn(async move {
                     if recordings.is_on(&room).await {
-                        let _ = out.send(ServerMessage::Recording {
+                        out.send(&ServerMessage::Recording {
                             on: true,
                             by: None,
                             name: None,
@@ -365,12 +747,7 @@ impl Connection {
                     }
                 });
             }
-            JoinOutcome::Full => self.error(
-                ErrorCode::RoomFull,
-                &format!(
-                    "room {room:?} is a two-person peer-to-peer room and both places are taken"
-                ),
-            ),
+            JoinOutcome::Refused(code, why) => self.refuse_join(code, &why),
         }
     }
 
@@ -399,11 +776,23 @@ impl Connection {
         }
         let reply = match reply {
             Some(r) => r,
-            None => match media.join(&me.room, sdp).await {
+            None => match media.join(&me.room, sdp, self.grants.subscribe).await {
                 Ok(joined) => {
-                    self.signal
-                        .hub()
-                        .set_media_id(me, Some(joined.stream_id.clone()));
+                    let muted = self.signal.hub().set_media(
+                        me,
+                        joined.stream_id.clone(),
+                        joined.peer.clone(),
+                    );
+                    for (kind, on) in [
+                        (MediaKind::Audio, muted.audio),
+                        (MediaKind::Video, muted.video),
+                    ] {
+                        if on {
+                            if let Err(e) = media.set_muted(&joined.peer, kind, true).await {
+                                tracing::warn!("server mute not applied: {e}");
+                            }
+                        }
+                    }
                     self.media_peer = Some(joined.peer);
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
@@ -445,6 +834,14 @@ impl Connection {
     }
 
     async fn record(&mut self, me: &Me, on: bool) {
+        if !self.grants.may_record(&me.room) {
+            self.signal.refusals.count("forbidden");
+            self.error(
+                ErrorCode::Forbidden,
+                "recording needs an access token with roomRecord or roomAdmin",
+            );
+            return;
+        }
         if !self.signal.hub().uses_sfu(me) {
             self.error(
                 ErrorCode::BadTarget,
@@ -480,7 +877,7 @@ impl Connection {
 
     async fn leave(&mut self) {
         if let Some(me) = self.me.take() {
-            tracing::info!(room = me.room, id = me.id, "participant left");
+            tracing::info!(room = me.room, id = me.id, client = %self.ip, "participant left");
             let empty = {
                 let mut hub = self.signal.hub();
                 hub.leave(&me);
@@ -498,10 +895,28 @@ impl Connection {
     }
 }
 
+/// The wire name of an error code (for counters).
+fn error_name(code: ErrorCode) -> &'static str {
+    match serde_json::to_value(code) {
+        Ok(serde_json::Value::String(s)) => match s.as_str() {
+            "unauthorized" => "unauthorized",
+            "forbidden" => "forbidden",
+            "banned" => "banned",
+            "room-locked" => "room-locked",
+            "room-full" => "room-full",
+            "server-full" => "server-full",
+            "rate-limited" => "rate-limited",
+            "bad-target" => "bad-target",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
 /// Passes the media server's offers for this participant to its socket.
 async fn forward_media_signals(
     mut signals: mpsc::UnboundedReceiver<PeerSignal>,
-    out: mpsc::UnboundedSender<ServerMessage>,
+    out: Outbox,
     recordings: Arc<recording::Recordings>,
     me: Me,
     name: String,
@@ -509,7 +924,7 @@ async fn forward_media_signals(
     while let Some(signal) = signals.recv().await {
         match signal {
             PeerSignal::Offer(sdp) => {
-                if out.send(ServerMessage::Offer { sdp, from: None }).is_err() {
+                if !out.send(&ServerMessage::Offer { sdp, from: None }) {
                     break;
                 }
             }
@@ -523,7 +938,7 @@ async fn forward_media_signals(
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {
                     // The socket is still up: have the browser connect its media again.
-                    let _ = out.send(ServerMessage::Mode {
+                    out.send(&ServerMessage::Mode {
                         mode: RoomMode::Sfu,
                     });
                 }
@@ -554,16 +969,24 @@ mod tests {
             ..SignalConfig::default()
         };
         let mut hub = Hub::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (out, mut rx, _) = Outbox::new(8);
         let before = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let outcome = hub.join("r", "Ada", RoomMode::Sfu, tx, |id| ice_servers(&config, id));
+        let grants = Grants::anonymous();
+        let joining = Joining {
+            room: "r",
+            name: "Ada",
+            mode: RoomMode::Sfu,
+            grants: &grants,
+            out,
+        };
+        let outcome = hub.join(joining, |id| ice_servers(&config, id));
         let JoinOutcome::Joined(me) = outcome else {
             panic!("join refused");
         };
-        let joined = serde_json::to_value(rx.try_recv().unwrap()).unwrap();
+        let joined: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
         assert_eq!(joined["type"], "joined");
         let servers = joined["ice_servers"].as_array().unwrap();
         assert_eq!(

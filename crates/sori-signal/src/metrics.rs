@@ -2,15 +2,39 @@
 
 use std::fmt::Write;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use sori_net::MediaStats;
 use sori_turn::TurnStats;
 
 use crate::Signal;
 
-pub(crate) async fn page(State(signal): State<Signal>) -> impl IntoResponse {
+/// `/metrics`: for clients on loopback, or with the configured bearer token.
+pub(crate) async fn page(
+    State(signal): State<Signal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let allowed = match (&signal.config.metrics_token, bearer) {
+            (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+            _ => false,
+        };
+        if !allowed {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "/metrics answers loopback, or a client with the metrics bearer token\n",
+            )
+                .into_response();
+        }
+    }
     let (rooms, participants) = {
         let hub = signal.hub();
         (hub.rooms(), hub.participants())
@@ -21,13 +45,28 @@ pub(crate) async fn page(State(signal): State<Signal>) -> impl IntoResponse {
     };
     // A remote media server reports its own numbers; only the sessions are counted here.
     match signal.media.stats().await {
-        Ok(stats) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(rooms, participants, stats.as_ref(), turn.as_ref()),
-        )
-            .into_response(),
+        Ok(stats) => {
+            let mut page = render(rooms, participants, stats.as_ref(), turn.as_ref());
+            let _ = writeln!(
+                page,
+                "# HELP sori_refused_total Requests, joins and messages refused, by reason.\n\
+                 # TYPE sori_refused_total counter"
+            );
+            for (reason, n) in signal.refusals.snapshot() {
+                let _ = writeln!(page, "sori_refused_total{{reason=\"{reason}\"}} {n}");
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Renders session, TURN and media counters in the Prometheus text format (`sori media` uses it

@@ -40,7 +40,8 @@ pub enum ClientMessage {
         /// Requested mode for a new room (an existing room keeps its mode).
         #[serde(default)]
         mode: Option<RoomMode>,
-        /// Reserved for signed join tokens.
+        /// An access token (a JWT in LiveKit's claim layout); required when the server has
+        /// API keys.
         #[serde(default)]
         token: Option<String>,
     },
@@ -68,6 +69,26 @@ pub enum ClientMessage {
     Mute { audio: bool, video: bool },
     /// Start (`on: true`) or stop recording the whole room (SFU rooms).
     Record { on: bool },
+    /// A moderator stops (`true`) or resumes (`false`) forwarding someone's microphone or
+    /// camera; a field left out is left as it is.
+    MuteParticipant {
+        id: String,
+        #[serde(default)]
+        audio: Option<bool>,
+        #[serde(default)]
+        video: Option<bool>,
+    },
+    /// A moderator removes someone; with `ban`, that identity may not join again while the
+    /// room lasts.
+    RemoveParticipant {
+        id: String,
+        #[serde(default)]
+        ban: bool,
+    },
+    /// A moderator locks (new participants refused) or unlocks the room.
+    LockRoom { locked: bool },
+    /// A moderator ends the room for everyone.
+    EndRoom,
     /// Leave the room (closing the socket does the same).
     Leave,
     /// Keepalive; answered with `pong`.
@@ -78,11 +99,90 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParticipantInfo {
     pub id: String,
+    /// Who it is: the access token's identity (`sub`), or its id on a server without keys.
+    pub identity: String,
     pub name: String,
+    /// The access token's `metadata`, as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    /// It may moderate the room.
+    pub admin: bool,
+    /// Its own microphone and camera switches.
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// What a moderator muted: the server forwards none of it, whatever the browser sends.
+    pub server_muted: ServerMuted,
     /// The media stream id of this participant's tracks at the media server (SFU mode).
     pub media_id: Option<String>,
+}
+
+/// Media a moderator stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ServerMuted {
+    pub audio: bool,
+    pub video: bool,
+}
+
+/// What the participant may do, from its access token (`joined`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Permissions {
+    /// Sources it may publish: `camera`, `microphone`, `screen_share`, `screen_share_audio`.
+    pub publish: Vec<&'static str>,
+    pub subscribe: bool,
+    pub chat: bool,
+    /// Start and stop room recordings, and list and download them.
+    pub record: bool,
+    /// Moderate: mute and remove others, lock and end the room.
+    pub admin: bool,
+}
+
+impl Permissions {
+    pub(crate) fn from(g: &crate::auth::Grants, room: &str) -> Self {
+        Self {
+            publish: g.publish.names(),
+            subscribe: g.subscribe,
+            chat: g.chat,
+            record: g.may_record(room),
+            admin: g.admin,
+        }
+    }
+}
+
+/// What a moderator did (`moderation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModerationAction {
+    MuteAudio,
+    UnmuteAudio,
+    MuteVideo,
+    UnmuteVideo,
+    Remove,
+    Ban,
+    Lock,
+    Unlock,
+}
+
+/// A moderator's action, told to everyone in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Moderation {
+    pub action: ModerationAction,
+    /// The moderator's id and name.
+    pub by: String,
+    pub by_name: String,
+    /// The participant it applies to (not for `lock`/`unlock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
+}
+
+/// Why the server ended a participant's membership (`removed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovedReason {
+    Removed,
+    Banned,
+    RoomEnded,
 }
 
 /// One chat message.
@@ -116,9 +216,16 @@ pub enum ServerMessage {
     Joined {
         v: u32,
         id: String,
+        /// Your identity and display name (from your access token when there is one).
+        identity: String,
+        name: String,
         room: String,
         /// The mode media uses now (`sfu` or `p2p`).
         mode: RoomMode,
+        /// New participants are refused.
+        locked: bool,
+        /// What you may do.
+        permissions: Permissions,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
         chat: Vec<ChatMessage>,
@@ -161,6 +268,19 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
+    /// A moderator acted (sent to everyone in the room).
+    Moderation(Moderation),
+    /// You are no longer in the room; the server closes the socket after this.
+    Removed {
+        reason: RemovedReason,
+        /// The moderator's name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// Fresh ICE servers (TURN credentials are renewed before they expire).
+    IceServers {
+        ice_servers: Vec<IceServer>,
+    },
     Pong,
     Error {
         code: ErrorCode,
@@ -192,6 +312,21 @@ pub enum ErrorCode {
     MediaError,
     /// A chat message over 2000 characters or empty.
     BadChat,
+    /// No access token, or one that does not verify (signature, key, expiry).
+    Unauthorized,
+    /// The access token does not grant this (another room, no `roomJoin`, no chat, no
+    /// recording, no moderation, media a peer-to-peer room cannot restrict).
+    Forbidden,
+    /// A newer socket joined with the same identity; this one is closed.
+    Replaced,
+    /// This identity was removed from the room with a ban.
+    Banned,
+    /// The room is locked.
+    RoomLocked,
+    /// The server has as many rooms as it may have.
+    ServerFull,
+    /// Too many messages of this kind; the message was dropped (one error a second at most).
+    RateLimited,
 }
 
 /// Parses one text frame from a client.

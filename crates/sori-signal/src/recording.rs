@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use sori_net::sori_sfu::{MediaKind, TapId, TrackId};
@@ -18,6 +18,7 @@ use sori_record::mkv::Container;
 use sori_record::{Input, Recording, RecordingConfig, Summary};
 use tokio::sync::Mutex;
 
+use crate::auth::Grants;
 use crate::Signal;
 
 /// A participant's file in a room recording.
@@ -305,7 +306,7 @@ impl Recordings {
         Some(rec.dir_name)
     }
 
-    /// The finished recordings, newest first.
+    /// The finished recordings, newest first (reads the disk: call off the runtime's threads).
     fn list(&self) -> Vec<Value> {
         let Some(dir) = &self.dir else {
             return Vec::new();
@@ -348,18 +349,89 @@ impl Recordings {
     }
 }
 
-pub(crate) async fn list(State(signal): State<Signal>) -> Response {
-    let body = serde_json::to_string(&signal.recordings.list()).unwrap_or_else(|_| "[]".into());
+/// `?access_token=…` on recording URLs: a download link cannot carry a header.
+#[derive(serde::Deserialize)]
+pub(crate) struct TokenQuery {
+    access_token: Option<String>,
+}
+
+/// Who may see recordings of which room: everyone on a server without keys; else a token with
+/// `roomRecord` or `roomAdmin` (401 without a valid token, 403 without the grant).
+fn access(
+    signal: &Signal,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<Option<Grants>, (StatusCode, String)> {
+    let grants = signal.http_grants(headers, query.access_token.as_deref())?;
+    match grants {
+        Some(g) if !(g.record || g.admin) => Err((
+            StatusCode::FORBIDDEN,
+            "recordings need an access token with roomRecord or roomAdmin\n".into(),
+        )),
+        other => Ok(other),
+    }
+}
+
+pub(crate) async fn list(
+    State(signal): State<Signal>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let grants = match access(&signal, &headers, &query) {
+        Ok(g) => g,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let recordings = signal.recordings.clone();
+    let all = tokio::task::spawn_blocking(move || recordings.list())
+        .await
+        .unwrap_or_default();
+    let visible: Vec<Value> = all
+        .into_iter()
+        .filter(|m| {
+            let room = m["room"].as_str().unwrap_or_default();
+            grants.as_ref().is_none_or(|g| g.may_record(room))
+        })
+        .collect();
+    let body = serde_json::to_string(&visible).unwrap_or_else(|_| "[]".into());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 pub(crate) async fn download(
     State(signal): State<Signal>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
     UrlPath((recording, file)): UrlPath<(String, String)>,
 ) -> Response {
+    let grants = match access(&signal, &headers, &query) {
+        Ok(g) => g,
+        Err(refusal) => return refusal.into_response(),
+    };
     let Some(path) = signal.recordings.file(&recording, &file) else {
         return (StatusCode::NOT_FOUND, "no such recording\n").into_response();
     };
+    if let Some(g) = grants {
+        // The recording's room is in its manifest; one still running has none yet.
+        let manifest = path.with_file_name("manifest.json");
+        let room = tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(manifest).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            v["room"].as_str().map(str::to_string)
+        })
+        .await
+        .ok()
+        .flatten();
+        match room {
+            Some(room) if g.may_record(&room) => {}
+            Some(_) => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "your access token is for another room\n",
+                )
+                    .into_response()
+            }
+            None => return (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
+        }
+    }
     let kind = match Path::new(&file).extension().and_then(|e| e.to_str()) {
         Some("webm") => "video/webm",
         Some("mkv") => "video/x-matroska",

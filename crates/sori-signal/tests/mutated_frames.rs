@@ -8,14 +8,15 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{offer, server, Client};
+use common::{offer, server_with, Client};
 use serde_json::{json, Value};
 use sori_signal::protocol::{self, ClientMessage, MAX_CHAT_CHARS, MAX_MESSAGE};
+use sori_signal::{Limits, SignalConfig};
 
 const ROOM: &str = "storm";
 const FRAMES: usize = 3000;
-/// Largest frame the server reads at all; one byte more closes the socket.
-const MAX_FRAME: usize = 16 * MAX_MESSAGE;
+/// Largest frame the server reads at all (the message limit); one byte more closes the socket.
+const MAX_FRAME: usize = MAX_MESSAGE;
 
 /// A browser-like offer (Opus and VP8 to send), fixed so that every run mutates the same bytes.
 const OFFER: &str = "v=0\r\n\
@@ -150,6 +151,16 @@ fn expected(frame: &[u8], binary: bool, has_media: bool) -> Reply {
         ClientMessage::Mute { audio, video } => Reply::Muted { audio, video },
         ClientMessage::Record { on: true } => Reply::RecordRefused,
         ClientMessage::Record { on: false } => Reply::RecordingOff,
+        // Moderation without roomAdmin (a mute that names no kind asks for nothing).
+        ClientMessage::MuteParticipant {
+            audio: None,
+            video: None,
+            ..
+        } => Reply::Nothing,
+        ClientMessage::MuteParticipant { .. }
+        | ClientMessage::RemoveParticipant { .. }
+        | ClientMessage::LockRoom { .. }
+        | ClientMessage::EndRoom => Reply::Error("forbidden"),
     }
 }
 
@@ -245,7 +256,21 @@ async fn until_chat(c: &mut Client, from: &str, text: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_frames_get_their_replies_and_disturb_no_one() {
-    let s = server().await;
+    // Thousands of messages from one client as fast as it can: this test is about what each
+    // message does, so the rate limits (tested on their own) are out of the way.
+    let limits = Limits {
+        joins_per_sec: 1e6,
+        chat_per_sec: 1e6,
+        offers_per_sec: 1e6,
+        mutes_per_sec: 1e6,
+        relays_per_sec: 1e6,
+        ..Limits::default()
+    };
+    let s = server_with(SignalConfig {
+        limits,
+        ..SignalConfig::default()
+    })
+    .await;
 
     // Two participants who behave, and who can talk.
     let (mut a, joined) = Client::join(&s.url, ROOM, "Ada").await;
@@ -335,8 +360,6 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
         let pad_to = match round {
             1000 => Some(MAX_MESSAGE),
             1001 => Some(MAX_MESSAGE + 1),
-            1002 => Some(MAX_FRAME),
-            1003 => Some(MAX_FRAME + 1),
             _ if rng.below(50) == 0 => Some(MAX_MESSAGE - 64 + rng.below(128)),
             _ => None,
         };
@@ -501,7 +524,7 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
                 if matches!(expect, Reply::Leave) {
                     "closed (leave)"
                 } else {
-                    "closed (frame over 1 MiB)"
+                    "closed (frame over 64 KiB)"
                 }
                 .into()
             }
@@ -584,7 +607,7 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
         "the offer seed itself is answered"
     );
     assert!(
-        outcomes.get("closed (frame over 1 MiB)") == Some(&1),
+        outcomes.get("closed (frame over 64 KiB)") >= Some(&1),
         "{outcomes:?}"
     );
 }

@@ -1,6 +1,7 @@
 //! The typed configuration: built-in defaults (`config/sori.toml`), an optional TOML file,
 //! then environment variables and flags.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ use serde::Deserialize;
 use sori_kurento::KurentoConfig;
 use sori_net::sori_sfu::{SfuConfig, VideoCodec};
 use sori_net::TcpConfig;
+use sori_signal::auth::Keys;
 use sori_signal::protocol::RoomMode;
-use sori_signal::SignalConfig;
+use sori_signal::{Limits, SignalConfig};
 use sori_turn::IpPrefix;
 
 /// The built-in configuration, also the commented sample.
@@ -21,6 +23,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthSection,
+    pub limits: LimitsSection,
     pub media: MediaSection,
     pub kurento: KurentoSection,
     pub recording: RecordingSection,
@@ -125,7 +129,53 @@ pub struct ServerConfig {
     pub room_mode: RoomModeName,
     pub ice_servers: Vec<String>,
     pub idle_timeout_secs: u64,
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub metrics_token: String,
 }
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// API key → secret.
+    pub keys: BTreeMap<String, String>,
+    pub dev: bool,
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach the output of --print-config or a log.
+        f.debug_struct("AuthSection")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("dev", &self.dev)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub participants_per_room: usize,
+    pub rooms: usize,
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub joins_per_sec: f64,
+    pub joins_burst: f64,
+    pub chat_per_sec: f64,
+    pub chat_burst: f64,
+    pub offers_per_sec: f64,
+    pub offers_burst: f64,
+    pub mutes_per_sec: f64,
+    pub mutes_burst: f64,
+    pub relays_per_sec: f64,
+    pub relays_burst: f64,
+    pub send_queue: usize,
+    pub mlines_per_sdp: usize,
+    pub header_timeout_secs: u64,
+}
+
+/// Shortest API secret accepted: HS256 is only as strong as its key.
+pub const MIN_SECRET_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +276,7 @@ impl Config {
                 })?;
         config
             .sfu()
+            .and_then(|_| config.keys().map(|_| ()))
             .and_then(|_| config.kurento())
             .and_then(|_| config.turn())
             .map_err(|message| ConfigError::Invalid {
@@ -235,9 +286,61 @@ impl Config {
         Ok(config)
     }
 
+    /// The API keys, checked.
+    pub fn keys(&self) -> Result<Keys, String> {
+        for (key, secret) in &self.auth.keys {
+            if key.trim().is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("auth.keys: {key:?} is not a usable API key name"));
+            }
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "auth.keys: the secret of {key} has {} characters; give at least {MIN_SECRET_LEN}",
+                    secret.len()
+                ));
+            }
+        }
+        Ok(Keys::new(
+            self.auth.keys.iter().map(|(k, s)| (k.clone(), s.clone())),
+        ))
+    }
+
+    /// The session server's limits.
+    pub fn limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits {
+            participants_per_room: l.participants_per_room.max(1),
+            rooms: l.rooms.max(1),
+            connections: l.connections.max(1),
+            connections_per_ip: l.connections_per_ip.max(1),
+            joins_per_sec: l.joins_per_sec,
+            joins_burst: l.joins_burst,
+            chat_per_sec: l.chat_per_sec,
+            chat_burst: l.chat_burst,
+            offers_per_sec: l.offers_per_sec,
+            offers_burst: l.offers_burst,
+            mutes_per_sec: l.mutes_per_sec,
+            mutes_burst: l.mutes_burst,
+            relays_per_sec: l.relays_per_sec,
+            relays_burst: l.relays_burst,
+            send_queue: l.send_queue.max(16),
+            mlines_per_sdp: l.mlines_per_sdp.max(2),
+            header_timeout: Duration::from_secs(l.header_timeout_secs.max(1)),
+        }
+    }
+
     /// The session server's settings.
     pub fn signal(&self) -> SignalConfig {
+        let keys = self.keys().unwrap_or_default();
         SignalConfig {
+            anonymous: keys.is_empty() || self.auth.dev,
+            keys,
+            limits: self.limits(),
+            allowed_origins: self.server.allowed_origins.clone(),
+            trusted_proxies: self.server.trusted_proxies.clone(),
+            metrics_token: {
+                let t = self.server.metrics_token.trim();
+                (!t.is_empty()).then(|| t.to_string())
+            },
             default_mode: self.server.room_mode.into(),
             ice_servers: self.server.ice_servers.clone(),
             turn: None,

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use sori_kurento::{Kurento, RemoteMedia};
 use sori_net::MediaConfig;
@@ -42,6 +41,174 @@ enum Command {
     /// Run only the session server and web client, driving a media server elsewhere
     /// (`sori media`) over its control API.
     Signal(SignalArgs),
+    /// Access tokens for joining rooms on a server with API keys.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an access token and a join URL for one participant of one room.
+    ///
+    /// The token is signed with an API key of the configuration (--api-key/--api-secret,
+    /// SORI_API_KEY/SORI_API_SECRET or [auth.keys], as for `sori serve`), in LiveKit's claim
+    /// layout.
+    Create(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// TOML configuration file holding [auth.keys].
+    #[arg(long, env = "SORI_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    auth: AuthFlags,
+    /// The room the token lets its holder join.
+    #[arg(long)]
+    room: String,
+    /// The participant's identity (unique in the room: a second join replaces the first).
+    #[arg(long)]
+    identity: String,
+    /// Display name [default: the identity].
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the token is valid: 90s, 30m, 6h, 2d [default: 6h].
+    #[arg(long, default_value = "6h", value_parser = parse_ttl)]
+    ttl: u64,
+    /// What it may do, comma-separated: publish, subscribe, chat, record, admin, or a source
+    /// (camera, microphone, screen_share) to publish only those
+    /// [default: publish,subscribe,chat].
+    #[arg(long, value_delimiter = ',', default_value = "publish,subscribe,chat")]
+    grant: Vec<String>,
+    /// Base URL of the join link [default: http:// and the configured --listen address].
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: give a number and a unit, e.g. 6h"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .filter(|t| *t > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable lifetime"))
+}
+
+/// `sori token create`.
+fn token_create(args: TokenArgs) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("sori: {e}");
+        ExitCode::from(2)
+    };
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let chosen = args.auth.api_key.clone();
+    if let Err(e) = args.auth.apply(&mut config) {
+        return fail(e);
+    }
+    let keys = match config.keys() {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let key = match chosen {
+        Some(k) => k,
+        None if config.auth.keys.len() == 1 => {
+            config.auth.keys.keys().next().cloned().unwrap_or_default()
+        }
+        None if config.auth.keys.is_empty() => {
+            return fail(
+                "no API key: give --api-key and --api-secret (or SORI_API_KEY and \
+                 SORI_API_SECRET), or a config file with [auth.keys]"
+                    .into(),
+            )
+        }
+        None => return fail("several API keys are configured: choose one with --api-key".into()),
+    };
+    let Some(secret) = keys.secret(&key) else {
+        return fail(format!("no API key {key} is configured"));
+    };
+    let mut video = sori_signal::auth::VideoGrant {
+        room: Some(args.room.clone()),
+        room_join: Some(true),
+        can_publish: Some(false),
+        can_subscribe: Some(false),
+        can_publish_data: Some(false),
+        ..Default::default()
+    };
+    let mut sources = Vec::new();
+    for g in &args.grant {
+        match g.trim() {
+            "publish" => video.can_publish = Some(true),
+            "subscribe" => video.can_subscribe = Some(true),
+            "chat" => video.can_publish_data = Some(true),
+            "record" => video.room_record = Some(true),
+            "admin" => video.room_admin = Some(true),
+            s @ ("camera" | "microphone" | "screen_share" | "screen_share_audio") => {
+                video.can_publish = Some(true);
+                sources.push(s.to_string());
+            }
+            other => {
+                return fail(format!(
+                    "--grant: unknown {other:?} (publish, subscribe, chat, record, admin, \
+                     camera, microphone, screen_share, screen_share_audio)"
+                ))
+            }
+        }
+    }
+    if !sources.is_empty() {
+        video.can_publish_sources = Some(sources);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = sori_signal::auth::Claims {
+        iss: key,
+        sub: Some(args.identity.clone()),
+        name: Some(args.name.unwrap_or_else(|| args.identity.clone())),
+        nbf: Some(now),
+        exp: Some(now + args.ttl),
+        jti: Some(args.identity),
+        video: Some(video),
+        ..Default::default()
+    };
+    let token = match sori_signal::auth::sign(&claims, secret) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let base = args.url.unwrap_or_else(|| {
+        let listen = config.server.listen;
+        let host = if listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), listen.port())
+        } else {
+            listen
+        };
+        format!("http://{host}")
+    });
+    let room: String = args
+        .room
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    println!("{token}");
+    println!("{}/?room={room}&token={token}", base.trim_end_matches('/'));
+    ExitCode::SUCCESS
 }
 
 /// Settings every command has.
@@ -139,10 +306,83 @@ struct SessionFlags {
         value_delimiter = ','
     )]
     ice_servers: Vec<String>,
+    #[command(flatten)]
+    auth: AuthFlags,
+    /// Accept joins without an access token on a non-loopback address (trying Sori out).
+    #[arg(long, env = "SORI_DEV")]
+    dev: bool,
+    /// A web origin (https://app.example.org) whose pages may open /ws besides the server's
+    /// own; repeat for several.
+    #[arg(
+        long = "allow-origin",
+        env = "SORI_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// A reverse proxy whose X-Forwarded-For names the client; repeat for several.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SORI_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
+    /// Bearer token that opens /metrics to clients not on loopback [default: loopback only].
+    #[arg(
+        long,
+        env = "SORI_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
+}
+
+/// One API key, given on the command line or in the environment.
+#[derive(Args)]
+struct AuthFlags {
+    /// API key access tokens name in `iss` (with --api-secret) [default: the [auth] keys].
+    #[arg(long, env = "SORI_API_KEY", value_name = "KEY")]
+    api_key: Option<String>,
+    /// Secret of --api-key, at least 32 characters.
+    #[arg(
+        long,
+        env = "SORI_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    api_secret: Option<String>,
+}
+
+impl AuthFlags {
+    fn apply(self, config: &mut Config) -> Result<(), String> {
+        match (self.api_key, self.api_secret) {
+            (Some(k), Some(s)) => {
+                config.auth.keys.insert(k, s);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            (Some(_), None) => Err("--api-key needs --api-secret (or SORI_API_SECRET)".into()),
+            (None, Some(_)) => Err("--api-secret needs --api-key (or SORI_API_KEY)".into()),
+        }
+    }
 }
 
 impl SessionFlags {
-    fn apply(self, config: &mut Config) {
+    fn apply(self, config: &mut Config) -> Result<(), String> {
+        self.auth.apply(config)?;
+        if self.dev {
+            config.auth.dev = true;
+        }
+        if !self.allowed_origins.is_empty() {
+            config.server.allowed_origins = self.allowed_origins;
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.server.trusted_proxies = self.trusted_proxies;
+        }
+        if let Some(v) = self.metrics_token {
+            config.server.metrics_token = v;
+        }
         if let Some(v) = self.listen {
             config.server.listen = v;
         }
@@ -152,6 +392,7 @@ impl SessionFlags {
         if !self.ice_servers.is_empty() {
             config.server.ice_servers = self.ice_servers;
         }
+        Ok(())
     }
 }
 
@@ -302,7 +543,7 @@ enum Role {
 }
 
 /// The command's own flags, applied to the loaded configuration.
-type Overrides = Box<dyn FnOnce(&mut Config)>;
+type Overrides = Box<dyn FnOnce(&mut Config) -> Result<(), String>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -313,9 +554,10 @@ fn main() -> ExitCode {
             };
             let (session, media, turn) = (args.session, args.media, args.turn);
             let apply = move |config: &mut Config| {
-                session.apply(config);
+                session.apply(config)?;
                 media.apply(config);
                 turn.apply(config);
+                Ok(())
             };
             (args.base, role, Box::new(apply))
         }
@@ -324,17 +566,22 @@ fn main() -> ExitCode {
             (
                 args.base,
                 Role::Media,
-                Box::new(move |c: &mut Config| media.apply(c)),
+                Box::new(move |c: &mut Config| {
+                    media.apply(c);
+                    Ok(())
+                }),
             )
         }
+        Command::Token(TokenCommand::Create(args)) => return token_create(args),
         Command::Signal(args) => {
             let (session, turn) = (args.session, args.turn);
             let role = Role::Signal {
                 media_url: args.media_url,
             };
             let apply = move |c: &mut Config| {
-                session.apply(c);
+                session.apply(c)?;
                 turn.apply(c);
+                Ok(())
             };
             (args.base, role, Box::new(apply))
         }
@@ -350,11 +597,22 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    apply(&mut config);
+    if let Err(e) = apply(&mut config) {
+        eprintln!("sori: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(v) = args.log_format {
         config.log.format = v;
     }
-    if let Err(e) = config.kurento().and_then(|_| config.turn()) {
+    let checked = config
+        .kurento()
+        .and_then(|_| config.turn())
+        .and_then(|_| config.keys())
+        .and_then(|keys| match role {
+            Role::Media => Ok(()),
+            _ => open_mode_allowed(&config, keys.is_empty()),
+        });
+    if let Err(e) = checked {
         eprintln!("sori: {e}");
         return ExitCode::from(2);
     }
@@ -364,6 +622,9 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
         }
         if !config.turn.secret.is_empty() {
             config.turn.secret = "<set>".into();
+        }
+        if !config.server.metrics_token.is_empty() {
+            config.server.metrics_token = "<set>".into();
         }
         println!("{config:#?}");
         return ExitCode::SUCCESS;
@@ -387,6 +648,21 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Without API keys anyone can join: allowed on loopback (the quick start) or on purpose
+/// (`--dev`), refused anywhere else.
+fn open_mode_allowed(config: &Config, no_keys: bool) -> Result<(), String> {
+    let listen = config.server.listen;
+    if no_keys && !config.auth.dev && !listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {listen} without API keys: anyone who reaches it could join \
+             any room. Configure a key (--api-key KEY --api-secret SECRET, SORI_API_KEY and \
+             SORI_API_SECRET, or [auth.keys] in the config file; then `sori token create` \
+             mints join tokens), or pass --dev (SORI_DEV=1) to accept anonymous joins on purpose"
+        ));
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -469,7 +745,8 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
-        servers.spawn(serve_http(listener, app, "control API"));
+        let limits = sori_signal::http::ConnLimits::from(&config.limits());
+        servers.spawn(serve_http(listener, app, limits, "control API"));
     }
     let mut turn = None;
     if let Role::Serve { .. } = role {
@@ -478,14 +755,18 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
         signal.turn = access;
         signal.turn_monitor = server.as_ref().map(TurnServer::monitor);
         turn = server;
-        let app = Signal::new(media.handle.clone(), signal).router();
+        log_access_mode(&signal);
+        let app = Signal::new(media.handle.clone(), signal);
         let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
             "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
             env!("CARGO_PKG_VERSION"),
             media.local_addr,
         );
-        servers.spawn(serve_http(listener, app, "HTTP server"));
+        servers.spawn(async move {
+            app.serve(listener, shutdown_signal()).await;
+            Ok(())
+        });
     }
     let mut result = Ok(());
     while let Some(done) = servers.join_next().await {
@@ -595,13 +876,14 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         tracing::info!("TURN: handing out {}", urls.join(", "));
         signal.turn = Some(TurnAccess { urls, secret, ttl });
     }
-    let app = Signal::new(media, signal).router();
+    log_access_mode(&signal);
+    let app = Signal::new(media, signal);
     let (listener, http) = bind(config.server.listen).await?;
     tracing::info!(
         "Sori {} listening on http://{http} (media server: {shown})",
         env!("CARGO_PKG_VERSION"),
     );
-    serve_http(listener, app, "HTTP server").await?;
+    app.serve(listener, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -615,22 +897,28 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
-/// Serves `app` on `listener` until SIGINT/SIGTERM; `what` names it in errors.
+/// Serves `app` on `listener` until SIGINT/SIGTERM, with the connection limits of `config`;
+/// `what` names it in logs.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: sori_signal::http::ConnLimits,
     what: &'static str,
 ) -> Result<(), String> {
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("{what} failed: {e}"))
+    sori_signal::http::serve(listener, app, limits, what, shutdown_signal()).await;
+    Ok(())
 }
 
-/// Replies and events go out at once: small frames must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY: {e}");
+/// One line at start saying who may join.
+fn log_access_mode(signal: &sori_signal::SignalConfig) {
+    if signal.keys.is_empty() {
+        tracing::info!(
+            "no API keys: open mode, anyone who reaches this server joins any room without a token"
+        );
+    } else if signal.anonymous {
+        tracing::warn!("--dev: joins without a token are accepted; tokens are checked when given");
+    } else {
+        tracing::info!("joins need an access token signed with one of the configured API keys");
     }
 }
 

@@ -119,6 +119,94 @@ fn a_bad_config_file_is_a_clear_error() {
     );
 }
 
+#[test]
+fn a_public_address_without_api_keys_refuses_to_start() {
+    for cmd in ["serve", "signal"] {
+        let mut args = vec![cmd, "--listen", "0.0.0.0:0", "--rtc-port", "0", "--no-turn"];
+        if cmd == "signal" {
+            args = vec![
+                cmd,
+                "--listen",
+                "0.0.0.0:0",
+                "--media",
+                "ws://127.0.0.1:9/kurento",
+            ];
+        }
+        let out = Command::new(SORI)
+            .args(&args)
+            .env_remove("SORI_API_KEY")
+            .env_remove("SORI_API_SECRET")
+            .env_remove("SORI_DEV")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for way_out in ["--api-key", "--dev", "SORI_DEV=1"] {
+            assert!(err.contains(way_out), "{cmd}: {err}");
+        }
+    }
+    // A secret too short to sign with is refused, naming the key.
+    let out = Command::new(SORI)
+        .args(["serve", "--api-key", "APIshort", "--api-secret", "tooshort"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("APIshort"));
+}
+
+#[test]
+fn token_create_prints_a_token_and_a_join_url() {
+    let out = Command::new(SORI)
+        .args([
+            "token",
+            "create",
+            "--room",
+            "회의 1",
+            "--identity",
+            "ada",
+            "--grant",
+            "admin,chat",
+            "--api-key",
+            "APItest",
+            "--api-secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let keys = sori_signal::auth::Keys::new([(
+        "APItest".to_string(),
+        "0123456789abcdef0123456789abcdef".to_string(),
+    )]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let g = sori_signal::auth::verify(&keys, lines[0], now).unwrap();
+    assert_eq!(g.identity.as_deref(), Some("ada"));
+    assert_eq!(g.may_join("회의 1"), Ok(()));
+    assert!(g.admin && g.chat && !g.subscribe && !g.record);
+    assert_eq!(g.publish, sori_signal::auth::Sources::NONE);
+    let exp = g.expires.unwrap();
+    assert!(
+        (now + 6 * 3600 - 2..=now + 6 * 3600).contains(&exp),
+        "{exp}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "http://127.0.0.1:8080/?room=%ED%9A%8C%EC%9D%98%201&token={}",
+            lines[0]
+        )
+    );
+}
+
 /// Starts `sori ARGS` and returns it with the first log line containing `marker`.
 fn start(args: &[&str], marker: &str) -> (std::process::Child, String, Vec<String>) {
     let mut child = Command::new(SORI)

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sori_net::{MediaConfig, MediaServer};
@@ -32,6 +31,11 @@ pub struct Server {
 /// `sori serve` in miniature: the media core on a free UDP port and the session server on a free
 /// TCP port, both on 127.0.0.1.
 pub async fn server() -> Server {
+    server_with(SignalConfig::default()).await
+}
+
+/// [`server`] with these settings.
+pub async fn server_with(config: SignalConfig) -> Server {
     let media = sori_net::start(MediaConfig {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
@@ -40,14 +44,10 @@ pub async fn server() -> Server {
     })
     .await
     .unwrap();
-    let app = Signal::new(media.handle.clone(), SignalConfig::default()).router();
+    let app = Signal::new(media.handle.clone(), config);
     let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let http = listener.local_addr().unwrap();
-    // As `sori serve` does: small frames go out at once, not after the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(app.serve(listener, std::future::pending()));
     Server {
         url: format!("ws://{http}/ws"),
         http,

@@ -1,0 +1,206 @@
+//! The HTTP server loop shared by the session server and the control API: accepts connections
+//! up to a total and a per-address cap, gives each a deadline for its request head, hands the
+//! client's address to handlers (`ConnectInfo<SocketAddr>`), and logs accept errors instead of
+//! spinning on them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Connection caps of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections in all.
+    pub total: usize,
+    /// Open connections from one address.
+    pub per_ip: usize,
+    /// Time to send a whole request head.
+    pub header_timeout: Duration,
+}
+
+impl From<&crate::Limits> for ConnLimits {
+    fn from(l: &crate::Limits) -> Self {
+        Self {
+            total: l.connections,
+            per_ip: l.connections_per_ip,
+            header_timeout: l.header_timeout,
+        }
+    }
+}
+
+/// Open connections per address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// A counted connection; uncounted when dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total -= 1;
+        if let Some(n) = open.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: ConnLimits) -> Result<Slot, &'static str> {
+    let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+    if o.total >= limits.total {
+        return Err("the server's connection limit");
+    }
+    let n = o.by_ip.entry(ip).or_default();
+    if *n >= limits.per_ip {
+        return Err("the per-address connection limit");
+    }
+    *n += 1;
+    o.total += 1;
+    Ok(Slot {
+        open: open.clone(),
+        ip,
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; `what` names it in logs.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    what: &'static str,
+    shutdown: impl Future<Output = ()>,
+) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    // Refusals are logged at most once a second per listener: a flood must not flood the log.
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, typically: wait for some to be freed.
+                    tracing::warn!("{what}: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match admit(&open, addr.ip(), limits) {
+            Ok(s) => s,
+            Err(why) => {
+                let now = tokio::time::Instant::now();
+                if last_refusal_log.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+                    last_refusal_log = Some(now);
+                    tracing::warn!(client = %addr.ip(), "{what}: connection refused: {why}");
+                }
+                drop(tcp);
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            app.clone().oneshot(req)
+        });
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %addr.ip(), "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// The client's address: the connection's, or — when that is a trusted proxy — the last
+/// address of `X-Forwarded-For` that is not one.
+pub fn client_ip(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let mut ip = peer.ip();
+    if !trusted.contains(&ip) {
+        return ip;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(h) if trusted.contains(&h) => ip = h,
+            Ok(h) => return h,
+            Err(_) => return ip,
+        }
+    }
+    ip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn slots_are_capped_per_address_and_in_all() {
+        let open = Arc::new(Mutex::new(Open::default()));
+        let limits = ConnLimits {
+            total: 3,
+            per_ip: 2,
+            header_timeout: Duration::from_secs(1),
+        };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let s1 = admit(&open, a, limits).unwrap();
+        let _s2 = admit(&open, a, limits).unwrap();
+        assert!(admit(&open, a, limits).is_err());
+        let _s3 = admit(&open, b, limits).unwrap();
+        assert!(admit(&open, b, limits).is_err(), "total reached");
+        drop(s1);
+        assert!(admit(&open, a, limits).is_ok());
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7".parse().unwrap(),
+        );
+        let peer = SocketAddr::new(proxy, 5000);
+        assert_eq!(client_ip(peer, &h, &[]), proxy);
+        assert_eq!(
+            client_ip(peer, &h, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let other = SocketAddr::new("198.51.100.1".parse().unwrap(), 1);
+        assert_eq!(client_ip(other, &h, &[proxy]), other.ip());
+    }
+}
