@@ -44,6 +44,11 @@ struct Open {
     by_ip: HashMap<IpAddr, usize>,
 }
 
+/// A connection's place in the count, in every request's extensions: a WebSocket keeps it
+/// after the upgrade, when the HTTP connection itself is done.
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<Slot>);
+
 /// A counted connection; uncounted when dropped.
 struct Slot {
     open: Arc<Mutex<Open>>,
@@ -106,7 +111,7 @@ pub async fn serve(
             },
         };
         let slot = match admit(&open, addr.ip(), limits) {
-            Ok(s) => s,
+            Ok(s) => ConnSlot(Arc::new(s)),
             Err(why) => {
                 let now = tokio::time::Instant::now();
                 if last_refusal_log.is_none_or(|t| now - t >= Duration::from_secs(1)) {
@@ -119,8 +124,10 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
+        let held = slot.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(addr));
+            req.extensions_mut().insert(held.clone());
             app.clone().oneshot(req)
         });
         let header_timeout = limits.header_timeout;

@@ -326,6 +326,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(signal): State<Signal>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<axum::Extension<http::ConnSlot>>,
     headers: HeaderMap,
 ) -> Response {
     let ip = http::client_ip(peer, &headers, &signal.config.trusted_proxies);
@@ -341,7 +342,11 @@ async fn upgrade(
     // No frame larger than a message is buffered.
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| connection(socket, signal, ip))
+        .on_upgrade(move |socket| async move {
+            // The socket counts against the connection limits for as long as it is open.
+            let _slot = slot;
+            connection(socket, signal, ip).await
+        })
 }
 
 /// One browser's socket, from upgrade to close.

@@ -18,7 +18,10 @@ pub(crate) async fn page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !peer.ip().is_loopback() {
+    // Behind a reverse proxy on this host every request comes from loopback: the proxy's
+    // X-Forwarded-For says who is really asking.
+    let client = crate::http::client_ip(peer, &headers, &signal.config.trusted_proxies);
+    if !client.is_loopback() {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
