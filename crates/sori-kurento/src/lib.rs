@@ -120,12 +120,25 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Some(token) = &k.config.access_token {
-        if q.access_token.as_deref() != Some(token.as_str()) {
+        let given = q.access_token.as_deref().unwrap_or_default();
+        if !token_matches(given.as_bytes(), token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
         }
     }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| connection(k, socket))
+}
+
+/// Compares a presented token with the configured one in a time that depends on the lengths
+/// only, never on where the first differing byte is, so the response time gives no way to
+/// guess the token byte by byte.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    // Keeps the optimiser from turning the loop back into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 async fn connection(k: Kurento, socket: WebSocket) {
@@ -160,4 +173,26 @@ async fn connection(k: Kurento, socket: WebSocket) {
     drop(conn);
     drop(outbox);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        let token = b"s3cret-token";
+        assert!(token_matches(b"s3cret-token", token));
+        for wrong in [
+            &b"s3cret-tokeN"[..],
+            b"x3cret-token",
+            b"s3cret-toke",
+            b"s3cret-token-",
+            b"s3cret-token\0",
+            b"",
+        ] {
+            assert!(!token_matches(wrong, token), "{wrong:?}");
+        }
+        assert!(!token_matches(b"a", b""));
+    }
 }
