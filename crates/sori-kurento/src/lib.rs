@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -49,6 +49,11 @@ pub struct KurentoConfig {
     /// When set, a connection must carry `?access_token=<this>` (an extension: the protocol
     /// itself has no authentication).
     pub access_token: Option<String>,
+    /// Web origins (`https://app.example.com`) whose pages may open the control API. A
+    /// WebSocket upgrade with any other `Origin` header is refused: otherwise any page open in
+    /// a browser on the server's host could drive it. Kurento applications run server-side
+    /// and send no `Origin`; they are not affected.
+    pub allowed_origins: Vec<String>,
     /// Objects of a session whose socket is gone are released after one to two periods.
     pub gc_period: Duration,
     /// Media that has not moved for this long is reported as NOT_FLOWING.
@@ -62,6 +67,7 @@ impl Default for KurentoConfig {
         Self {
             path: "/kurento".into(),
             access_token: None,
+            allowed_origins: Vec::new(),
             gc_period: Duration::from_secs(240),
             flow_idle: Duration::from_secs(2),
             recordings_dir: None,
@@ -117,8 +123,14 @@ struct Params {
 async fn upgrade(
     State(k): State<Kurento>,
     Query(q): Query<Params>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(origin.as_bytes(), &k.config.allowed_origins) {
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    }
     if let Some(token) = &k.config.access_token {
         let given = q.access_token.as_deref().unwrap_or_default();
         if !token_matches(given.as_bytes(), token.as_bytes()) {
@@ -127,6 +139,15 @@ async fn upgrade(
     }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| connection(k, socket))
+}
+
+/// Browsers send origins as `scheme://host[:port]` in lower case; the configured ones are
+/// compared the same way, forgiving a trailing `/` and capitals.
+fn origin_allowed(origin: &[u8], allowed: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        let a = a.trim().trim_end_matches('/');
+        !a.is_empty() && a.as_bytes().eq_ignore_ascii_case(origin)
+    })
 }
 
 /// Compares a presented token with the configured one in a time that depends on the lengths
@@ -194,5 +215,20 @@ mod tests {
             assert!(!token_matches(wrong, token), "{wrong:?}");
         }
         assert!(!token_matches(b"a", b""));
+    }
+
+    #[test]
+    fn origins_match_the_allow_list_only() {
+        let allowed = vec!["https://App.example.com/".to_string(), " ".to_string()];
+        assert!(origin_allowed(b"https://app.example.com", &allowed));
+        for other in [
+            &b"https://app.example.com.evil.test"[..],
+            b"http://app.example.com",
+            b"null",
+            b"",
+        ] {
+            assert!(!origin_allowed(other, &allowed), "{other:?}");
+        }
+        assert!(!origin_allowed(b"http://localhost", &[]));
     }
 }

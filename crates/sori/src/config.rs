@@ -115,6 +115,7 @@ pub struct KurentoSection {
     pub listen: SocketAddr,
     pub path: String,
     pub access_token: String,
+    pub allowed_origins: Vec<String>,
     pub gc_period_secs: u64,
 }
 
@@ -262,6 +263,7 @@ impl Config {
         Ok(KurentoConfig {
             path: path.to_string(),
             access_token: (!token.is_empty()).then(|| token.to_string()),
+            allowed_origins: self.kurento.allowed_origins.clone(),
             gc_period: Duration::from_secs(self.kurento.gc_period_secs.max(1)),
             recordings_dir: {
                 let dir = self.recording.dir.trim();
@@ -481,6 +483,7 @@ mod tests {
         assert_eq!(c.kurento.listen, "127.0.0.1:8888".parse().unwrap());
         assert_eq!(c.kurento().unwrap().path, "/kurento");
         assert_eq!(c.kurento().unwrap().access_token, None);
+        assert!(c.kurento().unwrap().allowed_origins.is_empty());
         assert_eq!(
             c.sfu().unwrap().video_codecs,
             vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]
