@@ -244,6 +244,9 @@ fn canonical_event(name: &str) -> &str {
 struct Object {
     kind: Kind,
     pipeline: Option<String>,
+    /// The session that created it. Only it, or the owner of its pipeline, may release it:
+    /// any session may use an object, but one application must not tear down another's.
+    owner: String,
     name: String,
     tags: Vec<(String, String)>,
     send_tags: bool,
@@ -599,6 +602,9 @@ impl Kms {
             }
             "release" => {
                 let object = string_param(&params, "object")?.to_string();
+                if !self.may_release(&session, &object) {
+                    return Err(RpcError::not_owner(&object));
+                }
                 self.release(&object).await;
                 Ok(json!({}))
             }
@@ -726,6 +732,7 @@ impl Kms {
                 tags: Vec::new(),
                 send_tags: false,
                 created,
+                owner: session.to_string(),
                 refs: BTreeSet::from([session.to_string()]),
                 props,
             },
@@ -836,12 +843,36 @@ impl Kms {
         );
     }
 
+    /// Whether `session` may release `id`: it created it or its pipeline (unknown ids are
+    /// fine, as release is idempotent).
+    fn may_release(&self, session: &str, id: &str) -> bool {
+        let Some(o) = self.objects.get(id) else {
+            return true;
+        };
+        o.owner == session
+            || o.pipeline
+                .as_ref()
+                .and_then(|p| self.objects.get(p))
+                .is_some_and(|p| p.owner == session)
+    }
+
+    /// Ends a session. With `release`, the objects it may release go at once; the others it
+    /// only used lose its reference, and go only when nobody else references them.
     async fn close_session(&mut self, session: &str, release: bool) {
         self.sessions.remove(session);
         self.subs.retain(|_, s| s.session != session);
+        let releasable: BTreeSet<String> = if release {
+            self.objects
+                .keys()
+                .filter(|id| self.may_release(session, id))
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let mut orphans = Vec::new();
         for (id, o) in self.objects.iter_mut() {
-            if o.refs.remove(session) && (release || o.refs.is_empty()) {
+            if o.refs.remove(session) && (releasable.contains(id) || o.refs.is_empty()) {
                 orphans.push(id.clone());
             }
         }
@@ -926,7 +957,7 @@ impl Kms {
             }
         };
         if object == MANAGER {
-            return self.invoke_manager(&op, &args);
+            return self.invoke_manager(session, &op, &args);
         }
         self.object(&object)?;
         self.touch(session, &object);
@@ -953,7 +984,12 @@ impl Kms {
         Err(RpcError::unknown_operation(&op, args.len()))
     }
 
-    fn invoke_manager(&self, op: &str, args: &Map<String, Value>) -> Result<Value, RpcError> {
+    fn invoke_manager(
+        &self,
+        session: &str,
+        op: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Value, RpcError> {
         let v = match op {
             "getInfo" => {
                 let module = |name: &str, factories: &[&str]| {
@@ -972,7 +1008,9 @@ impl Kms {
                 .filter(|(_, o)| matches!(o.kind, Kind::Pipeline))
                 .map(|(k, _)| k.clone())
                 .collect::<Vec<_>>()),
-            "getSessions" => json!(self.sessions.keys().cloned().collect::<Vec<_>>()),
+            // Only the caller's own: a session id is all it takes to act as that session (a
+            // reconnecting client names its old one), so other sessions' ids are not handed out.
+            "getSessions" => json!([session]),
             "getUsedCpu" => json!(used_cpu_percent(self.started)),
             "getUsedMemory" => json!(used_memory_kib()),
             "getCpuCount" => json!(std::thread::available_parallelism()

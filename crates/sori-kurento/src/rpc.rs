@@ -87,6 +87,14 @@ impl RpcError {
             format!("Object '{r}' not found: 'newref:' is only valid inside a transaction"),
         )
     }
+    /// A session asked to release an object of another session.
+    pub fn not_owner(id: &str) -> Self {
+        Self::new(
+            40111,
+            Some("MEDIA_OBJECT_OPERATION_NOT_SUPPORTED"),
+            format!("Object '{id}' belongs to another session: only its session may release it"),
+        )
+    }
     pub fn tag_not_found(key: &str) -> Self {
         Self::new(
             40110,
