@@ -60,6 +60,12 @@ pub struct KurentoConfig {
     pub flow_idle: Duration,
     /// RecorderEndpoints write only inside this directory (`None`: recording is off).
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// The most media objects (pipelines and elements) one session may create; beyond it,
+    /// `create` is 40009 NOT_ENOUGH_RESOURCES and other sessions are unaffected.
+    pub max_objects_per_session: usize,
+    /// The most RecorderEndpoints one session may create (each that records is a thread
+    /// writing a file).
+    pub max_recorders_per_session: usize,
 }
 
 impl Default for KurentoConfig {
@@ -71,6 +77,8 @@ impl Default for KurentoConfig {
             gc_period: Duration::from_secs(240),
             flow_idle: Duration::from_secs(2),
             recordings_dir: None,
+            max_objects_per_session: 1000,
+            max_recorders_per_session: 16,
         }
     }
 }
@@ -86,7 +94,11 @@ impl Kurento {
     /// A control API over `media`; starts its background tasks (event flow, garbage
     /// collection) on the current tokio runtime.
     pub fn new(media: MediaHandle, config: KurentoConfig) -> Self {
-        let kms = Kms::new(media, config.flow_idle, config.recordings_dir.clone());
+        let caps = model::Caps {
+            objects: config.max_objects_per_session,
+            recorders: config.max_recorders_per_session,
+        };
+        let kms = Kms::new(media, config.flow_idle, config.recordings_dir.clone(), caps);
         let kurento = Self {
             kms,
             config: Arc::new(config),

@@ -275,6 +275,15 @@ pub(crate) struct Kms {
     subs: HashMap<String, Sub>,
     candidates: Vec<SocketAddr>,
     recordings_dir: Option<PathBuf>,
+    caps: Caps,
+}
+
+/// How much one session may hold, so that one application (or a runaway loop in it) cannot
+/// exhaust the server for the others: every recorder that records is a thread and a file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    pub objects: usize,
+    pub recorders: usize,
 }
 
 fn now_millis() -> u128 {
@@ -405,6 +414,7 @@ impl Kms {
         media: MediaHandle,
         flow_idle: Duration,
         recordings_dir: Option<PathBuf>,
+        caps: Caps,
     ) -> Arc<Mutex<Kms>> {
         Arc::new_cyclic(|this| {
             Mutex::new(Kms {
@@ -419,6 +429,7 @@ impl Kms {
                 subs: HashMap::new(),
                 candidates: Vec::new(),
                 recordings_dir,
+                caps,
             })
         })
     }
@@ -693,6 +704,7 @@ impl Kms {
             }
             other => return Err(RpcError::factory_not_found(other)),
         };
+        self.within_caps(session, &kind)?;
         let (id, pipeline) = if matches!(kind, Kind::Pipeline) {
             (format!("{}_kurento.MediaPipeline", uuid()), None)
         } else {
@@ -740,6 +752,25 @@ impl Kms {
         tracing::debug!(object = id, "created");
         self.emit(MANAGER, "ObjectCreated", json!({"object": id}));
         Ok(value(json!(id)))
+    }
+
+    /// Refuses a new object that would take `session` past its caps.
+    fn within_caps(&self, session: &str, kind: &Kind) -> Result<(), RpcError> {
+        let owned = || self.objects.values().filter(|o| o.owner == session);
+        if owned().count() >= self.caps.objects {
+            return Err(RpcError::not_enough_resources(format!(
+                "this session already has {} media objects, the most one session may have",
+                self.caps.objects
+            )));
+        }
+        let recorders = || owned().filter(|o| matches!(o.kind, Kind::Recorder(_)));
+        if matches!(kind, Kind::Recorder(_)) && recorders().count() >= self.caps.recorders {
+            return Err(RpcError::not_enough_resources(format!(
+                "this session already has {} RecorderEndpoints, the most one session may have",
+                self.caps.recorders
+            )));
+        }
+        Ok(())
     }
 
     fn describe(&mut self, session: &str, params: &Map<String, Value>) -> Result<Value, RpcError> {

@@ -53,6 +53,9 @@ impl RpcError {
     pub fn invalid_session(message: impl Into<String>) -> Self {
         Self::new(40007, Some("INVALID_SESSION"), message)
     }
+    pub fn not_enough_resources(message: impl Into<String>) -> Self {
+        Self::new(40009, Some("NOT_ENOUGH_RESOURCES"), message)
+    }
     pub fn malformed_transaction(message: impl Into<String>) -> Self {
         Self::new(40008, Some("MALFORMED_TRANSACTION"), message)
     }

@@ -117,6 +117,8 @@ pub struct KurentoSection {
     pub access_token: String,
     pub allowed_origins: Vec<String>,
     pub gc_period_secs: u64,
+    pub max_objects_per_session: usize,
+    pub max_recorders_per_session: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +267,8 @@ impl Config {
             access_token: (!token.is_empty()).then(|| token.to_string()),
             allowed_origins: self.kurento.allowed_origins.clone(),
             gc_period: Duration::from_secs(self.kurento.gc_period_secs.max(1)),
+            max_objects_per_session: self.kurento.max_objects_per_session,
+            max_recorders_per_session: self.kurento.max_recorders_per_session,
             recordings_dir: {
                 let dir = self.recording.dir.trim();
                 (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
@@ -484,6 +488,12 @@ mod tests {
         assert_eq!(c.kurento().unwrap().path, "/kurento");
         assert_eq!(c.kurento().unwrap().access_token, None);
         assert!(c.kurento().unwrap().allowed_origins.is_empty());
+        let k = c.kurento().unwrap();
+        let d = KurentoConfig::default();
+        assert_eq!(
+            (k.max_objects_per_session, k.max_recorders_per_session),
+            (d.max_objects_per_session, d.max_recorders_per_session)
+        );
         assert_eq!(
             c.sfu().unwrap().video_codecs,
             vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]
