@@ -1477,7 +1477,7 @@ impl Kms {
                             audio: r.profile.audio,
                             video: r.profile.video,
                         };
-                        match sori_record::Recording::start(config) {
+                        match recorder::start(config) {
                             Ok(rec) => {
                                 r.recording = Some(rec);
                                 r.state = RecState::Start;
@@ -1485,7 +1485,7 @@ impl Kms {
                             Err(e) => {
                                 tracing::warn!(object = id, "recording refused: {e}");
                                 // As in Kurento: an Error event, not an error reply.
-                                self.error_event(id, 6, "RESOURCE_ERROR_OPEN", &e.to_string());
+                                self.error_event(id, 6, "RESOURCE_ERROR_OPEN", &e);
                                 return Ok(Some(value(Value::Null)));
                             }
                         }
