@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -49,12 +49,23 @@ pub struct KurentoConfig {
     /// When set, a connection must carry `?access_token=<this>` (an extension: the protocol
     /// itself has no authentication).
     pub access_token: Option<String>,
+    /// Web origins (`https://app.example.com`) whose pages may open the control API. A
+    /// WebSocket upgrade with any other `Origin` header is refused: otherwise any page open in
+    /// a browser on the server's host could drive it. Kurento applications run server-side
+    /// and send no `Origin`; they are not affected.
+    pub allowed_origins: Vec<String>,
     /// Objects of a session whose socket is gone are released after one to two periods.
     pub gc_period: Duration,
     /// Media that has not moved for this long is reported as NOT_FLOWING.
     pub flow_idle: Duration,
     /// RecorderEndpoints write only inside this directory (`None`: recording is off).
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// The most media objects (pipelines and elements) one session may create; beyond it,
+    /// `create` is 40009 NOT_ENOUGH_RESOURCES and other sessions are unaffected.
+    pub max_objects_per_session: usize,
+    /// The most RecorderEndpoints one session may create (each that records is a thread
+    /// writing a file).
+    pub max_recorders_per_session: usize,
 }
 
 impl Default for KurentoConfig {
@@ -62,9 +73,12 @@ impl Default for KurentoConfig {
         Self {
             path: "/kurento".into(),
             access_token: None,
+            allowed_origins: Vec::new(),
             gc_period: Duration::from_secs(240),
             flow_idle: Duration::from_secs(2),
             recordings_dir: None,
+            max_objects_per_session: 1000,
+            max_recorders_per_session: 16,
         }
     }
 }
@@ -80,7 +94,11 @@ impl Kurento {
     /// A control API over `media`; starts its background tasks (event flow, garbage
     /// collection) on the current tokio runtime.
     pub fn new(media: MediaHandle, config: KurentoConfig) -> Self {
-        let kms = Kms::new(media, config.flow_idle, config.recordings_dir.clone());
+        let caps = model::Caps {
+            objects: config.max_objects_per_session,
+            recorders: config.max_recorders_per_session,
+        };
+        let kms = Kms::new(media, config.flow_idle, config.recordings_dir.clone(), caps);
         let kurento = Self {
             kms,
             config: Arc::new(config),
@@ -117,15 +135,43 @@ struct Params {
 async fn upgrade(
     State(k): State<Kurento>,
     Query(q): Query<Params>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(origin.as_bytes(), &k.config.allowed_origins) {
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    }
     if let Some(token) = &k.config.access_token {
-        if q.access_token.as_deref() != Some(token.as_str()) {
+        let given = q.access_token.as_deref().unwrap_or_default();
+        if !token_matches(given.as_bytes(), token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
         }
     }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| connection(k, socket))
+}
+
+/// Browsers send origins as `scheme://host[:port]` in lower case; the configured ones are
+/// compared the same way, forgiving a trailing `/` and capitals.
+fn origin_allowed(origin: &[u8], allowed: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        let a = a.trim().trim_end_matches('/');
+        !a.is_empty() && a.as_bytes().eq_ignore_ascii_case(origin)
+    })
+}
+
+/// Compares a presented token with the configured one in a time that depends on the lengths
+/// only, never on where the first differing byte is, so the response time gives no way to
+/// guess the token byte by byte.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    // Keeps the optimiser from turning the loop back into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 async fn connection(k: Kurento, socket: WebSocket) {
@@ -160,4 +206,41 @@ async fn connection(k: Kurento, socket: WebSocket) {
     drop(conn);
     drop(outbox);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        let token = b"s3cret-token";
+        assert!(token_matches(b"s3cret-token", token));
+        for wrong in [
+            &b"s3cret-tokeN"[..],
+            b"x3cret-token",
+            b"s3cret-toke",
+            b"s3cret-token-",
+            b"s3cret-token\0",
+            b"",
+        ] {
+            assert!(!token_matches(wrong, token), "{wrong:?}");
+        }
+        assert!(!token_matches(b"a", b""));
+    }
+
+    #[test]
+    fn origins_match_the_allow_list_only() {
+        let allowed = vec!["https://App.example.com/".to_string(), " ".to_string()];
+        assert!(origin_allowed(b"https://app.example.com", &allowed));
+        for other in [
+            &b"https://app.example.com.evil.test"[..],
+            b"http://app.example.com",
+            b"null",
+            b"",
+        ] {
+            assert!(!origin_allowed(other, &allowed), "{other:?}");
+        }
+        assert!(!origin_allowed(b"http://localhost", &[]));
+    }
 }

@@ -244,6 +244,9 @@ fn canonical_event(name: &str) -> &str {
 struct Object {
     kind: Kind,
     pipeline: Option<String>,
+    /// The session that created it. Only it, or the owner of its pipeline, may release it:
+    /// any session may use an object, but one application must not tear down another's.
+    owner: String,
     name: String,
     tags: Vec<(String, String)>,
     send_tags: bool,
@@ -272,6 +275,15 @@ pub(crate) struct Kms {
     subs: HashMap<String, Sub>,
     candidates: Vec<SocketAddr>,
     recordings_dir: Option<PathBuf>,
+    caps: Caps,
+}
+
+/// How much one session may hold, so that one application (or a runaway loop in it) cannot
+/// exhaust the server for the others: every recorder that records is a thread and a file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    pub objects: usize,
+    pub recorders: usize,
 }
 
 fn now_millis() -> u128 {
@@ -402,6 +414,7 @@ impl Kms {
         media: MediaHandle,
         flow_idle: Duration,
         recordings_dir: Option<PathBuf>,
+        caps: Caps,
     ) -> Arc<Mutex<Kms>> {
         Arc::new_cyclic(|this| {
             Mutex::new(Kms {
@@ -416,6 +429,7 @@ impl Kms {
                 subs: HashMap::new(),
                 candidates: Vec::new(),
                 recordings_dir,
+                caps,
             })
         })
     }
@@ -599,6 +613,9 @@ impl Kms {
             }
             "release" => {
                 let object = string_param(&params, "object")?.to_string();
+                if !self.may_release(&session, &object) {
+                    return Err(RpcError::not_owner(&object));
+                }
                 self.release(&object).await;
                 Ok(json!({}))
             }
@@ -687,6 +704,7 @@ impl Kms {
             }
             other => return Err(RpcError::factory_not_found(other)),
         };
+        self.within_caps(session, &kind)?;
         let (id, pipeline) = if matches!(kind, Kind::Pipeline) {
             (format!("{}_kurento.MediaPipeline", uuid()), None)
         } else {
@@ -726,6 +744,7 @@ impl Kms {
                 tags: Vec::new(),
                 send_tags: false,
                 created,
+                owner: session.to_string(),
                 refs: BTreeSet::from([session.to_string()]),
                 props,
             },
@@ -733,6 +752,25 @@ impl Kms {
         tracing::debug!(object = id, "created");
         self.emit(MANAGER, "ObjectCreated", json!({"object": id}));
         Ok(value(json!(id)))
+    }
+
+    /// Refuses a new object that would take `session` past its caps.
+    fn within_caps(&self, session: &str, kind: &Kind) -> Result<(), RpcError> {
+        let owned = || self.objects.values().filter(|o| o.owner == session);
+        if owned().count() >= self.caps.objects {
+            return Err(RpcError::not_enough_resources(format!(
+                "this session already has {} media objects, the most one session may have",
+                self.caps.objects
+            )));
+        }
+        let recorders = || owned().filter(|o| matches!(o.kind, Kind::Recorder(_)));
+        if matches!(kind, Kind::Recorder(_)) && recorders().count() >= self.caps.recorders {
+            return Err(RpcError::not_enough_resources(format!(
+                "this session already has {} RecorderEndpoints, the most one session may have",
+                self.caps.recorders
+            )));
+        }
+        Ok(())
     }
 
     fn describe(&mut self, session: &str, params: &Map<String, Value>) -> Result<Value, RpcError> {
@@ -836,12 +874,36 @@ impl Kms {
         );
     }
 
+    /// Whether `session` may release `id`: it created it or its pipeline (unknown ids are
+    /// fine, as release is idempotent).
+    fn may_release(&self, session: &str, id: &str) -> bool {
+        let Some(o) = self.objects.get(id) else {
+            return true;
+        };
+        o.owner == session
+            || o.pipeline
+                .as_ref()
+                .and_then(|p| self.objects.get(p))
+                .is_some_and(|p| p.owner == session)
+    }
+
+    /// Ends a session. With `release`, the objects it may release go at once; the others it
+    /// only used lose its reference, and go only when nobody else references them.
     async fn close_session(&mut self, session: &str, release: bool) {
         self.sessions.remove(session);
         self.subs.retain(|_, s| s.session != session);
+        let releasable: BTreeSet<String> = if release {
+            self.objects
+                .keys()
+                .filter(|id| self.may_release(session, id))
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let mut orphans = Vec::new();
         for (id, o) in self.objects.iter_mut() {
-            if o.refs.remove(session) && (release || o.refs.is_empty()) {
+            if o.refs.remove(session) && (releasable.contains(id) || o.refs.is_empty()) {
                 orphans.push(id.clone());
             }
         }
@@ -926,7 +988,7 @@ impl Kms {
             }
         };
         if object == MANAGER {
-            return self.invoke_manager(&op, &args);
+            return self.invoke_manager(session, &op, &args);
         }
         self.object(&object)?;
         self.touch(session, &object);
@@ -953,7 +1015,12 @@ impl Kms {
         Err(RpcError::unknown_operation(&op, args.len()))
     }
 
-    fn invoke_manager(&self, op: &str, args: &Map<String, Value>) -> Result<Value, RpcError> {
+    fn invoke_manager(
+        &self,
+        session: &str,
+        op: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Value, RpcError> {
         let v = match op {
             "getInfo" => {
                 let module = |name: &str, factories: &[&str]| {
@@ -972,7 +1039,9 @@ impl Kms {
                 .filter(|(_, o)| matches!(o.kind, Kind::Pipeline))
                 .map(|(k, _)| k.clone())
                 .collect::<Vec<_>>()),
-            "getSessions" => json!(self.sessions.keys().cloned().collect::<Vec<_>>()),
+            // Only the caller's own: a session id is all it takes to act as that session (a
+            // reconnecting client names its old one), so other sessions' ids are not handed out.
+            "getSessions" => json!([session]),
             "getUsedCpu" => json!(used_cpu_percent(self.started)),
             "getUsedMemory" => json!(used_memory_kib()),
             "getCpuCount" => json!(std::thread::available_parallelism()
@@ -1408,7 +1477,7 @@ impl Kms {
                             audio: r.profile.audio,
                             video: r.profile.video,
                         };
-                        match sori_record::Recording::start(config) {
+                        match recorder::start(config) {
                             Ok(rec) => {
                                 r.recording = Some(rec);
                                 r.state = RecState::Start;
@@ -1416,7 +1485,7 @@ impl Kms {
                             Err(e) => {
                                 tracing::warn!(object = id, "recording refused: {e}");
                                 // As in Kurento: an Error event, not an error reply.
-                                self.error_event(id, 6, "RESOURCE_ERROR_OPEN", &e.to_string());
+                                self.error_event(id, 6, "RESOURCE_ERROR_OPEN", &e);
                                 return Ok(Some(value(Value::Null)));
                             }
                         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sori_net::sori_sfu::{MediaKind, TapId, TapPacket, TrackId};
 use sori_record::mkv::Container;
-use sori_record::{Input, Recording};
+use sori_record::{Input, Recording, RecordingConfig};
 use tokio::sync::mpsc;
 
 use crate::model::FlowTrack;
@@ -118,7 +118,30 @@ pub(crate) fn resolve_uri(uri: &str, dir: Option<&Path>) -> Result<PathBuf, RpcE
     if !parent_real.starts_with(&root) {
         return Err(refuse("it is outside the recordings directory"));
     }
-    Ok(parent_real.join(name))
+    let path = parent_real.join(name);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(refuse(
+            "the file exists, and a recorder never overwrites one",
+        ));
+    }
+    Ok(path)
+}
+
+/// Starts a recording into a file that must not exist yet. `create` already refused an
+/// existing one; creating it exclusively here also covers a file that appeared since (or a
+/// recorder asked to record again after `stop`), so a recording never truncates a file.
+pub(crate) fn start(config: RecordingConfig) -> Result<Recording, String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config.path)
+        .map_err(|e| format!("cannot open {}: {e}", config.path.display()))?;
+    let path = config.path.clone();
+    Recording::start(config).map_err(|e| {
+        // The file is the empty one just created: nothing of anyone else's is lost.
+        let _ = std::fs::remove_file(&path);
+        e.to_string()
+    })
 }
 
 /// A RecorderEndpoint's state.
@@ -230,6 +253,9 @@ mod tests {
             );
         }
         assert!(resolve_uri("x.webm", None).is_err());
+        std::fs::write(dir.join("taken.webm"), b"someone's recording").unwrap();
+        let e = resolve_uri("taken.webm", Some(&dir)).unwrap_err();
+        assert!(e.message.contains("never overwrites"), "{}", e.message);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

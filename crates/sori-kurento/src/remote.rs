@@ -16,6 +16,7 @@ use sori_net::sori_sfu::RemoveReason;
 use sori_net::PeerSignal;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 
 /// An error from the media server (or from reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +106,11 @@ impl RemoteMedia {
     /// disconnections are retried; participants of a lost connection are told they were
     /// removed.
     pub async fn connect(url: &str) -> Result<RemoteMedia, RemoteError> {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .map_err(|e| RemoteError::unreachable(e.to_string()))?;
+        let tls = tls_for(url)?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls.clone())
+                .await
+                .map_err(|e| RemoteError::unreachable(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let media = RemoteMedia {
             tx,
@@ -116,6 +119,7 @@ impl RemoteMedia {
         };
         tokio::spawn(run(
             url.to_string(),
+            tls,
             Some(ws),
             rx,
             media.tx.downgrade(),
@@ -357,9 +361,38 @@ impl RemoteMedia {
     }
 }
 
+/// The TLS settings for a `wss://` URL (`None` for `ws://`): rustls on aws-lc-rs, the crypto
+/// provider the rest of Sori builds, trusting the system's root certificates, which
+/// `SSL_CERT_FILE` or `SSL_CERT_DIR` replace (as for OpenSSL: a private CA goes there).
+fn tls_for(url: &str) -> Result<Option<Connector>, RemoteError> {
+    if !url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+    {
+        return Ok(None);
+    }
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(RemoteError::unreachable(format!(
+            "no trusted root certificates for wss:// (set SSL_CERT_FILE): {:?}",
+            found.errors
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RemoteError::unreachable(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Connector::Rustls(Arc::new(config))))
+}
+
 /// The connection task: requests out in order, replies matched by id, events to watchers.
 async fn run(
     url: String,
+    tls: Option<Connector>,
     mut first: Option<
         tokio_tungstenite::WebSocketStream<
             tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -376,7 +409,14 @@ async fn run(
     loop {
         let ws = match first.take() {
             Some(ws) => ws,
-            None => match tokio_tungstenite::connect_async_with_config(&url, None, true).await {
+            None => match tokio_tungstenite::connect_async_tls_with_config(
+                &url,
+                None,
+                true,
+                tls.clone(),
+            )
+            .await
+            {
                 Ok((ws, _)) => {
                     tracing::info!(url = shown, "media server connection restored");
                     backoff = Duration::from_millis(200);

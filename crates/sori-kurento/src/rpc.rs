@@ -53,6 +53,9 @@ impl RpcError {
     pub fn invalid_session(message: impl Into<String>) -> Self {
         Self::new(40007, Some("INVALID_SESSION"), message)
     }
+    pub fn not_enough_resources(message: impl Into<String>) -> Self {
+        Self::new(40009, Some("NOT_ENOUGH_RESOURCES"), message)
+    }
     pub fn malformed_transaction(message: impl Into<String>) -> Self {
         Self::new(40008, Some("MALFORMED_TRANSACTION"), message)
     }
@@ -85,6 +88,14 @@ impl RpcError {
             40109,
             Some("MEDIA_OBJECT_NOT_FOUND_TRANSACTION_NO_COMMIT"),
             format!("Object '{r}' not found: 'newref:' is only valid inside a transaction"),
+        )
+    }
+    /// A session asked to release an object of another session.
+    pub fn not_owner(id: &str) -> Self {
+        Self::new(
+            40111,
+            Some("MEDIA_OBJECT_OPERATION_NOT_SUPPORTED"),
+            format!("Object '{id}' belongs to another session: only its session may release it"),
         )
     }
     pub fn tag_not_found(key: &str) -> Self {

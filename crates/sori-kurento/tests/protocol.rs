@@ -682,6 +682,50 @@ async fn an_access_token_is_required_when_configured() {
     assert_eq!(c.ok("ping", Value::Null).await["value"], "pong");
 }
 
+/// Opens the control API as a browser page of `origin` would; the HTTP status when refused.
+async fn open_from(url: &str, origin: &str) -> Result<(), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => Ok(()),
+        Err(Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn browser_origins_are_refused_unless_allowed() {
+    let s = server().await;
+    assert_eq!(open_from(&s.url, "http://localhost:8080").await, Err(403));
+    assert_eq!(open_from(&s.url, "null").await, Err(403));
+    // Kurento applications send no Origin: accepted as ever.
+    let mut c = Client::connect(&s.url).await;
+    assert_eq!(c.ok("ping", Value::Null).await["value"], "pong");
+
+    let s = server_with(KurentoConfig {
+        allowed_origins: vec!["https://app.example.com".into()],
+        access_token: Some("s3cret".into()),
+        ..KurentoConfig::default()
+    })
+    .await;
+    let with_token = format!("{}?access_token=s3cret", s.url);
+    assert_eq!(
+        open_from(&with_token, "https://app.example.com").await,
+        Ok(())
+    );
+    assert_eq!(
+        open_from(&with_token, "https://evil.example.com").await,
+        Err(403)
+    );
+    assert_eq!(
+        open_from(&s.url, "https://app.example.com").await,
+        Err(401),
+        "an allowed origin still needs the token"
+    );
+}
+
 #[tokio::test]
 async fn generate_offer_then_process_answer_once() {
     let s = server().await;

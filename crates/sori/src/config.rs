@@ -119,7 +119,10 @@ pub struct KurentoSection {
     pub listen: SocketAddr,
     pub path: String,
     pub access_token: String,
+    pub allowed_origins: Vec<String>,
     pub gc_period_secs: u64,
+    pub max_objects_per_session: usize,
+    pub max_recorders_per_session: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,7 +368,10 @@ impl Config {
         Ok(KurentoConfig {
             path: path.to_string(),
             access_token: (!token.is_empty()).then(|| token.to_string()),
+            allowed_origins: self.kurento.allowed_origins.clone(),
             gc_period: Duration::from_secs(self.kurento.gc_period_secs.max(1)),
+            max_objects_per_session: self.kurento.max_objects_per_session,
+            max_recorders_per_session: self.kurento.max_recorders_per_session,
             recordings_dir: {
                 let dir = self.recording.dir.trim();
                 (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
@@ -584,6 +590,13 @@ mod tests {
         assert_eq!(c.kurento.listen, "127.0.0.1:8888".parse().unwrap());
         assert_eq!(c.kurento().unwrap().path, "/kurento");
         assert_eq!(c.kurento().unwrap().access_token, None);
+        assert!(c.kurento().unwrap().allowed_origins.is_empty());
+        let k = c.kurento().unwrap();
+        let d = KurentoConfig::default();
+        assert_eq!(
+            (k.max_objects_per_session, k.max_recorders_per_session),
+            (d.max_objects_per_session, d.max_recorders_per_session)
+        );
         assert_eq!(
             c.sfu().unwrap().video_codecs,
             vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]

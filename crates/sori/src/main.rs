@@ -258,6 +258,15 @@ struct MediaFlags {
         hide_env_values = true
     )]
     kurento_token: Option<String>,
+    /// Web origin whose pages may open the control API; repeat for several [default: none,
+    /// so browsers are refused; applications, which send no Origin, are not affected].
+    #[arg(
+        long = "kurento-allow-origin",
+        env = "SORI_KURENTO_ALLOW_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    kurento_allow_origins: Vec<String>,
 }
 
 impl MediaFlags {
@@ -282,6 +291,9 @@ impl MediaFlags {
         }
         if let Some(v) = self.kurento_token {
             config.kurento.access_token = v;
+        }
+        if !self.kurento_allow_origins.is_empty() {
+            config.kurento.allowed_origins = self.kurento_allow_origins;
         }
         if let Some(v) = self.recordings_dir {
             config.recording.dir = v;

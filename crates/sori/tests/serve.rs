@@ -317,6 +317,38 @@ fn serve_with_kurento_exposes_the_control_api_with_its_token() {
 }
 
 #[test]
+fn browser_origins_need_kurento_allow_origin() {
+    let (mut child, line, _) = start(
+        &[
+            "media",
+            "--kurento-listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--kurento-allow-origin",
+            "https://app.example.com",
+        ],
+        "control API on ws://",
+    );
+    let url = format!("ws://{}", after(&line, "ws://"));
+    let from = |origin: &str| {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        match tungstenite::connect(req) {
+            Ok(_) => 101,
+            Err(tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(from("https://app.example.com"), 101);
+    assert_eq!(from("http://localhost:8080"), 403);
+    assert!(ping(&url).contains("pong"), "no Origin: an application");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn signal_without_a_reachable_media_server_is_a_clear_error() {
     // Port 1 on loopback: nothing listens there.
     let out = Command::new(SORI)
