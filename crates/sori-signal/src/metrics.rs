@@ -197,6 +197,7 @@ mod tests {
         let turn = TurnStats {
             allocations: 4,
             peers_refused: 7,
+            ..TurnStats::default()
         };
         let text = render(2, 3, Some(&stats), Some(&turn));
         let sessions_only = render(2, 3, None, None);

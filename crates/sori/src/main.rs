@@ -552,6 +552,7 @@ async fn start_turn(
         allow,
         own: media.to_vec(),
         tls: tls_config,
+        limits: sori_turn::AllocationLimits::default(),
     })
     .await
     .map_err(|e| e.to_string())?;
