@@ -38,6 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use turn::allocation::AllocationInfo;
 use turn::relay::relay_range::RelayAddressGeneratorRanges;
 use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
@@ -165,6 +166,9 @@ impl TurnMonitor {
     /// `until` is the latest expiry of a credential issued to the participant (issue time plus
     /// the TTL, or later); the revocation is forgotten then, when every credential it covers has
     /// expired anyway. Returns once the allocations are closed (at once if the server stopped).
+    /// An Allocate the crate is answering while this runs can escape the sweep; its Refresh is
+    /// refused, so it ends within its lifetime (10 minutes unless the client asked for more, at
+    /// most an hour).
     pub async fn revoke(&self, participant: &str, until: SystemTime) {
         let until = unix(until);
         self.shared
@@ -280,11 +284,10 @@ impl TurnServer {
             });
         }
         // The crate tells when an allocation ends, for whatever reason; its quota slot is free.
-        let (closed_tx, mut closed) = tokio::sync::mpsc::channel(64);
+        let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<AllocationInfo>(64);
         let quotas = shared.clone();
         tokio::spawn(async move {
             while let Some(info) = closed.recv().await {
-                let info: turn::allocation::AllocationInfo = info;
                 let t = info.five_tuple;
                 quotas.quotas().released((t.src_addr, t.dst_addr));
             }
