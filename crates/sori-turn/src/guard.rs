@@ -252,6 +252,7 @@ fn allocate_answer(data: &[u8]) -> Option<bool> {
     if !is_message(data) {
         return None;
     }
+    // is_message checked the 20-byte header is there.
     match u16::from_be_bytes([data[0], data[1]]) {
         ALLOCATE_SUCCESS => Some(true),
         ALLOCATE_ERROR => Some(false),
