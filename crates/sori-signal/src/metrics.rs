@@ -113,6 +113,24 @@ pub fn render(
             "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
             &[("", t.peers_refused)],
         );
+        metric(
+            "sori_turn_quota_refused_total",
+            "counter",
+            "TURN allocations refused because their credential or client address held its cap.",
+            &[("", t.quota_refused)],
+        );
+        metric(
+            "sori_turn_revoked_refused_total",
+            "counter",
+            "TURN requests refused because their credential was revoked.",
+            &[("", t.revoked_refused)],
+        );
+        metric(
+            "sori_turn_revocations",
+            "gauge",
+            "Participants whose TURN credentials are revoked now.",
+            &[("", t.revocations as u64)],
+        );
     }
     let Some(stats) = stats else {
         return out;
@@ -239,6 +257,9 @@ mod tests {
         let turn = TurnStats {
             allocations: 4,
             peers_refused: 7,
+            quota_refused: 5,
+            revoked_refused: 2,
+            revocations: 1,
         };
         let text = render(2, 3, Some(&stats), Some(&turn));
         let sessions_only = render(2, 3, None, None);
@@ -247,6 +268,9 @@ mod tests {
         assert!(!sessions_only.contains("sori_turn_"));
         assert!(text.contains("sori_turn_allocations 4\n"));
         assert!(text.contains("sori_turn_peers_refused_total 7\n"));
+        assert!(text.contains("sori_turn_quota_refused_total 5\n"));
+        assert!(text.contains("sori_turn_revoked_refused_total 2\n"));
+        assert!(text.contains("sori_turn_revocations 1\n"));
         assert!(text.contains("sori_rtp_forwarded_packets_total 42\n"));
         assert!(text.contains("sori_datagrams_dropped_total{reason=\"malformed\"} 3\n"));
         assert!(text.contains("sori_rooms 2\n"));

@@ -42,6 +42,11 @@ pub fn expiry(username: &str) -> Option<u64> {
     head.parse().ok()
 }
 
+/// The participant a username names: what follows `<expiry>:`; `None` for a bare expiry.
+pub fn participant(username: &str) -> Option<&str> {
+    username.split_once(':').map(|(_, id)| id)
+}
+
 /// Whether `username` has not expired at `now`.
 pub fn is_current(username: &str, now: SystemTime) -> bool {
     let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -77,6 +82,8 @@ mod tests {
         assert_eq!(c.username, "1700003600:p7");
         assert_eq!(c.password, password("north", "1700003600:p7"));
         assert_eq!(expiry(&c.username), Some(1_700_003_600));
+        assert_eq!(participant(&c.username), Some("p7"));
+        assert_eq!(participant("1700003600"), None);
         assert!(is_current(&c.username, now));
         assert!(!is_current(&c.username, now + Duration::from_secs(3600)));
     }

@@ -10,6 +10,10 @@
 //!   participant its own credential and coturn can replace this server without changes.
 //! - [`policy`]: the relay reaches public addresses and the server's own, never the operator's
 //!   private network unless allowed ([`RelayPolicy`]).
+//! - Limits on what one credential can take: caps on the allocations open at once per username
+//!   and per client address ([`AllocationLimits`]), and revocation of a participant's
+//!   credentials when it leaves ([`TurnMonitor::revoke`]), so credentials cannot be farmed to
+//!   fill the relay port range.
 //! - TURN over TCP, which the `turn` crate's server does not do itself: a framing layer that
 //!   makes a TCP listener look like the datagram socket the crate reads.
 //! - TURN over TLS ([`tls`]) on a listener of its own when a certificate is given: the same
@@ -23,14 +27,18 @@ mod auth;
 pub mod credentials;
 mod guard;
 pub mod policy;
+mod quota;
+mod revocation;
 mod tcp;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use turn::allocation::AllocationInfo;
 use turn::relay::relay_range::RelayAddressGeneratorRanges;
 use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
@@ -39,6 +47,7 @@ use webrtc_util::Conn;
 
 pub use credentials::Credential;
 pub use policy::{IpPrefix, RelayPolicy};
+pub use quota::AllocationLimits;
 pub use tls::{TlsError, TurnTls};
 pub use tokio_rustls::rustls;
 
@@ -63,6 +72,8 @@ pub struct TurnConfig {
     pub own: Vec<SocketAddr>,
     /// TURN over TLS on a TCP listener of its own; `None`: no TLS.
     pub tls: Option<TurnTls>,
+    /// Caps on the allocations one username and one client address hold at once.
+    pub limits: AllocationLimits,
 }
 
 impl std::fmt::Debug for TurnConfig {
@@ -77,6 +88,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("allow", &self.allow)
             .field("own", &self.own)
             .field("tls", &self.tls)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -115,32 +127,86 @@ pub struct TurnStats {
     /// CreatePermission and ChannelBind requests and Send indications refused because their
     /// peer is not one the relay may reach, since the start.
     pub peers_refused: u64,
+    /// Allocate requests refused with 486 because their username or client address held its
+    /// cap of allocations ([`AllocationLimits`]), since the start.
+    pub quota_refused: u64,
+    /// Requests refused with 401 because their credential was revoked, since the start.
+    pub revoked_refused: u64,
+    /// Participants whose credentials are revoked now ([`TurnMonitor::revoke`]).
+    pub revocations: usize,
 }
 
-/// A handle that reads a running server's [`TurnStats`]; cheap to clone.
+/// A handle on a running server: reads its [`TurnStats`] and revokes credentials; cheap to
+/// clone.
 #[derive(Clone)]
 pub struct TurnMonitor {
     server: Arc<Server>,
-    refused: Arc<AtomicU64>,
+    shared: Arc<guard::Shared>,
 }
 
 impl TurnMonitor {
     /// The server's counters now; `None` once it stopped.
     pub async fn stats(&self) -> Option<TurnStats> {
         let allocations = self.server.get_allocations_info(None).await.ok()?.len();
+        let refusals = &self.shared.refusals;
         Some(TurnStats {
             allocations,
-            peers_refused: self.refused.load(Ordering::Relaxed),
+            peers_refused: refusals.peers.load(Ordering::Relaxed),
+            quota_refused: refusals.quota.load(Ordering::Relaxed),
+            revoked_refused: refusals.revoked.load(Ordering::Relaxed),
+            revocations: self.shared.revocations().in_force(unix(SystemTime::now())),
         })
+    }
+
+    /// Kills the credentials of `participant` (the id part of `<expiry>:<id>` usernames), e.g.
+    /// when it left its room: from now on an Allocate, Refresh, CreatePermission or ChannelBind
+    /// with any of its credentials expiring at or before `until` is refused with 401, and the
+    /// allocations open with them are ended now, freeing their relay ports.
+    ///
+    /// `until` is the latest expiry of a credential issued to the participant (issue time plus
+    /// the TTL, or later); the revocation is forgotten then, when every credential it covers has
+    /// expired anyway. Returns once the allocations are closed (at once if the server stopped).
+    /// An Allocate the crate is answering while this runs can escape the sweep; its Refresh is
+    /// refused, so it ends within its lifetime (10 minutes unless the client asked for more, at
+    /// most an hour).
+    pub async fn revoke(&self, participant: &str, until: SystemTime) {
+        let until = unix(until);
+        self.shared
+            .revocations()
+            .revoke(participant, until, unix(SystemTime::now()));
+        let Ok(open) = self.server.get_allocations_info(None).await else {
+            return;
+        };
+        let mut usernames: Vec<String> = open
+            .into_values()
+            .map(|info| info.username)
+            .filter(|u| {
+                credentials::participant(u) == Some(participant)
+                    && credentials::expiry(u).is_some_and(|e| e <= until)
+            })
+            .collect();
+        usernames.sort_unstable();
+        usernames.dedup();
+        for username in usernames {
+            tracing::debug!(username, "TURN credential revoked: its allocations end");
+            if let Err(e) = self.server.delete_allocations_by_username(username).await {
+                tracing::debug!("TURN revocation: {e}");
+            }
+        }
     }
 }
 
 impl std::fmt::Debug for TurnMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TurnMonitor")
-            .field("peers_refused", &self.refused.load(Ordering::Relaxed))
+            .field("refusals", &self.shared.refusals)
             .finish_non_exhaustive()
     }
+}
+
+/// `t` in unix seconds (0 before the epoch).
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 impl TurnServer {
@@ -166,7 +232,10 @@ impl TurnServer {
             own,
         });
         let auth = Arc::new(auth::SecretAuth::new(config.secret.clone()));
-        let refused = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(guard::Shared {
+            quotas: std::sync::Mutex::new(quota::Quotas::new(config.limits)),
+            ..Default::default()
+        });
         let tcp = tcp::TcpTransport::new(tcp, auth.clone()).map_err(|source| TurnError::Bind {
             transport: "TCP",
             addr: config.listen,
@@ -190,15 +259,19 @@ impl TurnServer {
             transports.push(Arc::new(transport));
         }
         let net = Arc::new(Net::new(None));
-        let conn_configs = transports
-            .iter()
-            .map(|inner| ConnConfig {
+        let mut conn_configs = Vec::new();
+        for inner in &transports {
+            let local = inner
+                .local_addr()
+                .map_err(|e| TurnError::Start(e.to_string()))?;
+            conn_configs.push(ConnConfig {
                 conn: Arc::new(guard::Guarded {
                     inner: inner.clone(),
+                    local,
                     policy: policy.clone(),
                     auth: auth.clone(),
                     realm: config.realm.clone(),
-                    refused: refused.clone(),
+                    shared: shared.clone(),
                 }),
                 relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
                     relay_address: config.relay_ip,
@@ -208,21 +281,30 @@ impl TurnServer {
                     address: config.relay_bind.to_string(),
                     net: net.clone(),
                 }),
-            })
-            .collect();
+            });
+        }
+        // The crate tells when an allocation ends, for whatever reason; its quota slot is free.
+        let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<AllocationInfo>(64);
+        let quotas = shared.clone();
+        tokio::spawn(async move {
+            while let Some(info) = closed.recv().await {
+                let t = info.five_tuple;
+                quotas.quotas().released((t.src_addr, t.dst_addr));
+            }
+        });
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),
             auth_handler: auth,
             channel_bind_timeout: std::time::Duration::ZERO,
-            alloc_close_notify: None,
+            alloc_close_notify: Some(closed_tx),
         })
         .await
         .map_err(|e| TurnError::Start(e.to_string()))?;
         Ok(TurnServer {
             monitor: TurnMonitor {
                 server: Arc::new(server),
-                refused,
+                shared,
             },
             transports,
             local_addr,
@@ -240,7 +322,7 @@ impl TurnServer {
         self.tls_addr
     }
 
-    /// A handle on the server's counters.
+    /// A handle on the server's counters and revocations.
     pub fn monitor(&self) -> TurnMonitor {
         self.monitor.clone()
     }

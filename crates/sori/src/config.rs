@@ -14,7 +14,7 @@ use sori_net::TcpConfig;
 use sori_signal::auth::Keys;
 use sori_signal::protocol::RoomMode;
 use sori_signal::{Limits, SignalConfig};
-use sori_turn::IpPrefix;
+use sori_turn::{AllocationLimits, IpPrefix};
 
 /// The built-in configuration, also the commented sample.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/sori.toml");
@@ -42,6 +42,10 @@ pub struct TurnSection {
     pub realm: String,
     pub relay_ports: String,
     pub credential_ttl_secs: u64,
+    /// Allocations one username may hold at once; 0: no cap.
+    pub allocations_per_username: usize,
+    /// Allocations one client IP address may hold at once; 0: no cap.
+    pub allocations_per_ip: usize,
     pub allow: Vec<String>,
     pub external: Vec<String>,
     /// TCP address of TURN over TLS; used only when `tls_cert` and `tls_key` are set.
@@ -63,6 +67,8 @@ impl std::fmt::Debug for TurnSection {
             .field("realm", &self.realm)
             .field("relay_ports", &self.relay_ports)
             .field("credential_ttl_secs", &self.credential_ttl_secs)
+            .field("allocations_per_username", &self.allocations_per_username)
+            .field("allocations_per_ip", &self.allocations_per_ip)
             .field("allow", &self.allow)
             .field("external", &self.external)
             .field("tls_listen", &self.tls_listen)
@@ -88,6 +94,8 @@ pub enum TurnPlan {
         ttl: Duration,
         /// TURN over TLS, when a certificate is configured.
         tls: Option<TlsPlan>,
+        /// Caps on the allocations one username and one client address hold.
+        limits: AllocationLimits,
     },
     /// TURN servers run elsewhere (coturn with `use-auth-secret`) sharing `secret`.
     External {
@@ -445,6 +453,10 @@ impl Config {
             allow,
             ttl,
             tls: self.turn_tls()?,
+            limits: AllocationLimits {
+                per_username: t.allocations_per_username,
+                per_ip: t.allocations_per_ip,
+            },
         })
     }
 
@@ -581,8 +593,9 @@ mod tests {
                 realm: "sori".into(),
                 relay_ports: 49152..=65535,
                 allow: Vec::new(),
-                ttl: Duration::from_secs(86400),
+                ttl: Duration::from_secs(7200),
                 tls: None,
+                limits: AllocationLimits::default(),
             }
         );
         assert_eq!(c.turn.tls_listen, "0.0.0.0:5349".parse().unwrap());
@@ -679,6 +692,23 @@ mod tests {
             let e = Config::load(Some(&bad)).unwrap_err().to_string();
             assert!(e.contains(message), "{text}: {e}");
         }
+        let caps = dir.join("caps.toml");
+        std::fs::write(
+            &caps,
+            "[turn]\nallocations_per_username = 3\nallocations_per_ip = 0\n",
+        )
+        .unwrap();
+        let TurnPlan::Embedded { limits, .. } = Config::load(Some(&caps)).unwrap().turn().unwrap()
+        else {
+            panic!("the embedded server is planned");
+        };
+        assert_eq!(
+            limits,
+            AllocationLimits {
+                per_username: 3,
+                per_ip: 0
+            }
+        );
         let tls = dir.join("tls.toml");
         std::fs::write(
             &tls,

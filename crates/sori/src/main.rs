@@ -428,9 +428,15 @@ struct TurnFlags {
     /// UDP ports the TURN relay uses, LOW-HIGH [default: 49152-65535].
     #[arg(long, env = "SORI_TURN_RELAY_PORTS", value_name = "LOW-HIGH")]
     turn_relay_ports: Option<String>,
-    /// Seconds an issued TURN credential stays valid [default: 86400].
+    /// Seconds an issued TURN credential stays valid [default: 7200].
     #[arg(long, env = "SORI_TURN_CREDENTIAL_TTL", value_name = "SECS")]
     turn_credential_ttl: Option<u64>,
+    /// Allocations one TURN credential may hold at once, 0: no cap [default: 8].
+    #[arg(long, env = "SORI_TURN_ALLOCATIONS_PER_USERNAME", value_name = "N")]
+    turn_allocations_per_username: Option<usize>,
+    /// Allocations one client IP address may hold at once, 0: no cap [default: 64].
+    #[arg(long, env = "SORI_TURN_ALLOCATIONS_PER_IP", value_name = "N")]
+    turn_allocations_per_ip: Option<usize>,
     /// A private prefix the relay may reach (e.g. 10.0.0.0/8); repeat for several.
     #[arg(
         long = "turn-allow",
@@ -480,6 +486,12 @@ impl TurnFlags {
         }
         if let Some(v) = self.turn_credential_ttl {
             t.credential_ttl_secs = v;
+        }
+        if let Some(v) = self.turn_allocations_per_username {
+            t.allocations_per_username = v;
+        }
+        if let Some(v) = self.turn_allocations_per_ip {
+            t.allocations_per_ip = v;
         }
         if !self.turn_allow.is_empty() {
             t.allow = self.turn_allow;
@@ -802,7 +814,7 @@ async fn start_turn(
     config: &Config,
     media: &[SocketAddr],
 ) -> Result<(Option<TurnServer>, Option<TurnAccess>), String> {
-    let (listen, secret, realm, relay_ports, allow, ttl, tls) = match config.turn()? {
+    let (listen, secret, realm, relay_ports, allow, ttl, tls, limits) = match config.turn()? {
         TurnPlan::Off => return Ok((None, None)),
         TurnPlan::External { urls, secret, ttl } => {
             tracing::info!("TURN: handing out {}", urls.join(", "));
@@ -816,7 +828,8 @@ async fn start_turn(
             allow,
             ttl,
             tls,
-        } => (listen, secret, realm, relay_ports, allow, ttl, tls),
+            limits,
+        } => (listen, secret, realm, relay_ports, allow, ttl, tls, limits),
     };
     // A certificate that does not load stops the start, naming the file.
     let tls_config = match &tls {
@@ -845,6 +858,7 @@ async fn start_turn(
         allow,
         own: media.to_vec(),
         tls: tls_config,
+        limits,
     })
     .await
     .map_err(|e| e.to_string())?;

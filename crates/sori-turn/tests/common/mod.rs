@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use sori_turn::rustls;
 use sori_turn::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use sori_turn::{credentials, Credential, TurnConfig, TurnServer};
+use sori_turn::{credentials, AllocationLimits, Credential, TurnConfig, TurnServer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use turn::client::{Client, ClientConfig};
@@ -28,6 +28,15 @@ pub async fn server(allow: &[&str]) -> TurnServer {
 
 /// A TURN server that also speaks TLS on a port of its own when `tls` is given.
 pub async fn server_with_tls(allow: &[&str], tls: Option<sori_turn::TurnTls>) -> TurnServer {
+    server_with(allow, tls, AllocationLimits::default()).await
+}
+
+/// A TURN server with allocation caps `limits`.
+pub async fn server_with(
+    allow: &[&str],
+    tls: Option<sori_turn::TurnTls>,
+    limits: AllocationLimits,
+) -> TurnServer {
     TurnServer::start(TurnConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay_bind: "127.0.0.1".parse().unwrap(),
@@ -38,6 +47,7 @@ pub async fn server_with_tls(allow: &[&str], tls: Option<sori_turn::TurnTls>) ->
         allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
         own: Vec::new(),
         tls,
+        limits,
     })
     .await
     .expect("the TURN server starts")
