@@ -372,6 +372,14 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         }
         let _ = sink.close().await;
     });
+    // TURN credentials are renewed at half their lifetime while the participant is here.
+    let renew_every = signal
+        .config
+        .turn
+        .as_ref()
+        .map(|t| (t.ttl / 2).max(Duration::from_secs(1)));
+    let mut renew = renew_every
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut conn = Connection {
         signal: signal.clone(),
         out,
@@ -384,6 +392,14 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
     loop {
         let next = tokio::select! {
             _ = end.wait() => break,
+            _ = async { renew.as_mut().expect("guarded").tick().await }, if renew.is_some() => {
+                if let Some(me) = &conn.me {
+                    conn.send(ServerMessage::IceServers {
+                        ice_servers: ice_servers(&signal.config, &me.id),
+                    });
+                }
+                continue;
+            }
             next = tokio::time::timeout(signal.config.idle_timeout, stream.next()) => next,
         };
         let message = match next {
@@ -881,6 +897,7 @@ impl Connection {
     }
 
     async fn leave(&mut self) {
+        let gone = self.me.as_ref().map(|me| me.id.clone());
         if let Some(me) = self.me.take() {
             tracing::info!(room = me.room, id = me.id, client = %self.ip, "participant left");
             let empty = {
@@ -896,6 +913,18 @@ impl Connection {
         }
         if let Some(peer) = self.media_peer.take() {
             self.signal.media.leave(&peer).await;
+        }
+        if let Some(id) = gone {
+            self.revoke_turn(&id).await;
+        }
+    }
+
+    /// The participant is gone: the embedded TURN server refuses its credentials from now on
+    /// and closes its relays.
+    async fn revoke_turn(&self, id: &str) {
+        let config = &self.signal.config;
+        if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
+            monitor.revoke(id, SystemTime::now() + turn.ttl).await;
         }
     }
 }
