@@ -49,6 +49,35 @@ window.sori = {
     });
     return out;
   },
+  /** Packets and frames received so far from the participant named `name`. */
+  async inboundFrom(name) {
+    const out = { audioPackets: 0, videoFrames: 0 };
+    if (!state.pc) return out;
+    for (const [key, r] of state.remote) {
+      const p = participantFor(key);
+      if (!p || p.name !== name) continue;
+      for (const receiver of state.pc.getReceivers()) {
+        if (!receiver.track || !r.stream.getTracks().includes(receiver.track)) continue;
+        (await receiver.getStats()).forEach((s) => {
+          if (s.type !== 'inbound-rtp') return;
+          if (s.kind === 'audio') out.audioPackets += s.packetsReceived || 0;
+          if (s.kind === 'video') out.videoFrames += s.framesDecoded || 0;
+        });
+      }
+    }
+    return out;
+  },
+  /** Packets this page has sent, per kind. */
+  async outbound() {
+    const out = { audioPackets: 0, videoPackets: 0 };
+    if (!state.pc) return out;
+    (await state.pc.getStats()).forEach((s) => {
+      if (s.type !== 'outbound-rtp') return;
+      if (s.kind === 'audio') out.audioPackets += s.packetsSent || 0;
+      if (s.kind === 'video') out.videoPackets += s.packetsSent || 0;
+    });
+    return out;
+  },
   /** The ICE candidate pair media uses now: each side's type, protocol, address and port. */
   async selectedPair() {
     if (!state.pc) return null;
