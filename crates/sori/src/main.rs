@@ -654,6 +654,7 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log.format);
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -687,6 +688,23 @@ fn open_mode_allowed(config: &Config, no_keys: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Every connection is a descriptor: the soft limit (often 1024) goes up to the hard one, so the
+/// connection caps, not the descriptor limit, decide who is refused.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => tracing::info!("open-file limit raised from {soft} to {hard}"),
+                Err(e) => tracing::warn!("open-file limit stays {soft}: {e}"),
+            },
+            Ok((soft, _)) => tracing::debug!("open-file limit {soft}"),
+            Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
