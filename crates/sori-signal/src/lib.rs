@@ -195,6 +195,15 @@ impl Signal {
             .with_state(self)
     }
 
+    /// `/metrics` and `/healthz` alone, for a metrics address of their own: whoever reaches
+    /// that address reads the metrics, without a token.
+    pub fn metrics_router(self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::open_page))
+            .with_state(self)
+    }
+
     /// Serves the routes on `listener`, with the connection limits of the configuration, until
     /// `shutdown` resolves.
     pub async fn serve(

@@ -38,6 +38,11 @@ pub(crate) async fn page(
                 .into_response();
         }
     }
+    open_page(State(signal)).await
+}
+
+/// `/metrics` on the separate metrics address, which the operator chose to expose.
+pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
     let (rooms, participants) = {
         let hub = signal.hub();
         (hub.rooms(), hub.participants())

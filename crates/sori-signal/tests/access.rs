@@ -628,3 +628,31 @@ async fn recordings_and_metrics_refuse_those_without_rights() {
         results[2].1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_flood_is_rate_limited_before_it_reaches_the_media_server() {
+    let s = server_with(SignalConfig::default()).await;
+    let (mut ada, _) = Client::join(&s.url, "offers", "Ada").await;
+    let sdp = offer();
+    for _ in 0..200 {
+        ada.send(json!({"type": "offer", "sdp": sdp}));
+    }
+    ada.send(json!({"type": "ping"}));
+    let (mut answers, mut refusals) = (0, 0);
+    loop {
+        let v = ada.recv().await;
+        match v["type"].as_str().unwrap() {
+            "pong" => break,
+            "answer" => answers += 1,
+            "error" if v["code"] == "rate-limited" => refusals += 1,
+            // Renegotiation and media errors for offers crossing the server's own are fine.
+            _ => {}
+        }
+    }
+    // The burst (10) and what refilled meanwhile reached the media server, not 200.
+    assert!((1..=15).contains(&answers), "{answers} answers");
+    assert!(refusals >= 1);
+    // The socket is still in the room and still answered.
+    ada.send(json!({"type": "chat", "text": "after"}));
+    assert_eq!(ada.expect("chat").await["text"], "after");
+}

@@ -143,6 +143,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpAddr>,
     pub metrics_token: String,
+    /// A separate address for `/metrics` alone (empty: none).
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -236,6 +239,14 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
+}
+
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim().parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn optional_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {

@@ -348,6 +348,9 @@ struct SessionFlags {
         hide_env_values = true
     )]
     metrics_token: Option<String>,
+    /// A separate address serving /metrics to whoever reaches it (a private interface).
+    #[arg(long, env = "SORI_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// One API key, given on the command line or in the environment.
@@ -394,6 +397,9 @@ impl SessionFlags {
         }
         if let Some(v) = self.metrics_token {
             config.server.metrics_token = v;
+        }
+        if let Some(v) = self.metrics_listen {
+            config.server.metrics_listen = Some(v);
         }
         if let Some(v) = self.listen {
             config.server.listen = v;
@@ -697,7 +703,8 @@ fn raise_open_file_limit() {
     {
         use nix::sys::resource::{getrlimit, setrlimit, Resource};
         match getrlimit(Resource::RLIMIT_NOFILE) {
-            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            {
                 Ok(()) => tracing::info!("open-file limit raised from {soft} to {hard}"),
                 Err(e) => tracing::warn!("open-file limit stays {soft}: {e}"),
             },
@@ -799,6 +806,9 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
         turn = server;
         log_access_mode(&signal);
         let app = Signal::new(media.handle.clone(), signal);
+        if let Some(at) = config.server.metrics_listen {
+            servers.spawn(serve_metrics(at, app.clone(), &config).await?);
+        }
         let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
             "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
@@ -922,6 +932,9 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
     }
     log_access_mode(&signal);
     let app = Signal::new(media, signal);
+    if let Some(at) = config.server.metrics_listen {
+        tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
+    }
     let (listener, http) = bind(config.server.listen).await?;
     tracing::info!(
         "Sori {} listening on http://{http} (media server: {shown})",
@@ -951,6 +964,23 @@ async fn serve_http(
 ) -> Result<(), String> {
     sori_signal::http::serve(listener, app, limits, what, shutdown_signal()).await;
     Ok(())
+}
+
+/// Binds the separate metrics address; the returned future serves it until shutdown.
+async fn serve_metrics(
+    at: SocketAddr,
+    signal: Signal,
+    config: &Config,
+) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
+    let (listener, addr) = bind(at).await?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    let limits = sori_signal::http::ConnLimits::from(&config.limits());
+    Ok(serve_http(
+        listener,
+        signal.metrics_router(),
+        limits,
+        "metrics",
+    ))
 }
 
 /// One line at start saying who may join.

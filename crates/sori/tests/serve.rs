@@ -155,6 +155,46 @@ fn a_public_address_without_api_keys_refuses_to_start() {
 }
 
 #[test]
+fn with_keys_a_public_address_starts_and_metrics_get_an_address_of_their_own() {
+    let (mut child, line, seen) = start(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--rtc-port",
+            "0",
+            "--no-turn",
+            "--api-key",
+            "APIpublic",
+            "--api-secret",
+            "public-test-secret-0123456789abcdef",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        "listening on http://",
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("joins need an access token")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("public-test-secret")));
+    let metrics_line = seen
+        .iter()
+        .find(|l| l.contains("metrics on http://"))
+        .expect("the metrics address is announced");
+    let metrics = after(metrics_line, "metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let page = http_get(&metrics, "/metrics");
+    assert!(page.contains("sori_rooms 0"), "{page}");
+    // The main listener took a port on every interface.
+    assert!(after(&line, "http://").starts_with("0.0.0.0:"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn token_create_prints_a_token_and_a_join_url() {
     let out = Command::new(SORI)
         .args([
