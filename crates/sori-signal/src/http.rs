@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 /// Connection caps of one listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnLimits {
     /// Open connections in all.
     pub total: usize,
@@ -25,6 +25,8 @@ pub struct ConnLimits {
     pub per_ip: usize,
     /// Time to send a whole request head.
     pub header_timeout: Duration,
+    /// Addresses not held to `per_ip`: reverse proxies, through which every client comes.
+    pub proxies: Vec<IpAddr>,
 }
 
 impl From<&crate::Limits> for ConnLimits {
@@ -33,6 +35,7 @@ impl From<&crate::Limits> for ConnLimits {
             total: l.connections,
             per_ip: l.connections_per_ip,
             header_timeout: l.header_timeout,
+            proxies: Vec::new(),
         }
     }
 }
@@ -68,13 +71,13 @@ impl Drop for Slot {
     }
 }
 
-fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: ConnLimits) -> Result<Slot, &'static str> {
+fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &ConnLimits) -> Result<Slot, &'static str> {
     let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
     if o.total >= limits.total {
         return Err("the server's connection limit");
     }
     let n = o.by_ip.entry(ip).or_default();
-    if *n >= limits.per_ip {
+    if *n >= limits.per_ip && !limits.proxies.contains(&ip) {
         return Err("the per-address connection limit");
     }
     *n += 1;
@@ -110,7 +113,7 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match admit(&open, addr.ip(), limits) {
+        let slot = match admit(&open, addr.ip(), &limits) {
             Ok(s) => ConnSlot(Arc::new(s)),
             Err(why) => {
                 let now = tokio::time::Instant::now();
@@ -177,20 +180,25 @@ mod tests {
     #[test]
     fn slots_are_capped_per_address_and_in_all() {
         let open = Arc::new(Mutex::new(Open::default()));
+        let proxy: IpAddr = "192.0.2.9".parse().unwrap();
         let limits = ConnLimits {
-            total: 3,
+            total: 5,
             per_ip: 2,
             header_timeout: Duration::from_secs(1),
+            proxies: vec![proxy],
         };
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let s1 = admit(&open, a, limits).unwrap();
-        let _s2 = admit(&open, a, limits).unwrap();
-        assert!(admit(&open, a, limits).is_err());
-        let _s3 = admit(&open, b, limits).unwrap();
-        assert!(admit(&open, b, limits).is_err(), "total reached");
+        let s1 = admit(&open, a, &limits).unwrap();
+        let _s2 = admit(&open, a, &limits).unwrap();
+        assert!(admit(&open, a, &limits).is_err());
+        // A proxy brings many clients: only the total holds it.
+        let _p: Vec<Slot> = (0..3)
+            .map(|_| admit(&open, proxy, &limits).unwrap())
+            .collect();
+        assert!(admit(&open, b, &limits).is_err(), "total reached");
         drop(s1);
-        assert!(admit(&open, a, limits).is_ok());
+        assert!(admit(&open, a, &limits).is_ok());
     }
 
     #[test]

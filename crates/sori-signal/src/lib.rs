@@ -12,6 +12,14 @@
 //!
 //! Room state lives in one [`Hub`] behind a mutex that is never held across an `await`; each
 //! connection is one task that owns its media peer and talks to the media server itself.
+//!
+//! **Access control** ([`auth`], `docs/security.md`): with API keys, a join carries an access
+//! token (LiveKit's claim layout); its grants decide what the participant may publish (the SDP
+//! is restricted before the media server sees it), receive, say and moderate. A moderator's
+//! mute is applied in the media core, below the client's reach. **Limits** sit where input
+//! arrives: connection caps and a request-head deadline in [`http`], rate limits per participant
+//! and per address, and a bounded queue per socket whose messages are serialised once per
+//! broadcast and shared.
 
 #![forbid(unsafe_code)]
 
@@ -211,7 +219,10 @@ impl Signal {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let limits = http::ConnLimits::from(&self.config.limits);
+        let limits = http::ConnLimits {
+            proxies: self.config.trusted_proxies.clone(),
+            ..http::ConnLimits::from(&self.config.limits)
+        };
         http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
     }
 
@@ -498,7 +509,7 @@ impl Connection {
 
     /// Refuses the join with `code` and closes the socket once the refusal is out.
     fn refuse_join(&self, code: ErrorCode, message: &str) {
-        self.signal.refusals.count(error_name(code));
+        self.signal.refusals.count(code.name());
         tracing::info!(client = %self.ip, "join refused: {message}");
         self.error(code, message);
         self.out.close(format!("join refused: {message}"));
@@ -589,11 +600,11 @@ impl Connection {
                     }
                 }
             }
+            // Answers to the media server are not rate limited: it makes one offer at a time and
+            // waits for the answer, and refuses one it did not ask for.
             ClientMessage::Answer { sdp, to: None } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.media_answer(&sdp).await
-                    }
+                if let Some(sdp) = self.restrict(&sdp) {
+                    self.media_answer(&sdp).await
                 }
             }
             // The media server is ICE-lite: it learns the browser's address from its checks.
@@ -693,7 +704,7 @@ impl Connection {
                 }
             }
             Err((code, why)) => {
-                self.signal.refusals.count(error_name(code));
+                self.signal.refusals.count(code.name());
                 self.error(code, &why)
             }
         }
@@ -935,24 +946,6 @@ impl Connection {
         if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
             monitor.revoke(id, SystemTime::now() + turn.ttl).await;
         }
-    }
-}
-
-/// The wire name of an error code (for counters).
-fn error_name(code: ErrorCode) -> &'static str {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(s)) => match s.as_str() {
-            "unauthorized" => "unauthorized",
-            "forbidden" => "forbidden",
-            "banned" => "banned",
-            "room-locked" => "room-locked",
-            "room-full" => "room-full",
-            "server-full" => "server-full",
-            "rate-limited" => "rate-limited",
-            "bad-target" => "bad-target",
-            _ => "other",
-        },
-        _ => "other",
     }
 }
 

@@ -329,6 +329,31 @@ pub enum ErrorCode {
     RateLimited,
 }
 
+impl ErrorCode {
+    /// The code as it is on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::BadTarget => "bad-target",
+            ErrorCode::MediaError => "media-error",
+            ErrorCode::BadChat => "bad-chat",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Replaced => "replaced",
+            ErrorCode::Banned => "banned",
+            ErrorCode::RoomLocked => "room-locked",
+            ErrorCode::ServerFull => "server-full",
+            ErrorCode::RateLimited => "rate-limited",
+        }
+    }
+}
+
 /// Parses one text frame from a client.
 pub fn parse(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
     if text.len() > MAX_MESSAGE {
@@ -448,6 +473,31 @@ mod tests {
                 assert_eq!(code, ErrorCode::BadMessage);
                 assert!(!message.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn error_code_names_are_the_wire_names() {
+        for code in [
+            ErrorCode::BadMessage,
+            ErrorCode::TooLarge,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::InvalidName,
+            ErrorCode::NotJoined,
+            ErrorCode::AlreadyJoined,
+            ErrorCode::RoomFull,
+            ErrorCode::BadTarget,
+            ErrorCode::MediaError,
+            ErrorCode::BadChat,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::Replaced,
+            ErrorCode::Banned,
+            ErrorCode::RoomLocked,
+            ErrorCode::ServerFull,
+            ErrorCode::RateLimited,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.name());
         }
     }
 
