@@ -283,11 +283,14 @@ async function handle(msg) {
     case 'error':
       if (msg.code === 'unauthorized') {
         // Ask for a token (or a fresh one).
+        const why = token
+          ? `Your access token was not accepted: ${msg.message}.`
+          : 'This server needs an access token: paste the one you were given.';
         sessionStorage.removeItem('sori.token');
         token = '';
         $('token').value = '';
         $('token-field').hidden = false;
-        leave('This server needs an access token: ' + msg.message + '.');
+        leave(why);
       } else if (['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',
         'room-locked', 'replaced', 'server-full'].includes(msg.code) && !state.me) {
         leave(msg.message);
