@@ -195,6 +195,7 @@ impl Recordings {
         self.check_rate(&mut inner, room)?;
         let started = SystemTime::now();
         let dir_name = folders::create(dir, room, started).map_err(|e| {
+            tracing::warn!(room, "cannot create a recording in {}: {e}", dir.display());
             (
                 ErrorCode::MediaError,
                 format!("cannot create a recording: {e}"),

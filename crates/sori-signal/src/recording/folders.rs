@@ -154,7 +154,7 @@ pub(super) fn page(
         return page;
     };
     let prefix = room.map(|r| format!("{}-", name_part(r)));
-    let mut names: Vec<String> = entries
+    let names: Vec<String> = entries
         .flatten()
         // The entry's own type: a symbolic link to a folder is not a recording.
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -162,12 +162,16 @@ pub(super) fn page(
         .filter(|n| plain(n) && prefix.as_ref().is_none_or(|p| n.starts_with(p)))
         .collect();
     let after = after.map(order);
-    names.retain(|n| after.as_ref().is_none_or(|a| order(n) < *a));
-    names.sort_unstable_by(|a, b| order(b).cmp(&order(a)));
-    for (i, name) in names.iter().enumerate() {
+    let mut older: Vec<Order<'_>> = names
+        .iter()
+        .map(|n| order(n))
+        .filter(|o| after.as_ref().is_none_or(|a| o < a))
+        .collect();
+    older.sort_unstable_by(|a, b| b.cmp(a));
+    for (i, Order { name, .. }) in older.iter().enumerate() {
         if page.manifests.len() == limit {
             // `limit` is at least one, so a full page has a last name.
-            page.next = Some(names[i - 1].clone());
+            page.next = Some(older[i - 1].name.to_string());
             break;
         }
         let Some(mut manifest) = read_manifest(dir, name) else {
