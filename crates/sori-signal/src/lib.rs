@@ -81,6 +81,12 @@ pub struct SignalConfig {
     pub idle_timeout: Duration,
     /// Room recordings go here (`None`: the record button is refused).
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// Recordings one room may start in an hour (0: any number); past it `record` is refused
+    /// with `rate-limited`, and no folder is made.
+    pub recording_starts_per_hour: u32,
+    /// Bytes the recordings directory may hold: once it does, `record` is refused with
+    /// `server-full` (`None`: no quota). Checked when a recording starts.
+    pub recordings_quota: Option<u64>,
     /// API keys access tokens are signed with; none: nobody has a token.
     pub keys: Keys,
     /// Joins without a token are accepted (a server without keys, or `--dev`).
@@ -104,6 +110,8 @@ impl Default for SignalConfig {
             turn_monitor: None,
             idle_timeout: Duration::from_secs(20),
             recordings_dir: None,
+            recording_starts_per_hour: 20,
+            recordings_quota: Some(10 << 30),
             keys: Keys::default(),
             anonymous: true,
             limits: Limits::default(),
@@ -176,10 +184,7 @@ impl Signal {
             MediaBackend::Remote(_) => None,
         };
         Self {
-            recordings: Arc::new(recording::Recordings::new(
-                config.recordings_dir.clone(),
-                local,
-            )),
+            recordings: Arc::new(recording::Recordings::new(&config, local)),
             hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
             media,
             config: Arc::new(config),
@@ -894,8 +899,11 @@ impl Connection {
         let name = if on {
             match recordings.start(&me.room).await {
                 Ok(name) => Some(name),
-                Err(why) => {
-                    self.error(ErrorCode::MediaError, &why);
+                Err((code, why)) => {
+                    if code != ErrorCode::MediaError {
+                        self.signal.refusals.count(code.name());
+                    }
+                    self.error(code, &why);
                     return;
                 }
             }

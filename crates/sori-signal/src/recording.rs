@@ -1,25 +1,36 @@
 //! Room recording: one file per participant, written by the media core in this process, and a
 //! manifest with each file's start time so the room can be replayed in sync.
 //!
-//! `<recordings dir>/<room>-<UTC time>/` holds `<participant>.webm` files and `manifest.json`.
-//! `GET /recordings` lists them; `GET /recordings/<recording>/<file>` downloads one.
+//! `<recordings dir>/<room>-<UTC time>/` holds `<participant>.webm` files and `manifest.json`
+//! (names in [`folders`]). `GET /recordings` lists them a page at a time;
+//! `GET /recordings/<recording>/<file>` downloads one, streamed, with byte ranges.
 
-use std::collections::HashMap;
+mod folders;
+mod range;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use futures_util::Stream;
+use serde_json::json;
 use sori_net::sori_sfu::{MediaKind, TapId, TrackId};
 use sori_net::MediaHandle;
 use sori_record::mkv::Container;
 use sori_record::{Input, Recording, RecordingConfig, Summary};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 use crate::auth::Grants;
-use crate::Signal;
+use crate::protocol::ErrorCode;
+use crate::{Signal, SignalConfig};
+
+use range::Ranged;
 
 /// A participant's file in a room recording.
 struct Part {
@@ -41,6 +52,10 @@ struct RoomRec {
 pub(crate) struct Recordings {
     dir: Option<PathBuf>,
     media: Option<MediaHandle>,
+    /// Recordings one room may start in an hour (0: any number).
+    starts_per_hour: u32,
+    /// Bytes the directory may hold before new recordings are refused.
+    quota: Option<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -52,50 +67,44 @@ struct Inner {
     rooms: HashMap<String, RoomRec>,
     /// Published tracks per (room, participant).
     tracks: HashMap<(String, String), Published>,
+    starts: Starts,
 }
 
-/// A name safe as one path component: letters, digits, `-`, `_`, `.` (not leading).
-fn safe(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// When each room started its recordings of the last hour.
+#[derive(Default)]
+struct Starts(HashMap<String, VecDeque<Instant>>);
+
+impl Starts {
+    /// `Ok` when `room` may start another recording at `now`; else how long until it may.
+    fn check(&mut self, room: &str, limit: u32, now: Instant) -> Result<(), Duration> {
+        let Some(times) = self.0.get_mut(room) else {
+            return Ok(());
+        };
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= HOUR)
+        {
+            times.pop_front();
+        }
+        match times.front() {
+            Some(first) if limit > 0 && times.len() >= limit as usize => {
+                Err(HOUR.saturating_sub(now.saturating_duration_since(*first)))
             }
-        })
-        .take(40)
-        .collect();
-    if cleaned.is_empty() {
-        "x".into()
-    } else {
-        cleaned
+            _ => Ok(()),
+        }
     }
-}
 
-fn utc_stamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    fn record(&mut self, room: &str, now: Instant) {
+        // Rooms whose last start is an hour old are forgotten: the table stays bounded.
+        self.0.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|t| now.saturating_duration_since(*t) < HOUR)
+        });
+        self.0.entry(room.to_string()).or_default().push_back(now);
+    }
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -105,10 +114,12 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl Recordings {
-    pub(crate) fn new(dir: Option<PathBuf>, media: Option<MediaHandle>) -> Self {
+    pub(crate) fn new(config: &SignalConfig, media: Option<MediaHandle>) -> Self {
         Self {
-            dir,
+            dir: config.recordings_dir.clone(),
             media,
+            starts_per_hour: config.recording_starts_per_hour,
+            quota: config.recordings_quota,
             inner: Mutex::default(),
         }
     }
@@ -139,23 +150,59 @@ impl Recordings {
     }
 
     /// Starts recording `room`; returns its name, or why not.
-    pub(crate) async fn start(&self, room: &str) -> Result<String, String> {
+    pub(crate) async fn start(&self, room: &str) -> Result<String, (ErrorCode, String)> {
         let (Some(dir), Some(_)) = (&self.dir, &self.media) else {
-            return Err(if self.media.is_none() {
-                "room recording needs the media server in this process (sori serve)".into()
-            } else {
-                "recording is off: no recordings directory is configured".into()
-            });
+            return Err((
+                ErrorCode::MediaError,
+                if self.media.is_none() {
+                    "room recording needs the media server in this process (sori serve)".into()
+                } else {
+                    "recording is off: no recordings directory is configured".into()
+                },
+            ));
         };
+        {
+            let mut inner = self.inner.lock().await;
+            if let Some(r) = inner.rooms.get(room) {
+                return Ok(r.dir_name.clone());
+            }
+            self.check_rate(&mut inner, room)?;
+        }
+        if let Some(quota) = self.quota {
+            // The directory is walked without the lock: other rooms' recordings go on meanwhile.
+            let walked = dir.clone();
+            let used = tokio::task::spawn_blocking(move || folders::usage(&walked))
+                .await
+                .unwrap_or(0);
+            if used >= quota {
+                tracing::warn!(room, used, quota, "recording refused: the quota is reached");
+                return Err((
+                    ErrorCode::ServerFull,
+                    format!(
+                        "recording refused: the server's recordings take {} MiB, its quota is \
+                         {} MiB; old recordings must be deleted first",
+                        used >> 20,
+                        quota >> 20
+                    ),
+                ));
+            }
+        }
         let mut inner = self.inner.lock().await;
+        // Another start of this room may have come in while the directory was walked.
         if let Some(r) = inner.rooms.get(room) {
             return Ok(r.dir_name.clone());
         }
+        self.check_rate(&mut inner, room)?;
         let started = SystemTime::now();
-        let dir_name = format!("{}-{}", safe(room), utc_stamp(started));
+        let dir_name = folders::create(dir, room, started).map_err(|e| {
+            tracing::warn!(room, "cannot create a recording in {}: {e}", dir.display());
+            (
+                ErrorCode::MediaError,
+                format!("cannot create a recording: {e}"),
+            )
+        })?;
+        inner.starts.record(room, Instant::now());
         let path = dir.join(&dir_name);
-        std::fs::create_dir_all(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         inner.rooms.insert(
             room.to_string(),
             RoomRec {
@@ -178,6 +225,24 @@ impl Recordings {
         Ok(dir_name)
     }
 
+    /// Refuses a start past the room's recordings per hour.
+    fn check_rate(&self, inner: &mut Inner, room: &str) -> Result<(), (ErrorCode, String)> {
+        let limit = self.starts_per_hour;
+        inner
+            .starts
+            .check(room, limit, Instant::now())
+            .map_err(|wait| {
+                (
+                    ErrorCode::RateLimited,
+                    format!(
+                        "this room has started {limit} recordings in the last hour, the most it \
+                     may; the next may start in {} minutes",
+                        wait.as_secs().div_ceil(60)
+                    ),
+                )
+            })
+    }
+
     /// Opens the participant's file (once) and taps its tracks not yet tapped.
     async fn record_participant(&self, inner: &mut Inner, room: &str, participant: &str) {
         let Some(media) = &self.media else { return };
@@ -192,7 +257,11 @@ impl Recordings {
             return;
         };
         let part = rec.parts.entry(participant.to_string()).or_insert_with(|| {
-            let file = format!("{}-{}.webm", safe(participant), safe(&name));
+            let file = format!(
+                "{}-{}.webm",
+                folders::name_part(participant),
+                folders::name_part(&name)
+            );
             Part {
                 name: name.clone(),
                 file,
@@ -306,46 +375,23 @@ impl Recordings {
         Some(rec.dir_name)
     }
 
-    /// The finished recordings, newest first (reads the disk: call off the runtime's threads).
-    fn list(&self) -> Vec<Value> {
+    /// A page of the finished recordings `grants` may see (all on a server without keys), as
+    /// JSON, and the next page's cursor. Reads the disk: call off the runtime's threads.
+    fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        grants: Option<&Grants>,
+    ) -> (String, Option<String>) {
         let Some(dir) = &self.dir else {
-            return Vec::new();
+            return ("[]".into(), None);
         };
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return out;
-        };
-        for e in entries.flatten() {
-            let Ok(text) = std::fs::read_to_string(e.path().join("manifest.json")) else {
-                continue;
-            };
-            let Ok(mut manifest) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(files) = manifest["files"].as_array_mut() {
-                for f in files {
-                    let file = f["file"].as_str().unwrap_or_default().to_string();
-                    f["href"] = json!(format!("/recordings/{name}/{file}"));
-                }
-            }
-            manifest["href"] = json!(format!("/recordings/{name}/manifest.json"));
-            out.push(manifest);
-        }
-        out.sort_by_key(|m| std::cmp::Reverse(m["started_unix_ms"].as_u64()));
-        out
-    }
-
-    /// The file `recording/file`, when both are plain names inside the directory.
-    fn file(&self, recording: &str, file: &str) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
-        let plain = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        (plain(recording) && plain(file)).then(|| dir.join(recording).join(file))
+        let room = grants.and_then(|g| g.room.as_deref());
+        let page = folders::page(dir, after, limit, room, |r| {
+            grants.is_none_or(|g| g.may_record(r))
+        });
+        let body = serde_json::to_string(&page.manifests).unwrap_or_else(|_| "[]".into());
+        (body, page.next)
     }
 }
 
@@ -372,28 +418,48 @@ fn access(
     }
 }
 
+/// Recordings in one page of the listing, unless `?limit=` says otherwise.
+const PAGE: usize = 100;
+/// Most recordings in one page.
+const MAX_PAGE: usize = 1000;
+/// Bytes of a download read from the disk at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// `?limit=N&after=<recording>`: a page of the listing.
+#[derive(serde::Deserialize)]
+pub(crate) struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
 pub(crate) async fn list(
     State(signal): State<Signal>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
+    Query(page): Query<PageQuery>,
 ) -> Response {
     let grants = match access(&signal, &headers, &query) {
         Ok(g) => g,
         Err(refusal) => return refusal.into_response(),
     };
+    let limit = page.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let recordings = signal.recordings.clone();
-    let all = tokio::task::spawn_blocking(move || recordings.list())
-        .await
-        .unwrap_or_default();
-    let visible: Vec<Value> = all
-        .into_iter()
-        .filter(|m| {
-            let room = m["room"].as_str().unwrap_or_default();
-            grants.as_ref().is_none_or(|g| g.may_record(room))
-        })
-        .collect();
-    let body = serde_json::to_string(&visible).unwrap_or_else(|_| "[]".into());
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let listed = tokio::task::spawn_blocking(move || {
+        recordings.page(page.after.as_deref(), limit, grants.as_ref())
+    })
+    .await;
+    let Ok((body, next)) = listed else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "listing failed\n").into_response();
+    };
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(next) = next {
+        // Folder names are plain ASCII: the link needs no escaping.
+        let link = format!("</recordings?limit={limit}&after={next}>; rel=\"next\"");
+        if let Ok(value) = link.parse() {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
 }
 
 pub(crate) async fn download(
@@ -406,16 +472,17 @@ pub(crate) async fn download(
         Ok(g) => g,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some(path) = signal.recordings.file(&recording, &file) else {
-        return (StatusCode::NOT_FOUND, "no such recording\n").into_response();
+    let not_found = || (StatusCode::NOT_FOUND, "no such recording\n").into_response();
+    let Some(dir) = signal.recordings.dir.clone() else {
+        return not_found();
     };
     if let Some(g) = grants {
         // The recording's room is in its manifest; one still running has none yet.
-        let manifest = path.with_file_name("manifest.json");
+        let (d, r) = (dir.clone(), recording.clone());
         let room = tokio::task::spawn_blocking(move || {
-            let text = std::fs::read_to_string(manifest).ok()?;
-            let v: Value = serde_json::from_str(&text).ok()?;
-            v["room"].as_str().map(str::to_string)
+            folders::read_manifest(&d, &r)?["room"]
+                .as_str()
+                .map(str::to_string)
         })
         .await
         .ok()
@@ -429,7 +496,7 @@ pub(crate) async fn download(
                 )
                     .into_response()
             }
-            None => return (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
+            None => return not_found(),
         }
     }
     let kind = match Path::new(&file).extension().and_then(|e| e.to_str()) {
@@ -438,10 +505,79 @@ pub(crate) async fn download(
         Some("json") => "application/json",
         _ => "application/octet-stream",
     };
-    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
-        _ => (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
+    // With If-Range the client's copy would have to be validated, and files carry no
+    // validator: the whole file is always right.
+    let range = (!headers.contains_key(header::IF_RANGE))
+        .then(|| {
+            headers
+                .get(header::RANGE)?
+                .to_str()
+                .ok()
+                .map(str::to_string)
+        })
+        .flatten();
+    let opened = tokio::task::spawn_blocking(move || {
+        let (mut f, len) = folders::open(&dir, &recording, &file)?;
+        let ranged = range::parse(range.as_deref(), len);
+        if let Ranged::Part { start, .. } = ranged {
+            f.seek(SeekFrom::Start(start))?;
+        }
+        std::io::Result::Ok((f, len, ranged))
+    })
+    .await;
+    let Ok(Ok((f, len, ranged))) = opened else {
+        return not_found();
+    };
+    let (status, count, content_range) = match ranged {
+        Ranged::Whole => (StatusCode::OK, len, None),
+        Ranged::Part { start, end } => (
+            StatusCode::PARTIAL_CONTENT,
+            end - start + 1,
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+        Ranged::Unsatisfiable => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response()
+        }
+    };
+    let body = Body::from_stream(chunks(tokio::fs::File::from_std(f), count));
+    let mut response = (
+        status,
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (header::CONTENT_LENGTH, count.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(value) = content_range.and_then(|r| r.parse().ok()) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
+    response
+}
+
+/// `len` bytes of `file` from where it stands, read a chunk at a time as the client takes
+/// them: a download holds one chunk in memory, whatever the file's size.
+fn chunks(file: tokio::fs::File, len: u64) -> impl Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+        match file.read(&mut buf).await {
+            // The file shrank: the body ends short of its length, and the client sees that.
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -449,28 +585,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_stamps() {
-        assert_eq!(safe("team standup/../x"), "team_standup____x");
-        assert_eq!(safe(""), "x");
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(utc_stamp(t), "20261118T110640Z");
-    }
-
-    #[test]
-    fn downloads_are_confined() {
-        let r = Recordings::new(Some(PathBuf::from("/srv/rec")), None);
-        assert_eq!(
-            r.file("room-1", "p1-Ada.webm"),
-            Some(PathBuf::from("/srv/rec/room-1/p1-Ada.webm"))
-        );
-        for (a, b) in [
-            ("..", "x"),
-            ("a", "../etc"),
-            (".hidden", "x"),
-            ("a/b", "c"),
-            ("a", ""),
-        ] {
-            assert_eq!(r.file(a, b), None, "{a}/{b}");
+    fn a_room_starts_so_many_recordings_an_hour() {
+        let t0 = Instant::now();
+        let mut starts = Starts::default();
+        for i in 0..3 {
+            let t = t0 + Duration::from_secs(i * 60);
+            assert_eq!(starts.check("a", 3, t), Ok(()));
+            starts.record("a", t);
         }
+        let t = t0 + Duration::from_secs(600);
+        assert_eq!(starts.check("a", 3, t), Err(Duration::from_secs(3000)));
+        assert_eq!(starts.check("b", 3, t), Ok(()), "each room has its own");
+        assert_eq!(starts.check("a", 0, t), Ok(()), "0: no limit");
+        // An hour after the first start, one more may start.
+        assert_eq!(starts.check("a", 3, t0 + HOUR), Ok(()));
+        starts.record("b", t0 + HOUR * 2);
+        assert_eq!(starts.0.len(), 1, "rooms quiet for an hour are forgotten");
     }
 }

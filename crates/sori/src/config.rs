@@ -119,6 +119,10 @@ pub struct TlsPlan {
 #[serde(deny_unknown_fields)]
 pub struct RecordingSection {
     pub dir: String,
+    /// Room recordings one room may start in an hour; 0: any number.
+    pub starts_per_room_per_hour: u32,
+    /// GiB the directory may hold before room recordings are refused; 0: no quota.
+    pub quota_gib: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +305,7 @@ impl Config {
             .and_then(|_| config.keys().map(|_| ()))
             .and_then(|_| config.kurento())
             .and_then(|_| config.turn())
+            .and_then(|_| config.recordings_quota().map(|_| ()))
             .map_err(|message| ConfigError::Invalid {
                 path: origin,
                 message,
@@ -350,6 +355,17 @@ impl Config {
         }
     }
 
+    /// The recordings directory's quota in bytes (`None`: no quota), checked.
+    pub fn recordings_quota(&self) -> Result<Option<u64>, String> {
+        let gib = self.recording.quota_gib;
+        if !gib.is_finite() || gib < 0.0 {
+            return Err(format!(
+                "recording.quota_gib: {gib} must be a number of GiB, or 0 for no quota"
+            ));
+        }
+        Ok((gib > 0.0).then(|| (gib * f64::from(1u32 << 30)) as u64))
+    }
+
     /// The session server's settings.
     pub fn signal(&self) -> SignalConfig {
         let keys = self.keys().unwrap_or_default();
@@ -372,6 +388,8 @@ impl Config {
                 let dir = self.recording.dir.trim();
                 (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
             },
+            recording_starts_per_hour: self.recording.starts_per_room_per_hour,
+            recordings_quota: self.recordings_quota().unwrap_or_default(),
         }
     }
 
@@ -621,6 +639,8 @@ mod tests {
             (k.max_objects_per_session, k.max_recorders_per_session),
             (d.max_objects_per_session, d.max_recorders_per_session)
         );
+        assert_eq!(c.signal().recording_starts_per_hour, 20);
+        assert_eq!(c.signal().recordings_quota, Some(10 << 30));
         assert_eq!(
             c.sfu().unwrap().video_codecs,
             vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264]
@@ -677,6 +697,7 @@ mod tests {
                 "not a stun:",
             ),
             ("[turn]\ncredential_ttl_secs = 5\n", "at least 60"),
+            ("[recording]\nquota_gib = -1.0\n", "recording.quota_gib"),
             (
                 "[turn]\ntls_cert = \"/etc/sori/cert.pem\"\n",
                 "turn.tls_cert is set but turn.tls_key is not",

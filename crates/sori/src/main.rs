@@ -351,6 +351,13 @@ struct SessionFlags {
     /// A separate address serving /metrics to whoever reaches it (a private interface).
     #[arg(long, env = "SORI_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Room recordings one room may start in an hour; 0: any number [default: 20].
+    #[arg(long, env = "SORI_RECORDING_STARTS_PER_HOUR", value_name = "N")]
+    recording_starts_per_hour: Option<u32>,
+    /// GiB the recordings directory may hold before room recordings are refused; 0: no quota
+    /// [default: 10].
+    #[arg(long, env = "SORI_RECORDINGS_QUOTA_GIB", value_name = "GIB")]
+    recordings_quota_gib: Option<f64>,
 }
 
 /// One API key, given on the command line or in the environment.
@@ -400,6 +407,12 @@ impl SessionFlags {
         }
         if let Some(v) = self.metrics_listen {
             config.server.metrics_listen = Some(v);
+        }
+        if let Some(v) = self.recording_starts_per_hour {
+            config.recording.starts_per_room_per_hour = v;
+        }
+        if let Some(v) = self.recordings_quota_gib {
+            config.recording.quota_gib = v;
         }
         if let Some(v) = self.listen {
             config.server.listen = v;
@@ -637,6 +650,7 @@ fn start(args: BaseArgs, role: Role, apply: Overrides) -> ExitCode {
     let checked = config
         .kurento()
         .and_then(|_| config.turn())
+        .and_then(|_| config.recordings_quota())
         .and_then(|_| config.keys())
         .and_then(|keys| match role {
             Role::Media => Ok(()),
