@@ -540,3 +540,52 @@ async fn an_offer_flood_is_rate_limited_before_it_reaches_the_media_server() {
     ada.send(json!({"type": "chat", "text": "after"}));
     assert_eq!(ada.expect("chat").await["text"], "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_and_relay_floods_are_rate_limited_too() {
+    let s = server_with(SignalConfig::default()).await;
+    // Mutes: the others hear of the burst, not of thousands of changes.
+    let (mut ada, _) = Client::join(&s.url, "mutes", "Ada").await;
+    let (mut bo, _) = Client::join(&s.url, "mutes", "Bo").await;
+    ada.expect("participant-joined").await;
+    for i in 0..2000 {
+        bo.send(json!({"type": "mute", "audio": i % 2 == 0, "video": false}));
+    }
+    bo.send(json!({"type": "ping"}));
+    let mut refused = false;
+    loop {
+        let v = bo.recv().await;
+        if v["type"] == "pong" {
+            break;
+        }
+        refused |= v["code"] == "rate-limited";
+    }
+    assert!(refused);
+    let updates = flush(&mut ada, "mutes done").await;
+    let n = updates
+        .iter()
+        .filter(|v| v["type"] == "participant-updated")
+        .count();
+    assert!((1..=40).contains(&n), "{n} updates reached Ada");
+
+    // Relayed P2P messages: the other browser gets the burst, not a flood.
+    let (mut p, _) = Client::connect_and_join(&s.url, "p2p-flood", "P", "p2p").await;
+    let (mut q, jq) = Client::connect_and_join(&s.url, "p2p-flood", "Q", "p2p").await;
+    let p_id = jq["participants"][0]["id"].as_str().unwrap().to_string();
+    p.expect("participant-joined").await;
+    let candidate = json!({"candidate": "candidate:1 1 udp 1 192.0.2.7 9 typ host", "sdpMid": "0"});
+    for _ in 0..5000 {
+        q.send(json!({"type": "candidate", "candidate": candidate, "to": p_id}));
+    }
+    q.send(json!({"type": "ping"}));
+    while q.recv().await["type"] != "pong" {}
+    let relayed = flush(&mut p, "relays done")
+        .await
+        .iter()
+        .filter(|v| v["type"] == "candidate")
+        .count();
+    assert!(
+        (200..=400).contains(&relayed),
+        "{relayed} candidates relayed"
+    );
+}

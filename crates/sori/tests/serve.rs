@@ -195,6 +195,39 @@ fn with_keys_a_public_address_starts_and_metrics_get_an_address_of_their_own() {
 }
 
 #[test]
+fn serve_raises_a_low_open_file_limit() {
+    // A shell lowers the soft limit (as a 1024 default would be) and runs sori under it.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -Sn 256 && exec {SORI} serve --listen 127.0.0.1:0 --rtc-port 0 --no-turn"
+            ),
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .inspect(|l| seen.push(l.clone()))
+        .find(|l| l.contains("listening on http://"))
+        .unwrap_or_else(|| panic!("sori did not start: {seen:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("open-file limit raised from 256 to")),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn token_create_prints_a_token_and_a_join_url() {
     let out = Command::new(SORI)
         .args([

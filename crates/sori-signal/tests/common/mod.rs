@@ -148,8 +148,18 @@ impl Client {
 
     /// Connects and joins `room` (SFU); returns the client and its `joined`.
     pub async fn join(url: &str, room: &str, name: &str) -> (Client, Value) {
+        Client::connect_and_join(url, room, name, "sfu").await
+    }
+
+    /// Connects and joins `room` in `mode`; returns the client and its `joined`.
+    pub async fn connect_and_join(
+        url: &str,
+        room: &str,
+        name: &str,
+        mode: &str,
+    ) -> (Client, Value) {
         let mut c = Client::connect(url).await;
-        c.send(json!({"type": "join", "v": 1, "room": room, "name": name, "mode": "sfu"}));
+        c.send(json!({"type": "join", "v": 1, "room": room, "name": name, "mode": mode}));
         let joined = c.recv().await;
         assert_eq!(joined["type"], "joined", "{joined}");
         (c, joined)
