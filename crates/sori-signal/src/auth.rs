@@ -447,6 +447,36 @@ mod tests {
     }
 
     #[test]
+    fn mutated_tokens_never_verify_and_never_panic() {
+        let good = token(&claims());
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut verified = 0;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = good.as_bytes().to_vec();
+            for k in 0..1 + (seed % 3) as usize {
+                let at = (seed >> (8 + 8 * k)) as usize % bytes.len();
+                const ALPHABET: &[u8] = b"AZaz09-_.=+/ \x00";
+                bytes[at] = ALPHABET[(seed >> (40 + k)) as usize % ALPHABET.len()];
+            }
+            let cut = (seed >> 50) as usize % (bytes.len() + 1);
+            let text = String::from_utf8_lossy(&bytes[..cut.max(bytes.len() / 2)]);
+            if text == good {
+                continue;
+            }
+            // A changed token may still decode to the same claims (base64 padding bits), but
+            // never to different ones.
+            if let Ok(g) = verify(&keys(), &text, NOW) {
+                verified += 1;
+                assert_eq!(g, verify(&keys(), &good, NOW).unwrap(), "{text}");
+            }
+        }
+        assert!(verified < 200, "{verified} mutations verified");
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         assert!(!format!("{:?}", keys()).contains("secret"));
     }
