@@ -28,6 +28,8 @@ test('a livekit-server-sdk token joins and leaves the address bar; no token, no 
   await waitForVideoFrom(ada, 'Bo');
   await waitForVideoFrom(bo, 'Ada');
   assert.ok(!ada.url().includes('token='), `the token left the URL: ${ada.url()}`);
+  const pair = await ada.evaluate(() => window.sori.selectedPair());
+  assert.equal(pair.local.protocol, 'udp', JSON.stringify(pair));
 
   const anon = await joinPage(ctx.browser, ctx.server.url, 'lk', 'Mallory');
   await anon.getByTestId('lobby-error').filter({ hasText: 'access token' }).waitFor();

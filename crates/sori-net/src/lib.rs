@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod tcp;
+mod udp;
 
 use std::collections::HashMap;
 use std::io;
@@ -415,7 +416,15 @@ pub struct MediaServer {
 }
 
 /// Binds the media port and starts its task on the current tokio runtime.
-pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
+pub async fn start(mut config: MediaConfig) -> io::Result<MediaServer> {
+    // An IPv6 address to advertise needs an IPv6 socket: `[::]` takes both families.
+    if config.bind.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        && config.advertise.iter().any(IpAddr::is_ipv6)
+    {
+        config
+            .bind
+            .set_ip(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    }
     let (socket, listener) = bind(&config).await?;
     let local_addr = socket.local_addr()?;
     let tcp_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -447,8 +456,19 @@ pub async fn start(config: MediaConfig) -> io::Result<MediaServer> {
             tcp_candidates.clone(),
         )
     });
+    for c in &candidates {
+        if !udp::is_local(c.ip()) {
+            tracing::warn!(
+                candidate = %c,
+                "the advertised address is not one of this host's: right behind a 1:1 NAT that \
+                 forwards it here, otherwise no client can reach the media port there"
+            );
+        }
+    }
+    let routes = udp::Routes::new(local_addr, candidates.clone(), udp::is_local);
+    let socket = udp::MediaSocket::new(socket, routes)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(socket, tcp, sfu, rx, candidates.clone()));
+    let task = tokio::spawn(run(socket, tcp, sfu, rx));
     Ok(MediaServer {
         handle: MediaHandle { tx },
         local_addr,
@@ -507,24 +527,13 @@ pub fn first_non_loopback_ip() -> IpAddr {
 const RECV_BATCH: usize = 64;
 
 async fn run(
-    socket: UdpSocket,
+    mut socket: udp::MediaSocket,
     mut tcp: Option<TcpPort>,
     mut sfu: Sfu,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    candidates: Vec<SocketAddr>,
 ) {
-    let mut buf = vec![0u8; 2048];
     let mut peers: HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>> = HashMap::new();
     let mut taps: HashMap<TapId, mpsc::UnboundedSender<TapPacket>> = HashMap::new();
-    // An unconnected socket learns only the source; the destination str0m needs is the
-    // candidate of the same address family.
-    let destination_for = |source: SocketAddr| {
-        candidates
-            .iter()
-            .find(|c| c.is_ipv4() == source.is_ipv4())
-            .copied()
-            .unwrap_or(candidates[0])
-    };
     loop {
         flush(&socket, tcp.as_mut(), &mut sfu).await;
         while let Some(event) = sfu.poll_event() {
@@ -555,21 +564,23 @@ async fn run(
             }
         };
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let mut next = received;
-                for _ in 0..RECV_BATCH {
-                    match next {
-                        Ok((n, source)) => {
-                            sfu.handle_datagram(Instant::now(), source, destination_for(source), &buf[..n]);
-                        }
+            readable = socket.readable() => {
+                if let Err(e) = readable {
+                    tracing::debug!("media socket: {e}");
+                    continue;
+                }
+                let mut read = 0;
+                while read < RECV_BATCH {
+                    let now = Instant::now();
+                    match socket.try_recv(|source, destination, datagram| {
+                        sfu.handle_datagram(now, source, destination, datagram)
+                    }) {
+                        Ok(n) => read += n.max(1),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::debug!("media socket receive: {e}");
                             break;
                         }
-                    }
-                    next = socket.try_recv_from(&mut buf);
-                    if matches!(&next, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                        break;
                     }
                 }
             }
@@ -597,7 +608,7 @@ async fn run(
     tracing::info!("media port closed");
 }
 
-async fn flush(socket: &UdpSocket, mut tcp: Option<&mut TcpPort>, sfu: &mut Sfu) {
+async fn flush(socket: &udp::MediaSocket, mut tcp: Option<&mut TcpPort>, sfu: &mut Sfu) {
     while let Some(t) = sfu.poll_transmit() {
         if t.proto == Proto::Tcp {
             if let Some(tcp) = tcp.as_deref_mut() {
@@ -605,7 +616,7 @@ async fn flush(socket: &UdpSocket, mut tcp: Option<&mut TcpPort>, sfu: &mut Sfu)
             }
             continue;
         }
-        if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+        if let Err(e) = socket.send(t.source, t.destination, &t.contents).await {
             tracing::debug!(destination = %t.destination, "media socket send: {e}");
         }
     }

@@ -223,8 +223,9 @@ pub struct MediaSection {
     pub tcp_port: u16,
     pub bind_ip: IpAddr,
     /// Empty string: auto-detect.
-    #[serde(deserialize_with = "optional_ip")]
-    pub advertise_ip: Option<IpAddr>,
+    /// Empty: auto-detect. One address, several comma-separated, or a list.
+    #[serde(deserialize_with = "ip_list")]
+    pub advertise_ip: Vec<IpAddr>,
     pub ice_timeout_secs: u64,
     pub keyframe_request_interval_ms: u64,
     pub keyframe_request_on_start_interval_ms: u64,
@@ -253,12 +254,23 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Socket
     s.trim().parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-fn optional_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Ok(None);
+fn ip_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
     }
-    s.trim().parse().map(Some).map_err(serde::de::Error::custom)
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -611,7 +623,7 @@ mod tests {
             None,
             "ICE-TCP on the rtc port's number"
         );
-        assert_eq!(c.media.advertise_ip, None);
+        assert!(c.media.advertise_ip.is_empty());
         assert_eq!(c.server.room_mode, RoomModeName::Sfu);
         assert!(c.server.ice_servers.is_empty());
         assert_eq!(
@@ -659,7 +671,10 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&good)).unwrap();
         assert_eq!(c.media.rtc_port, 5000);
-        assert_eq!(c.media.advertise_ip, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            c.media.advertise_ip,
+            ["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(c.media.ice_timeout_secs, 15);
         assert!(c.tcp().is_some());
 

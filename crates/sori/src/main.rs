@@ -238,9 +238,15 @@ struct MediaFlags {
     /// Media over UDP only: no ICE-TCP listener, no TCP candidates.
     #[arg(long, env = "SORI_NO_RTC_TCP")]
     no_rtc_tcp: bool,
-    /// IP address browsers are told to send media to [default: first non-loopback address].
-    #[arg(long, env = "SORI_ADVERTISE_IP", value_name = "IP")]
-    advertise_ip: Option<IpAddr>,
+    /// IP address browsers are told to send media to; repeat (or comma-separate) for several,
+    /// IPv4 and IPv6 [default: first non-loopback address].
+    #[arg(
+        long = "advertise-ip",
+        env = "SORI_ADVERTISE_IP",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    advertise_ip: Vec<IpAddr>,
     /// Address of the Kurento-protocol control API [default: 127.0.0.1:8888, loopback only].
     #[arg(long, env = "SORI_KURENTO_LISTEN", value_name = "ADDR")]
     kurento_listen: Option<SocketAddr>,
@@ -280,8 +286,8 @@ impl MediaFlags {
         if self.no_rtc_tcp {
             config.media.tcp = false;
         }
-        if let Some(v) = self.advertise_ip {
-            config.media.advertise_ip = Some(v);
+        if !self.advertise_ip.is_empty() {
+            config.media.advertise_ip = self.advertise_ip;
         }
         if let Some(v) = self.kurento_listen {
             config.kurento.listen = v;
@@ -752,7 +758,7 @@ async fn run(config: Config, role: Role) -> Result<(), String> {
     let sfu = config.sfu()?;
     let media = sori_net::start(MediaConfig {
         bind: SocketAddr::new(config.media.bind_ip, config.media.rtc_port),
-        advertise: config.media.advertise_ip.into_iter().collect(),
+        advertise: config.media.advertise_ip.clone(),
         sfu,
         tcp: config.tcp(),
     })

@@ -30,9 +30,25 @@ pub async fn start_server(ice_timeout: Duration) -> MediaServer {
 
 /// A media port on 127.0.0.1 with a free port, with ICE-TCP as `tcp` says.
 pub async fn start_server_with(ice_timeout: Duration, tcp: Option<TcpConfig>) -> MediaServer {
+    start_server_at(
+        SocketAddr::new(LOCALHOST, 0),
+        vec![LOCALHOST],
+        ice_timeout,
+        tcp,
+    )
+    .await
+}
+
+/// A media port bound to `bind`, advertising `advertise`.
+pub async fn start_server_at(
+    bind: SocketAddr,
+    advertise: Vec<IpAddr>,
+    ice_timeout: Duration,
+    tcp: Option<TcpConfig>,
+) -> MediaServer {
     let config = MediaConfig {
-        bind: SocketAddr::new(LOCALHOST, 0),
-        advertise: vec![LOCALHOST],
+        bind,
+        advertise,
         sfu: SfuConfig {
             ice_timeout,
             ..SfuConfig::default()
@@ -133,6 +149,8 @@ pub struct ClientState {
     pub dropped: u32,
     /// The transport of the ICE pair the client's agent selected (from str0m's stats).
     pub selected: Option<Protocol>,
+    /// Datagrams that came from another address than the server's candidate (dropped).
+    pub foreign_datagrams: u32,
 }
 
 impl ClientState {
@@ -511,6 +529,12 @@ impl Runner {
                 r = self.socket.recv_from(&mut buf) => {
                     let Ok((n, source)) = r else { continue };
                     if self.lossy() || self.opts.udp_blocked {
+                        continue;
+                    }
+                    // As a browser does: what comes from another address than the server's
+                    // candidate answers none of its checks and belongs to no session.
+                    if source != self.server_addr {
+                        self.state.send_modify(|s| s.foreign_datagrams += 1);
                         continue;
                     }
                     let local = self.socket.local_addr().unwrap();
