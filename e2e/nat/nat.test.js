@@ -65,7 +65,8 @@ function world(nat, serverArgs, { coturn = false } = {}) {
     ctx.net = createNetwork(nat);
     if (coturn) ctx.coturn = await startCoturn(ctx.net.ns.server);
     ctx.server = await spawnSori(
-      ['serve', '--listen', `${SERVER_IP}:8080`, '--rtc-port', '40000', ...serverArgs],
+      // Anonymous joins on the test's own network, on purpose: --dev.
+      ['serve', '--listen', `${SERVER_IP}:8080`, '--dev', '--rtc-port', '40000', ...serverArgs],
       /listening on (http:\/\/\S+)/,
       { netns: ctx.net.ns.server },
     );

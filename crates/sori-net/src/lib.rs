@@ -509,6 +509,11 @@ async fn bind(config: &MediaConfig) -> io::Result<(UdpSocket, Option<TcpListener
     }
 }
 
+/// Whether `ip` is an address of this host (a socket can be bound to it).
+pub fn is_local_address(ip: IpAddr) -> bool {
+    udp::is_local(ip)
+}
+
 /// The machine's first non-loopback IPv4 address (what clients on other machines can reach),
 /// or 127.0.0.1 when it has none.
 pub fn first_non_loopback_ip() -> IpAddr {

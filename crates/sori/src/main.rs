@@ -898,7 +898,15 @@ async fn start_turn(
     };
     let server = TurnServer::start(TurnConfig {
         listen,
-        relay_bind: config.media.bind_ip,
+        // Relayed datagrams leave from the address peers send them to: the advertised one
+        // when it is this host's, rather than whichever the route back picks.
+        relay_bind: if config.media.bind_ip.is_unspecified()
+            && sori_net::is_local_address(advertised)
+        {
+            advertised
+        } else {
+            config.media.bind_ip
+        },
         relay_ip: advertised,
         relay_ports: relay_ports.clone(),
         secret: secret.clone(),
