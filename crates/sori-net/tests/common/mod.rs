@@ -178,6 +178,8 @@ pub struct ClientOptions {
     /// UDP blocked by a firewall: the client's UDP candidate gets nothing through, and it also
     /// has an active TCP candidate, connected to the server's ICE-TCP port.
     pub udp_blocked: bool,
+    /// Which of the server's candidates the client sends to (its socket is of that family).
+    pub candidate: usize,
 }
 
 impl ClientOptions {
@@ -189,6 +191,7 @@ impl ClientOptions {
             keyframe_interval: Duration::from_secs(2),
             loss: 0.0,
             udp_blocked: false,
+            candidate: 0,
         }
     }
 }
@@ -214,9 +217,13 @@ impl Client {
     /// Creates a str0m client, joins `room` on `media`, and starts its run loop.
     pub async fn join(server: &MediaServer, opts: ClientOptions) -> Client {
         let media = &server.handle;
-        let socket = UdpSocket::bind(SocketAddr::new(LOCALHOST, 0))
-            .await
-            .unwrap();
+        let server_addr = server.candidates[opts.candidate];
+        let own_ip = if server_addr.is_ipv6() {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            LOCALHOST
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(own_ip, 0)).await.unwrap();
         let addr = socket.local_addr().unwrap();
         let mut rtc = RtcConfig::new()
             .clear_codecs()
@@ -266,7 +273,7 @@ impl Client {
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let runner = Runner {
             rtc,
-            server_addr: server.candidates[0],
+            server_addr,
             socket: Arc::new(socket),
             media: media.clone(),
             peer: joined.peer,
