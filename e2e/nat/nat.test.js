@@ -18,6 +18,7 @@ import { spawnSori, launchOptions, joinPage, waitForVideoFrom, remoteFrames, art
 import { unavailable, createNetwork, chromiumIn, SERVER_IP } from './netns.js';
 
 const SECRET = 'nat-test-secret';
+const METRICS_TOKEN = 'nat-test-metrics-token';
 // This internet's "public" addresses are a documentation range (203.0.113.0/24), which Sori's
 // TURN server refuses as a relay peer by default, as it does every non-public range: allow it,
 // as an operator would allow a range of their own.
@@ -66,7 +67,9 @@ function world(nat, serverArgs, { coturn = false } = {}) {
     if (coturn) ctx.coturn = await startCoturn(ctx.net.ns.server);
     ctx.server = await spawnSori(
       // Anonymous joins on the test's own network, on purpose: --dev.
-      ['serve', '--listen', `${SERVER_IP}:8080`, '--dev', '--rtc-port', '40000', ...serverArgs],
+      // /metrics answers pages beyond loopback only with its token.
+      ['serve', '--listen', `${SERVER_IP}:8080`, '--dev', '--metrics-token', METRICS_TOKEN,
+        '--rtc-port', '40000', ...serverArgs],
       /listening on (http:\/\/\S+)/,
       { netns: ctx.net.ns.server },
     );
@@ -161,7 +164,9 @@ describe('behind symmetric NATs, with Sori\'s own TURN server', opts, () => {
     // Each browser also offered its LAN address (192.168.x.2) as a host candidate, and the other
     // asked the relay for a permission toward it: refused, as a private address.
     // (Fetched by the page: only the namespaces can reach the server's address.)
-    const metrics = await a.evaluate(() => fetch('/metrics').then((r) => r.text()));
+    assert.equal(await a.evaluate(() => fetch('/metrics').then((r) => r.status)), 401, 'no token, no metrics');
+    const metrics = await a.evaluate((t) => fetch('/metrics', { headers: { Authorization: `Bearer ${t}` } })
+      .then((r) => r.text()), METRICS_TOKEN);
     const value = (name) => Number((metrics.match(new RegExp(`^${name} (\\d+)$`, 'm')) || [])[1]);
     console.log(`symmetric NATs, P2P: TURN allocations ${value('sori_turn_allocations')}, peers refused ${value('sori_turn_peers_refused_total')}`);
     assert.ok(value('sori_turn_allocations') >= 2, metrics);
