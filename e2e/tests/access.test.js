@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AccessToken } from 'livekit-server-sdk';
-import { serverAndBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, artifacts } from './helpers.js';
 
 const KEY = 'APIe2eAccess';
 const SECRET = 'e2e-access-secret-0123456789abcdef';
@@ -27,6 +27,7 @@ test('a livekit-server-sdk token joins and leaves the address bar; no token, no 
   const bo = await join('lk', 'Bo');
   await waitForVideoFrom(ada, 'Bo');
   await waitForVideoFrom(bo, 'Ada');
+  for (const p of [ada, bo]) await assertUdp(p);
   assert.ok(!ada.url().includes('token='), `the token left the URL: ${ada.url()}`);
   const pair = await ada.evaluate(() => window.sori.selectedPair());
   assert.equal(pair.local.protocol, 'udp', JSON.stringify(pair));
@@ -43,6 +44,8 @@ test("a listener's media reaches no one, and it still receives", async () => {
   const ada = await join('listen', 'Ada');
   const li = await join('listen', 'Li', { canPublish: false });
   await waitForVideoFrom(li, 'Ada');
+  // Ada only sends and Li only receives; both connections carry media.
+  for (const p of [ada, li]) await assertUdp(p);
   // Li's browser captured a camera and a microphone and offered them; the server answered
   // them inactive. Ada has a tile for nobody and decodes nothing.
   await ada.waitForFunction(() => document.querySelectorAll('[data-testid=participant]').length === 2);
@@ -60,6 +63,7 @@ test("a moderator's mute holds against a page that keeps sending, and can be lif
   const cy = await join('mod', 'Cy');
   await waitForVideoFrom(cy, 'Bo');
   await cy.waitForFunction(async () => (await window.sori.inboundFrom('Bo')).audioPackets > 20);
+  for (const p of [bo, cy]) await assertUdp(p);
   // Bo's page is hacked: nothing can switch its microphone off.
   await bo.evaluate(() => {
     Object.defineProperty(MediaStreamTrack.prototype, 'enabled', { get() { return true; }, set() {} });

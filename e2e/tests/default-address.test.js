@@ -3,7 +3,7 @@
 // scripts/test gives the browser tests a namespace with one private interface of their own.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { startServer, launchBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 const owned = process.env.SORI_E2E_NETNS === '1';
 let server;
@@ -25,4 +25,5 @@ test('browsers with no special flags join an SFU room on the advertised default 
   const b = await joinPage(browser, server.url, 'plain', 'Grace');
   await waitForVideoFrom(a, 'Grace');
   await waitForVideoFrom(b, 'Ada');
+  for (const p of [a, b]) await assertUdp(p);
 });

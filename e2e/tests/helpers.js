@@ -1,4 +1,6 @@
-// Shared pieces of the browser tests: a `sori serve` process and headless Chromium pages.
+// Shared pieces of the browser tests: a `sori serve` process, headless Chromium pages
+// (Playwright) and headless Firefox pages (Puppeteer over WebDriver BiDi).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
@@ -6,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, '..', '..');
@@ -128,6 +131,105 @@ export async function joinPage(browser, serverUrl, room, name, extra = '') {
   page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
   await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);
   return page;
+}
+
+/**
+ * Launches Debian's Firefox ESR, headless, driven over WebDriver BiDi, with a fake camera and
+ * microphone that need no permission prompt. `media.peerconnection.ice.loopback` lets WebRTC use
+ * 127.0.0.1, as Chromium's loopback flags do in `launchOptions`.
+ */
+export function launchFirefox() {
+  return puppeteer.launch({
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+    headless: true,
+    extraPrefsFirefox: {
+      'media.navigator.streams.fake': true,
+      'media.navigator.permission.disabled': true,
+      'permissions.default.camera': 1,
+      'permissions.default.microphone': 1,
+      'media.peerconnection.ice.loopback': true,
+      // Remote tiles play with sound; without a click Firefox would block them.
+      'media.autoplay.default': 0,
+    },
+  });
+}
+
+/** `joinPage` for Firefox: the web client in a fresh browser context, joined. */
+export async function joinFirefoxPage(browser, serverUrl, room, name, extra = '') {
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage();
+  await page.setViewport({ width: 1280, height: 800 });
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warn') console.error(`[${name}] console ${m.type()}:`, m.text());
+  });
+  page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
+  await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);
+  return page;
+}
+
+/**
+ * Evaluates `fn(arg)` in `page` every 100 ms until it returns something truthy, and returns
+ * that; fails after `timeout` ms. Works for Playwright's and Puppeteer's pages alike, whose
+ * `waitForFunction`s take their arguments in different orders.
+ */
+export async function pollPage(page, fn, arg, timeout = 20000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await page.evaluate(fn, arg);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`not true within ${timeout} ms: ${fn}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Waits until `page` decodes video frames and receives audio packets from `participant`, and
+ * both keep coming; resolves with the counts (`window.sori.inboundFrom`). Decoded frames come
+ * from the receiver's statistics, which Firefox keeps too (its `getVideoPlaybackQuality()`
+ * stays 0 for a MediaStream).
+ */
+export async function waitForMediaFrom(page, participant, timeout = 20000) {
+  const first = await pollPage(page, async (who) => {
+    const m = await window.sori.inboundFrom(who);
+    return m.videoFrames > 5 && m.audioPackets > 0 && m;
+  }, participant, timeout);
+  return pollPage(page, async ([who, n]) => {
+    const m = await window.sori.inboundFrom(who);
+    return m.videoFrames > n.videoFrames + 5 && m.audioPackets > n.audioPackets && m;
+  }, [participant, first], timeout);
+}
+
+/** A selected candidate pair, e.g. `host/udp 127.0.0.1:40000 → host/udp 127.0.0.1:51234`. */
+export function describePair(p) {
+  if (!p) return 'no selected candidate pair';
+  const side = (c) => `${c.type}/${c.protocol}${c.relayProtocol ? `(relayed over ${c.relayProtocol})` : ''} ${c.address}:${c.port}`;
+  return `${side(p.local)} → ${side(p.remote)}`;
+}
+
+/**
+ * What carries the media of a selected candidate pair from this browser: `udp`, `tcp` (ICE-TCP),
+ * or `turn/tcp` and `turn/tls` when a relayed candidate reaches its TURN server that way.
+ */
+export function transportOf(p) {
+  if (!p) return 'none';
+  const viaTurn = p.local.relayProtocol && p.local.relayProtocol !== 'udp';
+  return viaTurn ? `turn/${p.local.relayProtocol}` : p.local.protocol;
+}
+
+/** Asserts that the selected candidate pair `pair` of `who` carries media over UDP. */
+export function assertUdpPair(pair, who) {
+  assert.equal(transportOf(pair), 'udp', `${who}: media over ${describePair(pair)}`);
+}
+
+/**
+ * Asserts that the web client on `page` (Playwright's or Puppeteer's) carries its media over
+ * UDP: a call that fell back to ICE-TCP still works, so only this tells the two apart.
+ */
+export async function assertUdp(page) {
+  const who = new URL(page.url()).searchParams.get('name') || page.url();
+  assertUdpPair(await page.evaluate(() => window.sori.selectedPair()), who);
 }
 
 /** Total decoded frames of the remote video of `participant` (0 when it is not there). */

@@ -7,7 +7,7 @@ import { mkdtempSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchBrowser } from './helpers.js';
-import { startMedia, connectClient, blankPageServer, peerPage, negotiate, waitForFrames } from './kurento.js';
+import { startMedia, connectClient, blankPageServer, peerPage, negotiate, waitForFrames, assertPcUdp } from './kurento.js';
 
 let media; let browser; let pages; let client; let dir;
 
@@ -51,6 +51,7 @@ async function sender(label, codec) {
   await webRtc.connect(webRtc);
   await negotiate(page, 'loop', webRtc, { send: true, recv: true, codec });
   await waitForFrames(page, 'loop');
+  await assertPcUdp(page, 'loop');
   return { page, pipeline, webRtc };
 }
 
@@ -166,11 +167,13 @@ test('the source can be switched while recording: one file, continuous, decoding
   await pass.connect(recorder);
   await recorder.record();
   await flowing;
+  await assertPcUdp(pa, 'send');
   await sleep(3000);
   // Hot swap: the second source replaces the first, which then goes away entirely.
   await eb.connect(pass);
   await ea.release();
   await sleep(3000);
+  await assertPcUdp(pb, 'send');
   await recorder.stopAndWait();
   const info = probe(file);
   const duration = Number(info.format.duration);
@@ -198,15 +201,21 @@ test('paths outside the recordings directory are refused; an unwritable one is a
   await pipeline.release();
 });
 
-test('a media server killed with SIGKILL mid-recording leaves a file that plays up to within 2 s of the kill', async () => {
+test('a media server killed with SIGKILL mid-recording leaves a file that plays up to within 2 s of the kill', async (t) => {
   const doomed = await startMedia(['--recordings-dir', dir]);
   const c = await connectClient(doomed.url);
+  // A failure before the kill must not leave the server (and this file's process) running.
+  t.after(async () => {
+    c.close();
+    await doomed.stop();
+  });
   const page = await peerPage(browser, pages.url, 'crash');
   const pipeline = await c.create('MediaPipeline');
   const webRtc = await pipeline.create('WebRtcEndpoint');
   await webRtc.connect(webRtc);
   await negotiate(page, 'loop', webRtc, { send: true, recv: true });
   await waitForFrames(page, 'loop');
+  await assertPcUdp(page, 'loop');
   const file = join(dir, 'killed.webm');
   const recorder = await pipeline.create('RecorderEndpoint', { uri: `file://${file}` });
   const flowing = new Promise((resolve) => recorder.on('MediaFlowInStateChanged', (e) => e.state === 'FLOWING' && resolve()));

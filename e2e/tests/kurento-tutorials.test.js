@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser } from './helpers.js';
-import { startMedia, connectClient, blankPageServer, peerPage, negotiate, waitForFrames } from './kurento.js';
+import { startMedia, connectClient, blankPageServer, peerPage, negotiate, waitForFrames, assertPcUdp } from './kurento.js';
 
 let media; let browser; let pages; let client;
 
@@ -33,6 +33,7 @@ test('hello world: a browser decodes its own video sent back through a loopback 
     beforeOffer: () => webRtc.connect(webRtc),
   });
   const frames = await waitForFrames(page, 'loop');
+  await assertPcUdp(page, 'loop');
   console.log(`hello world: ${frames} frames decoded from its own loopback`);
   const event = await flowing;
   assert.ok(['AUDIO', 'VIDEO'].includes(event.mediaType));
@@ -54,6 +55,7 @@ test('generateOffer: the endpoint offers, the browser answers and decodes its ow
   assert.equal(local, offer, 'processAnswer returns the local description');
   await webRtc.gatherCandidates();
   const frames = await waitForFrames(page, 'answer');
+  await assertPcUdp(page, 'answer');
   console.log(`generateOffer: ${frames} frames decoded`);
   await pipeline.release();
   await page.context().close();
@@ -71,6 +73,7 @@ test('one2one call: caller and callee each decode the other', async () => {
   await negotiate(caller, 'call', a, { send: true, recv: true });
   await negotiate(callee, 'call', b, { send: true, recv: true });
   const [fa, fb] = await Promise.all([waitForFrames(caller, 'call'), waitForFrames(callee, 'call')]);
+  for (const p of [caller, callee]) await assertPcUdp(p, 'call');
   console.log(`one2one: caller decoded ${fa} frames, callee ${fb}`);
   await pipeline.release();
   await caller.context().close();
@@ -96,6 +99,8 @@ test('one2many: three viewers, each negotiated before it is connected, decode th
   }
   const frames = await Promise.all(viewers.map(({ page }) => waitForFrames(page, 'view')));
   console.log(`one2many: viewers decoded ${frames.join(', ')} frames`);
+  await assertPcUdp(presenterPage, 'present');
+  for (const { page } of viewers) await assertPcUdp(page, 'view');
   const sinks = await presenter.getSinkConnections('VIDEO');
   assert.equal(sinks.length, 3);
   // A viewer leaves; the others keep decoding.
@@ -120,6 +125,8 @@ test('a PassThrough between presenter and viewer forwards video, and rewiring sw
   await pass.connect(viewer);
   await negotiate(v, 'view', viewer, { recv: true });
   const before = await waitForFrames(v, 'view');
+  await assertPcUdp(a, 'send');
+  await assertPcUdp(v, 'view');
   // A new source into the pass-through replaces the old one; the viewer keeps decoding.
   await eb.connect(pass);
   const sources = await pass.getSourceConnections('VIDEO');
@@ -167,6 +174,10 @@ test('group call: an endpoint per subscription, connects repeated, everyone deco
     }
   }
   console.log(`group call: ${counts.join(', ')}`);
+  for (const who of names) {
+    await assertPcUdp(users[who].page, 'self');
+    for (const from of names) if (from !== who) await assertPcUdp(users[who].page, `from-${from}`);
+  }
   // Repeated connects left one link per type.
   const links = await users.ana.outgoing.getSinkConnections('VIDEO');
   assert.equal(links.length, 2);

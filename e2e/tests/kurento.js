@@ -2,7 +2,7 @@
 // Kurento applications do, and browser pages holding plain RTCPeerConnections.
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { spawnSori } from './helpers.js';
+import { spawnSori, assertUdpPair } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 /** The npm package exactly as Kurento applications use it. */
@@ -111,6 +111,23 @@ const PAGE = () => {
     return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
   };
   window.stateOf = (name) => window.pcs[name].pc.connectionState;
+  // The same shape as the web client's window.sori.selectedPair().
+  window.selectedPairOf = async (name) => {
+    const report = await window.pcs[name].pc.getStats();
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const side = (id) => {
+      const c = report.get(id);
+      return c && {
+        type: c.candidateType, protocol: c.protocol, address: c.address, port: c.port,
+        relayProtocol: c.relayProtocol, url: c.url,
+      };
+    };
+    return { local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
+  };
 };
 
 /** Opens a page ready to hold peer connections. */
@@ -159,6 +176,11 @@ export async function negotiate(page, name, endpoint, { send, recv, codec, befor
   }
   await Promise.all(found);
   return answer;
+}
+
+/** Asserts that the peer connection `name` on `page` carries its media over UDP. */
+export async function assertPcUdp(page, name) {
+  assertUdpPair(await page.evaluate((n) => window.selectedPairOf(n), name), `peer connection ${name}`);
 }
 
 /** Waits until the video received on `name` decodes frames, and keeps decoding. */

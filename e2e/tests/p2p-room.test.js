@@ -2,7 +2,7 @@
 // A third is refused. Auto rooms move to the SFU when a third joins, without a reload.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 // A STUN server on loopback where nothing listens: handed to browsers, harmless to them.
 const ctx = serverAndBrowser(['--ice-server', 'stun:127.0.0.1:3478', '--ice-server', 'stun:127.0.0.1:3479']);
@@ -13,6 +13,7 @@ test('a P2P room of two: video both ways, nothing through the media server, a th
   await waitForVideoFrom(a, 'Grace');
   await waitForVideoFrom(b, 'Ada');
   for (const p of [a, b]) {
+    await assertUdp(p);
     assert.deepEqual(await p.evaluate(() => window.sori.iceServers()), [{ urls: ['stun:127.0.0.1:3478', 'stun:127.0.0.1:3479'] }]);
     assert.equal(await p.getByTestId('status').textContent(), 'connected');
     assert.equal(await p.getByTestId('mode').textContent(), 'peer to peer');
@@ -31,6 +32,7 @@ test('an auto room moves from P2P to the SFU when a third joins', async () => {
   await waitForVideoFrom(a, 'Grace');
   await waitForVideoFrom(b, 'Ada');
   assert.equal(await a.getByTestId('mode').textContent(), 'peer to peer');
+  for (const p of [a, b]) await assertUdp(p);
   const before = (await ctx.server.metrics()).value('sori_rtp_forwarded_packets_total');
 
   const start = Date.now();
@@ -48,7 +50,10 @@ test('an auto room moves from P2P to the SFU when a third joins', async () => {
   for (const [me, page] of Object.entries(pages)) {
     for (const other of Object.keys(pages).filter((n) => n !== me)) await waitForVideoFrom(page, other);
   }
-  for (const p of Object.values(pages)) assert.equal(await p.getByTestId('mode').textContent(), 'sfu');
+  for (const p of Object.values(pages)) {
+    assert.equal(await p.getByTestId('mode').textContent(), 'sfu');
+    await assertUdp(p);
+  }
   assert.ok((await ctx.server.metrics()).value('sori_rtp_forwarded_packets_total') > before);
   assert.equal((await ctx.server.metrics()).value('sori_media_peers'), 3);
 });

@@ -1,7 +1,7 @@
 // Leaving, closing the tab, a killed browser, and mute state, as the others see them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -16,6 +16,7 @@ test('a closed tab and a killed browser disappear at the others within 5 s', asy
   for (const [page, names] of [[a, ['Grace', 'Linus']], [b, ['Ada', 'Linus']], [c, ['Ada', 'Grace']]]) {
     for (const n of names) await waitForVideoFrom(page, n);
   }
+  for (const p of [a, b, c]) await assertUdp(p);
 
   await b.close();
   let start = Date.now();
@@ -36,6 +37,7 @@ test('muting the camera shows as muted at the others', async () => {
   const a = await joinPage(ctx.browser, ctx.server.url, 'mute', 'Ada');
   const b = await joinPage(ctx.browser, ctx.server.url, 'mute', 'Grace');
   await waitForVideoFrom(b, 'Ada');
+  for (const p of [a, b]) await assertUdp(p);
   await a.getByTestId('mute-video').click();
   await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="true"]').waitFor({ timeout: 5000 });
   await b.getByTestId('participant').filter({ hasText: 'Ada' }).filter({ hasText: 'camera off' }).waitFor();
@@ -48,6 +50,7 @@ test('a screen share reaches the others as an extra video and goes away when sto
   const a = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Ada');
   const b = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Grace');
   await waitForVideoFrom(b, 'Ada');
+  for (const p of [a, b]) await assertUdp(p);
   await a.getByTestId('share-screen').click();
   await b.waitForFunction(() => {
     const v = document.querySelector('[data-testid=remote-screen]');

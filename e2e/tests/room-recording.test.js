@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serverAndBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, artifacts } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sori-room-recordings-'));
 const ctx = serverAndBrowser(['--recordings-dir', dir]);
@@ -20,6 +20,7 @@ test('the record button records every participant into its own file, with a mani
   for (const n of names) pages.push(await joinPage(ctx.browser, ctx.server.url, 'rec-room', n));
   for (const [i, page] of pages.entries()) {
     for (const other of names.filter((_, j) => j !== i)) await waitForVideoFrom(page, other);
+    await assertUdp(page);
   }
   for (const page of pages) assert.equal(await page.getByTestId('recording-indicator').isVisible(), false);
 

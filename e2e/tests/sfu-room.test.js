@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { serverAndBrowser, joinPage, waitForVideoFrom, artifacts } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, artifacts } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -15,6 +15,7 @@ test('three browsers in an SFU room see and hear each other', async () => {
       await waitForVideoFrom(page, other);
     }
     await page.waitForFunction(async () => (await window.sori.inboundStats()).audioPackets > 0, null, { timeout: 15000 });
+    await assertUdp(page);
     assert.equal(await page.getByTestId('status').textContent(), 'connected');
     assert.equal(await page.getByTestId('remote-video').count(), 2);
     assert.equal(await page.getByTestId('participant').count(), 3);
