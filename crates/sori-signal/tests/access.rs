@@ -589,3 +589,34 @@ async fn mute_and_relay_floods_are_rate_limited_too() {
         "{relayed} candidates relayed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_past_the_per_address_rate_are_refused_and_the_room_goes_on() {
+    let limits = Limits {
+        joins_per_sec: 0.01,
+        joins_burst: 3.0,
+        ..Limits::default()
+    };
+    let s = server_with(SignalConfig {
+        limits,
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut inside = Vec::new();
+    for name in ["A", "B", "C"] {
+        inside.push(Client::join(&s.url, "rate", name).await.0);
+    }
+    let (mut d, e) = join_with(&s, "rate", None).await;
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("error"), &json!("rate-limited")),
+        "{e}"
+    );
+    assert_eq!(d.next().await, None, "the socket is closed");
+    assert_eq!(s.metric("sori_participants").await, 3);
+    let mut a = inside.remove(0);
+    let seen = flush(&mut a, "still here").await;
+    assert!(seen
+        .iter()
+        .all(|v| v["type"] != "participant-joined" || v["participant"]["name"] != "someone"));
+}
