@@ -39,7 +39,8 @@ export async function spawnSori(args, pattern, { netns } = {}) {
     });
   });
   const stop = async () => {
-    if (child.exitCode !== null) return;
+    // A process killed by a signal has no exit code, only a signal code.
+    if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
     await exited;
