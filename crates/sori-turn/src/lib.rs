@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod addressed;
 mod auth;
 pub mod credentials;
 mod guard;
@@ -238,6 +239,12 @@ impl TurnServer {
         });
         let tcp = tcp::TcpTransport::new(tcp, auth.clone()).map_err(|source| TurnError::Bind {
             transport: "TCP",
+            addr: config.listen,
+            source,
+        })?;
+        // Replies leave from the address each client's datagrams arrived at.
+        let udp = addressed::AddressedUdp::new(udp).map_err(|source| TurnError::Bind {
+            transport: "UDP",
             addr: config.listen,
             source,
         })?;
