@@ -18,6 +18,10 @@
 //!   makes a TCP listener look like the datagram socket the crate reads.
 //! - TURN over TLS ([`tls`]) on a listener of its own when a certificate is given: the same
 //!   framing after a TLS handshake.
+//! - Limits and revocation: allocations capped per username and per client address, and the
+//!   credentials of a participant who left refused (`TurnMonitor::revoke`).
+//! - Answers from the right address: the UDP listener reads each request's destination address
+//!   and answers from it, so a multi-homed host answers from the address it was asked on.
 //!
 //! Peers are always reached over UDP (no RFC 6062 TCP allocations), from IPv4 relay addresses.
 
