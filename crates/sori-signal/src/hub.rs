@@ -135,6 +135,13 @@ impl Hub {
     ) -> JoinOutcome {
         let room_name = j.room;
         let identity = j.grants.identity.as_deref();
+        let mode = self.rooms.get(room_name).map_or(j.mode, |r| r.mode);
+        if mode == RoomMode::P2p && restricts_media(j.grants) {
+            return refuse(
+                ErrorCode::Forbidden,
+                "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
+            );
+        }
         if let Some(room) = self.rooms.get(room_name) {
             if identity.is_some_and(|i| room.banned.contains(i)) {
                 return refuse(
@@ -162,12 +169,6 @@ impl Hub {
                     ),
                 );
             }
-            if room.mode == RoomMode::P2p && restricts_media(j.grants) {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
-                );
-            }
         } else {
             if self.rooms.len() >= self.limits.rooms {
                 return refuse(
@@ -176,12 +177,6 @@ impl Hub {
                         "this server has {} rooms, the most it may have",
                         self.limits.rooms
                     ),
-                );
-            }
-            if j.mode == RoomMode::P2p && restricts_media(j.grants) {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
                 );
             }
         }

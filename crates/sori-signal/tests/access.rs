@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{offer, server_with, Client, Server, WAIT};
+use common::{flush, offer, server_with, Client, Server, WAIT};
 use serde_json::{json, Value};
 use sori_signal::auth::{sign, Claims, Keys, VideoGrant};
 use sori_signal::{Limits, SignalConfig};
@@ -73,20 +73,6 @@ async fn joined(s: &Server, room: &str, token: &str) -> (Client, Value) {
     let (c, first) = join_with(s, room, Some(token)).await;
     assert_eq!(first["type"], "joined", "{first}");
     (c, first)
-}
-
-/// Sends a chat from `c` and returns what `c` receives until its own chat comes back: proof
-/// that nothing else reached it before.
-async fn flush(c: &mut Client, text: &str) -> Vec<Value> {
-    c.send(json!({"type": "chat", "text": text}));
-    let mut before = Vec::new();
-    loop {
-        let v = c.recv().await;
-        if v["type"] == "chat" && v["text"] == text {
-            return before;
-        }
-        before.push(v);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,22 +7,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use common::{server_with, Client, WAIT};
-use serde_json::{json, Value};
+use common::{flush, server_with, Client, WAIT};
+use serde_json::json;
 use sori_signal::{Limits, SignalConfig};
-
-/// Sends a chat from `c` and returns what `c` receives until its own chat comes back.
-async fn flush(c: &mut Client, text: &str) -> Vec<Value> {
-    c.send(json!({"type": "chat", "text": text}));
-    let mut before = Vec::new();
-    loop {
-        let v = c.recv().await;
-        if v["type"] == "chat" && v["text"] == text {
-            return before;
-        }
-        before.push(v);
-    }
-}
 
 /// Opens a WebSocket by hand and joins; returns the raw stream, which the test never reads.
 fn raw_join(addr: SocketAddr, room: &str, name: &str) -> TcpStream {

@@ -77,21 +77,7 @@ impl Server {
 
     /// The value of an unlabelled sample on `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let (addr, name) = (self.http, name.to_string());
-        let page = tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(WAIT)).unwrap();
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut page = String::new();
-            s.read_to_string(&mut page).unwrap();
-            page
-        })
-        .await
-        .unwrap();
+        let page = self.metrics_page().await;
         page.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .unwrap_or_else(|| panic!("no {name} on /metrics:\n{page}"))
@@ -221,6 +207,20 @@ impl Client {
             rest.push(v);
         }
         rest
+    }
+}
+
+/// Sends a chat from `c` and returns what `c` receives until its own chat comes back: proof
+/// that nothing else reached it before.
+pub async fn flush(c: &mut Client, text: &str) -> Vec<Value> {
+    c.send(json!({"type": "chat", "text": text}));
+    let mut before = Vec::new();
+    loop {
+        let v = c.recv().await;
+        if v["type"] == "chat" && v["text"] == text {
+            return before;
+        }
+        before.push(v);
     }
 }
 
