@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod backend;
 pub mod tcp;
 mod udp;
 
@@ -31,8 +32,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use sori_media::{MediaStats, PeerSignal, TcpStats};
 pub use sori_sfu;
-pub use tcp::{TcpConfig, TcpStats};
+pub use tcp::TcpConfig;
 
 use crate::tcp::TcpPort;
 
@@ -50,37 +52,6 @@ pub struct MediaConfig {
     /// ICE-TCP: also accept media over TCP, offered as passive TCP candidates at the advertised
     /// IPs. `None`: UDP only.
     pub tcp: Option<TcpConfig>,
-}
-
-/// What the core says to one peer on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerSignal {
-    /// A new offer from the core; answer with [`MediaHandle::answer`].
-    Offer(String),
-    /// ICE and DTLS are up.
-    Connected,
-    /// The peer's media started arriving on an m-line: a track other peers can be fed.
-    Published {
-        /// The track.
-        track: TrackId,
-        /// Audio or video.
-        kind: MediaKind,
-    },
-    /// The peer is gone from the core.
-    Removed(RemoveReason),
-}
-
-/// A snapshot of the core for metrics and tests.
-#[derive(Debug, Clone, Default)]
-pub struct MediaStats {
-    /// Running totals.
-    pub counters: Counters,
-    /// Sizes of the core's state.
-    pub state: CoreState,
-    /// Participants per room.
-    pub rooms: Vec<(String, usize)>,
-    /// ICE-TCP connections (all zero when TCP is off).
-    pub tcp: TcpStats,
 }
 
 /// The media port stopped.
