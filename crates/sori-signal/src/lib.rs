@@ -48,8 +48,8 @@ use axum::routing::get;
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 use futures_util::{SinkExt, StreamExt};
-use sori_net::sori_sfu::{MediaKind, RemoveReason};
-use sori_net::PeerSignal;
+use sori_media::sori_sfu::{MediaKind, RemoveReason};
+use sori_media::PeerSignal;
 use tokio::sync::mpsc;
 
 use auth::{Grants, Keys};
@@ -168,7 +168,7 @@ impl Refusals {
 #[derive(Clone)]
 pub struct Signal {
     hub: Arc<Mutex<Hub>>,
-    media: MediaBackend,
+    media: Arc<dyn MediaBackend>,
     config: Arc<SignalConfig>,
     recordings: Arc<recording::Recordings>,
     join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
@@ -177,12 +177,12 @@ pub struct Signal {
 
 impl Signal {
     /// A session server driving `media`.
-    pub fn new(media: impl Into<MediaBackend>, config: SignalConfig) -> Self {
-        let media: MediaBackend = media.into();
-        let local = match &media {
-            MediaBackend::Local(h) => Some(h.clone()),
-            MediaBackend::Remote(_) => None,
-        };
+    pub fn new(media: impl Into<Arc<dyn MediaBackend>>, config: SignalConfig) -> Self {
+        let media: Arc<dyn MediaBackend> = media.into();
+        // Recordings tap the in-process core's tracks; a remote media server's stay there.
+        let local = (&*media as &dyn std::any::Any)
+            .downcast_ref::<sori_net::MediaHandle>()
+            .cloned();
         Self {
             recordings: Arc::new(recording::Recordings::new(&config, local)),
             hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),

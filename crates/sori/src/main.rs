@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use sori_kurento::{Kurento, RemoteMedia};
+use sori_kurento::Kurento;
+use sori_kurento_client::RemoteMedia;
 use sori_net::MediaConfig;
 use sori_signal::{Signal, TurnAccess};
 use sori_turn::{TurnConfig, TurnServer, TurnTls};
