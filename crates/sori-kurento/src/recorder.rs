@@ -4,9 +4,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sori_net::sori_sfu::{MediaKind, TapId, TapPacket, TrackId};
 use sori_record::mkv::Container;
 use sori_record::{Input, Recording, RecordingConfig};
+use sori_sfu::{MediaKind, TapId, TapPacket, TrackId};
 use tokio::sync::mpsc;
 
 use crate::model::FlowTrack;

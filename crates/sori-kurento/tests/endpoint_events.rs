@@ -11,6 +11,7 @@ use common::{endpoint, pipeline, server_with, Client, LOCALHOST, WAIT};
 use serde_json::{json, Value};
 use sori_kurento::KurentoConfig;
 use str0m::change::SdpAnswer;
+use str0m::media::Mid;
 use str0m::media::{Direction, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
@@ -82,7 +83,33 @@ async fn connection_and_flow_events_follow_the_media() {
     ] {
         c.ok("subscribe", json!({"object": w, "type": ty})).await;
     }
+    let (mut rtc, socket, audio) = connect_client(&mut c, &w).await;
+    connection_events_are_raised(&mut c, &w).await;
+    send_audio_until_it_flows(&mut c, &mut rtc, &socket, audio).await;
+    let flowing = c.event(&w, "MediaFlowOutStateChanged").await;
+    let data = &flowing["params"]["value"]["data"];
+    assert_eq!(
+        (data["state"].clone(), data["mediaType"].clone()),
+        (json!("FLOWING"), json!("AUDIO"))
+    );
+    assert_eq!(data["padName"], "default");
+    assert_eq!(
+        c.invoke(&w, "isMediaFlowingOut", json!({"mediaType": "AUDIO"}))
+            .await,
+        true
+    );
 
+    // It stops sending (the connection stays up): not flowing after the idle time.
+    let quiet = Instant::now() + Duration::from_millis(100);
+    drive(&mut rtc, &socket, |_| Instant::now() >= quiet).await;
+    let stopped = c.event(&w, "MediaFlowOutStateChanged").await;
+    assert_eq!(stopped["params"]["value"]["data"]["state"], "NOT_FLOWING");
+    let stats = c.invoke(&w, "getStats", Value::Null).await;
+    assert!(stats["inbound-AUDIO"]["packetsReceived"].as_u64().unwrap() > 0);
+}
+
+/// A str0m client sending audio, connected to the endpoint `w` through processOffer.
+async fn connect_client(c: &mut Client, w: &str) -> (Rtc, UdpSocket, Mid) {
     let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     let local: SocketAddr = socket.local_addr().unwrap();
     let mut rtc = RtcConfig::new()
@@ -106,6 +133,11 @@ async fn connection_and_flow_events_follow_the_media() {
         .unwrap();
     drive(&mut rtc, &socket, |r| r.is_connected()).await;
 
+    (rtc, socket, audio)
+}
+
+/// Connected: the endpoint says so, with ICE states, the pair selected and the session.
+async fn connection_events_are_raised(c: &mut Client, w: &str) {
     // Connected: the endpoint says so.
     let connected = c.event(&w, "ConnectionStateChanged").await;
     assert_eq!(
@@ -141,8 +173,10 @@ async fn connection_and_flow_events_follow_the_media() {
     for state in ["GATHERING", "CONNECTING", "CONNECTED", "READY"] {
         assert!(ice.contains(&state.to_string()), "{state} in {ice:?}");
     }
+}
 
-    // The client sends audio: media flows out of the endpoint into the pipeline.
+/// The client sends audio until media flows out of the endpoint into the pipeline.
+async fn send_audio_until_it_flows(c: &mut Client, rtc: &mut Rtc, socket: &UdpSocket, audio: Mid) {
     let start = Instant::now();
     let mut sent = 0u64;
     while c
@@ -162,30 +196,10 @@ async fn connection_and_flow_events_follow_the_media() {
         .unwrap();
         sent += 1;
         let until = Instant::now() + Duration::from_millis(20);
-        drive(&mut rtc, &socket, |_| Instant::now() >= until).await;
+        drive(rtc, socket, |_| Instant::now() >= until).await;
         // Pick up events without blocking on the socket for long.
         if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
             c.events.push_back(v);
         }
     }
-    let flowing = c.event(&w, "MediaFlowOutStateChanged").await;
-    let data = &flowing["params"]["value"]["data"];
-    assert_eq!(
-        (data["state"].clone(), data["mediaType"].clone()),
-        (json!("FLOWING"), json!("AUDIO"))
-    );
-    assert_eq!(data["padName"], "default");
-    assert_eq!(
-        c.invoke(&w, "isMediaFlowingOut", json!({"mediaType": "AUDIO"}))
-            .await,
-        true
-    );
-
-    // It stops sending (the connection stays up): not flowing after the idle time.
-    let quiet = Instant::now() + Duration::from_millis(100);
-    drive(&mut rtc, &socket, |_| Instant::now() >= quiet).await;
-    let stopped = c.event(&w, "MediaFlowOutStateChanged").await;
-    assert_eq!(stopped["params"]["value"]["data"]["state"], "NOT_FLOWING");
-    let stats = c.invoke(&w, "getStats", Value::Null).await;
-    assert!(stats["inbound-AUDIO"]["packetsReceived"].as_u64().unwrap() > 0);
 }

@@ -68,6 +68,28 @@ async fn ids_properties_and_errors_follow_kms() {
         p.ends_with("_kurento.MediaPipeline") && is_uuid(&p[..36]),
         "{p}"
     );
+    let w = qualified_endpoint(&mut c, &p).await;
+    tree_is_navigable(&mut c, &p, &w).await;
+    properties_and_tags_follow_kms(&mut c, &w).await;
+    errors_follow_kms(&mut c, &p, &w).await;
+    // Elements of different pipelines cannot be connected.
+    let p2 = pipeline(&mut c).await;
+    let w2 = endpoint(&mut c, &p2).await;
+    let e = c
+        .err(
+            "invoke",
+            json!({"object": w, "operation": "connect", "operationParams": {"sink": w2}}),
+        )
+        .await;
+    assert_eq!(e["code"], 40004);
+
+    frames_that_are_not_requests_are_answered(&mut c).await;
+    // Nothing above changed the objects.
+    assert_eq!(s.kurento.counts().await.1, 2);
+}
+
+/// A WebRtcEndpoint created by its qualified type name; its id names its pipeline.
+async fn qualified_endpoint(c: &mut Client, p: &str) -> String {
     // The qualified type name works too.
     let w = c
         .ok(
@@ -85,6 +107,11 @@ async fn ids_properties_and_errors_follow_kms() {
     assert_eq!(d["hierarchy"][0], "kurento.BaseRtpEndpoint");
     assert_eq!(d["hierarchy"][5], "kurento.MediaObject");
 
+    w
+}
+
+/// The manager lists the pipeline, which lists its endpoint, which names its pipeline.
+async fn tree_is_navigable(c: &mut Client, p: &str, w: &str) {
     let pipelines = c
         .invoke("manager_ServerManager", "getPipelines", Value::Null)
         .await;
@@ -95,7 +122,10 @@ async fn ids_properties_and_errors_follow_kms() {
         json!(p)
     );
     assert_eq!(c.invoke(&w, "getParent", Value::Null).await, json!(p));
+}
 
+/// Properties: setter, getter, void result as null, type errors; name and tags.
+async fn properties_and_tags_follow_kms(c: &mut Client, w: &str) {
     // Properties: setter, getter, void result as null, type errors.
     let r = c
         .ok(
@@ -151,7 +181,10 @@ async fn ids_properties_and_errors_follow_kms() {
         c.invoke(&w, "getLocalSessionDescriptor", Value::Null).await,
         Value::Null
     );
+}
 
+/// Each refused request carries Kurento's code and symbolic type, and no result.
+async fn errors_follow_kms(c: &mut Client, p: &str, w: &str) {
     let cases = [
         (
             "create",
@@ -227,18 +260,10 @@ async fn ids_properties_and_errors_follow_kms() {
         }
         assert!(r.get("result").is_none() && r["error"].get("sessionId").is_none());
     }
-    // Elements of different pipelines cannot be connected.
-    let p2 = pipeline(&mut c).await;
-    let w2 = endpoint(&mut c, &p2).await;
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "connect", "operationParams": {"sink": w2}}),
-        )
-        .await;
-    assert_eq!(e["code"], 40004);
+}
 
-    // Frames that are not requests.
+/// Frames that are not requests, and notifications.
+async fn frames_that_are_not_requests_are_answered(c: &mut Client) {
     c.send_raw("{not json").await;
     let r = c.recv().await;
     assert_eq!(r["error"]["code"], -32700);
@@ -256,8 +281,6 @@ async fn ids_properties_and_errors_follow_kms() {
         .await;
     let r = c.recv().await;
     assert_eq!(r["id"], "s-1");
-    // Nothing above changed the objects.
-    assert_eq!(s.kurento.counts().await.1, 2);
 }
 
 #[tokio::test]
@@ -531,8 +554,44 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     let mut c = Client::connect(&s.url).await;
     let p = pipeline(&mut c).await;
     let w = endpoint(&mut c, &p).await;
-    // The hello-world order, sent back to back without waiting: an early candidate, a
-    // subscription, processOffer, gatherCandidates, and pings in between.
+    let ids = send_hello_world_order(&mut c, &w).await;
+    let mut answer = Value::Null;
+    for id in &ids {
+        let r = c.response(*id).await;
+        assert!(r.get("error").is_none(), "{r}");
+        if *id == ids[3] {
+            answer = r["result"]["value"].clone();
+        }
+    }
+    assert!(answer.as_str().unwrap().contains("a=ice-lite"));
+    first_candidate_matches_the_first_m_line(&mut c, &w, answer.as_str().unwrap()).await;
+    // Subscribed under the old name: delivered under it.
+    let done = c.event(&w, "OnIceGatheringDone").await;
+    assert_eq!(
+        done["params"]["value"]["data"]["type"],
+        "OnIceGatheringDone"
+    );
+    // No renegotiation for Kurento clients.
+    let e = c
+        .err(
+            "invoke",
+            json!({"object": w, "operation": "processOffer",
+                   "operationParams": {"offer": offer(Direction::SendRecv)}}),
+        )
+        .await;
+    assert_eq!(
+        (e["code"].clone(), e["data"]["type"].clone()),
+        (json!(40208), json!("SDP_END_POINT_ALREADY_NEGOTIATED"))
+    );
+    assert!(c
+        .invoke(&w, "getLocalSessionDescriptor", Value::Null)
+        .await
+        .is_string());
+}
+
+/// The hello-world order, sent back to back without waiting: an early candidate, a
+/// subscription, processOffer (the fourth request), gatherCandidates, and pings in between.
+async fn send_hello_world_order(c: &mut Client, w: &str) -> Vec<u64> {
     let mut ids = Vec::new();
     ids.push(
         c.send(
@@ -578,15 +637,11 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
         let method = if i % 2 == 0 { "ping" } else { "describe" };
         ids.push(c.send(method, json!({"object": w})).await);
     }
-    let mut answer = Value::Null;
-    for id in &ids {
-        let r = c.response(*id).await;
-        assert!(r.get("error").is_none(), "{r}");
-        if *id == ids[3] {
-            answer = r["result"]["value"].clone();
-        }
-    }
-    assert!(answer.as_str().unwrap().contains("a=ice-lite"));
+    ids
+}
+
+/// The first IceCandidateFound event: its shape, and the answer's first m-line as its mid.
+async fn first_candidate_matches_the_first_m_line(c: &mut Client, w: &str, answer: &str) {
     let e = c.event(&w, "IceCandidateFound").await;
     let value = &e["params"]["value"];
     assert_eq!(e["jsonrpc"], "2.0");
@@ -597,8 +652,6 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     assert_eq!(cand["__module__"], "kurento");
     assert_eq!(cand["__type__"], "IceCandidate");
     let first_mid = answer
-        .as_str()
-        .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("a=mid:"))
         .unwrap()
@@ -610,28 +663,6 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     );
     assert_eq!(cand["sdpMLineIndex"], 0);
     assert!(cand["candidate"].as_str().unwrap().contains("127.0.0.1"));
-    // Subscribed under the old name: delivered under it.
-    let done = c.event(&w, "OnIceGatheringDone").await;
-    assert_eq!(
-        done["params"]["value"]["data"]["type"],
-        "OnIceGatheringDone"
-    );
-    // No renegotiation for Kurento clients.
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "processOffer",
-                   "operationParams": {"offer": offer(Direction::SendRecv)}}),
-        )
-        .await;
-    assert_eq!(
-        (e["code"].clone(), e["data"]["type"].clone()),
-        (json!(40208), json!("SDP_END_POINT_ALREADY_NEGOTIATED"))
-    );
-    assert!(c
-        .invoke(&w, "getLocalSessionDescriptor", Value::Null)
-        .await
-        .is_string());
 }
 
 #[tokio::test]
