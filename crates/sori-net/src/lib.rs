@@ -24,8 +24,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
-    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId,
+    Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto, Sfu, SfuConfig,
+    SfuError, SfuEvent, TrackId,
 };
 use sori_sfu::{TapId, TapPacket};
 use tokio::net::{TcpListener, UdpSocket};
