@@ -11,8 +11,9 @@ use crate::limits::Limits;
 use crate::outbox::{frame, Outbox};
 use crate::protocol::{
     ChatMessage, ErrorCode, IceServer, Moderation, ModerationAction, ParticipantInfo, Permissions,
-    RemovedReason, RoomMode, ServerMessage, ServerMuted, CHAT_HISTORY, MAX_CHAT_CHARS,
+    RemovedReason, RoomMode, ServerMessage, ServerMuted, TrackRole, CHAT_HISTORY, MAX_CHAT_CHARS,
 };
+use crate::roles::Publications;
 
 /// A participant's handle on its own membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,7 @@ struct Participant {
     info: ParticipantInfo,
     out: Outbox,
     media: Option<PeerRef>,
+    publications: Publications,
 }
 
 struct Room {
@@ -232,6 +234,7 @@ impl Hub {
             video_muted: false,
             server_muted: ServerMuted::default(),
             media_id: None,
+            tracks: BTreeMap::new(),
         };
         j.out.send(&ServerMessage::Joined {
             v: crate::protocol::PROTOCOL_VERSION,
@@ -258,6 +261,7 @@ impl Hub {
                 info,
                 out: j.out,
                 media: None,
+                publications: Publications::default(),
             },
         );
         JoinOutcome::Joined(Me {
@@ -381,6 +385,46 @@ impl Hub {
         }
         self.update(me, |info| info.media_id = Some(media_id));
         muted
+    }
+
+    /// Notes the roles of the participant's offer to the media server; a `fresh` offer starts
+    /// a new media connection, whose tracks are all new.
+    pub(crate) fn offered(
+        &mut self,
+        me: &Me,
+        sdp: &str,
+        roles: Option<&BTreeMap<String, TrackRole>>,
+        fresh: bool,
+    ) {
+        let max = self.limits.mlines_per_sdp;
+        let Some(p) = self
+            .rooms
+            .get_mut(&me.room)
+            .and_then(|r| r.participants.get_mut(&me.id))
+        else {
+            return;
+        };
+        if fresh {
+            p.publications = Publications::default();
+            p.info.tracks.clear();
+        }
+        p.publications.offered(sdp, roles, max);
+    }
+
+    /// The media server published one of the participant's video tracks: the others learn
+    /// its role.
+    pub(crate) fn published_video(&mut self, me: &Me, track: String) {
+        let Some(p) = self
+            .rooms
+            .get_mut(&me.room)
+            .and_then(|r| r.participants.get_mut(&me.id))
+        else {
+            return;
+        };
+        let role = p.publications.published_video();
+        self.update(me, |info| {
+            info.tracks.insert(track, role);
+        });
     }
 
     fn update(&mut self, me: &Me, f: impl FnOnce(&mut ParticipantInfo)) {

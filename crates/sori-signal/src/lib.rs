@@ -32,6 +32,7 @@ pub mod metrics;
 mod outbox;
 pub mod protocol;
 mod recording;
+mod roles;
 mod sdp;
 mod web;
 
@@ -58,7 +59,9 @@ use hub::{JoinOutcome, Joining, Me, Moderate};
 use limits::ParticipantRates;
 pub use limits::{Limits, Rate};
 use outbox::Outbox;
-use protocol::{ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, MAX_MESSAGE};
+use protocol::{
+    ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, TrackRole, MAX_MESSAGE,
+};
 
 /// Interval of the server's WebSocket pings.
 const KEEPALIVE: Duration = Duration::from_secs(5);
@@ -196,10 +199,7 @@ impl Signal {
     /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`, `/recordings`. Serve them
     /// with [`Signal::serve`] (handlers need the client's address).
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/", get(web::index))
-            .route("/app.js", get(web::app_js))
-            .route("/style.css", get(web::style_css))
+        web::routes()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics::page))
             .route("/ws", get(upgrade))
@@ -566,26 +566,14 @@ impl Connection {
             // Replaced or removed: the socket is about to close.
             return;
         }
+        let is_offer = matches!(message, ClientMessage::Offer { .. });
         match message {
-            ClientMessage::Offer { sdp, to: Some(to) } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.relay(&me, &to, |from| ServerMessage::Offer {
-                            sdp,
-                            from: Some(from),
-                        })
-                    }
-                }
-            }
-            ClientMessage::Answer { sdp, to: Some(to) } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.relay(&me, &to, |from| ServerMessage::Answer {
-                            sdp,
-                            from: Some(from),
-                        })
-                    }
-                }
+            ClientMessage::Offer { sdp, to, roles } | ClientMessage::Answer { sdp, to, roles } => {
+                let Some(roles) = self.roles(roles) else {
+                    return;
+                };
+                self.session_description(&me, is_offer, sdp, to, roles)
+                    .await
             }
             ClientMessage::Candidate {
                 candidate,
@@ -596,20 +584,6 @@ impl Connection {
                         candidate,
                         from,
                     })
-                }
-            }
-            ClientMessage::Offer { sdp, to: None } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.media_offer(&me, &sdp).await
-                    }
-                }
-            }
-            // Answers to the media server are not rate limited: it makes one offer at a time and
-            // waits for the answer, and refuses one it did not ask for.
-            ClientMessage::Answer { sdp, to: None } => {
-                if let Some(sdp) = self.restrict(&sdp) {
-                    self.media_answer(&sdp).await
                 }
             }
             // The media server is ICE-lite: it learns the browser's address from its checks.
@@ -651,6 +625,57 @@ impl Connection {
             }
             ClientMessage::EndRoom => self.moderate(&me, vec![Moderate::End]).await,
             ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
+        }
+    }
+
+    /// An offer or answer: relayed to the other browser (`to`), or for the media server.
+    async fn session_description(
+        &mut self,
+        me: &Me,
+        is_offer: bool,
+        sdp: String,
+        to: Option<String>,
+        roles: Option<BTreeMap<String, TrackRole>>,
+    ) {
+        // Answers to the media server are not rate limited: it makes one offer at a time and
+        // waits for the answer, and refuses one it did not ask for.
+        if (is_offer || to.is_some()) && !self.within(Budget::Offers) {
+            return;
+        }
+        let Some(sdp) = self.restrict(&sdp) else {
+            return;
+        };
+        match (to, is_offer) {
+            (Some(to), true) => self.relay(me, &to, |from| ServerMessage::Offer {
+                sdp,
+                from: Some(from),
+                roles,
+            }),
+            (Some(to), false) => self.relay(me, &to, |from| ServerMessage::Answer {
+                sdp,
+                from: Some(from),
+                roles,
+            }),
+            (None, true) => self.media_offer(me, &sdp, roles.as_ref()).await,
+            (None, false) => self.media_answer(&sdp).await,
+        }
+    }
+
+    /// The checked `roles` of an offer or answer; `None` when refused (said why).
+    fn roles(
+        &self,
+        roles: Option<BTreeMap<String, String>>,
+    ) -> Option<Option<BTreeMap<String, TrackRole>>> {
+        let Some(roles) = roles else {
+            return Some(None);
+        };
+        match TrackRole::parse_map(&roles, self.signal.config.limits.mlines_per_sdp) {
+            Ok(r) => Some(Some(r)),
+            Err(why) => {
+                self.signal.refusals.count("bad-roles");
+                self.error(ErrorCode::BadRoles, &why);
+                None
+            }
         }
     }
 
@@ -803,7 +828,12 @@ impl Connection {
         }
     }
 
-    async fn media_offer(&mut self, me: &Me, sdp: &str) {
+    async fn media_offer(
+        &mut self,
+        me: &Me,
+        sdp: &str,
+        roles: Option<&BTreeMap<String, TrackRole>>,
+    ) {
         if !self.signal.hub().uses_sfu(me) {
             self.error(
                 ErrorCode::BadTarget,
@@ -814,6 +844,7 @@ impl Connection {
         let media = self.signal.media.clone();
         let mut reply = None;
         if let Some(peer) = &self.media_peer {
+            self.signal.hub().offered(me, sdp, roles, false);
             match media.offer(peer, sdp).await {
                 // The media server dropped this peer (see forward_media_signals): start anew.
                 Err(BackendError::UnknownPeer) => self.media_peer = None,
@@ -822,7 +853,10 @@ impl Connection {
         }
         let reply = match reply {
             Some(r) => r,
-            None => match media.join(&me.room, sdp, self.grants.subscribe).await {
+            None => match {
+                self.signal.hub().offered(me, sdp, roles, true);
+                media.join(&me.room, sdp, self.grants.subscribe).await
+            } {
                 Ok(joined) => {
                     let muted = self.signal.hub().set_media(
                         me,
@@ -843,10 +877,12 @@ impl Connection {
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
                         from: None,
+                        roles: None,
                     });
                     let name = self.signal.hub().name_of(me).unwrap_or_default();
                     tokio::spawn(forward_media_signals(
                         joined.signals,
+                        self.signal.hub.clone(),
                         self.out.clone(),
                         self.signal.recordings.clone(),
                         me.clone(),
@@ -861,6 +897,7 @@ impl Connection {
             Ok(answer) => self.send(ServerMessage::Answer {
                 sdp: answer,
                 from: None,
+                roles: None,
             }),
             Err(e) => self.media_error(e),
         }
@@ -960,6 +997,7 @@ impl Connection {
 /// Passes the media server's offers for this participant to its socket.
 async fn forward_media_signals(
     mut signals: mpsc::UnboundedReceiver<PeerSignal>,
+    hub: Arc<Mutex<Hub>>,
     out: Outbox,
     recordings: Arc<recording::Recordings>,
     me: Me,
@@ -968,11 +1006,20 @@ async fn forward_media_signals(
     while let Some(signal) = signals.recv().await {
         match signal {
             PeerSignal::Offer(sdp) => {
-                if !out.send(&ServerMessage::Offer { sdp, from: None }) {
+                if !out.send(&ServerMessage::Offer {
+                    sdp,
+                    from: None,
+                    roles: None,
+                }) {
                     break;
                 }
             }
             PeerSignal::Published { track, kind } => {
+                if kind == MediaKind::Video {
+                    hub.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .published_video(&me, track.to_string());
+                }
                 recordings
                     .published(&me.room, &me.id, &name, track, kind)
                     .await;
