@@ -851,12 +851,13 @@ impl Connection {
                 other => reply = Some(other),
             }
         }
+        if reply.is_none() {
+            // A new media connection: its tracks are all new.
+            self.signal.hub().offered(me, sdp, roles, true);
+        }
         let reply = match reply {
             Some(r) => r,
-            None => match {
-                self.signal.hub().offered(me, sdp, roles, true);
-                media.join(&me.room, sdp, self.grants.subscribe).await
-            } {
+            None => match media.join(&me.room, sdp, self.grants.subscribe).await {
                 Ok(joined) => {
                     let muted = self.signal.hub().set_media(
                         me,
