@@ -12,7 +12,7 @@ import * as tiles from './tiles.js';
 import * as people from './people.js';
 import * as chat from './chat.js';
 import * as controls from './controls.js';
-import { $, setStatus, toast, showMode } from './page.js';
+import { $, setStatus, toast, showMode, setText } from './page.js';
 
 hooks.install();
 const params = new URLSearchParams(location.search);
@@ -32,7 +32,7 @@ function render() {
   controls.render();
   tiles.render();
   tiles.renderLocal();
-  $('local-name').textContent = state.name;
+  setText($('local-name'), state.name);
 }
 
 peer.onRemoteTracks({ onTrack: tiles.render, onTrackGone: tiles.render });
@@ -140,7 +140,7 @@ async function handle(msg) {
   reduce(msg);
   const effect = effects[msg.type];
   if (effect) await effect(msg);
-  if (state.me) render();
+  if (state.me && msg.type !== 'pong') render();
 }
 
 const refusedJoin = ['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',

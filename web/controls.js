@@ -4,7 +4,7 @@
 import { state } from './store.js';
 import { send } from './signaling.js';
 import { addScreen, removeTracks } from './peer.js';
-import { $, toast } from './page.js';
+import { $, toast, setText, setAttr } from './page.js';
 
 const labels = {
   audio: { on: 'Mute mic', off: 'Unmute mic', moderated: 'Mic muted by moderator', button: 'mute-audio' },
@@ -26,7 +26,7 @@ function renderPermissions() {
   $('record').hidden = !p.record;
   $('chat-input').disabled = !p.chat;
   $('chat-send').disabled = !p.chat;
-  $('chat-input').placeholder = p.chat ? 'Message everyone' : 'You can read the chat but not write in it';
+  setAttr($('chat-input'), 'placeholder', p.chat ? 'Message everyone' : 'You can read the chat but not write in it');
   $('admin-controls').hidden = !p.admin;
 }
 
@@ -38,22 +38,22 @@ function renderSwitches() {
     // A moderator's mute: the server forwards nothing of it anyway; the switch says so.
     for (const t of tracksOf(kind)) t.enabled = !muted;
     button.disabled = state.serverMuted[kind];
-    button.textContent = state.serverMuted[kind] ? l.moderated : (muted ? l.off : l.on);
-    button.setAttribute('aria-pressed', String(muted));
+    setText(button, state.serverMuted[kind] ? l.moderated : (muted ? l.off : l.on));
+    setAttr(button, 'aria-pressed', String(muted));
   }
 }
 
 export function render() {
   renderPermissions();
   renderSwitches();
-  $('lock-room').textContent = state.locked ? 'Unlock room' : 'Lock room';
-  $('lock-room').setAttribute('aria-pressed', String(state.locked));
+  setText($('lock-room'), state.locked ? 'Unlock room' : 'Lock room');
+  setAttr($('lock-room'), 'aria-pressed', String(state.locked));
   $('locked-indicator').hidden = !state.locked;
   $('recording-indicator').hidden = !state.recording;
-  $('record').setAttribute('aria-pressed', String(state.recording));
-  $('record').textContent = state.recording ? 'Stop recording' : 'Record';
-  $('share-screen').setAttribute('aria-pressed', String(!!state.screen));
-  $('share-screen').textContent = state.screen ? 'Stop sharing' : 'Share screen';
+  setAttr($('record'), 'aria-pressed', String(state.recording));
+  setText($('record'), state.recording ? 'Stop recording' : 'Record');
+  setAttr($('share-screen'), 'aria-pressed', String(!!state.screen));
+  setText($('share-screen'), state.screen ? 'Stop sharing' : 'Share screen');
 }
 
 /** Tells the server this participant's microphone and camera state. */

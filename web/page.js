@@ -20,3 +20,12 @@ export function toast(text) {
 export function showMode(mode) {
   $('mode').textContent = mode === 'p2p' ? 'peer to peer' : 'sfu';
 }
+
+/** Sets an element's text only when it differs: redrawing never disturbs an unchanged page. */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+export function setAttr(el, name, value) {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+}

@@ -48,11 +48,16 @@ function item(p, admin) {
   return li;
 }
 
+let drawn = ''; // what the list shows now, to redraw only on a change
+
 export function render() {
   const me = {
     id: state.me, name: state.name + ' (you)', audio_muted: state.muted.audio,
     video_muted: state.muted.video, server_muted: state.serverMuted, self: true,
   };
   const admin = state.permissions && state.permissions.admin;
+  const now = JSON.stringify([admin, me, [...state.participants.values()]]);
+  if (now === drawn) return;
+  drawn = now;
   $('participants').replaceChildren(...[me, ...state.participants.values()].map((p) => item(p, admin)));
 }

@@ -77,6 +77,9 @@ function syncTracks(t, tracks) {
 function label(t, key) {
   const p = participantFor(key);
   const name = p ? p.name : 'Connecting…';
+  const now = JSON.stringify([name, p && p.audio_muted, p && p.video_muted]);
+  if (t.drawn === now) return;
+  t.drawn = now;
   t.video.dataset.participant = name;
   if (t.role === 'screen') {
     t.caption.textContent = name + ' — screen';
@@ -127,7 +130,8 @@ export function describeTracks() {
 
 /** The local tile shows whether the own camera is off. */
 export function renderLocal() {
-  document.querySelector('.tile.local').dataset.videoMuted = String(state.muted.video);
+  const tile = document.querySelector('.tile.local');
+  if (tile.dataset.videoMuted !== String(state.muted.video)) tile.dataset.videoMuted = String(state.muted.video);
 }
 
 function watchFirstFrame(video) {
