@@ -65,5 +65,6 @@ for (const mode of ['sfu', 'p2p']) {
     await a.getByTestId('share-screen').click();
     await b.locator('[data-testid=remote-screen]').waitFor({ state: 'detached', timeout: 10000 });
     await waitForVideoFrom(b, 'Ada');
+    for (const p of [a, b]) await p.context().close();
   });
 }
