@@ -12,12 +12,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
 
 use crate::auth::Grants;
 use crate::hub::Me;
 use crate::limits::ParticipantRates;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, MAX_MESSAGE};
 use crate::{http, ice_servers, PeerRef, Signal};
 
@@ -56,27 +58,9 @@ pub(crate) async fn upgrade(
 
 /// One browser's socket, from upgrade to close.
 async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
-    let (out, mut outgoing, end) = Outbox::new(signal.config.limits.send_queue);
-    let (mut sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(async move {
-        // WebSocket pings are answered by the browser itself, even in a throttled background
-        // tab; their pongs keep the connection from looking idle.
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
-        loop {
-            let frame = tokio::select! {
-                message = outgoing.recv() => match message {
-                    Some(f) => Message::Text(f.as_ref().into()),
-                    None => break,
-                },
-                _ = keepalive.tick() => Message::Ping(Default::default()),
-            };
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (out, outgoing, end) = Outbox::new(signal.config.limits.send_queue);
+    let (sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(write_loop(outgoing, sink));
     // TURN credentials are renewed at half their lifetime while the participant is here.
     let renew_every = signal
         .config
@@ -159,6 +143,27 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
     {
         writer.abort();
     }
+}
+
+/// Sends what is queued for the socket, and a ping every [`KEEPALIVE`], until the queue closes.
+async fn write_loop(mut outgoing: mpsc::Receiver<Frame>, mut sink: SplitSink<WebSocket, Message>) {
+    // WebSocket pings are answered by the browser itself, even in a throttled background
+    // tab; their pongs keep the connection from looking idle.
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let frame = tokio::select! {
+            message = outgoing.recv() => match message {
+                Some(f) => Message::Text(f.as_ref().into()),
+                None => break,
+            },
+            _ = keepalive.tick() => Message::Ping(Default::default()),
+        };
+        if sink.send(frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
 }
 
 struct Connection {

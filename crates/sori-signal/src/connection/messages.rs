@@ -33,6 +33,11 @@ impl Connection {
             // Replaced or removed: the socket is about to close.
             return;
         }
+        self.handle_joined(me, message).await
+    }
+
+    /// A message of a participant in a room.
+    async fn handle_joined(&mut self, me: Me, message: ClientMessage) {
         match message {
             ClientMessage::Offer { sdp, to: Some(to) } => {
                 if self.within(Budget::Offers) {
