@@ -9,8 +9,8 @@ use crate::protocol::{
     ErrorCode, IceServer, ParticipantInfo, Permissions, RoomMode, ServerMessage, ServerMuted,
 };
 
-fn refuse(code: ErrorCode, text: impl Into<String>) -> JoinOutcome {
-    JoinOutcome::Refused(code, text.into())
+fn refuse(code: ErrorCode, text: impl Into<String>) -> Result<(), JoinOutcome> {
+    Err(JoinOutcome::Refused(code, text.into()))
 }
 
 /// Whether grants limit media in a way only the media server can enforce.
@@ -26,50 +26,8 @@ impl Hub {
     ) -> JoinOutcome {
         let room_name = j.room;
         let identity = j.grants.identity.as_deref();
-        let mode = self.rooms.get(room_name).map_or(j.mode, |r| r.mode);
-        if mode == RoomMode::P2p && restricts_media(j.grants) {
-            return refuse(
-                ErrorCode::Forbidden,
-                "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
-            );
-        }
-        if let Some(room) = self.rooms.get(room_name) {
-            if identity.is_some_and(|i| room.banned.contains(i)) {
-                return refuse(
-                    ErrorCode::Banned,
-                    "you were removed from this room and may not join it again",
-                );
-            }
-            let returning = identity.is_some_and(|i| room.by_identity(i).is_some());
-            if room.locked && !returning && !j.grants.admin {
-                return refuse(ErrorCode::RoomLocked, "the room is locked");
-            }
-            let staying = room.participants.len() - usize::from(returning);
-            if room.mode == RoomMode::P2p && staying >= 2 {
-                return refuse(
-                    ErrorCode::RoomFull,
-                    format!("room {room_name:?} is a two-person peer-to-peer room and both places are taken"),
-                );
-            }
-            if staying >= self.limits.participants_per_room {
-                return refuse(
-                    ErrorCode::RoomFull,
-                    format!(
-                        "room {room_name:?} has {} participants, the most it may have",
-                        self.limits.participants_per_room
-                    ),
-                );
-            }
-        } else {
-            if self.rooms.len() >= self.limits.rooms {
-                return refuse(
-                    ErrorCode::ServerFull,
-                    format!(
-                        "this server has {} rooms, the most it may have",
-                        self.limits.rooms
-                    ),
-                );
-            }
+        if let Err(refused) = self.admit(&j) {
+            return refused;
         }
         // Admitted. A second socket with the same identity replaces the first.
         let room = self
@@ -155,6 +113,59 @@ impl Hub {
             room: room_name.to_string(),
             id,
         })
+    }
+
+    /// Whether `j` may join, checked in this order: rights a peer-to-peer room cannot enforce,
+    /// a ban, the lock, the room's places, the server's rooms.
+    fn admit(&self, j: &Joining<'_>) -> Result<(), JoinOutcome> {
+        let room_name = j.room;
+        let identity = j.grants.identity.as_deref();
+        let mode = self.rooms.get(room_name).map_or(j.mode, |r| r.mode);
+        if mode == RoomMode::P2p && restricts_media(j.grants) {
+            return refuse(
+                ErrorCode::Forbidden,
+                "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
+            );
+        }
+        if let Some(room) = self.rooms.get(room_name) {
+            if identity.is_some_and(|i| room.banned.contains(i)) {
+                return refuse(
+                    ErrorCode::Banned,
+                    "you were removed from this room and may not join it again",
+                );
+            }
+            let returning = identity.is_some_and(|i| room.by_identity(i).is_some());
+            if room.locked && !returning && !j.grants.admin {
+                return refuse(ErrorCode::RoomLocked, "the room is locked");
+            }
+            let staying = room.participants.len() - usize::from(returning);
+            if room.mode == RoomMode::P2p && staying >= 2 {
+                return refuse(
+                    ErrorCode::RoomFull,
+                    format!("room {room_name:?} is a two-person peer-to-peer room and both places are taken"),
+                );
+            }
+            if staying >= self.limits.participants_per_room {
+                return refuse(
+                    ErrorCode::RoomFull,
+                    format!(
+                        "room {room_name:?} has {} participants, the most it may have",
+                        self.limits.participants_per_room
+                    ),
+                );
+            }
+        } else {
+            if self.rooms.len() >= self.limits.rooms {
+                return refuse(
+                    ErrorCode::ServerFull,
+                    format!(
+                        "this server has {} rooms, the most it may have",
+                        self.limits.rooms
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn leave(&mut self, me: &Me) {

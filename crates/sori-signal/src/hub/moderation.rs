@@ -27,15 +27,6 @@ impl Hub {
                 ErrorCode::Forbidden,
                 "moderation needs an access token with roomAdmin".to_string(),
             ))?;
-        let target_of = |room: &Room, id: &str| {
-            room.participants
-                .get(id)
-                .map(|p| p.info.name.clone())
-                .ok_or((
-                    ErrorCode::BadTarget,
-                    format!("no participant {id:?} in this room"),
-                ))
-        };
         let mut event = Moderation {
             action: ModerationAction::Lock,
             by: me.id.clone(),
@@ -46,35 +37,7 @@ impl Hub {
         let mut media = None;
         match action {
             Moderate::Mute { id, video, muted } => {
-                let target_name = target_of(room, id)?;
-                if room.mode == RoomMode::P2p {
-                    return Err((
-                        ErrorCode::BadTarget,
-                        "in a peer-to-peer room media bypasses the server, which cannot mute it"
-                            .into(),
-                    ));
-                }
-                room.move_to_sfu(&me.room, "a server mute");
-                let p = room.participants.get_mut(id).expect("checked by target_of");
-                let slot = if *video {
-                    &mut p.info.server_muted.video
-                } else {
-                    &mut p.info.server_muted.audio
-                };
-                *slot = *muted;
-                media = p.media.clone();
-                let update = ServerMessage::ParticipantUpdated {
-                    participant: p.info.clone(),
-                };
-                room.broadcast(None, &update);
-                event.action = match (video, muted) {
-                    (false, true) => ModerationAction::MuteAudio,
-                    (false, false) => ModerationAction::UnmuteAudio,
-                    (true, true) => ModerationAction::MuteVideo,
-                    (true, false) => ModerationAction::UnmuteVideo,
-                };
-                event.target = Some(id.clone());
-                event.target_name = Some(target_name);
+                media = server_mute(room, me, id, *video, *muted, &mut event)?;
             }
             Moderate::Remove { id, ban } => {
                 let target_name = target_of(room, id)?;
@@ -124,6 +87,58 @@ impl Hub {
         room.broadcast(None, &ServerMessage::Moderation(event));
         Ok(media)
     }
+}
+
+/// The name of participant `id` of `room`, or why a moderator cannot act on it.
+fn target_of(room: &Room, id: &str) -> Result<String, (ErrorCode, String)> {
+    room.participants
+        .get(id)
+        .map(|p| p.info.name.clone())
+        .ok_or((
+            ErrorCode::BadTarget,
+            format!("no participant {id:?} in this room"),
+        ))
+}
+
+/// A server mute of participant `id`: shown to everyone, and noted for its next media
+/// connection. Returns its media connection now, if it has one.
+fn server_mute(
+    room: &mut Room,
+    me: &Me,
+    id: &str,
+    video: bool,
+    muted: bool,
+    event: &mut Moderation,
+) -> Result<Option<PeerRef>, (ErrorCode, String)> {
+    let target_name = target_of(room, id)?;
+    if room.mode == RoomMode::P2p {
+        return Err((
+            ErrorCode::BadTarget,
+            "in a peer-to-peer room media bypasses the server, which cannot mute it".into(),
+        ));
+    }
+    room.move_to_sfu(&me.room, "a server mute");
+    let p = room.participants.get_mut(id).expect("checked by target_of");
+    let slot = if video {
+        &mut p.info.server_muted.video
+    } else {
+        &mut p.info.server_muted.audio
+    };
+    *slot = muted;
+    let media = p.media.clone();
+    let update = ServerMessage::ParticipantUpdated {
+        participant: p.info.clone(),
+    };
+    room.broadcast(None, &update);
+    event.action = match (video, muted) {
+        (false, true) => ModerationAction::MuteAudio,
+        (false, false) => ModerationAction::UnmuteAudio,
+        (true, true) => ModerationAction::MuteVideo,
+        (true, false) => ModerationAction::UnmuteVideo,
+    };
+    event.target = Some(id.to_string());
+    event.target_name = Some(target_name);
+    Ok(media)
 }
 
 /// What a moderator asks for.
