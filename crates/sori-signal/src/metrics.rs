@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sori_net::MediaStats;
+use sori_net::{MediaStats, TcpStats};
 use sori_turn::TurnStats;
 
 use crate::Signal;
@@ -106,40 +106,51 @@ pub fn render(
         &[("", participants as u64)],
     );
     if let Some(t) = turn {
-        metric(
-            "sori_turn_allocations",
-            "gauge",
-            "Allocations open on the embedded TURN server.",
-            &[("", t.allocations as u64)],
-        );
-        metric(
-            "sori_turn_peers_refused_total",
-            "counter",
-            "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
-            &[("", t.peers_refused)],
-        );
-        metric(
-            "sori_turn_quota_refused_total",
-            "counter",
-            "TURN allocations refused because their credential or client address held its cap.",
-            &[("", t.quota_refused)],
-        );
-        metric(
-            "sori_turn_revoked_refused_total",
-            "counter",
-            "TURN requests refused because their credential was revoked.",
-            &[("", t.revoked_refused)],
-        );
-        metric(
-            "sori_turn_revocations",
-            "gauge",
-            "Participants whose TURN credentials are revoked now.",
-            &[("", t.revocations as u64)],
-        );
+        turn_metrics(&mut metric, t);
     }
     let Some(stats) = stats else {
         return out;
     };
+    media_metrics(&mut metric, stats);
+    out
+}
+
+/// The embedded TURN server's counters.
+fn turn_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), t: &TurnStats) {
+    metric(
+        "sori_turn_allocations",
+        "gauge",
+        "Allocations open on the embedded TURN server.",
+        &[("", t.allocations as u64)],
+    );
+    metric(
+        "sori_turn_peers_refused_total",
+        "counter",
+        "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
+        &[("", t.peers_refused)],
+    );
+    metric(
+        "sori_turn_quota_refused_total",
+        "counter",
+        "TURN allocations refused because their credential or client address held its cap.",
+        &[("", t.quota_refused)],
+    );
+    metric(
+        "sori_turn_revoked_refused_total",
+        "counter",
+        "TURN requests refused because their credential was revoked.",
+        &[("", t.revoked_refused)],
+    );
+    metric(
+        "sori_turn_revocations",
+        "gauge",
+        "Participants whose TURN credentials are revoked now.",
+        &[("", t.revocations as u64)],
+    );
+}
+
+/// The media server's counters and state.
+fn media_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), stats: &MediaStats) {
     let c = &stats.counters;
     let s = &stats.state;
     metric(
@@ -200,7 +211,29 @@ pub fn render(
             ("{reason=\"rejected\"}", c.datagrams_rejected),
         ],
     );
-    let t = &stats.tcp;
+    ice_tcp_metrics(metric, &stats.tcp);
+    metric(
+        "sori_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to senders.",
+        &[("", c.keyframe_requests_sent)],
+    );
+    metric(
+        "sori_participants_joined_total",
+        "counter",
+        "Participants that joined.",
+        &[("", c.peers_joined)],
+    );
+    metric(
+        "sori_participants_removed_total",
+        "counter",
+        "Participants removed, for any reason.",
+        &[("", c.peers_removed)],
+    );
+}
+
+/// The media port's ICE-TCP connections.
+fn ice_tcp_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), t: &TcpStats) {
     metric(
         "sori_ice_tcp_connections",
         "gauge",
@@ -226,25 +259,6 @@ pub fn render(
         "Frames not sent because an ICE-TCP connection's send queue was full.",
         &[("", t.send_dropped)],
     );
-    metric(
-        "sori_keyframe_requests_total",
-        "counter",
-        "Keyframe requests sent to senders.",
-        &[("", c.keyframe_requests_sent)],
-    );
-    metric(
-        "sori_participants_joined_total",
-        "counter",
-        "Participants that joined.",
-        &[("", c.peers_joined)],
-    );
-    metric(
-        "sori_participants_removed_total",
-        "counter",
-        "Participants removed, for any reason.",
-        &[("", c.peers_removed)],
-    );
-    out
 }
 
 #[cfg(test)]
