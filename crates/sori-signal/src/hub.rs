@@ -389,6 +389,62 @@ mod tests {
     }
 
     #[test]
+    fn a_join_hears_the_first_refusal_that_applies() {
+        let mut hub = Hub::new(Limits {
+            participants_per_room: 2,
+            ..Limits::default()
+        });
+        let admin = token_grants("ad", true);
+        let (ad, _r_ad) = join_as(&mut hub, "r", "Ad", RoomMode::Sfu, &admin);
+        let ad = ad.unwrap();
+        let (bo, _r_bo) = join_as(
+            &mut hub,
+            "r",
+            "Bo",
+            RoomMode::Sfu,
+            &token_grants("bo", false),
+        );
+        let remove = Moderate::Remove {
+            id: bo.unwrap().id,
+            ban: true,
+        };
+        hub.moderate(&ad, &remove).unwrap();
+        let (_cy, _r_cy) = join_as(
+            &mut hub,
+            "r",
+            "Cy",
+            RoomMode::Sfu,
+            &token_grants("cy", false),
+        );
+        hub.moderate(&ad, &Moderate::Lock { locked: true }).unwrap();
+        // The room is banned to Bo, locked and full: a ban comes before the lock, the lock
+        // before the places.
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("bo", false)),
+            ErrorCode::Banned
+        );
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("dee", false)),
+            ErrorCode::RoomLocked
+        );
+        // A second admin passes the lock and meets the full room.
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("ed", true)),
+            ErrorCode::RoomFull
+        );
+        // One already in comes back through the lock and the full room, replacing itself.
+        let (again, _r_again) = join_as(
+            &mut hub,
+            "r",
+            "Cy",
+            RoomMode::Sfu,
+            &token_grants("cy", false),
+        );
+        assert!(again.is_some());
+        assert_eq!(hub.participants(), 2);
+    }
+
+    #[test]
     fn only_admins_moderate_and_server_mutes_are_shown_to_all() {
         let mut hub = Hub::default();
         let (ad, _r_ad) = join_as(
