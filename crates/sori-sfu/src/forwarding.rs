@@ -15,6 +15,7 @@ use crate::sfu::Sfu;
 use crate::throttle::Urgency;
 
 impl Sfu {
+    /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
     /// for receiving, without renegotiation. Replacing the source keeps the outgoing stream
     /// continuous and waits for a keyframe of the new one; feeding the same source again
     /// changes nothing. A peer may be fed its own track (loopback).

@@ -88,6 +88,7 @@ impl Sfu {
         Ok((id, answer))
     }
 
+    /// A new peer whose session the core offers: one m-line per entry of `lines` (`receive`:
     /// the core receives the client's media on it; `send`: it sends media to the client). The
     /// client's answer goes to [`Sfu::accept_answer`]. The offer names one video codec: the
     /// room's, or the first configured one for a new room.

@@ -89,8 +89,6 @@ impl Sfu {
         self.peers.insert(id, peer);
     }
 
-    /// A new peer whose session the core offers: one m-line per entry of `lines` (`receive`:
-
     /// The peer leaves; it is removed at once and the others renegotiate.
     pub fn leave(&mut self, id: PeerId, now: Instant) -> Result<(), SfuError> {
         if !self.peers.contains_key(&id) {
@@ -137,8 +135,6 @@ impl Sfu {
         }
         Ok(())
     }
-
-    /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
 
     pub(crate) fn publish(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
         let Some(peer) = self.peers.get_mut(&id) else {
