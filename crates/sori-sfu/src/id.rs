@@ -50,7 +50,7 @@ impl From<MediaKind> for str0m::media::MediaKind {
     }
 }
 
-/// A tap on a track: every packet of it, copied out for recording ([`Sfu::tap`]).
+/// A tap on a track: every packet of it, copied out for recording ([`Sfu::tap`](crate::Sfu::tap)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TapId(pub u64);
 

@@ -51,6 +51,18 @@
 //! chooses it from [`SfuConfig::video_codecs`], and a later peer that cannot use it is refused
 //! with [`SfuError::VideoCodecUnsupported`]. Media is never transcoded.
 
+//! ## Where things are
+//! - [`Sfu`] (`sfu.rs`): the state over all peers, the `poll_*` outputs and the work loop;
+//!   its other methods live with what they do: `routing.rs` (datagrams in, by address or ICE
+//!   ufrag; a drained peer's output out), `room.rs` (rooms, publish, unpublish, removal),
+//!   `negotiation.rs` (offers and answers), `forwarding.rs` (packets to subscribers and taps,
+//!   feeds, mutes), `keyframe_requests.rs` (throttled requests upstream), `timers.rs` (each
+//!   peer's named timers) and `report.rs` (counters and state for the application).
+//! - `peer.rs`: one peer's str0m session and the out-tracks it writes forwarded packets on.
+//! - Public types: `id.rs`, `config.rs`, `output.rs` (transmits, events, tapped packets),
+//!   `error.rs`; pure policies with their own tests: [`keyframe`], [`rewrite`], [`throttle`],
+//!   [`deadline`], [`stun`].
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

@@ -60,7 +60,7 @@ pub struct Transmit {
 /// Why a peer left the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveReason {
-    /// [`Sfu::leave`] was called.
+    /// [`Sfu::leave`](crate::Sfu::leave) was called.
     Left,
     /// The client closed DTLS.
     DtlsClosed,
@@ -85,7 +85,7 @@ impl fmt::Display for RemoveReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
     /// The core offers a new session description to the peer (tracks added or removed);
-    /// answer with [`Sfu::accept_answer`].
+    /// answer with [`Sfu::accept_answer`](crate::Sfu::accept_answer).
     Offer {
         /// The peer to send the offer to.
         peer: PeerId,
