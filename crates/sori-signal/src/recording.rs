@@ -22,7 +22,7 @@ use serde_json::json;
 use sori_net::sori_sfu::{MediaKind, TapId, TrackId};
 use sori_net::MediaHandle;
 use sori_record::mkv::Container;
-use sori_record::{Input, Recording, RecordingConfig, Summary};
+use sori_record::{Recording, RecordingConfig, Summary};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
@@ -292,20 +292,14 @@ impl Recordings {
             if part.taps.iter().any(|(t, _)| *t == track) {
                 continue;
             }
-            let Ok((tap, mut rx)) = media.tap(track).await else {
+            let Ok((tap, rx)) = media.tap(track).await else {
                 continue;
             };
             part.taps.push((track, tap));
             let Some(to) = part.recording.as_ref().map(Recording::sender) else {
                 continue;
             };
-            tokio::spawn(async move {
-                while let Some(p) = rx.recv().await {
-                    if to.send(Input::Packet(p)).is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(sori_record::forward(rx, to, |_| {}));
         }
     }
 
@@ -358,7 +352,7 @@ impl Recordings {
                 "participant": id, "name": part.name, "file": part.file,
                 "start_ms": start_ms, "start_unix_ms": s.start.map(millis),
                 "duration_ms": s.duration_ms, "audio_frames": s.audio_frames,
-                "video_frames": s.video_frames,
+                "video_frames": s.video_frames, "dropped_packets": s.dropped_packets,
             }));
         }
         files.sort_by_key(|f| f["start_ms"].as_u64());
