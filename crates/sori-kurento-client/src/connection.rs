@@ -104,7 +104,7 @@ impl Task {
                         tokio::select! {
                             _ = &mut wait => break,
                             out = self.rx.recv() => {
-                                let Some(out) = out else { return None };
+                                let out = out?;
                                 let _ = out.reply.send(Err(RemoteError::unreachable(e.to_string())));
                             }
                         }

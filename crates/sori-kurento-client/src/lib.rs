@@ -437,6 +437,10 @@ impl MediaBackend for RemoteMedia {
     }
 
     /// Its packets stay at the media server, which records with its own RecorderEndpoints.
+    fn can_record(&self) -> bool {
+        false
+    }
+
     fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
         Box::pin(async { Err(BackendError::NotSupported("recording")) })
     }

@@ -122,9 +122,9 @@ async fn connect_client(c: &mut Client, w: &str) -> (Rtc, UdpSocket, Mid) {
     let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().unwrap();
     let answer = c
-        .invoke(&w, "processOffer", json!({"offer": offer.to_sdp_string()}))
+        .invoke(w, "processOffer", json!({"offer": offer.to_sdp_string()}))
         .await;
-    c.invoke(&w, "gatherCandidates", Value::Null).await;
+    c.invoke(w, "gatherCandidates", Value::Null).await;
     rtc.sdp_api()
         .accept_answer(
             pending,
@@ -139,7 +139,7 @@ async fn connect_client(c: &mut Client, w: &str) -> (Rtc, UdpSocket, Mid) {
 /// Connected: the endpoint says so, with ICE states, the pair selected and the session.
 async fn connection_events_are_raised(c: &mut Client, w: &str) {
     // Connected: the endpoint says so.
-    let connected = c.event(&w, "ConnectionStateChanged").await;
+    let connected = c.event(w, "ConnectionStateChanged").await;
     assert_eq!(
         connected["params"]["value"]["data"]["newState"],
         "CONNECTED"
@@ -148,17 +148,17 @@ async fn connection_events_are_raised(c: &mut Client, w: &str) {
         connected["params"]["value"]["data"]["oldState"],
         "DISCONNECTED"
     );
-    let media = c.event(&w, "MediaStateChanged").await;
+    let media = c.event(w, "MediaStateChanged").await;
     assert_eq!(media["params"]["value"]["data"]["newState"], "CONNECTED");
-    let pair = c.event(&w, "NewCandidatePairSelected").await;
+    let pair = c.event(w, "NewCandidatePairSelected").await;
     let pair = &pair["params"]["value"]["data"]["candidatePair"];
     assert_eq!(pair["__type__"], "IceCandidatePair");
     assert!(pair["localCandidate"]
         .as_str()
         .unwrap()
         .contains("127.0.0.1"));
-    c.event(&w, "MediaSessionStarted").await;
-    c.event(&w, "IceGatheringDone").await;
+    c.event(w, "MediaSessionStarted").await;
+    c.event(w, "IceGatheringDone").await;
     let ice: Vec<String> = {
         let mut seen = Vec::new();
         while let Some(i) = c

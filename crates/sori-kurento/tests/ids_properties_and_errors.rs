@@ -66,12 +66,9 @@ async fn tree_is_navigable(c: &mut Client, p: &str, w: &str) {
         .invoke("manager_ServerManager", "getPipelines", Value::Null)
         .await;
     assert_eq!(pipelines, json!([p]));
-    assert_eq!(c.invoke(&p, "getChildren", Value::Null).await, json!([w]));
-    assert_eq!(
-        c.invoke(&w, "getMediaPipeline", Value::Null).await,
-        json!(p)
-    );
-    assert_eq!(c.invoke(&w, "getParent", Value::Null).await, json!(p));
+    assert_eq!(c.invoke(p, "getChildren", Value::Null).await, json!([w]));
+    assert_eq!(c.invoke(w, "getMediaPipeline", Value::Null).await, json!(p));
+    assert_eq!(c.invoke(w, "getParent", Value::Null).await, json!(p));
 }
 
 /// Properties: setter, getter, void result as null, type errors; name and tags.
@@ -87,21 +84,21 @@ async fn properties_and_tags_follow_kms(c: &mut Client, w: &str) {
     assert_eq!(r["value"], Value::Null);
     assert!(r.as_object().unwrap().contains_key("value"));
     assert_eq!(
-        c.invoke(&w, "getStunServerAddress", Value::Null).await,
+        c.invoke(w, "getStunServerAddress", Value::Null).await,
         "192.0.2.1"
     );
     c.invoke(
-        &w,
+        w,
         "setMinVideoRecvBandwidth",
         json!({"minVideoRecvBandwidth": 300}),
     )
     .await;
     assert_eq!(
-        c.invoke(&w, "getMinVideoRecvBandwidth", Value::Null).await,
+        c.invoke(w, "getMinVideoRecvBandwidth", Value::Null).await,
         300
     );
     assert_eq!(
-        c.invoke(&w, "getMaxVideoSendBandwidth", Value::Null).await,
+        c.invoke(w, "getMaxVideoSendBandwidth", Value::Null).await,
         500
     );
     let e = c
@@ -114,11 +111,11 @@ async fn properties_and_tags_follow_kms(c: &mut Client, w: &str) {
         (e["code"].clone(), e["data"]["type"].clone()),
         (json!(40001), json!("MARSHALL_ERROR"))
     );
-    c.invoke(&w, "setName", json!({"name": "alice"})).await;
-    assert_eq!(c.invoke(&w, "getName", Value::Null).await, "alice");
-    c.invoke(&w, "addTag", json!({"key": "k", "value": "v"}))
+    c.invoke(w, "setName", json!({"name": "alice"})).await;
+    assert_eq!(c.invoke(w, "getName", Value::Null).await, "alice");
+    c.invoke(w, "addTag", json!({"key": "k", "value": "v"}))
         .await;
-    assert_eq!(c.invoke(&w, "getTag", json!({"key": "k"})).await, "v");
+    assert_eq!(c.invoke(w, "getTag", json!({"key": "k"})).await, "v");
     let e = c
         .err(
             "invoke",
@@ -128,7 +125,7 @@ async fn properties_and_tags_follow_kms(c: &mut Client, w: &str) {
     assert_eq!(e["code"], 40110);
     // Not negotiated yet: the descriptors are null.
     assert_eq!(
-        c.invoke(&w, "getLocalSessionDescriptor", Value::Null).await,
+        c.invoke(w, "getLocalSessionDescriptor", Value::Null).await,
         Value::Null
     );
 }

@@ -418,7 +418,7 @@ async fn send_hello_world_order(c: &mut Client, w: &str) -> Vec<u64> {
 
 /// The first IceCandidateFound event: its shape, and the answer's first m-line as its mid.
 async fn first_candidate_matches_the_first_m_line(c: &mut Client, w: &str, answer: &str) {
-    let e = c.event(&w, "IceCandidateFound").await;
+    let e = c.event(w, "IceCandidateFound").await;
     let value = &e["params"]["value"];
     assert_eq!(e["jsonrpc"], "2.0");
     assert!(e.get("id").is_none());

@@ -70,6 +70,10 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
     /// reports its own).
     fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>>;
 
+    /// Whether [`MediaBackend::record`] works here (the in-process core: yes; a remote media
+    /// server: no, it records with its own RecorderEndpoint).
+    fn can_record(&self) -> bool;
+
     /// Every packet of `track` from now on, for recording, until the [`Tap`] is dropped.
     fn record(&self, track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>>;
 }
@@ -150,8 +154,7 @@ impl std::error::Error for BackendError {}
 
 /// The packets of one track, while it is held.
 pub struct Tap {
-    /// The packets, in the order the media server received them.
-    pub packets: mpsc::UnboundedReceiver<TapPacket>,
+    packets: Option<mpsc::UnboundedReceiver<TapPacket>>,
     stop: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
@@ -162,9 +165,15 @@ impl Tap {
         stop: impl FnOnce() + Send + Sync + 'static,
     ) -> Self {
         Self {
-            packets,
+            packets: Some(packets),
             stop: Some(Box::new(stop)),
         }
+    }
+
+    /// The packets, in the order the media server received them (once: later calls get
+    /// `None`). The tap keeps running until it is dropped.
+    pub fn packets(&mut self) -> Option<mpsc::UnboundedReceiver<TapPacket>> {
+        self.packets.take()
     }
 }
 

@@ -86,6 +86,10 @@ impl MediaBackend for MediaHandle {
         })
     }
 
+    fn can_record(&self) -> bool {
+        true
+    }
+
     fn record(&self, track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
         Box::pin(async move {
             let (tap, packets) = self.tap(track).await?;

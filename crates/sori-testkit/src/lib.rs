@@ -13,7 +13,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from `seed` (zero, which xorshift cannot leave, is replaced).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -50,6 +54,9 @@ mod tests {
         }
         assert_eq!(Rng::new(0).below(0), 0);
         let hits = (0..10_000).filter(|_| a.chance(0.25)).count();
-        assert!((2_000..3_000).contains(&hits), "{hits} of 10000 at p = 0.25");
+        assert!(
+            (2_000..3_000).contains(&hits),
+            "{hits} of 10000 at p = 0.25"
+        );
     }
 }

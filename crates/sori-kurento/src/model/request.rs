@@ -213,6 +213,8 @@ impl Invoke {
 }
 
 /// Operations of the `ServerManager`.
+// The variants are named after the ServerManager operations of the protocol (`getInfo`, …).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ManagerOp {
     GetInfo,
