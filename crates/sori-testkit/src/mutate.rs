@@ -89,6 +89,9 @@ mod tests {
             let _ = bytes(b"", &mut rng);
             let _ = lines("", "\r\n", &mut rng);
         }
-        assert!(changed > 4000, "only {changed} of 5000 byte manglings changed the input");
+        assert!(
+            changed > 4000,
+            "only {changed} of 5000 byte manglings changed the input"
+        );
     }
 }
