@@ -1,7 +1,7 @@
 // Leaving, closing the tab, a killed browser, and mute state, as the others see them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
+import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom, assertUdp, split } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -46,18 +46,27 @@ test('muting the camera shows as muted at the others', async () => {
   await b.locator('[data-testid=remote-video][data-participant="Ada"][data-video-muted="false"]').waitFor({ timeout: 5000 });
 });
 
-test('a screen share reaches the others as an extra video and goes away when stopped', async () => {
-  const a = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Ada');
-  const b = await joinPage(ctx.browser, ctx.server.url, 'screen', 'Grace');
-  await waitForVideoFrom(b, 'Ada');
-  for (const p of [a, b]) await assertUdp(p);
-  await a.getByTestId('share-screen').click();
-  await b.waitForFunction(() => {
-    const v = document.querySelector('[data-testid=remote-screen]');
-    return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
-  }, null, { timeout: 15000, polling: 100 });
-  assert.equal(await b.getByTestId('remote-video').count(), 1, 'still one camera tile for Ada');
-  await a.getByTestId('share-screen').click();
-  await b.locator('[data-testid=remote-screen]').waitFor({ state: 'detached', timeout: 10000 });
-  await waitForVideoFrom(b, 'Ada');
-});
+for (const mode of ['sfu', 'p2p']) {
+  test(`a screen share reaches the others as an extra video and goes away when stopped (${mode})`, async () => {
+    const a = await joinPage(ctx.browser, ctx.server.url, `screen-${mode}`, 'Ada', `&mode=${mode}`);
+    const b = await joinPage(ctx.browser, ctx.server.url, `screen-${mode}`, 'Grace', `&mode=${mode}`);
+    await waitForVideoFrom(b, 'Ada');
+    for (const p of [a, b]) await assertUdp(p);
+    await a.getByTestId('share-screen').click();
+    await b.waitForFunction(() => {
+      const v = document.querySelector('[data-testid=remote-screen]');
+      return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
+    }, null, { timeout: 15000, polling: 100 });
+    assert.equal(await b.getByTestId('remote-video').count(), 1, 'still one camera tile for Ada');
+    // The roles come from Ada's browser through the server, not from the order of arrival
+    // (except through a remote media server, which does not report published tracks).
+    const stated = !(split && mode === 'sfu');
+    const videos = (await b.evaluate(() => window.sori.remoteTracks())).filter((t) => t.kind === 'video');
+    assert.deepEqual(videos.map((t) => [t.participant, t.role, t.stated]).sort(),
+      [['Ada', 'camera', stated], ['Ada', 'screen', stated]]);
+    await a.getByTestId('share-screen').click();
+    await b.locator('[data-testid=remote-screen]').waitFor({ state: 'detached', timeout: 10000 });
+    await waitForVideoFrom(b, 'Ada');
+    for (const p of [a, b]) await p.context().close();
+  });
+}

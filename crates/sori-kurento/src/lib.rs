@@ -19,7 +19,6 @@
 
 mod model;
 mod recorder;
-pub mod remote;
 pub mod rpc;
 
 use std::sync::Arc;
@@ -36,7 +35,6 @@ use sori_net::MediaHandle;
 use tokio::sync::{mpsc, Mutex};
 
 use model::{Conn, Kms};
-pub use remote::{RemoteError, RemoteJoined, RemoteMedia};
 
 /// Largest accepted frame (big SDPs fit many times over).
 const MAX_FRAME: usize = 1 << 20;

@@ -4,9 +4,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sori_net::sori_sfu::{MediaKind, TapId, TapPacket, TrackId};
 use sori_record::mkv::Container;
-use sori_record::{Input, Recording, RecordingConfig};
+use sori_record::{Feed, Recording, RecordingConfig};
+use sori_sfu::{MediaKind, TapId, TapPacket, TrackId};
 use tokio::sync::mpsc;
 
 use crate::model::FlowTrack;
@@ -181,18 +181,18 @@ impl Rec {
     }
 }
 
-/// Passes a tap's packets to the recording until either side goes.
+/// Passes a tap's packets to the recording until either side goes (through sori-record's
+/// bounded queue, which drops and counts what a writer behind cannot take), counting them per
+/// kind for MediaFlowIn and the stats.
 pub(crate) async fn forward(
-    mut rx: mpsc::UnboundedReceiver<TapPacket>,
-    to: std::sync::mpsc::Sender<Input>,
+    rx: mpsc::UnboundedReceiver<TapPacket>,
+    to: Feed,
     counts: Arc<[AtomicU64; 2]>,
 ) {
-    while let Some(p) = rx.recv().await {
+    sori_record::forward(rx, to, move |p| {
         counts[p.kind as usize].fetch_add(1, Ordering::Relaxed);
-        if to.send(Input::Packet(p)).is_err() {
-            break;
-        }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

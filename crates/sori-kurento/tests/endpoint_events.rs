@@ -11,6 +11,7 @@ use common::{endpoint, pipeline, server_with, Client, LOCALHOST, WAIT};
 use serde_json::{json, Value};
 use sori_kurento::KurentoConfig;
 use str0m::change::SdpAnswer;
+use str0m::media::Mid;
 use str0m::media::{Direction, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
@@ -82,92 +83,9 @@ async fn connection_and_flow_events_follow_the_media() {
     ] {
         c.ok("subscribe", json!({"object": w, "type": ty})).await;
     }
-
-    let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
-    let local: SocketAddr = socket.local_addr().unwrap();
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    let answer = c
-        .invoke(&w, "processOffer", json!({"offer": offer.to_sdp_string()}))
-        .await;
-    c.invoke(&w, "gatherCandidates", Value::Null).await;
-    rtc.sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(answer.as_str().unwrap()).unwrap(),
-        )
-        .unwrap();
-    drive(&mut rtc, &socket, |r| r.is_connected()).await;
-
-    // Connected: the endpoint says so.
-    let connected = c.event(&w, "ConnectionStateChanged").await;
-    assert_eq!(
-        connected["params"]["value"]["data"]["newState"],
-        "CONNECTED"
-    );
-    assert_eq!(
-        connected["params"]["value"]["data"]["oldState"],
-        "DISCONNECTED"
-    );
-    let media = c.event(&w, "MediaStateChanged").await;
-    assert_eq!(media["params"]["value"]["data"]["newState"], "CONNECTED");
-    let pair = c.event(&w, "NewCandidatePairSelected").await;
-    let pair = &pair["params"]["value"]["data"]["candidatePair"];
-    assert_eq!(pair["__type__"], "IceCandidatePair");
-    assert!(pair["localCandidate"]
-        .as_str()
-        .unwrap()
-        .contains("127.0.0.1"));
-    c.event(&w, "MediaSessionStarted").await;
-    c.event(&w, "IceGatheringDone").await;
-    let ice: Vec<String> = {
-        let mut seen = Vec::new();
-        while let Some(i) = c
-            .events
-            .iter()
-            .position(|e| e["params"]["value"]["type"] == json!("IceComponentStateChanged"))
-        {
-            seen.push(c.events.remove(i).unwrap());
-        }
-        states(&seen, "IceComponentStateChanged", "state")
-    };
-    for state in ["GATHERING", "CONNECTING", "CONNECTED", "READY"] {
-        assert!(ice.contains(&state.to_string()), "{state} in {ice:?}");
-    }
-
-    // The client sends audio: media flows out of the endpoint into the pipeline.
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while c
-        .events
-        .iter()
-        .all(|e| e["params"]["value"]["type"] != json!("MediaFlowOutStateChanged"))
-    {
-        assert!(start.elapsed() < WAIT, "no MediaFlowOutStateChanged");
-        let w = rtc.writer(audio).unwrap();
-        let pt = w.payload_params().next().unwrap().pt();
-        w.write(
-            pt,
-            Instant::now(),
-            MediaTime::from_90khz(sent * 1800),
-            vec![0xf8, 0xff, 0xfe],
-        )
-        .unwrap();
-        sent += 1;
-        let until = Instant::now() + Duration::from_millis(20);
-        drive(&mut rtc, &socket, |_| Instant::now() >= until).await;
-        // Pick up events without blocking on the socket for long.
-        if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
-            c.events.push_back(v);
-        }
-    }
+    let (mut rtc, socket, audio) = connect_client(&mut c, &w).await;
+    connection_events_are_raised(&mut c, &w).await;
+    send_audio_until_it_flows(&mut c, &mut rtc, &socket, audio).await;
     let flowing = c.event(&w, "MediaFlowOutStateChanged").await;
     let data = &flowing["params"]["value"]["data"];
     assert_eq!(
@@ -188,4 +106,100 @@ async fn connection_and_flow_events_follow_the_media() {
     assert_eq!(stopped["params"]["value"]["data"]["state"], "NOT_FLOWING");
     let stats = c.invoke(&w, "getStats", Value::Null).await;
     assert!(stats["inbound-AUDIO"]["packetsReceived"].as_u64().unwrap() > 0);
+}
+
+/// A str0m client sending audio, connected to the endpoint `w` through processOffer.
+async fn connect_client(c: &mut Client, w: &str) -> (Rtc, UdpSocket, Mid) {
+    let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let local: SocketAddr = socket.local_addr().unwrap();
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().unwrap();
+    let answer = c
+        .invoke(w, "processOffer", json!({"offer": offer.to_sdp_string()}))
+        .await;
+    c.invoke(w, "gatherCandidates", Value::Null).await;
+    rtc.sdp_api()
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(answer.as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    drive(&mut rtc, &socket, |r| r.is_connected()).await;
+
+    (rtc, socket, audio)
+}
+
+/// Connected: the endpoint says so, with ICE states, the pair selected and the session.
+async fn connection_events_are_raised(c: &mut Client, w: &str) {
+    // Connected: the endpoint says so.
+    let connected = c.event(w, "ConnectionStateChanged").await;
+    assert_eq!(
+        connected["params"]["value"]["data"]["newState"],
+        "CONNECTED"
+    );
+    assert_eq!(
+        connected["params"]["value"]["data"]["oldState"],
+        "DISCONNECTED"
+    );
+    let media = c.event(w, "MediaStateChanged").await;
+    assert_eq!(media["params"]["value"]["data"]["newState"], "CONNECTED");
+    let pair = c.event(w, "NewCandidatePairSelected").await;
+    let pair = &pair["params"]["value"]["data"]["candidatePair"];
+    assert_eq!(pair["__type__"], "IceCandidatePair");
+    assert!(pair["localCandidate"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.1"));
+    c.event(w, "MediaSessionStarted").await;
+    c.event(w, "IceGatheringDone").await;
+    let ice: Vec<String> = {
+        let mut seen = Vec::new();
+        while let Some(i) = c
+            .events
+            .iter()
+            .position(|e| e["params"]["value"]["type"] == json!("IceComponentStateChanged"))
+        {
+            seen.push(c.events.remove(i).unwrap());
+        }
+        states(&seen, "IceComponentStateChanged", "state")
+    };
+    for state in ["GATHERING", "CONNECTING", "CONNECTED", "READY"] {
+        assert!(ice.contains(&state.to_string()), "{state} in {ice:?}");
+    }
+}
+
+/// The client sends audio until media flows out of the endpoint into the pipeline.
+async fn send_audio_until_it_flows(c: &mut Client, rtc: &mut Rtc, socket: &UdpSocket, audio: Mid) {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while c
+        .events
+        .iter()
+        .all(|e| e["params"]["value"]["type"] != json!("MediaFlowOutStateChanged"))
+    {
+        assert!(start.elapsed() < WAIT, "no MediaFlowOutStateChanged");
+        let w = rtc.writer(audio).unwrap();
+        let pt = w.payload_params().next().unwrap().pt();
+        w.write(
+            pt,
+            Instant::now(),
+            MediaTime::from_90khz(sent * 1800),
+            vec![0xf8, 0xff, 0xfe],
+        )
+        .unwrap();
+        sent += 1;
+        let until = Instant::now() + Duration::from_millis(20);
+        drive(rtc, socket, |_| Instant::now() >= until).await;
+        // Pick up events without blocking on the socket for long.
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
+            c.events.push_back(v);
+        }
+    }
 }

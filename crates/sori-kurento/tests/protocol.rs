@@ -60,207 +60,6 @@ async fn ping_describe_get_info_and_connect() {
 }
 
 #[tokio::test]
-async fn ids_properties_and_errors_follow_kms() {
-    let s = server().await;
-    let mut c = Client::connect(&s.url).await;
-    let p = pipeline(&mut c).await;
-    assert!(
-        p.ends_with("_kurento.MediaPipeline") && is_uuid(&p[..36]),
-        "{p}"
-    );
-    // The qualified type name works too.
-    let w = c
-        .ok(
-            "create",
-            json!({"type": "kurento.WebRtcEndpoint", "constructorParams": {"mediaPipeline": p},
-                   "properties": {}}),
-        )
-        .await["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(w.starts_with(&format!("{p}/")) && w.ends_with("_kurento.WebRtcEndpoint"));
-    let d = c.ok("describe", json!({"object": w})).await;
-    assert_eq!(d["type"], "WebRtcEndpoint");
-    assert_eq!(d["hierarchy"][0], "kurento.BaseRtpEndpoint");
-    assert_eq!(d["hierarchy"][5], "kurento.MediaObject");
-
-    let pipelines = c
-        .invoke("manager_ServerManager", "getPipelines", Value::Null)
-        .await;
-    assert_eq!(pipelines, json!([p]));
-    assert_eq!(c.invoke(&p, "getChildren", Value::Null).await, json!([w]));
-    assert_eq!(
-        c.invoke(&w, "getMediaPipeline", Value::Null).await,
-        json!(p)
-    );
-    assert_eq!(c.invoke(&w, "getParent", Value::Null).await, json!(p));
-
-    // Properties: setter, getter, void result as null, type errors.
-    let r = c
-        .ok(
-            "invoke",
-            json!({"object": w, "operation": "setStunServerAddress",
-                   "operationParams": {"stunServerAddress": "192.0.2.1"}}),
-        )
-        .await;
-    assert_eq!(r["value"], Value::Null);
-    assert!(r.as_object().unwrap().contains_key("value"));
-    assert_eq!(
-        c.invoke(&w, "getStunServerAddress", Value::Null).await,
-        "192.0.2.1"
-    );
-    c.invoke(
-        &w,
-        "setMinVideoRecvBandwidth",
-        json!({"minVideoRecvBandwidth": 300}),
-    )
-    .await;
-    assert_eq!(
-        c.invoke(&w, "getMinVideoRecvBandwidth", Value::Null).await,
-        300
-    );
-    assert_eq!(
-        c.invoke(&w, "getMaxVideoSendBandwidth", Value::Null).await,
-        500
-    );
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "setMtu", "operationParams": {"mtu": "big"}}),
-        )
-        .await;
-    assert_eq!(
-        (e["code"].clone(), e["data"]["type"].clone()),
-        (json!(40001), json!("MARSHALL_ERROR"))
-    );
-    c.invoke(&w, "setName", json!({"name": "alice"})).await;
-    assert_eq!(c.invoke(&w, "getName", Value::Null).await, "alice");
-    c.invoke(&w, "addTag", json!({"key": "k", "value": "v"}))
-        .await;
-    assert_eq!(c.invoke(&w, "getTag", json!({"key": "k"})).await, "v");
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "getTag", "operationParams": {"key": "nope"}}),
-        )
-        .await;
-    assert_eq!(e["code"], 40110);
-    // Not negotiated yet: the descriptors are null.
-    assert_eq!(
-        c.invoke(&w, "getLocalSessionDescriptor", Value::Null).await,
-        Value::Null
-    );
-
-    let cases = [
-        (
-            "create",
-            json!({"type": "FaceOverlayFilter", "constructorParams": {"mediaPipeline": p}}),
-            40108,
-            Some("MEDIA_OBJECT_NOT_AVAILABLE"),
-        ),
-        (
-            // This server has no recordings directory: recording is off, and says so.
-            "create",
-            json!({"type": "RecorderEndpoint", "constructorParams": {"mediaPipeline": p,
-                   "uri": "file:///tmp/x.webm"}}),
-            40107,
-            Some("MEDIA_OBJECT_ILLEGAL_PARAM_ERROR"),
-        ),
-        (
-            "create",
-            json!({"type": "WebRtcEndpoint", "constructorParams": {"mediaPipeline": "nope"}}),
-            40101,
-            Some("MEDIA_OBJECT_NOT_FOUND"),
-        ),
-        (
-            "describe",
-            json!({"object": "nope_kurento.MediaPipeline"}),
-            40101,
-            Some("MEDIA_OBJECT_NOT_FOUND"),
-        ),
-        (
-            "invoke",
-            json!({"object": w, "operation": "frobnicate", "operationParams": {"a": 1}}),
-            40008,
-            Some("MALFORMED_TRANSACTION"),
-        ),
-        (
-            "subscribe",
-            json!({"object": w, "type": "EndOfStream"}),
-            40106,
-            Some("MEDIA_OBJECT_EVENT_NOT_SUPPORTED"),
-        ),
-        (
-            "invoke",
-            json!({"object": w, "operation": "connect", "operationParams": {"sink": "missing"}}),
-            40101,
-            Some("MEDIA_OBJECT_NOT_FOUND"),
-        ),
-        (
-            "invoke",
-            json!({"object": w, "operation": "processAnswer", "operationParams": {"answer": "v=0"}}),
-            40209,
-            Some("SDP_END_POINT_NOT_OFFER_GENERATED"),
-        ),
-        (
-            "invoke",
-            json!({"object": w, "operation": "processOffer", "operationParams": {"offer": "bad"}}),
-            40201,
-            Some("SDP_PARSE_ERROR"),
-        ),
-        (
-            "create",
-            json!({"type": "WebRtcEndpoint", "constructorParams": {"mediaPipeline": "newref:0"}}),
-            40109,
-            Some("MEDIA_OBJECT_NOT_FOUND_TRANSACTION_NO_COMMIT"),
-        ),
-        ("create", Value::Null, -32602, Some("INVALID_PARAMS")),
-        ("describe", json!({}), -32000, None),
-        ("frobnicate", json!({}), -32601, None),
-    ];
-    for (method, params, code, kind) in cases {
-        let r = c.call(method, params.clone()).await;
-        assert_eq!(r["error"]["code"], json!(code), "{method} {params}: {r}");
-        if let Some(kind) = kind {
-            assert_eq!(r["error"]["data"]["type"], json!(kind), "{r}");
-        }
-        assert!(r.get("result").is_none() && r["error"].get("sessionId").is_none());
-    }
-    // Elements of different pipelines cannot be connected.
-    let p2 = pipeline(&mut c).await;
-    let w2 = endpoint(&mut c, &p2).await;
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "connect", "operationParams": {"sink": w2}}),
-        )
-        .await;
-    assert_eq!(e["code"], 40004);
-
-    // Frames that are not requests.
-    c.send_raw("{not json").await;
-    let r = c.recv().await;
-    assert_eq!(r["error"]["code"], -32700);
-    assert_eq!(r["id"], Value::Null);
-    c.send_raw(r#"{"jsonrpc":"2.0","id":"abc","method":17}"#)
-        .await;
-    let r = c.recv().await;
-    assert_eq!(
-        (r["id"].clone(), r["error"]["code"].clone()),
-        (json!("abc"), json!(-32600))
-    );
-    // A notification (no id) gets no answer; the next request still does, string ids echoed.
-    c.send_raw(r#"{"jsonrpc":"2.0","method":"ping"}"#).await;
-    c.send_raw(r#"{"jsonrpc":"2.0","id":"s-1","method":"ping"}"#)
-        .await;
-    let r = c.recv().await;
-    assert_eq!(r["id"], "s-1");
-    // Nothing above changed the objects.
-    assert_eq!(s.kurento.counts().await.1, 2);
-}
-
-#[tokio::test]
 async fn connections_fan_out_replace_and_stay_single_when_repeated() {
     let s = server().await;
     let mut c = Client::connect(&s.url).await;
@@ -531,8 +330,44 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     let mut c = Client::connect(&s.url).await;
     let p = pipeline(&mut c).await;
     let w = endpoint(&mut c, &p).await;
-    // The hello-world order, sent back to back without waiting: an early candidate, a
-    // subscription, processOffer, gatherCandidates, and pings in between.
+    let ids = send_hello_world_order(&mut c, &w).await;
+    let mut answer = Value::Null;
+    for id in &ids {
+        let r = c.response(*id).await;
+        assert!(r.get("error").is_none(), "{r}");
+        if *id == ids[3] {
+            answer = r["result"]["value"].clone();
+        }
+    }
+    assert!(answer.as_str().unwrap().contains("a=ice-lite"));
+    first_candidate_matches_the_first_m_line(&mut c, &w, answer.as_str().unwrap()).await;
+    // Subscribed under the old name: delivered under it.
+    let done = c.event(&w, "OnIceGatheringDone").await;
+    assert_eq!(
+        done["params"]["value"]["data"]["type"],
+        "OnIceGatheringDone"
+    );
+    // No renegotiation for Kurento clients.
+    let e = c
+        .err(
+            "invoke",
+            json!({"object": w, "operation": "processOffer",
+                   "operationParams": {"offer": offer(Direction::SendRecv)}}),
+        )
+        .await;
+    assert_eq!(
+        (e["code"].clone(), e["data"]["type"].clone()),
+        (json!(40208), json!("SDP_END_POINT_ALREADY_NEGOTIATED"))
+    );
+    assert!(c
+        .invoke(&w, "getLocalSessionDescriptor", Value::Null)
+        .await
+        .is_string());
+}
+
+/// The hello-world order, sent back to back without waiting: an early candidate, a
+/// subscription, processOffer (the fourth request), gatherCandidates, and pings in between.
+async fn send_hello_world_order(c: &mut Client, w: &str) -> Vec<u64> {
     let mut ids = Vec::new();
     ids.push(
         c.send(
@@ -578,16 +413,12 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
         let method = if i % 2 == 0 { "ping" } else { "describe" };
         ids.push(c.send(method, json!({"object": w})).await);
     }
-    let mut answer = Value::Null;
-    for id in &ids {
-        let r = c.response(*id).await;
-        assert!(r.get("error").is_none(), "{r}");
-        if *id == ids[3] {
-            answer = r["result"]["value"].clone();
-        }
-    }
-    assert!(answer.as_str().unwrap().contains("a=ice-lite"));
-    let e = c.event(&w, "IceCandidateFound").await;
+    ids
+}
+
+/// The first IceCandidateFound event: its shape, and the answer's first m-line as its mid.
+async fn first_candidate_matches_the_first_m_line(c: &mut Client, w: &str, answer: &str) {
+    let e = c.event(w, "IceCandidateFound").await;
     let value = &e["params"]["value"];
     assert_eq!(e["jsonrpc"], "2.0");
     assert!(e.get("id").is_none());
@@ -597,8 +428,6 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     assert_eq!(cand["__module__"], "kurento");
     assert_eq!(cand["__type__"], "IceCandidate");
     let first_mid = answer
-        .as_str()
-        .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("a=mid:"))
         .unwrap()
@@ -610,28 +439,6 @@ async fn pipelined_requests_are_answered_in_order_and_candidates_match_the_m_lin
     );
     assert_eq!(cand["sdpMLineIndex"], 0);
     assert!(cand["candidate"].as_str().unwrap().contains("127.0.0.1"));
-    // Subscribed under the old name: delivered under it.
-    let done = c.event(&w, "OnIceGatheringDone").await;
-    assert_eq!(
-        done["params"]["value"]["data"]["type"],
-        "OnIceGatheringDone"
-    );
-    // No renegotiation for Kurento clients.
-    let e = c
-        .err(
-            "invoke",
-            json!({"object": w, "operation": "processOffer",
-                   "operationParams": {"offer": offer(Direction::SendRecv)}}),
-        )
-        .await;
-    assert_eq!(
-        (e["code"].clone(), e["data"]["type"].clone()),
-        (json!(40208), json!("SDP_END_POINT_ALREADY_NEGOTIATED"))
-    );
-    assert!(c
-        .invoke(&w, "getLocalSessionDescriptor", Value::Null)
-        .await
-        .is_string());
 }
 
 #[tokio::test]

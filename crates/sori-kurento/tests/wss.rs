@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{offer, server, LOCALHOST};
 use rustls::pki_types::PrivateKeyDer;
-use sori_kurento::RemoteMedia;
+use sori_kurento_client::RemoteMedia;
 use str0m::media::Direction;
 use tokio::net::{TcpListener, TcpStream};
 

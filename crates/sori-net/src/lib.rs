@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod backend;
 pub mod tcp;
 mod udp;
 
@@ -23,16 +24,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
-    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TrackId,
+    Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto, Sfu, SfuConfig, SfuError,
+    SfuEvent, TrackId,
 };
 use sori_sfu::{TapId, TapPacket};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use sori_media::{MediaStats, PeerSignal, TcpStats};
 pub use sori_sfu;
-pub use tcp::{TcpConfig, TcpStats};
+pub use tcp::TcpConfig;
 
 use crate::tcp::TcpPort;
 
@@ -50,37 +52,6 @@ pub struct MediaConfig {
     /// ICE-TCP: also accept media over TCP, offered as passive TCP candidates at the advertised
     /// IPs. `None`: UDP only.
     pub tcp: Option<TcpConfig>,
-}
-
-/// What the core says to one peer on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerSignal {
-    /// A new offer from the core; answer with [`MediaHandle::answer`].
-    Offer(String),
-    /// ICE and DTLS are up.
-    Connected,
-    /// The peer's media started arriving on an m-line: a track other peers can be fed.
-    Published {
-        /// The track.
-        track: TrackId,
-        /// Audio or video.
-        kind: MediaKind,
-    },
-    /// The peer is gone from the core.
-    Removed(RemoveReason),
-}
-
-/// A snapshot of the core for metrics and tests.
-#[derive(Debug, Clone, Default)]
-pub struct MediaStats {
-    /// Running totals.
-    pub counters: Counters,
-    /// Sizes of the core's state.
-    pub state: CoreState,
-    /// Participants per room.
-    pub rooms: Vec<(String, usize)>,
-    /// ICE-TCP connections (all zero when TCP is off).
-    pub tcp: TcpStats,
 }
 
 /// The media port stopped.
@@ -647,7 +618,7 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
     }
 }
 
-/// Returns false when the task should stop.
+/// Returns false when the task should stop. A reply nobody waits for any more is dropped.
 fn handle_command(
     command: Command,
     sfu: &mut Sfu,
@@ -656,6 +627,12 @@ fn handle_command(
     tcp: TcpStats,
 ) -> bool {
     let now = Instant::now();
+    // The channel on which a new peer hears from the core.
+    let mut signals_for = |peer: PeerId| {
+        let (tx, signals) = mpsc::unbounded_channel();
+        peers.insert(peer, tx);
+        signals
+    };
     match command {
         Command::Join {
             room,
@@ -664,17 +641,12 @@ fn handle_command(
             receive,
             reply,
         } => {
-            let result =
-                sfu.join_as(&room, &offer, forwarding, receive, now)
-                    .map(|(peer, answer)| {
-                        let (tx, signals) = mpsc::unbounded_channel();
-                        peers.insert(peer, tx);
-                        Joined {
-                            peer,
-                            answer,
-                            signals,
-                        }
-                    });
+            let result = sfu.join_as(&room, &offer, forwarding, receive, now);
+            let result = result.map(|(peer, answer)| Joined {
+                peer,
+                answer,
+                signals: signals_for(peer),
+            });
             if let Err(Ok(joined)) = reply.send(result) {
                 // The caller went away before the reply: the peer has no one to talk to.
                 let _ = sfu.leave(joined.peer, now);
@@ -686,17 +658,12 @@ fn handle_command(
             lines,
             reply,
         } => {
-            let result = sfu
-                .offer_with(&room, forwarding, &lines, now)
-                .map(|(peer, offer)| {
-                    let (tx, signals) = mpsc::unbounded_channel();
-                    peers.insert(peer, tx);
-                    Offered {
-                        peer,
-                        offer,
-                        signals,
-                    }
-                });
+            let result = sfu.offer_with(&room, forwarding, &lines, now);
+            let result = result.map(|(peer, offer)| Offered {
+                peer,
+                offer,
+                signals: signals_for(peer),
+            });
             if let Err(Ok(offered)) = reply.send(result) {
                 let _ = sfu.leave(offered.peer, now);
             }
@@ -706,19 +673,15 @@ fn handle_command(
             mid,
             source,
             reply,
-        } => {
-            let _ = reply.send(sfu.feed(sink, &mid, source, now));
-        }
+        } => drop(reply.send(sfu.feed(sink, &mid, source, now))),
         Command::Mute {
             peer,
             kind,
             muted,
             reply,
-        } => {
-            let _ = reply.send(sfu.set_muted(peer, kind, muted, now));
-        }
+        } => drop(reply.send(sfu.set_muted(peer, kind, muted, now))),
         Command::Media { peer, reply } => {
-            let _ = reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer)));
+            drop(reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer))))
         }
         Command::Tap { track, reply } => {
             let result = sfu.tap(track, now).map(|tap| {
@@ -738,39 +701,27 @@ fn handle_command(
         Command::Subscribe {
             peer,
             track,
-            on,
+            on: true,
             reply,
-        } => {
-            let result = if on {
-                sfu.subscribe(peer, track, now)
-            } else {
-                sfu.unsubscribe(peer, track, now)
-            };
-            let _ = reply.send(result);
-        }
-        Command::Keyframe { peer, reply } => {
-            let _ = reply.send(sfu.request_keyframe(peer, now));
-        }
+        } => drop(reply.send(sfu.subscribe(peer, track, now))),
+        Command::Subscribe {
+            peer, track, reply, ..
+        } => drop(reply.send(sfu.unsubscribe(peer, track, now))),
+        Command::Keyframe { peer, reply } => drop(reply.send(sfu.request_keyframe(peer, now))),
         Command::Flows { peers, reply } => {
-            let _ = reply.send(peers.iter().map(|p| sfu.flow(*p)).collect());
+            drop(reply.send(peers.iter().map(|p| sfu.flow(*p)).collect()))
         }
-        Command::Offer { peer, sdp, reply } => {
-            let _ = reply.send(sfu.accept_offer(peer, &sdp, now));
-        }
+        Command::Offer { peer, sdp, reply } => drop(reply.send(sfu.accept_offer(peer, &sdp, now))),
         Command::Answer { peer, sdp, reply } => {
-            let _ = reply.send(sfu.accept_answer(peer, &sdp, now));
+            drop(reply.send(sfu.accept_answer(peer, &sdp, now)))
         }
-        Command::Leave { peer, reply } => {
-            let _ = reply.send(sfu.leave(peer, now));
-        }
-        Command::Stats { reply } => {
-            let _ = reply.send(MediaStats {
-                counters: sfu.counters(),
-                state: sfu.state(),
-                rooms: sfu.rooms().into_iter().collect(),
-                tcp,
-            });
-        }
+        Command::Leave { peer, reply } => drop(reply.send(sfu.leave(peer, now))),
+        Command::Stats { reply } => drop(reply.send(MediaStats {
+            counters: sfu.counters(),
+            state: sfu.state(),
+            rooms: sfu.rooms().into_iter().collect(),
+            tcp,
+        })),
         Command::Shutdown => return false,
     }
     true

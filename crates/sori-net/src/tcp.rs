@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use sori_media::TcpStats;
 use sori_sfu::{PeerId, Proto, Sfu, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -45,23 +46,6 @@ impl Default for TcpConfig {
             send_queue: 256,
         }
     }
-}
-
-/// ICE-TCP connection counts, for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpStats {
-    /// Connections the core has answered (carrying a peer's media).
-    pub open: usize,
-    /// Connections waiting for their first answer.
-    pub pending: usize,
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections closed when accepted: too many pending, or a duplicate remote address.
-    pub refused: u64,
-    /// Connections closed for what they sent (or did not send in time).
-    pub rejected: u64,
-    /// Frames dropped because a connection's send queue was full.
-    pub send_dropped: u64,
 }
 
 /// Longest first frame: it must be a STUN binding request, a few hundred bytes at most.

@@ -1,7 +1,8 @@
 //! CPU cost of recording one 720p participant: N s (default 60) of synthetic media shaped like a 720p
 //! camera (VP8 at 30 fps and 2.5 Mbit/s in ~1,150-byte packets, a keyframe every 3 s, Opus at
-//! 50 packets/s) pushed through a [`Recording`] as fast as it takes them; the process's CPU
-//! time divided by the media time is the share of one core recording needs in real time.
+//! 50 packets/s) pushed through a [`Recorder`] writing a file, as fast as it takes them; the
+//! process's CPU time divided by the media time is the share of one core recording needs in
+//! real time.
 //!
 //! `cargo run --release -p sori-record --example record_cost -- 600`
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sori_record::mkv::Container;
-use sori_record::{Input, Recording, RecordingConfig};
+use sori_record::{Profile, Recorder};
 use sori_sfu::{MediaKind, TapId, TapPacket, VideoCodec};
 
 fn cpu_seconds() -> f64 {
@@ -82,18 +83,26 @@ fn main() {
 
     let cpu0 = cpu_seconds();
     let wall = Instant::now();
-    let recording = Recording::start(RecordingConfig {
-        path: path.clone(),
-        container: Container::WebM,
-        audio: true,
-        video: true,
-    })
-    .expect("temporary file");
-    let tx = recording.sender();
+    let file = std::fs::File::create(&path).expect("temporary file");
+    let mut recorder = Recorder::new(
+        file,
+        Profile {
+            container: Container::WebM,
+            audio: true,
+            video: true,
+        },
+    );
     for p in packets {
-        tx.send(Input::Packet(p)).unwrap();
+        // Each packet is handled at its arrival: media time, not the benchmark's clock.
+        recorder
+            .handle_packet(p.arrival, p)
+            .expect("recording writes");
     }
-    let summary = recording.stop().expect("recording finishes");
+    let end = base + Duration::from_secs(seconds);
+    let (summary, file) = recorder
+        .finish(end, std::time::SystemTime::now())
+        .expect("recording finishes");
+    file.sync_all().expect("recording syncs");
     let cpu = cpu_seconds() - cpu0;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_file(&path);

@@ -8,7 +8,6 @@
 //! - On [`MkvWriter::finish`] the Cues (an index of keyframe clusters) are appended, and the
 //!   Segment size and the Duration are written into the places reserved for them.
 
-use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 
 // Element ids (Matroska/EBML specification).
@@ -177,9 +176,9 @@ fn track_entry(number: u64, spec: &TrackSpec) -> Vec<u8> {
     element(TRACK_ENTRY, &body)
 }
 
-/// Writes one recording.
-pub struct MkvWriter {
-    file: File,
+/// Writes one recording into `W`: a file in production, a `Cursor<Vec<u8>>` in tests.
+pub struct MkvWriter<W> {
+    file: W,
     /// File offset of the Segment's size field, and of its data.
     segment_size_at: u64,
     segment_data_at: u64,
@@ -192,9 +191,9 @@ pub struct MkvWriter {
     end_ms: u64,
 }
 
-impl MkvWriter {
-    /// Creates the file with its header and track list; tracks are numbered from 1 in order.
-    pub fn create(mut file: File, container: Container, tracks: &[TrackSpec]) -> io::Result<Self> {
+impl<W: Write + Seek> MkvWriter<W> {
+    /// Writes the header and track list; tracks are numbered from 1 in order.
+    pub fn create(mut file: W, container: Container, tracks: &[TrackSpec]) -> io::Result<Self> {
         let doc = match container {
             Container::WebM => "webm",
             Container::Matroska => "matroska",
@@ -318,8 +317,9 @@ impl MkvWriter {
         self.end_ms
     }
 
-    /// Writes the last cluster, the Cues, the Segment size and the Duration; syncs the file.
-    pub fn finish(mut self, last_frame_ms: u64) -> io::Result<()> {
+    /// Writes the last cluster, the Cues, the Segment size and the Duration; gives the writer
+    /// back, flushed (syncing a file to the disk is the caller's).
+    pub fn finish(mut self, last_frame_ms: u64) -> io::Result<W> {
         self.flush_cluster()?;
         let mut cues = Vec::new();
         for (time, track, pos) in &self.cues {
@@ -343,7 +343,8 @@ impl MkvWriter {
         let duration = (self.end_ms.max(last_frame_ms)) as f64;
         self.file.write_all(&duration.to_be_bytes())?;
         self.file.seek(SeekFrom::Start(end))?;
-        self.file.sync_all()
+        self.file.flush()?;
+        Ok(self.file)
     }
 }
 

@@ -43,11 +43,25 @@
 //!   therefore ignore a server offer that arrives while their own is outstanding.
 //! - Lifecycle: a peer is removed on [`Sfu::leave`], when DTLS closes, and when nothing has been
 //!   received from it for [`SfuConfig::ice_timeout`]; all of its state goes with it.
-//! - Timers live in one ordered structure ([`deadline`]); no call scans every peer.
+//! - Timers: each peer has a table of named timers (its session's, the ICE idle check, held
+//!   keyframe requests); the core keeps every peer's earliest one in one ordered structure
+//!   ([`deadline`]), so no call scans every peer.
 //!
 //! A room keeps to one video codec every member can receive: the first video publisher's offer
 //! chooses it from [`SfuConfig::video_codecs`], and a later peer that cannot use it is refused
 //! with [`SfuError::VideoCodecUnsupported`]. Media is never transcoded.
+
+//! ## Where things are
+//! - [`Sfu`] (`sfu.rs`): the state over all peers, the `poll_*` outputs and the work loop;
+//!   its other methods live with what they do: `routing.rs` (datagrams in, by address or ICE
+//!   ufrag; a drained peer's output out), `room.rs` (rooms, publish, unpublish, removal),
+//!   `negotiation.rs` (offers and answers), `forwarding.rs` (packets to subscribers and taps,
+//!   feeds, mutes), `keyframe_requests.rs` (throttled requests upstream), `timers.rs` (each
+//!   peer's named timers) and `report.rs` (counters and state for the application).
+//! - `peer.rs`: one peer's str0m session and the out-tracks it writes forwarded packets on.
+//! - Public types: `id.rs`, `config.rs`, `output.rs` (transmits, events, tapped packets),
+//!   `error.rs`; pure policies with their own tests: [`keyframe`], [`rewrite`], [`throttle`],
+//!   [`deadline`], [`stun`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -58,13 +72,27 @@ pub mod rewrite;
 pub mod stun;
 pub mod throttle;
 
+mod config;
+mod error;
+mod forwarding;
+mod id;
+mod keyframe_requests;
+mod negotiation;
+mod output;
 mod peer;
+mod report;
+mod room;
+mod routing;
 mod sdp;
 mod sfu;
+mod timers;
 
+pub use config::{SfuConfig, DEFAULT_RTX_HISTORY};
+pub use error::SfuError;
+pub use id::{MediaKind, PeerId, TapId, TrackId};
 pub use keyframe::VideoCodec;
-pub use sfu::{
-    CoreState, Counters, Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto,
-    RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, TapId, TapPacket, TrackId, Transmit,
-    DEFAULT_RTX_HISTORY,
-};
+pub use negotiation::OfferLine;
+pub use output::{Proto, RemoveReason, SfuEvent, TapPacket, Transmit};
+pub use report::{CoreState, Counters, MediaLine, PeerFlow};
+pub use room::Forwarding;
+pub use sfu::Sfu;

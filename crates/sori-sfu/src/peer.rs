@@ -1,26 +1,84 @@
 //! One peer: its server-side str0m `Rtc` and what the core knows about it.
 //!
-//! This module and `sfu.rs` are the only ones that touch str0m; its API changes stop here.
+//! This module and the `Sfu`'s own modules are the only ones that touch str0m; its API changes
+//! stop here. A peer owns its write path: forwarding hands it a packet for one of its m-lines
+//! ([`Peer::write_forwarded`]) and learns what became of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, TcpType};
-use str0m::rtp::Ssrc;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
 
+use crate::config::SfuConfig;
+use crate::id::{MediaKind, PeerId, TrackId};
 use crate::keyframe::VideoCodec;
+use crate::output::Proto;
 use crate::rewrite::StreamRewriter;
-use crate::sfu::{MediaKind, PeerId, Proto, SfuConfig, TrackId};
+use crate::timers::{Timer, TimerTable};
 
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
+/// Upper bound on a forwarded video stream's retransmission cache, in packets, whatever
+/// [`SfuConfig::rtx_history`] says (str0m's default; 1000 packets are a second at ~8 Mbit/s).
+const RTX_MAX_PACKETS: usize = 1000;
+/// Queued retransmissions are dropped while they exceed this share of a stream's bytes
+/// (str0m's default).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
+/// One publisher packet on its way to the subscribers of its track: what every subscriber's
+/// write shares.
+pub(crate) struct Forwardable<'a> {
+    pub track: TrackId,
+    pub kind: MediaKind,
+    pub packet: &'a RtpPacket,
+    /// The publisher's parameters for the packet's payload type.
+    pub params: PayloadParams,
+    pub clock_rate: u32,
+    /// The packet starts a keyframe.
+    pub keyframe: bool,
+    /// Video: kept for retransmission on the subscriber's NACKs.
+    pub nackable: bool,
+    /// The header extension values forwarded (the rest are the subscriber's own).
+    pub ext_vals: &'a ExtensionValues,
+    /// [`SfuConfig::rtx_history`].
+    pub rtx_history: Duration,
+    pub now: Instant,
+}
+
+/// What became of a forwarded packet at one subscriber.
+pub(crate) enum Written {
+    /// Written on the subscriber's outgoing stream.
+    Sent,
+    /// Not written, and the session was not touched: the subscriber is not connected, has no
+    /// such m-line, or the packet is older than the switch to this source.
+    Skipped,
+    /// Video held back until a keyframe.
+    HeldForKeyframe,
+    /// The subscriber negotiated no codec matching the packet's.
+    CodecMismatch,
+    /// The session has no outgoing stream on the m-line (yet).
+    NoStream,
+    /// The session failed; the peer must go.
+    Failed(String),
+}
+
+/// What [`Peer::learn_addr`] did with an address.
+pub(crate) enum Learned {
+    /// It was among the remembered addresses already.
+    Known,
+    /// It is remembered now.
+    Added,
+    /// It is remembered now, in place of the oldest one, which is forgotten.
+    Replaced((Proto, SocketAddr)),
+}
 
 /// A server offer waiting for the client's answer.
 pub(crate) struct PendingOffer {
@@ -70,6 +128,63 @@ impl OutTrack {
         self.pt_map.push((params.pt(), out));
         out
     }
+
+    /// Writes one packet of the source track on this m-line (`mid`) of the session `rtc`:
+    /// held back while video waits for a keyframe, its payload type mapped, its numbering
+    /// rewritten.
+    fn write(&mut self, mid: Mid, rtc: &mut Rtc, p: &Forwardable<'_>) -> Written {
+        if self.waiting_keyframe {
+            if !p.keyframe {
+                return Written::HeldForKeyframe;
+            }
+            self.waiting_keyframe = false;
+        }
+        let Some(out_pt) = self.pt_for(mid, &p.params, rtc) else {
+            return Written::CodecMismatch;
+        };
+        let packet = p.packet;
+        let Some(rw) = self.rewriter.rewrite(
+            p.track.0,
+            *packet.seq_no,
+            packet.header.timestamp,
+            p.now,
+            p.clock_rate,
+        ) else {
+            return Written::Skipped;
+        };
+        let write = RtpWrite::new(
+            out_pt,
+            rw.seq.into(),
+            rw.ts,
+            packet.timestamp,
+            packet.payload.clone(),
+        )
+        .marker(packet.header.marker)
+        .ext_vals(p.ext_vals.clone())
+        .nackable(p.nackable);
+        let (nackable, history_for, history) = (p.nackable, self.history_for, p.rtx_history);
+        let written = in_session(rtc, |rtc| {
+            let mut api = rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None)?;
+            let ssrc = tx.ssrc();
+            if nackable && history_for != Some(ssrc) {
+                // Before the stream's first packet: this replaces str0m's default cache.
+                tx.set_rtx_cache(RTX_MAX_PACKETS, history, RTX_RATIO_CAP);
+            }
+            tx.write_rtp(write);
+            Some(ssrc)
+        });
+        match written {
+            Ok(Some(ssrc)) => {
+                if nackable {
+                    self.history_for = Some(ssrc);
+                }
+                Written::Sent
+            }
+            Ok(None) => Written::NoStream,
+            Err(e) => Written::Failed(e),
+        }
+    }
 }
 
 pub(crate) struct Peer {
@@ -98,11 +213,9 @@ pub(crate) struct Peer {
     /// Media of this kind (audio, video) from this peer is not forwarded: a server-side mute.
     pub muted: [bool; 2],
     pub pending: Option<PendingOffer>,
-    pub rtc_timeout: Instant,
+    /// When the last datagram from one of the peer's known addresses arrived.
     pub last_input: Instant,
-    pub idle_check: Instant,
-    /// Earliest pending keyframe request on one of this peer's tracks.
-    pub throttle_due: Option<Instant>,
+    pub timers: TimerTable,
 }
 
 /// What a drained `Rtc` left to do.
@@ -160,6 +273,9 @@ impl Peer {
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Rtc, now);
+        timers.set(Timer::Idle, now + config.ice_timeout);
         Self {
             id,
             room,
@@ -177,26 +293,29 @@ impl Peer {
             receives: true,
             muted: [false; 2],
             pending: None,
-            rtc_timeout: now,
             last_input: now,
-            idle_check: now + config.ice_timeout,
-            throttle_due: None,
+            timers,
         }
-    }
-
-    /// The next time this peer needs `handle_timeout`.
-    pub(crate) fn deadline(&self) -> Instant {
-        let mut at = self.rtc_timeout.min(self.idle_check);
-        if let Some(t) = self.throttle_due {
-            at = at.min(t);
-        }
-        at
     }
 
     /// Runs one mutation of the `Rtc` inside the peer's panic boundary.
     pub(crate) fn mutate<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, String> {
-        catch_unwind(AssertUnwindSafe(|| f(&mut self.rtc)))
-            .map_err(|_| "internal error in the peer's media session".to_string())
+        in_session(&mut self.rtc, f)
+    }
+
+    /// Writes one packet of a track this peer receives on its m-line `mid`.
+    pub(crate) fn write_forwarded(&mut self, mid: Mid, p: &Forwardable<'_>) -> Written {
+        if !self.connected {
+            return Written::Skipped;
+        }
+        let Some(out) = self.out.get_mut(&mid) else {
+            return Written::Skipped;
+        };
+        let written = out.write(mid, &mut self.rtc, p);
+        if let Written::Sent = written {
+            self.packets_out[p.kind as usize] += 1;
+        }
+        written
     }
 
     /// Drains the `Rtc` until it asks for a timeout (str0m's single-mutation invariant):
@@ -224,7 +343,7 @@ impl Peer {
         }));
         match result {
             Ok(Ok(t)) => {
-                self.rtc_timeout = t;
+                self.timers.set(Timer::Rtc, t);
                 if self.rtc.is_alive() {
                     Drained::Ok
                 } else {
@@ -236,21 +355,41 @@ impl Peer {
         }
     }
 
-    /// Remembers a remote address the peer's ICE agent talks to. Returns true if new.
-    pub(crate) fn learn_addr(
-        &mut self,
-        addr: (Proto, SocketAddr),
-    ) -> Option<Option<(Proto, SocketAddr)>> {
+    /// Remembers a remote address the peer's ICE agent sent to, keeping the latest
+    /// [`MAX_ADDRS`]; says whether it was known, added, or added in place of the oldest.
+    pub(crate) fn learn_addr(&mut self, addr: (Proto, SocketAddr)) -> Learned {
         if self.addrs.contains(&addr) {
-            return None;
+            return Learned::Known;
         }
         let evicted = (self.addrs.len() >= MAX_ADDRS).then(|| self.addrs.remove(0));
         self.addrs.push(addr);
-        Some(evicted)
+        match evicted {
+            Some(old) => Learned::Replaced(old),
+            None => Learned::Added,
+        }
+    }
+
+    /// The published track of the incoming stream `ssrc`, remembered once str0m knows the
+    /// stream's m-line.
+    pub(crate) fn track_of(&mut self, ssrc: Ssrc) -> Option<TrackId> {
+        if let Some(t) = self.rx_tracks.get(&ssrc) {
+            return Some(*t);
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+        let t = mid.and_then(|m| self.published.get(&m)).copied()?;
+        self.rx_tracks.insert(ssrc, t);
+        Some(t)
     }
 
     /// The negotiated parameters of payload type `pt` on this peer.
     pub(crate) fn params_for(&self, pt: Pt) -> Option<PayloadParams> {
         self.rtc.codec_config().find(|p| p.pt() == pt).copied()
     }
+}
+
+/// Runs `f` on the session inside the peer's panic boundary: a panic in str0m fails the peer,
+/// not the core.
+fn in_session<R>(rtc: &mut Rtc, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(|| f(rtc)))
+        .map_err(|_| "internal error in the peer's media session".to_string())
 }

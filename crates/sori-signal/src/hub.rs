@@ -2,17 +2,22 @@
 //! and what moderators did. Every method runs under the hub's lock and only queues messages;
 //! none waits on anything.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod membership;
+mod moderation;
+mod relay;
 
-use crate::auth::{Grants, Sources};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::auth::Grants;
 use crate::backend::PeerRef;
 use crate::limits::Limits;
 use crate::outbox::{frame, Outbox};
 use crate::protocol::{
-    ChatMessage, ErrorCode, IceServer, Moderation, ModerationAction, ParticipantInfo, Permissions,
-    RemovedReason, RoomMode, ServerMessage, ServerMuted, CHAT_HISTORY, MAX_CHAT_CHARS,
+    ChatMessage, ErrorCode, ParticipantInfo, RoomMode, ServerMessage, ServerMuted, TrackRole,
 };
+use crate::roles::Publications;
+
+pub(crate) use moderation::Moderate;
 
 /// A participant's handle on its own membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,7 @@ struct Participant {
     info: ParticipantInfo,
     out: Outbox,
     media: Option<PeerRef>,
+    publications: Publications,
 }
 
 struct Room {
@@ -100,15 +106,6 @@ pub struct Hub {
     limits: Limits,
 }
 
-fn refuse(code: ErrorCode, text: impl Into<String>) -> JoinOutcome {
-    JoinOutcome::Refused(code, text.into())
-}
-
-/// Whether grants limit media in a way only the media server can enforce.
-fn restricts_media(g: &Grants) -> bool {
-    g.publish != Sources::ALL || !g.subscribe
-}
-
 impl Hub {
     /// A hub with these limits.
     pub fn new(limits: Limits) -> Self {
@@ -128,171 +125,6 @@ impl Hub {
         self.rooms.values().map(|r| r.participants.len()).sum()
     }
 
-    pub(crate) fn join(
-        &mut self,
-        j: Joining<'_>,
-        ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
-    ) -> JoinOutcome {
-        let room_name = j.room;
-        let identity = j.grants.identity.as_deref();
-        let mode = self.rooms.get(room_name).map_or(j.mode, |r| r.mode);
-        if mode == RoomMode::P2p && restricts_media(j.grants) {
-            return refuse(
-                ErrorCode::Forbidden,
-                "your token limits what you may send or receive, which a peer-to-peer room cannot enforce",
-            );
-        }
-        if let Some(room) = self.rooms.get(room_name) {
-            if identity.is_some_and(|i| room.banned.contains(i)) {
-                return refuse(
-                    ErrorCode::Banned,
-                    "you were removed from this room and may not join it again",
-                );
-            }
-            let returning = identity.is_some_and(|i| room.by_identity(i).is_some());
-            if room.locked && !returning && !j.grants.admin {
-                return refuse(ErrorCode::RoomLocked, "the room is locked");
-            }
-            let staying = room.participants.len() - usize::from(returning);
-            if room.mode == RoomMode::P2p && staying >= 2 {
-                return refuse(
-                    ErrorCode::RoomFull,
-                    format!("room {room_name:?} is a two-person peer-to-peer room and both places are taken"),
-                );
-            }
-            if staying >= self.limits.participants_per_room {
-                return refuse(
-                    ErrorCode::RoomFull,
-                    format!(
-                        "room {room_name:?} has {} participants, the most it may have",
-                        self.limits.participants_per_room
-                    ),
-                );
-            }
-        } else {
-            if self.rooms.len() >= self.limits.rooms {
-                return refuse(
-                    ErrorCode::ServerFull,
-                    format!(
-                        "this server has {} rooms, the most it may have",
-                        self.limits.rooms
-                    ),
-                );
-            }
-        }
-        // Admitted. A second socket with the same identity replaces the first.
-        let room = self
-            .rooms
-            .entry(room_name.to_string())
-            .or_insert_with(|| Room {
-                mode: j.mode,
-                active: if j.mode == RoomMode::Sfu {
-                    RoomMode::Sfu
-                } else {
-                    RoomMode::P2p
-                },
-                participants: BTreeMap::new(),
-                chat: VecDeque::new(),
-                next_chat_id: 1,
-                locked: false,
-                banned: HashSet::new(),
-            });
-        if let Some(old) = identity
-            .and_then(|i| room.by_identity(i))
-            .map(str::to_string)
-        {
-            if let Some(p) = room.participants.remove(&old) {
-                p.out.send(&ServerMessage::Error {
-                    code: ErrorCode::Replaced,
-                    message: "you joined this room again from somewhere else".into(),
-                });
-                p.out
-                    .close("replaced by a newer connection with the same identity");
-            }
-            room.broadcast(None, &ServerMessage::ParticipantLeft { id: old });
-        }
-        if room.mode == RoomMode::Auto && room.participants.len() >= 2 {
-            room.move_to_sfu(room_name, "third participant");
-        }
-        if restricts_media(j.grants) {
-            room.move_to_sfu(
-                room_name,
-                "a participant whose media the server must enforce",
-            );
-        }
-        self.next_id += 1;
-        let id = format!("p{}", self.next_id);
-        let info = ParticipantInfo {
-            id: id.clone(),
-            identity: identity.map_or_else(|| id.clone(), str::to_string),
-            name: j.grants.name.clone().unwrap_or_else(|| j.name.to_string()),
-            metadata: j.grants.metadata.clone(),
-            admin: j.grants.admin,
-            audio_muted: false,
-            video_muted: false,
-            server_muted: ServerMuted::default(),
-            media_id: None,
-        };
-        j.out.send(&ServerMessage::Joined {
-            v: crate::protocol::PROTOCOL_VERSION,
-            id: id.clone(),
-            identity: info.identity.clone(),
-            name: info.name.clone(),
-            room: room_name.to_string(),
-            mode: room.active,
-            locked: room.locked,
-            permissions: Permissions::from(j.grants, room_name),
-            participants: room.participants.values().map(|p| p.info.clone()).collect(),
-            ice_servers: ice_servers(&id),
-            chat: room.chat.iter().cloned().collect(),
-        });
-        room.broadcast(
-            None,
-            &ServerMessage::ParticipantJoined {
-                participant: info.clone(),
-            },
-        );
-        room.participants.insert(
-            id.clone(),
-            Participant {
-                info,
-                out: j.out,
-                media: None,
-            },
-        );
-        JoinOutcome::Joined(Me {
-            room: room_name.to_string(),
-            id,
-        })
-    }
-
-    pub(crate) fn leave(&mut self, me: &Me) {
-        let Some(room) = self.rooms.get_mut(&me.room) else {
-            return;
-        };
-        if room.participants.remove(&me.id).is_none() {
-            return;
-        }
-        room.broadcast(None, &ServerMessage::ParticipantLeft { id: me.id.clone() });
-        if room.participants.is_empty() {
-            self.rooms.remove(&me.room);
-        }
-    }
-
-    /// Whether `me` is still in its room (a moderator or a newer socket may have removed it).
-    pub(crate) fn is_member(&self, me: &Me) -> bool {
-        self.rooms
-            .get(&me.room)
-            .is_some_and(|r| r.participants.contains_key(&me.id))
-    }
-
-    /// Sends `message` to everyone in `room`.
-    pub(crate) fn broadcast(&self, room: &str, message: &ServerMessage) {
-        if let Some(r) = self.rooms.get(room) {
-            r.broadcast(None, message);
-        }
-    }
-
     /// Whether anyone is in `room`.
     pub(crate) fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
@@ -308,57 +140,6 @@ impl Hub {
         self.rooms
             .get(&me.room)
             .is_some_and(|r| r.active == RoomMode::Sfu)
-    }
-
-    /// Passes a P2P message to `to`, stamped with the sender's id.
-    pub(crate) fn relay(
-        &self,
-        me: &Me,
-        to: &str,
-        make: impl FnOnce(String) -> ServerMessage,
-    ) -> Result<(), String> {
-        let room = self.rooms.get(&me.room).ok_or("not in a room")?;
-        if room.active != RoomMode::P2p {
-            return Err("this room uses the media server: send offers without \"to\"".into());
-        }
-        let target = room
-            .participants
-            .get(to)
-            .filter(|_| to != me.id)
-            .ok_or_else(|| format!("no participant {to:?} in this room"))?;
-        target.out.send(&make(me.id.clone()));
-        Ok(())
-    }
-
-    pub(crate) fn chat(&mut self, me: &Me, text: &str) -> Result<(), &'static str> {
-        let text = text.trim();
-        if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
-            return Err("a chat message has 1 to 2000 characters");
-        }
-        let room = self.rooms.get_mut(&me.room).ok_or("not in a room")?;
-        let name = room
-            .participants
-            .get(&me.id)
-            .map(|p| p.info.name.clone())
-            .ok_or("not in a room")?;
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let message = ChatMessage {
-            id: room.next_chat_id,
-            from: me.id.clone(),
-            name,
-            text: text.to_string(),
-            time,
-        };
-        room.next_chat_id += 1;
-        room.chat.push_back(message.clone());
-        while room.chat.len() > CHAT_HISTORY {
-            room.chat.pop_front();
-        }
-        room.broadcast(None, &ServerMessage::Chat(message));
-        Ok(())
     }
 
     pub(crate) fn mute(&mut self, me: &Me, audio: bool, video: bool) {
@@ -383,6 +164,46 @@ impl Hub {
         muted
     }
 
+    /// Notes the roles of the participant's offer to the media server; a `fresh` offer starts
+    /// a new media connection, whose tracks are all new.
+    pub(crate) fn offered(
+        &mut self,
+        me: &Me,
+        sdp: &str,
+        roles: Option<&BTreeMap<String, TrackRole>>,
+        fresh: bool,
+    ) {
+        let max = self.limits.mlines_per_sdp;
+        let Some(p) = self
+            .rooms
+            .get_mut(&me.room)
+            .and_then(|r| r.participants.get_mut(&me.id))
+        else {
+            return;
+        };
+        if fresh {
+            p.publications = Publications::default();
+            p.info.tracks.clear();
+        }
+        p.publications.offered(sdp, roles, max);
+    }
+
+    /// The media server published one of the participant's video tracks: the others learn
+    /// its role.
+    pub(crate) fn published_video(&mut self, me: &Me, track: String) {
+        let Some(p) = self
+            .rooms
+            .get_mut(&me.room)
+            .and_then(|r| r.participants.get_mut(&me.id))
+        else {
+            return;
+        };
+        let role = p.publications.published_video();
+        self.update(me, |info| {
+            info.tracks.insert(track, role);
+        });
+    }
+
     fn update(&mut self, me: &Me, f: impl FnOnce(&mut ParticipantInfo)) {
         let Some(room) = self.rooms.get_mut(&me.room) else {
             return;
@@ -396,147 +217,12 @@ impl Hub {
         };
         room.broadcast(Some(&me.id), &message);
     }
-
-    /// A moderator's action, checked and applied to the room. Returns the media connection of
-    /// the participant a mute applies to (the caller tells the media server), if it has one.
-    pub(crate) fn moderate(
-        &mut self,
-        me: &Me,
-        action: &Moderate,
-    ) -> Result<Option<PeerRef>, (ErrorCode, String)> {
-        let room = self
-            .rooms
-            .get_mut(&me.room)
-            .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
-        let by = room
-            .participants
-            .get(&me.id)
-            .filter(|p| p.info.admin)
-            .map(|p| p.info.name.clone())
-            .ok_or((
-                ErrorCode::Forbidden,
-                "moderation needs an access token with roomAdmin".to_string(),
-            ))?;
-        let target_of = |room: &Room, id: &str| {
-            room.participants
-                .get(id)
-                .map(|p| p.info.name.clone())
-                .ok_or((
-                    ErrorCode::BadTarget,
-                    format!("no participant {id:?} in this room"),
-                ))
-        };
-        let mut event = Moderation {
-            action: ModerationAction::Lock,
-            by: me.id.clone(),
-            by_name: by.clone(),
-            target: None,
-            target_name: None,
-        };
-        let mut media = None;
-        match action {
-            Moderate::Mute { id, video, muted } => {
-                let target_name = target_of(room, id)?;
-                if room.mode == RoomMode::P2p {
-                    return Err((
-                        ErrorCode::BadTarget,
-                        "in a peer-to-peer room media bypasses the server, which cannot mute it"
-                            .into(),
-                    ));
-                }
-                room.move_to_sfu(&me.room, "a server mute");
-                let p = room.participants.get_mut(id).expect("checked by target_of");
-                let slot = if *video {
-                    &mut p.info.server_muted.video
-                } else {
-                    &mut p.info.server_muted.audio
-                };
-                *slot = *muted;
-                media = p.media.clone();
-                let update = ServerMessage::ParticipantUpdated {
-                    participant: p.info.clone(),
-                };
-                room.broadcast(None, &update);
-                event.action = match (video, muted) {
-                    (false, true) => ModerationAction::MuteAudio,
-                    (false, false) => ModerationAction::UnmuteAudio,
-                    (true, true) => ModerationAction::MuteVideo,
-                    (true, false) => ModerationAction::UnmuteVideo,
-                };
-                event.target = Some(id.clone());
-                event.target_name = Some(target_name);
-            }
-            Moderate::Remove { id, ban } => {
-                let target_name = target_of(room, id)?;
-                let p = room.participants.remove(id).expect("checked by target_of");
-                if *ban {
-                    room.banned.insert(p.info.identity.clone());
-                }
-                p.out.send(&ServerMessage::Removed {
-                    reason: if *ban {
-                        RemovedReason::Banned
-                    } else {
-                        RemovedReason::Removed
-                    },
-                    by: Some(by.clone()),
-                });
-                p.out.close(format!("removed by moderator {}", me.id));
-                room.broadcast(None, &ServerMessage::ParticipantLeft { id: id.clone() });
-                event.action = if *ban {
-                    ModerationAction::Ban
-                } else {
-                    ModerationAction::Remove
-                };
-                event.target = Some(id.clone());
-                event.target_name = Some(target_name);
-            }
-            Moderate::Lock { locked } => {
-                room.locked = *locked;
-                event.action = if *locked {
-                    ModerationAction::Lock
-                } else {
-                    ModerationAction::Unlock
-                };
-            }
-            Moderate::End => {
-                let room = self.rooms.remove(&me.room).expect("looked up above");
-                let gone = ServerMessage::Removed {
-                    reason: RemovedReason::RoomEnded,
-                    by: Some(by),
-                };
-                for p in room.participants.values() {
-                    p.out.send(&gone);
-                    p.out.close(format!("room ended by moderator {}", me.id));
-                }
-                return Ok(None);
-            }
-        }
-        room.broadcast(None, &ServerMessage::Moderation(event));
-        Ok(media)
-    }
-}
-
-/// What a moderator asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Moderate {
-    Mute {
-        id: String,
-        video: bool,
-        muted: bool,
-    },
-    Remove {
-        id: String,
-        ban: bool,
-    },
-    Lock {
-        locked: bool,
-    },
-    End,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Sources;
     use crate::outbox::Frame;
     use tokio::sync::mpsc::Receiver;
 
@@ -741,6 +427,62 @@ mod tests {
             .map(|m| m["action"].clone())
             .collect();
         assert_eq!(events, ["ban", "lock"]);
+        assert_eq!(hub.participants(), 2);
+    }
+
+    #[test]
+    fn a_join_hears_the_first_refusal_that_applies() {
+        let mut hub = Hub::new(Limits {
+            participants_per_room: 2,
+            ..Limits::default()
+        });
+        let admin = token_grants("ad", true);
+        let (ad, _r_ad) = join_as(&mut hub, "r", "Ad", RoomMode::Sfu, &admin);
+        let ad = ad.unwrap();
+        let (bo, _r_bo) = join_as(
+            &mut hub,
+            "r",
+            "Bo",
+            RoomMode::Sfu,
+            &token_grants("bo", false),
+        );
+        let remove = Moderate::Remove {
+            id: bo.unwrap().id,
+            ban: true,
+        };
+        hub.moderate(&ad, &remove).unwrap();
+        let (_cy, _r_cy) = join_as(
+            &mut hub,
+            "r",
+            "Cy",
+            RoomMode::Sfu,
+            &token_grants("cy", false),
+        );
+        hub.moderate(&ad, &Moderate::Lock { locked: true }).unwrap();
+        // The room is banned to Bo, locked and full: a ban comes before the lock, the lock
+        // before the places.
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("bo", false)),
+            ErrorCode::Banned
+        );
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("dee", false)),
+            ErrorCode::RoomLocked
+        );
+        // A second admin passes the lock and meets the full room.
+        assert_eq!(
+            refusal(&mut hub, "r", &token_grants("ed", true)),
+            ErrorCode::RoomFull
+        );
+        // One already in comes back through the lock and the full room, replacing itself.
+        let (again, _r_again) = join_as(
+            &mut hub,
+            "r",
+            "Cy",
+            RoomMode::Sfu,
+            &token_grants("cy", false),
+        );
+        assert!(again.is_some());
         assert_eq!(hub.participants(), 2);
     }
 

@@ -25,6 +25,7 @@
 
 pub mod auth;
 mod backend;
+mod connection;
 pub mod http;
 mod hub;
 mod limits;
@@ -32,39 +33,24 @@ pub mod metrics;
 mod outbox;
 pub mod protocol;
 mod recording;
+mod roles;
 mod sdp;
 mod web;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
-use futures_util::{SinkExt, StreamExt};
-use sori_net::sori_sfu::{MediaKind, RemoveReason};
-use sori_net::PeerSignal;
-use tokio::sync::mpsc;
 
 use auth::{Grants, Keys};
 pub use hub::Hub;
-use hub::{JoinOutcome, Joining, Me, Moderate};
-use limits::ParticipantRates;
 pub use limits::{Limits, Rate};
-use outbox::Outbox;
-use protocol::{ClientMessage, ErrorCode, IceServer, RoomMode, ServerMessage, MAX_MESSAGE};
-
-/// Interval of the server's WebSocket pings.
-const KEEPALIVE: Duration = Duration::from_secs(5);
-
-/// How long a closing connection may take to send what was queued for it.
-const FLUSH_GRACE: Duration = Duration::from_secs(2);
+use protocol::{IceServer, RoomMode};
 
 /// Settings of the session server.
 #[derive(Debug, Clone)]
@@ -168,7 +154,7 @@ impl Refusals {
 #[derive(Clone)]
 pub struct Signal {
     hub: Arc<Mutex<Hub>>,
-    media: MediaBackend,
+    media: Arc<dyn MediaBackend>,
     config: Arc<SignalConfig>,
     recordings: Arc<recording::Recordings>,
     join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
@@ -177,14 +163,12 @@ pub struct Signal {
 
 impl Signal {
     /// A session server driving `media`.
-    pub fn new(media: impl Into<MediaBackend>, config: SignalConfig) -> Self {
-        let media: MediaBackend = media.into();
-        let local = match &media {
-            MediaBackend::Local(h) => Some(h.clone()),
-            MediaBackend::Remote(_) => None,
-        };
+    pub fn new(media: impl Into<Arc<dyn MediaBackend>>, config: SignalConfig) -> Self {
+        let media: Arc<dyn MediaBackend> = media.into();
+        // Recordings tap the in-process core's tracks; a remote media server's stay there.
+        let recorder = media.can_record().then(|| media.clone());
         Self {
-            recordings: Arc::new(recording::Recordings::new(&config, local)),
+            recordings: Arc::new(recording::Recordings::new(&config, recorder)),
             hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
             media,
             config: Arc::new(config),
@@ -196,13 +180,10 @@ impl Signal {
     /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`, `/recordings`. Serve them
     /// with [`Signal::serve`] (handlers need the client's address).
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/", get(web::index))
-            .route("/app.js", get(web::app_js))
-            .route("/style.css", get(web::style_css))
+        web::routes()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics::page))
-            .route("/ws", get(upgrade))
+            .route("/ws", get(connection::upgrade))
             .route("/recordings", get(recording::list))
             .route("/recordings/{recording}/{file}", get(recording::download))
             .with_state(self)
@@ -347,654 +328,11 @@ fn ice_servers(config: &SignalConfig, id: &str) -> Vec<IceServer> {
     servers
 }
 
-async fn upgrade(
-    ws: WebSocketUpgrade,
-    State(signal): State<Signal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    slot: Option<axum::Extension<http::ConnSlot>>,
-    headers: HeaderMap,
-) -> Response {
-    let ip = http::client_ip(peer, &headers, &signal.config.trusted_proxies);
-    if !signal.origin_allowed(&headers) {
-        signal.refusals.count("origin");
-        tracing::warn!(client = %ip, "refused /ws from a page of another origin");
-        return (
-            StatusCode::FORBIDDEN,
-            "pages of this origin may not connect; see allowed_origins\n",
-        )
-            .into_response();
-    }
-    // No frame larger than a message is buffered.
-    ws.max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            // The socket counts against the connection limits for as long as it is open.
-            let _slot = slot;
-            connection(socket, signal, ip).await
-        })
-}
-
-/// One browser's socket, from upgrade to close.
-async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
-    let (out, mut outgoing, end) = Outbox::new(signal.config.limits.send_queue);
-    let (mut sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(async move {
-        // WebSocket pings are answered by the browser itself, even in a throttled background
-        // tab; their pongs keep the connection from looking idle.
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
-        loop {
-            let frame = tokio::select! {
-                message = outgoing.recv() => match message {
-                    Some(f) => Message::Text(f.as_ref().into()),
-                    None => break,
-                },
-                _ = keepalive.tick() => Message::Ping(Default::default()),
-            };
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-    // TURN credentials are renewed at half their lifetime while the participant is here.
-    let renew_every = signal
-        .config
-        .turn
-        .as_ref()
-        .map(|t| (t.ttl / 2).max(Duration::from_secs(1)));
-    let mut renew = renew_every
-        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
-    let mut conn = Connection {
-        signal: signal.clone(),
-        out,
-        me: None,
-        grants: Grants::anonymous(),
-        media_peer: None,
-        rates: ParticipantRates::new(&signal.config.limits, Instant::now()),
-        ip,
-    };
-    loop {
-        let next = tokio::select! {
-            _ = end.wait() => break,
-            _ = async { renew.as_mut().expect("guarded").tick().await }, if renew.is_some() => {
-                if let Some(me) = &conn.me {
-                    conn.send(ServerMessage::IceServers {
-                        ice_servers: ice_servers(&signal.config, &me.id),
-                    });
-                }
-                continue;
-            }
-            next = tokio::time::timeout(signal.config.idle_timeout, stream.next()) => next,
-        };
-        let message = match next {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => {
-                tracing::debug!(client = %ip, "socket error: {e}");
-                break;
-            }
-            Ok(None) => break,
-            Err(_) => {
-                tracing::info!(
-                    client = %ip,
-                    "closing a socket silent for {:?}",
-                    signal.config.idle_timeout
-                );
-                break;
-            }
-        };
-        let text = match message {
-            Message::Text(t) => t.to_string(),
-            Message::Binary(b) => match String::from_utf8(b.to_vec()) {
-                Ok(t) => t,
-                Err(_) => {
-                    conn.error(
-                        ErrorCode::BadMessage,
-                        "binary frames are not part of the protocol",
-                    );
-                    continue;
-                }
-            },
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        match protocol::parse(&text) {
-            Ok(ClientMessage::Leave) => break,
-            Ok(m) => conn.handle(m).await,
-            Err((code, message)) => conn.error(code, &message),
-        }
-    }
-    if let Some(reason) = end.reason() {
-        tracing::info!(client = %ip, "closing a connection: {reason}");
-        if reason.contains("too slowly") {
-            signal.refusals.count("slow-reader");
-        }
-    }
-    conn.leave().await;
-    drop(conn);
-    // What was queued (a refusal, `removed`) goes out unless the client does not read.
-    if tokio::time::timeout(FLUSH_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
-}
-
-struct Connection {
-    signal: Signal,
-    out: Outbox,
-    me: Option<Me>,
-    grants: Grants,
-    media_peer: Option<PeerRef>,
-    rates: ParticipantRates,
-    ip: IpAddr,
-}
-
-/// Which of a participant's rate limits a message counts against.
-#[derive(Clone, Copy)]
-enum Budget {
-    Chat,
-    Offers,
-    Mutes,
-    Relays,
-}
-
-impl Connection {
-    fn send(&self, m: ServerMessage) {
-        self.out.send(&m);
-    }
-
-    fn error(&self, code: ErrorCode, message: &str) {
-        self.send(ServerMessage::Error {
-            code,
-            message: message.to_string(),
-        });
-    }
-
-    /// Refuses the join with `code` and closes the socket once the refusal is out.
-    fn refuse_join(&self, code: ErrorCode, message: &str) {
-        self.signal.refusals.count(code.name());
-        tracing::info!(client = %self.ip, "join refused: {message}");
-        self.error(code, message);
-        self.out.close(format!("join refused: {message}"));
-    }
-
-    /// Takes one unit of `budget`; false (and an occasional `rate-limited`) when spent.
-    fn within(&mut self, budget: Budget) -> bool {
-        let now = Instant::now();
-        let (rate, what) = match budget {
-            Budget::Chat => (&mut self.rates.chat, "chat messages"),
-            Budget::Offers => (&mut self.rates.offers, "offers and answers"),
-            Budget::Mutes => (&mut self.rates.mutes, "mute and moderation changes"),
-            Budget::Relays => (&mut self.rates.relays, "relayed messages"),
-        };
-        if rate.allow(now) {
-            return true;
-        }
-        self.signal.refusals.count("rate-limited");
-        if self.rates.tell(now) {
-            self.error(
-                ErrorCode::RateLimited,
-                &format!("too many {what}: some were dropped; slow down"),
-            );
-        }
-        false
-    }
-
-    async fn handle(&mut self, message: ClientMessage) {
-        if let ClientMessage::Ping = message {
-            self.send(ServerMessage::Pong);
-            return;
-        }
-        if let ClientMessage::Join {
-            v,
-            room,
-            name,
-            mode,
-            token,
-        } = message
-        {
-            self.join(v, room, name, mode, token.as_deref());
-            return;
-        }
-        let Some(me) = self.me.clone() else {
-            self.error(ErrorCode::NotJoined, "join a room first");
-            return;
-        };
-        if !self.signal.hub().is_member(&me) {
-            // Replaced or removed: the socket is about to close.
-            return;
-        }
-        match message {
-            ClientMessage::Offer { sdp, to: Some(to) } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.relay(&me, &to, |from| ServerMessage::Offer {
-                            sdp,
-                            from: Some(from),
-                        })
-                    }
-                }
-            }
-            ClientMessage::Answer { sdp, to: Some(to) } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.relay(&me, &to, |from| ServerMessage::Answer {
-                            sdp,
-                            from: Some(from),
-                        })
-                    }
-                }
-            }
-            ClientMessage::Candidate {
-                candidate,
-                to: Some(to),
-            } => {
-                if self.within(Budget::Relays) {
-                    self.relay(&me, &to, |from| ServerMessage::Candidate {
-                        candidate,
-                        from,
-                    })
-                }
-            }
-            ClientMessage::Offer { sdp, to: None } => {
-                if self.within(Budget::Offers) {
-                    if let Some(sdp) = self.restrict(&sdp) {
-                        self.media_offer(&me, &sdp).await
-                    }
-                }
-            }
-            // Answers to the media server are not rate limited: it makes one offer at a time and
-            // waits for the answer, and refuses one it did not ask for.
-            ClientMessage::Answer { sdp, to: None } => {
-                if let Some(sdp) = self.restrict(&sdp) {
-                    self.media_answer(&sdp).await
-                }
-            }
-            // The media server is ICE-lite: it learns the browser's address from its checks.
-            ClientMessage::Candidate { to: None, .. } => {}
-            ClientMessage::Chat { text } => {
-                if !self.grants.chat {
-                    self.signal.refusals.count("forbidden");
-                    self.error(
-                        ErrorCode::Forbidden,
-                        "your access token does not grant chat (canPublishData)",
-                    );
-                } else if self.within(Budget::Chat) {
-                    if let Err(why) = self.signal.hub().chat(&me, &text) {
-                        self.error(ErrorCode::BadChat, why);
-                    }
-                }
-            }
-            ClientMessage::Mute { audio, video } => {
-                if self.within(Budget::Mutes) {
-                    self.signal.hub().mute(&me, audio, video)
-                }
-            }
-            ClientMessage::Record { on } => self.record(&me, on).await,
-            ClientMessage::MuteParticipant { id, audio, video } => {
-                let actions = [(false, audio), (true, video)]
-                    .into_iter()
-                    .filter_map(|(video, muted)| {
-                        let id = id.clone();
-                        muted.map(|muted| Moderate::Mute { id, video, muted })
-                    })
-                    .collect();
-                self.moderate(&me, actions).await
-            }
-            ClientMessage::RemoveParticipant { id, ban } => {
-                self.moderate(&me, vec![Moderate::Remove { id, ban }]).await
-            }
-            ClientMessage::LockRoom { locked } => {
-                self.moderate(&me, vec![Moderate::Lock { locked }]).await
-            }
-            ClientMessage::EndRoom => self.moderate(&me, vec![Moderate::End]).await,
-            ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
-        }
-    }
-
-    /// The SDP limited to what this participant may publish, or `None` (refused, said why).
-    fn restrict(&self, sdp: &str) -> Option<String> {
-        let max = self.signal.config.limits.mlines_per_sdp;
-        match sdp::restrict(sdp, self.grants.publish, max) {
-            Ok(s) => Some(s),
-            Err(sdp::TooManyLines(n)) => {
-                self.signal.refusals.count("too-many-m-lines");
-                self.error(
-                    ErrorCode::MediaError,
-                    &format!("an SDP with {n} m-lines was refused; the limit is {max}"),
-                );
-                None
-            }
-        }
-    }
-
-    async fn moderate(&mut self, me: &Me, actions: Vec<Moderate>) {
-        if actions.is_empty() {
-            return;
-        }
-        if !self.grants.admin {
-            self.signal.refusals.count("forbidden");
-            self.error(
-                ErrorCode::Forbidden,
-                "moderation needs an access token with roomAdmin",
-            );
-            return;
-        }
-        for action in actions {
-            if self.within(Budget::Mutes) {
-                self.moderate_one(me, action).await;
-            }
-        }
-    }
-
-    async fn moderate_one(&mut self, me: &Me, action: Moderate) {
-        let outcome = self.signal.hub().moderate(me, &action);
-        match outcome {
-            Ok(media) => {
-                tracing::info!(room = me.room, by = me.id, ?action, "moderation");
-                if let (Moderate::Mute { video, muted, .. }, Some(peer)) = (&action, media) {
-                    let kind = if *video {
-                        MediaKind::Video
-                    } else {
-                        MediaKind::Audio
-                    };
-                    if let Err(e) = self.signal.media.set_muted(&peer, kind, *muted).await {
-                        tracing::warn!("server mute not applied: {e}");
-                    }
-                }
-                if matches!(action, Moderate::End) {
-                    self.signal.recordings.stop(&me.room).await;
-                }
-            }
-            Err((code, why)) => {
-                self.signal.refusals.count(code.name());
-                self.error(code, &why)
-            }
-        }
-    }
-
-    fn join(
-        &mut self,
-        v: u32,
-        room: String,
-        name: String,
-        mode: Option<RoomMode>,
-        token: Option<&str>,
-    ) {
-        if self.me.is_some() {
-            self.error(
-                ErrorCode::AlreadyJoined,
-                "this connection is already in a room",
-            );
-            return;
-        }
-        if v != protocol::PROTOCOL_VERSION {
-            self.error(
-                ErrorCode::UnsupportedVersion,
-                &format!(
-                    "protocol version {v} is not supported; this server speaks version {}",
-                    protocol::PROTOCOL_VERSION
-                ),
-            );
-            return;
-        }
-        if !protocol::valid_name(&room) || !protocol::valid_name(&name) {
-            self.error(
-                ErrorCode::InvalidName,
-                "room and name must be 1 to 64 characters, without control characters",
-            );
-            return;
-        }
-        if !self.signal.allow_join(self.ip) {
-            self.refuse_join(
-                ErrorCode::RateLimited,
-                "too many joins from your address: wait a moment and try again",
-            );
-            return;
-        }
-        let grants = match self.signal.authorize(token) {
-            Ok(g) => g,
-            Err(e) => {
-                self.refuse_join(ErrorCode::Unauthorized, &e.to_string());
-                return;
-            }
-        };
-        if let Err(why) = grants.may_join(&room) {
-            self.refuse_join(ErrorCode::Forbidden, why);
-            return;
-        }
-        let mode = mode.unwrap_or(self.signal.config.default_mode);
-        let config = self.signal.config.clone();
-        let outcome = self.signal.hub().join(
-            Joining {
-                room: &room,
-                name: &name,
-                mode,
-                grants: &grants,
-                out: self.out.clone(),
-            },
-            |id| ice_servers(&config, id),
-        );
-        match outcome {
-            JoinOutcome::Joined(me) => {
-                tracing::info!(room, id = me.id, identity = ?grants.identity, client = %self.ip, "participant joined");
-                self.me = Some(me);
-                self.grants = grants;
-                let (recordings, out) = (self.signal.recordings.clone(), self.out.clone());
-                tokio::spawn(async move {
-                    if recordings.is_on(&room).await {
-                        out.send(&ServerMessage::Recording {
-                            on: true,
-                            by: None,
-                            name: None,
-                        });
-                    }
-                });
-            }
-            JoinOutcome::Refused(code, why) => self.refuse_join(code, &why),
-        }
-    }
-
-    fn relay(&self, me: &Me, to: &str, make: impl FnOnce(String) -> ServerMessage) {
-        if let Err(why) = self.signal.hub().relay(me, to, make) {
-            self.error(ErrorCode::BadTarget, &why);
-        }
-    }
-
-    async fn media_offer(&mut self, me: &Me, sdp: &str) {
-        if !self.signal.hub().uses_sfu(me) {
-            self.error(
-                ErrorCode::BadTarget,
-                "this room is peer-to-peer: address offers to a participant with \"to\"",
-            );
-            return;
-        }
-        let media = self.signal.media.clone();
-        let mut reply = None;
-        if let Some(peer) = &self.media_peer {
-            match media.offer(peer, sdp).await {
-                // The media server dropped this peer (see forward_media_signals): start anew.
-                Err(BackendError::UnknownPeer) => self.media_peer = None,
-                other => reply = Some(other),
-            }
-        }
-        let reply = match reply {
-            Some(r) => r,
-            None => match media.join(&me.room, sdp, self.grants.subscribe).await {
-                Ok(joined) => {
-                    let muted = self.signal.hub().set_media(
-                        me,
-                        joined.stream_id.clone(),
-                        joined.peer.clone(),
-                    );
-                    for (kind, on) in [
-                        (MediaKind::Audio, muted.audio),
-                        (MediaKind::Video, muted.video),
-                    ] {
-                        if on {
-                            if let Err(e) = media.set_muted(&joined.peer, kind, true).await {
-                                tracing::warn!("server mute not applied: {e}");
-                            }
-                        }
-                    }
-                    self.media_peer = Some(joined.peer);
-                    self.send(ServerMessage::Answer {
-                        sdp: joined.answer,
-                        from: None,
-                    });
-                    let name = self.signal.hub().name_of(me).unwrap_or_default();
-                    tokio::spawn(forward_media_signals(
-                        joined.signals,
-                        self.out.clone(),
-                        self.signal.recordings.clone(),
-                        me.clone(),
-                        name,
-                    ));
-                    return;
-                }
-                Err(e) => Err(e),
-            },
-        };
-        match reply {
-            Ok(answer) => self.send(ServerMessage::Answer {
-                sdp: answer,
-                from: None,
-            }),
-            Err(e) => self.media_error(e),
-        }
-    }
-
-    async fn media_answer(&mut self, sdp: &str) {
-        let Some(peer) = &self.media_peer else {
-            self.error(
-                ErrorCode::BadTarget,
-                "no offer from the media server is waiting for an answer",
-            );
-            return;
-        };
-        if let Err(e) = self.signal.media.answer(peer, sdp).await {
-            self.media_error(e);
-        }
-    }
-
-    async fn record(&mut self, me: &Me, on: bool) {
-        if !self.grants.may_record(&me.room) {
-            self.signal.refusals.count("forbidden");
-            self.error(
-                ErrorCode::Forbidden,
-                "recording needs an access token with roomRecord or roomAdmin",
-            );
-            return;
-        }
-        if !self.signal.hub().uses_sfu(me) {
-            self.error(
-                ErrorCode::BadTarget,
-                "only SFU rooms can be recorded: in a peer-to-peer room media bypasses the server",
-            );
-            return;
-        }
-        let recordings = &self.signal.recordings;
-        let name = if on {
-            match recordings.start(&me.room).await {
-                Ok(name) => Some(name),
-                Err((code, why)) => {
-                    if code != ErrorCode::MediaError {
-                        self.signal.refusals.count(code.name());
-                    }
-                    self.error(code, &why);
-                    return;
-                }
-            }
-        } else {
-            recordings.stop(&me.room).await
-        };
-        self.signal.hub().broadcast(
-            &me.room,
-            &ServerMessage::Recording {
-                on,
-                by: Some(me.id.clone()),
-                name,
-            },
-        );
-    }
-
-    fn media_error(&self, e: BackendError) {
-        self.error(ErrorCode::MediaError, &e.to_string());
-    }
-
-    async fn leave(&mut self) {
-        let gone = self.me.as_ref().map(|me| me.id.clone());
-        if let Some(me) = self.me.take() {
-            tracing::info!(room = me.room, id = me.id, client = %self.ip, "participant left");
-            let empty = {
-                let mut hub = self.signal.hub();
-                hub.leave(&me);
-                !hub.has_room(&me.room)
-            };
-            self.signal.recordings.left(&me.room, &me.id).await;
-            if empty {
-                // The last one out ends the room's recording.
-                self.signal.recordings.stop(&me.room).await;
-            }
-        }
-        if let Some(peer) = self.media_peer.take() {
-            self.signal.media.leave(&peer).await;
-        }
-        if let Some(id) = gone {
-            self.revoke_turn(&id).await;
-        }
-    }
-
-    /// The participant is gone: the embedded TURN server refuses its credentials from now on
-    /// and closes its relays.
-    async fn revoke_turn(&self, id: &str) {
-        let config = &self.signal.config;
-        if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
-            monitor.revoke(id, SystemTime::now() + turn.ttl).await;
-        }
-    }
-}
-
-/// Passes the media server's offers for this participant to its socket.
-async fn forward_media_signals(
-    mut signals: mpsc::UnboundedReceiver<PeerSignal>,
-    out: Outbox,
-    recordings: Arc<recording::Recordings>,
-    me: Me,
-    name: String,
-) {
-    while let Some(signal) = signals.recv().await {
-        match signal {
-            PeerSignal::Offer(sdp) => {
-                if !out.send(&ServerMessage::Offer { sdp, from: None }) {
-                    break;
-                }
-            }
-            PeerSignal::Published { track, kind } => {
-                recordings
-                    .published(&me.room, &me.id, &name, track, kind)
-                    .await;
-            }
-            PeerSignal::Connected => {}
-            PeerSignal::Removed(reason) => {
-                tracing::info!("media connection removed: {reason}");
-                if reason != RemoveReason::Left {
-                    // The socket is still up: have the browser connect its media again.
-                    out.send(&ServerMessage::Mode {
-                        mode: RoomMode::Sfu,
-                    });
-                }
-                break;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{JoinOutcome, Joining};
+    use crate::outbox::Outbox;
     use std::time::UNIX_EPOCH;
 
     #[test]

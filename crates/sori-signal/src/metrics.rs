@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sori_net::MediaStats;
+use sori_media::{MediaStats, TcpStats};
 use sori_turn::TurnStats;
 
 use crate::Signal;
@@ -106,40 +106,51 @@ pub fn render(
         &[("", participants as u64)],
     );
     if let Some(t) = turn {
-        metric(
-            "sori_turn_allocations",
-            "gauge",
-            "Allocations open on the embedded TURN server.",
-            &[("", t.allocations as u64)],
-        );
-        metric(
-            "sori_turn_peers_refused_total",
-            "counter",
-            "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
-            &[("", t.peers_refused)],
-        );
-        metric(
-            "sori_turn_quota_refused_total",
-            "counter",
-            "TURN allocations refused because their credential or client address held its cap.",
-            &[("", t.quota_refused)],
-        );
-        metric(
-            "sori_turn_revoked_refused_total",
-            "counter",
-            "TURN requests refused because their credential was revoked.",
-            &[("", t.revoked_refused)],
-        );
-        metric(
-            "sori_turn_revocations",
-            "gauge",
-            "Participants whose TURN credentials are revoked now.",
-            &[("", t.revocations as u64)],
-        );
+        turn_metrics(&mut metric, t);
     }
     let Some(stats) = stats else {
         return out;
     };
+    media_metrics(&mut metric, stats);
+    out
+}
+
+/// The embedded TURN server's counters.
+fn turn_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), t: &TurnStats) {
+    metric(
+        "sori_turn_allocations",
+        "gauge",
+        "Allocations open on the embedded TURN server.",
+        &[("", t.allocations as u64)],
+    );
+    metric(
+        "sori_turn_peers_refused_total",
+        "counter",
+        "TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.",
+        &[("", t.peers_refused)],
+    );
+    metric(
+        "sori_turn_quota_refused_total",
+        "counter",
+        "TURN allocations refused because their credential or client address held its cap.",
+        &[("", t.quota_refused)],
+    );
+    metric(
+        "sori_turn_revoked_refused_total",
+        "counter",
+        "TURN requests refused because their credential was revoked.",
+        &[("", t.revoked_refused)],
+    );
+    metric(
+        "sori_turn_revocations",
+        "gauge",
+        "Participants whose TURN credentials are revoked now.",
+        &[("", t.revocations as u64)],
+    );
+}
+
+/// The media server's counters and state.
+fn media_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), stats: &MediaStats) {
     let c = &stats.counters;
     let s = &stats.state;
     metric(
@@ -200,7 +211,29 @@ pub fn render(
             ("{reason=\"rejected\"}", c.datagrams_rejected),
         ],
     );
-    let t = &stats.tcp;
+    ice_tcp_metrics(metric, &stats.tcp);
+    metric(
+        "sori_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to senders.",
+        &[("", c.keyframe_requests_sent)],
+    );
+    metric(
+        "sori_participants_joined_total",
+        "counter",
+        "Participants that joined.",
+        &[("", c.peers_joined)],
+    );
+    metric(
+        "sori_participants_removed_total",
+        "counter",
+        "Participants removed, for any reason.",
+        &[("", c.peers_removed)],
+    );
+}
+
+/// The media port's ICE-TCP connections.
+fn ice_tcp_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), t: &TcpStats) {
     metric(
         "sori_ice_tcp_connections",
         "gauge",
@@ -226,30 +259,129 @@ pub fn render(
         "Frames not sent because an ICE-TCP connection's send queue was full.",
         &[("", t.send_dropped)],
     );
-    metric(
-        "sori_keyframe_requests_total",
-        "counter",
-        "Keyframe requests sent to senders.",
-        &[("", c.keyframe_requests_sent)],
-    );
-    metric(
-        "sori_participants_joined_total",
-        "counter",
-        "Participants that joined.",
-        &[("", c.peers_joined)],
-    );
-    metric(
-        "sori_participants_removed_total",
-        "counter",
-        "Participants removed, for any reason.",
-        &[("", c.peers_removed)],
-    );
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page for [`distinct_stats`] with 7 rooms and 8 participants: scrapers and dashboards
+    /// depend on every name, help text, label and the order.
+    const PAGE: &str = "\
+# HELP sori_rooms Rooms with at least one participant.
+# TYPE sori_rooms gauge
+sori_rooms 7
+# HELP sori_participants Participants in rooms (signaling connections).
+# TYPE sori_participants gauge
+sori_participants 8
+# HELP sori_turn_allocations Allocations open on the embedded TURN server.
+# TYPE sori_turn_allocations gauge
+sori_turn_allocations 401
+# HELP sori_turn_peers_refused_total TURN permissions, channel bindings and sends refused because the peer is one the relay may not reach.
+# TYPE sori_turn_peers_refused_total counter
+sori_turn_peers_refused_total 402
+# HELP sori_turn_quota_refused_total TURN allocations refused because their credential or client address held its cap.
+# TYPE sori_turn_quota_refused_total counter
+sori_turn_quota_refused_total 403
+# HELP sori_turn_revoked_refused_total TURN requests refused because their credential was revoked.
+# TYPE sori_turn_revoked_refused_total counter
+sori_turn_revoked_refused_total 404
+# HELP sori_turn_revocations Participants whose TURN credentials are revoked now.
+# TYPE sori_turn_revocations gauge
+sori_turn_revocations 405
+# HELP sori_media_rooms Rooms with media at the media server.
+# TYPE sori_media_rooms gauge
+sori_media_rooms 202
+# HELP sori_media_peers Peer connections at the media server.
+# TYPE sori_media_peers gauge
+sori_media_peers 201
+# HELP sori_tracks Published audio and video tracks.
+# TYPE sori_tracks gauge
+sori_tracks 203
+# HELP sori_subscriptions Track deliveries (track, receiver).
+# TYPE sori_subscriptions gauge
+sori_subscriptions 204
+# HELP sori_rtp_received_packets_total RTP packets received from senders.
+# TYPE sori_rtp_received_packets_total counter
+sori_rtp_received_packets_total 105
+# HELP sori_rtp_forwarded_packets_total RTP packets forwarded to receivers.
+# TYPE sori_rtp_forwarded_packets_total counter
+sori_rtp_forwarded_packets_total 106
+# HELP sori_rtp_forwarded_bytes_total RTP payload bytes forwarded to receivers.
+# TYPE sori_rtp_forwarded_bytes_total counter
+sori_rtp_forwarded_bytes_total 107
+# HELP sori_datagrams_received_total UDP datagrams and ICE-TCP frames received on the media port.
+# TYPE sori_datagrams_received_total counter
+sori_datagrams_received_total 101
+# HELP sori_datagrams_dropped_total Datagrams dropped on the media port, by reason.
+# TYPE sori_datagrams_dropped_total counter
+sori_datagrams_dropped_total{reason=\"unroutable\"} 102
+sori_datagrams_dropped_total{reason=\"malformed\"} 103
+sori_datagrams_dropped_total{reason=\"rejected\"} 104
+# HELP sori_ice_tcp_connections ICE-TCP media connections: open (answered by a peer) or pending.
+# TYPE sori_ice_tcp_connections gauge
+sori_ice_tcp_connections{state=\"open\"} 301
+sori_ice_tcp_connections{state=\"pending\"} 302
+# HELP sori_ice_tcp_connections_total ICE-TCP connections, by outcome: accepted, refused (over the pending cap), rejected (bad or no binding request).
+# TYPE sori_ice_tcp_connections_total counter
+sori_ice_tcp_connections_total{outcome=\"accepted\"} 303
+sori_ice_tcp_connections_total{outcome=\"refused\"} 304
+sori_ice_tcp_connections_total{outcome=\"rejected\"} 305
+# HELP sori_ice_tcp_frames_dropped_total Frames not sent because an ICE-TCP connection's send queue was full.
+# TYPE sori_ice_tcp_frames_dropped_total counter
+sori_ice_tcp_frames_dropped_total 306
+# HELP sori_keyframe_requests_total Keyframe requests sent to senders.
+# TYPE sori_keyframe_requests_total counter
+sori_keyframe_requests_total 108
+# HELP sori_participants_joined_total Participants that joined.
+# TYPE sori_participants_joined_total counter
+sori_participants_joined_total 109
+# HELP sori_participants_removed_total Participants removed, for any reason.
+# TYPE sori_participants_removed_total counter
+sori_participants_removed_total 110
+";
+
+    /// Every field the page shows, each with a value of its own.
+    fn distinct_stats() -> (MediaStats, TurnStats) {
+        let mut stats = MediaStats::default();
+        let c = &mut stats.counters;
+        c.datagrams_received = 101;
+        c.datagrams_unroutable = 102;
+        c.datagrams_malformed = 103;
+        c.datagrams_rejected = 104;
+        c.rtp_received = 105;
+        c.rtp_forwarded_packets = 106;
+        c.rtp_forwarded_bytes = 107;
+        c.keyframe_requests_sent = 108;
+        c.peers_joined = 109;
+        c.peers_removed = 110;
+        let s = &mut stats.state;
+        s.peers = 201;
+        s.rooms = 202;
+        s.tracks = 203;
+        s.subscriptions = 204;
+        let t = &mut stats.tcp;
+        t.open = 301;
+        t.pending = 302;
+        t.accepted = 303;
+        t.refused = 304;
+        t.rejected = 305;
+        t.send_dropped = 306;
+        let turn = TurnStats {
+            allocations: 401,
+            peers_refused: 402,
+            quota_refused: 403,
+            revoked_refused: 404,
+            revocations: 405,
+        };
+        (stats, turn)
+    }
+
+    #[test]
+    fn the_page_keeps_its_exact_text() {
+        let (stats, turn) = distinct_stats();
+        assert_eq!(render(7, 8, Some(&stats), Some(&turn)), PAGE);
+    }
 
     #[test]
     fn every_sample_line_parses_as_name_labels_value() {

@@ -1,6 +1,8 @@
 //! The signaling protocol on `/ws`: JSON messages with a `type` field. `docs/signaling.md`
 //! describes every message and error code; this module is its single definition.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a client states in `join`.
@@ -50,12 +52,17 @@ pub enum ClientMessage {
         sdp: String,
         #[serde(default)]
         to: Option<String>,
+        /// The role of each sending m-line, by mid (checked by [`TrackRole::parse_map`]).
+        #[serde(default)]
+        roles: Option<BTreeMap<String, String>>,
     },
     /// An SDP answer, same addressing as `offer`.
     Answer {
         sdp: String,
         #[serde(default)]
         to: Option<String>,
+        #[serde(default)]
+        roles: Option<BTreeMap<String, String>>,
     },
     /// A trickled ICE candidate (`RTCIceCandidateInit`), same addressing as `offer`.
     Candidate {
@@ -95,6 +102,55 @@ pub enum ClientMessage {
     Ping,
 }
 
+/// What a video track shows: the camera or a screen share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackRole {
+    Camera,
+    Screen,
+}
+
+/// Longest mid accepted as a key of a `roles` map (browsers use a few digits).
+pub const MAX_MID_CHARS: usize = 32;
+
+impl TrackRole {
+    /// The role named `name` on the wire.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "camera" => Some(TrackRole::Camera),
+            "screen" => Some(TrackRole::Screen),
+            _ => None,
+        }
+    }
+
+    /// Checks a client's `roles` map: at most `max` entries, short mids, known roles.
+    pub fn parse_map(
+        roles: &BTreeMap<String, String>,
+        max: usize,
+    ) -> Result<BTreeMap<String, TrackRole>, String> {
+        if roles.len() > max {
+            return Err(format!(
+                "a roles map with {} entries was refused; the limit is {max}",
+                roles.len()
+            ));
+        }
+        roles
+            .iter()
+            .map(|(mid, role)| {
+                if mid.is_empty() || mid.chars().count() > MAX_MID_CHARS {
+                    return Err(format!(
+                        "a roles map key is a mid of 1 to {MAX_MID_CHARS} characters"
+                    ));
+                }
+                let role = TrackRole::from_name(role).ok_or_else(|| {
+                    format!("unknown track role {role:?}: a role is \"camera\" or \"screen\"")
+                })?;
+                Ok((mid.clone(), role))
+            })
+            .collect()
+    }
+}
+
 /// A participant as others see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParticipantInfo {
@@ -114,6 +170,10 @@ pub struct ParticipantInfo {
     pub server_muted: ServerMuted,
     /// The media stream id of this participant's tracks at the media server (SFU mode).
     pub media_id: Option<String>,
+    /// The role of each of its video tracks at the media server, by track id (the second
+    /// part of `a=msid` in the media server's offers; SFU mode).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracks: BTreeMap<String, TrackRole>,
 }
 
 /// Media a moderator stopped.
@@ -247,11 +307,16 @@ pub enum ServerMessage {
         sdp: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<String>,
+        /// P2P: the sender's track roles by mid, as it stated them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        roles: Option<BTreeMap<String, TrackRole>>,
     },
     Answer {
         sdp: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        roles: Option<BTreeMap<String, TrackRole>>,
     },
     Candidate {
         candidate: serde_json::Value,
@@ -327,6 +392,9 @@ pub enum ErrorCode {
     ServerFull,
     /// Too many messages of this kind; the message was dropped (one error a second at most).
     RateLimited,
+    /// A `roles` map with an unknown role, a bad mid or too many entries; the offer or answer
+    /// was dropped.
+    BadRoles,
 }
 
 impl ErrorCode {
@@ -350,6 +418,7 @@ impl ErrorCode {
             ErrorCode::RoomLocked => "room-locked",
             ErrorCode::ServerFull => "server-full",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::BadRoles => "bad-roles",
         }
     }
 }
@@ -535,6 +604,7 @@ mod tests {
             ErrorCode::RoomLocked,
             ErrorCode::ServerFull,
             ErrorCode::RateLimited,
+            ErrorCode::BadRoles,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.name());
         }

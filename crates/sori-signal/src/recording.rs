@@ -11,6 +11,7 @@ mod range;
 use std::collections::{HashMap, VecDeque};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -19,10 +20,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::json;
-use sori_net::sori_sfu::{MediaKind, TapId, TrackId};
-use sori_net::MediaHandle;
+use sori_media::sori_sfu::{MediaKind, TrackId};
+use sori_media::{MediaBackend, Tap};
 use sori_record::mkv::Container;
-use sori_record::{Input, Recording, RecordingConfig, Summary};
+use sori_record::{Recording, RecordingConfig, Summary};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
@@ -37,7 +38,7 @@ struct Part {
     name: String,
     file: String,
     recording: Option<Recording>,
-    taps: Vec<(TrackId, TapId)>,
+    taps: Vec<(TrackId, Tap)>,
     summary: Option<Summary>,
 }
 
@@ -51,7 +52,7 @@ struct RoomRec {
 /// Room recordings of this session server.
 pub(crate) struct Recordings {
     dir: Option<PathBuf>,
-    media: Option<MediaHandle>,
+    media: Option<Arc<dyn MediaBackend>>,
     /// Recordings one room may start in an hour (0: any number).
     starts_per_hour: u32,
     /// Bytes the directory may hold before new recordings are refused.
@@ -114,7 +115,7 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl Recordings {
-    pub(crate) fn new(config: &SignalConfig, media: Option<MediaHandle>) -> Self {
+    pub(crate) fn new(config: &SignalConfig, media: Option<Arc<dyn MediaBackend>>) -> Self {
         Self {
             dir: config.recordings_dir.clone(),
             media,
@@ -292,20 +293,15 @@ impl Recordings {
             if part.taps.iter().any(|(t, _)| *t == track) {
                 continue;
             }
-            let Ok((tap, mut rx)) = media.tap(track).await else {
+            let Ok(mut tap) = media.record(track).await else {
                 continue;
             };
+            let Some(rx) = tap.packets() else { continue };
             part.taps.push((track, tap));
             let Some(to) = part.recording.as_ref().map(Recording::sender) else {
                 continue;
             };
-            tokio::spawn(async move {
-                while let Some(p) = rx.recv().await {
-                    if to.send(Input::Packet(p)).is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(sori_record::forward(rx, to, |_| {}));
         }
     }
 
@@ -327,11 +323,8 @@ impl Recordings {
 
     /// Closes a participant's taps and finishes its file (once).
     async fn finish(&self, part: &mut Part) {
-        if let Some(media) = &self.media {
-            for (_, tap) in part.taps.drain(..) {
-                media.untap(tap);
-            }
-        }
+        // A dropped tap stops.
+        part.taps.clear();
         if let Some(recording) = part.recording.take() {
             part.summary = tokio::task::spawn_blocking(move || recording.stop())
                 .await
@@ -358,7 +351,7 @@ impl Recordings {
                 "participant": id, "name": part.name, "file": part.file,
                 "start_ms": start_ms, "start_unix_ms": s.start.map(millis),
                 "duration_ms": s.duration_ms, "audio_frames": s.audio_frames,
-                "video_frames": s.video_frames,
+                "video_frames": s.video_frames, "dropped_packets": s.dropped_packets,
             }));
         }
         files.sort_by_key(|f| f["start_ms"].as_u64());

@@ -247,10 +247,7 @@ pub trait Handler: Send {
 /// Drives `peer` until the handler stops it.
 pub async fn run<H: Handler>(peer: &mut Peer, handler: &mut H) {
     let mut buf = vec![0u8; 2048];
-    loop {
-        let Some(timeout) = drain(peer, handler) else {
-            break;
-        };
+    while let Some(timeout) = drain(peer, handler) {
         let wake = match handler.tick(&mut peer.rtc, Instant::now()) {
             Tick::Stop => break,
             Tick::Wrote => continue,

@@ -255,19 +255,9 @@ impl TurnServer {
         let mut transports: Vec<Arc<dyn Conn + Send + Sync>> = vec![Arc::new(udp), Arc::new(tcp)];
         let mut tls_addr = None;
         if let Some(tls) = &config.tls {
-            let bind_err = |source| TurnError::Bind {
-                transport: "TLS",
-                addr: tls.listen,
-                source,
-            };
-            let listener = tokio::net::TcpListener::bind(tls.listen)
-                .await
-                .map_err(bind_err)?;
-            tls_addr = Some(listener.local_addr().map_err(bind_err)?);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            let transport = tcp::TcpTransport::with_tls(listener, Some(acceptor), auth.clone())
-                .map_err(bind_err)?;
-            transports.push(Arc::new(transport));
+            let (transport, addr) = Self::bind_tls(tls, auth.clone()).await?;
+            tls_addr = Some(addr);
+            transports.push(transport);
         }
         let net = Arc::new(Net::new(None));
         let mut conn_configs = Vec::new();
@@ -294,15 +284,7 @@ impl TurnServer {
                 }),
             });
         }
-        // The crate tells when an allocation ends, for whatever reason; its quota slot is free.
-        let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<AllocationInfo>(64);
-        let quotas = shared.clone();
-        tokio::spawn(async move {
-            while let Some(info) = closed.recv().await {
-                let t = info.five_tuple;
-                quotas.quotas().released((t.src_addr, t.dst_addr));
-            }
-        });
+        let closed_tx = Self::release_quotas_of_closed_allocations(shared.clone());
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),
@@ -321,6 +303,42 @@ impl TurnServer {
             local_addr,
             tls_addr,
         })
+    }
+
+    /// The TURN-over-TLS listener: its transport, and the address it got.
+    async fn bind_tls(
+        tls: &TurnTls,
+        auth: Arc<auth::SecretAuth>,
+    ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), TurnError> {
+        let bind_err = |source| TurnError::Bind {
+            transport: "TLS",
+            addr: tls.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(tls.listen)
+            .await
+            .map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let transport =
+            tcp::TcpTransport::with_tls(listener, Some(acceptor), auth).map_err(bind_err)?;
+        let transport: Arc<dyn Conn + Send + Sync> = Arc::new(transport);
+        Ok((transport, addr))
+    }
+
+    /// The crate tells when an allocation ends, for whatever reason: its quota slot is free.
+    /// Returns the sender the crate tells it on.
+    fn release_quotas_of_closed_allocations(
+        shared: Arc<guard::Shared>,
+    ) -> tokio::sync::mpsc::Sender<AllocationInfo> {
+        let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<AllocationInfo>(64);
+        tokio::spawn(async move {
+            while let Some(info) = closed.recv().await {
+                let t = info.five_tuple;
+                shared.quotas().released((t.src_addr, t.dst_addr));
+            }
+        });
+        closed_tx
     }
 
     /// The UDP and TCP address the server listens on.

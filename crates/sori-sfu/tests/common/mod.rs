@@ -1,6 +1,15 @@
 //! In-memory test harness: str0m clients and the core exchange datagrams through function
 //! calls, on virtual time.
+//!
+//! Two ways to drive them: the round-based [`pump`] and [`settle`] (fixed 10 ms rounds, no
+//! loss), and the [`Harness`], which moves time to the next deadline and carries datagrams
+//! over links with seeded loss and delay (see `harness.rs`).
 #![allow(dead_code)]
+
+mod harness;
+
+#[allow(unused_imports)]
+pub use harness::{Harness, Link};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,6 +44,8 @@ pub struct Client {
     pub received: Vec<MediaData>,
     /// The m-lines it sends on.
     pub send: Vec<(MediaKind, Mid)>,
+    /// When keyframe requests (PLI/FIR) reached it.
+    pub keyframe_requests: Vec<Instant>,
 }
 
 /// A client with str0m's default Opus and VP8 configuration.
@@ -60,6 +71,7 @@ pub fn client_with(i: u8, config: RtcConfig, now: Instant) -> Client {
         connected: false,
         received: Vec::new(),
         send: Vec::new(),
+        keyframe_requests: Vec::new(),
     }
 }
 
@@ -104,6 +116,7 @@ pub fn pump(
                     Output::Transmit(t) => sfu.handle_datagram(*now, c.addr, SERVER, &t.contents),
                     Output::Event(Event::Connected) => c.connected = true,
                     Output::Event(Event::MediaData(d)) => c.received.push(d),
+                    Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests.push(*now),
                     Output::Event(_) => {}
                 }
             }

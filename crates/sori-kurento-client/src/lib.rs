@@ -1,22 +1,34 @@
-//! A client of the control API for Sori's own session server running apart from its media
-//! server (`sori signal --media ws://HOST:8888/kurento`).
+//! # sori-kurento-client — a media server elsewhere, over the Kurento control API
+//!
+//! Sori's session server running apart from its media server (`sori signal --media
+//! ws://HOST:8888/kurento`) drives it through [`RemoteMedia`], one of the two
+//! [`MediaBackend`]s.
 //!
 //! Each room is a `MediaPipeline`; each participant one `WebRtcEndpoint` with the
 //! renegotiation extension, connected to and from every other participant through sink media
 //! descriptions of their own, so one peer connection carries everyone (as in the in-process
 //! SFU rooms). The media server's offers arrive as `RenegotiationNeeded` events.
+//!
+//! One task owns the WebSocket ([`connection`]): requests go out in order and replies are
+//! matched by id; a lost connection is retried, and the participants it carried are told
+//! they were removed.
+
+#![forbid(unsafe_code)]
+
+mod connection;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sori_net::sori_sfu::RemoveReason;
-use sori_net::PeerSignal;
+use sori_media::sori_sfu::{MediaKind, TrackId};
+use sori_media::{
+    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
+};
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::Connector;
+
+use connection::{Outgoing, Task, Watchers};
 
 /// An error from the media server (or from reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +40,7 @@ pub struct RemoteError {
 }
 
 impl RemoteError {
-    fn unreachable(why: impl Into<String>) -> Self {
+    pub(crate) fn unreachable(why: impl Into<String>) -> Self {
         Self {
             code: 0,
             message: why.into(),
@@ -66,16 +78,9 @@ pub struct RemoteJoined {
     pub signals: mpsc::UnboundedReceiver<PeerSignal>,
 }
 
-enum Outgoing {
-    Request {
-        method: &'static str,
-        params: Value,
-        reply: oneshot::Sender<Result<Value, RemoteError>>,
-    },
-}
-
+/// A room: its pipeline and participants.
 #[derive(Default)]
-struct Room {
+pub(crate) struct Room {
     pipeline: String,
     endpoints: Vec<Endpoint>,
 }
@@ -91,8 +96,6 @@ struct Endpoint {
 
 const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 
-type Watchers = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<PeerSignal>>>>;
-
 /// The connection to a remote media server; cheap to clone.
 #[derive(Clone)]
 pub struct RemoteMedia {
@@ -106,7 +109,7 @@ impl RemoteMedia {
     /// disconnections are retried; participants of a lost connection are told they were
     /// removed.
     pub async fn connect(url: &str) -> Result<RemoteMedia, RemoteError> {
-        let tls = tls_for(url)?;
+        let tls = tls::tls_for(url)?;
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls.clone())
                 .await
@@ -117,15 +120,15 @@ impl RemoteMedia {
             rooms: Arc::default(),
             watchers: Arc::default(),
         };
-        tokio::spawn(run(
-            url.to_string(),
+        let task = Task {
+            url: url.to_string(),
             tls,
-            Some(ws),
             rx,
-            media.tx.downgrade(),
-            media.watchers.clone(),
-            media.rooms.clone(),
-        ));
+            this: media.tx.downgrade(),
+            watchers: media.watchers.clone(),
+            rooms: media.rooms.clone(),
+        };
+        tokio::spawn(task.run(ws));
         // A session of our own from the start.
         media.request("ping", json!({"interval": 240000})).await?;
         Ok(media)
@@ -134,7 +137,7 @@ impl RemoteMedia {
     async fn request(&self, method: &'static str, params: Value) -> Result<Value, RemoteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Outgoing::Request {
+            .send(Outgoing {
                 method,
                 params,
                 reply,
@@ -361,187 +364,106 @@ impl RemoteMedia {
     }
 }
 
-/// The TLS settings for a `wss://` URL (`None` for `ws://`): rustls on aws-lc-rs, the crypto
-/// provider the rest of Sori builds, trusting the system's root certificates, which
-/// `SSL_CERT_FILE` or `SSL_CERT_DIR` replace (as for OpenSSL: a private CA goes there).
-fn tls_for(url: &str) -> Result<Option<Connector>, RemoteError> {
-    if !url
-        .get(..6)
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
-    {
-        return Ok(None);
+impl MediaBackend for RemoteMedia {
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        offer: &'a str,
+        receive: bool,
+    ) -> BoxFuture<'a, Result<BackendJoined, BackendError>> {
+        Box::pin(async move {
+            let j = self
+                .join_as(room, offer, receive)
+                .await
+                .map_err(backend_error)?;
+            Ok(BackendJoined {
+                stream_id: j.stream_id,
+                peer: PeerRef::Remote(j.peer),
+                answer: j.answer,
+                signals: j.signals,
+            })
+        })
     }
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(RemoteError::unreachable(format!(
-            "no trusted root certificates for wss:// (set SSL_CERT_FILE): {:?}",
-            found.errors
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RemoteError::unreachable(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Some(Connector::Rustls(Arc::new(config))))
-}
 
-/// The connection task: requests out in order, replies matched by id, events to watchers.
-async fn run(
-    url: String,
-    tls: Option<Connector>,
-    mut first: Option<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    >,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    this: mpsc::WeakUnboundedSender<Outgoing>,
-    watchers: Watchers,
-    rooms: Arc<Mutex<HashMap<String, Room>>>,
-) {
-    // The query may hold an access token: logs show the rest.
-    let shown = url.split('?').next().unwrap_or(&url).to_string();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let ws = match first.take() {
-            Some(ws) => ws,
-            None => match tokio_tungstenite::connect_async_tls_with_config(
-                &url,
-                None,
-                true,
-                tls.clone(),
-            )
-            .await
-            {
-                Ok((ws, _)) => {
-                    tracing::info!(url = shown, "media server connection restored");
-                    backoff = Duration::from_millis(200);
-                    ws
-                }
-                Err(e) => {
-                    tracing::warn!(url = shown, "media server unreachable: {e}");
-                    // Requests meanwhile fail at once.
-                    let wait = tokio::time::sleep(backoff);
-                    tokio::pin!(wait);
-                    loop {
-                        tokio::select! {
-                            _ = &mut wait => break,
-                            out = rx.recv() => match out {
-                                Some(Outgoing::Request { reply, .. }) => {
-                                    let _ = reply.send(Err(RemoteError::unreachable(e.to_string())));
-                                }
-                                None => return,
-                            },
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
-        };
-        let (mut sink, mut stream) = ws.split();
-        let mut pending: HashMap<u64, oneshot::Sender<Result<Value, RemoteError>>> = HashMap::new();
-        let mut next_id = 0u64;
-        let mut session: Option<String> = None;
-        loop {
-            tokio::select! {
-                out = rx.recv() => {
-                    let Some(Outgoing::Request { method, mut params, reply }) = out else {
-                        let _ = sink.close().await;
-                        return;
-                    };
-                    if let (Some(s), Value::Object(m)) = (&session, &mut params) {
-                        m.entry("sessionId").or_insert_with(|| json!(s));
-                    }
-                    let id = next_id;
-                    next_id += 1;
-                    let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-                    if sink.send(Message::text(frame.to_string())).await.is_err() {
-                        let _ = reply.send(Err(RemoteError::unreachable("connection lost")));
-                        break;
-                    }
-                    pending.insert(id, reply);
-                }
-                frame = stream.next() => {
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => continue,
-                    };
-                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    if v.get("method").and_then(Value::as_str) == Some("onEvent") {
-                        if let Some(ended) = event(&v["params"]["value"], &watchers) {
-                            // The media server dropped the participant's session: its endpoint
-                            // goes too, so that its next offer starts a new one.
-                            if let Some(tx) = this.upgrade() {
-                                let media = RemoteMedia { tx, rooms: rooms.clone(), watchers: watchers.clone() };
-                                tokio::spawn(async move { media.leave(&ended).await });
-                            }
-                        }
-                        continue;
-                    }
-                    let Some(id) = v.get("id").and_then(Value::as_u64) else { continue };
-                    let Some(reply) = pending.remove(&id) else { continue };
-                    if let Some(result) = v.get("result") {
-                        if let Some(s) = result.get("sessionId").and_then(Value::as_str) {
-                            session = Some(s.to_string());
-                        }
-                        let _ = reply.send(Ok(result.clone()));
-                    } else {
-                        let e = &v["error"];
-                        let _ = reply.send(Err(RemoteError {
-                            code: e["code"].as_i64().unwrap_or(-1),
-                            message: e["message"].as_str().unwrap_or("").to_string(),
-                        }));
-                    }
-                }
+    fn offer<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        sdp: &'a str,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move {
+            RemoteMedia::offer(self, remote(peer)?, sdp)
+                .await
+                .map_err(backend_error)
+        })
+    }
+
+    fn answer<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        sdp: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            RemoteMedia::answer(self, remote(peer)?, sdp)
+                .await
+                .map_err(backend_error)
+        })
+    }
+
+    fn set_muted<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        kind: MediaKind,
+        muted: bool,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let video = kind == MediaKind::Video;
+            RemoteMedia::set_muted(self, remote(peer)?, video, muted)
+                .await
+                .map_err(backend_error)
+        })
+    }
+
+    fn leave<'a>(&'a self, peer: &'a PeerRef) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Ok(p) = remote(peer) {
+                RemoteMedia::leave(self, p).await;
             }
-        }
-        tracing::warn!(url = shown, "media server connection lost");
-        for (_, reply) in pending.drain() {
-            let _ = reply.send(Err(RemoteError::unreachable("connection lost")));
-        }
-        // Every participant's media is gone with the session: tell them, forget the rooms.
-        let lost: Vec<_> = watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
-        for (_, tx) in lost {
-            let _ = tx.send(PeerSignal::Removed(RemoveReason::Failed(
-                "media server connection lost".into(),
-            )));
-        }
-        rooms.lock().await.clear();
+        })
+    }
+
+    /// A remote media server reports its own numbers.
+    fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Its packets stay at the media server, which records with its own RecorderEndpoints.
+    fn can_record(&self) -> bool {
+        false
+    }
+
+    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
+        Box::pin(async { Err(BackendError::NotSupported("recording")) })
     }
 }
 
-/// Passes an event on as a peer signal; returns the endpoint whose media session ended.
-fn event(value: &Value, watchers: &Watchers) -> Option<String> {
-    let object = value.get("object").and_then(Value::as_str)?;
-    let data = &value["data"];
-    let signal = match value.get("type").and_then(Value::as_str) {
-        Some("RenegotiationNeeded") => {
-            PeerSignal::Offer(data.get("sdpOffer").and_then(Value::as_str)?.to_string())
-        }
-        Some("ConnectionStateChanged") if data["newState"] == "CONNECTED" => PeerSignal::Connected,
-        Some("MediaSessionTerminated") => {
-            PeerSignal::Removed(RemoveReason::Failed("media session ended".into()))
-        }
-        _ => return None,
-    };
-    let mut w = watchers.lock().unwrap_or_else(|e| e.into_inner());
-    let removed = matches!(signal, PeerSignal::Removed(_));
-    if let Some(tx) = w.get(object) {
-        let _ = tx.send(signal);
+impl From<RemoteMedia> for Arc<dyn MediaBackend> {
+    fn from(r: RemoteMedia) -> Self {
+        Arc::new(r)
     }
-    if removed {
-        w.remove(object);
-        return Some(object.to_string());
+}
+
+/// The media server's endpoint id of a peer; a peer of an in-process core is not one of its.
+fn remote(peer: &PeerRef) -> Result<&str, BackendError> {
+    match peer {
+        PeerRef::Remote(id) => Ok(id),
+        PeerRef::Local(_) => Err(BackendError::UnknownPeer),
     }
-    None
+}
+
+fn backend_error(e: RemoteError) -> BackendError {
+    if e.is_unknown_object() {
+        BackendError::UnknownPeer
+    } else {
+        BackendError::Failed(e.to_string())
+    }
 }

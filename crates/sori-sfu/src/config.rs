@@ -1,0 +1,56 @@
+//! The core's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::keyframe::VideoCodec;
+
+/// Configuration of the media core.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The addresses (advertised IP, the one UDP port) given to clients as ICE candidates.
+    pub candidates: Vec<SocketAddr>,
+    /// Addresses given to clients as passive TCP candidates (ICE-TCP, RFC 6544), at a lower
+    /// priority than the UDP ones. Empty: UDP only.
+    pub tcp_candidates: Vec<SocketAddr>,
+    /// A peer from which nothing arrived for this long is removed.
+    pub ice_timeout: Duration,
+    /// At most one keyframe request per track goes to its publisher in this interval.
+    pub keyframe_request_interval: Duration,
+    /// The shorter gap for a request made because a receiver starts on a track (it shows
+    /// nothing until a keyframe); at most `keyframe_request_interval`.
+    pub keyframe_request_on_start_interval: Duration,
+    /// Video codecs a room may use, in order of preference.
+    pub video_codecs: Vec<VideoCodec>,
+    /// How long each forwarded video stream keeps its sent packets to answer the subscriber's
+    /// NACKs with retransmissions ([`DEFAULT_RTX_HISTORY`]).
+    pub rtx_history: Duration,
+}
+
+/// The default [`SfuConfig::rtx_history`]: one second.
+///
+/// A retransmission helps only while the receiver still waits for the packet: the loss is
+/// noticed at the next packet, the NACK reaches the core half a round trip later, and the
+/// receiver repeats it about once per round trip when the retransmission is lost too. One
+/// second covers the first NACK and two or three repeats at a 200–300 ms round trip; a picture
+/// broken for longer is repaired by a keyframe request instead.
+///
+/// The history costs memory per subscriber, not per publisher: the payloads are shared between
+/// subscribers, but str0m keeps a ~430-byte packet record per cached packet and stream. At
+/// 1 Mbit/s (about 120 packets/s) one second is ~120 records, ~50 KiB per forwarded video stream;
+/// str0m's own default (three seconds, at most 1000 packets) is three times that.
+pub const DEFAULT_RTX_HISTORY: Duration = Duration::from_secs(1);
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
+            ice_timeout: Duration::from_secs(15),
+            keyframe_request_interval: Duration::from_secs(1),
+            keyframe_request_on_start_interval: Duration::from_millis(200),
+            video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
+            rtx_history: DEFAULT_RTX_HISTORY,
+        }
+    }
+}

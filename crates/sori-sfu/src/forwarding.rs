@@ -1,0 +1,275 @@
+//! Forwarding: a publisher's packet goes to each subscriber of its track and to its taps; the
+//! application feeds tracks into m-lines by hand, mutes publishers and taps tracks.
+
+use std::time::Instant;
+
+use str0m::media::KeyframeRequestKind;
+use str0m::rtp::{ExtensionValues, RtpPacket};
+
+use crate::error::SfuError;
+use crate::id::{MediaKind, PeerId, TapId, TrackId};
+use crate::output::{RemoveReason, TapPacket};
+use crate::peer::{Forwardable, OutTrack, Written};
+use crate::room::Track;
+use crate::sfu::Sfu;
+use crate::throttle::Urgency;
+
+impl Sfu {
+    /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
+    /// for receiving, without renegotiation. Replacing the source keeps the outgoing stream
+    /// continuous and waits for a keyframe of the new one; feeding the same source again
+    /// changes nothing. A peer may be fed its own track (loopback).
+    pub fn feed(
+        &mut self,
+        sink: PeerId,
+        mid: &str,
+        source: Option<TrackId>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let peer = self
+            .peers
+            .get_mut(&sink)
+            .ok_or(SfuError::UnknownPeer(sink))?;
+        let Some(&(mid, kind)) = peer.lines.iter().find(|(m, _)| &**m == mid) else {
+            return Err(SfuError::Rejected(format!("{sink} has no m-line {mid}")));
+        };
+        let sends = peer
+            .rtc
+            .media(mid)
+            .is_some_and(|m| m.direction().is_sending());
+        if !sends {
+            return Err(SfuError::Rejected(format!(
+                "m-line {mid} of {sink} does not receive media"
+            )));
+        }
+        if let Some(t) = source {
+            let track = self
+                .tracks
+                .get(&t)
+                .ok_or_else(|| SfuError::Rejected(format!("unknown {t}")))?;
+            if track.room != peer.room || track.kind != kind {
+                return Err(SfuError::Rejected(format!(
+                    "{t} cannot feed m-line {mid} of {sink}"
+                )));
+            }
+        }
+        let old = match peer.out.get(&mid) {
+            Some(o) if !o.pinned => {
+                return Err(SfuError::Rejected(format!(
+                    "m-line {mid} of {sink} is managed by its room"
+                )))
+            }
+            Some(o) if Some(o.source) == source => return Ok(()),
+            Some(o) => Some(o.source),
+            None => None,
+        };
+        if let Some(old) = old.and_then(|o| self.tracks.get_mut(&o)) {
+            old.subscribers.retain(|s| *s != (sink, mid));
+        }
+        let Some(source) = source else {
+            peer.out.remove(&mid);
+            return Ok(());
+        };
+        let out = peer
+            .out
+            .entry(mid)
+            .or_insert_with(|| OutTrack::new(source, kind));
+        out.source = source;
+        out.pinned = true;
+        out.waiting_keyframe = kind == MediaKind::Video;
+        let connected = peer.connected;
+        if let Some(track) = self.tracks.get_mut(&source) {
+            track.subscribers.push((sink, mid));
+        }
+        if connected && kind == MediaKind::Video {
+            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// Stops (`muted`) or resumes forwarding `peer`'s media of `kind` to everyone, whatever
+    /// the client does: a server-side mute. On resuming video, receivers wait for a keyframe,
+    /// which is requested at once.
+    pub fn set_muted(
+        &mut self,
+        peer: PeerId,
+        kind: MediaKind,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(SfuError::UnknownPeer(peer))?;
+        let was = std::mem::replace(&mut p.muted[kind as usize], muted);
+        if was == muted || muted || kind != MediaKind::Video {
+            return Ok(());
+        }
+        let sources: Vec<TrackId> = p
+            .published
+            .values()
+            .copied()
+            .filter(|t| self.tracks.get(t).is_some_and(|t| t.kind == kind))
+            .collect();
+        for source in sources {
+            let subscribers = self
+                .tracks
+                .get(&source)
+                .map(|t| t.subscribers.clone())
+                .unwrap_or_default();
+            for (sub, mid) in subscribers {
+                if let Some(out) = self.peers.get_mut(&sub).and_then(|s| s.out.get_mut(&mid)) {
+                    out.waiting_keyframe = true;
+                }
+            }
+            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// Copies every packet of `track` out through [`Sfu::poll_tap`] until [`Sfu::untap`]; a
+    /// video track's publisher is asked for a keyframe so that a recording can start at once.
+    pub fn tap(&mut self, track: TrackId, now: Instant) -> Result<TapId, SfuError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        let tap = TapId(self.next_id);
+        self.next_id += 1;
+        t.taps.push(tap);
+        self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Start, now);
+        self.process(now);
+        Ok(tap)
+    }
+
+    /// Stops a tap (unknown taps are fine).
+    pub fn untap(&mut self, tap: TapId) {
+        for t in self.tracks.values_mut() {
+            t.taps.retain(|x| *x != tap);
+        }
+        self.board.tapped.retain(|p| p.tap != tap);
+    }
+
+    /// The next tapped packet.
+    pub fn poll_tap(&mut self) -> Option<TapPacket> {
+        self.board.tapped.pop_front()
+    }
+
+    /// Forwards one publisher packet to every subscriber of its track and to its taps.
+    pub(crate) fn forward(&mut self, id: PeerId, packet: RtpPacket, now: Instant) {
+        self.counters.rtp_received += 1;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(track_id) = peer.track_of(packet.header.ssrc) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        peer.packets_in[track.kind as usize] += 1;
+        if peer.muted[track.kind as usize] {
+            // Muted by the server: whatever the client sends goes nowhere, not even to a
+            // recording.
+            self.counters.rtp_dropped_muted += 1;
+            return;
+        }
+        let pt = packet.header.payload_type;
+        let params = match track.params.iter().find(|(p, _)| *p == pt) {
+            Some((_, params)) => *params,
+            None => {
+                let Some(params) = peer.params_for(pt) else {
+                    return;
+                };
+                track.params.push((pt, params));
+                params
+            }
+        };
+        let keyframe = track
+            .codec
+            .is_some_and(|c| c.is_keyframe_start(&packet.payload));
+        if keyframe {
+            track.throttle.keyframe_received(now);
+        }
+        let clock_rate = params.spec().clock_rate.get();
+        for tap in &track.taps {
+            self.board
+                .tapped
+                .push_back(tap_packet(*tap, track, &packet, clock_rate, keyframe, now));
+        }
+        let ext_vals = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            video_orientation: packet.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let p = Forwardable {
+            track: track_id,
+            kind: track.kind,
+            packet: &packet,
+            params,
+            clock_rate,
+            keyframe,
+            nackable: track.kind == MediaKind::Video,
+            ext_vals: &ext_vals,
+            rtx_history: self.config.rtx_history,
+            now,
+        };
+        let mut wants_keyframe = false;
+        for &(sub_id, mid) in &track.subscribers {
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
+                continue;
+            };
+            match sub.write_forwarded(mid, &p) {
+                Written::Sent => {
+                    self.counters.rtp_forwarded_packets += 1;
+                    self.counters.rtp_forwarded_bytes += packet.payload.len() as u64;
+                }
+                Written::NoStream => {}
+                Written::Failed(e) => self.board.doomed.push((sub_id, RemoveReason::Failed(e))),
+                Written::HeldForKeyframe => {
+                    self.counters.rtp_held_for_keyframe += 1;
+                    wants_keyframe = true;
+                    continue;
+                }
+                Written::CodecMismatch => {
+                    self.counters.rtp_codec_mismatch += 1;
+                    continue;
+                }
+                Written::Skipped => continue,
+            }
+            self.board.settle(sub);
+        }
+        if wants_keyframe {
+            self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, Urgency::Start, now);
+        }
+    }
+}
+
+/// The copy of a publisher's packet for one tap of its track.
+fn tap_packet(
+    tap: TapId,
+    track: &Track,
+    packet: &RtpPacket,
+    clock_rate: u32,
+    keyframe: bool,
+    now: Instant,
+) -> TapPacket {
+    TapPacket {
+        tap,
+        kind: track.kind,
+        codec: track.codec,
+        clock_rate,
+        seq: *packet.seq_no,
+        rtp_time: packet.header.timestamp,
+        marker: packet.header.marker,
+        keyframe,
+        arrival: now,
+        sender_report: packet
+            .last_sender_info
+            .map(|i| (i.ntp_time, i.rtp_time.numer() as u32)),
+        payload: packet.payload.clone(),
+    }
+}

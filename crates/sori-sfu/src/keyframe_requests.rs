@@ -1,0 +1,128 @@
+//! Keyframe requests toward publishers: every request for a track passes its throttle
+//! ([`crate::throttle`]); one the throttle holds back goes out when the peer's keyframe timer
+//! fires.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, Mid};
+
+use crate::error::SfuError;
+use crate::id::{MediaKind, PeerId, TrackId};
+use crate::output::RemoveReason;
+use crate::peer::Peer;
+use crate::report::Counters;
+use crate::room::Track;
+use crate::routing::Switchboard;
+use crate::sfu::Sfu;
+use crate::throttle::Urgency;
+use crate::timers::Timer;
+
+impl Sfu {
+    /// Asks the sources of every video track `peer` receives for a keyframe (throttled like
+    /// every other request).
+    pub fn request_keyframe(&mut self, peer: PeerId, now: Instant) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer(peer))?;
+        let sources: Vec<TrackId> = p
+            .out
+            .values()
+            .filter(|o| o.kind == MediaKind::Video)
+            .map(|o| o.source)
+            .collect();
+        for track in sources {
+            self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Repair, now);
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// A keyframe is wanted on `track`; goes upstream at most once per interval.
+    pub(crate) fn request_keyframe_of(
+        &mut self,
+        track_id: TrackId,
+        kind: KeyframeRequestKind,
+        urgency: Urgency,
+        now: Instant,
+    ) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let Some(publisher) = self.peers.get_mut(&track.publisher) else {
+            return;
+        };
+        if track.throttle.request(urgency, now) {
+            send_keyframe_request(
+                publisher,
+                track.mid,
+                kind,
+                &mut self.board,
+                &mut self.counters,
+            );
+        } else if let Some(due) = track.throttle.poll_timeout() {
+            arm_keyframe_retry(publisher, due);
+            if let Some(at) = publisher.timers.next() {
+                self.board.timers.set(publisher.id, at);
+            }
+        }
+    }
+}
+
+fn send_keyframe_request(
+    peer: &mut Peer,
+    mid: Mid,
+    kind: KeyframeRequestKind,
+    board: &mut Switchboard,
+    counters: &mut Counters,
+) {
+    let sent = peer.mutate(|rtc| match rtc.direct_api().stream_rx_by_mid(mid, None) {
+        Some(rx) => {
+            rx.request_keyframe(kind);
+            true
+        }
+        None => false,
+    });
+    match sent {
+        Ok(true) => counters.keyframe_requests_sent += 1,
+        Ok(false) => {}
+        Err(e) => board.doomed.push((peer.id, RemoveReason::Failed(e))),
+    }
+    board.settle(peer);
+}
+
+/// The peer's keyframe retry timer fired: each of its tracks whose throttle now lets a held
+/// request through sends it; the others arm the timer again. The peer is settled by the caller.
+pub(crate) fn retry_keyframe_requests(
+    peer: &mut Peer,
+    tracks: &mut HashMap<TrackId, Track>,
+    board: &mut Switchboard,
+    counters: &mut Counters,
+    now: Instant,
+) {
+    if !peer.timers.is_expired(Timer::KeyframeRetry, now) {
+        return;
+    }
+    peer.timers.stop(Timer::KeyframeRetry);
+    let published: Vec<(Mid, TrackId)> = peer.published.iter().map(|(m, t)| (*m, *t)).collect();
+    for (mid, track_id) in published {
+        let Some(track) = tracks.get_mut(&track_id) else {
+            continue;
+        };
+        if track.throttle.handle_timeout(now) {
+            send_keyframe_request(peer, mid, KeyframeRequestKind::Pli, board, counters);
+        } else if let Some(due) = track.throttle.poll_timeout() {
+            arm_keyframe_retry(peer, due);
+        }
+    }
+}
+
+/// Makes the peer's keyframe retry timer fire by `due`.
+fn arm_keyframe_retry(peer: &mut Peer, due: Instant) {
+    let at = peer
+        .timers
+        .get(Timer::KeyframeRetry)
+        .map_or(due, |t| t.min(due));
+    peer.timers.set(Timer::KeyframeRetry, at);
+}

@@ -1,0 +1,147 @@
+//! What the application reads about the core: running totals, the sizes of its state, a peer's
+//! m-lines and packet flow, the rooms.
+
+use std::collections::BTreeMap;
+
+use crate::id::{MediaKind, PeerId, TrackId};
+use crate::sfu::Sfu;
+
+/// One m-line of a peer's session, as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaLine {
+    /// The m-line's `a=mid`.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The core sends on it (the client receives).
+    pub sends: bool,
+    /// The track the client publishes on it, if it sends.
+    pub published: Option<TrackId>,
+    /// The track the core forwards into it.
+    pub fed_by: Option<TrackId>,
+    /// The core added it to carry a subscription (not one of the client's own m-lines).
+    pub managed: bool,
+}
+
+/// RTP packets a peer sent to the core and received from it, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerFlow {
+    /// From the peer: audio packets.
+    pub audio_in: u64,
+    /// From the peer: video packets.
+    pub video_in: u64,
+    /// To the peer: audio packets.
+    pub audio_out: u64,
+    /// To the peer: video packets.
+    pub video_out: u64,
+}
+
+/// Running totals, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams handed to [`Sfu::handle_datagram`].
+    pub datagrams_received: u64,
+    /// Dropped: from an unknown address and not a binding request for a known peer.
+    pub datagrams_unroutable: u64,
+    /// Dropped: not STUN, DTLS, RTP or RTCP.
+    pub datagrams_malformed: u64,
+    /// Routed to a peer whose session rejected them.
+    pub datagrams_rejected: u64,
+    /// RTP packets received from publishers.
+    pub rtp_received: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_forwarded_packets: u64,
+    /// Payload bytes of those packets.
+    pub rtp_forwarded_bytes: u64,
+    /// Video packets not sent to a subscriber still waiting for a keyframe.
+    pub rtp_held_for_keyframe: u64,
+    /// Packets a subscriber could not take (it negotiated no matching codec).
+    pub rtp_codec_mismatch: u64,
+    /// Packets of a publisher the server muted, forwarded to no one.
+    pub rtp_dropped_muted: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests_sent: u64,
+    /// Peers that joined.
+    pub peers_joined: u64,
+    /// Peers removed, for any reason.
+    pub peers_removed: u64,
+}
+
+/// Sizes of the core's state, to check that nothing outlives its peer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoreState {
+    /// Peers.
+    pub peers: usize,
+    /// Rooms with at least one peer.
+    pub rooms: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// (track, subscriber) forwarding entries.
+    pub subscriptions: usize,
+    /// ICE ufrag routing entries.
+    pub ufrag_routes: usize,
+    /// Remote-address routing entries.
+    pub addr_routes: usize,
+    /// Scheduled deadlines.
+    pub timers: usize,
+}
+
+impl Sfu {
+    /// The m-lines of `peer`'s session, in order.
+    pub fn media(&self, peer: PeerId) -> Option<Vec<MediaLine>> {
+        let p = self.peers.get(&peer)?;
+        let lines = p
+            .lines
+            .iter()
+            .map(|(mid, kind)| MediaLine {
+                mid: mid.to_string(),
+                kind: *kind,
+                sends: p
+                    .rtc
+                    .media(*mid)
+                    .is_some_and(|m| m.direction().is_sending()),
+                published: p.published.get(mid).copied(),
+                fed_by: p.out.get(mid).map(|o| o.source),
+                managed: p.out.get(mid).is_some_and(|o| !o.pinned),
+            })
+            .collect();
+        Some(lines)
+    }
+
+    /// RTP packets `peer` sent and received so far.
+    pub fn flow(&self, peer: PeerId) -> Option<PeerFlow> {
+        let p = self.peers.get(&peer)?;
+        Some(PeerFlow {
+            audio_in: p.packets_in[0],
+            video_in: p.packets_in[1],
+            audio_out: p.packets_out[0],
+            video_out: p.packets_out[1],
+        })
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Sizes of the core's state.
+    pub fn state(&self) -> CoreState {
+        CoreState {
+            peers: self.peers.len(),
+            rooms: self.rooms.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.tracks.values().map(|t| t.subscribers.len()).sum(),
+            ufrag_routes: self.by_ufrag.len(),
+            addr_routes: self.board.by_addr.len(),
+            timers: self.board.timers.len(),
+        }
+    }
+
+    /// Peers per room, for metrics and listings.
+    pub fn rooms(&self) -> BTreeMap<String, usize> {
+        self.rooms
+            .iter()
+            .map(|(name, r)| (name.clone(), r.peers.len()))
+            .collect()
+    }
+}

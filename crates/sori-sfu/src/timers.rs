@@ -1,0 +1,124 @@
+//! Timers. Each peer has a table of named timers ([`Timer`], [`TimerTable`]); the core keeps
+//! each peer's earliest one in an ordered schedule ([`crate::deadline::Deadlines`]), so
+//! `handle_timeout` visits only the peers that are due.
+
+use std::time::Instant;
+
+use str0m::Input;
+
+use crate::id::PeerId;
+use crate::keyframe_requests::retry_keyframe_requests;
+use crate::output::RemoveReason;
+use crate::sfu::Sfu;
+
+/// A peer's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// The peer's str0m session wants `handle_input(Timeout)`.
+    Rtc = 0,
+    /// Time to check whether anything arrived from the peer within the ICE timeout.
+    Idle = 1,
+    /// A keyframe request the throttle held back on one of the peer's tracks may go out.
+    KeyframeRetry = 2,
+}
+
+/// When each [`Timer`] of a peer fires (`None`: not armed).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimerTable {
+    at: [Option<Instant>; 3],
+}
+
+impl TimerTable {
+    /// Arms (or moves) `timer` to fire at `at`.
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.at[timer as usize] = Some(at);
+    }
+
+    /// When `timer` fires, if armed.
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.at[timer as usize]
+    }
+
+    /// Disarms `timer`.
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.at[timer as usize] = None;
+    }
+
+    /// Whether `timer` is armed and due at `now`.
+    pub(crate) fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.at[timer as usize].is_some_and(|at| now >= at)
+    }
+
+    /// The earliest armed timer's instant.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.at.iter().flatten().min().copied()
+    }
+}
+
+impl Sfu {
+    /// Time passed: call when [`Sfu::poll_timeout`] is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.board.timers.pop_due(now) {
+            self.peer_timeout(id, now);
+        }
+        self.process(now);
+    }
+
+    /// Fires the peer's due timers.
+    fn peer_timeout(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.timers.is_expired(Timer::Idle, now) {
+            let idle = now.saturating_duration_since(peer.last_input);
+            if idle >= self.config.ice_timeout {
+                self.board.doomed.push((id, RemoveReason::IceTimeout));
+                return;
+            }
+            peer.timers
+                .set(Timer::Idle, peer.last_input + self.config.ice_timeout);
+        }
+        retry_keyframe_requests(
+            peer,
+            &mut self.tracks,
+            &mut self.board,
+            &mut self.counters,
+            now,
+        );
+        if peer.timers.is_expired(Timer::Rtc, now) {
+            match peer.mutate(|rtc| rtc.handle_input(Input::Timeout(now))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self
+                    .board
+                    .doomed
+                    .push((id, RemoveReason::Failed(e.to_string()))),
+                Err(e) => self.board.doomed.push((id, RemoveReason::Failed(e))),
+            }
+        }
+        self.board.settle(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    pub(crate) fn the_next_timer_is_the_earliest_armed_one() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut table = TimerTable::default();
+        assert_eq!(table.next(), None);
+        table.set(Timer::Idle, t + ms(30));
+        table.set(Timer::Rtc, t + ms(20));
+        table.set(Timer::KeyframeRetry, t + ms(10));
+        assert_eq!(table.next(), Some(t + ms(10)));
+        table.stop(Timer::KeyframeRetry);
+        assert_eq!(table.get(Timer::KeyframeRetry), None);
+        assert_eq!(table.next(), Some(t + ms(20)));
+        assert!(!table.is_expired(Timer::Idle, t + ms(29)));
+        assert!(table.is_expired(Timer::Idle, t + ms(30)));
+        assert!(!table.is_expired(Timer::KeyframeRetry, t + ms(30)));
+    }
+}

@@ -1,0 +1,441 @@
+//! The virtual-time harness: the core and str0m clients, joined by links with seeded loss and
+//! delay. [`Harness::step`] moves `now` to the next deadline — the core's `poll_timeout`, a
+//! client's timeout or a datagram's arrival — and handles everything due then, so a test
+//! observes each instant at which something happens, and only those.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sori_sfu::{PeerId, Sfu, SfuConfig, SfuEvent};
+use sori_testkit::Rng;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, Input, Output};
+
+use super::{answer, client, sfu_with, try_join, write, Client, SERVER};
+
+/// One direction between a client and the core.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Share of datagrams lost, drawn from the harness's seeded generator.
+    pub loss: f64,
+    /// How long a datagram takes.
+    pub delay: Duration,
+    /// Datagrams put on the link.
+    pub sent: u64,
+    /// Of those, lost.
+    pub lost: u64,
+}
+
+impl Link {
+    pub fn new(loss: f64, delay: Duration) -> Link {
+        Link {
+            loss,
+            delay,
+            sent: 0,
+            lost: 0,
+        }
+    }
+}
+
+impl Default for Link {
+    /// Lossless, 10 ms.
+    fn default() -> Link {
+        Link::new(0.0, Duration::from_millis(10))
+    }
+}
+
+/// A client of the harness and its two links.
+pub struct Member {
+    pub client: Client,
+    pub peer: PeerId,
+    /// Client → core.
+    pub up: Link,
+    /// Core → client.
+    pub down: Link,
+    /// When the client's str0m session wants `handle_input(Timeout)`.
+    timeout: Instant,
+    /// Gone without a word: sends nothing, receives nothing, is not driven.
+    pub vanished: bool,
+    /// When the core last received a datagram from it.
+    pub last_heard: Option<Instant>,
+    /// When str0m reported ICE and DTLS up.
+    pub connected_at: Option<Instant>,
+    /// Video frames written so far, and which of them were keyframes.
+    pub frames_sent: u64,
+    pub keyframes_sent: Vec<u64>,
+    /// Keyframe requests answered (by the next frame being a keyframe).
+    answered: usize,
+}
+
+/// A datagram on a link.
+struct InFlight {
+    at: Instant,
+    /// Sending order, to keep datagrams of equal arrival time in order.
+    seq: u64,
+    /// `None`: to the core; `Some(i)`: to member `i`.
+    to: Option<usize>,
+    /// The member it came from (for datagrams to the core).
+    from: usize,
+    contents: Vec<u8>,
+}
+
+/// The core, its clients and the links between them, on virtual time.
+pub struct Harness {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub members: Vec<Member>,
+    /// Every core event, with the instant it came out.
+    pub events: Vec<(Instant, SfuEvent)>,
+    rng: Rng,
+    flight: Vec<InFlight>,
+    sent: u64,
+    /// Steps in a row that found something due without time passing.
+    stalled: u32,
+}
+
+/// The payload of video frame `n`: a VP8 keyframe or interframe of `size` bytes, tagged with
+/// its number.
+pub fn vp8_frame(n: u64, key: bool, size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size.max(8)];
+    // VP8 payload header: bit 0 clear marks a keyframe.
+    data[0] = if key { 0x10 } else { 0x11 };
+    data[3..11].copy_from_slice(&n.to_be_bytes()[..8]);
+    data
+}
+
+/// The frame number [`vp8_frame`] wrote into `data`.
+pub fn frame_number(data: &[u8]) -> u64 {
+    u64::from_be_bytes(data[3..11].try_into().unwrap())
+}
+
+impl Harness {
+    /// A core configured as `config` (with the harness's server candidate); `seed` drives every
+    /// loss.
+    pub fn new(config: SfuConfig, seed: u64) -> Harness {
+        Harness {
+            now: Instant::now(),
+            sfu: sfu_with(config),
+            members: Vec::new(),
+            events: Vec::new(),
+            rng: Rng::new(seed),
+            flight: Vec::new(),
+            sent: 0,
+            stalled: 0,
+        }
+    }
+
+    /// A new client joins `room`, sending audio and video, over the links `up` and `down`;
+    /// returns its index. The core's offers are answered at once.
+    pub fn join(&mut self, room: &str, up: Link, down: Link) -> usize {
+        let i = self.members.len();
+        let mut c = client(i as u8, self.now);
+        let peer = try_join(&mut self.sfu, &mut c, room, self.now).expect("join");
+        self.members.push(Member {
+            client: c,
+            peer,
+            up,
+            down,
+            timeout: self.now,
+            vanished: false,
+            last_heard: None,
+            connected_at: None,
+            frames_sent: 0,
+            keyframes_sent: Vec::new(),
+            answered: 0,
+        });
+        self.drain();
+        i
+    }
+
+    /// The member whose peer is `peer`.
+    pub fn member(&self, peer: PeerId) -> &Member {
+        self.members.iter().find(|m| m.peer == peer).unwrap()
+    }
+
+    /// Runs until `t`: every deadline up to it is handled, then `now` is `t`.
+    pub fn run_until(&mut self, t: Instant) {
+        loop {
+            self.drain();
+            if self.next_deadline().is_none_or(|next| next > t) {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// Runs for `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Steps until `done` holds, for at most `limit` of virtual time.
+    pub fn run_until_true(&mut self, limit: Duration, mut done: impl FnMut(&Harness) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "not within {limit:?}");
+            self.step();
+        }
+    }
+
+    /// Moves `now` to the next deadline and handles everything due at it.
+    pub fn step(&mut self) {
+        self.drain();
+        let next = self.next_deadline().expect("nothing is scheduled");
+        // str0m asks for "now" with an instant in the past.
+        if next <= self.now {
+            self.stalled += 1;
+            assert!(
+                self.stalled < 10_000,
+                "a deadline stays due at {:?}",
+                self.now
+            );
+        } else {
+            self.stalled = 0;
+            self.now = next;
+        }
+        let now = self.now;
+        while let Some(i) = self.next_arrival(now) {
+            let d = self.flight.swap_remove(i);
+            self.deliver(d);
+        }
+        for m in self.members.iter_mut().filter(|m| !m.vanished) {
+            if m.timeout <= now {
+                m.client.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+        }
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        self.drain();
+    }
+
+    /// The earliest of the core's timeout, the clients' timeouts and the datagrams' arrivals.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let clients = self
+            .members
+            .iter()
+            .filter(|m| !m.vanished)
+            .map(|m| m.timeout);
+        let arrivals = self.flight.iter().map(|d| d.at);
+        self.sfu
+            .poll_timeout()
+            .into_iter()
+            .chain(clients)
+            .chain(arrivals)
+            .min()
+    }
+
+    /// Member `i` writes its next video frame (`size` bytes): a keyframe if it is the first
+    /// or a keyframe request came since the last keyframe, else an interframe.
+    pub fn write_video(&mut self, i: usize, size: usize) {
+        let now = self.now;
+        let m = &mut self.members[i];
+        let n = m.frames_sent;
+        let key = n == 0 || m.answered < m.client.keyframe_requests.len();
+        if key {
+            m.answered = m.client.keyframe_requests.len();
+            m.keyframes_sent.push(n);
+        }
+        let ts = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
+        write(
+            &mut m.client,
+            MediaKind::Video,
+            now,
+            ts,
+            &vp8_frame(n, key, size),
+        );
+        m.frames_sent += 1;
+        self.drain();
+    }
+
+    /// Member `i` streams video at 30 frames a second until `t`.
+    pub fn stream_until(&mut self, i: usize, size: usize, t: Instant) {
+        let frame = Duration::from_micros(33_333);
+        while self.now + frame <= t {
+            self.write_video(i, size);
+            self.run_for(frame);
+        }
+        self.run_until(t);
+    }
+
+    /// Member `i` asks for a keyframe on the video it receives on `mid` (a PLI, as a browser
+    /// sends when it lost a picture).
+    pub fn client_requests_keyframe(&mut self, i: usize, mid: &str) {
+        let rtc = &mut self.members[i].client.rtc;
+        let mut api = rtc.direct_api();
+        let rx = api
+            .stream_rx_by_mid(Mid::from(mid), None)
+            .expect("a receiving stream on the m-line");
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        self.drain();
+    }
+
+    /// Member `i` closes its session (RTCP BYE, DTLS close_notify) and is gone after.
+    pub fn close(&mut self, i: usize) {
+        self.members[i].client.rtc.close().unwrap();
+        self.drain();
+        self.members[i].vanished = true;
+    }
+
+    /// Member `i` goes silent: nothing more is sent or received, its session stops.
+    pub fn vanish(&mut self, i: usize) {
+        self.members[i].vanished = true;
+    }
+
+    /// The video frame numbers member `i` received, in order.
+    pub fn video_frames(&self, i: usize) -> Vec<u64> {
+        self.members[i]
+            .client
+            .received
+            .iter()
+            .filter(|d| d.params.spec().codec.is_video())
+            .map(|d| frame_number(&d.data))
+            .collect()
+    }
+
+    /// When the core reported `peer` connected.
+    pub fn core_connected_at(&self, peer: PeerId) -> Option<Instant> {
+        self.events.iter().find_map(|(t, e)| match e {
+            SfuEvent::Connected { peer: p } if *p == peer => Some(*t),
+            _ => None,
+        })
+    }
+
+    /// Core events of `peer`'s removal: the instant and the event.
+    pub fn removal_of(&self, peer: PeerId) -> Option<(Instant, &SfuEvent)> {
+        self.events.iter().find_map(|(t, e)| match e {
+            SfuEvent::PeerRemoved { peer: p, .. } if *p == peer => Some((*t, e)),
+            _ => None,
+        })
+    }
+
+    /// Moves every output of the clients and the core onto the links or into `events`, and
+    /// answers the core's offers, until nothing more comes out.
+    fn drain(&mut self) {
+        loop {
+            let mut busy = false;
+            for i in 0..self.members.len() {
+                busy |= self.drain_client(i);
+            }
+            while let Some(t) = self.sfu.poll_transmit() {
+                busy = true;
+                if let Some(i) = self
+                    .members
+                    .iter()
+                    .position(|m| m.client.addr == t.destination)
+                {
+                    self.send(Some(i), i, t.contents);
+                }
+            }
+            while let Some(e) = self.sfu.poll_event() {
+                busy = true;
+                self.on_event(e);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Polls member `i`'s session; returns whether anything came out.
+    fn drain_client(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let mut busy = false;
+        loop {
+            let m = &mut self.members[i];
+            if m.vanished {
+                return busy;
+            }
+            match m.client.rtc.poll_output().unwrap() {
+                Output::Timeout(t) => {
+                    m.timeout = t;
+                    return busy;
+                }
+                Output::Transmit(t) => {
+                    busy = true;
+                    self.send(None, i, t.contents.into());
+                }
+                Output::Event(e) => {
+                    busy = true;
+                    match e {
+                        Event::Connected => {
+                            m.client.connected = true;
+                            m.connected_at = Some(now);
+                        }
+                        Event::MediaData(d) => m.client.received.push(d),
+                        Event::KeyframeRequest(_) => m.client.keyframe_requests.push(now),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: SfuEvent) {
+        if let SfuEvent::Offer { peer, sdp } = &e {
+            if let Some(m) = self
+                .members
+                .iter_mut()
+                .find(|m| m.peer == *peer && !m.vanished)
+            {
+                let ans = answer(&mut m.client, sdp);
+                self.sfu.accept_answer(*peer, &ans, self.now).unwrap();
+            }
+        }
+        self.events.push((self.now, e));
+    }
+
+    /// Puts a datagram on member `member`'s link: `to` `None` is toward the core.
+    fn send(&mut self, to: Option<usize>, member: usize, contents: Vec<u8>) {
+        let m = &mut self.members[member];
+        if m.vanished {
+            return;
+        }
+        let link = if to.is_none() { &mut m.up } else { &mut m.down };
+        link.sent += 1;
+        if self.rng.chance(link.loss) {
+            link.lost += 1;
+            return;
+        }
+        self.sent += 1;
+        self.flight.push(InFlight {
+            at: self.now + link.delay,
+            seq: self.sent,
+            to,
+            from: member,
+            contents,
+        });
+    }
+
+    /// The index of the first datagram (by arrival, then sending order) due at `now`.
+    fn next_arrival(&self, now: Instant) -> Option<usize> {
+        self.flight
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.at <= now)
+            .min_by_key(|(_, d)| (d.at, d.seq))
+            .map(|(i, _)| i)
+    }
+
+    fn deliver(&mut self, d: InFlight) {
+        let now = self.now;
+        match d.to {
+            None => {
+                let from: SocketAddr = self.members[d.from].client.addr;
+                self.members[d.from].last_heard = Some(now);
+                self.sfu.handle_datagram(now, from, SERVER, &d.contents);
+            }
+            Some(i) => {
+                let m = &mut self.members[i];
+                if m.vanished {
+                    return;
+                }
+                let r = Receive::new(Protocol::Udp, SERVER, m.client.addr, &d.contents).unwrap();
+                m.client.rtc.handle_input(Input::Receive(now, r)).unwrap();
+            }
+        }
+        self.drain();
+    }
+}

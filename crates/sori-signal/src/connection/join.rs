@@ -1,0 +1,91 @@
+//! A connection's join: the checks made before the hub sees it (protocol version, names, the
+//! address's join rate, the access token), then the hub's admission.
+
+use super::Connection;
+use crate::hub::{JoinOutcome, Joining};
+use crate::ice_servers;
+use crate::protocol::{self, ErrorCode, RoomMode, ServerMessage};
+
+impl Connection {
+    pub(super) fn join(
+        &mut self,
+        v: u32,
+        room: String,
+        name: String,
+        mode: Option<RoomMode>,
+        token: Option<&str>,
+    ) {
+        if self.me.is_some() {
+            self.error(
+                ErrorCode::AlreadyJoined,
+                "this connection is already in a room",
+            );
+            return;
+        }
+        if v != protocol::PROTOCOL_VERSION {
+            self.error(
+                ErrorCode::UnsupportedVersion,
+                &format!(
+                    "protocol version {v} is not supported; this server speaks version {}",
+                    protocol::PROTOCOL_VERSION
+                ),
+            );
+            return;
+        }
+        if !protocol::valid_name(&room) || !protocol::valid_name(&name) {
+            self.error(
+                ErrorCode::InvalidName,
+                "room and name must be 1 to 64 characters, without control characters",
+            );
+            return;
+        }
+        if !self.signal.allow_join(self.ip) {
+            self.refuse_join(
+                ErrorCode::RateLimited,
+                "too many joins from your address: wait a moment and try again",
+            );
+            return;
+        }
+        let grants = match self.signal.authorize(token) {
+            Ok(g) => g,
+            Err(e) => {
+                self.refuse_join(ErrorCode::Unauthorized, &e.to_string());
+                return;
+            }
+        };
+        if let Err(why) = grants.may_join(&room) {
+            self.refuse_join(ErrorCode::Forbidden, why);
+            return;
+        }
+        let mode = mode.unwrap_or(self.signal.config.default_mode);
+        let config = self.signal.config.clone();
+        let outcome = self.signal.hub().join(
+            Joining {
+                room: &room,
+                name: &name,
+                mode,
+                grants: &grants,
+                out: self.out.clone(),
+            },
+            |id| ice_servers(&config, id),
+        );
+        match outcome {
+            JoinOutcome::Joined(me) => {
+                tracing::info!(room, id = me.id, identity = ?grants.identity, client = %self.ip, "participant joined");
+                self.me = Some(me);
+                self.grants = grants;
+                let (recordings, out) = (self.signal.recordings.clone(), self.out.clone());
+                tokio::spawn(async move {
+                    if recordings.is_on(&room).await {
+                        out.send(&ServerMessage::Recording {
+                            on: true,
+                            by: None,
+                            name: None,
+                        });
+                    }
+                });
+            }
+            JoinOutcome::Refused(code, why) => self.refuse_join(code, &why),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Running a role: the media server, the control API, the session server, each on its
+//! listener, until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+
+use sori_kurento::Kurento;
+use sori_kurento_client::RemoteMedia;
+use sori_net::{MediaConfig, MediaServer};
+use sori_signal::{Signal, TurnAccess};
+use sori_turn::TurnServer;
+
+use crate::config::{Config, TurnPlan};
+use crate::turn::start_turn;
+
+/// What a process runs.
+pub enum Role {
+    /// Session server and media server; with the control API when true.
+    Serve { kurento: bool },
+    /// Media server and control API only.
+    Media,
+    /// Session server only, driving the media server at this URL.
+    Signal { media_url: String },
+}
+
+pub async fn run(config: Config, role: Role) -> Result<(), String> {
+    if let Role::Signal { media_url } = &role {
+        return run_signal(config, media_url).await;
+    }
+    let media = start_media(&config).await?;
+    let advertised = media
+        .candidates
+        .iter()
+        .map(|c| c.to_string())
+        .chain(media.tcp_candidates.iter().map(|c| format!("{c}/tcp")))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let mut servers = tokio::task::JoinSet::new();
+    if matches!(role, Role::Media | Role::Serve { kurento: true }) {
+        let kconfig = config.kurento();
+        let path = kconfig.path.clone();
+        let mut app = Kurento::new(media.handle.clone(), kconfig).router();
+        if let Role::Media = role {
+            app = with_health_and_metrics(app, &media);
+        }
+        let (listener, addr) = bind(config.kurento.listen).await?;
+        tracing::info!(
+            "Sori {} media server: control API on ws://{addr}{path} (media: UDP {}, advertised as {advertised})",
+            env!("CARGO_PKG_VERSION"),
+            media.local_addr,
+        );
+        let limits = sori_signal::http::ConnLimits::from(&config.limits());
+        servers.spawn(serve_http(listener, app, limits, "control API"));
+    }
+    let mut turn = None;
+    if let Role::Serve { .. } = role {
+        let mut signal = config.signal();
+        let (server, access) = start_turn(&config, &media.candidates).await?;
+        signal.turn = access;
+        signal.turn_monitor = server.as_ref().map(TurnServer::monitor);
+        turn = server;
+        log_access_mode(&signal);
+        let app = Signal::new(media.handle.clone(), signal);
+        if let Some(at) = config.server.metrics_listen {
+            servers.spawn(serve_metrics(at, app.clone(), &config).await?);
+        }
+        let (listener, http) = bind(config.server.listen).await?;
+        tracing::info!(
+            "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
+            env!("CARGO_PKG_VERSION"),
+            media.local_addr,
+        );
+        servers.spawn(async move {
+            app.serve(listener, shutdown_signal()).await;
+            Ok(())
+        });
+    }
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            result = Err(e);
+            servers.abort_all();
+        }
+    }
+    if let Some(turn) = turn {
+        turn.shutdown().await;
+    }
+    media.handle.shutdown();
+    let _ = media.task.await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Opens the media port (UDP, and TCP for ICE-TCP) and starts the media server on it.
+async fn start_media(config: &Config) -> Result<MediaServer, String> {
+    sori_net::start(MediaConfig {
+        bind: SocketAddr::new(config.media.bind_ip, config.media.rtc_port),
+        advertise: config.media.advertise_ip.clone(),
+        sfu: config.sfu(),
+        tcp: config.tcp(),
+    })
+    .await
+    .map_err(|e| {
+        let (ip, port) = (config.media.bind_ip, config.media.rtc_port);
+        let tcp = match config.tcp() {
+            Some(t) => format!("TCP {ip}:{}", t.port.unwrap_or(port)),
+            None => "no TCP".into(),
+        };
+        format!("cannot open the media port (UDP {ip}:{port}, {tcp}): {e}")
+    })
+}
+
+/// The media server alone still answers health checks and metrics, beside the control API.
+fn with_health_and_metrics(app: axum::Router, media: &MediaServer) -> axum::Router {
+    let handle = media.handle.clone();
+    app.route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move {
+                    match handle.stats().await {
+                        Ok(stats) => Ok(sori_signal::metrics::render(0, 0, Some(&stats), None)),
+                        Err(e) => Err((axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                    }
+                }
+            }),
+        )
+}
+
+/// The session server alone, driving a remote media server.
+async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
+    let shown = media_url.split('?').next().unwrap_or(media_url);
+    let media = RemoteMedia::connect(media_url)
+        .await
+        .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
+    let mut signal = config.signal();
+    // A session server alone hands out TURN servers run elsewhere, never its own.
+    if let TurnPlan::External { urls, secret, ttl } = config.turn() {
+        tracing::info!("TURN: handing out {}", urls.join(", "));
+        signal.turn = Some(TurnAccess { urls, secret, ttl });
+    }
+    log_access_mode(&signal);
+    let app = Signal::new(media, signal);
+    if let Some(at) = config.server.metrics_listen {
+        tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
+    }
+    let (listener, http) = bind(config.server.listen).await?;
+    tracing::info!(
+        "Sori {} listening on http://{http} (media server: {shown})",
+        env!("CARGO_PKG_VERSION"),
+    );
+    app.serve(listener, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds a TCP listener; returns it with the address it got.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, local))
+}
+
+/// Serves `app` on `listener` until SIGINT/SIGTERM, with the connection limits of `config`;
+/// `what` names it in logs.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: sori_signal::http::ConnLimits,
+    what: &'static str,
+) -> Result<(), String> {
+    sori_signal::http::serve(listener, app, limits, what, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Binds the separate metrics address; the returned future serves it until shutdown.
+async fn serve_metrics(
+    at: SocketAddr,
+    signal: Signal,
+    config: &Config,
+) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
+    let (listener, addr) = bind(at).await?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    let limits = sori_signal::http::ConnLimits::from(&config.limits());
+    Ok(serve_http(
+        listener,
+        signal.metrics_router(),
+        limits,
+        "metrics",
+    ))
+}
+
+/// One line at start saying who may join.
+fn log_access_mode(signal: &sori_signal::SignalConfig) {
+    if signal.keys.is_empty() {
+        tracing::info!(
+            "no API keys: open mode, anyone who reaches this server joins any room without a token"
+        );
+    } else if signal.anonymous {
+        tracing::warn!("--dev: joins without a token are accepted; tokens are checked when given");
+    } else {
+        tracing::info!("joins need an access token signed with one of the configured API keys");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,107 @@
+// The buttons under the call: microphone, camera, screen share, recording, the moderator's
+// lock and end, and leave. `render` sets them (and the local tracks) from the state.
+
+import { state } from './store.js';
+import { send } from './signaling.js';
+import { addScreen, removeTracks } from './peer.js';
+import { $, toast, setText, setAttr } from './page.js';
+
+const labels = {
+  audio: { on: 'Mute mic', off: 'Unmute mic', moderated: 'Mic muted by moderator', button: 'mute-audio' },
+  video: { on: 'Stop camera', off: 'Start camera', moderated: 'Camera stopped by moderator', button: 'mute-video' },
+};
+
+function tracksOf(kind) {
+  if (!state.local) return [];
+  return kind === 'audio' ? state.local.getAudioTracks() : state.local.getVideoTracks();
+}
+
+function renderPermissions() {
+  const p = state.permissions;
+  if (!p) return;
+  const may = (source) => p.publish.includes(source);
+  $('mute-audio').hidden = !may('microphone');
+  $('mute-video').hidden = !may('camera');
+  $('share-screen').hidden = !may('screen_share');
+  $('record').hidden = !p.record;
+  $('chat-input').disabled = !p.chat;
+  $('chat-send').disabled = !p.chat;
+  setAttr($('chat-input'), 'placeholder', p.chat ? 'Message everyone' : 'You can read the chat but not write in it');
+  $('admin-controls').hidden = !p.admin;
+}
+
+function renderSwitches() {
+  for (const kind of ['audio', 'video']) {
+    const l = labels[kind];
+    const button = $(l.button);
+    const muted = state.muted[kind];
+    // A moderator's mute: the server forwards nothing of it anyway; the switch says so.
+    for (const t of tracksOf(kind)) t.enabled = !muted;
+    button.disabled = state.serverMuted[kind];
+    setText(button, state.serverMuted[kind] ? l.moderated : (muted ? l.off : l.on));
+    setAttr(button, 'aria-pressed', String(muted));
+  }
+}
+
+export function render() {
+  renderPermissions();
+  renderSwitches();
+  setText($('lock-room'), state.locked ? 'Unlock room' : 'Lock room');
+  setAttr($('lock-room'), 'aria-pressed', String(state.locked));
+  $('locked-indicator').hidden = !state.locked;
+  $('recording-indicator').hidden = !state.recording;
+  setAttr($('record'), 'aria-pressed', String(state.recording));
+  setText($('record'), state.recording ? 'Stop recording' : 'Record');
+  setAttr($('share-screen'), 'aria-pressed', String(!!state.screen));
+  setText($('share-screen'), state.screen ? 'Stop sharing' : 'Share screen');
+}
+
+/** Tells the server this participant's microphone and camera state. */
+export function sendMute() {
+  send({ type: 'mute', audio: state.muted.audio, video: state.muted.video });
+}
+
+async function shareScreen(rerender) {
+  if (state.screen) {
+    stopScreen();
+    rerender();
+    return;
+  }
+  try {
+    state.screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  } catch (err) {
+    toast('Screen sharing was not started: ' + err.message);
+    return;
+  }
+  const track = state.screen.getVideoTracks()[0];
+  track.addEventListener('ended', () => { stopScreen(); rerender(); });
+  addScreen(track);
+  rerender();
+}
+
+export function stopScreen() {
+  if (!state.screen) return;
+  const tracks = state.screen.getTracks();
+  state.screen = null;
+  for (const t of tracks) t.stop();
+  removeTracks(tracks);
+}
+
+/** Connects the buttons; `rerender` redraws the page after a local change, `leave` leaves. */
+export function wire({ rerender, leave }) {
+  const toggle = (kind) => {
+    if (state.serverMuted[kind]) return;
+    state.muted[kind] = !state.muted[kind];
+    sendMute();
+    rerender();
+  };
+  $('mute-audio').addEventListener('click', () => toggle('audio'));
+  $('mute-video').addEventListener('click', () => toggle('video'));
+  $('share-screen').addEventListener('click', () => shareScreen(rerender));
+  $('record').addEventListener('click', () => send({ type: 'record', on: !state.recording }));
+  $('lock-room').addEventListener('click', () => send({ type: 'lock-room', locked: !state.locked }));
+  $('end-room').addEventListener('click', () => {
+    if (confirm('End the meeting for everyone?')) send({ type: 'end-room' });
+  });
+  $('leave').addEventListener('click', () => leave('You left the room.'));
+}

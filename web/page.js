@@ -1,0 +1,31 @@
+// The page around the call: element lookup, the status line and the toast.
+
+export const $ = (id) => document.getElementById(id);
+
+export function setStatus(text, kind) {
+  $('status').textContent = text;
+  $('status-dot').className = 'dot' + (kind ? ' ' + kind : '');
+}
+
+let toastTimer = null;
+
+export function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, 5000);
+}
+
+export function showMode(mode) {
+  $('mode').textContent = mode === 'p2p' ? 'peer to peer' : 'sfu';
+}
+
+/** Sets an element's text only when it differs: redrawing never disturbs an unchanged page. */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+export function setAttr(el, name, value) {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+}

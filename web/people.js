@@ -1,0 +1,63 @@
+// The people panel: everyone in the room with their microphone and camera state, and the
+// moderation buttons for a moderator.
+
+import { state } from './store.js';
+import { send } from './signaling.js';
+import { $ } from './page.js';
+
+function moderationButton(label, testid, message) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'small';
+  b.textContent = label;
+  b.dataset.testid = testid;
+  b.addEventListener('click', () => send(message));
+  return b;
+}
+
+function tools(p) {
+  const sm = p.server_muted || {};
+  const span = document.createElement('span');
+  span.className = 'moderation';
+  span.append(
+    moderationButton(sm.audio ? 'Allow mic' : 'Mute', 'moderate-mute-audio',
+      { type: 'mute-participant', id: p.id, audio: !sm.audio }),
+    moderationButton(sm.video ? 'Allow camera' : 'Stop camera', 'moderate-mute-video',
+      { type: 'mute-participant', id: p.id, video: !sm.video }),
+    moderationButton('Remove', 'moderate-remove', { type: 'remove-participant', id: p.id }),
+    moderationButton('Ban', 'moderate-ban', { type: 'remove-participant', id: p.id, ban: true }),
+  );
+  return span;
+}
+
+function item(p, admin) {
+  const li = document.createElement('li');
+  li.dataset.testid = 'participant';
+  li.dataset.participant = p.name;
+  const name = document.createElement('span');
+  name.textContent = p.name;
+  const flags = document.createElement('span');
+  flags.className = 'flags';
+  const sm = p.server_muted || {};
+  flags.textContent = [
+    sm.audio ? 'muted by moderator' : (p.audio_muted ? 'mic off' : ''),
+    sm.video ? 'camera stopped by moderator' : (p.video_muted ? 'camera off' : ''),
+  ].filter(Boolean).join(' · ');
+  li.append(name, flags);
+  if (admin && !p.self) li.append(tools(p));
+  return li;
+}
+
+let drawn = ''; // what the list shows now, to redraw only on a change
+
+export function render() {
+  const me = {
+    id: state.me, name: state.name + ' (you)', audio_muted: state.muted.audio,
+    video_muted: state.muted.video, server_muted: state.serverMuted, self: true,
+  };
+  const admin = state.permissions && state.permissions.admin;
+  const now = JSON.stringify([admin, me, [...state.participants.values()]]);
+  if (now === drawn) return;
+  drawn = now;
+  $('participants').replaceChildren(...[me, ...state.participants.values()].map((p) => item(p, admin)));
+}

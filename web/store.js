@@ -1,0 +1,103 @@
+// The client's state, and one reducer per server message: the only place the state changes in
+// answer to the server. Nothing here reads the page or touches media; app.js does the effects.
+
+export const state = {
+  me: null,
+  name: '',
+  room: null,
+  mode: null,
+  iceServers: [],
+  participants: new Map(), // id -> info, others only
+  permissions: null,       // what this participant may do (from `joined`)
+  serverMuted: { audio: false, video: false },
+  muted: { audio: false, video: false }, // this participant's own switches
+  locked: false,
+  recording: false,
+  chat: [],                // chat messages and moderation notices, in order
+  peerRoles: new Map(),    // P2P: the other browser's track roles, by mid
+  leaving: false,
+  // Media, set by peer.js and app.js.
+  local: null,             // camera + mic MediaStream
+  screen: null,            // screen MediaStream while sharing
+  pc: null,                // the one RTCPeerConnection
+  peerId: null,            // P2P: the other participant's id
+  remote: new Map(),       // remote track id -> { key, track, mid, trackId }
+};
+
+const setParticipant = (s, p) => s.participants.set(p.id, p);
+
+function takeRoles(s, m) {
+  if (m.from && m.roles) s.peerRoles = new Map(Object.entries(m.roles));
+}
+
+export const reducers = {
+  joined(s, m) {
+    s.me = m.id;
+    s.name = m.name;
+    s.mode = m.mode;
+    s.permissions = m.permissions;
+    s.locked = m.locked;
+    s.serverMuted = { audio: false, video: false };
+    s.iceServers = m.ice_servers || [];
+    s.participants = new Map(m.participants.map((p) => [p.id, p]));
+    s.chat = m.chat.map((c) => ({ kind: 'chat', ...c }));
+  },
+  'participant-joined'(s, m) { setParticipant(s, m.participant); },
+  'participant-updated'(s, m) {
+    if (m.participant.id !== s.me) {
+      setParticipant(s, m.participant);
+      return;
+    }
+    const muted = m.participant.server_muted;
+    s.serverMuted = { audio: !!muted.audio, video: !!muted.video };
+    // A moderator's mute switches the own switch off too; lifting it leaves it off.
+    for (const kind of ['audio', 'video']) if (s.serverMuted[kind]) s.muted[kind] = true;
+  },
+  'participant-left'(s, m) {
+    const p = s.participants.get(m.id);
+    s.participants.delete(m.id);
+    for (const [id, r] of s.remote) {
+      if (r.key === m.id || (p && p.media_id && r.key === p.media_id)) s.remote.delete(id);
+    }
+    if (s.peerId === m.id) s.peerRoles = new Map();
+  },
+  mode(s, m) {
+    s.mode = m.mode;
+    s.peerRoles = new Map();
+  },
+  offer: takeRoles,
+  answer: takeRoles,
+  candidate() {},
+  chat(s, m) { s.chat.push({ kind: 'chat', ...m }); },
+  recording(s, m) { s.recording = m.on; },
+  moderation(s, m) {
+    if (m.action === 'lock' || m.action === 'unlock') s.locked = m.action === 'lock';
+    s.chat.push({ kind: 'moderation', ...m });
+  },
+  removed() {},
+  'ice-servers'(s, m) { s.iceServers = m.ice_servers || []; },
+  error() {},
+  pong() {},
+};
+
+/** Applies one server message to the state. */
+export function reduce(msg) {
+  const reducer = reducers[msg.type];
+  if (reducer) reducer(state, msg);
+}
+
+/** The participant a remote media key names: its id (P2P) or its media id (SFU). */
+export function participantFor(key) {
+  if (state.participants.has(key)) return state.participants.get(key);
+  for (const p of state.participants.values()) if (p.media_id === key) return p;
+  return null;
+}
+
+/** Forgets the room: after leaving or being removed. */
+export function resetRoom() {
+  Object.assign(state, {
+    me: null, permissions: null, participants: new Map(), chat: [], recording: false,
+    serverMuted: { audio: false, video: false }, muted: { audio: false, video: false },
+    peerRoles: new Map(), locked: false,
+  });
+}
