@@ -4,7 +4,9 @@
 //! keyframe at a set interval and on every keyframe request), and receives whatever the other
 //! side offers, counting each packet by its probe ([`crate::probe`]). How the SDP travels is not
 //! its business: the caller makes the first exchange with [`Setup`], then hands the running
-//! client two channels for later offers (in) and answers (out).
+//! client two channels for later offers (in) and answers (out). The socket, the peer and the run
+//! loop are the test kit's ([`sori_testkit::udp`]); this module is what a load-generator client
+//! sends and counts.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -13,13 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sori_testkit::udp::{self, Flow, Pacer, Peer, Stage, Tick};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::media::{Mid, Pt};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use str0m::{Event, Input, Rtc, RtcError};
 use tokio::sync::{mpsc, watch};
 
 use crate::measure::{Reception, Window};
@@ -116,9 +117,7 @@ pub enum ClientError {
 
 /// A client before its run loop starts: the socket, the `Rtc`, and the first SDP exchange.
 pub struct Setup {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
+    peer: Peer,
     opts: ClientOptions,
     pending: Option<SdpPendingOffer>,
     send_mids: HashMap<StreamKind, Mid>,
@@ -127,22 +126,12 @@ pub struct Setup {
 impl Setup {
     /// Binds a UDP socket on `ip` and creates the peer.
     pub async fn new(opts: ClientOptions, ip: IpAddr) -> Result<Setup, ClientError> {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let addr = socket.local_addr()?;
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
+        let config = udp::config()
             .set_rtp_mode(true)
-            .set_stats_interval(Some(Duration::from_millis(500)))
-            .build(Instant::now());
-        let candidate =
-            Candidate::host(addr, "udp").map_err(|e| ClientError::Protocol(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+            .set_stats_interval(Some(Duration::from_millis(500)));
+        let peer = Peer::bind(ip, config).await?;
         Ok(Setup {
-            rtc,
-            socket,
-            local: addr,
+            peer,
             opts,
             pending: None,
             send_mids: HashMap::new(),
@@ -150,31 +139,25 @@ impl Setup {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.peer.local
     }
 
     /// The first offer: send-only audio and video as the options say, or one receive-only audio
     /// line for a client that only receives (an offer needs at least one m-line).
     pub fn offer(&mut self) -> Result<String, ClientError> {
-        let mut api = self.rtc.sdp_api();
-        let mut mids = HashMap::new();
-        if self.opts.audio {
-            let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            mids.insert(StreamKind::Audio, mid);
-        }
-        if self.opts.video {
-            let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-            mids.insert(StreamKind::Video, mid);
-        }
-        if mids.is_empty() {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api
-            .apply()
+        let offer = self
+            .peer
+            .offer(self.opts.audio, self.opts.video)
             .ok_or_else(|| ClientError::Protocol("nothing to offer".into()))?;
-        self.pending = Some(pending);
-        self.send_mids = mids;
-        Ok(offer.to_sdp_string())
+        self.pending = Some(offer.pending);
+        self.send_mids = [
+            (StreamKind::Audio, offer.audio),
+            (StreamKind::Video, offer.video),
+        ]
+        .into_iter()
+        .filter_map(|(kind, mid)| Some((kind, mid?)))
+        .collect();
+        Ok(offer.sdp)
     }
 
     /// Takes the answer to [`Setup::offer`].
@@ -185,7 +168,8 @@ impl Setup {
             .pending
             .take()
             .ok_or_else(|| ClientError::Protocol("an answer without an offer".into()))?;
-        self.rtc
+        self.peer
+            .rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| ClientError::Sdp(e.to_string()))
@@ -193,7 +177,7 @@ impl Setup {
 
     /// Answers an offer from the other side (for a client that did not offer first).
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, ClientError> {
-        accept_offer(&mut self.rtc, sdp)
+        accept_offer(&mut self.peer.rtc, sdp)
     }
 
     /// Starts the run loop. Later offers arrive on `offers`; answers leave on `answers`. The
@@ -206,14 +190,14 @@ impl Setup {
         shared: Arc<Shared>,
     ) -> Client {
         let (milestones_tx, milestones) = watch::channel(Milestones::default());
+        let fps = self.opts.fps.max(1);
+        let now = Instant::now();
         let runner = Runner {
-            rtc: self.rtc,
-            local: self.local,
-            socket: self.socket,
             send_mids: self.send_mids,
             pts: HashMap::new(),
             seqs: HashMap::new(),
             offers,
+            offers_open: true,
             answers,
             stop,
             shared,
@@ -224,12 +208,25 @@ impl Setup {
             },
             ingress: HashMap::new(),
             egress: HashMap::new(),
+            pacer: Pacer::new(
+                self.opts.audio.then_some(AUDIO_INTERVAL),
+                self.opts
+                    .video
+                    .then(|| Duration::from_secs_f64(1.0 / fps as f64)),
+                self.opts.keyframe_interval,
+                now,
+            ),
+            frame_bytes: (self.opts.video_kbps as usize * 1000 / 8) / fps as usize,
+            audio_seq: 0,
+            video_seq: 0,
+            frame_no: 0,
+            sending: false,
+            recv_ns: now_ns(),
             opts: self.opts,
-            force_keyframe: true,
         };
         Client {
             milestones,
-            task: tokio::spawn(runner.run()),
+            task: tokio::spawn(runner.run(self.peer)),
         }
     }
 }
@@ -266,14 +263,12 @@ impl Client {
 }
 
 struct Runner {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
     opts: ClientOptions,
     send_mids: HashMap<StreamKind, Mid>,
     pts: HashMap<StreamKind, Pt>,
     seqs: HashMap<StreamKind, u64>,
     offers: mpsc::UnboundedReceiver<String>,
+    offers_open: bool,
     answers: mpsc::UnboundedSender<String>,
     stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
@@ -283,144 +278,30 @@ struct Runner {
     ingress: HashMap<Mid, (u64, u64)>,
     /// Last cumulative nacks received per sending m-line.
     egress: HashMap<Mid, u64>,
-    force_keyframe: bool,
+    pacer: Pacer,
+    /// Bytes of a video delta frame (a keyframe is three times as large).
+    frame_bytes: usize,
+    audio_seq: u32,
+    video_seq: u32,
+    frame_no: u32,
+    sending: bool,
+    /// When the datagram being handled arrived.
+    recv_ns: u64,
 }
 
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
-/// Datagrams read per wake-up before the peer is drained.
-const RECV_BATCH: usize = 32;
+
+/// What arrives besides datagrams.
+enum Command {
+    /// A later offer (`None`: no one will renegotiate any more).
+    Offer(Option<String>),
+    /// `stop` changed, or its sender is gone.
+    Stop(bool),
+}
 
 impl Runner {
-    async fn run(mut self) -> ClientReport {
-        let mut buf = vec![0u8; 2048];
-        let video_interval = Duration::from_secs_f64(1.0 / self.opts.fps.max(1) as f64);
-        let frame_bytes =
-            (self.opts.video_kbps as usize * 1000 / 8) / self.opts.fps.max(1) as usize;
-        let mut next_audio = Instant::now();
-        let mut next_video = Instant::now();
-        let mut last_keyframe = Instant::now();
-        let (mut audio_seq, mut video_seq, mut frame_no) = (0u32, 0u32, 0u32);
-        let mut sending = false;
-        let mut recv_ns = now_ns();
-        let mut offers_open = true;
-        loop {
-            let timeout = match self.drain(recv_ns) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.fail(e);
-                    break;
-                }
-            };
-            let now = Instant::now();
-            let connected = self.milestones.borrow().connected_ns.is_some();
-            if connected && !sending {
-                sending = true;
-                next_audio = now;
-                next_video = now;
-                self.resolve_pts();
-            }
-            if sending {
-                let mut wrote = false;
-                if self.opts.audio && now >= next_audio {
-                    let sent_ns = now_ns();
-                    let p = probe::opus_packet(
-                        self.opts.id,
-                        &mut audio_seq,
-                        self.opts.audio_bytes,
-                        sent_ns,
-                    );
-                    let ts = audio_seq.wrapping_sub(1).wrapping_mul(960);
-                    self.write(StreamKind::Audio, now, ts, p, sent_ns);
-                    next_audio += AUDIO_INTERVAL;
-                    wrote = true;
-                }
-                if self.opts.video && now >= next_video {
-                    let key = self.force_keyframe
-                        || now.duration_since(last_keyframe) >= self.opts.keyframe_interval;
-                    if key {
-                        if self.force_keyframe && frame_no > 0 {
-                            self.report.keyframes_on_request += 1;
-                        }
-                        self.force_keyframe = false;
-                        last_keyframe = now;
-                    }
-                    let sent_ns = now_ns();
-                    let bytes = if key { frame_bytes * 3 } else { frame_bytes };
-                    let ts = (frame_no as u64 * 90_000 / self.opts.fps.max(1) as u64) as u32;
-                    for p in probe::vp8_frame(self.opts.id, &mut video_seq, bytes, key, sent_ns) {
-                        self.write(StreamKind::Video, now, ts, p, sent_ns);
-                    }
-                    frame_no = frame_no.wrapping_add(1);
-                    next_video += video_interval;
-                    wrote = true;
-                }
-                if wrote {
-                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                        self.fail(e.to_string());
-                        break;
-                    }
-                    continue;
-                }
-            }
-            let mut wake = timeout;
-            if sending && self.opts.audio {
-                wake = wake.min(next_audio);
-            }
-            if sending && self.opts.video {
-                wake = wake.min(next_video);
-            }
-            tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    let Ok((n, source)) = r else { continue };
-                    recv_ns = now_ns();
-                    if let Err(e) = self.receive(source, &buf[..n]) {
-                        self.fail(e);
-                        break;
-                    }
-                    // More datagrams that are already waiting; str0m wants its output drained
-                    // after each input.
-                    for _ in 1..RECV_BATCH {
-                        if let Err(e) = self.drain(recv_ns) {
-                            self.fail(e);
-                            break;
-                        }
-                        let Ok((n, source)) = self.socket.try_recv_from(&mut buf) else { break };
-                        recv_ns = now_ns();
-                        if let Err(e) = self.receive(source, &buf[..n]) {
-                            self.fail(e);
-                            break;
-                        }
-                    }
-                }
-                offer = self.offers.recv(), if offers_open => match offer {
-                    // No one will renegotiate any more.
-                    None => offers_open = false,
-                    Some(sdp) => match accept_offer(&mut self.rtc, &sdp) {
-                        Ok(answer) => {
-                            let _ = self.answers.send(answer);
-                        }
-                        Err(e) => {
-                            self.fail(e.to_string());
-                            break;
-                        }
-                    },
-                },
-                _ = self.stop.changed() => {
-                    if *self.stop.borrow() {
-                        break;
-                    }
-                }
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                    if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
-                        self.fail(e.to_string());
-                        break;
-                    }
-                }
-            }
-            if self.stop.has_changed().is_err() {
-                break;
-            }
-        }
+    async fn run(mut self, mut peer: Peer) -> ClientReport {
+        udp::run(&mut peer, &mut self).await;
         self.report.milestones = self.milestones.borrow().clone();
         self.report.nacks_sent = self.ingress.values().map(|v| v.0).sum();
         self.report.plis_sent = self.ingress.values().map(|v| v.1).sum();
@@ -436,28 +317,53 @@ impl Runner {
         });
     }
 
-    fn receive(&mut self, source: SocketAddr, data: &[u8]) -> Result<(), String> {
-        let local = self.local;
-        // Datagrams that are not STUN, DTLS, RTP or RTCP are not for the peer.
-        let Ok(recv) = Receive::new(Protocol::Udp, source, local, data) else {
-            return Ok(());
-        };
-        self.rtc
-            .handle_input(Input::Receive(Instant::now(), recv))
-            .map_err(|e| e.to_string())
+    /// Writes the audio packet and the video frame due at `now`; true if it wrote any.
+    fn send_due(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        let mut wrote = false;
+        if self.pacer.audio_due(now) {
+            let sent_ns = now_ns();
+            let p = probe::opus_packet(
+                self.opts.id,
+                &mut self.audio_seq,
+                self.opts.audio_bytes,
+                sent_ns,
+            );
+            let ts = self.audio_seq.wrapping_sub(1).wrapping_mul(960);
+            self.write(rtc, StreamKind::Audio, now, ts, p, sent_ns);
+            wrote = true;
+        }
+        if let Some(frame) = self.pacer.video_due(now) {
+            if frame.requested && self.frame_no > 0 {
+                self.report.keyframes_on_request += 1;
+            }
+            let sent_ns = now_ns();
+            let key = frame.keyframe;
+            let bytes = if key {
+                self.frame_bytes * 3
+            } else {
+                self.frame_bytes
+            };
+            let ts = (self.frame_no as u64 * 90_000 / self.opts.fps.max(1) as u64) as u32;
+            for p in probe::vp8_frame(self.opts.id, &mut self.video_seq, bytes, key, sent_ns) {
+                self.write(rtc, StreamKind::Video, now, ts, p, sent_ns);
+            }
+            self.frame_no = self.frame_no.wrapping_add(1);
+            wrote = true;
+        }
+        wrote
     }
 
     /// The payload type the other side takes for each stream this client sends.
-    fn resolve_pts(&mut self) {
+    fn resolve_pts(&mut self, rtc: &Rtc) {
         for (&kind, &mid) in &self.send_mids {
             let want = match kind {
                 StreamKind::Audio => Codec::Opus,
                 StreamKind::Video => Codec::Vp8,
             };
-            let Some(media) = self.rtc.media(mid) else {
+            let Some(media) = rtc.media(mid) else {
                 continue;
             };
-            let params = self.rtc.codec_config().params();
+            let params = rtc.codec_config().params();
             let pt = media.remote_pts().iter().copied().find(|pt| {
                 params
                     .iter()
@@ -469,7 +375,15 @@ impl Runner {
         }
     }
 
-    fn write(&mut self, kind: StreamKind, now: Instant, ts: u32, p: probe::Packet, sent_ns: u64) {
+    fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        kind: StreamKind,
+        now: Instant,
+        ts: u32,
+        p: probe::Packet,
+        sent_ns: u64,
+    ) {
         let (Some(&mid), Some(&pt)) = (self.send_mids.get(&kind), self.pts.get(&kind)) else {
             return;
         };
@@ -477,7 +391,7 @@ impl Runner {
         let write = RtpWrite::new(pt, SeqNo::from(*seq), ts, now, p.payload)
             .marker(p.marker)
             .nackable(kind == StreamKind::Video);
-        let mut api = self.rtc.direct_api();
+        let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
@@ -490,53 +404,6 @@ impl Runner {
                 StreamKind::Audio => self.report.sent_in_window.audio += 1,
                 StreamKind::Video => self.report.sent_in_window.video += 1,
             }
-        }
-    }
-
-    /// Drains the peer's output; returns its next timeout.
-    fn drain(&mut self, recv_ns: u64) -> Result<Instant, String> {
-        loop {
-            match self.rtc.poll_output().map_err(|e| e.to_string())? {
-                Output::Timeout(t) => return Ok(t),
-                Output::Transmit(t) => {
-                    // A full socket buffer drops the datagram, as the network would.
-                    if self.socket.try_send_to(&t.contents, t.destination).is_err() {
-                        self.report.send_failures += 1;
-                    }
-                }
-                Output::Event(e) => self.on_event(e, recv_ns),
-            }
-        }
-    }
-
-    fn on_event(&mut self, e: Event, recv_ns: u64) {
-        match e {
-            Event::Connected => {
-                self.milestones.send_modify(|m| {
-                    m.connected_ns.get_or_insert(now_ns());
-                });
-            }
-            Event::RtpPacket(p) => {
-                let Some(probe) = Probe::parse(&p.payload) else {
-                    return;
-                };
-                self.shared.received.fetch_add(1, Ordering::Relaxed);
-                self.report
-                    .reception
-                    .record(&probe, recv_ns, &self.shared.window);
-                self.on_probe(&probe, recv_ns);
-            }
-            Event::KeyframeRequest(_) => {
-                self.force_keyframe = true;
-                self.report.keyframe_requests_received += 1;
-            }
-            Event::MediaIngressStats(s) => {
-                self.ingress.insert(s.mid, (s.nacks, s.plis));
-            }
-            Event::MediaEgressStats(s) => {
-                self.egress.insert(s.mid, s.nacks);
-            }
-            _ => {}
         }
     }
 
@@ -559,5 +426,102 @@ impl Runner {
                 }
             });
         }
+    }
+}
+
+impl udp::Handler for Runner {
+    type Command = Command;
+
+    fn tick(&mut self, rtc: &mut Rtc, now: Instant) -> Tick {
+        if self.stop.has_changed().is_err() {
+            return Tick::Stop;
+        }
+        if !self.sending {
+            if self.milestones.borrow().connected_ns.is_none() {
+                return Tick::Wait(None);
+            }
+            self.sending = true;
+            self.pacer.hold(now);
+            self.resolve_pts(rtc);
+        }
+        if self.send_due(rtc, now) {
+            if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                self.fail(e.to_string());
+                return Tick::Stop;
+            }
+            return Tick::Wrote;
+        }
+        Tick::Wait(self.pacer.next_due())
+    }
+
+    fn admit(&mut self, _source: SocketAddr) -> bool {
+        self.recv_ns = now_ns();
+        true
+    }
+
+    fn send_failed(&mut self) {
+        self.report.send_failures += 1;
+    }
+
+    fn on_error(&mut self, error: RtcError, _stage: Stage) -> Flow {
+        self.fail(error.to_string());
+        Flow::Stop
+    }
+
+    fn on_event(&mut self, _rtc: &mut Rtc, e: Event) {
+        let recv_ns = self.recv_ns;
+        match e {
+            Event::Connected => {
+                self.milestones.send_modify(|m| {
+                    m.connected_ns.get_or_insert(now_ns());
+                });
+            }
+            Event::RtpPacket(p) => {
+                let Some(probe) = Probe::parse(&p.payload) else {
+                    return;
+                };
+                self.shared.received.fetch_add(1, Ordering::Relaxed);
+                self.report
+                    .reception
+                    .record(&probe, recv_ns, &self.shared.window);
+                self.on_probe(&probe, recv_ns);
+            }
+            Event::KeyframeRequest(_) => {
+                self.pacer.request_keyframe();
+                self.report.keyframe_requests_received += 1;
+            }
+            Event::MediaIngressStats(s) => {
+                self.ingress.insert(s.mid, (s.nacks, s.plis));
+            }
+            Event::MediaEgressStats(s) => {
+                self.egress.insert(s.mid, s.nacks);
+            }
+            _ => {}
+        }
+    }
+
+    async fn next_command(&mut self) -> Command {
+        tokio::select! {
+            offer = self.offers.recv(), if self.offers_open => Command::Offer(offer),
+            changed = self.stop.changed() => Command::Stop(changed.is_err() || *self.stop.borrow()),
+        }
+    }
+
+    async fn on_command(&mut self, peer: &mut Peer, command: Command) -> Flow {
+        match command {
+            Command::Offer(None) => self.offers_open = false,
+            Command::Offer(Some(sdp)) => match accept_offer(&mut peer.rtc, &sdp) {
+                Ok(answer) => {
+                    let _ = self.answers.send(answer);
+                }
+                Err(e) => {
+                    self.fail(e.to_string());
+                    return Flow::Stop;
+                }
+            },
+            Command::Stop(true) => return Flow::Stop,
+            Command::Stop(false) => {}
+        }
+        Flow::Continue
     }
 }

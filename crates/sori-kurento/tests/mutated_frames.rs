@@ -5,21 +5,7 @@ mod common;
 
 use common::{endpoint, pipeline, server, Client};
 use serde_json::{json, Value};
-
-/// A small deterministic generator (xorshift), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use sori_testkit::Rng;
 
 #[tokio::test]
 async fn mutated_requests_get_answers_and_change_nothing() {
@@ -41,7 +27,7 @@ async fn mutated_requests_get_answers_and_change_nothing() {
                "operation":"getInfo"}}),
     ];
     let seeds: Vec<Vec<u8>> = seeds.iter().map(|v| v.to_string().into_bytes()).collect();
-    let mut rng = Rng(0x5eed_cafe_f00d_beef);
+    let mut rng = Rng::new(0x5eed_cafe_f00d_beef);
     let mut answered = 0;
     for round in 0..3000 {
         let mut frame = seeds[rng.below(seeds.len())].clone();
@@ -49,7 +35,7 @@ async fn mutated_requests_get_answers_and_change_nothing() {
             match rng.below(4) {
                 0 if !frame.is_empty() => {
                     let i = rng.below(frame.len());
-                    frame[i] = rng.next() as u8;
+                    frame[i] = rng.next_u64() as u8;
                 }
                 0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
                 2 => {

@@ -37,6 +37,7 @@ pub fn binding_request_ufrag(buf: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn request(username: &[u8], extra_before: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
@@ -85,22 +86,57 @@ mod tests {
         assert_eq!(binding_request_ufrag(&[]), None);
     }
 
-    #[test]
-    fn never_panics_on_mutated_requests() {
-        let base = request(b"server:client", &[(0x8029, &[1; 8])]);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..20_000 {
-            let mut m = base.clone();
-            for _ in 0..3 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let at = (seed as usize) % m.len();
-                m[at] = (seed >> 32) as u8;
+    /// A regular attribute type other than USERNAME, with a value.
+    fn other_attribute() -> impl Strategy<Value = (u16, Vec<u8>)> {
+        (
+            any::<u16>().prop_filter("not USERNAME", |t| *t != ATTR_USERNAME),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(sori_testkit::prop::config(4000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_the_ufrag_lies_inside(
+            buf in proptest::collection::vec(any::<u8>(), 0..200),
+            binding in any::<bool>(),
+        ) {
+            let mut buf = buf;
+            // Half the inputs pass the header checks, so the attribute walk gets exercised.
+            if binding && buf.len() >= HEADER_LEN {
+                buf[..2].copy_from_slice(&BINDING_REQUEST.to_be_bytes());
+                buf[4..8].copy_from_slice(&MAGIC_COOKIE);
             }
-            let cut = (seed >> 40) as usize % (m.len() + 1);
-            let _ = binding_request_ufrag(&m[..cut]);
-            let _ = binding_request_ufrag(&m);
+            if let Some(ufrag) = binding_request_ufrag(&buf) {
+                prop_assert!(!ufrag.is_empty() && !ufrag.contains(':'));
+                prop_assert!(ufrag.len() + HEADER_LEN + 5 <= buf.len());
+            }
+        }
+
+        #[test]
+        fn a_built_request_gives_back_its_ufrag(
+            local in "[^:]{1,40}",
+            remote in "[^:]{0,40}",
+            extra in proptest::collection::vec(other_attribute(), 0..4),
+        ) {
+            let username = format!("{local}:{remote}");
+            let extra: Vec<(u16, &[u8])> = extra.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+            let m = request(username.as_bytes(), &extra);
+            prop_assert_eq!(binding_request_ufrag(&m), Some(local.as_str()));
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(seed in any::<u64>()) {
+            let base = request(b"server:client", &[(0x8029, &[1; 8])]);
+            let mut rng = sori_testkit::Rng::new(seed);
+            let mut m = base;
+            for _ in 0..1 + rng.below(3) {
+                m = sori_testkit::mutate::bytes(&m, &mut rng);
+            }
+            if let Some(ufrag) = binding_request_ufrag(&m) {
+                prop_assert!(ufrag.len() <= m.len());
+            }
         }
     }
 }

@@ -7,52 +7,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use common::{client, join, pump, settle};
+use sori_testkit::{mutate, Rng};
 use str0m::media::{Direction, MediaKind};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// One random mangling: flipped bytes, a dropped or duplicated line, a cut, or a swapped line.
-fn mangle(sdp: &str, rng: &mut Rng) -> String {
-    let mut lines: Vec<String> = sdp.split("\r\n").map(str::to_string).collect();
-    match rng.below(5) {
-        0 => {
-            let mut bytes = sdp.as_bytes().to_vec();
-            for _ in 0..1 + rng.below(4) {
-                let at = rng.below(bytes.len());
-                bytes[at] = rng.next() as u8;
-            }
-            return String::from_utf8_lossy(&bytes).into_owned();
-        }
-        1 => {
-            let at = rng.below(lines.len());
-            lines.remove(at);
-        }
-        2 => {
-            let at = rng.below(lines.len());
-            let line = lines[at].clone();
-            lines.insert(at, line);
-        }
-        3 => return sdp.chars().take(rng.below(sdp.len())).collect(),
-        _ => {
-            let (a, b) = (rng.below(lines.len()), rng.below(lines.len()));
-            lines.swap(a, b);
-        }
-    }
-    lines.join("\r\n")
-}
 
 #[test]
 fn mangled_offers_and_answers_never_panic_and_change_nothing_when_refused() {
@@ -77,10 +33,10 @@ fn mangled_offers_and_answers_never_panic_and_change_nothing_when_refused() {
     let (offer, _pending) = api.apply().unwrap();
     let offer = offer.to_sdp_string();
 
-    let mut rng = Rng(0x0005_eed0_f5d9);
+    let mut rng = Rng::new(0x0005_eed0_f5d9);
     let (mut refused, mut accepted) = (0, 0);
     for _ in 0..1500 {
-        let bad = mangle(&offer, &mut rng);
+        let bad = mutate::lines(&offer, "\r\n", &mut rng);
         let before = sfu.state();
         match sfu.join("sdp", &bad, now) {
             Err(_) => {

@@ -447,6 +447,7 @@ pub fn valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_every_client_message() {
@@ -520,28 +521,66 @@ mod tests {
         );
     }
 
-    #[test]
-    fn mutated_messages_parse_or_fail_cleanly() {
-        let valid = [
-            r#"{"type":"join","v":1,"room":"r","name":"Ann","mode":"auto","token":"t"}"#,
-            r#"{"type":"offer","sdp":"v=0\r\n","to":"p2"}"#,
-            r#"{"type":"candidate","candidate":{"candidate":"x","sdpMid":"0"},"to":"p1"}"#,
-            r#"{"type":"mute","audio":true,"video":false}"#,
-        ];
-        let mut seed = 0x0123_4567_89ab_cdefu64;
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let mut bytes = valid[(seed % 4) as usize].as_bytes().to_vec();
-            let at = (seed >> 8) as usize % bytes.len();
-            bytes[at] = (seed >> 32) as u8;
-            let cut = (seed >> 40) as usize % (bytes.len() + 1);
-            let text = String::from_utf8_lossy(&bytes[..cut]);
-            if let Err((code, message)) = parse(&text) {
-                assert_eq!(code, ErrorCode::BadMessage);
-                assert!(!message.is_empty());
+    const VALID: [&str; 4] = [
+        r#"{"type":"join","v":1,"room":"r","name":"Ann","mode":"auto","token":"t"}"#,
+        r#"{"type":"offer","sdp":"v=0\r\n","to":"p2"}"#,
+        r#"{"type":"candidate","candidate":{"candidate":"x","sdpMid":"0"},"to":"p1"}"#,
+        r#"{"type":"mute","audio":true,"video":false}"#,
+    ];
+
+    /// What every answer of `parse` satisfies: a refusal is `bad-message` (or `too-large` past
+    /// the limit) with a reason no longer than the frame plus a line of explanation.
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        if let Err((code, message)) = parse(text) {
+            let expected = if text.len() > MAX_MESSAGE {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::BadMessage
+            };
+            prop_assert_eq!(code, expected);
+            prop_assert!(
+                !message.is_empty() && message.len() <= text.len() + 300,
+                "{message}"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(sori_testkit::prop::config(4000))]
+
+        #[test]
+        fn arbitrary_frames_parse_or_fail_cleanly(text in any::<String>()) {
+            check(&text)?;
+        }
+
+        #[test]
+        fn mutated_messages_parse_or_fail_cleanly(which in 0..VALID.len(), seed in any::<u64>()) {
+            let mut rng = sori_testkit::Rng::new(seed);
+            let mut bytes = VALID[which].as_bytes().to_vec();
+            for _ in 0..1 + rng.below(3) {
+                bytes = sori_testkit::mutate::bytes(&bytes, &mut rng);
             }
+            check(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn built_messages_parse_to_what_was_built(
+            room in any::<String>(),
+            name in any::<String>(),
+            text in any::<String>(),
+            audio in any::<bool>(),
+            video in any::<bool>(),
+        ) {
+            let join = serde_json::json!({"type": "join", "v": 1, "room": room, "name": name});
+            prop_assert_eq!(
+                parse(&join.to_string()),
+                Ok(ClientMessage::Join { v: 1, room, name, mode: None, token: None })
+            );
+            let chat = serde_json::json!({"type": "chat", "text": text});
+            prop_assert_eq!(parse(&chat.to_string()), Ok(ClientMessage::Chat { text }));
+            let mute = serde_json::json!({"type": "mute", "audio": audio, "video": video});
+            prop_assert_eq!(parse(&mute.to_string()), Ok(ClientMessage::Mute { audio, video }));
         }
     }
 

@@ -128,6 +128,7 @@ fn directions(sdp: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
@@ -203,50 +204,121 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\na=sendonly\r\na
         assert_eq!(restrict(OFFER, Sources::ALL, 2), Err(TooManyLines(3)));
     }
 
-    #[test]
-    fn mutated_sdps_never_gain_a_sending_line() {
-        // Property: whatever the bytes, the result never has more sending audio or video lines
-        // than allowed, and never panics.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let allowed = Sources {
-            microphone: true,
-            ..Sources::NONE
+    /// The m-lines of `kind` in `sdp` that still send: port not 0, and a first direction line
+    /// of sendrecv or sendonly, or none at all.
+    fn sending(sdp: &str, kind: &str) -> usize {
+        // The current section, if of `kind`: rejected or not, and its first direction line.
+        let mut section: Option<(bool, Option<&str>)> = None;
+        let sends = |s: Option<(bool, Option<&str>)>| {
+            s.is_some_and(|(rejected, dir)| {
+                !rejected && matches!(dir, None | Some("a=sendrecv" | "a=sendonly"))
+            })
         };
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let mut bytes = OFFER.as_bytes().to_vec();
-            for k in 0..3 {
-                let at = (seed >> (8 + k * 8)) as usize % bytes.len();
-                bytes[at] = [b'\n', b'm', b'=', b'a', b' ', b'\r', b'0', b'x']
-                    [(seed >> (40 + k)) as usize % 8];
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            let Ok(out) = restrict(&text, allowed, 64) else {
-                continue;
-            };
-            let sending = |kind: &str| {
-                let mut n = 0;
-                let skip = usize::from(!out.starts_with("m="));
-                for s in out.split("\nm=").skip(skip) {
-                    let s = s.strip_prefix("m=").unwrap_or(s);
-                    if !s.starts_with(&format!("{kind} ")) || s.split(' ').nth(1) == Some("0") {
-                        continue;
-                    }
-                    let dir = s
-                        .lines()
-                        .map(trimmed)
-                        .find(|l| is_direction(l))
-                        .unwrap_or("a=sendrecv");
-                    if matches!(dir, "a=sendrecv" | "a=sendonly") {
-                        n += 1;
-                    }
+        let mut n = 0;
+        for line in sdp.split_inclusive('\n') {
+            if let Some(m) = line.strip_prefix("m=") {
+                n += usize::from(sends(section));
+                section = m
+                    .starts_with(&format!("{kind} "))
+                    .then(|| (m.split(' ').nth(1) == Some("0"), None));
+            } else if is_direction(line) {
+                if let Some((_, dir @ None)) = &mut section {
+                    *dir = Some(trimmed(line));
                 }
-                n
-            };
-            assert!(sending("video") == 0, "{out:?}");
-            assert!(sending("audio") <= 1, "{out:?}");
+            }
+        }
+        n + usize::from(sends(section))
+    }
+
+    fn sources() -> impl Strategy<Value = Sources> {
+        any::<[bool; 4]>().prop_map(|[camera, microphone, screen_share, screen_share_audio]| {
+            Sources {
+                camera,
+                microphone,
+                screen_share,
+                screen_share_audio,
+            }
+        })
+    }
+
+    /// SDP-like text: lines that matter to the scan, and noise, with mixed line endings.
+    fn sdp_text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            Just("m=audio 9 UDP/TLS/RTP/SAVPF 111".to_string()),
+            Just("m=video 9 UDP/TLS/RTP/SAVPF 96".to_string()),
+            Just("m=video 0 UDP/TLS/RTP/SAVPF 96".to_string()),
+            Just("m=application 9 UDP/DTLS/SCTP webrtc-datachannel".to_string()),
+            Just("a=sendrecv".to_string()),
+            Just("a=sendonly".to_string()),
+            Just("a=recvonly".to_string()),
+            Just("a=inactive".to_string()),
+            "[ -~]{0,24}",
+            any::<String>(),
+        ];
+        let eol = prop_oneof![Just("\r\n"), Just("\n"), Just("\r"), Just("")];
+        proptest::collection::vec((line, eol), 0..24)
+            .prop_map(|ls| ls.into_iter().map(|(l, e)| l + e).collect())
+    }
+
+    fn allowed(s: Sources, kind: &str) -> usize {
+        match kind {
+            "audio" => usize::from(s.microphone) + usize::from(s.screen_share_audio),
+            _ => usize::from(s.camera) + usize::from(s.screen_share),
+        }
+    }
+
+    /// What every result of `restrict` satisfies, whatever its input.
+    fn check(sdp: &str, s: Sources, max: usize) -> Result<(), TestCaseError> {
+        let m_lines = sdp
+            .split_inclusive('\n')
+            .filter(|l| l.starts_with("m="))
+            .count();
+        match restrict(sdp, s, max) {
+            Err(TooManyLines(n)) => prop_assert!(n == m_lines && n > max),
+            Ok(out) => {
+                prop_assert!(m_lines <= max);
+                for kind in ["audio", "video"] {
+                    prop_assert!(sending(&out, kind) <= allowed(s, kind), "{kind}: {out:?}");
+                }
+                // At most a direction line added per m-line, and nothing else grows.
+                prop_assert!(out.len() <= sdp.len() + m_lines * "\r\na=recvonly\r\n".len());
+                // An SDP that asks for no more than allowed passes byte for byte.
+                if ["audio", "video"]
+                    .iter()
+                    .all(|k| sending(sdp, k) <= allowed(s, k))
+                {
+                    prop_assert_eq!(&out, sdp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(sori_testkit::prop::config(3000))]
+
+        #[test]
+        fn arbitrary_text_never_gains_a_sending_line(
+            sdp in sdp_text(),
+            s in sources(),
+            max in 0usize..12,
+        ) {
+            check(&sdp, s, max)?;
+        }
+
+        #[test]
+        fn mutated_offers_never_gain_a_sending_line(seed in any::<u64>(), s in sources()) {
+            let mut rng = sori_testkit::Rng::new(seed);
+            let mut sdp = OFFER.to_string();
+            for _ in 0..1 + rng.below(3) {
+                sdp = if rng.chance(0.5) {
+                    sori_testkit::mutate::lines(&sdp, "\r\n", &mut rng)
+                } else {
+                    String::from_utf8_lossy(&sori_testkit::mutate::bytes(sdp.as_bytes(), &mut rng))
+                        .into_owned()
+                };
+            }
+            check(&sdp, s, 64)?;
         }
     }
 }

@@ -8,10 +8,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{offer, server_with, Client};
+use common::{offer, server_with, Client, Server};
 use serde_json::{json, Value};
 use sori_signal::protocol::{self, ClientMessage, MAX_CHAT_CHARS, MAX_MESSAGE};
 use sori_signal::{Limits, SignalConfig};
+use sori_testkit::Rng;
 
 const ROOM: &str = "storm";
 const FRAMES: usize = 3000;
@@ -60,21 +61,6 @@ a=fmtp:97 apt=96\r\n\
 a=ssrc-group:FID 2203288438 1647926277\r\n\
 a=ssrc:2203288438 cname:storm\r\n\
 a=ssrc:1647926277 cname:storm\r\n";
-
-/// A small deterministic generator (xorshift), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// What a frame must get back before the `pong` of the `ping` sent after it.
 #[derive(Debug)]
@@ -254,6 +240,342 @@ async fn until_chat(c: &mut Client, from: &str, text: &str) -> Vec<Value> {
     panic!("no chat {text:?} from {from}");
 }
 
+/// The hostile participant and what the storm has done so far.
+struct Storm {
+    url: String,
+    a_id: String,
+    b_id: String,
+    m: Client,
+    m_id: String,
+    /// The hostile participant has a media peer (an offer of its was answered).
+    has_media: bool,
+    /// What the good participants must see of it, in order.
+    seen: Vec<Seen>,
+    /// How many frames ended how.
+    outcomes: BTreeMap<String, usize>,
+    /// Messages the media server sent on its own: offers, and `mode` when it dropped the peer.
+    unprompted: usize,
+    unmutated: usize,
+    /// Binary frames sent: [not UTF-8, UTF-8].
+    binaries: [usize; 2],
+}
+
+/// Seeds of the storm: the web client's messages (web/app.js), and the P2P ones an SFU room
+/// refuses.
+fn seeds(a_id: &str, b_id: &str) -> Vec<Vec<u8>> {
+    let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host",
+                           "sdpMid": "0", "sdpMLineIndex": 0});
+    let seeds = [
+        json!({"type": "join", "v": 1, "room": ROOM, "name": "Mallory", "mode": "sfu"}),
+        json!({"type": "offer", "sdp": OFFER}),
+        json!({"type": "answer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}),
+        json!({"type": "candidate", "candidate": candidate}),
+        json!({"type": "candidate", "candidate": candidate, "to": b_id}),
+        json!({"type": "offer", "sdp": "v=0\r\n", "to": a_id}),
+        json!({"type": "chat", "text": "hello from the storm"}),
+        json!({"type": "mute", "audio": true, "video": false}),
+        json!({"type": "record", "on": true}),
+        json!({"type": "record", "on": false}),
+        json!({"type": "ping"}),
+        json!({"type": "leave"}),
+    ];
+    seeds.iter().map(|v| v.to_string().into_bytes()).collect()
+}
+
+/// Frame number `round` of the storm: a seed, mutated `mutations` times (bytes flipped, cut,
+/// spliced with another seed, JSON punctuation inserted), sometimes padded to the size limits.
+fn storm_frame(round: usize, seeds: &[Vec<u8>], mutations: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut frame = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..mutations {
+        match rng.below(4) {
+            0 if !frame.is_empty() => {
+                let i = rng.below(frame.len());
+                frame[i] = rng.next_u64() as u8;
+            }
+            0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
+            2 => {
+                let i = rng.below(frame.len() + 1);
+                let other = &seeds[rng.below(seeds.len())];
+                let j = rng.below(other.len());
+                frame.splice(i..i, other[j..].iter().copied());
+            }
+            _ => {
+                let i = rng.below(frame.len() + 1);
+                frame.insert(i, b"{}[]\",:0\\"[rng.below(9)]);
+            }
+        }
+    }
+    // Sizes at the limits: trailing spaces keep a valid message valid.
+    let pad_to = match round {
+        1000 => Some(MAX_MESSAGE),
+        1001 => Some(MAX_MESSAGE + 1),
+        _ if rng.below(50) == 0 => Some(MAX_MESSAGE - 64 + rng.below(128)),
+        _ => None,
+    };
+    if let Some(len) = pad_to {
+        frame.resize(len.max(frame.len()), b' ');
+    }
+    frame
+}
+
+fn is_error(v: &Value, code: &str) -> bool {
+    v["type"] == "error"
+        && v["code"] == code
+        && v["message"].as_str().is_some_and(|m| !m.is_empty())
+}
+
+impl Storm {
+    /// Sends one frame and a ping after it; returns the frame's replies (pongs and unprompted
+    /// messages aside) and whether the socket closed.
+    async fn send(&mut self, frame: &[u8], binary: bool, expect: &Reply) -> (Vec<Value>, bool) {
+        if binary {
+            self.m.send_binary(frame.to_vec());
+        } else {
+            self.m.send_text(String::from_utf8(frame.to_vec()).unwrap());
+        }
+        // Whatever the frame was, a ping right after it is answered unless the socket closed;
+        // the frame's own replies come first.
+        self.m.send(json!({"type": "ping"}));
+        let pongs = if matches!(expect, Reply::Pong) { 2 } else { 1 };
+        let mut replies = Vec::new();
+        let mut ponged = 0;
+        loop {
+            assert!(replies.len() < 16, "a flood of replies: {replies:?}");
+            let Some(v) = self.m.next().await else {
+                return (replies, true);
+            };
+            match v["type"].as_str() {
+                Some("pong") => {
+                    ponged += 1;
+                    if ponged == pongs {
+                        return (replies, false);
+                    }
+                }
+                Some("mode") => self.unprompted += 1,
+                Some("offer") if v.get("from").is_none() => self.unprompted += 1,
+                _ => replies.push(v),
+            }
+        }
+    }
+
+    /// Checks the replies against `expect`, records what the others must see, and names the
+    /// outcome.
+    async fn judge(&mut self, expect: &Reply, replies: &[Value], what: &str) -> String {
+        let one = |ok: fn(&Value) -> bool| replies.len() == 1 && ok(&replies[0]);
+        match expect {
+            Reply::Error(code) => {
+                assert!(replies.len() == 1 && is_error(&replies[0], code), "{what}");
+                format!("error {code}")
+            }
+            Reply::RecordRefused => {
+                assert!(one(|v| is_error(v, "media-error")), "{what}");
+                "error media-error (record)".into()
+            }
+            Reply::Pong => {
+                assert!(replies.is_empty(), "{what}");
+                "pong".into()
+            }
+            Reply::Nothing => {
+                assert!(replies.is_empty(), "{what}");
+                "no reply (candidate)".into()
+            }
+            Reply::Muted { audio, video } => {
+                assert!(replies.is_empty(), "{what}");
+                let (id, audio, video) = (self.m_id.clone(), *audio, *video);
+                self.seen.push(Seen::Muted { id, audio, video });
+                "no reply (mute, seen by the others)".into()
+            }
+            Reply::Chat(text) => {
+                let ok = replies.len() == 1
+                    && replies[0]["type"] == "chat"
+                    && replies[0]["from"] == self.m_id
+                    && replies[0]["text"] == *text;
+                assert!(ok, "{what}");
+                self.seen.push(Seen::Exactly(replies[0].clone()));
+                "chat".into()
+            }
+            Reply::RecordingOff => {
+                let off = json!({"type": "recording", "on": false, "by": self.m_id});
+                assert!(replies.len() == 1 && replies[0] == off, "{what}");
+                self.seen.push(Seen::Exactly(replies[0].clone()));
+                "recording off".into()
+            }
+            Reply::Answer => self.judge_answer(replies, what),
+            Reply::MediaAnswer => match replies {
+                [] => "no reply (answer)".into(),
+                [e] if is_error(e, "media-error") => "error media-error (answer)".into(),
+                _ => panic!("{what}"),
+            },
+            Reply::Leave | Reply::FrameTooLarge => {
+                assert!(replies.is_empty(), "{what}");
+                self.come_back().await;
+                if matches!(expect, Reply::Leave) {
+                    "closed (leave)"
+                } else {
+                    "closed (frame over 64 KiB)"
+                }
+                .into()
+            }
+        }
+    }
+
+    fn judge_answer(&mut self, replies: &[Value], what: &str) -> String {
+        assert!(replies.len() == 1, "{what}");
+        if replies[0]["type"] != "answer" {
+            assert!(is_error(&replies[0], "media-error"), "{what}");
+            return "error media-error (offer)".into();
+        }
+        let sdp = replies[0]["sdp"].as_str();
+        assert!(sdp.is_some_and(|s| s.starts_with("v=0")), "{what}");
+        self.seen.push(Seen::Media {
+            id: self.m_id.clone(),
+            certain: !self.has_media,
+        });
+        self.has_media = true;
+        "answer".into()
+    }
+
+    /// The server let the participant go before closing: the others saw it leave. It comes
+    /// back, as a browser would, and finds no one left over.
+    async fn come_back(&mut self) {
+        self.seen.push(Seen::Left(self.m_id.clone()));
+        let (again, joined) = Client::join(&self.url, ROOM, "Mallory").await;
+        self.m = again;
+        self.m_id = joined["id"].as_str().unwrap().to_string();
+        let ids: Vec<&Value> = joined["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["id"])
+            .collect();
+        let want = [&json!(self.a_id), &json!(self.b_id)];
+        assert_eq!(ids, want, "no one left over: {joined}");
+        self.seen.push(Seen::Joined(self.m_id.clone()));
+        self.has_media = false;
+    }
+
+    /// One frame of the storm, sent and judged.
+    async fn round(&mut self, round: usize, seeds: &[Vec<u8>], rng: &mut Rng) {
+        // One frame in eight goes unmutated, so that valid messages (leave and come back, mute,
+        // chat, ping) run among the broken ones and the state they change is checked.
+        let mutations = if rng.below(8) == 0 {
+            0
+        } else {
+            1 + rng.below(4)
+        };
+        self.unmutated += usize::from(mutations == 0);
+        let mut frame = storm_frame(round, seeds, mutations, rng);
+        let binary = rng.below(10) == 0;
+        if binary {
+            self.binaries[usize::from(std::str::from_utf8(&frame).is_ok())] += 1;
+        } else {
+            frame = String::from_utf8_lossy(&frame).into_owned().into_bytes();
+        }
+        let expect = expected(&frame, binary, self.has_media);
+        let (replies, closed) = self.send(&frame, binary, &expect).await;
+        let closes = matches!(expect, Reply::Leave | Reply::FrameTooLarge);
+        assert_eq!(
+            closed,
+            closes,
+            "round {round}: the socket {} after {}, expected {expect:?}",
+            if closed { "closed" } else { "stayed open" },
+            show(&frame)
+        );
+        let what = format!(
+            "round {round}: {} got {replies:?}, expected {expect:?}",
+            show(&frame)
+        );
+        let outcome = self.judge(&expect, &replies, &what).await;
+        *self.outcomes.entry(outcome).or_default() += 1;
+    }
+}
+
+/// Two participants who behave, and who can talk; returns them with their ids.
+async fn good_pair(url: &str) -> (Client, String, Client, String) {
+    let (mut a, joined) = Client::join(url, ROOM, "Ada").await;
+    let a_id = joined["id"].as_str().unwrap().to_string();
+    let (mut b, joined) = Client::join(url, ROOM, "Grace").await;
+    let b_id = joined["id"].as_str().unwrap().to_string();
+    assert_eq!(joined["participants"][0]["id"], a_id);
+    assert_eq!(a.recv().await["participant"]["id"], b_id);
+    a.send(json!({"type": "chat", "text": "hello"}));
+    for c in [&mut a, &mut b] {
+        let v = c.recv().await;
+        assert_eq!(
+            (&v["type"], &v["from"], &v["text"]),
+            (&json!("chat"), &json!(a_id), &json!("hello"))
+        );
+    }
+    (a, a_id, b, b_id)
+}
+
+/// The good two are still there, still hear each other, and heard nothing but what the
+/// hostile one did — both the same, in the same order.
+async fn the_good_two_heard_only_the_storm(storm: &Storm, a: &mut Client, b: &mut Client) {
+    let (a_id, b_id) = (&storm.a_id, &storm.b_id);
+    a.send(json!({"type": "chat", "text": "still here?"}));
+    let a_saw = until_chat(a, a_id, "still here?").await;
+    let b_saw = until_chat(b, a_id, "still here?").await;
+    assert_eq!(a_saw, b_saw, "both saw the same room");
+    check_seen(&a_saw, &storm.seen);
+    b.send(json!({"type": "chat", "text": "yes"}));
+    for c in [a, b] {
+        let v = c.recv().await;
+        assert_eq!(
+            (&v["type"], &v["from"], &v["text"]),
+            (&json!("chat"), &json!(b_id), &json!("yes"))
+        );
+    }
+}
+
+/// A newcomer finds exactly the three, the hostile one leaves cleanly, media still works, and
+/// nothing leaked.
+async fn a_newcomer_finds_a_sound_room(s: &Server, storm: Storm, a: &mut Client, b: &mut Client) {
+    let (mut c, joined) = Client::join(&s.url, ROOM, "Hedy").await;
+    let c_id = joined["id"].as_str().unwrap().to_string();
+    let mut ids: Vec<&str> = joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = [
+        storm.a_id.as_str(),
+        storm.b_id.as_str(),
+        storm.m_id.as_str(),
+    ];
+    want.sort();
+    assert_eq!(ids, want, "{joined}");
+    for c in [&mut *a, &mut *b] {
+        let v = c.recv().await;
+        assert_eq!(
+            (&v["type"], &v["participant"]["id"]),
+            (&json!("participant-joined"), &json!(c_id))
+        );
+    }
+    let rest = storm.m.close().await;
+    assert!(rest.iter().all(|v| v["type"] != "error"), "{rest:?}");
+    for c in [a, b, &mut c] {
+        assert_eq!(c.expect("participant-left").await["id"], storm.m_id);
+    }
+    c.send(json!({"type": "offer", "sdp": offer()}));
+    assert!(c.expect("answer").await["sdp"]
+        .as_str()
+        .unwrap()
+        .starts_with("v=0"));
+
+    // Nothing leaked: the hostile one's sessions and media peers are all gone.
+    assert_eq!(s.metric("sori_rooms").await, 1);
+    assert_eq!(s.metric("sori_participants").await, 3);
+    let stats = s.media.handle.stats().await.unwrap();
+    assert_eq!(
+        stats.state.peers, 1,
+        "only the newcomer's media peer: {:?}",
+        stats.state
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_frames_get_their_replies_and_disturb_no_one() {
     // Thousands of messages from one client as fast as it can: this test is about what each
@@ -271,26 +593,11 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
         ..SignalConfig::default()
     })
     .await;
-
-    // Two participants who behave, and who can talk.
-    let (mut a, joined) = Client::join(&s.url, ROOM, "Ada").await;
-    let a_id = joined["id"].as_str().unwrap().to_string();
-    let (mut b, joined) = Client::join(&s.url, ROOM, "Grace").await;
-    let b_id = joined["id"].as_str().unwrap().to_string();
-    assert_eq!(joined["participants"][0]["id"], a_id);
-    assert_eq!(a.recv().await["participant"]["id"], b_id);
-    a.send(json!({"type": "chat", "text": "hello"}));
-    for c in [&mut a, &mut b] {
-        let v = c.recv().await;
-        assert_eq!(
-            (&v["type"], &v["from"], &v["text"]),
-            (&json!("chat"), &json!(a_id), &json!("hello"))
-        );
-    }
+    let (mut a, a_id, mut b, b_id) = good_pair(&s.url).await;
 
     // The hostile one.
-    let (mut m, joined) = Client::join(&s.url, ROOM, "Mallory").await;
-    let mut m_id = joined["id"].as_str().unwrap().to_string();
+    let (m, joined) = Client::join(&s.url, ROOM, "Mallory").await;
+    let m_id = joined["id"].as_str().unwrap().to_string();
     for c in [&mut a, &mut b] {
         let v = c.recv().await;
         assert_eq!(
@@ -298,307 +605,41 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
             (&json!("participant-joined"), &json!(m_id))
         );
     }
-    let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host",
-                           "sdpMid": "0", "sdpMLineIndex": 0});
-    // The web client's messages (web/app.js), and the P2P ones an SFU room refuses.
-    let seeds = [
-        json!({"type": "join", "v": 1, "room": ROOM, "name": "Mallory", "mode": "sfu"}),
-        json!({"type": "offer", "sdp": OFFER}),
-        json!({"type": "answer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}),
-        json!({"type": "candidate", "candidate": candidate}),
-        json!({"type": "candidate", "candidate": candidate, "to": b_id}),
-        json!({"type": "offer", "sdp": "v=0\r\n", "to": a_id}),
-        json!({"type": "chat", "text": "hello from the storm"}),
-        json!({"type": "mute", "audio": true, "video": false}),
-        json!({"type": "record", "on": true}),
-        json!({"type": "record", "on": false}),
-        json!({"type": "ping"}),
-        json!({"type": "leave"}),
-    ];
-    let seeds: Vec<Vec<u8>> = seeds.iter().map(|v| v.to_string().into_bytes()).collect();
-
-    let mut rng = Rng(0x5eed_5016_f00d_0001);
-    let mut outcomes = BTreeMap::<String, usize>::new();
-    let mut seen = Vec::new();
-    let mut has_media = false;
-    // Messages the media server sends on its own: offers, and `mode` when it dropped the peer.
-    let mut unprompted = 0;
-    let (mut unmutated, mut binaries) = (0, [0, 0]);
+    let seeds = seeds(&a_id, &b_id);
+    let mut storm = Storm {
+        url: s.url.clone(),
+        a_id,
+        b_id,
+        m,
+        m_id,
+        has_media: false,
+        seen: Vec::new(),
+        outcomes: BTreeMap::new(),
+        unprompted: 0,
+        unmutated: 0,
+        binaries: [0, 0],
+    };
+    let mut rng = Rng::new(0x5eed_5016_f00d_0001);
     let started = std::time::Instant::now();
     for round in 0..FRAMES {
-        let mut frame = seeds[rng.below(seeds.len())].clone();
-        // One frame in eight goes unmutated, so that valid messages (leave and come back, mute,
-        // chat, ping) run among the broken ones and the state they change is checked.
-        let mutations = if rng.below(8) == 0 {
-            0
-        } else {
-            1 + rng.below(4)
-        };
-        if mutations == 0 {
-            unmutated += 1;
-        }
-        for _ in 0..mutations {
-            match rng.below(4) {
-                0 if !frame.is_empty() => {
-                    let i = rng.below(frame.len());
-                    frame[i] = rng.next() as u8;
-                }
-                0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
-                2 => {
-                    let i = rng.below(frame.len() + 1);
-                    let other = &seeds[rng.below(seeds.len())];
-                    let j = rng.below(other.len());
-                    frame.splice(i..i, other[j..].iter().copied());
-                }
-                _ => {
-                    let i = rng.below(frame.len() + 1);
-                    frame.insert(i, b"{}[]\",:0\\"[rng.below(9)]);
-                }
-            }
-        }
-        // Sizes at the limits: trailing spaces keep a valid message valid.
-        let pad_to = match round {
-            1000 => Some(MAX_MESSAGE),
-            1001 => Some(MAX_MESSAGE + 1),
-            _ if rng.below(50) == 0 => Some(MAX_MESSAGE - 64 + rng.below(128)),
-            _ => None,
-        };
-        if let Some(len) = pad_to {
-            frame.resize(len.max(frame.len()), b' ');
-        }
-        let binary = rng.below(10) == 0;
-        if binary {
-            binaries[usize::from(std::str::from_utf8(&frame).is_ok())] += 1;
-        } else {
-            frame = String::from_utf8_lossy(&frame).into_owned().into_bytes();
-        }
-        let expect = expected(&frame, binary, has_media);
-        if binary {
-            m.send_binary(frame.clone());
-        } else {
-            m.send_text(String::from_utf8(frame.clone()).unwrap());
-        }
-        // Whatever the frame was, a ping right after it is answered unless the socket closed;
-        // the frame's own replies come first.
-        m.send(json!({"type": "ping"}));
-        let pongs = if matches!(expect, Reply::Pong) { 2 } else { 1 };
-        let mut replies = Vec::new();
-        let mut ponged = 0;
-        let closed = loop {
-            assert!(
-                replies.len() < 16,
-                "round {round}: a flood of replies: {replies:?}"
-            );
-            let Some(v) = m.next().await else {
-                break true;
-            };
-            match v["type"].as_str() {
-                Some("pong") => {
-                    ponged += 1;
-                    if ponged == pongs {
-                        break false;
-                    }
-                }
-                Some("mode") => unprompted += 1,
-                Some("offer") if v.get("from").is_none() => unprompted += 1,
-                _ => replies.push(v),
-            }
-        };
-        let closes = matches!(expect, Reply::Leave | Reply::FrameTooLarge);
-        assert_eq!(
-            closed,
-            closes,
-            "round {round}: the socket {} after {}, expected {expect:?}",
-            if closed { "closed" } else { "stayed open" },
-            show(&frame)
-        );
-        let what = |replies: &[Value]| {
-            format!(
-                "round {round}: {} got {replies:?}, expected {expect:?}",
-                show(&frame)
-            )
-        };
-        let is_error = |v: &Value, code: &str| {
-            v["type"] == "error"
-                && v["code"] == code
-                && v["message"].as_str().is_some_and(|m| !m.is_empty())
-        };
-        let outcome = match &expect {
-            Reply::Error(code) => {
-                assert!(
-                    replies.len() == 1 && is_error(&replies[0], code),
-                    "{}",
-                    what(&replies)
-                );
-                format!("error {code}")
-            }
-            Reply::RecordRefused => {
-                assert!(
-                    replies.len() == 1 && is_error(&replies[0], "media-error"),
-                    "{}",
-                    what(&replies)
-                );
-                "error media-error (record)".into()
-            }
-            Reply::Pong | Reply::Nothing => {
-                assert!(replies.is_empty(), "{}", what(&replies));
-                if matches!(expect, Reply::Pong) {
-                    "pong"
-                } else {
-                    "no reply (candidate)"
-                }
-                .into()
-            }
-            Reply::Muted { audio, video } => {
-                assert!(replies.is_empty(), "{}", what(&replies));
-                seen.push(Seen::Muted {
-                    id: m_id.clone(),
-                    audio: *audio,
-                    video: *video,
-                });
-                "no reply (mute, seen by the others)".into()
-            }
-            Reply::Chat(text) => {
-                let ok = replies.len() == 1
-                    && replies[0]["type"] == "chat"
-                    && replies[0]["from"] == m_id
-                    && replies[0]["text"] == *text;
-                assert!(ok, "{}", what(&replies));
-                seen.push(Seen::Exactly(replies[0].clone()));
-                "chat".into()
-            }
-            Reply::RecordingOff => {
-                let ok = replies.len() == 1
-                    && replies[0] == json!({"type": "recording", "on": false, "by": m_id});
-                assert!(ok, "{}", what(&replies));
-                seen.push(Seen::Exactly(replies[0].clone()));
-                "recording off".into()
-            }
-            Reply::Answer => {
-                assert!(replies.len() == 1, "{}", what(&replies));
-                if replies[0]["type"] == "answer" {
-                    assert!(
-                        replies[0]["sdp"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with("v=0")),
-                        "{}",
-                        what(&replies)
-                    );
-                    seen.push(Seen::Media {
-                        id: m_id.clone(),
-                        certain: !has_media,
-                    });
-                    has_media = true;
-                    "answer".into()
-                } else {
-                    assert!(is_error(&replies[0], "media-error"), "{}", what(&replies));
-                    "error media-error (offer)".into()
-                }
-            }
-            Reply::MediaAnswer => match replies.as_slice() {
-                [] => "no reply (answer)".into(),
-                [e] if is_error(e, "media-error") => "error media-error (answer)".into(),
-                _ => panic!("{}", what(&replies)),
-            },
-            Reply::Leave | Reply::FrameTooLarge => {
-                assert!(replies.is_empty(), "{}", what(&replies));
-                // The server let the participant go before closing: the others saw it leave.
-                // Come back, as a browser would.
-                seen.push(Seen::Left(m_id.clone()));
-                let (again, joined) = Client::join(&s.url, ROOM, "Mallory").await;
-                m = again;
-                m_id = joined["id"].as_str().unwrap().to_string();
-                let ids: Vec<&Value> = joined["participants"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| &p["id"])
-                    .collect();
-                assert_eq!(
-                    ids,
-                    [&json!(a_id), &json!(b_id)],
-                    "no one left over: {joined}"
-                );
-                seen.push(Seen::Joined(m_id.clone()));
-                has_media = false;
-                if matches!(expect, Reply::Leave) {
-                    "closed (leave)"
-                } else {
-                    "closed (frame over 64 KiB)"
-                }
-                .into()
-            }
-        };
-        *outcomes.entry(outcome).or_default() += 1;
+        storm.round(round, &seeds, &mut rng).await;
     }
-    let storm = started.elapsed();
+    let elapsed = started.elapsed();
 
-    // The good two are still there, still hear each other, and heard nothing but what the
-    // hostile one did — both the same, in the same order.
-    a.send(json!({"type": "chat", "text": "still here?"}));
-    let a_saw = until_chat(&mut a, &a_id, "still here?").await;
-    let b_saw = until_chat(&mut b, &a_id, "still here?").await;
-    assert_eq!(a_saw, b_saw, "both saw the same room");
-    check_seen(&a_saw, &seen);
-    b.send(json!({"type": "chat", "text": "yes"}));
-    for c in [&mut a, &mut b] {
-        let v = c.recv().await;
-        assert_eq!(
-            (&v["type"], &v["from"], &v["text"]),
-            (&json!("chat"), &json!(b_id), &json!("yes"))
-        );
-    }
-
-    // A newcomer finds exactly the three, and media still works.
-    let (mut c, joined) = Client::join(&s.url, ROOM, "Hedy").await;
-    let c_id = joined["id"].as_str().unwrap().to_string();
-    let mut ids: Vec<&str> = joined["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    let mut want = [a_id.as_str(), b_id.as_str(), m_id.as_str()];
-    want.sort();
-    assert_eq!(ids, want, "{joined}");
-    for c in [&mut a, &mut b] {
-        let v = c.recv().await;
-        assert_eq!(
-            (&v["type"], &v["participant"]["id"]),
-            (&json!("participant-joined"), &json!(c_id))
-        );
-    }
-    let rest = m.close().await;
-    assert!(rest.iter().all(|v| v["type"] != "error"), "{rest:?}");
-    for c in [&mut a, &mut b, &mut c] {
-        assert_eq!(c.expect("participant-left").await["id"], m_id);
-    }
-    c.send(json!({"type": "offer", "sdp": offer()}));
-    assert!(c.expect("answer").await["sdp"]
-        .as_str()
-        .unwrap()
-        .starts_with("v=0"));
-
-    // Nothing leaked: the hostile one's sessions and media peers are all gone.
-    assert_eq!(s.metric("sori_rooms").await, 1);
-    assert_eq!(s.metric("sori_participants").await, 3);
-    let stats = s.media.handle.stats().await.unwrap();
-    assert_eq!(
-        stats.state.peers, 1,
-        "only the newcomer's media peer: {:?}",
-        stats.state
-    );
-
+    the_good_two_heard_only_the_storm(&storm, &mut a, &mut b).await;
     println!(
-        "{FRAMES} frames ({unmutated} unmutated seeds; {} binary, {} of them UTF-8) in {storm:?}; \
-         the media server spoke unprompted {unprompted} times",
-        binaries[0] + binaries[1],
-        binaries[1]
+        "{FRAMES} frames ({} unmutated seeds; {} binary, {} of them UTF-8) in {elapsed:?}; \
+         the media server spoke unprompted {} times",
+        storm.unmutated,
+        storm.binaries[0] + storm.binaries[1],
+        storm.binaries[1],
+        storm.unprompted
     );
+    let outcomes = storm.outcomes.clone();
     for (outcome, n) in &outcomes {
         println!("{n:6}  {outcome}");
     }
+    a_newcomer_finds_a_sound_room(&s, storm, &mut a, &mut b).await;
     assert_eq!(outcomes.values().sum::<usize>(), FRAMES);
     // Most mutations break a message; the ones that do not were handled as messages.
     assert!(outcomes["error bad-message"] > FRAMES / 2, "{outcomes:?}");

@@ -1,9 +1,32 @@
-//! Test tools shared by Sori's crates. Only tests and benchmarks depend on this crate.
+//! Test tools shared by Sori's crates. Only tests and the load generator (`sori-bench`) depend
+//! on this crate; no shipped binary does.
 //!
 //! - [`Rng`]: a small seeded generator (xorshift64), so that a failing run replays exactly.
 //! - [`mutate`]: byte and line manglings of a valid input, for hostile-input tests.
+//! - `ws` (feature `ws`): a WebSocket client that keeps reading (so it answers the server's
+//!   pings) and hands each text frame on as JSON: a browser on `/ws`, or a Kurento client.
+//! - `udp` (feature `udp`): a str0m peer on a UDP socket and the one run loop that drives it
+//!   (pacing synthetic audio and video, draining the peer, reading datagrams in batches); a
+//!   `udp::Handler` says what the client sends and what it makes of the events.
+//! - `prop` (feature `prop`): the proptest settings every property test uses.
+//!
+//! # Property tests, not `cargo fuzz`
+//!
+//! Every parser that faces the network (STUN and TURN messages, SDP, the `/ws` protocol, the
+//! Kurento JSON-RPC, the RTP depacketizer) has property tests: arbitrary bytes and mutations
+//! of valid inputs never panic, valid inputs parse to what was built, output stays bounded.
+//! They use proptest rather than `cargo fuzz` because CI machines have only the stable
+//! toolchain and cannot fetch nightly, which cargo-fuzz needs; proptest runs under plain
+//! `cargo test`. Each target runs a bounded number of cases (a few seconds in a debug build);
+//! `SORI_PROPTEST_CASES=100000 cargo test -p CRATE --test NAME` runs longer (see `prop`).
 
 pub mod mutate;
+#[cfg(feature = "prop")]
+pub mod prop;
+#[cfg(feature = "udp")]
+pub mod udp;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 /// A small deterministic generator (xorshift64): the same seed gives the same sequence, so a
 /// failure found by a mutation or loss test replays.

@@ -6,19 +6,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sori_kurento::{Kurento, KurentoConfig};
 use sori_net::{MediaConfig, MediaServer};
+use sori_testkit::ws;
 use str0m::media::{Direction, MediaKind};
 use str0m::RtcConfig;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = ws::WAIT;
 
 pub struct Server {
     pub kurento: Kurento,
@@ -55,8 +52,9 @@ pub async fn server_with(config: KurentoConfig) -> Server {
     }
 }
 
+/// A JSON-RPC client over the test kit's WebSocket client ([`sori_testkit::ws`]).
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: ws::Client,
     next_id: u64,
     /// Events that arrived while waiting for a response.
     pub events: VecDeque<Value>,
@@ -64,32 +62,20 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .unwrap();
         Client {
-            ws,
+            ws: ws::Client::connect(url).await,
             next_id: 0,
             events: VecDeque::new(),
         }
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap();
+        self.ws.send_text(text.to_string());
     }
 
     /// The next frame, as JSON.
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame within the wait")
-                .expect("the socket is open")
-                .unwrap();
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(t.as_str()).unwrap();
-            }
-        }
+        self.ws.recv().await
     }
 
     /// Sends a request; returns its id.
@@ -167,8 +153,9 @@ impl Client {
         }
     }
 
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    /// Closes the socket and waits until the server has closed it too.
+    pub async fn close(self) {
+        self.ws.close().await;
     }
 }
 

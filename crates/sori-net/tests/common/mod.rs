@@ -3,22 +3,24 @@
 //! Each client publishes synthetic Opus and VP8 frames whose bytes are a pure function of
 //! (sender, kind, sequence number, keyframe flag), so a receiver can check every byte of every
 //! frame it decodes. Clients report what they saw through a `watch` channel that tests wait on.
+//! The peer, its socket and its run loop are the test kit's ([`sori_testkit::udp`]); a client
+//! here is a handler of that loop, with simulated loss, ICE-TCP and the tests' commands.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sori_net::sori_sfu::{PeerId, RemoveReason, SfuConfig};
 use sori_net::{MediaConfig, MediaHandle, MediaServer, PeerSignal, TcpConfig};
+use sori_testkit::udp::{self, Flow, Pacer, Peer, Stage, Tick};
+use sori_testkit::Rng;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive, TcpType};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
+use str0m::{Candidate, Event, Input, Rtc, RtcError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -223,71 +225,52 @@ impl Client {
         } else {
             LOCALHOST
         };
-        let socket = UdpSocket::bind(SocketAddr::new(own_ip, 0)).await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .set_stats_interval(Some(Duration::from_millis(200)))
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let config = udp::config().set_stats_interval(Some(Duration::from_millis(200)));
+        let mut peer = Peer::bind(own_ip, config).await.unwrap();
+        let addr = peer.local;
         let tcp = if opts.udp_blocked {
-            let server_tcp = server.tcp_candidates[0];
-            let stream = TcpStream::connect(server_tcp)
-                .await
-                .expect("ICE-TCP connects");
-            stream.set_nodelay(true).unwrap();
-            let local = stream.local_addr().unwrap();
-            let candidate = Candidate::builder()
-                .tcp()
-                .host(local)
-                .tcptype(TcpType::Active)
-                .build()
-                .unwrap();
-            rtc.add_local_candidate(candidate);
-            Some(TcpLink::start(stream, server_tcp))
+            Some(TcpLink::connect(&mut peer.rtc, server.tcp_candidates[0]).await)
         } else {
             None
         };
-        let mut api = rtc.sdp_api();
-        let mut send_mids = HashMap::new();
-        if opts.publish {
-            let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-            send_mids.insert(Kind::Audio, a);
-            send_mids.insert(Kind::Video, v);
-        } else {
-            // An offer needs one m-line; a receive-only audio line publishes nothing.
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api.apply().unwrap();
-        let joined = media
-            .join(&opts.room, &offer.to_sdp_string())
-            .await
-            .expect("join");
+        // A client that does not publish offers one receive-only audio line.
+        let offer = peer.offer(opts.publish, opts.publish).unwrap();
+        let joined = media.join(&opts.room, &offer.sdp).await.expect("join");
         let answer = SdpAnswer::from_sdp_string(&joined.answer).unwrap();
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        peer.rtc
+            .sdp_api()
+            .accept_answer(offer.pending, answer)
+            .unwrap();
 
         let (state_tx, state) = watch::channel(ClientState::default());
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        let runner = Runner {
-            rtc,
+        let mut runner = Runner {
             server_addr,
-            socket: Arc::new(socket),
             media: media.clone(),
             peer: joined.peer,
             signals: joined.signals,
             ctl: ctl_rx,
             state: state_tx,
-            opts: opts.clone(),
-            send_mids,
+            audio_mid: offer.audio,
+            video_mid: offer.video,
             peer_mids: HashMap::new(),
-            rng: 0x9e37_79b9_7f4a_7c15 ^ ((opts.index as u64 + 1) * 0x2545_f491),
-            force_keyframe: true,
+            rng: Rng::new(0x9e37_79b9_7f4a_7c15 ^ ((opts.index as u64 + 1) * 0x2545_f491)),
+            pacer: Pacer::new(
+                opts.publish.then_some(AUDIO_INTERVAL),
+                opts.publish.then_some(VIDEO_INTERVAL),
+                opts.keyframe_interval,
+                Instant::now(),
+            ),
+            audio_seq: 0,
+            video_seq: 0,
+            closing: false,
             tcp,
+            opts: opts.clone(),
         };
-        let task = tokio::spawn(runner.run());
+        let task = tokio::spawn(async move {
+            udp::run(&mut peer, &mut runner).await;
+            runner.state.send_modify(|s| s.finished = true);
+        });
         Client {
             peer: joined.peer,
             index: opts.index,
@@ -369,18 +352,28 @@ pub fn summary(s: &ClientState) -> String {
     )
 }
 
-/// The client's end of an ICE-TCP connection: RFC 4571 frames both ways.
+/// The client's end of an ICE-TCP connection: RFC 4571 frames both ways, each way a task.
 struct TcpLink {
-    write: OwnedWriteHalf,
+    out: mpsc::UnboundedSender<Vec<u8>>,
     frames: mpsc::UnboundedReceiver<Vec<u8>>,
     local: SocketAddr,
     server: SocketAddr,
 }
 
 impl TcpLink {
-    fn start(stream: TcpStream, server: SocketAddr) -> TcpLink {
+    /// Connects to the server's ICE-TCP port and adds the active TCP candidate to `rtc`.
+    async fn connect(rtc: &mut Rtc, server: SocketAddr) -> TcpLink {
+        let stream = TcpStream::connect(server).await.expect("ICE-TCP connects");
+        stream.set_nodelay(true).unwrap();
         let local = stream.local_addr().unwrap();
-        let (mut read, write) = stream.into_split();
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap();
+        rtc.add_local_candidate(candidate);
+        let (mut read, mut write) = stream.into_split();
         let (tx, frames) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
@@ -394,18 +387,26 @@ impl TcpLink {
                 }
             }
         });
+        let (out, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(framed) = outgoing.recv().await {
+                if write.write_all(&framed).await.is_err() {
+                    break;
+                }
+            }
+        });
         TcpLink {
-            write,
+            out,
             frames,
             local,
             server,
         }
     }
 
-    async fn send(&mut self, contents: &[u8]) {
+    fn send(&self, contents: &[u8]) {
         let mut framed = (contents.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(contents);
-        let _ = self.write.write_all(&framed).await;
+        let _ = self.out.send(framed);
     }
 
     async fn recv(link: &mut Option<TcpLink>) -> Option<Vec<u8>> {
@@ -418,202 +419,117 @@ impl TcpLink {
 
 struct Runner {
     tcp: Option<TcpLink>,
-    rtc: Rtc,
     server_addr: SocketAddr,
-    socket: Arc<UdpSocket>,
     media: MediaHandle,
     peer: PeerId,
     signals: mpsc::UnboundedReceiver<PeerSignal>,
     ctl: mpsc::UnboundedReceiver<Ctl>,
     state: watch::Sender<ClientState>,
     opts: ClientOptions,
-    send_mids: HashMap<Kind, Mid>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
     /// Receiving video m-line per publishing peer (from the server's msid stream id).
     peer_mids: HashMap<String, Mid>,
-    rng: u64,
-    force_keyframe: bool,
+    rng: Rng,
+    pacer: Pacer,
+    audio_seq: u32,
+    video_seq: u32,
+    /// DTLS is closing: the client sends nothing more and stops once the peer is dead.
+    closing: bool,
 }
 
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
 
-impl Runner {
-    fn random(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// What arrives besides UDP datagrams.
+enum Command {
+    Tcp(Option<Vec<u8>>),
+    Signal(Option<PeerSignal>),
+    Ctl(Option<Ctl>),
+}
 
+impl Runner {
     fn lossy(&mut self) -> bool {
-        let drop =
-            self.opts.loss > 0.0 && self.state.borrow().connected && self.random() < self.opts.loss;
+        let drop = self.opts.loss > 0.0
+            && self.state.borrow().connected
+            && self.rng.chance(self.opts.loss);
         if drop {
             self.state.send_modify(|s| s.dropped += 1);
         }
         drop
     }
 
-    async fn run(mut self) {
-        let mut buf = vec![0u8; 2048];
-        let start = Instant::now();
-        let mut next_audio = start;
-        let mut next_video = start;
-        let mut last_keyframe = start;
-        let (mut audio_seq, mut video_seq) = (0u32, 0u32);
-        let server_addr = self.server_addr;
-        let mut closing = false;
-        loop {
-            let timeout = match self.drain().await {
-                Some(t) => t,
-                None => break,
-            };
-            if closing && !self.rtc.is_alive() {
-                break;
+    /// Writes the audio packet or the video frame due at `now`; true if it wrote one.
+    fn send_due(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        if self.pacer.audio_due(now) {
+            let data = frame_bytes(Kind::Audio, self.opts.index, self.audio_seq, false);
+            let ts = MediaTime::new(self.audio_seq as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+            write(rtc, self.audio_mid, now, ts, &data);
+            self.audio_seq += 1;
+            let sent = self.audio_seq;
+            self.state.send_modify(|s| s.sent_audio = sent);
+            return true;
+        }
+        let Some(frame) = self.pacer.video_due(now) else {
+            return false;
+        };
+        let (seq, key) = (self.video_seq, frame.keyframe);
+        let data = frame_bytes(Kind::Video, self.opts.index, seq, key);
+        let ts = MediaTime::new(seq as u64 * 3000, Frequency::NINETY_KHZ);
+        write(rtc, self.video_mid, now, ts, &data);
+        self.video_seq += 1;
+        self.state.send_modify(|s| {
+            s.sent_video = seq + 1;
+            if key {
+                s.sent_keyframes.push(seq);
             }
-            let now = Instant::now();
-            if self.opts.publish && self.state.borrow().connected && !closing {
-                if now >= next_audio {
-                    let data = frame_bytes(Kind::Audio, self.opts.index, audio_seq, false);
-                    self.write(
-                        Kind::Audio,
-                        now,
-                        audio_seq as u64 * 960,
-                        Frequency::FORTY_EIGHT_KHZ,
-                        &data,
-                    );
-                    audio_seq += 1;
-                    self.state.send_modify(|s| s.sent_audio = audio_seq);
-                    next_audio += AUDIO_INTERVAL;
-                    continue;
-                }
-                if now >= next_video {
-                    let key = self.force_keyframe
-                        || now.duration_since(last_keyframe) >= self.opts.keyframe_interval;
-                    if key {
-                        self.force_keyframe = false;
-                        last_keyframe = now;
+        });
+        true
+    }
+
+    async fn on_ctl(&mut self, peer: &mut Peer, ctl: Option<Ctl>) -> Flow {
+        match ctl {
+            Some(Ctl::RequestKeyframe { sender_peer }) => {
+                if let Some(mid) = self.peer_mids.get(&sender_peer.to_string()).copied() {
+                    if let Some(s) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                        s.request_keyframe(KeyframeRequestKind::Pli);
                     }
-                    let data = frame_bytes(Kind::Video, self.opts.index, video_seq, key);
-                    self.write(
-                        Kind::Video,
-                        now,
-                        video_seq as u64 * 3000,
-                        Frequency::NINETY_KHZ,
-                        &data,
-                    );
-                    let seq = video_seq;
-                    video_seq += 1;
-                    self.state.send_modify(|s| {
-                        s.sent_video = video_seq;
-                        if key {
-                            s.sent_keyframes.push(seq);
-                        }
-                    });
-                    next_video += VIDEO_INTERVAL;
-                    continue;
                 }
-            } else {
-                next_audio = now;
-                next_video = now;
             }
-            let mut wake = timeout;
-            if self.opts.publish && !closing {
-                wake = wake.min(next_audio).min(next_video);
+            Some(Ctl::Leave) => {
+                let _ = self.media.leave(self.peer).await;
+                return Flow::Stop;
             }
-            tokio::select! {
-                frame = TcpLink::recv(&mut self.tcp) => {
-                    let Some(frame) = frame else {
-                        // The server closed the connection: nothing more comes.
-                        self.tcp = None;
-                        continue;
-                    };
-                    let Some(link) = &self.tcp else { continue };
-                    if let Ok(recv) = Receive::new(Protocol::Tcp, link.server, link.local, &frame) {
-                        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
+            Some(Ctl::CloseDtls) => {
+                let _ = peer.rtc.close();
+                self.closing = true;
+            }
+            Some(Ctl::Vanish) | None => return Flow::Stop,
+            Some(Ctl::Garbage(n)) => {
+                for i in 0..n {
+                    let len = 1 + self.rng.below(1200);
+                    let mut g: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                    // Some look like RTP/RTCP or DTLS to get past the first checks.
+                    match i % 3 {
+                        0 => g[0] = 0x80,
+                        1 => g[0] = 22,
+                        _ => {}
                     }
-                }
-                r = self.socket.recv_from(&mut buf) => {
-                    let Ok((n, source)) = r else { continue };
-                    if self.lossy() || self.opts.udp_blocked {
-                        continue;
-                    }
-                    // As a browser does: what comes from another address than the server's
-                    // candidate answers none of its checks and belongs to no session.
-                    if source != self.server_addr {
-                        self.state.send_modify(|s| s.foreign_datagrams += 1);
-                        continue;
-                    }
-                    let local = self.socket.local_addr().unwrap();
-                    if let Ok(recv) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
-                        let _ = self.rtc.handle_input(Input::Receive(Instant::now(), recv));
-                    }
-                }
-                signal = self.signals.recv() => match signal {
-                    Some(PeerSignal::Offer(sdp)) => self.accept_server_offer(&sdp).await,
-                    Some(PeerSignal::Connected | PeerSignal::Published { .. }) => {}
-                    Some(PeerSignal::Removed(reason)) => self.state.send_modify(|s| s.removed = Some(reason)),
-                    None => {}
-                },
-                ctl = self.ctl.recv() => match ctl {
-                    Some(Ctl::RequestKeyframe { sender_peer }) => {
-                        if let Some(mid) = self.peer_mids.get(&sender_peer.to_string()).copied() {
-                            let _ = self.rtc.direct_api().stream_rx_by_mid(mid, None).map(|s| s.request_keyframe(KeyframeRequestKind::Pli));
-                        }
-                    }
-                    Some(Ctl::Leave) => {
-                        let _ = self.media.leave(self.peer).await;
-                        break;
-                    }
-                    Some(Ctl::CloseDtls) => {
-                        let _ = self.rtc.close();
-                        closing = true;
-                    }
-                    Some(Ctl::Vanish) | None => break,
-                    Some(Ctl::Garbage(n)) => {
-                        for i in 0..n {
-                            let len = 1 + (self.random() * 1200.0) as usize;
-                            let mut g: Vec<u8> = (0..len).map(|_| (self.random() * 256.0) as u8).collect();
-                            // Some look like RTP/RTCP or DTLS to get past the first checks.
-                            match i % 3 {
-                                0 => g[0] = 0x80,
-                                1 => g[0] = 22,
-                                _ => {}
-                            }
-                            let _ = self.socket.send_to(&g, server_addr).await;
-                        }
-                    }
-                },
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    let _ = peer.socket.send_to(&g, self.server_addr).await;
                 }
             }
         }
-        self.state.send_modify(|s| s.finished = true);
+        Flow::Continue
     }
 
-    fn write(&mut self, kind: Kind, now: Instant, ts: u64, freq: Frequency, data: &[u8]) {
-        let Some(mid) = self.send_mids.get(&kind).copied() else {
-            return;
-        };
-        let Some(writer) = self.rtc.writer(mid) else {
-            return;
-        };
-        let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
-            return;
-        };
-        let _ = writer.write(pt, now, MediaTime::new(ts, freq), data.to_vec());
-    }
-
-    async fn accept_server_offer(&mut self, sdp: &str) {
+    async fn accept_server_offer(&mut self, rtc: &mut Rtc, sdp: &str) {
         let offer = SdpOffer::from_sdp_string(sdp).expect("server offer parses");
-        let answer = self
-            .rtc
+        let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .expect("server offer accepted");
         self.state.send_modify(|s| s.offers_accepted += 1);
-        self.refresh_mids();
+        self.refresh_mids(rtc);
         self.media
             .answer(self.peer, &answer.to_sdp_string())
             .await
@@ -621,7 +537,7 @@ impl Runner {
     }
 
     /// Records the receiving m-lines and whether each is active.
-    fn refresh_mids(&mut self) {
+    fn refresh_mids(&mut self, rtc: &Rtc) {
         let mids: Vec<Mid> = self
             .state
             .borrow()
@@ -631,7 +547,7 @@ impl Runner {
             .collect();
         let mut updates = Vec::new();
         for mid in mids {
-            if let Some(m) = self.rtc.media(mid) {
+            if let Some(m) = rtc.media(mid) {
                 updates.push((mid, m.direction().is_receiving() && !m.disabled()));
             }
         }
@@ -641,40 +557,75 @@ impl Runner {
             }
         });
     }
+}
 
-    /// Drains the client's Rtc; returns its next timeout, or None when the client is done.
-    async fn drain(&mut self) -> Option<Instant> {
-        loop {
-            let out = match self.rtc.poll_output() {
-                Ok(o) => o,
-                Err(e) => panic!("client {} rtc error: {e}", self.opts.index),
-            };
-            match out {
-                Output::Timeout(t) => return Some(t),
-                Output::Transmit(t) => {
-                    if self.lossy() {
-                        continue;
-                    }
-                    match (t.proto, self.tcp.as_mut()) {
-                        (Protocol::Tcp, Some(link)) => link.send(&t.contents).await,
-                        (Protocol::Tcp, None) => {}
-                        // The firewall drops it.
-                        _ if self.opts.udp_blocked => {}
-                        _ => {
-                            let _ = self.socket.send_to(&t.contents, t.destination).await;
-                        }
-                    }
-                }
-                Output::Event(e) => self.on_event(e),
-            }
+fn write(rtc: &mut Rtc, mid: Option<Mid>, now: Instant, ts: MediaTime, data: &[u8]) {
+    let Some(writer) = mid.and_then(|mid| rtc.writer(mid)) else {
+        return;
+    };
+    let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
+        return;
+    };
+    let _ = writer.write(pt, now, ts, data.to_vec());
+}
+
+impl udp::Handler for Runner {
+    type Command = Command;
+
+    fn tick(&mut self, rtc: &mut Rtc, now: Instant) -> Tick {
+        if self.closing && !rtc.is_alive() {
+            return Tick::Stop;
+        }
+        if !self.opts.publish || !self.state.borrow().connected || self.closing {
+            self.pacer.hold(now);
+            return Tick::Wait(None);
+        }
+        if self.send_due(rtc, now) {
+            return Tick::Wrote;
+        }
+        Tick::Wait(self.pacer.next_due())
+    }
+
+    fn admit(&mut self, source: SocketAddr) -> bool {
+        if self.lossy() || self.opts.udp_blocked {
+            return false;
+        }
+        // As a browser does: what comes from another address than the server's candidate
+        // answers none of its checks and belongs to no session.
+        if source != self.server_addr {
+            self.state.send_modify(|s| s.foreign_datagrams += 1);
+            return false;
+        }
+        true
+    }
+
+    fn route(&mut self, t: Transmit) -> Option<Transmit> {
+        if self.lossy() {
+            return None;
+        }
+        match (t.proto, self.tcp.as_ref()) {
+            (Protocol::Tcp, Some(link)) => link.send(&t.contents),
+            (Protocol::Tcp, None) => {}
+            // The firewall drops it.
+            _ if self.opts.udp_blocked => {}
+            _ => return Some(t),
+        }
+        None
+    }
+
+    fn on_error(&mut self, e: RtcError, stage: Stage) -> Flow {
+        match stage {
+            // A datagram or timeout the peer refuses changes nothing for the test.
+            Stage::Input => Flow::Continue,
+            Stage::Output => panic!("client {} rtc error: {e}", self.opts.index),
         }
     }
 
-    fn on_event(&mut self, e: Event) {
+    fn on_event(&mut self, rtc: &mut Rtc, e: Event) {
         match e {
             Event::Connected => self.state.send_modify(|s| s.connected = true),
             Event::MediaAdded(m) if m.direction.is_receiving() => {
-                if let Some(media) = self.rtc.media(m.mid) {
+                if let Some(media) = rtc.media(m.mid) {
                     if media.kind().is_video() {
                         self.peer_mids.insert(media.stream_id().to_string(), m.mid);
                     }
@@ -683,7 +634,7 @@ impl Runner {
                     s.recv_mids.insert(m.mid.to_string(), true);
                 });
             }
-            Event::MediaChanged(_) => self.refresh_mids(),
+            Event::MediaChanged(_) => self.refresh_mids(rtc),
             Event::MediaData(d) => {
                 let kind = if d.params.spec().codec.is_audio() {
                     Kind::Audio
@@ -700,11 +651,43 @@ impl Runner {
                 self.state.send_modify(|st| st.selected = selected);
             }
             Event::KeyframeRequest(_) => {
-                self.force_keyframe = true;
+                self.pacer.request_keyframe();
                 self.state
                     .send_modify(|s| s.keyframe_requests.push(Instant::now()));
             }
             _ => {}
         }
+    }
+
+    async fn next_command(&mut self) -> Command {
+        tokio::select! {
+            frame = TcpLink::recv(&mut self.tcp) => Command::Tcp(frame),
+            signal = self.signals.recv() => Command::Signal(signal),
+            ctl = self.ctl.recv() => Command::Ctl(ctl),
+        }
+    }
+
+    async fn on_command(&mut self, peer: &mut Peer, command: Command) -> Flow {
+        match command {
+            // The server closed the connection: nothing more comes.
+            Command::Tcp(None) => self.tcp = None,
+            Command::Tcp(Some(frame)) => {
+                let Some(link) = &self.tcp else {
+                    return Flow::Continue;
+                };
+                if let Ok(recv) = Receive::new(Protocol::Tcp, link.server, link.local, &frame) {
+                    let _ = peer.rtc.handle_input(Input::Receive(Instant::now(), recv));
+                }
+            }
+            Command::Signal(Some(PeerSignal::Offer(sdp))) => {
+                self.accept_server_offer(&mut peer.rtc, &sdp).await
+            }
+            Command::Signal(Some(PeerSignal::Removed(reason))) => {
+                self.state.send_modify(|s| s.removed = Some(reason))
+            }
+            Command::Signal(_) => {}
+            Command::Ctl(ctl) => return self.on_ctl(peer, ctl).await,
+        }
+        Flow::Continue
     }
 }

@@ -7,18 +7,16 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sori_net::{MediaConfig, MediaServer};
 use sori_signal::{Signal, SignalConfig};
+use sori_testkit::ws;
 use str0m::media::{Direction, MediaKind};
 use str0m::RtcConfig;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = ws::WAIT;
 
 pub struct Server {
     /// `ws://…/ws`.
@@ -86,50 +84,27 @@ impl Server {
     }
 }
 
-/// One browser's socket. A task owns it: it sends what the test queues and passes every text
-/// frame on as JSON; the channel ends when the socket does.
-pub struct Client {
-    out: mpsc::UnboundedSender<Message>,
-    frames: mpsc::UnboundedReceiver<Value>,
+/// One browser's socket: the test kit's WebSocket client ([`sori_testkit::ws`]), which keeps
+/// reading while a test looks elsewhere, with what `/ws` adds (joining, waiting for a type).
+pub struct Client(ws::Client);
+
+impl std::ops::Deref for Client {
+    type Target = ws::Client;
+
+    fn deref(&self) -> &ws::Client {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut ws::Client {
+        &mut self.0
+    }
 }
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .unwrap();
-        let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
-        let (frames_tx, frames) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    m = outgoing.recv(), if !closing => match m {
-                        Some(m) => {
-                            if ws.send(m).await.is_err() {
-                                break;
-                            }
-                        }
-                        // The test is done with this client: close, and read to the end.
-                        None => {
-                            closing = true;
-                            let _ = ws.close(None).await;
-                        }
-                    },
-                    m = ws.next() => match m {
-                        Some(Ok(Message::Text(t))) => {
-                            let v: Value = serde_json::from_str(t.as_str())
-                                .unwrap_or_else(|e| panic!("the server sent JSON: {e}: {t}"));
-                            let _ = frames_tx.send(v);
-                        }
-                        Some(Ok(_)) => {}
-                        // A closed or reset socket ends the stream.
-                        Some(Err(_)) | None => break,
-                    },
-                }
-            }
-        });
-        Client { out, frames }
+        Client(ws::Client::connect(url).await)
     }
 
     /// Connects and joins `room` (SFU); returns the client and its `joined`.
@@ -149,31 +124,6 @@ impl Client {
         let joined = c.recv().await;
         assert_eq!(joined["type"], "joined", "{joined}");
         (c, joined)
-    }
-
-    pub fn send(&self, message: Value) {
-        self.send_text(message.to_string());
-    }
-
-    /// Queues a text frame (a socket that has closed drops it; [`Client::next`] then says so).
-    pub fn send_text(&self, text: String) {
-        let _ = self.out.send(Message::text(text));
-    }
-
-    pub fn send_binary(&self, bytes: Vec<u8>) {
-        let _ = self.out.send(Message::binary(bytes));
-    }
-
-    /// The next message, or `None` once the socket has closed.
-    pub async fn next(&mut self) -> Option<Value> {
-        tokio::time::timeout(WAIT, self.frames.recv())
-            .await
-            .expect("a message or the socket's end within the wait")
-    }
-
-    /// The next message on a socket that must stay open.
-    pub async fn recv(&mut self) -> Value {
-        self.next().await.expect("the socket stays open")
     }
 
     /// The next message of type `ty`, passing over the media server's offers and participant
@@ -197,16 +147,7 @@ impl Client {
     /// Closes the socket and waits until the server has closed it too (after it let the
     /// participant go); returns what arrived meanwhile.
     pub async fn close(self) -> Vec<Value> {
-        let Client { out, mut frames } = self;
-        drop(out);
-        let mut rest = Vec::new();
-        while let Some(v) = tokio::time::timeout(WAIT, frames.recv())
-            .await
-            .expect("the socket closes within the wait")
-        {
-            rest.push(v);
-        }
-        rest
+        self.0.close().await
     }
 }
 
