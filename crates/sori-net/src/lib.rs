@@ -683,17 +683,7 @@ fn handle_command(
         Command::Media { peer, reply } => {
             drop(reply.send(sfu.media(peer).ok_or(SfuError::UnknownPeer(peer))))
         }
-        Command::Tap { track, reply } => {
-            let result = sfu.tap(track, now).map(|tap| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                taps.insert(tap, tx);
-                (tap, rx)
-            });
-            if let Err(Ok((tap, _))) = reply.send(result) {
-                taps.remove(&tap);
-                sfu.untap(tap);
-            }
-        }
+        Command::Tap { track, reply } => start_tap(sfu, taps, track, reply, now),
         Command::Untap { tap } => {
             taps.remove(&tap);
             sfu.untap(tap);
@@ -725,4 +715,24 @@ fn handle_command(
         Command::Shutdown => return false,
     }
     true
+}
+
+/// Starts a tap on `track` and replies with its packets; a caller gone before the reply leaves
+/// no tap behind.
+fn start_tap(
+    sfu: &mut Sfu,
+    taps: &mut HashMap<TapId, mpsc::UnboundedSender<TapPacket>>,
+    track: TrackId,
+    reply: Reply<(TapId, mpsc::UnboundedReceiver<TapPacket>)>,
+    now: Instant,
+) {
+    let result = sfu.tap(track, now).map(|tap| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        taps.insert(tap, tx);
+        (tap, rx)
+    });
+    if let Err(Ok((tap, _))) = reply.send(result) {
+        taps.remove(&tap);
+        sfu.untap(tap);
+    }
 }
