@@ -152,51 +152,16 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
     let yd = |v: f64| top + ph - v / max_delay * ph;
     let yc = |v: f64| top + ph - v / max_cores * ph;
     let mut s = svg_start(w, h, w / 2.0, title);
-    let _ = writeln!(
-        s,
-        r##"<path d="M{left} {top} V{} H{}" fill="none" stroke="#333"/><line x1="{}" y1="{top}" x2="{}" y2="{}" stroke="#333"/>"##,
-        top + ph,
-        left + pw,
-        left + pw,
-        left + pw,
-        top + ph
-    );
-    for i in 0..=4 {
-        let f = i as f64 / 4.0;
-        let y = top + ph - f * ph;
-        let _ = writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="end">{:.1}</text><text x="{}" y="{}">{:.2}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
-            left - 6.0,
-            y + 4.0,
-            f * max_delay,
-            left + pw + 6.0,
-            y + 4.0,
-            f * max_cores,
-            left + pw
-        );
-    }
-    for p in &pts {
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            x(p.load),
-            top + ph + 16.0,
-            p.load
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">load</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">delay (ms)</text><text x="{}" y="{}" transform="rotate(90 {} {})" text-anchor="middle">server CPU (cores)</text>"#,
-        left + pw / 2.0,
-        h - 12.0,
-        top + ph / 2.0,
-        top + ph / 2.0,
-        w - 14.0,
-        top + ph / 2.0,
-        w - 14.0,
-        top + ph / 2.0
-    );
+    let geometry = Geometry {
+        w,
+        h,
+        left,
+        top,
+        pw,
+        ph,
+        max_load,
+    };
+    dual_axes(&mut s, geometry, &pts, max_delay, max_cores);
     type Y<'a> = Box<dyn Fn(&StepResult) -> Option<f64> + 'a>;
     let series: [(&str, &str, Y); 3] = [
         ("p50 delay", "#1f77b4", Box::new(|p| p.delay.p50_ms.map(yd))),
@@ -235,6 +200,78 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The frame of [`svg`]: both axes with their ticks, the loads, the three axis labels.
+fn dual_axes(s: &mut String, g: Geometry, pts: &[&StepResult], max_delay: f64, max_cores: f64) {
+    let Geometry {
+        w,
+        h,
+        left,
+        top,
+        pw,
+        ph,
+        max_load,
+    } = g;
+    let x = |load: usize| left + load as f64 / max_load * pw;
+    let _ = writeln!(
+        s,
+        r##"<path d="M{left} {top} V{} H{}" fill="none" stroke="#333"/><line x1="{}" y1="{top}" x2="{}" y2="{}" stroke="#333"/>"##,
+        top + ph,
+        left + pw,
+        left + pw,
+        left + pw,
+        top + ph
+    );
+    for i in 0..=4 {
+        let f = i as f64 / 4.0;
+        let y = top + ph - f * ph;
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end">{:.1}</text><text x="{}" y="{}">{:.2}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
+            left - 6.0,
+            y + 4.0,
+            f * max_delay,
+            left + pw + 6.0,
+            y + 4.0,
+            f * max_cores,
+            left + pw
+        );
+    }
+    for p in pts {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            x(p.load),
+            top + ph + 16.0,
+            p.load
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">load</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">delay (ms)</text><text x="{}" y="{}" transform="rotate(90 {} {})" text-anchor="middle">server CPU (cores)</text>"#,
+        left + pw / 2.0,
+        h - 12.0,
+        top + ph / 2.0,
+        top + ph / 2.0,
+        w - 14.0,
+        top + ph / 2.0,
+        w - 14.0,
+        top + ph / 2.0
+    );
+}
+
+/// Where [`svg`] draws.
+#[derive(Clone, Copy)]
+struct Geometry {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    /// Width and height of the plotting area.
+    pw: f64,
+    ph: f64,
+    max_load: f64,
 }
 
 /// Text made safe inside SVG/XML.
@@ -297,6 +334,174 @@ pub(crate) fn test_step(load: usize, loss: f64, p95_ms: f64, joins_failed: usize
         server_mem_kib_after: None,
         mem_kib_per_participant: None,
         errors: Vec::new(),
+    }
+}
+
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b",
+];
+
+/// A line chart, one line per contender, of a value against load.
+pub fn lines_svg(
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<(usize, f64)>)],
+    log: bool,
+) -> String {
+    let (w, h) = (720.0, 400.0);
+    let plot = Plot::new(w, h, series, log);
+    let mut s = svg_start(w, h, plot.left + plot.pw / 2.0, title);
+    plot.grid(&mut s);
+    plot.axes(&mut s, h, series, y_label);
+    for (i, (name, pts)) in series.iter().enumerate() {
+        plot.line(&mut s, i, name, pts);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The plotting area of [`lines_svg`] and its scales.
+struct Plot {
+    left: f64,
+    top: f64,
+    /// Width and height of the plotting area.
+    pw: f64,
+    ph: f64,
+    max_load: f64,
+    log: bool,
+    /// The value range shown (decades when `log`).
+    lo: f64,
+    hi: f64,
+}
+
+impl Plot {
+    fn new(w: f64, h: f64, series: &[(String, Vec<(usize, f64)>)], log: bool) -> Self {
+        let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+        let max_load = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(l, _)| *l))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let max_v = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
+            .fold(0.0f64, f64::max);
+        // Log scale: decades from 0.1 up to the decade above the largest value.
+        let (lo, hi) = if log {
+            (-1.0f64, max_v.max(1.0).log10().ceil().max(0.0))
+        } else {
+            (0.0, (max_v * 1.1).max(1.0))
+        };
+        Plot {
+            left,
+            top,
+            pw: w - left - right,
+            ph: h - top - bottom,
+            max_load,
+            log,
+            lo,
+            hi,
+        }
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let v = if self.log { v.max(0.1).log10() } else { v };
+        self.top + self.ph - (v - self.lo) / (self.hi - self.lo) * self.ph
+    }
+
+    fn x(&self, load: usize) -> f64 {
+        self.left + load as f64 / self.max_load * self.pw
+    }
+
+    /// Horizontal grid lines with their values.
+    fn grid(&self, s: &mut String) {
+        let (left, pw, lo, hi) = (self.left, self.pw, self.lo, self.hi);
+        let ticks: Vec<f64> = if self.log {
+            (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect()
+        } else {
+            (0..=4).map(|i| hi * i as f64 / 4.0).collect()
+        };
+        for t in ticks {
+            let y = self.y(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left + pw,
+                left - 6.0,
+                y + 4.0,
+                if t >= 10.0 || t == 0.0 {
+                    format!("{t:.0}")
+                } else {
+                    format!("{t:.1}")
+                }
+            );
+        }
+    }
+
+    /// The axes, the loads under the x axis, and both axis labels.
+    fn axes(&self, s: &mut String, h: f64, series: &[(String, Vec<(usize, f64)>)], y_label: &str) {
+        let (left, top, pw, ph) = (self.left, self.top, self.pw, self.ph);
+        let _ = writeln!(
+            s,
+            r##"<path d="M{left} {top} V{} H{}" fill="none" stroke="#333"/>"##,
+            top + ph,
+            left + pw
+        );
+        let mut loads: Vec<usize> = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(l, _)| *l))
+            .collect();
+        loads.sort_unstable();
+        loads.dedup();
+        for l in loads {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{l}</text>"#,
+                self.x(l),
+                top + ph + 16.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">load (N)</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
+            left + pw / 2.0,
+            h - 12.0,
+            top + ph / 2.0,
+            top + ph / 2.0,
+            escape(y_label)
+        );
+    }
+
+    /// The `i`th contender's line, its points, and its entry in the legend.
+    fn line(&self, s: &mut String, i: usize, name: &str, pts: &[(usize, f64)]) {
+        let color = COLORS[i % COLORS.len()];
+        let line: Vec<(f64, f64)> = pts.iter().map(|(l, v)| (self.x(*l), self.y(*v))).collect();
+        if !line.is_empty() {
+            let points: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                points.join(" ")
+            );
+            for (cx, cy) in &line {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{color}"/>"#
+                );
+            }
+        }
+        let ly = self.top + 10.0 + 18.0 * i as f64;
+        let legend = self.left + self.pw;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            legend + 12.0,
+            legend + 32.0,
+            legend + 38.0,
+            ly + 4.0,
+            escape(name)
+        );
     }
 }
 

@@ -250,118 +250,17 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
     let participants = members.len();
     let mut errors = Vec::new();
 
-    // Publishers first, one at a time, so receivers find media flowing.
-    let mut joined: Vec<(Member, Option<Joined>)> = Vec::new();
     let (pubs, recvs): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| m.publishes);
-    for m in pubs {
-        let j = join_one(
-            o,
-            &room,
-            true,
-            m.opts.clone(),
-            stop_rx.clone(),
-            shared.clone(),
-        )
-        .await
-        .map_err(|e| format!("publisher {} cannot join: {e}", m.opts.id))?;
-        let mut ms = j.client.milestones.clone();
-        tokio::time::timeout(o.join_timeout, ms.wait_for(|m| m.connected_ns.is_some()))
-            .await
-            .map_err(|_| {
-                format!(
-                    "publisher {} did not connect within {:?}",
-                    m.opts.id, o.join_timeout
-                )
-            })?
-            .map_err(|_| format!("publisher {} stopped while connecting", m.opts.id))?;
-        joined.push((m, Some(j)));
-    }
-
-    // Receivers at the join rate, each join in its own task.
-    let started = tokio::time::Instant::now();
-    let gap = Duration::from_secs_f64(1.0 / o.join_rate.max(0.001));
-    let mut tasks = Vec::new();
-    for (i, m) in recvs.into_iter().enumerate() {
-        let at = started + gap.mul_f64(i as f64);
-        let (oo, room, stop, shared) = (o.clone(), room.clone(), stop_rx.clone(), shared.clone());
-        let opts = m.opts.clone();
-        tasks.push((
-            m,
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                join_one(&oo, &room, false, opts, stop, shared).await
-            }),
-        ));
-    }
-    for (m, t) in tasks {
-        match t.await {
-            Ok(Ok(j)) => joined.push((m, Some(j))),
-            Ok(Err(e)) => {
-                errors.push(format!("receiver {}: {e}", m.opts.id));
-                joined.push((m, None));
-            }
-            Err(e) => {
-                errors.push(format!("receiver {}: {e}", m.opts.id));
-                joined.push((m, None));
-            }
-        }
-    }
-
-    // Everyone ready: a decodable start from every publisher they expect.
-    let deadline = tokio::time::Instant::now() + o.join_timeout;
-    let mut late = BTreeSet::new();
-    for (m, j) in &joined {
-        let Some(j) = j else { continue };
-        let mut ms = j.client.milestones.clone();
-        let ready = tokio::time::timeout_at(
-            deadline,
-            ms.wait_for(|s| s.failed.is_some() || m.expects.is_subset(&s.ready_from)),
-        )
-        .await;
-        if !matches!(ready, Ok(Ok(_))) {
-            late.insert(m.opts.id);
-            errors.push(format!(
-                "participant {} not ready within {:?}",
-                m.opts.id, o.join_timeout
-            ));
-        }
-    }
-
-    if o.progress {
-        progress(o, "warm-up", &shared, None, o.warmup).await;
-    } else {
-        tokio::time::sleep(o.warmup).await;
-    }
-
-    let cpu_before = o
-        .server_pid
-        .map(server_cost::sample)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let own_before = server_cost::sample(std::process::id()).ok();
-    let rcvbuf_before = server_cost::udp_receive_buffer_errors();
-    let window_start = Instant::now();
-    shared.window.open(now_ns());
-    if o.progress {
-        progress(o, "measuring", &shared, o.server_pid, o.duration).await;
-    } else {
-        tokio::time::sleep(o.duration).await;
-    }
-    shared.window.close(now_ns());
-    let window_secs = window_start.elapsed().as_secs_f64();
-    let cpu_after = o
-        .server_pid
-        .map(server_cost::sample)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let own_after = server_cost::sample(std::process::id()).ok();
-    let generator_cores = own_before
-        .zip(own_after)
-        .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
-    tokio::time::sleep(o.grace).await;
-    let udp_rcvbuf_errors = rcvbuf_before
-        .zip(server_cost::udp_receive_buffer_errors())
-        .map(|(b, a)| a.saturating_sub(b));
+    let party = Party {
+        o,
+        room: &room,
+        stop: &stop_rx,
+        shared: &shared,
+    };
+    let mut joined = party.join_publishers(pubs).await?;
+    joined.extend(party.join_receivers(recvs, &mut errors).await);
+    let late = wait_until_ready(o, &joined, &mut errors).await;
+    let window = measure(o, &shared).await?;
     let _ = stop_tx.send(true);
 
     let mut reports: Vec<(Member, Option<(ClientReport, u64)>)> = Vec::new();
@@ -382,15 +281,183 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
         o,
         Collected {
             reports,
-            generator_cores,
-            udp_rcvbuf_errors,
+            generator_cores: window.generator_cores,
+            udp_rcvbuf_errors: window.udp_rcvbuf_errors,
             late,
-            window_secs,
+            window_secs: window.secs,
             participants,
             errors,
-            samples: before_joins.zip(cpu_before).zip(cpu_after),
+            samples: before_joins.zip(window.cpu_before).zip(window.cpu_after),
         },
     ))
+}
+
+/// What every join of one step shares: the options, the room, the stop signal, the counters.
+struct Party<'a> {
+    o: &'a StepOptions,
+    room: &'a str,
+    stop: &'a watch::Receiver<bool>,
+    shared: &'a Arc<Shared>,
+}
+
+impl Party<'_> {
+    /// Publishers first, one at a time, so receivers find media flowing; each must connect.
+    async fn join_publishers(
+        &self,
+        pubs: Vec<Member>,
+    ) -> Result<Vec<(Member, Option<Joined>)>, String> {
+        let o = self.o;
+        let mut joined = Vec::new();
+        for m in pubs {
+            let j = join_one(
+                o,
+                self.room,
+                true,
+                m.opts.clone(),
+                self.stop.clone(),
+                self.shared.clone(),
+            )
+            .await
+            .map_err(|e| format!("publisher {} cannot join: {e}", m.opts.id))?;
+            let mut ms = j.client.milestones.clone();
+            tokio::time::timeout(o.join_timeout, ms.wait_for(|m| m.connected_ns.is_some()))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "publisher {} did not connect within {:?}",
+                        m.opts.id, o.join_timeout
+                    )
+                })?
+                .map_err(|_| format!("publisher {} stopped while connecting", m.opts.id))?;
+            joined.push((m, Some(j)));
+        }
+        Ok(joined)
+    }
+
+    /// Receivers at the join rate, each join in its own task; one that fails is noted in
+    /// `errors` and joins as `None`.
+    async fn join_receivers(
+        &self,
+        recvs: Vec<Member>,
+        errors: &mut Vec<String>,
+    ) -> Vec<(Member, Option<Joined>)> {
+        let o = self.o;
+        let started = tokio::time::Instant::now();
+        let gap = Duration::from_secs_f64(1.0 / o.join_rate.max(0.001));
+        let mut tasks = Vec::new();
+        for (i, m) in recvs.into_iter().enumerate() {
+            let at = started + gap.mul_f64(i as f64);
+            let (oo, room) = (o.clone(), self.room.to_string());
+            let (stop, shared) = (self.stop.clone(), self.shared.clone());
+            let opts = m.opts.clone();
+            tasks.push((
+                m,
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    join_one(&oo, &room, false, opts, stop, shared).await
+                }),
+            ));
+        }
+        let mut joined = Vec::new();
+        for (m, t) in tasks {
+            match t.await {
+                Ok(Ok(j)) => joined.push((m, Some(j))),
+                Ok(Err(e)) => {
+                    errors.push(format!("receiver {}: {e}", m.opts.id));
+                    joined.push((m, None));
+                }
+                Err(e) => {
+                    errors.push(format!("receiver {}: {e}", m.opts.id));
+                    joined.push((m, None));
+                }
+            }
+        }
+        joined
+    }
+}
+
+/// Waits until everyone is ready (a decodable start from every publisher they expect), for
+/// the join timeout at most; returns those who were not, each noted in `errors`.
+async fn wait_until_ready(
+    o: &StepOptions,
+    joined: &[(Member, Option<Joined>)],
+    errors: &mut Vec<String>,
+) -> BTreeSet<u16> {
+    let deadline = tokio::time::Instant::now() + o.join_timeout;
+    let mut late = BTreeSet::new();
+    for (m, j) in joined {
+        let Some(j) = j else { continue };
+        let mut ms = j.client.milestones.clone();
+        let ready = tokio::time::timeout_at(
+            deadline,
+            ms.wait_for(|s| s.failed.is_some() || m.expects.is_subset(&s.ready_from)),
+        )
+        .await;
+        if !matches!(ready, Ok(Ok(_))) {
+            late.insert(m.opts.id);
+            errors.push(format!(
+                "participant {} not ready within {:?}",
+                m.opts.id, o.join_timeout
+            ));
+        }
+    }
+    late
+}
+
+/// What the measuring window saw besides the clients' counts.
+struct Window {
+    secs: f64,
+    cpu_before: Option<server_cost::Sample>,
+    cpu_after: Option<server_cost::Sample>,
+    generator_cores: Option<f64>,
+    udp_rcvbuf_errors: Option<u64>,
+}
+
+/// The warm-up, then the measuring window (clients count only inside it), then the grace
+/// period for packets in flight.
+async fn measure(o: &StepOptions, shared: &Shared) -> Result<Window, String> {
+    if o.progress {
+        progress(o, "warm-up", shared, None, o.warmup).await;
+    } else {
+        tokio::time::sleep(o.warmup).await;
+    }
+
+    let cpu_before = o
+        .server_pid
+        .map(server_cost::sample)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let own_before = server_cost::sample(std::process::id()).ok();
+    let rcvbuf_before = server_cost::udp_receive_buffer_errors();
+    let window_start = Instant::now();
+    shared.window.open(now_ns());
+    if o.progress {
+        progress(o, "measuring", shared, o.server_pid, o.duration).await;
+    } else {
+        tokio::time::sleep(o.duration).await;
+    }
+    shared.window.close(now_ns());
+    let secs = window_start.elapsed().as_secs_f64();
+    let cpu_after = o
+        .server_pid
+        .map(server_cost::sample)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let own_after = server_cost::sample(std::process::id()).ok();
+    let generator_cores = own_before
+        .zip(own_after)
+        .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
+    tokio::time::sleep(o.grace).await;
+    let udp_rcvbuf_errors = rcvbuf_before
+        .zip(server_cost::udp_receive_buffer_errors())
+        .map(|(b, a)| a.saturating_sub(b));
+    Ok(Window {
+        secs,
+        cpu_before,
+        cpu_after,
+        generator_cores,
+        udp_rcvbuf_errors,
+    })
 }
 
 type Samples = (
@@ -411,84 +478,100 @@ struct Collected {
     samples: Option<Samples>,
 }
 
-fn summarize(o: &StepOptions, c: Collected) -> StepResult {
-    let Collected {
-        reports,
-        generator_cores,
-        udp_rcvbuf_errors,
-        late,
-        window_secs,
-        participants,
-        mut errors,
-        samples,
-    } = c;
-    let sent_by: std::collections::HashMap<u16, (u64, u64)> = reports
-        .iter()
-        .filter_map(|(m, r)| {
-            r.as_ref()
-                .map(|(r, _)| (m.opts.id, (r.sent_in_window.audio, r.sent_in_window.video)))
-        })
-        .collect();
-    let mut delay = Histogram::default();
-    let mut join_rtp = Histogram::default();
-    let mut join_ready = Histogram::default();
-    let (mut expected, mut received) = (0u64, 0u64);
-    let (mut nacks, mut plis, mut kreq) = (0, 0, 0);
-    let (mut ok, mut failed) = (0, 0);
-    let mut publishers = 0;
-    for (m, r) in &reports {
-        if m.publishes {
-            publishers += 1;
-        }
-        let Some((r, start)) = r else {
-            failed += 1;
-            continue;
-        };
-        let ms = &r.milestones;
-        if let Some(f) = &ms.failed {
-            errors.push(format!("participant {}: {f}", m.opts.id));
-        }
-        // Ready in time: a decodable start from every publisher within the join timeout.
-        let ready = ms.failed.is_none()
-            && m.expects.is_subset(&ms.ready_from)
-            && !late.contains(&m.opts.id);
-        if ready {
-            ok += 1;
-        } else {
-            failed += 1;
-        }
-        for p in &m.expects {
-            let (a, v) = sent_by.get(p).copied().unwrap_or_default();
-            expected += a + v;
-            for (kind, _) in [(StreamKind::Audio, a), (StreamKind::Video, v)] {
-                received += r.reception.in_window.get(&(*p, kind)).copied().unwrap_or(0);
+/// The clients' counts, added up over every participant.
+#[derive(Default)]
+struct Tally {
+    delay: Histogram,
+    join_rtp: Histogram,
+    join_ready: Histogram,
+    expected: u64,
+    received: u64,
+    nacks: u64,
+    plis: u64,
+    kreq: u64,
+    ok: usize,
+    failed: usize,
+    publishers: usize,
+}
+
+impl Tally {
+    fn of(
+        reports: &[(Member, Option<(ClientReport, u64)>)],
+        late: &BTreeSet<u16>,
+        errors: &mut Vec<String>,
+    ) -> Self {
+        let sent_by: std::collections::HashMap<u16, (u64, u64)> = reports
+            .iter()
+            .filter_map(|(m, r)| {
+                r.as_ref()
+                    .map(|(r, _)| (m.opts.id, (r.sent_in_window.audio, r.sent_in_window.video)))
+            })
+            .collect();
+        let mut t = Tally::default();
+        for (m, r) in reports {
+            if m.publishes {
+                t.publishers += 1;
             }
-        }
-        delay.merge(&r.reception.delay);
-        nacks += r.nacks_sent;
-        plis += r.plis_sent;
-        kreq += r.keyframe_requests_received;
-        if !m.expects.is_empty() {
-            if let Some(t) = ms.first_rtp_ns {
-                join_rtp.record(t.saturating_sub(*start) / 1000);
+            let Some((r, start)) = r else {
+                t.failed += 1;
+                continue;
+            };
+            let ms = &r.milestones;
+            if let Some(f) = &ms.failed {
+                errors.push(format!("participant {}: {f}", m.opts.id));
             }
+            // Ready in time: a decodable start from every publisher within the join timeout.
+            let ready = ms.failed.is_none()
+                && m.expects.is_subset(&ms.ready_from)
+                && !late.contains(&m.opts.id);
             if ready {
-                if let Some(t) = ms.first_keyframe_ns.max(ms.first_rtp_ns) {
-                    join_ready.record(t.saturating_sub(*start) / 1000);
+                t.ok += 1;
+            } else {
+                t.failed += 1;
+            }
+            for p in &m.expects {
+                let (a, v) = sent_by.get(p).copied().unwrap_or_default();
+                t.expected += a + v;
+                for (kind, _) in [(StreamKind::Audio, a), (StreamKind::Video, v)] {
+                    t.received += r.reception.in_window.get(&(*p, kind)).copied().unwrap_or(0);
+                }
+            }
+            t.delay.merge(&r.reception.delay);
+            t.nacks += r.nacks_sent;
+            t.plis += r.plis_sent;
+            t.kreq += r.keyframe_requests_received;
+            if !m.expects.is_empty() {
+                if let Some(at) = ms.first_rtp_ns {
+                    t.join_rtp.record(at.saturating_sub(*start) / 1000);
+                }
+                if ready {
+                    if let Some(at) = ms.first_keyframe_ns.max(ms.first_rtp_ns) {
+                        t.join_ready.record(at.saturating_sub(*start) / 1000);
+                    }
                 }
             }
         }
+        t
     }
+}
+
+fn summarize(o: &StepOptions, c: Collected) -> StepResult {
+    let mut errors = c.errors;
+    let t = Tally::of(&c.reports, &c.late, &mut errors);
+    let (expected, received) = (t.expected, t.received);
     let loss = if expected > 0 {
         1.0 - received.min(expected) as f64 / expected as f64
     } else {
         0.0
     };
-    let server = samples.map(|((_, b), a)| server_cost::cost(&b, &a, received));
-    let (mem_before, mem_after) = match samples {
+    let server = c
+        .samples
+        .map(|((_, b), a)| server_cost::cost(&b, &a, received));
+    let (mem_before, mem_after) = match c.samples {
         Some(((before, _), after)) => (Some(before.mem_kib), Some(after.mem_kib)),
         None => (None, None),
     };
+    let participants = c.participants;
     let mem_per = mem_before
         .zip(mem_after)
         .filter(|_| participants > 0)
@@ -496,27 +579,28 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
     StepResult {
         scenario: o.scenario,
         load: o.load,
-        publishers,
-        receivers: reports
+        publishers: t.publishers,
+        receivers: c
+            .reports
             .iter()
             .filter(|(m, _)| !m.expects.is_empty())
             .count(),
-        window_secs,
+        window_secs: c.window_secs,
         expected_packets: expected,
         received_packets: received,
         loss,
-        forwarded_pps: received as f64 / window_secs.max(1e-9),
-        delay: Percentiles::of(&delay),
-        nacks_sent: nacks,
-        plis_sent: plis,
-        keyframe_requests_at_publishers: kreq,
-        joins_ok: ok,
-        joins_failed: failed,
-        join_first_rtp: Percentiles::of(&join_rtp),
-        join_ready: Percentiles::of(&join_ready),
+        forwarded_pps: received as f64 / c.window_secs.max(1e-9),
+        delay: Percentiles::of(&t.delay),
+        nacks_sent: t.nacks,
+        plis_sent: t.plis,
+        keyframe_requests_at_publishers: t.kreq,
+        joins_ok: t.ok,
+        joins_failed: t.failed,
+        join_first_rtp: Percentiles::of(&t.join_rtp),
+        join_ready: Percentiles::of(&t.join_ready),
         server,
-        generator_cores,
-        udp_rcvbuf_errors,
+        generator_cores: c.generator_cores,
+        udp_rcvbuf_errors: c.udp_rcvbuf_errors,
         server_mem_kib_before: mem_before,
         server_mem_kib_after: mem_after,
         mem_kib_per_participant: mem_per,

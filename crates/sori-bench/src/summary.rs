@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::report::{self, escape};
+use crate::report;
+pub use crate::report::lines_svg;
 use crate::run::{Scenario, StepResult};
 
 /// One run of one contender: a ramp of steps.
@@ -555,124 +556,6 @@ fn steps_table(out: &mut String, runs: &[&Run], labels: &[String]) {
         }
     }
     out.push('\n');
-}
-
-const COLORS: [&str; 6] = [
-    "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b",
-];
-
-/// A line chart, one line per contender, of a value against load.
-pub fn lines_svg(
-    title: &str,
-    y_label: &str,
-    series: &[(String, Vec<(usize, f64)>)],
-    log: bool,
-) -> String {
-    let (w, h) = (720.0, 400.0);
-    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let max_load = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(l, _)| *l))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let max_v = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
-        .fold(0.0f64, f64::max);
-    // Log scale: decades from 0.1 up to the decade above the largest value.
-    let (lo, hi) = if log {
-        (-1.0f64, max_v.max(1.0).log10().ceil().max(0.0))
-    } else {
-        (0.0, (max_v * 1.1).max(1.0))
-    };
-    let scale = |v: f64| {
-        let v = if log { v.max(0.1).log10() } else { v };
-        top + ph - (v - lo) / (hi - lo) * ph
-    };
-    let x = |load: usize| left + load as f64 / max_load * pw;
-    let mut s = report::svg_start(w, h, left + pw / 2.0, title);
-    let ticks: Vec<f64> = if log {
-        (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect()
-    } else {
-        (0..=4).map(|i| hi * i as f64 / 4.0).collect()
-    };
-    for t in ticks {
-        let y = scale(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 6.0,
-            y + 4.0,
-            if t >= 10.0 || t == 0.0 {
-                format!("{t:.0}")
-            } else {
-                format!("{t:.1}")
-            }
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<path d="M{left} {top} V{} H{}" fill="none" stroke="#333"/>"##,
-        top + ph,
-        left + pw
-    );
-    let mut loads: Vec<usize> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(l, _)| *l))
-        .collect();
-    loads.sort_unstable();
-    loads.dedup();
-    for l in loads {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{l}</text>"#,
-            x(l),
-            top + ph + 16.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">load (N)</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
-        left + pw / 2.0,
-        h - 12.0,
-        top + ph / 2.0,
-        top + ph / 2.0,
-        escape(y_label)
-    );
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let line: Vec<(f64, f64)> = pts.iter().map(|(l, v)| (x(*l), scale(*v))).collect();
-        if !line.is_empty() {
-            let points: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-                points.join(" ")
-            );
-            for (cx, cy) in &line {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{color}"/>"#
-                );
-            }
-        }
-        let ly = top + 10.0 + 18.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            left + pw + 12.0,
-            left + pw + 32.0,
-            left + pw + 38.0,
-            ly + 4.0,
-            escape(name)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[cfg(test)]

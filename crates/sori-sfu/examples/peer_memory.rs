@@ -76,6 +76,13 @@ struct Client {
     connected: bool,
 }
 
+/// The test clients, and how the core's datagrams and offers find them.
+struct Clients {
+    list: Vec<Client>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_peer: HashMap<sori_sfu::PeerId, usize>,
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let peers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
@@ -99,83 +106,15 @@ fn main() {
     });
     let rss_before = rss_bytes();
     let core_before = CORE_BYTES.load(Ordering::Relaxed);
-
-    let mut clients: Vec<Client> = Vec::new();
-    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut by_peer: HashMap<sori_sfu::PeerId, usize> = HashMap::new();
-    for i in 0..peers {
-        let addr = SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1)),
-            5000,
-        );
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        let room = format!("room-{}", i / room_size);
-        let (peer, answer) = core(|| sfu.join(&room, &offer.to_sdp_string(), now)).expect("join");
-        rtc.sdp_api()
-            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
-            .unwrap();
-        by_addr.insert(addr, i);
-        by_peer.insert(peer, i);
-        clients.push(Client {
-            rtc,
-            addr,
-            send: HashMap::from([(MediaKind::Audio, a), (MediaKind::Video, v)]),
-            connected: false,
-        });
-    }
+    let mut clients = join(&mut sfu, peers, room_size, now);
 
     let step = Duration::from_millis(10);
     let media_for = Duration::from_secs(seconds);
     let mut media_started: Option<Instant> = None;
     let mut frame = 0u64;
     loop {
-        // Clients → core.
-        for c in clients.iter_mut() {
-            loop {
-                match c.rtc.poll_output().expect("client rtc") {
-                    Output::Timeout(_) => break,
-                    Output::Transmit(t) => {
-                        let contents: Vec<u8> = t.contents.into();
-                        core(|| sfu.handle_datagram(now, c.addr, server_addr, &contents));
-                    }
-                    Output::Event(Event::Connected) => c.connected = true,
-                    Output::Event(_) => {}
-                }
-            }
-        }
-        // Core → clients.
-        while let Some(t) = core(|| sfu.poll_transmit()) {
-            if let Some(&i) = by_addr.get(&t.destination) {
-                let c = &mut clients[i];
-                if let Ok(r) = Receive::new(Protocol::Udp, server_addr, c.addr, &t.contents) {
-                    let _ = c.rtc.handle_input(Input::Receive(now, r));
-                }
-            }
-            core(|| drop(t));
-        }
-        while let Some(e) = core(|| sfu.poll_event()) {
-            if let SfuEvent::Offer { peer, sdp } = e {
-                let i = by_peer[&peer];
-                let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
-                let answer = clients[i]
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(offer)
-                    .unwrap()
-                    .to_sdp_string();
-                core(|| sfu.accept_answer(peer, &answer, now)).expect("answer");
-            }
-        }
-        let all_connected = clients.iter().all(|c| c.connected);
+        exchange(&mut sfu, &mut clients, server_addr, now);
+        let all_connected = clients.list.iter().all(|c| c.connected);
         if all_connected && media_started.is_none() {
             media_started = Some(now);
             let connected_bytes = CORE_BYTES.load(Ordering::Relaxed) - core_before;
@@ -190,37 +129,11 @@ fn main() {
             if now - started >= media_for {
                 break;
             }
-            // Audio every 20 ms, video every 40 ms (a keyframe every 2 s).
             frame += 1;
-            for c in clients.iter_mut() {
-                let mut write = |kind: MediaKind, ts: MediaTime, data: Vec<u8>| {
-                    let mid = c.send[&kind];
-                    if let Some(w) = c.rtc.writer(mid) {
-                        let pt = w.payload_params().next().unwrap().pt();
-                        let _ = w.write(pt, now, ts, data);
-                    }
-                };
-                if frame.is_multiple_of(2) {
-                    write(
-                        MediaKind::Audio,
-                        MediaTime::new(frame * 480, Frequency::FORTY_EIGHT_KHZ),
-                        vec![7; 80],
-                    );
-                }
-                if frame.is_multiple_of(4) {
-                    let key = frame.is_multiple_of(200);
-                    let mut data = vec![if key { 0x10 } else { 0x11 }, 0, 0];
-                    data.resize(if key { 12_000 } else { 1_500 }, 9);
-                    write(
-                        MediaKind::Video,
-                        MediaTime::new(frame * 900, Frequency::NINETY_KHZ),
-                        data,
-                    );
-                }
-            }
+            send_media(&mut clients.list, frame, now);
         }
         now += step;
-        for c in clients.iter_mut() {
+        for c in clients.list.iter_mut() {
             let _ = c.rtc.handle_input(Input::Timeout(now));
         }
         core(|| sfu.handle_timeout(now));
@@ -248,4 +161,114 @@ fn main() {
         "process RSS growth (core and the {peers} test clients together): {:.1} KiB per peer",
         rss as f64 / peers as f64 / 1024.0
     );
+}
+
+/// `peers` clients, each sending audio and video, join rooms of `room_size`.
+fn join(sfu: &mut Sfu, peers: usize, room_size: usize, now: Instant) -> Clients {
+    let mut clients = Clients {
+        list: Vec::new(),
+        by_addr: HashMap::new(),
+        by_peer: HashMap::new(),
+    };
+    for i in 0..peers {
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1)),
+            5000,
+        );
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let room = format!("room-{}", i / room_size);
+        let (peer, answer) = core(|| sfu.join(&room, &offer.to_sdp_string(), now)).expect("join");
+        rtc.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        clients.by_addr.insert(addr, i);
+        clients.by_peer.insert(peer, i);
+        clients.list.push(Client {
+            rtc,
+            addr,
+            send: HashMap::from([(MediaKind::Audio, a), (MediaKind::Video, v)]),
+            connected: false,
+        });
+    }
+    clients
+}
+
+/// Carries everything waiting at `now`: the clients' datagrams to the core, the core's to the
+/// clients, and the core's renegotiation offers, answered.
+fn exchange(sfu: &mut Sfu, clients: &mut Clients, server_addr: SocketAddr, now: Instant) {
+    for c in clients.list.iter_mut() {
+        loop {
+            match c.rtc.poll_output().expect("client rtc") {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => {
+                    let contents: Vec<u8> = t.contents.into();
+                    core(|| sfu.handle_datagram(now, c.addr, server_addr, &contents));
+                }
+                Output::Event(Event::Connected) => c.connected = true,
+                Output::Event(_) => {}
+            }
+        }
+    }
+    while let Some(t) = core(|| sfu.poll_transmit()) {
+        if let Some(&i) = clients.by_addr.get(&t.destination) {
+            let c = &mut clients.list[i];
+            if let Ok(r) = Receive::new(Protocol::Udp, server_addr, c.addr, &t.contents) {
+                let _ = c.rtc.handle_input(Input::Receive(now, r));
+            }
+        }
+        core(|| drop(t));
+    }
+    while let Some(e) = core(|| sfu.poll_event()) {
+        if let SfuEvent::Offer { peer, sdp } = e {
+            let i = clients.by_peer[&peer];
+            let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
+            let answer = clients.list[i]
+                .rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .unwrap()
+                .to_sdp_string();
+            core(|| sfu.accept_answer(peer, &answer, now)).expect("answer");
+        }
+    }
+}
+
+/// One 10 ms tick of media from every client: audio every 20 ms, video every 40 ms (a
+/// keyframe every 2 s).
+fn send_media(clients: &mut [Client], frame: u64, now: Instant) {
+    for c in clients.iter_mut() {
+        let mut write = |kind: MediaKind, ts: MediaTime, data: Vec<u8>| {
+            let mid = c.send[&kind];
+            if let Some(w) = c.rtc.writer(mid) {
+                let pt = w.payload_params().next().unwrap().pt();
+                let _ = w.write(pt, now, ts, data);
+            }
+        };
+        if frame.is_multiple_of(2) {
+            write(
+                MediaKind::Audio,
+                MediaTime::new(frame * 480, Frequency::FORTY_EIGHT_KHZ),
+                vec![7; 80],
+            );
+        }
+        if frame.is_multiple_of(4) {
+            let key = frame.is_multiple_of(200);
+            let mut data = vec![if key { 0x10 } else { 0x11 }, 0, 0];
+            data.resize(if key { 12_000 } else { 1_500 }, 9);
+            write(
+                MediaKind::Video,
+                MediaTime::new(frame * 900, Frequency::NINETY_KHZ),
+                data,
+            );
+        }
+    }
 }
