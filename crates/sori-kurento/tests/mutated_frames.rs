@@ -5,7 +5,7 @@ mod common;
 
 use common::{endpoint, pipeline, server, Client};
 use serde_json::{json, Value};
-use sori_testkit::Rng;
+use sori_testkit::{mutate, Rng};
 
 #[tokio::test]
 async fn mutated_requests_get_answers_and_change_nothing() {
@@ -30,26 +30,8 @@ async fn mutated_requests_get_answers_and_change_nothing() {
     let mut rng = Rng::new(0x5eed_cafe_f00d_beef);
     let mut answered = 0;
     for round in 0..3000 {
-        let mut frame = seeds[rng.below(seeds.len())].clone();
-        for _ in 0..1 + rng.below(4) {
-            match rng.below(4) {
-                0 if !frame.is_empty() => {
-                    let i = rng.below(frame.len());
-                    frame[i] = rng.next_u64() as u8;
-                }
-                0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
-                2 => {
-                    let i = rng.below(frame.len() + 1);
-                    let other = &seeds[rng.below(seeds.len())];
-                    let j = rng.below(other.len());
-                    frame.splice(i..i, other[j..].iter().copied());
-                }
-                _ => {
-                    let i = rng.below(frame.len() + 1);
-                    frame.insert(i, b"{}[]\",:0\\"[rng.below(9)]);
-                }
-            }
-        }
+        let mutations = 1 + rng.below(4);
+        let frame = mutate::json_frame(&seeds, mutations, &mut rng);
         let text = String::from_utf8_lossy(&frame).into_owned();
         c.send_raw(&text).await;
         // Whatever the frame was, a ping right after it is answered: the socket is alive and

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{start_server, Client, ClientOptions, Kind, LOCALHOST};
+use sori_testkit::Rng;
 use tokio::net::UdpSocket;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,24 +27,18 @@ async fn garbage_from_strangers_and_from_a_participant_changes_nothing() {
     let stranger = UdpSocket::bind(SocketAddr::new(LOCALHOST, 0))
         .await
         .unwrap();
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     for batch in 0..100 {
         for i in 0..50 {
-            let len = 1 + (next() % 1400) as usize;
-            let mut g: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let len = 1 + rng.below(1400);
+            let mut g = rng.bytes(len);
             match (batch * 50 + i) % 4 {
                 0 if len >= 20 => {
                     // Binding request header, magic cookie, then a USERNAME attribute.
                     g[..8].copy_from_slice(&[0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42]);
                     g.truncate(20);
                     g.extend_from_slice(&[0, 6, 0, 8]);
-                    g.extend_from_slice(format!("{:04x}:abc", next() as u16).as_bytes());
+                    g.extend_from_slice(format!("{:04x}:abc", rng.next_u64() as u16).as_bytes());
                 }
                 1 => g[0] = 0x80,
                 2 => g[0] = 22,

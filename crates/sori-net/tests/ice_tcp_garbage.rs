@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{start_server_with, Client, ClientOptions, Kind};
 use sori_net::TcpConfig;
+use sori_testkit::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -71,15 +72,7 @@ async fn bad_tcp_connections_are_closed_and_the_call_goes_on() {
 
     // Random bytes: whatever length the first two announce, it is not a binding request
     // (or too long to be one), so the server closes before the admission timeout.
-    let mut seed = 0x0bad_cafe_1234_5678u64;
-    let random: Vec<u8> = (0..1600)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let random = Rng::new(0x0bad_cafe_1234_5678).bytes(1600);
     let mut s = TcpStream::connect(tcp_addr).await.unwrap();
     s.write_all(&random).await.unwrap();
     closed_within(&mut s, "random bytes", fast).await;

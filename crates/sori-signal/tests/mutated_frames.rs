@@ -12,7 +12,7 @@ use common::{offer, server_with, Client, Server};
 use serde_json::{json, Value};
 use sori_signal::protocol::{self, ClientMessage, MAX_CHAT_CHARS, MAX_MESSAGE};
 use sori_signal::{Limits, SignalConfig};
-use sori_testkit::Rng;
+use sori_testkit::{mutate, Rng};
 
 const ROOM: &str = "storm";
 const FRAMES: usize = 3000;
@@ -285,26 +285,7 @@ fn seeds(a_id: &str, b_id: &str) -> Vec<Vec<u8>> {
 /// Frame number `round` of the storm: a seed, mutated `mutations` times (bytes flipped, cut,
 /// spliced with another seed, JSON punctuation inserted), sometimes padded to the size limits.
 fn storm_frame(round: usize, seeds: &[Vec<u8>], mutations: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut frame = seeds[rng.below(seeds.len())].clone();
-    for _ in 0..mutations {
-        match rng.below(4) {
-            0 if !frame.is_empty() => {
-                let i = rng.below(frame.len());
-                frame[i] = rng.next_u64() as u8;
-            }
-            0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
-            2 => {
-                let i = rng.below(frame.len() + 1);
-                let other = &seeds[rng.below(seeds.len())];
-                let j = rng.below(other.len());
-                frame.splice(i..i, other[j..].iter().copied());
-            }
-            _ => {
-                let i = rng.below(frame.len() + 1);
-                frame.insert(i, b"{}[]\",:0\\"[rng.below(9)]);
-            }
-        }
-    }
+    let mut frame = mutate::json_frame(seeds, mutations, rng);
     // Sizes at the limits: trailing spaces keep a valid message valid.
     let pad_to = match round {
         1000 => Some(MAX_MESSAGE),

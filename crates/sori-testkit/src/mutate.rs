@@ -39,6 +39,32 @@ pub fn bytes(input: &[u8], rng: &mut Rng) -> Vec<u8> {
     out
 }
 
+/// A frame for a hostile-socket test: one of `seeds` (valid messages), mutated `mutations`
+/// times — a byte flipped, a cut, a splice of another seed's tail, or JSON punctuation inserted.
+pub fn json_frame(seeds: &[Vec<u8>], mutations: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut frame = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..mutations {
+        match rng.below(4) {
+            0 if !frame.is_empty() => {
+                let i = rng.below(frame.len());
+                frame[i] = rng.next_u64() as u8;
+            }
+            0 | 1 => frame.truncate(rng.below(frame.len() + 1)),
+            2 => {
+                let i = rng.below(frame.len() + 1);
+                let other = &seeds[rng.below(seeds.len())];
+                let j = rng.below(other.len());
+                frame.splice(i..i, other[j..].iter().copied());
+            }
+            _ => {
+                let i = rng.below(frame.len() + 1);
+                frame.insert(i, b"{}[]\",:0\\"[rng.below(9)]);
+            }
+        }
+    }
+    frame
+}
+
 /// One random line-level mangling of a text whose lines end in `sep` (`"\r\n"` for SDP):
 /// flipped bytes, a dropped, duplicated or swapped line, or a cut.
 pub fn lines(text: &str, sep: &str, rng: &mut Rng) -> String {
@@ -88,6 +114,8 @@ mod tests {
             let _ = lines(sdp, "\r\n", &mut rng);
             let _ = bytes(b"", &mut rng);
             let _ = lines("", "\r\n", &mut rng);
+            let seeds = [b"{\"a\":1}".to_vec(), Vec::new()];
+            assert!(json_frame(&seeds, 4, &mut rng).len() <= 4 * 7 + 7);
         }
         assert!(
             changed > 4000,
