@@ -33,7 +33,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use sori_media::{MediaStats, PeerSignal, TcpStats};
-pub use sori_sfu;
 pub use tcp::TcpConfig;
 
 use crate::tcp::TcpPort;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sori_net::sori_sfu::{PeerId, RemoveReason, SfuConfig};
 use sori_net::{MediaConfig, MediaHandle, MediaServer, PeerSignal, TcpConfig};
+use sori_sfu::{PeerId, RemoveReason, SfuConfig};
 use sori_testkit::udp::{self, Flow, Pacer, Peer, Stage, Tick};
 use sori_testkit::Rng;
 use str0m::change::{SdpAnswer, SdpOffer};

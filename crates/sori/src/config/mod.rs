@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sori_kurento::KurentoConfig;
-use sori_net::sori_sfu::{SfuConfig, VideoCodec};
 use sori_net::TcpConfig;
+use sori_sfu::{SfuConfig, VideoCodec};
 use sori_signal::auth::Keys;
 use sori_signal::protocol::RoomMode;
 use sori_signal::{Limits, SignalConfig};

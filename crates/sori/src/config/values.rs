@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sori_net::sori_sfu::VideoCodec;
+use sori_sfu::VideoCodec;
 
 /// A range of ports written `LOW-HIGH`, e.g. `49152-65535`; never empty, never port 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
