@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use sori_media::sori_sfu::{MediaKind, TrackId};
+use sori_media::sori_sfu::{MediaKind, ReceiverStats, TrackId, View};
 use sori_media::{
     BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
 };
@@ -407,6 +407,23 @@ impl MediaBackend for RemoteMedia {
                 .await
                 .map_err(backend_error)
         })
+    }
+
+    fn set_view<'a>(
+        &'a self,
+        _peer: &'a PeerRef,
+        _track: TrackId,
+        _view: View,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        // Kurento's API has no simulcast: a remote media server forwards what it gets.
+        Box::pin(async { Err(BackendError::NotSupported("choosing a simulcast layer")) })
+    }
+
+    fn receiver_stats<'a>(
+        &'a self,
+        _peer: &'a PeerRef,
+    ) -> BoxFuture<'a, Result<Option<ReceiverStats>, BackendError>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn set_muted<'a>(

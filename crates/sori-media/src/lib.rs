@@ -24,7 +24,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use sori_sfu;
-use sori_sfu::{CoreState, Counters, MediaKind, PeerId, RemoveReason, TapPacket, TrackId};
+use sori_sfu::{
+    CoreState, Counters, LayerCensus, MediaKind, PeerId, ReceiverStats, RemoveReason, TapPacket,
+    TrackId, View,
+};
 use tokio::sync::mpsc;
 
 /// A future a [`MediaBackend`] returns (boxed, so that the trait is object-safe).
@@ -62,6 +65,22 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
         kind: MediaKind,
         muted: bool,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// How the participant shows `track` it receives (tile size, visibility, pinned quality):
+    /// the media server picks the simulcast layer from it.
+    fn set_view<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        track: TrackId,
+        view: View,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// What the participant receives: its bandwidth estimate and the layer of each video track
+    /// (`None`: this media server does not say).
+    fn receiver_stats<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+    ) -> BoxFuture<'a, Result<Option<ReceiverStats>, BackendError>>;
 
     /// The participant's media leaves (a peer already gone is fine).
     fn leave<'a>(&'a self, peer: &'a PeerRef) -> BoxFuture<'a, ()>;
@@ -122,6 +141,15 @@ pub enum PeerSignal {
         track: TrackId,
         /// Audio or video.
         kind: MediaKind,
+    },
+    /// Which simulcast layers of the participant's m-line `mid` anyone receives: the browser
+    /// pauses the others (`RTCRtpSender.setParameters`, `active: false`) and resumes them when
+    /// they are wanted again.
+    Layers {
+        /// The sending m-line.
+        mid: String,
+        /// Each layer's `rid` and whether it is wanted.
+        active: Vec<(String, bool)>,
     },
     /// The peer is gone from the media server.
     Removed(RemoveReason),
@@ -202,6 +230,8 @@ pub struct MediaStats {
     pub rooms: Vec<(String, usize)>,
     /// ICE-TCP connections (all zero when TCP is off).
     pub tcp: TcpStats,
+    /// Receivers per simulcast layer.
+    pub layers: LayerCensus,
 }
 
 /// ICE-TCP connection counts, for metrics and tests.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sori_media::{BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, Tap};
-use sori_sfu::{Forwarding, MediaKind, PeerId, SfuError, TrackId};
+use sori_sfu::{Forwarding, MediaKind, PeerId, ReceiverStats, SfuError, TrackId, View};
 
 use crate::{MediaError, MediaHandle};
 
@@ -67,6 +67,22 @@ impl MediaBackend for MediaHandle {
         muted: bool,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move { Ok(MediaHandle::set_muted(self, local(peer)?, kind, muted).await?) })
+    }
+
+    fn set_view<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        track: TrackId,
+        view: View,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move { Ok(MediaHandle::set_view(self, local(peer)?, track, view).await?) })
+    }
+
+    fn receiver_stats<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+    ) -> BoxFuture<'a, Result<Option<ReceiverStats>, BackendError>> {
+        Box::pin(async move { Ok(Some(MediaHandle::receiver_stats(self, local(peer)?).await?)) })
     }
 
     fn leave<'a>(&'a self, peer: &'a PeerRef) -> BoxFuture<'a, ()> {

@@ -27,6 +27,7 @@ use sori_sfu::{
     Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto, Sfu, SfuConfig, SfuError,
     SfuEvent, TrackId,
 };
+use sori_sfu::{ReceiverStats, View};
 use sori_sfu::{TapId, TapPacket};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -182,6 +183,16 @@ enum Command {
     },
     Stats {
         reply: oneshot::Sender<MediaStats>,
+    },
+    View {
+        peer: PeerId,
+        track: TrackId,
+        view: View,
+        reply: Reply<()>,
+    },
+    ReceiverStats {
+        peer: PeerId,
+        reply: Reply<ReceiverStats>,
     },
     Shutdown,
 }
@@ -352,6 +363,28 @@ impl MediaHandle {
     /// The peer leaves.
     pub async fn leave(&self, peer: PeerId) -> Result<(), MediaError> {
         self.call(|reply| Command::Leave { peer, reply }).await
+    }
+
+    /// How the peer shows `track` (see [`Sfu::set_view`]).
+    pub async fn set_view(
+        &self,
+        peer: PeerId,
+        track: TrackId,
+        view: View,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::View {
+            peer,
+            track,
+            view,
+            reply,
+        })
+        .await
+    }
+
+    /// What the peer receives (see [`Sfu::receiver_stats`]).
+    pub async fn receiver_stats(&self, peer: PeerId) -> Result<ReceiverStats, MediaError> {
+        self.call(|reply| Command::ReceiverStats { peer, reply })
+            .await
     }
 
     /// Counters and state sizes.
@@ -611,6 +644,7 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
             (peer, PeerSignal::Published { track, kind })
         }
         SfuEvent::TrackUnpublished { .. } => return,
+        SfuEvent::LayersWanted { peer, mid, active } => (peer, PeerSignal::Layers { mid, active }),
     };
     if let Some(tx) = peers.get(&peer) {
         let _ = tx.send(signal);
@@ -710,7 +744,17 @@ fn handle_command(
             state: sfu.state(),
             rooms: sfu.rooms().into_iter().collect(),
             tcp,
+            layers: sfu.layer_census(),
         })),
+        Command::View {
+            peer,
+            track,
+            view,
+            reply,
+        } => drop(reply.send(sfu.set_view(peer, track, view, now))),
+        Command::ReceiverStats { peer, reply } => {
+            drop(reply.send(sfu.receiver_stats(peer).ok_or(SfuError::UnknownPeer(peer))))
+        }
         Command::Shutdown => return false,
     }
     true

@@ -77,6 +77,7 @@ mod error;
 mod forwarding;
 mod id;
 mod keyframe_requests;
+mod layers;
 mod negotiation;
 mod output;
 mod peer;
@@ -87,6 +88,8 @@ mod sdp;
 mod sfu;
 mod timers;
 
+pub mod simulcast;
+
 pub use config::{SfuConfig, DEFAULT_RTX_HISTORY};
 pub use error::SfuError;
 pub use id::{MediaKind, PeerId, TapId, TrackId};
@@ -96,3 +99,4 @@ pub use output::{Proto, RemoveReason, SfuEvent, TapPacket, Transmit};
 pub use report::{CoreState, Counters, MediaLine, PeerFlow};
 pub use room::Forwarding;
 pub use sfu::Sfu;
+pub use simulcast::{LayerCensus, Quality, ReceiverStats, TrackLayer, View};

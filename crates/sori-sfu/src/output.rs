@@ -113,6 +113,16 @@ pub enum SfuEvent {
         /// The track.
         track: TrackId,
     },
+    /// The layers of a publisher's simulcast m-line that some receiver takes changed: the
+    /// publisher may stop encoding the others ("dynacast").
+    LayersWanted {
+        /// The publisher.
+        peer: PeerId,
+        /// Its sending m-line.
+        mid: String,
+        /// Each layer's `rid`, lowest first, and whether any receiver (or a tap) wants it.
+        active: Vec<(String, bool)>,
+    },
     /// A peer is gone, with all its state.
     PeerRemoved {
         /// The peer.

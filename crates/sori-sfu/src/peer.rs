@@ -22,6 +22,7 @@ use crate::id::{MediaKind, PeerId, TrackId};
 use crate::keyframe::VideoCodec;
 use crate::output::Proto;
 use crate::rewrite::StreamRewriter;
+use crate::simulcast::View;
 use crate::timers::{Timer, TimerTable};
 
 /// Most remote addresses remembered per peer for routing.
@@ -101,6 +102,8 @@ pub(crate) struct OutTrack {
     pub history_for: Option<Ssrc>,
     /// Incoming payload type → this subscriber's payload type (None: it cannot receive it).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// How the receiver shows the track.
+    pub view: View,
 }
 
 impl OutTrack {
@@ -113,6 +116,7 @@ impl OutTrack {
             waiting_keyframe: kind == MediaKind::Video,
             history_for: None,
             pt_map: Vec::new(),
+            view: View::default(),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Counters {
     pub rtp_dropped_muted: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
+    /// Times a receiver's video track moved to another simulcast layer (or paused, or
+    /// resumed).
+    pub layer_switches: u64,
     /// Peers that joined.
     pub peers_joined: u64,
     /// Peers removed, for any reason.

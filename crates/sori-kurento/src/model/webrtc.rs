@@ -407,7 +407,8 @@ impl Kms {
                 tracing::debug!(object = id, "renegotiation needed");
                 self.emit(id, "RenegotiationNeeded", json!({"sdpOffer": sdp}));
             }
-            PeerSignal::Published { .. } => {}
+            // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
+            PeerSignal::Published { .. } | PeerSignal::Layers { .. } => {}
         }
     }
 

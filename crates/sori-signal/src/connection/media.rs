@@ -139,7 +139,7 @@ async fn forward_media_signals(
                     .published(&me.room, &me.id, &name, track, kind)
                     .await;
             }
-            PeerSignal::Connected => {}
+            PeerSignal::Connected | PeerSignal::Layers { .. } => {}
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {
