@@ -752,9 +752,12 @@ fn handle_command(
             view,
             reply,
         } => drop(reply.send(sfu.set_view(peer, track, view, now))),
-        Command::ReceiverStats { peer, reply } => {
-            drop(reply.send(sfu.receiver_stats(peer).ok_or(SfuError::UnknownPeer(peer))))
-        }
+        Command::ReceiverStats { peer, reply } => drop(
+            reply.send(
+                sfu.receiver_stats(peer, now)
+                    .ok_or(SfuError::UnknownPeer(peer)),
+            ),
+        ),
         Command::Shutdown => return false,
     }
     true
