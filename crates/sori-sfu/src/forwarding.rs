@@ -91,8 +91,8 @@ impl Sfu {
         }
         if kind == MediaKind::Video {
             // The new source starts at its next keyframe.
-            out.gate.restart();
-            out.gate.retarget(Some(top));
+            out.restart();
+            out.retarget(Some(top));
         }
         if connected && kind == MediaKind::Video {
             self.request_keyframe_of(source, top, KeyframeRequestKind::Pli, Urgency::Start, now);
@@ -134,7 +134,7 @@ impl Sfu {
             let mut layers = BTreeSet::new();
             for (sub, mid) in subscribers {
                 if let Some(out) = self.peers.get_mut(&sub).and_then(|s| s.out.get_mut(&mid)) {
-                    out.gate.restart();
+                    out.restart();
                     layers.extend(out.gate.target);
                 }
             }

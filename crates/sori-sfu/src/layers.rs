@@ -69,10 +69,17 @@ impl Sfu {
         };
         let bps = estimate.as_u64();
         peer.estimate = Some(bps);
+        // Audio that arrives is forwarded whatever the estimate: video gets the rest.
+        let tracks = &self.tracks;
         let audio = peer
             .out
             .values()
             .filter(|o| o.kind == MediaKind::Audio)
+            .filter(|o| {
+                tracks
+                    .get(&o.source)
+                    .is_some_and(|t| t.layers.iter().any(|l| l.arriving(now)))
+            })
             .count() as u64;
         peer.allocator
             .estimate(bps.saturating_sub(audio * AUDIO_BPS), now);
@@ -102,6 +109,7 @@ impl Sfu {
         }
         let allocation = peer.allocator.allocate(&demands, now);
         let mut keyframes = Vec::new();
+        let mut moved = Vec::new();
         for (track_id, choice) in allocation.choices {
             let Some(track) = self.tracks.get(&track_id) else {
                 continue;
@@ -113,11 +121,14 @@ impl Sfu {
             else {
                 continue;
             };
+            if out.desired.map(|c| c.spatial) != choice.map(|c| c.spatial) {
+                moved.push(track_id);
+            }
             out.desired = choice;
             let target = choice.map(|c| arriving_layer(track, c.spatial, now));
             if target != out.gate.target {
                 tracing::debug!(%id, track = %track_id, ?target, "layer");
-                out.gate.retarget(target);
+                out.retarget(target);
                 if let (true, Some(layer)) = (out.gate.switching(), target) {
                     keyframes.push((track_id, layer));
                 }
@@ -145,7 +156,15 @@ impl Sfu {
                 self.board.settle(peer);
             }
         }
-        if !peer.connected {
+        let connected = peer.connected;
+        // A layer someone now wants is asked of its publisher at once.
+        for track in moved {
+            if let Some(t) = self.tracks.get(&track) {
+                let (publisher, mid) = (t.publisher, t.mid.to_string());
+                self.dynacast(publisher, mid, track, now);
+            }
+        }
+        if !connected {
             return;
         }
         for (track, layer) in keyframes {
@@ -285,9 +304,13 @@ impl Sfu {
     }
 }
 
-/// The track's layers as the policy sees them.
+/// The track's layers as the policy sees them. A track none of whose layers arrives costs
+/// nothing (its publisher sends nothing now: camera off, or not started).
 fn measured_layers(track: &mut Track, now: Instant) -> Vec<Layer> {
     let count = track.layers.len();
+    if !track.layers.iter().any(|l| l.arriving(now)) {
+        return vec![Layer::default(); count];
+    }
     track
         .layers
         .iter_mut()

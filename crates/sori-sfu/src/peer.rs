@@ -30,6 +30,8 @@ use crate::simulcast::vp8::Munger;
 use crate::simulcast::View;
 use crate::timers::{Timer, TimerTable};
 
+/// The estimate a receiver's layer policy is given when bandwidth estimation is off.
+const UNLIMITED_BPS: u64 = 10_000_000_000;
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
 /// Upper bound on a forwarded video stream's retransmission cache, in packets, whatever
@@ -139,6 +141,20 @@ impl OutTrack {
             pt_map: Vec::new(),
             view: View::default(),
         }
+    }
+
+    /// Moves to layer `target` from its next keyframe (`None`: pauses at once).
+    pub(crate) fn retarget(&mut self, target: Option<u8>) {
+        self.gate.retarget(target);
+        if target.is_none() {
+            self.rewriter.pause();
+        }
+    }
+
+    /// Forwards nothing until the next keyframe, numbered on from the last packet sent.
+    pub(crate) fn restart(&mut self) {
+        self.gate.restart();
+        self.rewriter.pause();
     }
 
     /// The payload type this subscriber negotiated for the codec of `params`, if any.
@@ -313,6 +329,11 @@ impl Peer {
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let mut allocator = Allocator::new(PolicyConfig::default());
+        if config.initial_estimate.is_none() {
+            // No estimation: as if the link carried anything; the views alone decide.
+            allocator.estimate(UNLIMITED_BPS, now);
+        }
         let mut timers = TimerTable::default();
         timers.set(Timer::Rtc, now);
         timers.set(Timer::Idle, now + config.ice_timeout);
@@ -336,7 +357,7 @@ impl Peer {
             pending: None,
             last_input: now,
             timers,
-            allocator: Allocator::new(PolicyConfig::default()),
+            allocator,
             estimate: None,
             probe: None,
         }

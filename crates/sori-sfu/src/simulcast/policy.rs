@@ -61,7 +61,7 @@
 //! | `flap_window` | 30 s | a downgrade this soon after an upgrade is a flap |
 //! | `hold_decay` | 60 s | the hold halves per this long without a flap |
 //! | `upgrade_headroom_percent` | 115 % | an upgrade needs the estimate at 115 % of the new total |
-//! | `downgrade_margin_percent` | 5 % | a downgrade when the total exceeds the estimate by 5 % |
+//! | `downgrade_margin_percent` | 20 % | a downgrade when the total exceeds the estimate by 20 % (the estimator answers a brief overuse, such as a probe that overshot, with 0.85 × the acknowledged rate; a smaller margin would downgrade on every such dip) |
 //! | `initial_estimate_bps` | 600 kbit/s | the estimate assumed before the first one |
 //!
 //! Before the first estimate the allocator fills `initial_estimate_bps` (one camera of the
@@ -105,7 +105,7 @@ impl Default for PolicyConfig {
             flap_window: Duration::from_secs(30),
             hold_decay: Duration::from_secs(60),
             upgrade_headroom_percent: 115,
-            downgrade_margin_percent: 5,
+            downgrade_margin_percent: 20,
             initial_estimate_bps: 600_000,
         }
     }

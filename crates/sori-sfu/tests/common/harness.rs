@@ -25,7 +25,17 @@ pub struct Link {
     pub sent: u64,
     /// Of those, lost.
     pub lost: u64,
+    /// A bottleneck: bits per second the link carries (`None`: unlimited). Datagrams queue
+    /// behind each other; one that would wait longer than [`QUEUE_LIMIT`] is dropped.
+    pub rate: Option<u64>,
+    /// When the bottleneck is free again.
+    busy_until: Option<Instant>,
+    /// Of the datagrams lost, those the full queue dropped.
+    pub dropped: u64,
 }
+
+/// The longest a datagram waits in a bottleneck's queue before it is dropped instead.
+pub const QUEUE_LIMIT: Duration = Duration::from_millis(250);
 
 impl Link {
     pub fn new(loss: f64, delay: Duration) -> Link {
@@ -34,7 +44,34 @@ impl Link {
             delay,
             sent: 0,
             lost: 0,
+            rate: None,
+            busy_until: None,
+            dropped: 0,
         }
+    }
+
+    /// Lossless, 10 ms, carrying at most `bps` bits per second.
+    pub fn capped(bps: u64) -> Link {
+        Link {
+            rate: Some(bps),
+            ..Link::default()
+        }
+    }
+
+    /// When a datagram of `len` bytes put on the link at `now` arrives, or `None` when the
+    /// bottleneck's queue is full.
+    fn arrival(&mut self, now: Instant, len: usize) -> Option<Instant> {
+        let Some(rate) = self.rate else {
+            return Some(now + self.delay);
+        };
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        if start - now > QUEUE_LIMIT {
+            self.dropped += 1;
+            return None;
+        }
+        let wire = Duration::from_nanos(len as u64 * 8 * 1_000_000_000 / rate);
+        self.busy_until = Some(start + wire);
+        Some(start + wire + self.delay)
     }
 }
 
@@ -472,9 +509,13 @@ impl Harness {
             link.lost += 1;
             return;
         }
+        let Some(at) = link.arrival(self.now, contents.len()) else {
+            link.lost += 1;
+            return;
+        };
         self.sent += 1;
         self.flight.push(InFlight {
-            at: self.now + link.delay,
+            at,
             seq: self.sent,
             to,
             from: member,

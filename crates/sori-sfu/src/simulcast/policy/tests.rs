@@ -67,18 +67,18 @@ fn steps_down_at_once_as_the_estimate_falls() {
     );
 
     let t = t0 + secs(1);
-    p.estimate(1_400_000, t);
+    p.estimate(1_200_000, t);
     assert_eq!(p.next_check(), Some(t), "a downgrade is due at once");
     let a = p.allocate(&d, t);
     assert_eq!(
         spatial(&a, 0),
         1,
-        "f no longer fits 1.4 Mbit/s: h, same call"
+        "f no longer fits 1.2 Mbit/s (with the 20 % margin): h, same call"
     );
     assert_eq!(p.next_check(), None);
 
-    // Within the 5 % margin the layer stays (500 k ≤ 490 k × 1.05).
-    p.estimate(490_000, t + ms(100));
+    // Within the 20 % margin the layer stays (500 k ≤ 430 k × 1.2).
+    p.estimate(430_000, t + ms(100));
     assert_eq!(spatial(&p.allocate(&d, t + ms(100)), 0), 1);
     p.estimate(400_000, t + ms(200));
     let a = p.allocate(&d, t + ms(200));
@@ -290,8 +290,8 @@ fn oscillate(
 fn an_estimate_swinging_across_a_boundary_switches_at_most_once_per_20_s() {
     let mut worst = (0, 0, Duration::ZERO);
     for boundary in [H, F] {
-        // Around the boundary, across both thresholds (margin 5 %, headroom 15 %), and above.
-        for center_percent in [95, 100, 105, 108, 110, 115, 120] {
+        // Around the boundary, across both thresholds (margin 20 %, headroom 15 %), and above.
+        for center_percent in [80, 85, 90, 95, 100, 105, 108, 110, 115, 120] {
             let center = boundary * center_percent / 100;
             for period in [1, 2, 4, 8, 12, 17, 24, 30].map(secs) {
                 for square in [true, false] {
@@ -310,8 +310,9 @@ fn an_estimate_swinging_across_a_boundary_switches_at_most_once_per_20_s() {
             }
         }
     }
-    // Not frozen either: each run above started at the layer its first estimate carried.
-    assert!(worst.0 >= 2, "some swing crosses a threshold: {worst:?}");
+    // Not vacuous: some swing crosses a threshold (with a 20 % margin and 15 % headroom, a
+    // ±10 % swing cannot cross both, so a run switches at most once).
+    assert!(worst.0 >= 1, "some swing crosses a threshold: {worst:?}");
 }
 
 #[test]
@@ -537,7 +538,7 @@ fn random_walks_keep_the_invariants() {
 }
 
 /// Visible ↔ a choice within the track's layers; the total above the floors within the
-/// estimate plus the 5 % margin.
+/// estimate plus the downgrade margin.
 fn check(demands: &[Demand], a: &Allocation, estimate: u64) {
     assert_eq!(a.choices.len(), demands.len());
     let (mut sum, mut floors) = (0, 0);
@@ -567,7 +568,8 @@ fn check(demands: &[Demand], a: &Allocation, estimate: u64) {
             .unwrap_or(d.layers[0].bitrate_bps);
     }
     assert!(
-        sum <= floors.max(estimate * 105 / 100),
+        sum <= floors
+            .max(estimate * (100 + PolicyConfig::default().downgrade_margin_percent) / 100),
         "{sum} allocated for an estimate of {estimate}"
     );
 }
