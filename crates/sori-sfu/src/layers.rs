@@ -125,6 +125,7 @@ impl Sfu {
                 moved.push(track_id);
             }
             out.desired = choice;
+            out.temporal_target = choice.and_then(|c| c.temporal);
             let target = choice.map(|c| arriving_layer(track, c.spatial, now));
             if target != out.gate.target {
                 tracing::debug!(%id, track = %track_id, ?target, "layer");
@@ -270,7 +271,7 @@ impl Sfu {
                     rid: source.rid.map(|r| r.to_string()),
                     spatial: layer,
                     layers: track.layers.len() as u8,
-                    temporal: o.desired.and_then(|c| c.temporal),
+                    temporal: o.temporal_now,
                     height: source.height,
                     bitrate_bps: source.meter.bps(now),
                     paused: o.gate.target.is_none(),
