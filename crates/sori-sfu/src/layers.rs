@@ -58,6 +58,30 @@ impl Sfu {
         Ok(())
     }
 
+    /// Whether `track` is a screen share (its receivers give it their bandwidth first) or a
+    /// camera (the default).
+    pub fn set_priority(
+        &mut self,
+        track: TrackId,
+        priority: Priority,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        if t.priority == priority {
+            return Ok(());
+        }
+        t.priority = priority;
+        let receivers: Vec<PeerId> = t.subscribers.iter().map(|(p, _)| *p).collect();
+        for peer in receivers {
+            self.allocate_layers(peer, now);
+        }
+        self.process(now);
+        Ok(())
+    }
+
     /// A new bandwidth estimate toward `id`.
     pub(crate) fn estimate(&mut self, id: PeerId, kind: BweKind, now: Instant) {
         let estimate = match kind {
@@ -102,11 +126,13 @@ impl Sfu {
             };
             demands.push(Demand {
                 track: out.source,
-                priority: Priority::Camera,
+                priority: track.priority,
                 layers: measured_layers(track, now),
                 view: out.view,
             });
         }
+        // In the order the tracks were published: the same order every time.
+        demands.sort_by_key(|d| d.track);
         let allocation = peer.allocator.allocate(&demands, now);
         let mut keyframes = Vec::new();
         let mut moved = Vec::new();
