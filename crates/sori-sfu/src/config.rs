@@ -25,6 +25,10 @@ pub struct SfuConfig {
     /// How long each forwarded video stream keeps its sent packets to answer the subscriber's
     /// NACKs with retransmissions ([`DEFAULT_RTX_HISTORY`]).
     pub rtx_history: Duration,
+    /// Bandwidth estimation (TWCC) toward each peer, starting from this estimate in bits per
+    /// second; it picks the simulcast layer each receiver gets. `None`: off (every receiver
+    /// gets each track's highest layer that its view asks for).
+    pub initial_estimate: Option<u64>,
 }
 
 /// The default [`SfuConfig::rtx_history`]: one second.
@@ -51,6 +55,7 @@ impl Default for SfuConfig {
             keyframe_request_on_start_interval: Duration::from_millis(200),
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
             rtx_history: DEFAULT_RTX_HISTORY,
+            initial_estimate: Some(1_000_000),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Forwarding: a publisher's packet goes to each subscriber of its track and to its taps; the
 //! application feeds tracks into m-lines by hand, mutes publishers and taps tracks.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use str0m::media::KeyframeRequestKind;
@@ -8,10 +9,15 @@ use str0m::rtp::{ExtensionValues, RtpPacket};
 
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TapId, TrackId};
+use crate::keyframe::VideoCodec;
 use crate::output::{RemoveReason, TapPacket};
-use crate::peer::{Forwardable, OutTrack, Written};
-use crate::room::Track;
+use crate::peer::{Forwardable, OutTrack, Temporal, Written};
+use crate::rewrite::StreamRewriter;
+use crate::room::{Track, TrackTap};
 use crate::sfu::Sfu;
+use crate::simulcast::gate::{Gate, LayerGate};
+use crate::simulcast::source::MAX_LAYERS;
+use crate::simulcast::vp8;
 use crate::throttle::Urgency;
 
 impl Sfu {
@@ -76,13 +82,20 @@ impl Sfu {
             .or_insert_with(|| OutTrack::new(source, kind));
         out.source = source;
         out.pinned = true;
-        out.waiting_keyframe = kind == MediaKind::Video;
         let connected = peer.connected;
+        let mut top = 0;
         if let Some(track) = self.tracks.get_mut(&source) {
             track.subscribers.push((sink, mid));
+            // A fed m-line takes the highest layer (as a recording does).
+            top = track.top();
+        }
+        if kind == MediaKind::Video {
+            // The new source starts at its next keyframe.
+            out.restart();
+            out.retarget(Some(top));
         }
         if connected && kind == MediaKind::Video {
-            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
+            self.request_keyframe_of(source, top, KeyframeRequestKind::Pli, Urgency::Start, now);
             self.process(now);
         }
         Ok(())
@@ -118,12 +131,17 @@ impl Sfu {
                 .get(&source)
                 .map(|t| t.subscribers.clone())
                 .unwrap_or_default();
+            let mut layers = BTreeSet::new();
             for (sub, mid) in subscribers {
                 if let Some(out) = self.peers.get_mut(&sub).and_then(|s| s.out.get_mut(&mid)) {
-                    out.waiting_keyframe = true;
+                    out.restart();
+                    layers.extend(out.gate.target);
                 }
             }
-            self.request_keyframe_of(source, KeyframeRequestKind::Pli, Urgency::Start, now);
+            for layer in layers {
+                let pli = KeyframeRequestKind::Pli;
+                self.request_keyframe_of(source, layer, pli, Urgency::Start, now);
+            }
         }
         self.process(now);
         Ok(())
@@ -138,8 +156,18 @@ impl Sfu {
             .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
         let tap = TapId(self.next_id);
         self.next_id += 1;
-        t.taps.push(tap);
-        self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Start, now);
+        let top = t.top();
+        let mut gate = match t.kind {
+            MediaKind::Video => LayerGate::video(),
+            MediaKind::Audio => LayerGate::audio(),
+        };
+        gate.retarget(Some(top));
+        t.taps.push(TrackTap {
+            id: tap,
+            gate,
+            rewriter: StreamRewriter::default(),
+        });
+        self.request_keyframe_of(track, top, KeyframeRequestKind::Pli, Urgency::Start, now);
         self.process(now);
         Ok(tap)
     }
@@ -147,7 +175,7 @@ impl Sfu {
     /// Stops a tap (unknown taps are fine).
     pub fn untap(&mut self, tap: TapId) {
         for t in self.tracks.values_mut() {
-            t.taps.retain(|x| *x != tap);
+            t.taps.retain(|x| x.id != tap);
         }
         self.board.tapped.retain(|p| p.tap != tap);
     }
@@ -163,7 +191,7 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(track_id) = peer.track_of(packet.header.ssrc) else {
+        let Some((track_id, layer)) = peer.track_of(packet.header.ssrc, &self.tracks) else {
             return;
         };
         let Some(track) = self.tracks.get_mut(&track_id) else {
@@ -190,14 +218,20 @@ impl Sfu {
         let keyframe = track
             .codec
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
-        if keyframe {
-            track.throttle.keyframe_received(now);
-        }
+        let temporal = measure(track, layer, &packet.payload, keyframe, now);
         let clock_rate = params.spec().clock_rate.get();
-        for tap in &track.taps {
-            self.board
-                .tapped
-                .push_back(tap_packet(*tap, track, &packet, clock_rate, keyframe, now));
+        for tap in &mut track.taps {
+            let copy = tap_packet(
+                tap,
+                track.kind,
+                track.codec,
+                layer,
+                &packet,
+                clock_rate,
+                keyframe,
+                now,
+            );
+            self.board.tapped.extend(copy);
         }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
@@ -207,7 +241,10 @@ impl Sfu {
         };
         let p = Forwardable {
             track: track_id,
+            layer,
+            temporal,
             kind: track.kind,
+            codec: track.codec,
             packet: &packet,
             params,
             clock_rate,
@@ -217,21 +254,26 @@ impl Sfu {
             rtx_history: self.config.rtx_history,
             now,
         };
-        let mut wants_keyframe = false;
+        let mut wanted = [false; MAX_LAYERS];
         for &(sub_id, mid) in &track.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
             match sub.write_forwarded(mid, &p) {
-                Written::Sent => {
+                w @ (Written::Sent | Written::Switched) => {
                     self.counters.rtp_forwarded_packets += 1;
                     self.counters.rtp_forwarded_bytes += packet.payload.len() as u64;
+                    if let Written::Switched = w {
+                        self.counters.layer_switches += 1;
+                    }
                 }
                 Written::NoStream => {}
                 Written::Failed(e) => self.board.doomed.push((sub_id, RemoveReason::Failed(e))),
-                Written::HeldForKeyframe => {
+                Written::HeldForKeyframe(layer) => {
                     self.counters.rtp_held_for_keyframe += 1;
-                    wants_keyframe = true;
+                    if let Some(w) = wanted.get_mut(layer as usize) {
+                        *w = true;
+                    }
                     continue;
                 }
                 Written::CodecMismatch => {
@@ -242,34 +284,81 @@ impl Sfu {
             }
             self.board.settle(sub);
         }
-        if wants_keyframe {
-            self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, Urgency::Start, now);
+        for (layer, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
+            let pli = KeyframeRequestKind::Pli;
+            self.request_keyframe_of(track_id, layer as u8, pli, Urgency::Start, now);
         }
     }
 }
 
-/// The copy of a publisher's packet for one tap of its track.
+/// Counts a packet of `layer` toward its bitrate; a keyframe answers the layer's pending
+/// requests and tells its frame height. Returns the packet's VP8 temporal layer.
+fn measure(
+    track: &mut Track,
+    layer: u8,
+    payload: &[u8],
+    keyframe: bool,
+    now: Instant,
+) -> Option<Temporal> {
+    let vp8 = track.codec == Some(VideoCodec::Vp8);
+    let source = track.layers.get_mut(layer as usize)?;
+    let descriptor = vp8.then(|| vp8::descriptor(payload)).flatten();
+    let temporal = descriptor.and_then(|d| {
+        Some(Temporal {
+            tid: d.tid?,
+            picture_id: d.picture_id.map(|(pid, ..)| pid),
+            sync: d.sync && d.start,
+        })
+    });
+    source.packet(payload.len(), temporal.map(|t| t.tid), now);
+    if keyframe {
+        source.throttle.keyframe_received(now);
+        if let Some((_, h)) = vp8.then(|| vp8::keyframe_size(payload)).flatten() {
+            source.height = Some(h);
+        }
+    }
+    temporal
+}
+
+/// The copy of a publisher's packet for one tap of its track, if the tap takes its layer:
+/// numbered as one continuous stream, the sender report's RTP time moved with the timestamps.
+#[allow(clippy::too_many_arguments)]
 fn tap_packet(
-    tap: TapId,
-    track: &Track,
+    tap: &mut TrackTap,
+    kind: MediaKind,
+    codec: Option<VideoCodec>,
+    layer: u8,
     packet: &RtpPacket,
     clock_rate: u32,
     keyframe: bool,
     now: Instant,
-) -> TapPacket {
-    TapPacket {
-        tap,
-        kind: track.kind,
-        codec: track.codec,
+) -> Option<TapPacket> {
+    match tap.gate.admit(layer, keyframe) {
+        Gate::Pass | Gate::Switched => {}
+        Gate::Drop | Gate::WaitKeyframe => return None,
+    }
+    let source = u64::from(layer);
+    let ts = packet.header.timestamp;
+    let rw = tap
+        .rewriter
+        .rewrite(source, *packet.seq_no, ts, now, clock_rate)?;
+    let ts_delta = rw.ts.wrapping_sub(ts);
+    Some(TapPacket {
+        tap: tap.id,
+        kind,
+        codec,
         clock_rate,
-        seq: *packet.seq_no,
-        rtp_time: packet.header.timestamp,
+        seq: rw.seq,
+        rtp_time: rw.ts,
         marker: packet.header.marker,
         keyframe,
         arrival: now,
-        sender_report: packet
-            .last_sender_info
-            .map(|i| (i.ntp_time, i.rtp_time.numer() as u32)),
+        sender_report: packet.last_sender_info.map(|i| {
+            (
+                i.ntp_time,
+                (i.rtp_time.numer() as u32).wrapping_add(ts_delta),
+            )
+        }),
         payload: packet.payload.clone(),
-    }
+    })
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
 
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TrackId};
@@ -23,23 +23,25 @@ impl Sfu {
     /// every other request).
     pub fn request_keyframe(&mut self, peer: PeerId, now: Instant) -> Result<(), SfuError> {
         let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer(peer))?;
-        let sources: Vec<TrackId> = p
+        let sources: Vec<(TrackId, u8)> = p
             .out
             .values()
             .filter(|o| o.kind == MediaKind::Video)
-            .map(|o| o.source)
+            .filter_map(|o| Some((o.source, o.gate.target?)))
             .collect();
-        for track in sources {
-            self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Repair, now);
+        for (track, layer) in sources {
+            self.request_keyframe_of(track, layer, KeyframeRequestKind::Pli, Urgency::Repair, now);
         }
         self.process(now);
         Ok(())
     }
 
-    /// A keyframe is wanted on `track`; goes upstream at most once per interval.
+    /// A keyframe is wanted on `layer` of `track`; goes upstream at most once per interval
+    /// (per layer).
     pub(crate) fn request_keyframe_of(
         &mut self,
         track_id: TrackId,
+        layer: u8,
         kind: KeyframeRequestKind,
         urgency: Urgency,
         now: Instant,
@@ -53,15 +55,19 @@ impl Sfu {
         let Some(publisher) = self.peers.get_mut(&track.publisher) else {
             return;
         };
-        if track.throttle.request(urgency, now) {
+        let mid = track.mid;
+        let Some(source) = track.layers.get_mut(layer as usize) else {
+            return;
+        };
+        if source.throttle.request(urgency, now) {
             send_keyframe_request(
                 publisher,
-                track.mid,
+                (mid, source.rid),
                 kind,
                 &mut self.board,
                 &mut self.counters,
             );
-        } else if let Some(due) = track.throttle.poll_timeout() {
+        } else if let Some(due) = source.throttle.poll_timeout() {
             arm_keyframe_retry(publisher, due);
             if let Some(at) = publisher.timers.next() {
                 self.board.timers.set(publisher.id, at);
@@ -72,12 +78,12 @@ impl Sfu {
 
 fn send_keyframe_request(
     peer: &mut Peer,
-    mid: Mid,
+    (mid, rid): (Mid, Option<Rid>),
     kind: KeyframeRequestKind,
     board: &mut Switchboard,
     counters: &mut Counters,
 ) {
-    let sent = peer.mutate(|rtc| match rtc.direct_api().stream_rx_by_mid(mid, None) {
+    let sent = peer.mutate(|rtc| match rtc.direct_api().stream_rx_by_mid(mid, rid) {
         Some(rx) => {
             rx.request_keyframe(kind);
             true
@@ -110,10 +116,13 @@ pub(crate) fn retry_keyframe_requests(
         let Some(track) = tracks.get_mut(&track_id) else {
             continue;
         };
-        if track.throttle.handle_timeout(now) {
-            send_keyframe_request(peer, mid, KeyframeRequestKind::Pli, board, counters);
-        } else if let Some(due) = track.throttle.poll_timeout() {
-            arm_keyframe_retry(peer, due);
+        for layer in &mut track.layers {
+            if layer.throttle.handle_timeout(now) {
+                let stream = (mid, layer.rid);
+                send_keyframe_request(peer, stream, KeyframeRequestKind::Pli, board, counters);
+            } else if let Some(due) = layer.throttle.poll_timeout() {
+                arm_keyframe_retry(peer, due);
+            }
         }
     }
 }

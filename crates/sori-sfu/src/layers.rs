@@ -1,12 +1,32 @@
-//! Simulcast in the core: the application's view of each received track, what each receiver
-//! gets, and the census for metrics.
+//! Simulcast in the core: each receiver's layers (its policy, fed its bandwidth estimate and
+//! the layers' measured bitrates), the layers publishers are asked to send ("dynacast"), the
+//! application's view of each received track, and what each receiver gets, for stats.
+//!
+//! A receiver's layers are allocated when its estimate changes, when its view of a track
+//! changes, when it starts receiving a track, and every [`TICK`] (a layer's bitrate moved, a
+//! hold ended, a layer stopped or started arriving).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::media::KeyframeRequestKind;
 
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TrackId};
+use crate::output::{RemoveReason, SfuEvent};
+use crate::room::Track;
 use crate::sfu::Sfu;
+use crate::simulcast::policy::{Demand, Layer, Priority};
 use crate::simulcast::{LayerCensus, ReceiverStats, TrackLayer, View};
+use crate::throttle::Urgency;
+use crate::timers::Timer;
+
+/// How often each peer's layers are looked at without new input.
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+/// What one received audio track takes of a receiver's estimate (Opus with its overhead).
+const AUDIO_BPS: u64 = 40_000;
+/// A layer nobody has wanted for this long is paused at its publisher.
+const UNWANTED: Duration = Duration::from_secs(3);
 
 impl Sfu {
     /// How `peer` shows `track`, one of the video tracks it receives: the layer it gets follows.
@@ -21,36 +41,272 @@ impl Sfu {
             .peers
             .get_mut(&peer)
             .ok_or(SfuError::UnknownPeer(peer))?;
-        let Some(out) = p.out.values_mut().find(|o| o.source == track) else {
+        let Some(out) = p
+            .out
+            .values_mut()
+            .find(|o| o.source == track && o.kind == MediaKind::Video)
+        else {
             return Err(SfuError::Rejected(format!(
-                "{peer} does not receive {track}"
+                "{peer} does not receive video {track}"
             )));
         };
-        out.view = view;
+        if out.view != view {
+            out.view = view;
+            self.allocate_layers(peer, now);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// Whether `track` is a screen share (its receivers give it their bandwidth first) or a
+    /// camera (the default).
+    pub fn set_priority(
+        &mut self,
+        track: TrackId,
+        priority: Priority,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        if t.priority == priority {
+            return Ok(());
+        }
+        t.priority = priority;
+        let receivers: Vec<PeerId> = t.subscribers.iter().map(|(p, _)| *p).collect();
+        for peer in receivers {
+            self.allocate_layers(peer, now);
+        }
         self.process(now);
         Ok(())
     }
 
+    /// A new bandwidth estimate toward `id`.
+    pub(crate) fn estimate(&mut self, id: PeerId, kind: BweKind, now: Instant) {
+        let estimate = match kind {
+            BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => estimate,
+            _ => return,
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let bps = estimate.as_u64();
+        peer.estimate = Some(bps);
+        // Audio that arrives is forwarded whatever the estimate: video gets the rest.
+        let tracks = &self.tracks;
+        let audio = peer
+            .out
+            .values()
+            .filter(|o| o.kind == MediaKind::Audio)
+            .filter(|o| {
+                tracks
+                    .get(&o.source)
+                    .is_some_and(|t| t.layers.iter().any(|l| l.arriving(now)))
+            })
+            .count() as u64;
+        peer.allocator
+            .estimate(bps.saturating_sub(audio * AUDIO_BPS), now);
+        self.allocate_layers(id, now);
+    }
+
+    /// Decides the layer of every video track `id` receives, asks for keyframes of the layers
+    /// it moves to, and passes the policy's probe to the estimator.
+    pub(crate) fn allocate_layers(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut demands = Vec::new();
+        for out in peer.out.values() {
+            if out.kind != MediaKind::Video || out.pinned {
+                continue;
+            }
+            let Some(track) = self.tracks.get_mut(&out.source) else {
+                continue;
+            };
+            demands.push(Demand {
+                track: out.source,
+                priority: track.priority,
+                layers: measured_layers(track, now),
+                view: out.view,
+            });
+        }
+        // In the order the tracks were published: the same order every time.
+        demands.sort_by_key(|d| d.track);
+        let allocation = peer.allocator.allocate(&demands, now);
+        let mut keyframes = Vec::new();
+        let mut moved = Vec::new();
+        for (track_id, choice) in allocation.choices {
+            let Some(track) = self.tracks.get(&track_id) else {
+                continue;
+            };
+            let Some(out) = peer
+                .out
+                .values_mut()
+                .find(|o| o.source == track_id && o.kind == MediaKind::Video && !o.pinned)
+            else {
+                continue;
+            };
+            if out.desired.map(|c| c.spatial) != choice.map(|c| c.spatial) {
+                moved.push(track_id);
+            }
+            out.desired = choice;
+            out.temporal_target = choice.and_then(|c| c.temporal);
+            let target = choice.map(|c| arriving_layer(track, c.spatial, now));
+            if target != out.gate.target {
+                tracing::debug!(%id, track = %track_id, ?target, "layer");
+                out.retarget(target);
+                if let (true, Some(layer)) = (out.gate.switching(), target) {
+                    keyframes.push((track_id, layer));
+                }
+            }
+        }
+        for out in peer.out.values_mut().filter(|o| o.pinned) {
+            if let Some(track) = self.tracks.get(&out.source) {
+                if out.kind == MediaKind::Video {
+                    out.gate
+                        .retarget(Some(arriving_layer(track, track.top(), now)));
+                }
+            }
+        }
+        if allocation.probe != peer.probe {
+            peer.probe = allocation.probe;
+            if let Some(probe) = allocation.probe {
+                let (min, desired) = (probe.minimum_bps, probe.desired_bps);
+                let set = peer.mutate(|rtc| {
+                    rtc.bwe()
+                        .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))
+                });
+                if let Err(e) = set {
+                    self.board.doomed.push((id, RemoveReason::Failed(e)));
+                }
+                self.board.settle(peer);
+            }
+        }
+        let connected = peer.connected;
+        // A layer someone now wants is asked of its publisher at once.
+        for track in moved {
+            if let Some(t) = self.tracks.get(&track) {
+                let (publisher, mid) = (t.publisher, t.mid.to_string());
+                self.dynacast(publisher, mid, track, now);
+            }
+        }
+        if !connected {
+            return;
+        }
+        for (track, layer) in keyframes {
+            let pli = KeyframeRequestKind::Pli;
+            self.request_keyframe_of(track, layer, pli, Urgency::Start, now);
+        }
+    }
+
+    /// The peer's layer timer fired: its layers as a receiver, its tracks' taps and dynacast
+    /// as a publisher.
+    pub(crate) fn layer_tick(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.timers.is_expired(Timer::Layers, now) {
+            return;
+        }
+        peer.timers.set(Timer::Layers, now + TICK);
+        let published: Vec<(String, TrackId)> = peer
+            .published
+            .iter()
+            .map(|(m, t)| (m.to_string(), *t))
+            .collect();
+        self.allocate_layers(id, now);
+        for (mid, track) in published {
+            self.dynacast(id, mid, track, now);
+        }
+    }
+
+    /// Tells the publisher which layers of `track` anyone wants, when that changed: a layer
+    /// is wanted at once, and given up after [`UNWANTED`].
+    fn dynacast(&mut self, publisher: PeerId, mid: String, track_id: TrackId, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if track.layers.len() < 2 {
+            return;
+        }
+        let top = track.top();
+        for tap in &mut track.taps {
+            tap.gate
+                .retarget(Some(arriving_top(&track.layers, top, now)));
+        }
+        let mut wanted = vec![false; track.layers.len()];
+        wanted[0] = true;
+        if !track.taps.is_empty() {
+            wanted[top as usize] = true;
+        }
+        for (sub, mid) in &track.subscribers {
+            let Some(out) = self.peers.get(sub).and_then(|p| p.out.get(mid)) else {
+                continue;
+            };
+            let layer = if out.pinned {
+                Some(top)
+            } else {
+                out.desired.map(|c| c.spatial)
+            };
+            if let Some(w) = layer.and_then(|l| wanted.get_mut(l as usize)) {
+                *w = true;
+            }
+        }
+        let mut changed = false;
+        for (layer, want) in track.layers.iter_mut().zip(wanted) {
+            if want {
+                layer.last_wanted = Some(now);
+            }
+            let keep = want
+                || layer
+                    .last_wanted
+                    .is_some_and(|t| now.saturating_duration_since(t) < UNWANTED);
+            if keep != layer.active {
+                layer.active = keep;
+                changed = true;
+            }
+        }
+        if changed {
+            let active = track
+                .layers
+                .iter()
+                .filter_map(|l| Some((l.rid?.to_string(), l.active)))
+                .collect();
+            self.events.push_back(SfuEvent::LayersWanted {
+                peer: publisher,
+                mid,
+                active,
+            });
+        }
+    }
+
     /// What `peer` receives: its bandwidth estimate and the layer of each video track.
-    pub fn receiver_stats(&self, peer: PeerId) -> Option<ReceiverStats> {
+    pub fn receiver_stats(&self, peer: PeerId, now: Instant) -> Option<ReceiverStats> {
         let p = self.peers.get(&peer)?;
-        let tracks = p
+        let mut tracks: Vec<TrackLayer> = p
             .out
             .values()
             .filter(|o| o.kind == MediaKind::Video)
-            .map(|o| TrackLayer {
-                track: o.source,
-                rid: None,
-                spatial: 0,
-                layers: 1,
-                temporal: None,
-                height: None,
-                bitrate_bps: 0,
-                paused: !o.view.visible,
+            .filter_map(|o| {
+                let track = self.tracks.get(&o.source)?;
+                let layer = o.gate.current.or(o.gate.target).unwrap_or(0);
+                let source = track.layers.get(layer as usize)?;
+                Some(TrackLayer {
+                    track: o.source,
+                    rid: source.rid.map(|r| r.to_string()),
+                    spatial: layer,
+                    layers: track.layers.len() as u8,
+                    temporal: o.temporal_now,
+                    height: source.height,
+                    bitrate_bps: source.meter.bps(now),
+                    paused: o.gate.target.is_none(),
+                })
             })
             .collect();
+        tracks.sort_by_key(|t| t.track);
         Some(ReceiverStats {
-            estimate_bps: None,
+            estimate_bps: p.estimate,
             tracks,
         })
     }
@@ -60,13 +316,56 @@ impl Sfu {
         let mut census = LayerCensus::default();
         for p in self.peers.values() {
             for o in p.out.values().filter(|o| o.kind == MediaKind::Video) {
-                if o.view.visible {
-                    census.high += 1;
-                } else {
-                    census.paused += 1;
+                let Some(track) = self.tracks.get(&o.source) else {
+                    continue;
+                };
+                match o.gate.target {
+                    None => census.paused += 1,
+                    Some(l) if l == track.top() => census.high += 1,
+                    Some(0) => census.low += 1,
+                    Some(_) => census.medium += 1,
                 }
             }
         }
         census
     }
+}
+
+/// The track's layers as the policy sees them. A track none of whose layers arrives costs
+/// nothing (its publisher sends nothing now: camera off, or not started).
+fn measured_layers(track: &mut Track, now: Instant) -> Vec<Layer> {
+    let count = track.layers.len();
+    if !track.layers.iter().any(|l| l.arriving(now)) {
+        return vec![Layer::default(); count];
+    }
+    track
+        .layers
+        .iter_mut()
+        .enumerate()
+        .map(|(rank, l)| Layer {
+            bitrate_bps: l.bitrate(rank, count, now),
+            height: l.height,
+            temporal_bps: l.temporal_bps(now),
+        })
+        .collect()
+}
+
+/// The layer to send for a wish of `want`: it, if it arrives; else the nearest one below that
+/// arrives; else the nearest above; else `want` (nothing arrives yet).
+fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
+    let want = want.min(track.top());
+    let arrives = |l: u8| track.layers[l as usize].arriving(now);
+    (0..=want)
+        .rev()
+        .find(|l| arrives(*l))
+        .or_else(|| (want + 1..=track.top()).find(|l| arrives(*l)))
+        .unwrap_or(want)
+}
+
+/// The highest layer up to `top` that arrives (`top` when none does).
+fn arriving_top(layers: &[crate::simulcast::source::SourceLayer], top: u8, now: Instant) -> u8 {
+    (0..=top)
+        .rev()
+        .find(|l| layers[*l as usize].arriving(now))
+        .unwrap_or(top)
 }

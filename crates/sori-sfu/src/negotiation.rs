@@ -366,8 +366,17 @@ impl Sfu {
         peer.out.insert(mid, OutTrack::new(track_id, track.kind));
         if peer.desired.contains(&track_id) {
             track.subscribers.push((id, mid));
-            if peer.connected && track.kind == MediaKind::Video {
-                self.request_keyframe_of(track_id, KeyframeRequestKind::Pli, Urgency::Start, now);
+            if track.kind == MediaKind::Video {
+                self.allocate_layers(id, now);
+                let layer = self
+                    .peers
+                    .get(&id)
+                    .filter(|p| p.connected)
+                    .and_then(|p| p.out.get(&mid)?.gate.target);
+                if let Some(layer) = layer {
+                    let pli = KeyframeRequestKind::Pli;
+                    self.request_keyframe_of(track_id, layer, pli, Urgency::Start, now);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
@@ -22,9 +23,15 @@ use crate::id::{MediaKind, PeerId, TrackId};
 use crate::keyframe::VideoCodec;
 use crate::output::Proto;
 use crate::rewrite::StreamRewriter;
+use crate::room::Track;
+use crate::simulcast::gate::{temporal_limit, Gate, LayerGate};
+use crate::simulcast::policy::{Allocator, Choice, PolicyConfig, Probe};
+use crate::simulcast::vp8::Munger;
 use crate::simulcast::View;
 use crate::timers::{Timer, TimerTable};
 
+/// The estimate a receiver's layer policy is given when bandwidth estimation is off.
+const UNLIMITED_BPS: u64 = 10_000_000_000;
 /// Most remote addresses remembered per peer for routing.
 const MAX_ADDRS: usize = 8;
 /// Upper bound on a forwarded video stream's retransmission cache, in packets, whatever
@@ -38,7 +45,14 @@ const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// write shares.
 pub(crate) struct Forwardable<'a> {
     pub track: TrackId,
+    /// The simulcast layer the packet belongs to (0 without simulcast).
+    pub layer: u8,
+    /// VP8: the packet's temporal layer, picture id and whether it starts a frame a receiver
+    /// may switch its temporal layer up at.
+    pub temporal: Option<Temporal>,
     pub kind: MediaKind,
+    /// The track's video codec (`None`: audio).
+    pub codec: Option<VideoCodec>,
     pub packet: &'a RtpPacket,
     /// The publisher's parameters for the packet's payload type.
     pub params: PayloadParams,
@@ -54,6 +68,15 @@ pub(crate) struct Forwardable<'a> {
     pub now: Instant,
 }
 
+/// A VP8 packet's temporal layer, as forwarding needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Temporal {
+    pub tid: u8,
+    pub picture_id: Option<u16>,
+    /// A frame start with the layer-sync bit.
+    pub sync: bool,
+}
+
 /// What became of a forwarded packet at one subscriber.
 pub(crate) enum Written {
     /// Written on the subscriber's outgoing stream.
@@ -61,8 +84,11 @@ pub(crate) enum Written {
     /// Not written, and the session was not touched: the subscriber is not connected, has no
     /// such m-line, or the packet is older than the switch to this source.
     Skipped,
-    /// Video held back until a keyframe.
-    HeldForKeyframe,
+    /// Video held back until a keyframe of the layer the subscriber should get (which is
+    /// wanted).
+    HeldForKeyframe(u8),
+    /// Sent, and the subscriber moved to another layer with it.
+    Switched,
     /// The subscriber negotiated no codec matching the packet's.
     CodecMismatch,
     /// The session has no outgoing stream on the m-line (yet).
@@ -96,8 +122,15 @@ pub(crate) struct OutTrack {
     /// the core's negotiation leaves it alone.
     pub pinned: bool,
     pub rewriter: StreamRewriter,
-    /// Video is held back until a keyframe starts.
-    pub waiting_keyframe: bool,
+    /// The layer forwarded and the layer wanted; video waits for a keyframe of the wanted one.
+    pub gate: LayerGate,
+    /// The layer the policy chose, before falling back to a layer that arrives.
+    pub desired: Option<Choice>,
+    /// VP8 picture ids kept continuous across layer switches.
+    pub munger: Munger,
+    /// The highest temporal layer wanted and the one forwarded now (`None`: all).
+    pub temporal_target: Option<u8>,
+    pub temporal_now: Option<u8>,
     /// The outgoing SSRC whose retransmission cache was sized to [`SfuConfig::rtx_history`].
     pub history_for: Option<Ssrc>,
     /// Incoming payload type → this subscriber's payload type (None: it cannot receive it).
@@ -113,11 +146,32 @@ impl OutTrack {
             kind,
             pinned: false,
             rewriter: StreamRewriter::default(),
-            waiting_keyframe: kind == MediaKind::Video,
+            gate: match kind {
+                MediaKind::Video => LayerGate::video(),
+                MediaKind::Audio => LayerGate::audio(),
+            },
+            desired: None,
+            munger: Munger::default(),
+            temporal_target: None,
+            temporal_now: None,
             history_for: None,
             pt_map: Vec::new(),
             view: View::default(),
         }
+    }
+
+    /// Moves to layer `target` from its next keyframe (`None`: pauses at once).
+    pub(crate) fn retarget(&mut self, target: Option<u8>) {
+        self.gate.retarget(target);
+        if target.is_none() {
+            self.rewriter.pause();
+        }
+    }
+
+    /// Forwards nothing until the next keyframe, numbered on from the last packet sent.
+    pub(crate) fn restart(&mut self) {
+        self.gate.restart();
+        self.rewriter.pause();
     }
 
     /// The payload type this subscriber negotiated for the codec of `params`, if any.
@@ -137,18 +191,32 @@ impl OutTrack {
     /// held back while video waits for a keyframe, its payload type mapped, its numbering
     /// rewritten.
     fn write(&mut self, mid: Mid, rtc: &mut Rtc, p: &Forwardable<'_>) -> Written {
-        if self.waiting_keyframe {
-            if !p.keyframe {
-                return Written::HeldForKeyframe;
-            }
-            self.waiting_keyframe = false;
-        }
+        let switched = match self.gate.admit(p.layer, p.keyframe) {
+            Gate::Pass => false,
+            Gate::Switched => true,
+            Gate::Drop => return Written::Skipped,
+            Gate::WaitKeyframe => return Written::HeldForKeyframe(p.layer),
+        };
         let Some(out_pt) = self.pt_for(mid, &p.params, rtc) else {
             return Written::CodecMismatch;
         };
         let packet = p.packet;
+        // One numbering space per (track, layer): each layer is its own RTP stream.
+        let source = p.track.0 << 3 | u64::from(p.layer);
+        if let Some(t) = p.temporal {
+            let (target, now) = (self.temporal_target, self.temporal_now);
+            self.temporal_now = temporal_limit(now, target, t.tid, t.sync, switched || p.keyframe);
+            if self.temporal_now.is_some_and(|max| t.tid > max) {
+                // Not taken: the receiver sees neither a gap in the numbers nor in the ids.
+                self.rewriter.skip(source, *packet.seq_no);
+                if let Some(pid) = t.picture_id {
+                    self.munger.drop_picture(source, pid);
+                }
+                return Written::Skipped;
+            }
+        }
         let Some(rw) = self.rewriter.rewrite(
-            p.track.0,
+            source,
             *packet.seq_no,
             packet.header.timestamp,
             p.now,
@@ -156,16 +224,15 @@ impl OutTrack {
         ) else {
             return Written::Skipped;
         };
-        let write = RtpWrite::new(
-            out_pt,
-            rw.seq.into(),
-            rw.ts,
-            packet.timestamp,
-            packet.payload.clone(),
-        )
-        .marker(packet.header.marker)
-        .ext_vals(p.ext_vals.clone())
-        .nackable(p.nackable);
+        let payload = match p.codec {
+            Some(VideoCodec::Vp8) => self.munger.munge(source, &packet.payload).map(Into::into),
+            _ => None,
+        }
+        .unwrap_or_else(|| packet.payload.clone());
+        let write = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, packet.timestamp, payload)
+            .marker(packet.header.marker)
+            .ext_vals(p.ext_vals.clone())
+            .nackable(p.nackable);
         let (nackable, history_for, history) = (p.nackable, self.history_for, p.rtx_history);
         let written = in_session(rtc, |rtc| {
             let mut api = rtc.direct_api();
@@ -183,7 +250,11 @@ impl OutTrack {
                 if nackable {
                     self.history_for = Some(ssrc);
                 }
-                Written::Sent
+                if switched {
+                    Written::Switched
+                } else {
+                    Written::Sent
+                }
             }
             Ok(None) => Written::NoStream,
             Err(e) => Written::Failed(e),
@@ -206,8 +277,8 @@ pub(crate) struct Peer {
     pub packets_out: [u64; 2],
     /// Tracks this peer publishes, by its m-line.
     pub published: HashMap<Mid, TrackId>,
-    /// Incoming SSRC → published track, filled as packets arrive.
-    pub rx_tracks: HashMap<Ssrc, TrackId>,
+    /// Incoming SSRC → published track and its layer, filled as packets arrive.
+    pub rx_tracks: HashMap<Ssrc, (TrackId, u8)>,
     /// Tracks this peer receives, by the m-line the core added for each.
     pub out: HashMap<Mid, OutTrack>,
     /// Tracks this peer should receive; negotiation brings `out` in line with it.
@@ -220,6 +291,12 @@ pub(crate) struct Peer {
     /// When the last datagram from one of the peer's known addresses arrived.
     pub last_input: Instant,
     pub timers: TimerTable,
+    /// The simulcast layer policy for what this peer receives.
+    pub allocator: Allocator,
+    /// The latest bandwidth estimate toward this peer, bits per second.
+    pub estimate: Option<u64>,
+    /// What the estimator was last asked to probe for.
+    pub probe: Option<Probe>,
 }
 
 /// What a drained `Rtc` left to do.
@@ -245,6 +322,10 @@ impl Peer {
             .clear_codecs()
             .enable_opus(true, false)
             .set_stats_interval(None);
+        if let Some(bps) = config.initial_estimate {
+            // TWCC bandwidth estimation toward the peer: it picks each track's layer.
+            rtc_config = rtc_config.enable_bwe(Some(Bitrate::bps(bps)));
+        }
         for codec in video {
             rtc_config = match codec {
                 VideoCodec::Vp8 => rtc_config.enable_vp8(true),
@@ -277,9 +358,15 @@ impl Peer {
             }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let mut allocator = Allocator::new(PolicyConfig::default());
+        if config.initial_estimate.is_none() {
+            // No estimation: as if the link carried anything; the views alone decide.
+            allocator.estimate(UNLIMITED_BPS, now);
+        }
         let mut timers = TimerTable::default();
         timers.set(Timer::Rtc, now);
         timers.set(Timer::Idle, now + config.ice_timeout);
+        timers.set(Timer::Layers, now + crate::layers::TICK);
         Self {
             id,
             room,
@@ -299,6 +386,9 @@ impl Peer {
             pending: None,
             last_input: now,
             timers,
+            allocator,
+            estimate: None,
+            probe: None,
         }
     }
 
@@ -316,7 +406,7 @@ impl Peer {
             return Written::Skipped;
         };
         let written = out.write(mid, &mut self.rtc, p);
-        if let Written::Sent = written {
+        if let Written::Sent | Written::Switched = written {
             self.packets_out[p.kind as usize] += 1;
         }
         written
@@ -373,16 +463,25 @@ impl Peer {
         }
     }
 
-    /// The published track of the incoming stream `ssrc`, remembered once str0m knows the
-    /// stream's m-line.
-    pub(crate) fn track_of(&mut self, ssrc: Ssrc) -> Option<TrackId> {
+    /// The published track of the incoming stream `ssrc` and the layer it carries,
+    /// remembered once str0m knows the stream's m-line (and `rid`).
+    pub(crate) fn track_of(
+        &mut self,
+        ssrc: Ssrc,
+        tracks: &HashMap<TrackId, Track>,
+    ) -> Option<(TrackId, u8)> {
         if let Some(t) = self.rx_tracks.get(&ssrc) {
             return Some(*t);
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
-        let t = mid.and_then(|m| self.published.get(&m)).copied()?;
-        self.rx_tracks.insert(ssrc, t);
-        Some(t)
+        let (mid, rid) = self
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))?;
+        let t = self.published.get(&mid).copied()?;
+        let layer = tracks.get(&t)?.layer_of(rid)?;
+        self.rx_tracks.insert(ssrc, (t, layer));
+        Some((t, layer))
     }
 
     /// The negotiated parameters of payload type `pt` on this peer.

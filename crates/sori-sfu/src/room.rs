@@ -5,14 +5,18 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Mid, Pt, Rid, Rids};
 
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TapId, TrackId};
 use crate::keyframe::VideoCodec;
 use crate::output::{RemoveReason, SfuEvent};
 use crate::peer::Peer;
+use crate::rewrite::StreamRewriter;
 use crate::sfu::Sfu;
+use crate::simulcast::gate::LayerGate;
+use crate::simulcast::policy::Priority;
+use crate::simulcast::source::{rank_rids, SourceLayer, MAX_LAYERS};
 use crate::throttle::KeyframeThrottle;
 
 /// How a room decides who receives what.
@@ -40,9 +44,38 @@ pub(crate) struct Track {
     pub(crate) kind: MediaKind,
     pub(crate) codec: Option<VideoCodec>,
     pub(crate) subscribers: Vec<(PeerId, Mid)>,
-    pub(crate) taps: Vec<TapId>,
-    pub(crate) throttle: KeyframeThrottle,
+    pub(crate) taps: Vec<TrackTap>,
+    /// Its encodings, lowest first: one, or one per simulcast `rid`.
+    pub(crate) layers: Vec<SourceLayer>,
+    /// Receivers' bandwidth goes to screen shares first.
+    pub(crate) priority: Priority,
     pub(crate) params: Vec<(Pt, PayloadParams)>,
+}
+
+/// A tap on a track: one layer of it (the highest that arrives), numbered as one stream.
+pub(crate) struct TrackTap {
+    pub(crate) id: TapId,
+    pub(crate) gate: LayerGate,
+    pub(crate) rewriter: StreamRewriter,
+}
+
+impl Track {
+    /// The index of the layer sent with `rid` (a packet without one belongs to the lowest).
+    pub(crate) fn layer_of(&self, rid: Option<Rid>) -> Option<u8> {
+        match rid {
+            None => Some(0),
+            Some(rid) => self
+                .layers
+                .iter()
+                .position(|l| l.rid == Some(rid))
+                .map(|i| i as u8),
+        }
+    }
+
+    /// The highest layer.
+    pub(crate) fn top(&self) -> u8 {
+        self.layers.len().saturating_sub(1) as u8
+    }
 }
 
 impl Sfu {
@@ -152,6 +185,24 @@ impl Sfu {
         room.tracks.insert(track);
         let automatic = room.forwarding == Forwarding::Automatic;
         let codec = (kind == MediaKind::Video).then_some(room.video).flatten();
+        let rids: Vec<Rid> = match peer.rtc.media(mid).map(|m| m.rids_rx()) {
+            Some(Rids::Specific(rids)) if kind == MediaKind::Video => rank_rids(rids),
+            _ => Vec::new(),
+        };
+        let throttle = || {
+            KeyframeThrottle::new(
+                self.config.keyframe_request_interval,
+                self.config.keyframe_request_on_start_interval,
+            )
+        };
+        let layers: Vec<SourceLayer> = if rids.is_empty() {
+            vec![SourceLayer::new(None, throttle())]
+        } else {
+            rids.into_iter()
+                .take(MAX_LAYERS)
+                .map(|r| SourceLayer::new(Some(r), throttle()))
+                .collect()
+        };
         self.tracks.insert(
             track,
             Track {
@@ -162,14 +213,12 @@ impl Sfu {
                 codec,
                 subscribers: Vec::new(),
                 taps: Vec::new(),
-                throttle: KeyframeThrottle::new(
-                    self.config.keyframe_request_interval,
-                    self.config.keyframe_request_on_start_interval,
-                ),
+                layers,
+                priority: Priority::Camera,
                 params: Vec::new(),
             },
         );
-        tracing::debug!(%id, %track, ?kind, "track published");
+        tracing::debug!(%id, %track, ?kind, layers = self.tracks[&track].layers.len(), "track published");
         self.events.push_back(SfuEvent::TrackPublished {
             peer: id,
             track,
@@ -189,7 +238,7 @@ impl Sfu {
         };
         if let Some(publisher) = self.peers.get_mut(&track.publisher) {
             publisher.published.remove(&track.mid);
-            publisher.rx_tracks.retain(|_, t| *t != track_id);
+            publisher.rx_tracks.retain(|_, (t, _)| *t != track_id);
         }
         if let Some(room) = self.rooms.get_mut(&track.room) {
             room.tracks.remove(&track_id);

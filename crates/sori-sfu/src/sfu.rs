@@ -101,9 +101,9 @@ impl Sfu {
                     .peers
                     .get(&id)
                     .and_then(|p| p.out.get(&req.mid))
-                    .map(|o| o.source);
-                if let Some(track) = source {
-                    self.request_keyframe_of(track, req.kind, Urgency::Repair, now);
+                    .and_then(|o| Some((o.source, o.gate.target?)));
+                if let Some((track, layer)) = source {
+                    self.request_keyframe_of(track, layer, req.kind, Urgency::Repair, now);
                 }
             }
             Event::Connected => {
@@ -113,14 +113,15 @@ impl Sfu {
                 peer.connected = true;
                 tracing::debug!(%id, "connected");
                 self.events.push_back(SfuEvent::Connected { peer: id });
-                let video: Vec<TrackId> = peer
+                let video: Vec<(TrackId, u8)> = peer
                     .out
                     .values()
                     .filter(|o| o.kind == MediaKind::Video)
-                    .map(|o| o.source)
+                    .filter_map(|o| Some((o.source, o.gate.target?)))
                     .collect();
-                for track in video {
-                    self.request_keyframe_of(track, KeyframeRequestKind::Pli, Urgency::Start, now);
+                for (track, layer) in video {
+                    let pli = KeyframeRequestKind::Pli;
+                    self.request_keyframe_of(track, layer, pli, Urgency::Start, now);
                 }
             }
             Event::MediaAdded(added) => {
@@ -152,6 +153,7 @@ impl Sfu {
                     _ => {}
                 }
             }
+            Event::EgressBitrateEstimate(kind) => self.estimate(id, kind, now),
             Event::Closed => self.board.doomed.push((id, RemoveReason::DtlsClosed)),
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(%id, ?state, "ICE state");

@@ -20,12 +20,14 @@ pub(crate) enum Timer {
     Idle = 1,
     /// A keyframe request the throttle held back on one of the peer's tracks may go out.
     KeyframeRetry = 2,
+    /// Time to look at the peer's simulcast layers again ([`crate::layers`]).
+    Layers = 3,
 }
 
 /// When each [`Timer`] of a peer fires (`None`: not armed).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 3],
+    at: [Option<Instant>; 4],
 }
 
 impl TimerTable {
@@ -96,6 +98,7 @@ impl Sfu {
             }
         }
         self.board.settle(peer);
+        self.layer_tick(id, now);
     }
 }
 

@@ -5,7 +5,10 @@
 //! it reads back ([`ReceiverStats`], [`LayerCensus`]). [`policy`] decides the layer per
 //! (receiver, track) without any IO.
 
+pub(crate) mod gate;
 pub mod policy;
+pub(crate) mod source;
+pub(crate) mod vp8;
 
 use crate::id::TrackId;
 

@@ -12,7 +12,7 @@ use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, Input, Output};
 
-use super::{answer, client, sfu_with, try_join, write, Client, SERVER};
+use super::{answer, client, sfu_with, try_join_simulcast, write, write_layer, Client, SERVER};
 
 /// One direction between a client and the core.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,17 @@ pub struct Link {
     pub sent: u64,
     /// Of those, lost.
     pub lost: u64,
+    /// A bottleneck: bits per second the link carries (`None`: unlimited). Datagrams queue
+    /// behind each other; one that would wait longer than [`QUEUE_LIMIT`] is dropped.
+    pub rate: Option<u64>,
+    /// When the bottleneck is free again.
+    busy_until: Option<Instant>,
+    /// Of the datagrams lost, those the full queue dropped.
+    pub dropped: u64,
 }
+
+/// The longest a datagram waits in a bottleneck's queue before it is dropped instead.
+pub const QUEUE_LIMIT: Duration = Duration::from_millis(250);
 
 impl Link {
     pub fn new(loss: f64, delay: Duration) -> Link {
@@ -34,7 +44,34 @@ impl Link {
             delay,
             sent: 0,
             lost: 0,
+            rate: None,
+            busy_until: None,
+            dropped: 0,
         }
+    }
+
+    /// Lossless, 10 ms, carrying at most `bps` bits per second.
+    pub fn capped(bps: u64) -> Link {
+        Link {
+            rate: Some(bps),
+            ..Link::default()
+        }
+    }
+
+    /// When a datagram of `len` bytes put on the link at `now` arrives, or `None` when the
+    /// bottleneck's queue is full.
+    fn arrival(&mut self, now: Instant, len: usize) -> Option<Instant> {
+        let Some(rate) = self.rate else {
+            return Some(now + self.delay);
+        };
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        if start - now > QUEUE_LIMIT {
+            self.dropped += 1;
+            return None;
+        }
+        let wire = Duration::from_nanos(len as u64 * 8 * 1_000_000_000 / rate);
+        self.busy_until = Some(start + wire);
+        Some(start + wire + self.delay)
     }
 }
 
@@ -66,6 +103,30 @@ pub struct Member {
     pub keyframes_sent: Vec<u64>,
     /// Keyframe requests answered (by the next frame being a keyframe).
     answered: usize,
+    /// Simulcast: what was sent in each layer, lowest first.
+    pub layers: Vec<LayerSent>,
+}
+
+/// What a simulcast publisher sent in one layer.
+pub struct LayerSent {
+    pub rid: String,
+    /// Every frame written, in order.
+    pub frames: Vec<Vec<u8>>,
+    /// Indexes (into `frames`) of its keyframes.
+    pub keyframes: Vec<usize>,
+    /// Keyframe requests for this layer answered.
+    answered: usize,
+}
+
+impl LayerSent {
+    fn new(rid: &str) -> LayerSent {
+        LayerSent {
+            rid: rid.to_string(),
+            frames: Vec::new(),
+            keyframes: Vec::new(),
+            answered: 0,
+        }
+    }
 }
 
 /// A datagram on a link.
@@ -97,7 +158,7 @@ pub struct Harness {
 /// The payload of video frame `n`: a VP8 keyframe or interframe of `size` bytes, tagged with
 /// its number.
 pub fn vp8_frame(n: u64, key: bool, size: usize) -> Vec<u8> {
-    let mut data = vec![0u8; size.max(8)];
+    let mut data = vec![0u8; size.max(16)];
     // VP8 payload header: bit 0 clear marks a keyframe.
     data[0] = if key { 0x10 } else { 0x11 };
     data[3..11].copy_from_slice(&n.to_be_bytes()[..8]);
@@ -128,9 +189,14 @@ impl Harness {
     /// A new client joins `room`, sending audio and video, over the links `up` and `down`;
     /// returns its index. The core's offers are answered at once.
     pub fn join(&mut self, room: &str, up: Link, down: Link) -> usize {
+        self.join_simulcast(room, &[], up, down)
+    }
+
+    /// As [`Harness::join`], the video offered as one simulcast encoding per `rid`.
+    pub fn join_simulcast(&mut self, room: &str, rids: &[&str], up: Link, down: Link) -> usize {
         let i = self.members.len();
         let mut c = client(i as u8, self.now);
-        let peer = try_join(&mut self.sfu, &mut c, room, self.now).expect("join");
+        let peer = try_join_simulcast(&mut self.sfu, &mut c, room, rids, self.now).expect("join");
         self.members.push(Member {
             client: c,
             peer,
@@ -143,6 +209,7 @@ impl Harness {
             frames_sent: 0,
             keyframes_sent: Vec::new(),
             answered: 0,
+            layers: rids.iter().map(|r| LayerSent::new(r)).collect(),
         });
         self.drain();
         i
@@ -248,6 +315,46 @@ impl Harness {
         );
         m.frames_sent += 1;
         self.drain();
+    }
+
+    /// Simulcast member `i` writes its next frame in every layer, `sizes[l]` bytes in layer
+    /// `l`: a keyframe in a layer whose keyframe was asked for (or the first frame).
+    pub fn write_layers(&mut self, i: usize, sizes: &[usize]) {
+        let now = self.now;
+        let m = &mut self.members[i];
+        let n = m.frames_sent;
+        let ts = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
+        for (l, size) in sizes.iter().enumerate() {
+            let layer = &mut m.layers[l];
+            let asked = m
+                .client
+                .keyframe_rids
+                .iter()
+                .filter(|r| r.is_some_and(|r| *r == layer.rid))
+                .count();
+            let key = n == 0 || layer.answered < asked;
+            layer.answered = asked;
+            let mut data = vp8_frame(n, key, *size);
+            data[11] = l as u8;
+            if key {
+                layer.keyframes.push(layer.frames.len());
+            }
+            layer.frames.push(data.clone());
+            let rid = layer.rid.clone();
+            write_layer(&mut m.client, MediaKind::Video, Some(&rid), now, ts, &data);
+        }
+        m.frames_sent += 1;
+        self.drain();
+    }
+
+    /// Simulcast member `i` streams every layer at 30 frames a second until `t`.
+    pub fn stream_layers_until(&mut self, i: usize, sizes: &[usize], t: Instant) {
+        let frame = Duration::from_micros(33_333);
+        while self.now + frame <= t {
+            self.write_layers(i, sizes);
+            self.run_for(frame);
+        }
+        self.run_until(t);
     }
 
     /// Member `i` streams video at 30 frames a second until `t`.
@@ -365,7 +472,10 @@ impl Harness {
                             m.connected_at = Some(now);
                         }
                         Event::MediaData(d) => m.client.received.push(d),
-                        Event::KeyframeRequest(_) => m.client.keyframe_requests.push(now),
+                        Event::KeyframeRequest(r) => {
+                            m.client.keyframe_requests.push(now);
+                            m.client.keyframe_rids.push(r.rid);
+                        }
                         _ => {}
                     }
                 }
@@ -399,9 +509,13 @@ impl Harness {
             link.lost += 1;
             return;
         }
+        let Some(at) = link.arrival(self.now, contents.len()) else {
+            link.lost += 1;
+            return;
+        };
         self.sent += 1;
         self.flight.push(InFlight {
-            at: self.now + link.delay,
+            at,
             seq: self.sent,
             to,
             from: member,

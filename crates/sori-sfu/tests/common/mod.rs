@@ -9,7 +9,7 @@
 mod harness;
 
 #[allow(unused_imports)]
-pub use harness::{Harness, Link};
+pub use harness::{frame_number as harness_frame_number, vp8_frame, Harness, Link};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use sori_sfu::{PeerId, Sfu, SfuConfig, SfuEvent};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, MediaData, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
@@ -46,6 +48,8 @@ pub struct Client {
     pub send: Vec<(MediaKind, Mid)>,
     /// When keyframe requests (PLI/FIR) reached it.
     pub keyframe_requests: Vec<Instant>,
+    /// The simulcast `rid` each of those asked for (`None`: no simulcast).
+    pub keyframe_rids: Vec<Option<Rid>>,
 }
 
 /// A client with str0m's default Opus and VP8 configuration.
@@ -72,6 +76,7 @@ pub fn client_with(i: u8, config: RtcConfig, now: Instant) -> Client {
         received: Vec::new(),
         send: Vec::new(),
         keyframe_requests: Vec::new(),
+        keyframe_rids: Vec::new(),
     }
 }
 
@@ -87,9 +92,25 @@ pub fn try_join(
     room: &str,
     now: Instant,
 ) -> Result<PeerId, sori_sfu::SfuError> {
+    try_join_simulcast(sfu, c, room, &[], now)
+}
+
+/// Publishes audio and video in `room`, the video as one encoding per `rid` (none: one
+/// encoding without simulcast), or returns the core's refusal.
+pub fn try_join_simulcast(
+    sfu: &mut Sfu,
+    c: &mut Client,
+    room: &str,
+    rids: &[&str],
+    now: Instant,
+) -> Result<PeerId, sori_sfu::SfuError> {
+    let simulcast = (!rids.is_empty()).then(|| Simulcast {
+        send: rids.iter().map(|r| SimulcastLayer::new(r)).collect(),
+        recv: Vec::new(),
+    });
     let mut api = c.rtc.sdp_api();
     let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
     let (offer, pending) = api.apply().unwrap();
     let (peer, answer) = sfu.join(room, &offer.to_sdp_string(), now)?;
     c.rtc
@@ -116,7 +137,10 @@ pub fn pump(
                     Output::Transmit(t) => sfu.handle_datagram(*now, c.addr, SERVER, &t.contents),
                     Output::Event(Event::Connected) => c.connected = true,
                     Output::Event(Event::MediaData(d)) => c.received.push(d),
-                    Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests.push(*now),
+                    Output::Event(Event::KeyframeRequest(r)) => {
+                        c.keyframe_requests.push(*now);
+                        c.keyframe_rids.push(r.rid);
+                    }
                     Output::Event(_) => {}
                 }
             }
@@ -181,12 +205,27 @@ pub fn settle(
 
 /// Writes one frame on the client's sending m-line of `kind`.
 pub fn write(c: &mut Client, kind: MediaKind, now: Instant, ts: MediaTime, data: &[u8]) {
+    write_layer(c, kind, None, now, ts, data)
+}
+
+/// Writes one frame on the client's sending m-line of `kind`, in the simulcast layer `rid`.
+pub fn write_layer(
+    c: &mut Client,
+    kind: MediaKind,
+    rid: Option<&str>,
+    now: Instant,
+    ts: MediaTime,
+    data: &[u8],
+) {
     let (_, mid) = *c
         .send
         .iter()
         .find(|(k, _)| *k == kind)
         .expect("a sending m-line of that kind");
-    let w = c.rtc.writer(mid).unwrap();
+    let mut w = c.rtc.writer(mid).unwrap();
+    if let Some(rid) = rid {
+        w = w.rid(Rid::from(rid));
+    }
     let pt = w.payload_params().next().unwrap().pt();
     w.write(pt, now, ts, data.to_vec()).unwrap();
 }

@@ -117,6 +117,8 @@ pub struct MediaSection {
     pub keyframe_request_on_start_interval: Duration,
     #[serde(rename = "rtx_history_ms", deserialize_with = "values::millis")]
     pub rtx_history: Duration,
+    /// 0: bandwidth estimation off.
+    pub initial_estimate_kbps: u64,
     #[serde(deserialize_with = "values::codecs")]
     pub video_codecs: Vec<VideoCodec>,
 }
@@ -524,6 +526,8 @@ impl Config {
             keyframe_request_on_start_interval: m.keyframe_request_on_start_interval,
             rtx_history: m.rtx_history,
             video_codecs: m.video_codecs.clone(),
+            initial_estimate: (m.initial_estimate_kbps > 0)
+                .then(|| m.initial_estimate_kbps.saturating_mul(1000)),
         }
     }
 

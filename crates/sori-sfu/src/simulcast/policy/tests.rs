@@ -1,0 +1,575 @@
+//! The layer policy on virtual time: a fixed base `Instant` plus durations.
+
+use super::*;
+
+const Q: u64 = 150_000;
+const H: u64 = 500_000;
+const F: u64 = 1_500_000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Three layers 180/360/720 lines at 150 k / 500 k / 1.5 Mbit/s.
+fn three_layers() -> Vec<Layer> {
+    [(Q, 180), (H, 360), (F, 720)]
+        .into_iter()
+        .map(|(bitrate_bps, h)| Layer {
+            bitrate_bps,
+            height: Some(h),
+            temporal_bps: Vec::new(),
+        })
+        .collect()
+}
+
+fn demand(id: u64, priority: Priority, layers: Vec<Layer>) -> Demand {
+    Demand {
+        track: TrackId(id),
+        priority,
+        layers,
+        view: View::default(),
+    }
+}
+
+fn camera(id: u64) -> Demand {
+    demand(id, Priority::Camera, three_layers())
+}
+
+fn choice(a: &Allocation, i: usize) -> Option<Choice> {
+    a.choices[i].1
+}
+
+fn spatial(a: &Allocation, i: usize) -> u8 {
+    choice(a, i).expect("a visible track gets a layer").spatial
+}
+
+/// A receiver with one estimate at `t0` and its first allocation.
+fn start(demands: &[Demand], estimate: u64, t0: Instant) -> (Allocator, Allocation) {
+    let mut p = Allocator::new(PolicyConfig::default());
+    p.estimate(estimate, t0);
+    let a = p.allocate(demands, t0);
+    (p, a)
+}
+
+#[test]
+fn steps_down_at_once_as_the_estimate_falls() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, a) = start(&d, 5_000_000, t0);
+    assert_eq!(
+        spatial(&a, 0),
+        2,
+        "a new track starts where the estimate allows"
+    );
+
+    let t = t0 + secs(1);
+    p.estimate(1_200_000, t);
+    assert_eq!(p.next_check(), Some(t), "a downgrade is due at once");
+    let a = p.allocate(&d, t);
+    assert_eq!(
+        spatial(&a, 0),
+        1,
+        "f no longer fits 1.2 Mbit/s (with the 20 % margin): h, same call"
+    );
+    assert_eq!(p.next_check(), None);
+
+    // Within the 20 % margin the layer stays (500 k ≤ 430 k × 1.2).
+    p.estimate(430_000, t + ms(100));
+    assert_eq!(spatial(&p.allocate(&d, t + ms(100)), 0), 1);
+    p.estimate(400_000, t + ms(200));
+    let a = p.allocate(&d, t + ms(200));
+    assert_eq!(
+        choice(&a, 0),
+        Some(Choice {
+            spatial: 0,
+            temporal: None
+        })
+    );
+    assert_eq!(
+        a.probe,
+        Some(Probe {
+            minimum_bps: Q,
+            desired_bps: H * 115 / 100
+        })
+    );
+}
+
+#[test]
+fn climbs_only_after_the_hold_and_probes_first() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, a) = start(&d, 200_000, t0);
+    assert_eq!(spatial(&a, 0), 0);
+    let probe = a.probe.expect("a visible track: a probe");
+    assert_eq!(probe.minimum_bps, Q);
+    assert_eq!(probe.desired_bps, H * 115 / 100, "toward h with headroom");
+    assert_eq!(p.next_check(), None, "the estimate does not cover h yet");
+
+    // The estimate covers h (575 k) but not f (1.725 M) from t = 10 s.
+    let t1 = t0 + secs(10);
+    p.estimate(600_000, t1);
+    assert_eq!(p.next_check(), Some(t1 + ms(2500)));
+    assert_eq!(
+        spatial(&p.allocate(&d, t1 + ms(2499)), 0),
+        0,
+        "still holding"
+    );
+    let a = p.allocate(&d, t1 + ms(2500));
+    assert_eq!(spatial(&a, 0), 1, "up after the hold");
+    assert_eq!(a.probe.map(|p| p.desired_bps), Some(F * 115 / 100));
+
+    // An estimate that dips below the next step restarts its hold.
+    let t2 = t1 + secs(5);
+    p.estimate(2_000_000, t2);
+    p.estimate(1_600_000, t2 + secs(2));
+    p.estimate(2_000_000, t2 + secs(3));
+    assert_eq!(spatial(&p.allocate(&d, t2 + secs(5)), 0), 1);
+    assert_eq!(p.next_check(), Some(t2 + ms(5500)));
+    assert_eq!(spatial(&p.allocate(&d, t2 + ms(5500)), 0), 2);
+    assert_eq!(p.next_check(), None, "at the top");
+}
+
+/// The estimator seen from the policy: it reports what the link carries, but no more than it
+/// has been asked to probe toward a second earlier (or the start rate).
+struct ProbingLink {
+    capacity: u64,
+    asked: VecDeque<(Instant, u64)>,
+    reach: u64,
+}
+
+impl ProbingLink {
+    fn estimate_at(&mut self, now: Instant) -> u64 {
+        while let Some(&(t, desired)) = self.asked.front() {
+            if now.saturating_duration_since(t) < secs(1) {
+                break;
+            }
+            self.reach = self.reach.max(desired);
+            self.asked.pop_front();
+        }
+        self.reach.min(self.capacity)
+    }
+}
+
+#[test]
+fn climbs_from_the_lowest_to_the_top_within_ten_seconds() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, mut a) = start(&d, 200_000, t0);
+    let mut link = ProbingLink {
+        capacity: 3_000_000,
+        asked: VecDeque::new(),
+        reach: 200_000,
+    };
+    let mut top_at = None;
+    let mut asked_max = 0;
+    for tick in 1..=200 {
+        let now = t0 + ms(100) * tick;
+        if let Some(probe) = a.probe {
+            link.asked.push_back((now, probe.desired_bps));
+            asked_max = asked_max.max(probe.desired_bps);
+        }
+        p.estimate(link.estimate_at(now), now);
+        let before = spatial(&a, 0);
+        a = p.allocate(&d, now);
+        let layer = three_layers()[usize::from(spatial(&a, 0))].bitrate_bps;
+        if spatial(&a, 0) > before {
+            assert!(asked_max >= layer * 115 / 100, "probed before the upgrade");
+        }
+        if spatial(&a, 0) == 2 && top_at.is_none() {
+            top_at = Some(now);
+        }
+    }
+    let took = top_at.expect("reaches f").duration_since(t0);
+    assert!(took <= secs(10), "q to f took {took:?}");
+}
+
+#[test]
+fn a_lifted_cap_climbs_at_once_when_the_estimate_long_covered_it() {
+    let t0 = Instant::now();
+    let mut d = [camera(1)];
+    d[0].view.height = 180;
+    let (mut p, a) = start(&d, 4_000_000, t0);
+    assert_eq!(spatial(&a, 0), 0);
+    assert_eq!(
+        a.probe.map(|p| p.desired_bps),
+        Some(Q),
+        "nothing to probe for"
+    );
+    p.estimate(4_000_000, t0 + secs(20));
+    d[0].view.height = 720;
+    let t = t0 + secs(30);
+    assert_eq!(
+        spatial(&p.allocate(&d, t), 0),
+        2,
+        "no hold: covered for 30 s"
+    );
+    d[0].view.height = 360;
+    assert_eq!(
+        spatial(&p.allocate(&d, t), 0),
+        1,
+        "a smaller tile: down at once"
+    );
+}
+
+#[test]
+fn a_lifted_cap_waits_the_hold_of_a_new_estimate() {
+    let t0 = Instant::now();
+    let mut d = [camera(1)];
+    d[0].view.quality = Quality::Low;
+    let (mut p, _) = start(&d, 300_000, t0);
+    let t1 = t0 + secs(60);
+    p.estimate(2_000_000, t1);
+    assert_eq!(spatial(&p.allocate(&d, t1), 0), 0, "pinned low");
+    d[0].view.quality = Quality::Auto;
+    assert_eq!(spatial(&p.allocate(&d, t1 + secs(1)), 0), 0);
+    assert_eq!(p.next_check(), Some(t1 + ms(2500)));
+    assert_eq!(spatial(&p.allocate(&d, t1 + ms(2500)), 0), 2, "q to f");
+}
+
+/// The estimate over time: `center` ±10 % as a square or triangle wave of the given period.
+fn wave(center: u64, period: Duration, square: bool, t: Duration) -> u64 {
+    let phase = (t.as_millis() % period.as_millis()) as f64 / period.as_millis() as f64;
+    let swing = if square {
+        if phase < 0.5 {
+            1.0
+        } else {
+            -1.0
+        }
+    } else {
+        1.0 - 4.0 * (phase - 0.5).abs() // -1 at the start and end, +1 halfway
+    };
+    (center as f64 * (1.0 + 0.1 * swing)) as u64
+}
+
+/// A first estimate `first`, then five minutes of a `center` ±10 % estimate every `every`,
+/// allocating after each: the number of layer switches, and the layer at the end.
+fn oscillate(
+    first: u64,
+    center: u64,
+    period: Duration,
+    square: bool,
+    every: Duration,
+) -> (usize, u8) {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, a) = start(&d, first, t0);
+    let mut layer = spatial(&a, 0);
+    let mut switches = 0;
+    let mut t = Duration::ZERO;
+    while t < secs(300) {
+        t += every;
+        let estimate = wave(center, period, square, t);
+        p.estimate(estimate, t0 + t);
+        let now = spatial(&p.allocate(&d, t0 + t), 0);
+        // The lowest estimate keeps the layers it covers with the margin and, with the
+        // headroom, is enough to climb to them.
+        let low = center * 9 / 10;
+        let kept = [Q, H, F].iter().filter(|&&b| b * 105 / 100 <= low).count();
+        let reached = [Q, H, F].iter().filter(|&&b| b * 115 / 100 <= low).count();
+        assert!(
+            usize::from(now.min(layer)) + 1 >= kept.min(usize::from(layer) + 1),
+            "no downgrade below what the lowest estimate carries"
+        );
+        if t > secs(30) {
+            assert!(
+                usize::from(now) + 1 >= reached,
+                "not stuck below {reached} layers"
+            );
+        }
+        switches += usize::from(now != layer);
+        layer = now;
+    }
+    (switches, layer)
+}
+
+#[test]
+fn an_estimate_swinging_across_a_boundary_switches_at_most_once_per_20_s() {
+    let mut worst = (0, 0, Duration::ZERO);
+    for boundary in [H, F] {
+        // Around the boundary, across both thresholds (margin 20 %, headroom 15 %), and above.
+        for center_percent in [80, 85, 90, 95, 100, 105, 108, 110, 115, 120] {
+            let center = boundary * center_percent / 100;
+            for period in [1, 2, 4, 8, 12, 17, 24, 30].map(secs) {
+                for square in [true, false] {
+                    for every in [ms(100), ms(500)] {
+                        let first = wave(center, period, square, Duration::ZERO);
+                        let (switches, _) = oscillate(first, center, period, square, every);
+                        assert!(
+                            switches <= 15,
+                            "{switches} switches around {center} every {period:?}"
+                        );
+                        if switches > worst.0 {
+                            worst = (switches, center, period);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Not vacuous: some swing crosses a threshold (with a 20 % margin and 15 % headroom, a
+    // ±10 % swing cannot cross both, so a run switches at most once).
+    assert!(worst.0 >= 1, "some swing crosses a threshold: {worst:?}");
+}
+
+#[test]
+fn an_estimate_swinging_well_above_a_layer_reaches_it() {
+    // From q, 1.3 × 1.5 M ± 10 %: even the lows cover f with headroom.
+    for period in [1, 4, 17, 30].map(secs) {
+        let (switches, layer) = oscillate(Q, F * 13 / 10, period, true, ms(100));
+        assert_eq!((switches, layer), (1, 2), "{period:?}");
+    }
+    // From h, a swing between 1.35 and 1.65 Mbit/s never covers 1.725: h stays.
+    let (switches, layer) = oscillate(H, F, secs(17), false, ms(100));
+    assert_eq!((switches, layer), (0, 1));
+}
+
+#[test]
+fn a_flap_lengthens_the_hold_and_stability_shortens_it_again() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, _) = start(&d, 600_000, t0);
+    assert_eq!(spatial(&p.allocate(&d, t0), 0), 1);
+    p.estimate(2_000_000, t0 + secs(1));
+    assert_eq!(spatial(&p.allocate(&d, t0 + ms(3500)), 0), 2);
+    // Down 5 s after the upgrade: a flap, the hold triples to 7.5 s.
+    p.estimate(1_000_000, t0 + secs(5));
+    assert_eq!(spatial(&p.allocate(&d, t0 + secs(5)), 0), 1);
+    let t1 = t0 + secs(6);
+    p.estimate(2_000_000, t1);
+    assert_eq!(p.next_check(), Some(t1 + ms(7500)));
+    assert_eq!(spatial(&p.allocate(&d, t1 + ms(7400)), 0), 1);
+    assert_eq!(spatial(&p.allocate(&d, t1 + ms(7500)), 0), 2);
+    // Another flap: 22.5 s. It halves after each minute without a flap (11.25 s, 5.625 s).
+
+    let t2 = t1 + secs(10);
+    p.estimate(1_000_000, t2);
+    assert_eq!(spatial(&p.allocate(&d, t2), 0), 1);
+    p.estimate(2_000_000, t2 + secs(50));
+    assert_eq!(p.next_check(), Some(t2 + secs(50) + ms(11250)));
+    p.estimate(1_000_000, t2 + secs(55));
+    p.estimate(2_000_000, t2 + secs(130));
+    assert_eq!(p.next_check(), Some(t2 + secs(130) + ms(5625)));
+}
+
+#[test]
+fn below_the_lowest_layer_the_lowest_step_still_goes() {
+    let t0 = Instant::now();
+    let mut with_temporal = camera(2);
+    with_temporal.layers[0].temporal_bps = vec![50_000, 90_000, Q];
+    let d = [camera(1), with_temporal];
+    let (mut p, a) = start(&d, 20_000, t0);
+    assert_eq!(
+        a.choices,
+        vec![
+            (
+                TrackId(1),
+                Some(Choice {
+                    spatial: 0,
+                    temporal: None
+                })
+            ),
+            (
+                TrackId(2),
+                Some(Choice {
+                    spatial: 0,
+                    temporal: Some(0)
+                })
+            ),
+        ]
+    );
+    p.estimate(0, t0 + secs(1));
+    assert_eq!(p.next_check(), None, "at the floors: no downgrade due");
+    assert_eq!(p.allocate(&d, t0 + secs(1)).choices, a.choices);
+}
+
+#[test]
+fn a_hidden_tile_pauses_and_a_shown_one_resumes() {
+    let t0 = Instant::now();
+    let mut d = [camera(1), camera(2)];
+    d[1].view.visible = false;
+    let (mut p, a) = start(&d, 3_000_000, t0);
+    assert_eq!(choice(&a, 1), None);
+    assert_eq!(spatial(&a, 0), 2);
+    d[0].view.visible = false;
+    let a = p.allocate(&d, t0 + secs(1));
+    assert_eq!(a.choices, vec![(TrackId(1), None), (TrackId(2), None)]);
+    assert_eq!(a.probe, None);
+    d[1].view.visible = true;
+    let a = p.allocate(&d, t0 + secs(2));
+    assert_eq!((choice(&a, 0), spatial(&a, 1)), (None, 2));
+}
+
+#[test]
+fn a_small_tile_gets_the_small_layer_whatever_the_estimate() {
+    let t0 = Instant::now();
+    let mut known = camera(1);
+    let mut unknown = camera(2);
+    for l in &mut unknown.layers {
+        l.height = None;
+    }
+    for (height, want) in [(180, 0), (181, 1), (360, 1), (700, 2), (1080, 2), (0, 2)] {
+        for d in [&mut known, &mut unknown] {
+            d.view.width = height * 16 / 9;
+            d.view.height = height;
+        }
+        let (_, a) = start(&[known.clone(), unknown.clone()], 50_000_000, t0);
+        assert_eq!((spatial(&a, 0), spatial(&a, 1)), (want, want), "{height}");
+    }
+    // A lower layer's unknown height is half the known one above it.
+    unknown.layers[2].height = Some(1080);
+    unknown.view.height = 500;
+    assert_eq!(spatial(&start(&[unknown], 50_000_000, t0).1, 0), 1);
+}
+
+#[test]
+fn a_screen_share_gets_its_best_layer_before_the_cameras() {
+    let t0 = Instant::now();
+    let mut screen = demand(3, Priority::Screen, three_layers());
+    screen.layers[2].bitrate_bps = 900_000;
+    // Listed last: priority, not order, decides.
+    let d = [camera(1), camera(2), screen.clone()];
+    let (_, a) = start(&d, 1_200_000, t0);
+    assert_eq!([spatial(&a, 0), spatial(&a, 1), spatial(&a, 2)], [0, 0, 2]);
+
+    // The cameras came first and hold h; the screen share pushes them down on arrival.
+    let (mut p, a) = start(&d[..2], 1_200_000, t0);
+    assert_eq!([spatial(&a, 0), spatial(&a, 1)], [1, 1], "fair: both at h");
+    let a = p.allocate(&d, t0 + secs(1));
+    assert_eq!([spatial(&a, 0), spatial(&a, 1), spatial(&a, 2)], [0, 0, 2]);
+    assert_eq!(a.probe.map(|p| p.minimum_bps), Some(2 * Q + 900_000));
+}
+
+#[test]
+fn temporal_layers_when_even_the_lowest_layer_is_too_much() {
+    let t0 = Instant::now();
+    let mut d = [camera(1)];
+    d[0].layers[0].temporal_bps = vec![40_000, 80_000, Q];
+    let pick = |a: &Allocation| choice(a, 0).map(|c| (c.spatial, c.temporal));
+    let (mut p, a) = start(&d, 100_000, t0);
+    assert_eq!(pick(&a), Some((0, Some(1))), "80 k of the 100 k");
+    p.estimate(60_000, t0 + secs(1));
+    assert_eq!(pick(&p.allocate(&d, t0 + secs(1))), Some((0, Some(0))));
+    p.estimate(30_000, t0 + secs(2));
+    assert_eq!(pick(&p.allocate(&d, t0 + secs(2))), Some((0, Some(0))));
+    p.estimate(200_000, t0 + secs(3));
+    assert_eq!(pick(&p.allocate(&d, t0 + secs(3))), Some((0, Some(0))));
+    let a = p.allocate(&d, t0 + ms(5500));
+    assert_eq!(pick(&a), Some((0, None)), "all frame rates after the hold");
+}
+
+#[test]
+fn a_pinned_quality_overrides_the_tile_not_the_estimate() {
+    let t0 = Instant::now();
+    let pinned = |quality, layers: usize, estimate| {
+        let mut d = camera(1);
+        d.layers.truncate(layers);
+        d.view.height = 180;
+        d.view.quality = quality;
+        spatial(&start(&[d], estimate, t0).1, 0)
+    };
+    assert_eq!(pinned(Quality::Low, 3, 50_000_000), 0);
+    assert_eq!(pinned(Quality::Medium, 3, 50_000_000), 1);
+    assert_eq!(pinned(Quality::High, 3, 50_000_000), 2);
+    assert_eq!(pinned(Quality::High, 3, 700_000), 1, "the estimate caps");
+    assert_eq!(pinned(Quality::High, 3, 10_000), 0, "the floor stays");
+    assert_eq!(pinned(Quality::Medium, 2, 50_000_000), 1);
+    assert_eq!(pinned(Quality::Medium, 1, 50_000_000), 0);
+}
+
+#[test]
+fn no_estimate_yet_starts_from_the_assumed_one_and_waits() {
+    let t0 = Instant::now();
+    let mut p = Allocator::new(PolicyConfig::default());
+    let one = [camera(1)];
+    assert_eq!(spatial(&p.allocate(&one, t0), 0), 1, "600 k: h");
+    assert_eq!(p.next_check(), None);
+    assert_eq!(
+        spatial(&p.allocate(&one, t0 + secs(60)), 0),
+        1,
+        "no upgrade"
+    );
+    let mut p = Allocator::new(PolicyConfig::default());
+    let a = p.allocate(&[camera(1), camera(2)], t0);
+    assert_eq!([spatial(&a, 0), spatial(&a, 1)], [0, 0]);
+}
+
+/// A deterministic pseudo-random walk (64-bit LCG) of estimates, views and layer rates.
+#[test]
+fn random_walks_keep_the_invariants() {
+    let mut seed: u64 = 0x5eed_f0a1_5011;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        let mut p = Allocator::new(PolicyConfig::default());
+        let mut d: Vec<Demand> = (0..4).map(camera).collect();
+        d[3].priority = Priority::Screen;
+        d[2].layers[0].temporal_bps = vec![40_000, 90_000, Q];
+        d[1].layers.truncate(1);
+        let mut estimate = None;
+        for step in 0..2_000 {
+            let now = t0 + ms(50) * step;
+            match next(10) {
+                0..=5 => {
+                    let bps = next(4_000_000);
+                    p.estimate(bps, now);
+                    estimate = Some(bps);
+                }
+                6 => d[next(4) as usize].view.visible = next(4) != 0,
+                7 => d[next(4) as usize].view.height = [0, 180, 360, 720][next(4) as usize],
+                8 => d[next(4) as usize].layers[0].bitrate_bps = 100_000 + next(100_000),
+                _ => {}
+            }
+            let a = p.allocate(&d, now);
+            check(&d, &a, estimate.unwrap_or(600_000));
+            if let Some(t) = p.next_check() {
+                assert!(t > now, "no check due right after allocating");
+            }
+        }
+    }
+}
+
+/// Visible ↔ a choice within the track's layers; the total above the floors within the
+/// estimate plus the downgrade margin.
+fn check(demands: &[Demand], a: &Allocation, estimate: u64) {
+    assert_eq!(a.choices.len(), demands.len());
+    let (mut sum, mut floors) = (0, 0);
+    for (d, (track, c)) in demands.iter().zip(&a.choices) {
+        assert_eq!(*track, d.track);
+        assert_eq!(c.is_some(), d.view.visible);
+        let Some(c) = c else { continue };
+        let layer = &d.layers[usize::from(c.spatial)];
+        match c.temporal {
+            Some(t) => {
+                assert_eq!(c.spatial, 0);
+                assert!(usize::from(t) + 1 < layer.temporal_bps.len());
+                sum += layer.temporal_bps[usize::from(t)];
+            }
+            None => {
+                sum += d.layers[..=usize::from(c.spatial)]
+                    .iter()
+                    .map(|l| l.bitrate_bps)
+                    .max()
+                    .unwrap_or(0)
+            }
+        }
+        floors += d.layers[0]
+            .temporal_bps
+            .first()
+            .copied()
+            .unwrap_or(d.layers[0].bitrate_bps);
+    }
+    assert!(
+        sum <= floors
+            .max(estimate * (100 + PolicyConfig::default().downgrade_margin_percent) / 100),
+        "{sum} allocated for an estimate of {estimate}"
+    );
+}

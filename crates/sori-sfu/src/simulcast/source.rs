@@ -1,0 +1,219 @@
+//! A published track's layers as the core sees them at the publisher: each one's `rid`, its
+//! measured bitrate, its frame height, its keyframe-request throttle and when it last arrived.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+
+use crate::throttle::KeyframeThrottle;
+
+/// Most layers a track may have; more `rid`s in an offer are not forwarded.
+pub(crate) const MAX_LAYERS: usize = 4;
+/// Most temporal layers told apart (VP8 `TID` 0..=3).
+pub(crate) const MAX_TEMPORAL: usize = 4;
+/// A layer from which nothing arrived for this long is not arriving: receivers are not switched
+/// to it (the publisher paused it, or its own uplink dropped it).
+pub(crate) const ARRIVING: Duration = Duration::from_millis(1500);
+
+/// Bitrate over a sliding window of [`RateMeter::BUCKETS`] buckets of [`RateMeter::BUCKET`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RateMeter {
+    /// (bucket start, bytes), oldest first.
+    buckets: VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    const BUCKET: Duration = Duration::from_millis(250);
+    const BUCKETS: usize = 8;
+
+    /// Counts `bytes` arriving at `now`.
+    pub(crate) fn add(&mut self, bytes: usize, now: Instant) {
+        match self.buckets.back_mut() {
+            Some((start, b)) if now < *start + Self::BUCKET => *b += bytes as u64,
+            _ => {
+                self.buckets.push_back((now, bytes as u64));
+                if self.buckets.len() > Self::BUCKETS {
+                    self.buckets.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Bits per second over the window ending at `now` (0 when nothing arrived in it).
+    pub(crate) fn bps(&self, now: Instant) -> u64 {
+        let window = Self::BUCKET * Self::BUCKETS as u32;
+        let from = now.checked_sub(window);
+        let bytes: u64 = self
+            .buckets
+            .iter()
+            .filter(|(t, _)| from.is_none_or(|f| *t >= f))
+            .map(|(_, b)| b)
+            .sum();
+        bytes * 8 * 1000 / window.as_millis() as u64
+    }
+}
+
+/// One encoding of a published track.
+#[derive(Debug)]
+pub(crate) struct SourceLayer {
+    /// Its `rid` (`None`: the track is sent as one encoding).
+    pub(crate) rid: Option<Rid>,
+    pub(crate) throttle: KeyframeThrottle,
+    /// All of its packets.
+    pub(crate) meter: RateMeter,
+    /// Its packets per temporal layer (`TID`), when the codec says.
+    pub(crate) temporal: [RateMeter; MAX_TEMPORAL],
+    /// Whether any packet carried a temporal layer id.
+    pub(crate) has_temporal: bool,
+    /// The last measured bitrate while it was arriving (kept while it is paused).
+    pub(crate) last_bps: u64,
+    /// Its frame height, from its last keyframe.
+    pub(crate) height: Option<u32>,
+    pub(crate) last_packet: Option<Instant>,
+    /// Whether the publisher was last told to send it (dynacast), and when someone last
+    /// wanted it.
+    pub(crate) active: bool,
+    pub(crate) last_wanted: Option<Instant>,
+}
+
+impl SourceLayer {
+    pub(crate) fn new(rid: Option<Rid>, throttle: KeyframeThrottle) -> Self {
+        Self {
+            rid,
+            throttle,
+            meter: RateMeter::default(),
+            temporal: Default::default(),
+            has_temporal: false,
+            last_bps: 0,
+            height: None,
+            last_packet: None,
+            active: true,
+            last_wanted: None,
+        }
+    }
+
+    /// Whether packets of it arrive now.
+    pub(crate) fn arriving(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < ARRIVING)
+    }
+
+    /// One of its packets arrived.
+    pub(crate) fn packet(&mut self, bytes: usize, tid: Option<u8>, now: Instant) {
+        self.meter.add(bytes, now);
+        if let Some(t) = tid {
+            self.has_temporal = true;
+            if let Some(m) = self.temporal.get_mut(t as usize) {
+                m.add(bytes, now);
+            }
+        }
+        self.last_packet = Some(now);
+    }
+
+    /// Its bitrate for layer selection: measured while arriving, else the last measured one,
+    /// else a guess from its rank among `count` layers.
+    pub(crate) fn bitrate(&mut self, rank: usize, count: usize, now: Instant) -> u64 {
+        let measured = self.meter.bps(now);
+        if self.arriving(now) && measured > 0 {
+            self.last_bps = measured;
+        }
+        if self.last_bps > 0 {
+            return self.last_bps;
+        }
+        // 1.5 Mbit/s for the top layer, a quarter of it per layer below.
+        let below = count.saturating_sub(rank + 1) as u32;
+        1_500_000 / 4u64.pow(below)
+    }
+
+    /// Cumulative bitrates of its temporal layers (empty: none seen).
+    pub(crate) fn temporal_bps(&self, now: Instant) -> Vec<u64> {
+        if !self.has_temporal {
+            return Vec::new();
+        }
+        let mut sum = 0;
+        let mut out: Vec<u64> = self
+            .temporal
+            .iter()
+            .map(|m| {
+                sum += m.bps(now);
+                sum
+            })
+            .collect();
+        while out.len() > 1 && out[out.len() - 1] == out[out.len() - 2] {
+            out.pop();
+        }
+        out
+    }
+}
+
+/// Orders a simulcast offer's `rid`s from the lowest layer to the highest: by the names the
+/// usual conventions give them (`q`/`h`/`f`, `l`/`m`/`h`, `low`/`mid`/`high`, numbers), and
+/// otherwise as the offer lists them (browsers list encodings lowest first by convention).
+pub(crate) fn rank_rids(rids: &[Rid]) -> Vec<Rid> {
+    const SCHEMES: [&[&str]; 3] = [&["q", "h", "f"], &["l", "m", "h"], &["low", "mid", "high"]];
+    let names: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
+    for scheme in SCHEMES {
+        if names.iter().all(|n| scheme.contains(&n.as_str())) {
+            let mut out = rids.to_vec();
+            out.sort_by_key(|r| scheme.iter().position(|s| *s == r.to_string()));
+            return out;
+        }
+    }
+    if names.iter().all(|n| n.parse::<u32>().is_ok()) {
+        let mut out = rids.to_vec();
+        out.sort_by_key(|r| r.to_string().parse::<u32>().unwrap_or(0));
+        return out;
+    }
+    rids.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rids(names: &[&str]) -> Vec<Rid> {
+        names.iter().map(|n| Rid::from(*n)).collect()
+    }
+
+    fn names(rids: &[Rid]) -> Vec<String> {
+        rids.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn rids_are_ordered_lowest_first() {
+        assert_eq!(names(&rank_rids(&rids(&["f", "h", "q"]))), ["q", "h", "f"]);
+        assert_eq!(names(&rank_rids(&rids(&["h", "m", "l"]))), ["l", "m", "h"]);
+        assert_eq!(names(&rank_rids(&rids(&["2", "0", "1"]))), ["0", "1", "2"]);
+        assert_eq!(names(&rank_rids(&rids(&["h", "f"]))), ["h", "f"]);
+        assert_eq!(names(&rank_rids(&rids(&["b", "a"]))), ["b", "a"]);
+    }
+
+    #[test]
+    fn the_meter_measures_the_last_two_seconds() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        // 125 bytes every 10 ms for 3 s: 100 kbit/s.
+        for i in 0..300 {
+            m.add(125, t0 + Duration::from_millis(10 * i));
+        }
+        let bps = m.bps(t0 + Duration::from_millis(3000));
+        assert!((90_000..=110_000).contains(&bps), "{bps}");
+        // Silence: the window empties.
+        assert_eq!(m.bps(t0 + Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn a_paused_layer_keeps_its_last_bitrate() {
+        let t0 = Instant::now();
+        let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
+        assert_eq!(l.bitrate(0, 3, t0), 1_500_000 / 16);
+        for i in 0..200 {
+            l.packet(1000, None, t0 + Duration::from_millis(10 * i));
+        }
+        let now = t0 + Duration::from_secs(2);
+        let live = l.bitrate(0, 3, now);
+        assert!((700_000..=900_000).contains(&live), "{live}");
+        assert_eq!(l.bitrate(0, 3, now + Duration::from_secs(30)), live);
+    }
+}
