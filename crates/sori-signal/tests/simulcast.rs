@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::stub::{self, StubMedia, UNKNOWN_TRACK};
 use common::{flush, offer, Client};
 use serde_json::{json, Value};
-use sori_media::sori_sfu::{Quality, ReceiverStats, TrackId, TrackLayer, View};
+use sori_media::sori_sfu::{
+    MediaKind, Priority, Quality, ReceiverStats, TrackId, TrackLayer, View,
+};
 use sori_media::{PeerRef, PeerSignal};
 use sori_signal::{Limits, SignalConfig};
 
@@ -217,4 +219,47 @@ async fn layers_go_to_the_publisher_alone() {
     );
     let seen = flush(&mut b, "after the layers").await;
     assert!(seen.iter().all(|m| m["type"] != "layers"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_published_screen_share_gets_the_screen_priority() {
+    let (stub, url) = stub_server(None, Limits::default()).await;
+    let (mut c, _) = Client::join(&url, "priority", "Ada").await;
+    // The browser's one video m-line is its screen share.
+    let sdp = offer();
+    let video = sdp.split("m=video").nth(1).unwrap();
+    let mid = video
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .unwrap();
+    c.send(json!({"type": "offer", "sdp": sdp, "roles": {mid: "screen"}}));
+    c.expect("answer").await;
+    stub.signal(
+        0,
+        PeerSignal::Published {
+            track: TrackId(3),
+            kind: MediaKind::Video,
+        },
+    );
+    stub.wait_until("a priority", |s| !s.priorities().is_empty())
+        .await;
+    assert_eq!(stub.priorities(), [(TrackId(3), Priority::Screen)]);
+
+    // A camera keeps the default: nothing is set for it (Ada sees Grace's track as a camera).
+    with_media(&url, "priority", "Grace").await;
+    stub.signal(
+        1,
+        PeerSignal::Published {
+            track: TrackId(4),
+            kind: MediaKind::Video,
+        },
+    );
+    loop {
+        let updated = c.expect("participant-updated").await;
+        if let Some(tracks) = updated["participant"].get("tracks") {
+            assert_eq!(tracks, &json!({"track-4": "camera"}));
+            break;
+        }
+    }
+    assert_eq!(stub.priorities(), [(TrackId(3), Priority::Screen)]);
 }

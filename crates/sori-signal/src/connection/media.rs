@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sori_media::sori_sfu::{MediaKind, RemoveReason};
+use sori_media::sori_sfu::{MediaKind, Priority, RemoveReason};
 use sori_media::PeerSignal;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -193,10 +193,17 @@ impl Forwarder {
             }
             PeerSignal::Published { track, kind } => {
                 if kind == MediaKind::Video {
-                    self.hub
+                    let role = self
+                        .hub
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .published_video(&self.me, track.to_string());
+                    if role == Some(TrackRole::Screen) {
+                        // Receivers give a screen share their bandwidth before cameras.
+                        if let Err(e) = self.media.set_priority(track, Priority::Screen).await {
+                            tracing::debug!(%track, "screen priority not applied: {e}");
+                        }
+                    }
                 }
                 self.recordings
                     .published(&self.me.room, &self.me.id, &self.name, track, kind)

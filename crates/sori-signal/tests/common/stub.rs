@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use sori_media::sori_sfu::{ReceiverStats, TrackId, View};
+use sori_media::sori_sfu::{Priority, ReceiverStats, TrackId, View};
 use sori_media::{
     BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
 };
@@ -30,12 +30,14 @@ struct Inner {
     stats: Option<ReceiverStats>,
     /// How many times `receiver_stats` was asked.
     stats_asked: u64,
+    /// Every priority set, in order.
+    priorities: Vec<(TrackId, Priority)>,
 }
 
 /// The stand-in; [`StubMedia::calls`] counts the calls that tests wait for.
 pub struct StubMedia {
     inner: Mutex<Inner>,
-    /// Bumped by every `join`, `set_view` and `receiver_stats`.
+    /// Bumped by every `join`, `set_view`, `set_priority` and `receiver_stats`.
     calls: watch::Sender<u64>,
 }
 
@@ -61,6 +63,11 @@ impl StubMedia {
     /// The views taken so far.
     pub fn views(&self) -> Vec<(PeerRef, TrackId, View)> {
         self.lock().views.clone()
+    }
+
+    /// The priorities set so far.
+    pub fn priorities(&self) -> Vec<(TrackId, Priority)> {
+        self.lock().priorities.clone()
     }
 
     /// Sends `signal` to the `index`th peer that joined.
@@ -148,6 +155,18 @@ impl MediaBackend for StubMedia {
                 )));
             }
             self.lock().views.push((peer.clone(), track, view));
+            self.called();
+            Ok(())
+        })
+    }
+
+    fn set_priority(
+        &self,
+        track: TrackId,
+        priority: Priority,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.lock().priorities.push((track, priority));
             self.called();
             Ok(())
         })
