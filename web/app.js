@@ -142,7 +142,8 @@ async function handle(msg) {
   reduce(msg);
   const effect = effects[msg.type];
   if (effect) await effect(msg);
-  if (state.me && msg.type !== 'pong') render();
+  // `stats` and `layers` change nothing drawn (the quality badges refresh on their own).
+  if (state.me && !['pong', 'stats', 'layers'].includes(msg.type)) render();
 }
 
 const refusedJoin = ['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',

@@ -197,7 +197,7 @@ export async function onLayers(msg) {
   const params = t.sender.getParameters();
   let changed = false;
   for (const e of params.encodings || []) {
-    if (!e.rid || !(e.rid in msg.active)) continue;
+    if (!e.rid || !Object.hasOwn(msg.active, e.rid)) continue;
     const active = msg.active[e.rid] === true;
     if (e.active !== active) {
       e.active = active;

@@ -52,6 +52,8 @@ export function attach(t) {
 
 /** Stops watching a tile that is gone. */
 export function detach(t) {
+  // Should the track come back, the media server starts it from a default view: send it anew.
+  if (t.sentId) sent.delete(t.sentId);
   watched.delete(t);
   seen.unobserve(t.tile);
   resized.unobserve(t.tile);
@@ -103,6 +105,7 @@ function sendViews() {
     const json = JSON.stringify(view);
     if (sent.get(id) === json) continue;
     sent.set(id, json);
+    t.sentId = id;
     tracks[id] = view;
   }
   if (Object.keys(tracks).length) send({ type: 'view', tracks });
@@ -132,9 +135,12 @@ function describeLayer(id) {
 
 async function refreshBadges() {
   for (const t of [...watched]) {
-    const height = await frameHeight(t);
-    setText(t.badge, height ? `${height}p` : '–');
-    setAttr(t.badge, 'title', describeLayer(serverTrackId(t)));
+    const id = serverTrackId(t);
+    const got = state.stats && id && state.stats.tracks && state.stats.tracks[id];
+    // Paused by the media server (too little bandwidth): the picture stands still.
+    const height = got && got.paused ? 0 : await frameHeight(t);
+    setText(t.badge, got && got.paused ? 'paused' : (height ? `${height}p` : '–'));
+    setAttr(t.badge, 'title', describeLayer(id));
   }
 }
 

@@ -106,6 +106,7 @@ test('a receiver reports its tile as a view, gets stats, and shows the received 
   await display('none');
   await pollPage(grace, (id) => window.sori.views()[id].visible === false, track);
   await pollPage(grace, (id) => window.sori.stats.tracks[id].paused === true, track, 10000);
+  await pollPage(grace, () => document.querySelector('[data-testid="quality"]').textContent === 'paused');
   await display('');
   await pollPage(grace, (id) => window.sori.views()[id].visible === true, track);
   await pollPage(grace, (id) => window.sori.stats.tracks[id].paused === false, track, 10000);
