@@ -40,6 +40,29 @@ async function inboundFrom(name) {
   return out;
 }
 
+/** The video from the participant named `name`: the height of the frames it decodes now and
+ * the running totals of its `inbound-rtp` stats (frames, packets, packets lost after repair,
+ * freezes, keyframes, NACKs and PLIs sent). */
+async function videoFrom(name) {
+  const out = {
+    frameHeight: 0, framesDecoded: 0, packetsReceived: 0, packetsLost: 0, freezeCount: 0,
+    totalFreezesDuration: 0, keyFramesDecoded: 0, nackCount: 0, pliCount: 0,
+  };
+  if (!state.pc) return out;
+  const tracks = [...state.remote.values()]
+    .filter((r) => { const p = participantFor(r.key); return p && p.name === name; })
+    .map((r) => r.track);
+  for (const receiver of state.pc.getReceivers()) {
+    if (!receiver.track || receiver.track.kind !== 'video' || !tracks.includes(receiver.track)) continue;
+    (await receiver.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+      out.frameHeight = Math.max(out.frameHeight, s.frameHeight || 0);
+      for (const k of Object.keys(out)) if (k !== 'frameHeight') out[k] += s[k] || 0;
+    });
+  }
+  return out;
+}
+
 /** Packets this page has sent, per kind. */
 async function outbound() {
   const fields = { audioPackets: ['audio', 'packetsSent'], videoPackets: ['video', 'packetsSent'] };
@@ -57,6 +80,7 @@ async function outboundVideo() {
     out.push({
       mid: s.mid ?? null, rid: s.rid ?? null, frameWidth: s.frameWidth ?? 0,
       frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0, active: s.active ?? null,
+      keyFramesEncoded: s.keyFramesEncoded ?? 0, packetsSent: s.packetsSent ?? 0,
     });
   });
   return out.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
@@ -88,6 +112,7 @@ export function install() {
     iceServers: () => state.iceServers,
     inboundStats,
     inboundFrom,
+    videoFrom,
     outbound,
     outboundVideo,
     /** The server's latest `stats` message (SFU rooms; null before the first). */

@@ -291,6 +291,11 @@ impl Sfu {
     }
 }
 
+/// What a forwarded packet adds to its payload on the wire, in bytes: RTP header with its
+/// extensions (~24), SRTP tag (10), UDP and IPv4 headers (28). A layer's bitrate is measured
+/// with it, as the receiver's estimate is.
+const WIRE_OVERHEAD: usize = 62;
+
 /// Counts a packet of `layer` toward its bitrate; a keyframe answers the layer's pending
 /// requests and tells its frame height. Returns the packet's VP8 temporal layer.
 fn measure(
@@ -310,7 +315,7 @@ fn measure(
             sync: d.sync && d.start,
         })
     });
-    source.packet(payload.len(), temporal.map(|t| t.tid), now);
+    source.packet(payload.len() + WIRE_OVERHEAD, temporal.map(|t| t.tid), now);
     if keyframe {
         source.throttle.keyframe_received(now);
         if let Some((_, h)) = vp8.then(|| vp8::keyframe_size(payload)).flatten() {

@@ -25,8 +25,12 @@ use crate::timers::Timer;
 pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// What one received audio track takes of a receiver's estimate (Opus with its overhead).
 const AUDIO_BPS: u64 = 40_000;
+/// A probe toward the next layer that did not raise the estimate is tried again after this,
+/// then after twice as long each time, up to [`PROBE_RETRY_MAX`].
+const PROBE_RETRY: Duration = Duration::from_secs(2);
+const PROBE_RETRY_MAX: Duration = Duration::from_secs(4);
 /// A layer nobody has wanted for this long is paused at its publisher.
-const UNWANTED: Duration = Duration::from_secs(3);
+const UNWANTED: Duration = Duration::from_secs(10);
 
 impl Sfu {
     /// How `peer` shows `track`, one of the video tracks it receives: the layer it gets follows.
@@ -149,14 +153,30 @@ impl Sfu {
             };
             if out.desired.map(|c| c.spatial) != choice.map(|c| c.spatial) {
                 moved.push(track_id);
+                let layers = demands.iter().find(|d| d.track == track_id).map(|d| {
+                    d.layers
+                        .iter()
+                        .map(|l| l.bitrate_bps / 1000)
+                        .collect::<Vec<_>>()
+                });
+                tracing::debug!(
+                    %id, track = %track_id, from = ?out.desired.map(|c| c.spatial),
+                    to = ?choice.map(|c| c.spatial), estimate = ?peer.estimate,
+                    ?layers, "layer chosen"
+                );
             }
             out.desired = choice;
             out.temporal_target = choice.and_then(|c| c.temporal);
-            let target = choice.map(|c| arriving_layer(track, c.spatial, now));
+            let current = out.gate.current;
+            let target = choice.map(|c| layer_to_send(track, c.spatial, current, now));
             if target != out.gate.target {
                 tracing::debug!(%id, track = %track_id, ?target, "layer");
                 out.retarget(target);
-                if let (true, Some(layer)) = (out.gate.switching(), target) {
+                // A layer that does not arrive yet (paused at the publisher until now) starts
+                // with a keyframe when it resumes: asking for one would cost a second.
+                let arrives = |l: u8| track.layers[l as usize].arriving(now);
+                if let (true, Some(layer)) = (out.gate.switching(), target.filter(|l| arrives(*l)))
+                {
                     keyframes.push((track_id, layer));
                 }
             }
@@ -169,10 +189,24 @@ impl Sfu {
                 }
             }
         }
-        if allocation.probe != peer.probe {
+        let changed = allocation.probe != peer.probe;
+        // A probe that did not raise the estimate is tried again, less and less often (the
+        // estimator probes only when the desired rate goes up: each retry raises it by 1 bit/s).
+        let unmet = allocation
+            .probe
+            .is_some_and(|p| p.desired_bps > peer.estimate.unwrap_or(0));
+        let retry = !changed && unmet && peer.probe_retry.is_some_and(|(at, _)| now >= at);
+        if changed || retry {
+            let every = match (changed, peer.probe_retry) {
+                (false, Some((_, every))) => (every * 2).min(PROBE_RETRY_MAX),
+                _ => PROBE_RETRY,
+            };
+            peer.probe_retry = unmet.then_some((now + every, every));
+            peer.probe_bump = if changed { 0 } else { peer.probe_bump + 1 };
             peer.probe = allocation.probe;
             if let Some(probe) = allocation.probe {
-                let (min, desired) = (probe.minimum_bps, probe.desired_bps);
+                let min = probe.minimum_bps;
+                let desired = probe.desired_bps + peer.probe_bump;
                 let set = peer.mutate(|rtc| {
                     rtc.bwe()
                         .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))
@@ -348,6 +382,19 @@ fn measured_layers(track: &mut Track, now: Instant) -> Vec<Layer> {
             temporal_bps: l.temporal_bps(now),
         })
         .collect()
+}
+
+/// The layer to move a receiver on `current` to for a wish of `want`: `want` itself while the
+/// receiver still gets `current` (it keeps flowing until `want`'s first keyframe, also when
+/// `want` is only being resumed at the publisher); otherwise [`arriving_layer`].
+fn layer_to_send(track: &Track, want: u8, current: Option<u8>, now: Instant) -> u8 {
+    let want = want.min(track.top());
+    let served = current.is_some_and(|c| c != want && track.layers[c as usize].arriving(now));
+    if served {
+        want
+    } else {
+        arriving_layer(track, want, now)
+    }
 }
 
 /// The layer to send for a wish of `want`: it, if it arrives; else the nearest one below that

@@ -297,6 +297,10 @@ pub(crate) struct Peer {
     pub estimate: Option<u64>,
     /// What the estimator was last asked to probe for.
     pub probe: Option<Probe>,
+    /// When to probe again if the estimate still falls short, and the gap before that.
+    pub probe_retry: Option<(Instant, Duration)>,
+    /// Added to the desired rate of a repeated probe (the estimator probes when it goes up).
+    pub probe_bump: u64,
 }
 
 /// What a drained `Rtc` left to do.
@@ -389,6 +393,8 @@ impl Peer {
             allocator,
             estimate: None,
             probe: None,
+            probe_retry: None,
+            probe_bump: 0,
         }
     }
 

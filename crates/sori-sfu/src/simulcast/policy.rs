@@ -56,10 +56,10 @@
 //! | [`PolicyConfig`] field | default | meaning |
 //! |---|---|---|
 //! | `hold` | 2.5 s | an upgrade's base hold |
-//! | `max_hold` | 60 s | the longest hold after flaps |
+//! | `max_hold` | 10 s | the longest hold after flaps |
 //! | `hold_growth` | ×3 | the hold's growth per flap |
 //! | `flap_window` | 30 s | a downgrade this soon after an upgrade is a flap |
-//! | `hold_decay` | 60 s | the hold halves per this long without a flap |
+//! | `hold_decay` | 20 s | the hold halves per this long without a flap |
 //! | `upgrade_headroom_percent` | 115 % | an upgrade needs the estimate at 115 % of the new total |
 //! | `downgrade_margin_percent` | 20 % | a downgrade when the total exceeds the estimate by 20 % (the estimator answers a brief overuse, such as a probe that overshot, with 0.85 × the acknowledged rate; a smaller margin would downgrade on every such dip) |
 //! | `initial_estimate_bps` | 600 kbit/s | the estimate assumed before the first one |
@@ -100,10 +100,10 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             hold: Duration::from_millis(2500),
-            max_hold: Duration::from_secs(60),
+            max_hold: Duration::from_secs(10),
             hold_growth: 3,
             flap_window: Duration::from_secs(30),
-            hold_decay: Duration::from_secs(60),
+            hold_decay: Duration::from_secs(20),
             upgrade_headroom_percent: 115,
             downgrade_margin_percent: 20,
             initial_estimate_bps: 600_000,
@@ -386,13 +386,29 @@ impl Allocator {
             // upgrade needs without pushing anyone down).
             let order = fill_order(ladders);
             let next = order.iter().copied().find(|&i| at[i] < ladders[i].cap);
+            let desired_bps =
+                next.map_or(self.allocated_bps, |i| self.next_step_bps(ladders, at, i));
+            // While an upgrade is held, the link carries its rate for real (padding makes up
+            // what the media lacks): an estimate that only a short probe burst produced, on a
+            // link that cannot sustain the rate, falls again before the hold ends.
+            let held = self
+                .pending_bps
+                .zip(self.history.latest())
+                .is_some_and(|(pending, estimate)| estimate >= pending);
+            let minimum_bps = match next {
+                Some(i) if held => self.without_headroom(self.next_step_bps(ladders, at, i)),
+                _ => self.allocated_bps,
+            };
             Probe {
-                minimum_bps: self.allocated_bps,
-                desired_bps: next
-                    .map_or(self.allocated_bps, |i| self.next_step_bps(ladders, at, i)),
+                minimum_bps: minimum_bps.max(self.allocated_bps),
+                desired_bps,
             }
         });
         Allocation { choices, probe }
+    }
+
+    fn without_headroom(&self, bps: u64) -> u64 {
+        bps.saturating_mul(100) / self.config.upgrade_headroom_percent.max(1)
     }
 
     fn with_margin(&self, bps: u64) -> u64 {

@@ -26,6 +26,8 @@ pub(crate) struct RateMeter {
 impl RateMeter {
     const BUCKET: Duration = Duration::from_millis(250);
     const BUCKETS: usize = 8;
+    /// The window measured: [`Self::BUCKETS`] × [`Self::BUCKET`].
+    pub(crate) const WINDOW: Duration = Duration::from_millis(2000);
 
     /// Counts `bytes` arriving at `now`.
     pub(crate) fn add(&mut self, bytes: usize, now: Instant) {
@@ -71,6 +73,9 @@ pub(crate) struct SourceLayer {
     /// Its frame height, from its last keyframe.
     pub(crate) height: Option<u32>,
     pub(crate) last_packet: Option<Instant>,
+    /// When it started arriving (again): its meter covers a whole window only after
+    /// [`RateMeter::WINDOW`].
+    arriving_since: Option<Instant>,
     /// Whether the publisher was last told to send it (dynacast), and when someone last
     /// wanted it.
     pub(crate) active: bool,
@@ -88,6 +93,7 @@ impl SourceLayer {
             last_bps: 0,
             height: None,
             last_packet: None,
+            arriving_since: None,
             active: true,
             last_wanted: None,
         }
@@ -108,20 +114,42 @@ impl SourceLayer {
                 m.add(bytes, now);
             }
         }
+        if !self.arriving(now) {
+            self.arriving_since = Some(now);
+        }
         self.last_packet = Some(now);
     }
 
-    /// Its bitrate for layer selection: measured while arriving, else the last measured one,
-    /// else a guess from its rank among `count` layers.
+    /// Its bitrate for layer selection: measured over a full window while it arrives, else the
+    /// last such measurement (a layer that has just resumed or just stopped has a half-empty
+    /// window that would make it look cheap), else what it measures now, else a guess from its
+    /// rank among `count` layers.
     pub(crate) fn bitrate(&mut self, rank: usize, count: usize, now: Instant) -> u64 {
         let measured = self.meter.bps(now);
-        if self.arriving(now) && measured > 0 {
+        // The window is full: packets arrived all through it, up to now (not a layer that has
+        // just resumed, nor one that has just stopped and whose window is emptying).
+        let full = self
+            .arriving_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= RateMeter::WINDOW)
+            && self
+                .last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < RateMeter::BUCKET * 2);
+        if full && measured > 0 {
             self.last_bps = measured;
+            return measured;
         }
         if self.last_bps > 0 {
-            return self.last_bps;
+            return self.last_bps.max(measured);
         }
-        // 1.5 Mbit/s for the top layer, a quarter of it per layer below.
+        if self.arriving(now) && measured > 0 {
+            return measured;
+        }
+        self.guess(rank, count)
+    }
+
+    /// A bitrate for a layer never measured: 1.5 Mbit/s for the top layer, a quarter of it per
+    /// layer below.
+    fn guess(&self, rank: usize, count: usize) -> u64 {
         let below = count.saturating_sub(rank + 1) as u32;
         1_500_000 / 4u64.pow(below)
     }
@@ -178,6 +206,30 @@ mod tests {
 
     fn names(rids: &[Rid]) -> Vec<String> {
         rids.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn a_resumed_layer_counts_at_its_last_rate_until_its_window_is_full() {
+        let t0 = Instant::now();
+        let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
+        let ms = Duration::from_millis;
+        for i in 0..300 {
+            l.packet(1000, None, t0 + ms(10 * i));
+        }
+        let live = l.bitrate(2, 3, t0 + ms(3000));
+        assert!((700_000..=900_000).contains(&live), "{live}");
+        // Paused for 10 s, then back: 200 ms in, the meter has a tenth of a window.
+        let back = t0 + Duration::from_secs(13);
+        for i in 0..20 {
+            l.packet(1000, None, back + ms(10 * i));
+        }
+        assert_eq!(l.bitrate(2, 3, back + ms(200)), live);
+        // A whole window later it is measured again.
+        for i in 20..220 {
+            l.packet(500, None, back + ms(10 * i));
+        }
+        let now = l.bitrate(2, 3, back + ms(2200));
+        assert!((350_000..=450_000).contains(&now), "{now}");
     }
 
     #[test]

@@ -343,16 +343,15 @@ fn a_flap_lengthens_the_hold_and_stability_shortens_it_again() {
     assert_eq!(p.next_check(), Some(t1 + ms(7500)));
     assert_eq!(spatial(&p.allocate(&d, t1 + ms(7400)), 0), 1);
     assert_eq!(spatial(&p.allocate(&d, t1 + ms(7500)), 0), 2);
-    // Another flap: 22.5 s. It halves after each minute without a flap (11.25 s, 5.625 s).
-
+    // Another flap: 22.5 s, at most 10 s (halving for every 20 s without a flap): an estimate
+    // that covers f from 1 s after the flap on is let up 10 s later.
     let t2 = t1 + secs(10);
     p.estimate(1_000_000, t2);
     assert_eq!(spatial(&p.allocate(&d, t2), 0), 1);
-    p.estimate(2_000_000, t2 + secs(50));
-    assert_eq!(p.next_check(), Some(t2 + secs(50) + ms(11250)));
-    p.estimate(1_000_000, t2 + secs(55));
-    p.estimate(2_000_000, t2 + secs(130));
-    assert_eq!(p.next_check(), Some(t2 + secs(130) + ms(5625)));
+    p.estimate(2_000_000, t2 + secs(1));
+    assert_eq!(p.next_check(), Some(t2 + secs(11)));
+    assert_eq!(spatial(&p.allocate(&d, t2 + ms(10_900)), 0), 1);
+    assert_eq!(spatial(&p.allocate(&d, t2 + secs(11)), 0), 2);
 }
 
 #[test]
