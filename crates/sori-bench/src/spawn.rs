@@ -25,9 +25,15 @@ pub enum SpawnError {
     Timeout(String),
 }
 
-/// Starts `sori serve` from the binary at `sori` on 127.0.0.1 with free ports.
-pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> {
-    let args = [
+/// Starts `sori serve` from the binary at `sori` on 127.0.0.1 with free ports, with the
+/// configuration file `config` if given (the flags here override it).
+pub async fn sori(
+    sori: &str,
+    config: Option<&std::path::Path>,
+    cpus: Option<&str>,
+) -> Result<Server, SpawnError> {
+    let config = config.map(|c| c.to_string_lossy().into_owned());
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -38,6 +44,9 @@ pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> 
         // The benchmark measures media through the SFU; several runs may overlap.
         "--no-turn",
     ];
+    if let Some(c) = &config {
+        args.extend(["--config", c]);
+    }
     start(sori, &args, cpus).await
 }
 

@@ -87,7 +87,11 @@ fn a_receiver_with_other_payload_type_numbers_gets_every_frame_on_its_own_number
     // Until every frame is through: the pacer may hold some back, as the pump's 10 ms rounds
     // deliver datagrams in bursts, which the delay-based estimator reads as a slower link.
     for _ in 0..300 {
-        let frames = clients[&pb].received.iter().filter(|d| *d.pt == 120).count();
+        let frames = clients[&pb]
+            .received
+            .iter()
+            .filter(|d| *d.pt == 120)
+            .count();
         if frames >= 40 {
             break;
         }
