@@ -67,7 +67,8 @@ async function join(room, name) {
   try {
     state.local = await navigator.mediaDevices.getUserMedia({
       audio: true,
-      video: { width: { ideal: 640 }, height: { ideal: 480 } },
+      // 720p where the camera has it: the top simulcast layer (docs/simulcast.md).
+    video: { width: { ideal: 1280 }, height: { ideal: 720 } },
     });
   } catch (err) {
     $('lobby-error').textContent = 'Camera or microphone unavailable: ' + err.message;
@@ -119,6 +120,7 @@ const effects = {
   answer: peer.onAnswer,
   candidate: peer.onCandidate,
   'ice-servers': peer.setIceServers,
+  layers: peer.onLayers,
   recording(msg) {
     if (msg.by && msg.by !== state.me) {
       const who = state.participants.get(msg.by);
@@ -140,7 +142,8 @@ async function handle(msg) {
   reduce(msg);
   const effect = effects[msg.type];
   if (effect) await effect(msg);
-  if (state.me && msg.type !== 'pong') render();
+  // `stats` and `layers` change nothing drawn (the quality badges refresh on their own).
+  if (state.me && !['pong', 'stats', 'layers'].includes(msg.type)) render();
 }
 
 const refusedJoin = ['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',

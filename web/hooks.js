@@ -1,8 +1,10 @@
 // `window.sori`: numbers for automation and the browser tests — when the page started, when the
-// first remote frame decoded, and what the peer connection sent and received.
+// first remote frame decoded, what the peer connection sent and received, and the simulcast
+// views and stats.
 
 import { state, participantFor } from './store.js';
 import { timing, describeTracks } from './tiles.js';
+import { sentViews } from './quality.js';
 
 function count(report, type, fields) {
   const out = Object.fromEntries(Object.keys(fields).map((k) => [k, 0]));
@@ -45,6 +47,21 @@ async function outbound() {
   return count(await state.pc.getStats(), 'outbound-rtp', fields);
 }
 
+/** Each video encoding this page sends: its `rid` (null without simulcast), frame size,
+ * frames encoded and whether it is active. */
+async function outboundVideo() {
+  if (!state.pc) return [];
+  const out = [];
+  (await state.pc.getStats()).forEach((s) => {
+    if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
+    out.push({
+      mid: s.mid ?? null, rid: s.rid ?? null, frameWidth: s.frameWidth ?? 0,
+      frameHeight: s.frameHeight ?? 0, framesEncoded: s.framesEncoded ?? 0, active: s.active ?? null,
+    });
+  });
+  return out.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
+}
+
 /** The ICE candidate pair media uses now: each side's type, protocol, address and port. */
 async function selectedPair() {
   if (!state.pc) return null;
@@ -72,6 +89,11 @@ export function install() {
     inboundStats,
     inboundFrom,
     outbound,
+    outboundVideo,
+    /** The server's latest `stats` message (SFU rooms; null before the first). */
+    get stats() { return state.stats; },
+    /** The `view` last sent for each remote video, by media-server track id. */
+    views: sentViews,
     selectedPair,
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,

@@ -1,10 +1,13 @@
 // The one RTCPeerConnection: to the media server (SFU rooms, send-only, the server offers what
 // it forwards) or to the other browser (P2P rooms). Every offer and answer names the role of
-// each sending video by mid: `camera` or `screen`.
+// each sending video by mid: `camera` or `screen`. To the media server, videos go as simulcast:
+// several encodings of one track (docs/simulcast.md), of which the server forwards each
+// receiver one and asks (`layers`) for the encodings no one receives to pause.
 
 import { state } from './store.js';
 import { send } from './signaling.js';
 import { setStatus } from './page.js';
+import { reset as resetViews } from './quality.js';
 
 const hooks = { onTrack: () => {}, onTrackGone: () => {} };
 
@@ -12,6 +15,58 @@ const hooks = { onTrack: () => {}, onTrackGone: () => {} };
 export function onRemoteTracks(h) { Object.assign(hooks, h); }
 
 function direction() { return state.peerId ? 'sendrecv' : 'sendonly'; }
+
+/** The simulcast encodings of a camera and of a screen share, lowest first (docs/simulcast.md).
+ * No `scalabilityMode`: Firefox ESR drops it, and one setting for both browsers is simpler. */
+export const ENCODINGS = {
+  camera: [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+  ],
+  screen: [
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_000_000 },
+  ],
+};
+
+/** Senders that asked for simulcast, and what for: sender -> 'camera' | 'screen'. */
+const simulcastSenders = new WeakMap();
+
+/**
+ * Adds `track` to `pc`: as simulcast (the encodings of `role`) to the media server, as one
+ * encoding to the other browser or where the browser cannot send simulcast.
+ */
+function addTrack(pc, track, stream, role) {
+  const init = { direction: direction(), streams: [stream] };
+  if (track.kind !== 'video' || state.peerId) return pc.addTransceiver(track, init);
+  try {
+    const sendEncodings = ENCODINGS[role].map((e) => ({ ...e }));
+    const transceiver = pc.addTransceiver(track, { ...init, sendEncodings });
+    simulcastSenders.set(transceiver.sender, role);
+    return transceiver;
+  } catch (err) {
+    console.warn('simulcast not available, sending one encoding:', err.message);
+    return pc.addTransceiver(track, init);
+  }
+}
+
+/**
+ * A media server that did not take simulcast leaves the browser sending the first encoding
+ * alone (the smallest): that one is made the full-size, top-bitrate one instead.
+ */
+async function unicastFallback(pc) {
+  for (const t of pc.getTransceivers()) {
+    const role = simulcastSenders.get(t.sender);
+    if (!role || !t.sender.track) continue;
+    const params = t.sender.getParameters();
+    const encodings = params.encodings || [];
+    if (encodings.length !== 1 || (encodings[0].scaleResolutionDownBy || 1) === 1) continue;
+    const top = ENCODINGS[role][ENCODINGS[role].length - 1];
+    Object.assign(encodings[0], { scaleResolutionDownBy: 1, maxBitrate: top.maxBitrate });
+    try { await t.sender.setParameters(params); } catch (err) { console.warn('one encoding', err); }
+  }
+}
 
 /** Connects media the way the room's mode says. */
 export async function startMedia() {
@@ -34,9 +89,8 @@ export function createPc(peerId) {
   const pc = new RTCPeerConnection({ iceServers: state.iceServers });
   state.pc = pc;
   state.peerId = peerId;
-  for (const track of state.local.getTracks()) {
-    pc.addTransceiver(track, { direction: direction(), streams: [state.local] });
-  }
+  resetViews();
+  for (const track of state.local.getTracks()) addTrack(pc, track, state.local, 'camera');
   if (state.screen) addScreen(state.screen.getVideoTracks()[0]);
   pc.onicecandidate = (e) => {
     if (e.candidate && state.peerId && pc === state.pc) {
@@ -127,7 +181,31 @@ export async function onOffer(msg) {
 }
 
 export async function onAnswer(msg) {
-  if (state.pc) await state.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  const pc = state.pc;
+  if (!pc) return;
+  await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  if (!msg.from) await unicastFallback(pc);
+}
+
+/** `layers`: the media server says which encodings of the video on `mid` anyone receives;
+ * the others stop being encoded until they are wanted again. */
+export async function onLayers(msg) {
+  const pc = state.pc;
+  if (!pc || state.peerId || !msg.active) return;
+  const t = pc.getTransceivers().find((tr) => tr.mid === msg.mid);
+  if (!t || !t.sender.track) return;
+  const params = t.sender.getParameters();
+  let changed = false;
+  for (const e of params.encodings || []) {
+    if (!e.rid || !Object.hasOwn(msg.active, e.rid)) continue;
+    const active = msg.active[e.rid] === true;
+    if (e.active !== active) {
+      e.active = active;
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  try { await t.sender.setParameters(params); } catch (err) { console.warn('layers', err); }
 }
 
 export async function onCandidate(msg) {
@@ -142,9 +220,14 @@ export function setIceServers() {
   } catch (err) { console.warn('ice servers', err); }
 }
 
-/** Sends the screen share too; negotiationneeded sends the new offer. */
+/** Sends the screen share too, sharp rather than smooth; negotiationneeded sends the new offer. */
 export function addScreen(track) {
-  if (state.pc) state.pc.addTransceiver(track, { direction: direction(), streams: [state.screen] });
+  if (!state.pc) return;
+  if ('contentHint' in track) track.contentHint = 'detail';
+  const { sender } = addTrack(state.pc, track, state.screen, 'screen');
+  const params = sender.getParameters();
+  params.degradationPreference = 'maintain-resolution';
+  sender.setParameters(params).catch((err) => console.warn('screen degradation preference', err.message));
 }
 
 /** Stops sending `tracks` (a screen share that ended). */

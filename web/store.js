@@ -15,6 +15,7 @@ export const state = {
   recording: false,
   chat: [],                // chat messages and moderation notices, in order
   peerRoles: new Map(),    // P2P: the other browser's track roles, by mid
+  stats: null,             // SFU: the media server's latest `stats` (what this browser receives)
   leaving: false,
   // Media, set by peer.js and app.js.
   local: null,             // camera + mic MediaStream
@@ -76,6 +77,8 @@ export const reducers = {
   },
   removed() {},
   'ice-servers'(s, m) { s.iceServers = m.ice_servers || []; },
+  stats(s, m) { s.stats = m; },
+  layers() {},
   error() {},
   pong() {},
 };
@@ -98,6 +101,6 @@ export function resetRoom() {
   Object.assign(state, {
     me: null, permissions: null, participants: new Map(), chat: [], recording: false,
     serverMuted: { audio: false, video: false }, muted: { audio: false, video: false },
-    peerRoles: new Map(), locked: false,
+    peerRoles: new Map(), locked: false, stats: null,
   });
 }

@@ -3,8 +3,9 @@
 
 import { state, participantFor } from './store.js';
 import { $ } from './page.js';
+import * as quality from './quality.js';
 
-const tiles = new Map(); // "key|role" -> { tile, video, audio, caption, stream, role }
+const tiles = new Map(); // "key|role" -> { tile, video, audio, caption, stream, role, badge, pin }
 
 /** Numbers for automation: when the first remote frame decoded. */
 export const timing = { firstRemoteFrameAt: null };
@@ -65,6 +66,7 @@ function createTile(role) {
     tile.append(video, caption);
   }
   $('grid').append(tile);
+  quality.attach(t);
   watchFirstFrame(video);
   return t;
 }
@@ -100,6 +102,7 @@ export function render() {
   const want = wanted();
   for (const [id, t] of tiles) {
     if (!want.has(id)) {
+      quality.detach(t);
       t.tile.remove();
       tiles.delete(id);
     }
@@ -113,6 +116,8 @@ export function render() {
     syncTracks(t, w.tracks);
     label(t, w.key);
   }
+  // A track or a "Camera off" may have changed what a tile shows.
+  quality.schedule();
 }
 
 /** Each remote track: whose, its kind, its role, and whether its sender stated the role. */

@@ -57,6 +57,13 @@ for (const { label, room, extra, mode, firefoxFirst } of rooms) {
     }
     console.log(`${label} with ${await firefox.version()}, ${firefoxFirst ? 'Chrome' : 'Fox'} joining second: ${report.join('; ')}`);
     for (const page of Object.values(pages)) await assertUdp(page);
+    // Both browsers send their camera to the media server as three simulcast encodings, and
+    // to each other as one.
+    const rids = mode === 'sfu' ? ['f', 'h', 'q'] : ['-'];
+    for (const page of Object.values(pages)) {
+      const sent = await page.evaluate(async () => (await window.sori.outboundVideo()).map((e) => e.rid || '-').sort());
+      assert.deepEqual(sent, rids, `${new URL(page.url()).searchParams.get('name')} in ${label}`);
+    }
     await fox.browserContext().close();
     await chrome.context().close();
   });

@@ -1,7 +1,7 @@
 // Leaving, closing the tab, a killed browser, and mute state, as the others see them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, launchKillableBrowser, joinPage, waitForVideoFrom, assertUdp, split } from './helpers.js';
+import { serverAndBrowser, launchKillableBrowser, joinPage, pollPage, waitForVideoFrom, assertUdp, split } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -58,6 +58,13 @@ for (const mode of ['sfu', 'p2p']) {
       return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
     }, null, { timeout: 15000, polling: 100 });
     assert.equal(await b.getByTestId('remote-video').count(), 1, 'still one camera tile for Ada');
+    // To the media server the camera goes as three encodings and the screen as two
+    // (docs/simulcast.md); to the other browser each as one.
+    const rids = mode === 'sfu' ? ['f', 'f', 'h', 'h', 'q'] : ['-', '-'];
+    await pollPage(a, async (want) => {
+      const sent = (await window.sori.outboundVideo()).map((e) => e.rid || '-').sort();
+      return JSON.stringify(sent) === JSON.stringify(want);
+    }, rids, 15000);
     // The roles come from Ada's browser through the server, not from the order of arrival
     // (except through a remote media server, which does not report published tracks).
     const stated = !(split && mode === 'sfu');

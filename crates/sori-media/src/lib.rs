@@ -25,8 +25,8 @@ use std::pin::Pin;
 
 pub use sori_sfu;
 use sori_sfu::{
-    CoreState, Counters, LayerCensus, MediaKind, PeerId, ReceiverStats, RemoveReason, TapPacket,
-    TrackId, View,
+    CoreState, Counters, LayerCensus, MediaKind, PeerId, Priority, ReceiverStats, RemoveReason,
+    TapPacket, TrackId, View,
 };
 use tokio::sync::mpsc;
 
@@ -74,6 +74,17 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
         track: TrackId,
         view: View,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Whether `track` is a screen share or a camera: receivers give a screen share their
+    /// bandwidth first. A media server that does not choose layers ignores it.
+    fn set_priority(
+        &self,
+        track: TrackId,
+        priority: Priority,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        let _ = (track, priority);
+        Box::pin(async { Ok(()) })
+    }
 
     /// What the participant receives: its bandwidth estimate and the layer of each video track
     /// (`None`: this media server does not say).

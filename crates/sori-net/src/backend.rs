@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sori_media::{BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, Tap};
-use sori_sfu::{Forwarding, MediaKind, PeerId, ReceiverStats, SfuError, TrackId, View};
+use sori_sfu::{Forwarding, MediaKind, PeerId, Priority, ReceiverStats, SfuError, TrackId, View};
 
 use crate::{MediaError, MediaHandle};
 
@@ -76,6 +76,14 @@ impl MediaBackend for MediaHandle {
         view: View,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move { Ok(MediaHandle::set_view(self, local(peer)?, track, view).await?) })
+    }
+
+    fn set_priority(
+        &self,
+        track: TrackId,
+        priority: Priority,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move { Ok(MediaHandle::set_priority(self, track, priority).await?) })
     }
 
     fn receiver_stats<'a>(

@@ -27,7 +27,7 @@ use sori_sfu::{
     Forwarding, MediaKind, MediaLine, OfferLine, PeerFlow, PeerId, Proto, Sfu, SfuConfig, SfuError,
     SfuEvent, TrackId,
 };
-use sori_sfu::{ReceiverStats, View};
+use sori_sfu::{Priority, ReceiverStats, View};
 use sori_sfu::{TapId, TapPacket};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -193,6 +193,11 @@ enum Command {
     ReceiverStats {
         peer: PeerId,
         reply: Reply<ReceiverStats>,
+    },
+    Priority {
+        track: TrackId,
+        priority: Priority,
+        reply: Reply<()>,
     },
     Shutdown,
 }
@@ -376,6 +381,16 @@ impl MediaHandle {
             peer,
             track,
             view,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether `track` is a screen share or a camera (see [`Sfu::set_priority`]).
+    pub async fn set_priority(&self, track: TrackId, priority: Priority) -> Result<(), MediaError> {
+        self.call(|reply| Command::Priority {
+            track,
+            priority,
             reply,
         })
         .await
@@ -752,6 +767,11 @@ fn handle_command(
             view,
             reply,
         } => drop(reply.send(sfu.set_view(peer, track, view, now))),
+        Command::Priority {
+            track,
+            priority,
+            reply,
+        } => drop(reply.send(sfu.set_priority(track, priority, now))),
         Command::ReceiverStats { peer, reply } => drop(
             reply.send(
                 sfu.receiver_stats(peer, now)

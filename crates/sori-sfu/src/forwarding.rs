@@ -11,7 +11,7 @@ use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TapId, TrackId};
 use crate::keyframe::VideoCodec;
 use crate::output::{RemoveReason, TapPacket};
-use crate::peer::{Forwardable, OutTrack, Written};
+use crate::peer::{Forwardable, OutTrack, Temporal, Written};
 use crate::rewrite::StreamRewriter;
 use crate::room::{Track, TrackTap};
 use crate::sfu::Sfu;
@@ -218,7 +218,7 @@ impl Sfu {
         let keyframe = track
             .codec
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
-        measure(track, layer, &packet.payload, keyframe, now);
+        let temporal = measure(track, layer, &packet.payload, keyframe, now);
         let clock_rate = params.spec().clock_rate.get();
         for tap in &mut track.taps {
             let copy = tap_packet(
@@ -242,6 +242,7 @@ impl Sfu {
         let p = Forwardable {
             track: track_id,
             layer,
+            temporal,
             kind: track.kind,
             codec: track.codec,
             packet: &packet,
@@ -291,23 +292,32 @@ impl Sfu {
 }
 
 /// Counts a packet of `layer` toward its bitrate; a keyframe answers the layer's pending
-/// requests and tells its frame height.
-fn measure(track: &mut Track, layer: u8, payload: &[u8], keyframe: bool, now: Instant) {
+/// requests and tells its frame height. Returns the packet's VP8 temporal layer.
+fn measure(
+    track: &mut Track,
+    layer: u8,
+    payload: &[u8],
+    keyframe: bool,
+    now: Instant,
+) -> Option<Temporal> {
     let vp8 = track.codec == Some(VideoCodec::Vp8);
-    let Some(source) = track.layers.get_mut(layer as usize) else {
-        return;
-    };
-    let tid = vp8
-        .then(|| vp8::descriptor(payload))
-        .flatten()
-        .and_then(|d| d.tid);
-    source.packet(payload.len(), tid, now);
+    let source = track.layers.get_mut(layer as usize)?;
+    let descriptor = vp8.then(|| vp8::descriptor(payload)).flatten();
+    let temporal = descriptor.and_then(|d| {
+        Some(Temporal {
+            tid: d.tid?,
+            picture_id: d.picture_id.map(|(pid, ..)| pid),
+            sync: d.sync && d.start,
+        })
+    });
+    source.packet(payload.len(), temporal.map(|t| t.tid), now);
     if keyframe {
         source.throttle.keyframe_received(now);
         if let Some((_, h)) = vp8.then(|| vp8::keyframe_size(payload)).flatten() {
             source.height = Some(h);
         }
     }
+    temporal
 }
 
 /// The copy of a publisher's packet for one tap of its track, if the tap takes its layer:

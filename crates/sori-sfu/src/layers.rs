@@ -58,6 +58,30 @@ impl Sfu {
         Ok(())
     }
 
+    /// Whether `track` is a screen share (its receivers give it their bandwidth first) or a
+    /// camera (the default).
+    pub fn set_priority(
+        &mut self,
+        track: TrackId,
+        priority: Priority,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
+        if t.priority == priority {
+            return Ok(());
+        }
+        t.priority = priority;
+        let receivers: Vec<PeerId> = t.subscribers.iter().map(|(p, _)| *p).collect();
+        for peer in receivers {
+            self.allocate_layers(peer, now);
+        }
+        self.process(now);
+        Ok(())
+    }
+
     /// A new bandwidth estimate toward `id`.
     pub(crate) fn estimate(&mut self, id: PeerId, kind: BweKind, now: Instant) {
         let estimate = match kind {
@@ -102,11 +126,13 @@ impl Sfu {
             };
             demands.push(Demand {
                 track: out.source,
-                priority: Priority::Camera,
+                priority: track.priority,
                 layers: measured_layers(track, now),
                 view: out.view,
             });
         }
+        // In the order the tracks were published: the same order every time.
+        demands.sort_by_key(|d| d.track);
         let allocation = peer.allocator.allocate(&demands, now);
         let mut keyframes = Vec::new();
         let mut moved = Vec::new();
@@ -125,6 +151,7 @@ impl Sfu {
                 moved.push(track_id);
             }
             out.desired = choice;
+            out.temporal_target = choice.and_then(|c| c.temporal);
             let target = choice.map(|c| arriving_layer(track, c.spatial, now));
             if target != out.gate.target {
                 tracing::debug!(%id, track = %track_id, ?target, "layer");
@@ -270,7 +297,7 @@ impl Sfu {
                     rid: source.rid.map(|r| r.to_string()),
                     spatial: layer,
                     layers: track.layers.len() as u8,
-                    temporal: o.desired.and_then(|c| c.temporal),
+                    temporal: o.temporal_now,
                     height: source.height,
                     bitrate_bps: source.meter.bps(now),
                     paused: o.gate.target.is_none(),

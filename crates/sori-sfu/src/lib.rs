@@ -99,4 +99,5 @@ pub use output::{Proto, RemoveReason, SfuEvent, TapPacket, Transmit};
 pub use report::{CoreState, Counters, MediaLine, PeerFlow};
 pub use room::Forwarding;
 pub use sfu::Sfu;
+pub use simulcast::policy::Priority;
 pub use simulcast::{LayerCensus, Quality, ReceiverStats, TrackLayer, View};

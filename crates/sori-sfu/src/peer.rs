@@ -24,7 +24,7 @@ use crate::keyframe::VideoCodec;
 use crate::output::Proto;
 use crate::rewrite::StreamRewriter;
 use crate::room::Track;
-use crate::simulcast::gate::{Gate, LayerGate};
+use crate::simulcast::gate::{temporal_limit, Gate, LayerGate};
 use crate::simulcast::policy::{Allocator, Choice, PolicyConfig, Probe};
 use crate::simulcast::vp8::Munger;
 use crate::simulcast::View;
@@ -47,6 +47,9 @@ pub(crate) struct Forwardable<'a> {
     pub track: TrackId,
     /// The simulcast layer the packet belongs to (0 without simulcast).
     pub layer: u8,
+    /// VP8: the packet's temporal layer, picture id and whether it starts a frame a receiver
+    /// may switch its temporal layer up at.
+    pub temporal: Option<Temporal>,
     pub kind: MediaKind,
     /// The track's video codec (`None`: audio).
     pub codec: Option<VideoCodec>,
@@ -63,6 +66,15 @@ pub(crate) struct Forwardable<'a> {
     /// [`SfuConfig::rtx_history`].
     pub rtx_history: Duration,
     pub now: Instant,
+}
+
+/// A VP8 packet's temporal layer, as forwarding needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Temporal {
+    pub tid: u8,
+    pub picture_id: Option<u16>,
+    /// A frame start with the layer-sync bit.
+    pub sync: bool,
 }
 
 /// What became of a forwarded packet at one subscriber.
@@ -116,6 +128,9 @@ pub(crate) struct OutTrack {
     pub desired: Option<Choice>,
     /// VP8 picture ids kept continuous across layer switches.
     pub munger: Munger,
+    /// The highest temporal layer wanted and the one forwarded now (`None`: all).
+    pub temporal_target: Option<u8>,
+    pub temporal_now: Option<u8>,
     /// The outgoing SSRC whose retransmission cache was sized to [`SfuConfig::rtx_history`].
     pub history_for: Option<Ssrc>,
     /// Incoming payload type → this subscriber's payload type (None: it cannot receive it).
@@ -137,6 +152,8 @@ impl OutTrack {
             },
             desired: None,
             munger: Munger::default(),
+            temporal_target: None,
+            temporal_now: None,
             history_for: None,
             pt_map: Vec::new(),
             view: View::default(),
@@ -186,6 +203,18 @@ impl OutTrack {
         let packet = p.packet;
         // One numbering space per (track, layer): each layer is its own RTP stream.
         let source = p.track.0 << 3 | u64::from(p.layer);
+        if let Some(t) = p.temporal {
+            let (target, now) = (self.temporal_target, self.temporal_now);
+            self.temporal_now = temporal_limit(now, target, t.tid, t.sync, switched || p.keyframe);
+            if self.temporal_now.is_some_and(|max| t.tid > max) {
+                // Not taken: the receiver sees neither a gap in the numbers nor in the ids.
+                self.rewriter.skip(source, *packet.seq_no);
+                if let Some(pid) = t.picture_id {
+                    self.munger.drop_picture(source, pid);
+                }
+                return Written::Skipped;
+            }
+        }
         let Some(rw) = self.rewriter.rewrite(
             source,
             *packet.seq_no,

@@ -15,6 +15,7 @@ use crate::peer::Peer;
 use crate::rewrite::StreamRewriter;
 use crate::sfu::Sfu;
 use crate::simulcast::gate::LayerGate;
+use crate::simulcast::policy::Priority;
 use crate::simulcast::source::{rank_rids, SourceLayer, MAX_LAYERS};
 use crate::throttle::KeyframeThrottle;
 
@@ -46,6 +47,8 @@ pub(crate) struct Track {
     pub(crate) taps: Vec<TrackTap>,
     /// Its encodings, lowest first: one, or one per simulcast `rid`.
     pub(crate) layers: Vec<SourceLayer>,
+    /// Receivers' bandwidth goes to screen shares first.
+    pub(crate) priority: Priority,
     pub(crate) params: Vec<(Pt, PayloadParams)>,
 }
 
@@ -211,6 +214,7 @@ impl Sfu {
                 subscribers: Vec::new(),
                 taps: Vec::new(),
                 layers,
+                priority: Priority::Camera,
                 params: Vec::new(),
             },
         );

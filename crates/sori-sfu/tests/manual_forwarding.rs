@@ -7,16 +7,27 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{client, pump, write, Client};
+use common::{client, pump, write, write_layer, Client};
 use sori_sfu::{Forwarding, MediaKind as Kind, PeerId, Sfu, SfuEvent};
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Simulcast, SimulcastLayer};
 
 /// Joins a manual room with one audio and one video m-line in `direction`.
 fn join_manual(sfu: &mut Sfu, c: &mut Client, direction: Direction, now: Instant) -> PeerId {
+    join_manual_simulcast(sfu, c, direction, None, now)
+}
+
+/// As [`join_manual`], the video sent as the given simulcast layers.
+fn join_manual_simulcast(
+    sfu: &mut Sfu,
+    c: &mut Client,
+    direction: Direction,
+    simulcast: Option<Simulcast>,
+    now: Instant,
+) -> PeerId {
     let mut api = c.rtc.sdp_api();
     let a = api.add_media(MediaKind::Audio, direction, None, None, None);
-    let v = api.add_media(MediaKind::Video, direction, None, None, None);
+    let v = api.add_media(MediaKind::Video, direction, None, None, simulcast);
     let (offer, pending) = api.apply().unwrap();
     let (peer, answer) = sfu
         .join_with("pipeline", &offer.to_sdp_string(), Forwarding::Manual, now)
@@ -125,6 +136,49 @@ fn a_viewer_negotiated_before_its_source_receives_it_without_renegotiation() {
     let before = video_tags(&clients[&pv]).len();
     send_frames(&mut sfu, &mut clients, pp, 3, 5, &mut now);
     assert_eq!(video_tags(&clients[&pv]).len(), before);
+}
+
+/// Kurento's API has no simulcast: a fed m-line (a WebRtcEndpoint's sink) takes the highest
+/// layer of a simulcast source.
+#[test]
+fn a_simulcast_source_feeds_its_highest_layer() {
+    let mut now = Instant::now();
+    let mut sfu = common::sfu();
+    let mut clients = HashMap::new();
+    let mut viewer = client(1, now);
+    let pv = join_manual(&mut sfu, &mut viewer, Direction::RecvOnly, now);
+    let mut presenter = client(0, now);
+    let layers = Simulcast {
+        send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(),
+        recv: Vec::new(),
+    };
+    let pp = join_manual_simulcast(
+        &mut sfu,
+        &mut presenter,
+        Direction::SendOnly,
+        Some(layers),
+        now,
+    );
+    clients.insert(pp, presenter);
+    clients.insert(pv, viewer);
+    pump(&mut sfu, &mut clients, &mut now, 10);
+    let source = line(&sfu, pp, Kind::Video).published.expect("published");
+    let sink = line(&sfu, pv, Kind::Video);
+    sfu.feed(pv, &sink.mid, Some(source), now).unwrap();
+    for i in 0..30u8 {
+        let ts = MediaTime::new(u64::from(i) * 3000, Frequency::NINETY_KHZ);
+        for (l, rid) in ["q", "h", "f"].iter().enumerate() {
+            let key = i == 0;
+            let frame = [if key { 0x10 } else { 0x11 }, 0, 0, l as u8, i];
+            let c = clients.get_mut(&pp).unwrap();
+            write_layer(c, MediaKind::Video, Some(rid), now, ts, &frame);
+        }
+        pump(&mut sfu, &mut clients, &mut now, 3);
+    }
+    pump(&mut sfu, &mut clients, &mut now, 10);
+    let got = video_tags(&clients[&pv]);
+    assert!(got.len() >= 20, "{} frames", got.len());
+    assert!(got.iter().all(|(layer, _)| *layer == 2), "{got:?}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Link};
-use sori_sfu::{MediaKind, SfuConfig, SfuEvent, TrackId, View};
+use sori_sfu::{MediaKind, Priority, SfuConfig, SfuEvent, TrackId, View};
 use str0m::media::MediaData;
 
 /// Bytes per frame in each layer (30 frames a second: ~50, ~190 and ~580 kbit/s).
@@ -186,6 +186,47 @@ fn three_receivers_capped_differently_each_get_the_layer_their_link_carries() {
     h.members[middle].down.rate = None;
     let took = stream_until_on(&mut h, publisher, middle, 2, Duration::from_secs(15));
     eprintln!("back on the top layer {took:?} after the cap was lifted");
+}
+
+#[test]
+fn a_screen_share_gets_the_bandwidth_before_a_camera() {
+    let mut h = Harness::new(SfuConfig::default(), 6);
+    let camera = h.join_simulcast("prio", &["q", "h", "f"], Link::default(), Link::default());
+    let screen = h.join_simulcast("prio", &["q", "h", "f"], Link::default(), Link::default());
+    let viewer = h.join("prio", Link::default(), Link::capped(800_000));
+    let t = h.now + Duration::from_secs(1);
+    stream_both(&mut h, camera, screen, t);
+    let screen_track = video_track(&h, screen);
+    h.sfu
+        .set_priority(screen_track, Priority::Screen, h.now)
+        .unwrap();
+    let t = h.now + Duration::from_secs(30);
+    stream_both(&mut h, camera, screen, t);
+    let peer = h.members[viewer].peer;
+    let stats = h.sfu.receiver_stats(peer, h.now).unwrap();
+    let layer_of = |track: TrackId| {
+        stats
+            .tracks
+            .iter()
+            .find(|t| t.track == track)
+            .map(|t| t.spatial)
+    };
+    let camera_track = video_track(&h, camera);
+    // ~800 kbit/s carries f (~600) of one track and h (~200) of the other: the screen share
+    // is the one at the top.
+    assert_eq!(layer_of(screen_track), Some(2), "{stats:?}");
+    assert!(layer_of(camera_track) < Some(2), "{stats:?}");
+}
+
+/// Two simulcast publishers stream every layer until `t`.
+fn stream_both(h: &mut Harness, a: usize, b: usize, t: std::time::Instant) {
+    let frame = Duration::from_micros(33_333);
+    while h.now + frame <= t {
+        h.write_layers(a, &SIZES);
+        h.write_layers(b, &SIZES);
+        h.run_for(frame);
+    }
+    h.run_until(t);
 }
 
 #[test]

@@ -183,6 +183,7 @@ enum Budget {
     Offers,
     Mutes,
     Relays,
+    Views,
 }
 
 impl Connection {
@@ -213,6 +214,7 @@ impl Connection {
             Budget::Offers => (&mut self.rates.offers, "offers and answers"),
             Budget::Mutes => (&mut self.rates.mutes, "mute and moderation changes"),
             Budget::Relays => (&mut self.rates.relays, "relayed messages"),
+            Budget::Views => (&mut self.rates.views, "view updates"),
         };
         if rate.allow(now) {
             return true;

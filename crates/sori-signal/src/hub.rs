@@ -189,19 +189,17 @@ impl Hub {
     }
 
     /// The media server published one of the participant's video tracks: the others learn
-    /// its role.
-    pub(crate) fn published_video(&mut self, me: &Me, track: String) {
-        let Some(p) = self
+    /// its role, which is returned (`None`: the participant is gone).
+    pub(crate) fn published_video(&mut self, me: &Me, track: String) -> Option<TrackRole> {
+        let p = self
             .rooms
             .get_mut(&me.room)
-            .and_then(|r| r.participants.get_mut(&me.id))
-        else {
-            return;
-        };
+            .and_then(|r| r.participants.get_mut(&me.id))?;
         let role = p.publications.published_video();
         self.update(me, |info| {
             info.tracks.insert(track, role);
         });
+        Some(role)
     }
 
     fn update(&mut self, me: &Me, f: impl FnOnce(&mut ParticipantInfo)) {

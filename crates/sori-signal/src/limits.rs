@@ -30,6 +30,9 @@ pub struct Limits {
     /// bursts at the start of a call).
     pub relays_per_sec: f64,
     pub relays_burst: f64,
+    /// `view` messages (tile sizes and visibility) per second from one participant.
+    pub views_per_sec: f64,
+    pub views_burst: f64,
     /// Messages waiting for one socket; a client that reads slower than this is dropped.
     pub send_queue: usize,
     /// m-lines in one SDP (a participant's own and those carrying the others' tracks).
@@ -55,6 +58,8 @@ impl Default for Limits {
             mutes_burst: 20.0,
             relays_per_sec: 50.0,
             relays_burst: 200.0,
+            views_per_sec: 5.0,
+            views_burst: 20.0,
             send_queue: 256,
             mlines_per_sdp: 256,
             header_timeout: Duration::from_secs(10),
@@ -115,6 +120,7 @@ pub(crate) struct ParticipantRates {
     pub offers: Rate,
     pub mutes: Rate,
     pub relays: Rate,
+    pub views: Rate,
     told: Option<Instant>,
 }
 
@@ -125,6 +131,7 @@ impl ParticipantRates {
             offers: Rate::new(l.offers_per_sec, l.offers_burst, now),
             mutes: Rate::new(l.mutes_per_sec, l.mutes_burst, now),
             relays: Rate::new(l.relays_per_sec, l.relays_burst, now),
+            views: Rate::new(l.views_per_sec, l.views_burst, now),
             told: None,
         }
     }

@@ -177,6 +177,24 @@ fn media_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), stat
         "Track deliveries (track, receiver).",
         &[("", s.subscriptions as u64)],
     );
+    let l = &stats.layers;
+    metric(
+        "sori_video_receivers",
+        "gauge",
+        "Video track deliveries (track, receiver) by the simulcast layer sent: paused, low, medium, high (high also counts tracks sent without simulcast).",
+        &[
+            ("{layer=\"paused\"}", l.paused),
+            ("{layer=\"low\"}", l.low),
+            ("{layer=\"medium\"}", l.medium),
+            ("{layer=\"high\"}", l.high),
+        ],
+    );
+    metric(
+        "sori_layer_switches_total",
+        "counter",
+        "Times a receiver's video track moved to another simulcast layer, or paused or resumed.",
+        &[("", c.layer_switches)],
+    );
     metric(
         "sori_rtp_received_packets_total",
         "counter",
@@ -301,6 +319,15 @@ sori_tracks 203
 # HELP sori_subscriptions Track deliveries (track, receiver).
 # TYPE sori_subscriptions gauge
 sori_subscriptions 204
+# HELP sori_video_receivers Video track deliveries (track, receiver) by the simulcast layer sent: paused, low, medium, high (high also counts tracks sent without simulcast).
+# TYPE sori_video_receivers gauge
+sori_video_receivers{layer=\"paused\"} 501
+sori_video_receivers{layer=\"low\"} 502
+sori_video_receivers{layer=\"medium\"} 503
+sori_video_receivers{layer=\"high\"} 504
+# HELP sori_layer_switches_total Times a receiver's video track moved to another simulcast layer, or paused or resumed.
+# TYPE sori_layer_switches_total counter
+sori_layer_switches_total 111
 # HELP sori_rtp_received_packets_total RTP packets received from senders.
 # TYPE sori_rtp_received_packets_total counter
 sori_rtp_received_packets_total 105
@@ -355,6 +382,7 @@ sori_participants_removed_total 110
         c.keyframe_requests_sent = 108;
         c.peers_joined = 109;
         c.peers_removed = 110;
+        c.layer_switches = 111;
         let s = &mut stats.state;
         s.peers = 201;
         s.rooms = 202;
@@ -367,6 +395,11 @@ sori_participants_removed_total 110
         t.refused = 304;
         t.rejected = 305;
         t.send_dropped = 306;
+        let l = &mut stats.layers;
+        l.paused = 501;
+        l.low = 502;
+        l.medium = 503;
+        l.high = 504;
         let turn = TurnStats {
             allocations: 401,
             peers_refused: 402,
@@ -391,6 +424,8 @@ sori_participants_removed_total 110
         stats.state.rooms = 1;
         stats.tcp.open = 2;
         stats.tcp.rejected = 5;
+        stats.layers.medium = 6;
+        stats.counters.layer_switches = 9;
         let turn = TurnStats {
             allocations: 4,
             peers_refused: 7,
@@ -415,6 +450,9 @@ sori_participants_removed_total 110
         assert!(text.contains("sori_media_rooms 1\n"));
         assert!(text.contains("sori_ice_tcp_connections{state=\"open\"} 2\n"));
         assert!(text.contains("sori_ice_tcp_connections_total{outcome=\"rejected\"} 5\n"));
+        assert!(text.contains("sori_video_receivers{layer=\"medium\"} 6\n"));
+        assert!(text.contains("sori_video_receivers{layer=\"paused\"} 0\n"));
+        assert!(text.contains("sori_layer_switches_total 9\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("sori_"), "{line}");

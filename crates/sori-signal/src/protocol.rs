@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod simulcast;
+
+pub use simulcast::{parse_views, QualityName, TrackStats, ViewEntry, MAX_VIEWS, MAX_VIEW_PIXELS};
+
 /// The protocol version a client states in `join`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -74,6 +78,9 @@ pub enum ClientMessage {
     Chat { text: String },
     /// The sender's microphone and camera state.
     Mute { audio: bool, video: bool },
+    /// How the sender shows video tracks it receives, by media-server track id (SFU rooms):
+    /// the tracks named change, the others stay as they were (checked by [`parse_views`]).
+    View { tracks: BTreeMap<String, ViewEntry> },
     /// Start (`on: true`) or stop recording the whole room (SFU rooms).
     Record { on: bool },
     /// A moderator stops (`true`) or resumes (`false`) forwarding someone's microphone or
@@ -345,6 +352,18 @@ pub enum ServerMessage {
     /// Fresh ICE servers (TURN credentials are renewed before they expire).
     IceServers {
         ice_servers: Vec<IceServer>,
+    },
+    /// To a publisher: which simulcast encodings (by `rid`) of its m-line `mid` anyone
+    /// receives; the browser pauses the others.
+    Layers {
+        mid: String,
+        active: BTreeMap<String, bool>,
+    },
+    /// To a receiver in an SFU room, every 2 s while its media is connected: the media
+    /// server's bandwidth estimate toward it and the layer of each video track it receives.
+    Stats {
+        estimate_bps: Option<u64>,
+        tracks: BTreeMap<String, TrackStats>,
     },
     Pong,
     Error {

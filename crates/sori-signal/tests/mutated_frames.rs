@@ -83,7 +83,7 @@ enum Reply {
     /// An answer to the media server once it has a peer for this participant: nothing, or
     /// `media-error` (none of its offers is outstanding, or the peer timed out).
     MediaAnswer,
-    /// A candidate without `to`: accepted and ignored.
+    /// A candidate without `to`, or a well-formed `view`: accepted, no reply.
     Nothing,
     /// `leave`: the server closes the socket.
     Leave,
@@ -135,6 +135,12 @@ fn expected(frame: &[u8], binary: bool, has_media: bool) -> Reply {
             }
         }
         ClientMessage::Mute { audio, video } => Reply::Muted { audio, video },
+        // A view is checked whole; one the server takes changes only what this participant
+        // receives, and names no track it receives here.
+        ClientMessage::View { tracks } => match protocol::parse_views(&tracks) {
+            Ok(_) => Reply::Nothing,
+            Err(_) => Reply::Error("bad-message"),
+        },
         ClientMessage::Record { on: true } => Reply::RecordRefused,
         ClientMessage::Record { on: false } => Reply::RecordingOff,
         // Moderation without roomAdmin (a mute that names no kind asks for nothing).
@@ -274,6 +280,8 @@ fn seeds(a_id: &str, b_id: &str) -> Vec<Vec<u8>> {
         json!({"type": "offer", "sdp": "v=0\r\n", "to": a_id}),
         json!({"type": "chat", "text": "hello from the storm"}),
         json!({"type": "mute", "audio": true, "video": false}),
+        json!({"type": "view", "tracks": {"track-5": {"width": 640, "height": 360, "visible": true, "quality": "auto"},
+                                          "track-6": {"width": 320, "height": 180, "visible": false}}}),
         json!({"type": "record", "on": true}),
         json!({"type": "record", "on": false}),
         json!({"type": "ping"}),
@@ -358,7 +366,7 @@ impl Storm {
             }
             Reply::Nothing => {
                 assert!(replies.is_empty(), "{what}");
-                "no reply (candidate)".into()
+                "no reply (candidate, view)".into()
             }
             Reply::Muted { audio, video } => {
                 assert!(replies.is_empty(), "{what}");
@@ -567,6 +575,7 @@ async fn mutated_frames_get_their_replies_and_disturb_no_one() {
         offers_per_sec: 1e6,
         mutes_per_sec: 1e6,
         relays_per_sec: 1e6,
+        views_per_sec: 1e6,
         ..Limits::default()
     };
     let s = server_with(SignalConfig {

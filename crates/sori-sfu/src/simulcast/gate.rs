@@ -83,9 +83,60 @@ impl LayerGate {
     }
 }
 
+/// The highest temporal layer forwarded (`None`: all) once a packet of temporal layer `tid`
+/// arrives, given the limit `now` and the wanted one `target`: down at once, up only at a
+/// keyframe or at a frame with the layer-sync bit (it depends on temporal layer 0 alone, so
+/// nothing it needs was dropped).
+pub(crate) fn temporal_limit(
+    now: Option<u8>,
+    target: Option<u8>,
+    tid: u8,
+    sync: bool,
+    keyframe: bool,
+) -> Option<u8> {
+    if keyframe {
+        return target;
+    }
+    let down = match (now, target) {
+        (None, Some(_)) => true,
+        (Some(n), Some(t)) => t < n,
+        _ => false,
+    };
+    if down {
+        return target;
+    }
+    let up = match (now, target) {
+        (Some(n), None) => tid > n,
+        (Some(n), Some(t)) => t > n && tid > n && tid <= t,
+        _ => false,
+    };
+    if up && sync {
+        target
+    } else {
+        now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporal_layers_go_down_at_once_and_up_at_a_sync_frame() {
+        // Down: at once, whatever the packet.
+        assert_eq!(temporal_limit(None, Some(0), 2, false, false), Some(0));
+        assert_eq!(temporal_limit(Some(2), Some(1), 0, false, false), Some(1));
+        // Up: not at an ordinary frame, nor at a sync frame of a layer already taken...
+        assert_eq!(temporal_limit(Some(0), None, 2, false, false), Some(0));
+        assert_eq!(temporal_limit(Some(1), Some(2), 1, true, false), Some(1));
+        // ...but at a sync frame of a higher layer, or a keyframe.
+        assert_eq!(temporal_limit(Some(0), None, 1, true, false), None);
+        assert_eq!(temporal_limit(Some(0), Some(1), 1, true, false), Some(1));
+        assert_eq!(temporal_limit(Some(0), Some(2), 0, false, true), Some(2));
+        // Steady.
+        assert_eq!(temporal_limit(None, None, 2, false, false), None);
+        assert_eq!(temporal_limit(Some(1), Some(1), 2, true, false), Some(1));
+    }
 
     #[test]
     fn starts_on_a_keyframe_of_the_target() {

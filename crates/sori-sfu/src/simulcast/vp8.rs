@@ -11,6 +11,11 @@ pub(crate) struct Descriptor {
     pub(crate) tl0: Option<(u8, usize)>,
     /// The temporal layer index.
     pub(crate) tid: Option<u8>,
+    /// The layer-sync bit (`Y`): the frame depends only on temporal layer 0, so a receiver
+    /// may start taking its temporal layer here.
+    pub(crate) sync: bool,
+    /// The packet starts a frame (`S` set, partition 0).
+    pub(crate) start: bool,
     /// Where the VP8 payload starts.
     pub(crate) payload: usize,
 }
@@ -20,6 +25,7 @@ pub(crate) fn descriptor(p: &[u8]) -> Option<Descriptor> {
     let b0 = *p.first()?;
     let mut d = Descriptor {
         payload: 1,
+        start: b0 & 0x10 != 0 && b0 & 0x07 == 0,
         ..Default::default()
     };
     if b0 & 0x80 == 0 {
@@ -46,6 +52,7 @@ pub(crate) fn descriptor(p: &[u8]) -> Option<Descriptor> {
         let b = *p.get(i)?;
         if x & 0x20 != 0 {
             d.tid = Some(b >> 6);
+            d.sync = b & 0x20 != 0;
         }
         i += 1;
     }
@@ -84,9 +91,20 @@ pub(crate) struct Munger {
     tl0_offset: u8,
     last_pid: Option<u16>,
     last_tl0: Option<u8>,
+    /// The last picture dropped (its packets share the id; it counts once).
+    last_dropped: Option<u16>,
 }
 
 impl Munger {
+    /// Picture `pid` of `source` is not forwarded (a temporal layer the receiver does not
+    /// take): the pictures after it are numbered as if it never existed.
+    pub(crate) fn drop_picture(&mut self, source: u64, pid: u16) {
+        if self.source == Some(source) && self.last_dropped != Some(pid) {
+            self.pid_offset = self.pid_offset.wrapping_sub(1);
+            self.last_dropped = Some(pid);
+        }
+    }
+
     /// The descriptor of `payload`, a packet of the feeding stream `source`, rewritten; `None`
     /// when it stays as it is (no copy is made then).
     pub(crate) fn munge(&mut self, source: u64, payload: &[u8]) -> Option<Vec<u8>> {
@@ -168,6 +186,30 @@ mod tests {
             let _ = descriptor(&p[..len]);
             let _ = keyframe_size(&p[..len]);
         }
+    }
+
+    #[test]
+    fn dropped_pictures_leave_no_gap_in_the_ids() {
+        let mut m = Munger::default();
+        assert_eq!(m.munge(1, &packet(true, 10, 1, 0, &[0])), None);
+        // Picture 11 (two packets) is dropped; 12 goes out as 11.
+        m.drop_picture(1, 11);
+        m.drop_picture(1, 11);
+        let out = m.munge(1, &packet(true, 12, 1, 1, &[0])).unwrap();
+        assert_eq!(descriptor(&out).unwrap().picture_id.unwrap().0, 11);
+        // Dropping on another source changes nothing.
+        m.drop_picture(2, 13);
+        let out = m.munge(1, &packet(true, 13, 2, 0, &[0])).unwrap();
+        assert_eq!(descriptor(&out).unwrap().picture_id.unwrap().0, 12);
+    }
+
+    #[test]
+    fn reads_the_sync_bit() {
+        let mut p = packet(true, 5, 1, 2, &[0]);
+        assert!(!descriptor(&p).unwrap().sync);
+        p[5] |= 0x20;
+        let d = descriptor(&p).unwrap();
+        assert!(d.sync && d.start);
     }
 
     #[test]

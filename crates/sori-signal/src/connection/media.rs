@@ -1,18 +1,23 @@
-//! SFU rooms: a participant's offers and answers go to the media server, whose answers, offers
-//! and news of published tracks come back here.
+//! SFU rooms: a participant's offers, answers and views go to the media server, whose answers,
+//! offers, news of published tracks, layer requests and receiver stats come back here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use sori_media::sori_sfu::{MediaKind, RemoveReason};
+use sori_media::sori_sfu::{MediaKind, Priority, RemoveReason};
 use sori_media::PeerSignal;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::Connection;
+use super::{Budget, Connection};
 use crate::hub::{Hub, Me};
 use crate::outbox::Outbox;
-use crate::protocol::{ErrorCode, RoomMode, ServerMessage, TrackRole};
-use crate::{recording, BackendError};
+use crate::protocol::{self, ErrorCode, RoomMode, ServerMessage, TrackRole, ViewEntry};
+use crate::{recording, BackendError, MediaBackend, PeerRef};
+
+/// How often a participant whose media is connected gets `stats`.
+pub(crate) const STATS_EVERY: Duration = Duration::from_secs(2);
 
 impl Connection {
     pub(super) async fn media_offer(
@@ -61,21 +66,23 @@ impl Connection {
                             }
                         }
                     }
-                    self.media_peer = Some(joined.peer);
+                    self.media_peer = Some(joined.peer.clone());
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
                         from: None,
                         roles: None,
                     });
                     let name = self.signal.hub().name_of(me).unwrap_or_default();
-                    tokio::spawn(forward_media_signals(
-                        joined.signals,
-                        self.signal.hub.clone(),
-                        self.out.clone(),
-                        self.signal.recordings.clone(),
-                        me.clone(),
+                    let forward = Forwarder {
+                        hub: self.signal.hub.clone(),
+                        out: self.out.clone(),
+                        recordings: self.signal.recordings.clone(),
+                        media: media.clone(),
+                        peer: joined.peer.clone(),
+                        me: me.clone(),
                         name,
-                    ));
+                    };
+                    tokio::spawn(forward.run(joined.signals));
                     return;
                 }
                 Err(e) => Err(e),
@@ -104,52 +111,139 @@ impl Connection {
         }
     }
 
+    /// A `view`: checked whole (`bad-message` and nothing applied when any entry is bad), then
+    /// each track's view goes to the media server. Ignored without a media connection (P2P
+    /// rooms); a track the media server does not send this participant is skipped.
+    pub(super) async fn view(&mut self, tracks: &BTreeMap<String, ViewEntry>) {
+        if !self.within(Budget::Views) {
+            return;
+        }
+        let views = match protocol::parse_views(tracks) {
+            Ok(v) => v,
+            Err(why) => {
+                self.error(ErrorCode::BadMessage, &why);
+                return;
+            }
+        };
+        let Some(peer) = &self.media_peer else {
+            return;
+        };
+        for (track, view) in views {
+            if let Err(e) = self.signal.media.set_view(peer, track, view).await {
+                tracing::debug!(%peer, %track, "view not applied: {e}");
+            }
+        }
+    }
+
     fn media_error(&self, e: BackendError) {
         self.error(ErrorCode::MediaError, &e.to_string());
     }
 }
 
-/// Passes the media server's offers for this participant to its socket.
-async fn forward_media_signals(
-    mut signals: mpsc::UnboundedReceiver<PeerSignal>,
+/// Passes what the media server says about this participant to its socket (offers, layers
+/// to send) and the hub (published tracks), and sends `stats` every [`STATS_EVERY`] while its
+/// media is connected.
+struct Forwarder {
     hub: Arc<Mutex<Hub>>,
     out: Outbox,
     recordings: Arc<recording::Recordings>,
+    media: Arc<dyn MediaBackend>,
+    peer: PeerRef,
     me: Me,
     name: String,
-) {
-    while let Some(signal) = signals.recv().await {
-        match signal {
-            PeerSignal::Offer(sdp) => {
-                if !out.send(&ServerMessage::Offer {
-                    sdp,
-                    from: None,
-                    roles: None,
-                }) {
-                    break;
+}
+
+impl Forwarder {
+    async fn run(self, mut signals: mpsc::UnboundedReceiver<PeerSignal>) {
+        let mut stats: Option<Interval> = None;
+        loop {
+            let signal = tokio::select! {
+                signal = signals.recv() => match signal {
+                    Some(s) => s,
+                    None => break,
+                },
+                _ = next_tick(&mut stats) => {
+                    if !self.send_stats().await {
+                        break;
+                    }
+                    continue;
                 }
+            };
+            if matches!(signal, PeerSignal::Connected) && stats.is_none() {
+                let mut every = tokio::time::interval_at(Instant::now() + STATS_EVERY, STATS_EVERY);
+                every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                stats = Some(every);
+            }
+            if !self.forward(signal).await {
+                break;
+            }
+        }
+    }
+
+    /// Acts on one signal; false when this participant's media or socket is gone.
+    async fn forward(&self, signal: PeerSignal) -> bool {
+        match signal {
+            PeerSignal::Offer(sdp) => self.out.send(&ServerMessage::Offer {
+                sdp,
+                from: None,
+                roles: None,
+            }),
+            PeerSignal::Layers { mid, active } => {
+                self.out.send(&ServerMessage::layers(mid, active))
             }
             PeerSignal::Published { track, kind } => {
                 if kind == MediaKind::Video {
-                    hub.lock()
+                    let role = self
+                        .hub
+                        .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .published_video(&me, track.to_string());
+                        .published_video(&self.me, track.to_string());
+                    if role == Some(TrackRole::Screen) {
+                        // Receivers give a screen share their bandwidth before cameras.
+                        if let Err(e) = self.media.set_priority(track, Priority::Screen).await {
+                            tracing::debug!(%track, "screen priority not applied: {e}");
+                        }
+                    }
                 }
-                recordings
-                    .published(&me.room, &me.id, &name, track, kind)
+                self.recordings
+                    .published(&self.me.room, &self.me.id, &self.name, track, kind)
                     .await;
+                true
             }
-            PeerSignal::Connected | PeerSignal::Layers { .. } => {}
+            PeerSignal::Connected => true,
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {
                     // The socket is still up: have the browser connect its media again.
-                    out.send(&ServerMessage::Mode {
+                    self.out.send(&ServerMessage::Mode {
                         mode: RoomMode::Sfu,
                     });
                 }
-                break;
+                false
             }
         }
+    }
+
+    /// Sends `stats` when the media server has them; false when the socket is gone.
+    async fn send_stats(&self) -> bool {
+        match self.media.receiver_stats(&self.peer).await {
+            Ok(Some(stats)) => self.out.send(&ServerMessage::stats(stats)),
+            // A media server that does not say.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, "no receiver stats: {e}");
+                true
+            }
+        }
+    }
+}
+
+/// The next tick of `interval`, or never while there is none.
+async fn next_tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

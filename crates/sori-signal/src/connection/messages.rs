@@ -80,6 +80,7 @@ impl Connection {
                     self.signal.hub().mute(&me, audio, video)
                 }
             }
+            ClientMessage::View { tracks } => self.view(&tracks).await,
             ClientMessage::Record { on } => self.record(&me, on).await,
             ClientMessage::MuteParticipant { id, audio, video } => {
                 let actions = [(false, audio), (true, video)]

@@ -14,6 +14,8 @@ use sori_testkit::ws;
 use str0m::media::{Direction, MediaKind};
 use str0m::RtcConfig;
 
+pub mod stub;
+
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = ws::WAIT;

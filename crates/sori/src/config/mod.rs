@@ -82,6 +82,8 @@ pub struct LimitsSection {
     pub mutes_burst: f64,
     pub relays_per_sec: f64,
     pub relays_burst: f64,
+    pub views_per_sec: f64,
+    pub views_burst: f64,
     pub send_queue: usize,
     pub mlines_per_sdp: usize,
     #[serde(rename = "header_timeout_secs", deserialize_with = "values::secs")]
@@ -427,6 +429,8 @@ impl Config {
             mutes_burst: l.mutes_burst,
             relays_per_sec: l.relays_per_sec,
             relays_burst: l.relays_burst,
+            views_per_sec: l.views_per_sec,
+            views_burst: l.views_burst,
             send_queue: l.send_queue.max(16),
             mlines_per_sdp: l.mlines_per_sdp.max(2),
             header_timeout: l.header_timeout.max(Duration::from_secs(1)),
