@@ -116,7 +116,7 @@ pub fn classes_table(variants: &[Variant]) -> String {
     }
     let _ = writeln!(
         out,
-        "| variant | N | class | receivers | on layer at the end (all rounds) | kbit/s reaching each receiver | video kbit/s received per stream | video loss % | delay p50 / p99 ms | layer switches seen in the window | server's layer switches in the window |"
+        "| variant | N | class | receivers | on layer at the end (all rounds) | kbit/s reaching each receiver | video kbit/s received per stream | video loss % | delay p50 / p99 ms | layer switches seen in the window | server's layer switches in the window (all receivers) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for ((label, load), steps) in groups(variants) {

@@ -202,6 +202,16 @@ fn with_simulcast_a_capped_receiver_gets_a_lower_layer_than_the_others() {
     // h: the server's estimate follows what it sent, close to the layer's rate), all of it.
     assert!(share(free, "f") > 0.5, "{step}");
     assert_eq!(free["video_loss"].as_f64(), Some(0.0), "{step}");
+    // The server's own count (/metrics): three video deliveries, and the capped one moved.
+    let server = &step["server_layers"];
+    let deliveries: u64 = server["receivers_by_layer"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no layers from the server's metrics: {step}"))
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(deliveries, 3, "{step}");
+    assert!(server["switches_total"].as_u64().unwrap() >= 1, "{step}");
 }
 
 #[test]
