@@ -325,7 +325,8 @@ pub fn document(runs: &[Run], meta: &Meta, chart_dir: &str) -> (String, Vec<(Str
     let _ = writeln!(
         out,
         "Written by `sori-bench summarize` from the result files of the command below; \
-         rerun it to replace this page. Measured **{}**.\n",
+         rerun it to replace this page (it keeps the hand-written sections at the end). \
+         Measured **{}**.\n",
         meta.date
     );
     let _ = writeln!(out, "**Machine**:");
