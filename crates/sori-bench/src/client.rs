@@ -2,7 +2,10 @@
 //!
 //! A client publishes synthetic Opus (50 packets/s) and VP8 (a set bitrate and frame rate, a
 //! keyframe at a set interval and on every keyframe request), and receives whatever the other
-//! side offers, counting each packet by its probe ([`crate::probe`]). How the SDP travels is not
+//! side offers, counting each packet by its probe ([`crate::probe`]). With simulcast the video
+//! goes out as three encodings (`rid` q, h, f: 1/16, 1/4 and all of the bitrate), each with its
+//! own packet numbering and its own keyframes on request. A receiver may have a bandwidth cap
+//! ([`crate::cap`]) that drops what exceeds it before the peer sees it. How the SDP travels is not
 //! its business: the caller makes the first exchange with [`Setup`], then hands the running
 //! client two channels for later offers (in) and answers (out). The socket, the peer and the run
 //! loop are the test kit's ([`sori_testkit::udp`]); this module is what a load-generator client
@@ -18,13 +21,37 @@ use std::time::{Duration, Instant};
 use sori_testkit::udp::{self, Flow, Pacer, Peer, Stage, Tick};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Event, Input, Rtc, RtcError};
 use tokio::sync::{mpsc, watch};
 
+use crate::cap::TokenBucket;
 use crate::measure::{Reception, Window};
-use crate::probe::{self, now_ns, Probe, StreamKind};
+use crate::probe::{self, now_ns, Layer, Probe, StreamKind};
+
+/// The simulcast encodings, lowest first: `rid`, share of the video bitrate (1/n), frame size.
+const SIMULCAST: [(&str, u32, u16, u16); 3] =
+    [("q", 16, 160, 120), ("h", 4, 320, 240), ("f", 1, 640, 480)];
+
+/// The names of the video layers a publisher sends, lowest first, as reports show them: the
+/// `rid`s with simulcast, `single` for one encoding.
+pub fn layer_names(simulcast: bool) -> Vec<String> {
+    if simulcast {
+        SIMULCAST.iter().map(|(rid, ..)| rid.to_string()).collect()
+    } else {
+        vec!["single".to_string()]
+    }
+}
+
+/// One video encoding a publisher sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    /// Its `rid` (`None`: the one encoding, without simulcast).
+    pub rid: Option<&'static str>,
+    pub layer: Layer,
+    pub kbps: u32,
+}
 
 /// What a client sends.
 #[derive(Debug, Clone)]
@@ -41,6 +68,10 @@ pub struct ClientOptions {
     /// The publishers this client receives send audio only, so their first audio packet is a
     /// decodable start (otherwise only a video keyframe is).
     pub ready_on_audio: bool,
+    /// Send the video as three simulcast encodings (q, h, f) instead of one.
+    pub simulcast: bool,
+    /// Drop received datagrams beyond this many kbit/s ([`crate::cap`]).
+    pub cap_kbps: Option<u32>,
 }
 
 impl ClientOptions {
@@ -55,7 +86,36 @@ impl ClientOptions {
             keyframe_interval: Duration::from_secs(2),
             audio_bytes: 80,
             ready_on_audio: false,
+            simulcast: false,
+            cap_kbps: None,
         }
+    }
+
+    /// The video encodings this client sends, lowest first (none without video).
+    pub fn encodings(&self) -> Vec<Encoding> {
+        if !self.video {
+            return Vec::new();
+        }
+        if !self.simulcast {
+            return vec![Encoding {
+                rid: None,
+                layer: Layer::SINGLE,
+                kbps: self.video_kbps,
+            }];
+        }
+        SIMULCAST
+            .iter()
+            .enumerate()
+            .map(|(i, &(rid, share, width, height))| Encoding {
+                rid: Some(rid),
+                layer: Layer {
+                    index: i as u8,
+                    width,
+                    height,
+                },
+                kbps: self.video_kbps / share,
+            })
+            .collect()
     }
 }
 
@@ -84,7 +144,8 @@ pub struct Milestones {
 #[derive(Debug, Default, Clone)]
 pub struct Sent {
     pub audio: u64,
-    pub video: u64,
+    /// Per video layer, lowest first.
+    pub video: Vec<u64>,
 }
 
 /// Everything a client counted, handed back when it stops.
@@ -103,6 +164,13 @@ pub struct ClientReport {
     pub plis_sent: u64,
     /// Datagrams the client's own socket refused (a full send buffer).
     pub send_failures: u64,
+    /// Datagrams the receiver's bandwidth cap dropped while the window was open (by arrival
+    /// time), and their bytes.
+    pub dropped_by_cap: u64,
+    pub dropped_bytes_by_cap: u64,
+    /// Bytes of every datagram that reached the socket while the window was open, before the
+    /// cap: what the server sent this client.
+    pub offered_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +213,10 @@ impl Setup {
     /// The first offer: send-only audio and video as the options say, or one receive-only audio
     /// line for a client that only receives (an offer needs at least one m-line).
     pub fn offer(&mut self) -> Result<String, ClientError> {
+        let rids: Vec<&str> = self.opts.encodings().iter().filter_map(|e| e.rid).collect();
         let offer = self
             .peer
-            .offer(self.opts.audio, self.opts.video)
+            .offer_simulcast(self.opts.audio, self.opts.video, &rids)
             .ok_or_else(|| ClientError::Protocol("nothing to offer".into()))?;
         self.pending = Some(offer.pending);
         self.send_mids = [
@@ -192,6 +261,7 @@ impl Setup {
         let (milestones_tx, milestones) = watch::channel(Milestones::default());
         let fps = self.opts.fps.max(1);
         let now = Instant::now();
+        let encodings = self.opts.encodings();
         let runner = Runner {
             send_mids: self.send_mids,
             pts: HashMap::new(),
@@ -204,6 +274,10 @@ impl Setup {
             milestones: milestones_tx,
             report: ClientReport {
                 id: self.opts.id,
+                sent_in_window: Sent {
+                    audio: 0,
+                    video: vec![0; encodings.len()],
+                },
                 ..ClientReport::default()
             },
             ingress: HashMap::new(),
@@ -216,9 +290,15 @@ impl Setup {
                 self.opts.keyframe_interval,
                 now,
             ),
-            frame_bytes: (self.opts.video_kbps as usize * 1000 / 8) / fps as usize,
+            frame_bytes: encodings
+                .iter()
+                .map(|e| (e.kbps as usize * 1000 / 8) / fps as usize)
+                .collect(),
+            video_seqs: vec![0; encodings.len()],
+            keyframe_owed: vec![false; encodings.len()],
+            encodings,
+            cap: self.opts.cap_kbps.map(TokenBucket::new),
             audio_seq: 0,
-            video_seq: 0,
             frame_no: 0,
             sending: false,
             recv_ns: now_ns(),
@@ -266,7 +346,8 @@ struct Runner {
     opts: ClientOptions,
     send_mids: HashMap<StreamKind, Mid>,
     pts: HashMap<StreamKind, Pt>,
-    seqs: HashMap<StreamKind, u64>,
+    /// The next RTP sequence number per stream (audio, each video layer).
+    seqs: HashMap<(StreamKind, u8), u64>,
     offers: mpsc::UnboundedReceiver<String>,
     offers_open: bool,
     answers: mpsc::UnboundedSender<String>,
@@ -279,10 +360,16 @@ struct Runner {
     /// Last cumulative nacks received per sending m-line.
     egress: HashMap<Mid, u64>,
     pacer: Pacer,
-    /// Bytes of a video delta frame (a keyframe is three times as large).
-    frame_bytes: usize,
+    /// The video encodings, lowest first.
+    encodings: Vec<Encoding>,
+    /// Bytes of a video delta frame per encoding (a keyframe is three times as large).
+    frame_bytes: Vec<usize>,
+    /// Probe sequence numbers per encoding.
+    video_seqs: Vec<u32>,
+    /// A keyframe was asked for in this encoding alone (a request naming its `rid`).
+    keyframe_owed: Vec<bool>,
+    cap: Option<TokenBucket>,
     audio_seq: u32,
-    video_seq: u32,
     frame_no: u32,
     sending: bool,
     /// When the datagram being handled arrived.
@@ -329,28 +416,43 @@ impl Runner {
                 sent_ns,
             );
             let ts = self.audio_seq.wrapping_sub(1).wrapping_mul(960);
-            self.write(rtc, StreamKind::Audio, now, ts, p, sent_ns);
+            self.write(rtc, (StreamKind::Audio, 0), now, ts, p, sent_ns);
             wrote = true;
         }
         if let Some(frame) = self.pacer.video_due(now) {
-            if frame.requested && self.frame_no > 0 {
-                self.report.keyframes_on_request += 1;
-            }
             let sent_ns = now_ns();
-            let key = frame.keyframe;
-            let bytes = if key {
-                self.frame_bytes * 3
-            } else {
-                self.frame_bytes
-            };
             let ts = (self.frame_no as u64 * 90_000 / self.opts.fps.max(1) as u64) as u32;
-            for p in probe::vp8_frame(self.opts.id, &mut self.video_seq, bytes, key, sent_ns) {
-                self.write(rtc, StreamKind::Video, now, ts, p, sent_ns);
+            for l in 0..self.encodings.len() {
+                let owed = std::mem::take(&mut self.keyframe_owed[l]);
+                if (frame.requested || owed) && self.frame_no > 0 {
+                    self.report.keyframes_on_request += 1;
+                }
+                let key = frame.keyframe || owed;
+                let bytes = self.frame_bytes[l] * if key { 3 } else { 1 };
+                let layer = self.encodings[l].layer;
+                let seq = &mut self.video_seqs[l];
+                for p in probe::vp8_frame(self.opts.id, layer, seq, bytes, key, sent_ns) {
+                    self.write(rtc, (StreamKind::Video, l as u8), now, ts, p, sent_ns);
+                }
             }
             self.frame_no = self.frame_no.wrapping_add(1);
             wrote = true;
         }
         wrote
+    }
+
+    /// A keyframe request: for the encoding its `rid` names, or for all of them.
+    fn keyframe_requested(&mut self, rid: Option<Rid>) {
+        let layer = rid.and_then(|rid| {
+            self.encodings
+                .iter()
+                .position(|e| e.rid.is_some_and(|r| *rid == *r))
+        });
+        match layer {
+            Some(l) => self.keyframe_owed[l] = true,
+            None => self.pacer.request_keyframe(),
+        }
+        self.report.keyframe_requests_received += 1;
     }
 
     /// The payload type the other side takes for each stream this client sends.
@@ -375,24 +477,30 @@ impl Runner {
         }
     }
 
+    /// Writes one packet of `stream` (audio, or a video layer).
     fn write(
         &mut self,
         rtc: &mut Rtc,
-        kind: StreamKind,
+        stream: (StreamKind, u8),
         now: Instant,
         ts: u32,
         p: probe::Packet,
         sent_ns: u64,
     ) {
+        let (kind, layer) = stream;
         let (Some(&mid), Some(&pt)) = (self.send_mids.get(&kind), self.pts.get(&kind)) else {
             return;
         };
-        let seq = self.seqs.entry(kind).or_insert(1);
+        let rid = match kind {
+            StreamKind::Audio => None,
+            StreamKind::Video => self.encodings[layer as usize].rid.map(Rid::from),
+        };
+        let seq = self.seqs.entry(stream).or_insert(1);
         let write = RtpWrite::new(pt, SeqNo::from(*seq), ts, now, p.payload)
             .marker(p.marker)
             .nackable(kind == StreamKind::Video);
         let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return;
         };
         tx.write_rtp(write);
@@ -402,7 +510,7 @@ impl Runner {
         if self.shared.window.contains(sent_ns) {
             match kind {
                 StreamKind::Audio => self.report.sent_in_window.audio += 1,
-                StreamKind::Video => self.report.sent_in_window.video += 1,
+                StreamKind::Video => self.report.sent_in_window.video[layer as usize] += 1,
             }
         }
     }
@@ -454,9 +562,22 @@ impl udp::Handler for Runner {
         Tick::Wait(self.pacer.next_due())
     }
 
-    fn admit(&mut self, _source: SocketAddr) -> bool {
+    fn admit(&mut self, _source: SocketAddr, datagram: &[u8]) -> bool {
         self.recv_ns = now_ns();
-        true
+        let len = datagram.len() as u64;
+        let inside = self.shared.window.contains(self.recv_ns);
+        if inside {
+            self.report.offered_bytes += len;
+        }
+        let passes = self
+            .cap
+            .as_mut()
+            .is_none_or(|cap| cap.admit(Instant::now(), datagram.len()));
+        if !passes && inside {
+            self.report.dropped_by_cap += 1;
+            self.report.dropped_bytes_by_cap += len;
+        }
+        passes
     }
 
     fn send_failed(&mut self) {
@@ -483,13 +604,10 @@ impl udp::Handler for Runner {
                 self.shared.received.fetch_add(1, Ordering::Relaxed);
                 self.report
                     .reception
-                    .record(&probe, recv_ns, &self.shared.window);
+                    .record(&probe, p.payload.len(), recv_ns, &self.shared.window);
                 self.on_probe(&probe, recv_ns);
             }
-            Event::KeyframeRequest(_) => {
-                self.pacer.request_keyframe();
-                self.report.keyframe_requests_received += 1;
-            }
+            Event::KeyframeRequest(r) => self.keyframe_requested(r.rid),
             Event::MediaIngressStats(s) => {
                 self.ingress.insert(s.mid, (s.nacks, s.plis));
             }

@@ -11,18 +11,26 @@
 //! result files of several contenders and rounds into the benchmarks page. [`ceiling`] is the
 //! yardstick: a relay that only decrypts, re-encrypts and forwards.
 //!
+//! With `--simulcast` publishers send their video as three layers; receivers may carry a
+//! bandwidth cap ([`cap`]); each step then reports what capped and uncapped receivers got
+//! ([`classes`]) and the server's own layer counts ([`server_metrics`]).
+//!
 //! One client decrypts every packet it receives, so the load generator costs about as much CPU
 //! per packet as a good SFU: on a small machine it, not the server, sets the largest load it can
 //! measure. Each step reports the generator's own CPU next to the server's.
 
+pub mod cap;
 pub mod ceiling;
+pub mod classes;
 pub mod client;
+pub mod compare;
 pub mod janus_target;
 pub mod measure;
 pub mod probe;
 pub mod report;
 pub mod run;
 pub mod server_cost;
+pub mod server_metrics;
 pub mod sori_target;
 pub mod spawn;
 pub mod summary;

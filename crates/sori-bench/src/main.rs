@@ -57,6 +57,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print Markdown tables that set variants of one server side by side (e.g. simulcast off
+    /// and on) from result files named `<variant>-<round>.json`: per variant and load the
+    /// median over the rounds with the range, and what capped and uncapped receivers got.
+    Compare {
+        /// Result files (--json of earlier runs).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Load generator for Sori: str0m clients publish synthetic VP8 and Opus through an SFU;
@@ -78,6 +86,10 @@ struct Args {
     /// Pin the started server (or ceiling relay) to these CPUs (taskset list, e.g. "1").
     #[arg(long, value_name = "CPUS")]
     server_cpus: Option<String>,
+    /// A configuration file for the started server (`sori serve --config FILE`), e.g. one
+    /// with `[media] initial_estimate_kbps = 0` to turn bandwidth estimation off.
+    #[arg(long, value_name = "FILE", requires = "spawn_server")]
+    server_config: Option<PathBuf>,
     /// Read the CPU time and memory of this server process (all threads) from /proc.
     #[arg(long, conflicts_with = "spawn_server")]
     server_pid: Option<u32>,
@@ -90,9 +102,22 @@ struct Args {
     /// Audio-only speakers in the audio scenario.
     #[arg(long, default_value_t = 10)]
     speakers: usize,
-    /// Video bitrate of each publisher.
+    /// Video bitrate of each publisher (with --simulcast: of its top layer).
     #[arg(long, default_value_t = 1000)]
     video_kbps: u32,
+    /// Publishers send their video as three simulcast layers, rid q, h and f at 1/16, 1/4
+    /// and all of --video-kbps (160×120, 320×240, 640×480), each with its own keyframes on
+    /// request (--target sori).
+    #[arg(long)]
+    simulcast: bool,
+    /// Give --capped-receivers receivers a bandwidth cap: a token bucket (100 ms deep) in
+    /// their receive path drops every datagram beyond this rate, so the server's bandwidth
+    /// estimate sees the loss.
+    #[arg(long, value_name = "KBPS")]
+    receiver_cap_kbps: Option<u32>,
+    /// How many receivers (in a meeting: participants) get --receiver-cap-kbps.
+    #[arg(long, default_value_t = 1, requires = "receiver_cap_kbps")]
+    capped_receivers: usize,
     #[arg(long, default_value_t = 30)]
     fps: u32,
     /// Seconds between unrequested keyframes.
@@ -173,6 +198,15 @@ fn check(args: &Args) -> Result<(), String> {
     if !(10..=50_000).contains(&args.video_kbps) {
         return Err("--video-kbps must be between 10 and 50000".into());
     }
+    if args.simulcast && args.target != TargetKind::Sori {
+        return Err("--simulcast needs --target sori".into());
+    }
+    if args
+        .receiver_cap_kbps
+        .is_some_and(|c| !(10..=10_000_000).contains(&c))
+    {
+        return Err("--receiver-cap-kbps must be between 10 and 10000000".into());
+    }
     if !(args.join_rate > 0.0 && args.join_rate.is_finite()) {
         return Err("--join-rate must be above 0".into());
     }
@@ -197,6 +231,15 @@ fn main() -> ExitCode {
         .init();
     match args.command {
         Some(Command::Relay { listen }) => return relay(listen),
+        Some(Command::Compare { ref files }) => {
+            return match compare(files) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sori-bench compare: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Summarize {
             ref out,
             ref charts,
@@ -266,8 +309,24 @@ fn summarize(
         let path = charts.join(name);
         std::fs::write(&path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    // The hand-written part of the page (from other runs) stays.
+    let old = std::fs::read_to_string(out).ok();
+    let page = sori_bench::summary::keep_hand_written(page, old.as_deref());
     std::fs::write(out, page).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("wrote {} from {} result files", out.display(), runs.len());
+    Ok(())
+}
+
+fn compare(files: &[PathBuf]) -> Result<(), String> {
+    let variants = files
+        .iter()
+        .map(|f| sori_bench::compare::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    print!("{}", sori_bench::compare::cost_table(&variants));
+    let classes = sori_bench::compare::classes_table(&variants);
+    if !classes.is_empty() {
+        print!("\n{classes}");
+    }
     Ok(())
 }
 
@@ -297,7 +356,7 @@ async fn bench(args: &Args) -> Result<(), String> {
     let server = match (args.target, &args.spawn_server) {
         (TargetKind::Ceiling, _) => Some(spawn::ceiling(cpus).await.map_err(|e| e.to_string())?),
         (TargetKind::Sori, Some(path)) => Some(
-            spawn::sori(&path.to_string_lossy(), cpus)
+            spawn::sori(&path.to_string_lossy(), args.server_config.as_deref(), cpus)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
@@ -308,6 +367,10 @@ async fn bench(args: &Args) -> Result<(), String> {
         .map(|s| s.url.clone())
         .unwrap_or(args.url.clone());
     let server_pid = server.as_ref().map(|s| s.pid).or(args.server_pid);
+    let metrics_url = match args.target {
+        TargetKind::Sori => sori_bench::server_metrics::metrics_url(&url),
+        TargetKind::Ceiling | TargetKind::Janus => None,
+    };
     let target = match args.target {
         // The ceiling relay speaks the part of Sori's signaling the clients use.
         TargetKind::Sori | TargetKind::Ceiling => Target::Sori { url },
@@ -334,6 +397,10 @@ async fn bench(args: &Args) -> Result<(), String> {
             server_pid,
             bind_ip: args.bind_ip,
             progress: !args.quiet,
+            simulcast: args.simulcast,
+            capped_receivers: args.capped_receivers,
+            receiver_cap_kbps: args.receiver_cap_kbps,
+            metrics_url: metrics_url.clone(),
         };
         let step = run_step(&o).await?;
         for e in step.errors.iter().take(5) {
@@ -349,12 +416,17 @@ async fn bench(args: &Args) -> Result<(), String> {
         }
     }
     print!("{}", report::table(&steps));
+    print!("{}", report::classes_table(&steps));
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "target": format!("{:?}", args.target).to_lowercase(),
             "scenario": args.scenario,
             "video_kbps": args.video_kbps,
             "fps": args.fps,
+            "simulcast": args.simulcast,
+            "receiver_cap_kbps": args.receiver_cap_kbps,
+            "capped_receivers": args.receiver_cap_kbps.map(|_| args.capped_receivers),
+            "server_config": args.server_config.as_ref().map(|p| p.display().to_string()),
             "steps": steps,
             "capacity": report::capacity(&steps).map(|s| s.load),
         });

@@ -39,6 +39,11 @@ impl Window {
         sent_ns >= self.start_ns.load(Ordering::Relaxed)
             && sent_ns < self.end_ns.load(Ordering::Relaxed)
     }
+
+    /// Sent after the window closed.
+    pub fn after(&self, sent_ns: u64) -> bool {
+        sent_ns >= self.end_ns.load(Ordering::Relaxed)
+    }
 }
 
 /// Delays in microseconds, in buckets with about 1% resolution, mergeable across receivers.
@@ -136,12 +141,36 @@ impl Seen {
     }
 }
 
+/// One received stream: a publisher's audio, or one simulcast layer of its video (layer 0
+/// for audio and for video sent as one encoding).
+pub type StreamKey = (u16, StreamKind, u8);
+
+/// Which layer of a publisher's video a receiver is on at the end of the window (packets sent
+/// after it are not looked at), and how often that changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerTrack {
+    /// The layer of the last keyframe start that arrived (an SFU moves a receiver to another
+    /// layer at one of its keyframes); before any, the layer of the last packet.
+    pub current: u8,
+    keyframe_seen: bool,
+    /// Moves to another layer, seen as a keyframe start of another layer than the current one.
+    pub switches: u64,
+    /// Of those, the ones whose keyframe was sent inside the window.
+    pub switches_in_window: u64,
+}
+
 /// One receiver's counts, for the streams it receives.
 #[derive(Debug, Default, Clone)]
 pub struct Reception {
-    seen: HashMap<(u16, StreamKind), Seen>,
+    seen: HashMap<StreamKey, Seen>,
     /// Distinct probes sent inside the window that arrived, per stream.
-    pub in_window: HashMap<(u16, StreamKind), u64>,
+    pub in_window: HashMap<StreamKey, u64>,
+    /// The lowest and highest probe sequence number among those, per stream.
+    pub spans: HashMap<StreamKey, (u32, u32)>,
+    /// Their payload bytes, per stream.
+    pub bytes_in_window: HashMap<StreamKey, u64>,
+    /// The video layer each publisher's video is on here.
+    pub layers: HashMap<u16, LayerTrack>,
     pub delay: Histogram,
     /// Every RTP packet with a probe, duplicates and out-of-window ones included.
     pub packets: u64,
@@ -149,18 +178,71 @@ pub struct Reception {
 }
 
 impl Reception {
-    /// Counts a packet that arrived at `recv_ns`.
-    pub fn record(&mut self, probe: &Probe, recv_ns: u64, window: &Window) {
+    /// Counts a packet of `payload_len` bytes that arrived at `recv_ns`.
+    pub fn record(&mut self, probe: &Probe, payload_len: usize, recv_ns: u64, window: &Window) {
         self.packets += 1;
-        let key = (probe.publisher, probe.kind);
+        let key = (probe.publisher, probe.kind, probe.layer);
         if !self.seen.entry(key).or_default().mark(probe.seq) {
             self.duplicates += 1;
             return;
         }
-        if window.contains(probe.sent_ns) {
+        let inside = window.contains(probe.sent_ns);
+        if probe.kind == StreamKind::Video && !window.after(probe.sent_ns) {
+            let t = self.layers.entry(probe.publisher).or_default();
+            if probe.keyframe_start {
+                if t.keyframe_seen && t.current != probe.layer {
+                    t.switches += 1;
+                    t.switches_in_window += inside as u64;
+                }
+                t.keyframe_seen = true;
+                t.current = probe.layer;
+            } else if !t.keyframe_seen {
+                t.current = probe.layer;
+            }
+        }
+        if inside {
             *self.in_window.entry(key).or_default() += 1;
+            *self.bytes_in_window.entry(key).or_default() += payload_len as u64;
+            let span = self.spans.entry(key).or_insert((probe.seq, probe.seq));
+            span.0 = span.0.min(probe.seq);
+            span.1 = span.1.max(probe.seq);
             self.delay
                 .record(recv_ns.saturating_sub(probe.sent_ns) / 1000);
+        }
+    }
+
+    /// Distinct probes of `publisher`'s `kind` sent inside the window that arrived, all layers.
+    pub fn arrived(&self, publisher: u16, kind: StreamKind) -> u64 {
+        self.in_window
+            .iter()
+            .filter(|((p, k, _), _)| *p == publisher && *k == kind)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The video packets of `publisher` this receiver should have got in the window, and how
+    /// many of them arrived, given what the publisher sent in the window per layer (`sent`,
+    /// lowest layer first). A receiver that got one layer throughout should have got all of
+    /// it; one that moved between layers should have got, of each layer, the packets from the
+    /// first to the last that arrived (the part it was on; a loss just before a move is not
+    /// counted). A receiver that got nothing should have got the top layer.
+    pub fn video_expected(&self, publisher: u16, sent: &[u64]) -> (u64, u64) {
+        let got: Vec<(u8, u64)> = self
+            .in_window
+            .iter()
+            .filter(|((p, k, _), _)| *p == publisher && *k == StreamKind::Video)
+            .map(|((_, _, l), n)| (*l, *n))
+            .collect();
+        match got.as_slice() {
+            [] => (sent.last().copied().unwrap_or(0), 0),
+            [(layer, n)] => {
+                let expected = sent.get(*layer as usize).copied().unwrap_or(0);
+                (expected.max(*n), *n)
+            }
+            several => several.iter().fold((0, 0), |(e, r), (layer, n)| {
+                let (lo, hi) = self.spans[&(publisher, StreamKind::Video, *layer)];
+                (e + u64::from(hi - lo) + 1, r + n)
+            }),
         }
     }
 }
@@ -213,19 +295,93 @@ mod tests {
             publisher: 1,
             kind: StreamKind::Audio,
             keyframe_start: false,
+            layer: 0,
             seq,
             sent_ns,
         };
-        r.record(&probe(0, 500), 600, &w);
-        r.record(&probe(1, 1_000), 3_000, &w);
-        r.record(&probe(1, 1_000), 3_500, &w);
-        r.record(&probe(200, 1_999), 5_000_000, &w);
-        r.record(&probe(201, 2_000), 2_100, &w);
+        r.record(&probe(0, 500), 80, 600, &w);
+        r.record(&probe(1, 1_000), 80, 3_000, &w);
+        r.record(&probe(1, 1_000), 80, 3_500, &w);
+        r.record(&probe(200, 1_999), 80, 5_000_000, &w);
+        r.record(&probe(201, 2_000), 80, 2_100, &w);
         assert_eq!(r.packets, 5);
         assert_eq!(r.duplicates, 1);
-        assert_eq!(r.in_window[&(1, StreamKind::Audio)], 2);
+        assert_eq!(r.in_window[&(1, StreamKind::Audio, 0)], 2);
+        assert_eq!(r.arrived(1, StreamKind::Audio), 2);
+        assert_eq!(r.bytes_in_window[&(1, StreamKind::Audio, 0)], 160);
         assert_eq!(r.delay.count(), 2);
         let max = r.delay.quantile(1.0).unwrap();
         assert!((4900..=4998).contains(&max), "{max}");
+    }
+
+    fn video(layer: u8, seq: u32, key: bool, sent_ns: u64) -> Probe {
+        Probe {
+            publisher: 2,
+            kind: StreamKind::Video,
+            keyframe_start: key,
+            layer,
+            seq,
+            sent_ns,
+        }
+    }
+
+    #[test]
+    fn layer_moves_are_counted_at_keyframes_of_another_layer() {
+        let w = Window::default();
+        w.open(100);
+        w.close(1_000);
+        let mut r = Reception::default();
+        // Starts on layer 0 before the window, moves to 2 inside it; a late resend of a
+        // layer-0 packet (not a keyframe start) is no move. Switches before the window count
+        // in `switches` only.
+        r.record(&video(0, 0, true, 10), 900, 20, &w);
+        r.record(&video(0, 1, false, 20), 900, 30, &w);
+        r.record(&video(2, 0, true, 200), 1100, 210, &w);
+        r.record(&video(0, 2, false, 190), 900, 220, &w);
+        r.record(&video(2, 1, false, 230), 1100, 240, &w);
+        let t = r.layers[&2];
+        assert_eq!((t.current, t.switches, t.switches_in_window), (2, 1, 1));
+        // Back to 0 after the window: not looked at.
+        r.record(&video(0, 3, true, 1_500), 900, 1_510, &w);
+        let t = r.layers[&2];
+        assert_eq!((t.current, t.switches, t.switches_in_window), (2, 1, 1));
+        // Video counts per layer, all layers together.
+        assert_eq!(r.arrived(2, StreamKind::Video), 3);
+        assert_eq!(r.bytes_in_window[&(2, StreamKind::Video, 2)], 2200);
+    }
+
+    #[test]
+    fn expected_video_follows_the_layers_that_arrived() {
+        let w = Window::default();
+        w.open(0);
+        w.close(1_000_000);
+        // One layer throughout: all of what the publisher sent in it.
+        let mut one = Reception::default();
+        for seq in [0, 1, 3] {
+            one.record(&video(2, seq, seq == 0, 10), 1000, 20, &w);
+        }
+        assert_eq!(one.video_expected(2, &[10, 20, 40]), (40, 3));
+        // Two layers: of each, its first to its last arrival (5–9 of layer 0 with 7 lost,
+        // 100–104 of layer 1).
+        let mut moved = Reception::default();
+        for seq in [5, 6, 8, 9] {
+            moved.record(&video(0, seq, seq == 5, 10), 300, 20, &w);
+        }
+        for seq in 100..=104 {
+            moved.record(&video(1, seq, seq == 100, 10), 300, 20, &w);
+        }
+        assert_eq!(moved.video_expected(2, &[10, 20, 40]), (10, 9));
+        // Nothing: the top layer was owed; another publisher's video is not this one's.
+        assert_eq!(
+            Reception::default().video_expected(2, &[10, 20, 40]),
+            (40, 0)
+        );
+        assert_eq!(moved.video_expected(3, &[7]), (7, 0));
+        // One encoding (layer 0): all of what was sent, as without simulcast.
+        let mut single = Reception::default();
+        for seq in [0, 2, 3] {
+            single.record(&video(0, seq, seq == 0, 10), 1000, 20, &w);
+        }
+        assert_eq!(single.video_expected(2, &[4]), (4, 3));
     }
 }

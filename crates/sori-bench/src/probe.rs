@@ -4,6 +4,10 @@
 //! the receiver reads which publisher and stream sent it, its probe sequence number, and its send
 //! time, and from those counts loss and one-way delay. Publisher and receivers live in one
 //! process and share one monotonic clock ([`now_ns`]), so the delay needs no clock sync.
+//!
+//! A simulcast publisher sends each video frame once per layer; the probe names the layer
+//! (0 the lowest), and each layer numbers its packets on its own, so a receiver sees which
+//! layer the SFU forwards it and counts each layer's loss apart.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -38,7 +42,9 @@ pub struct Probe {
     pub kind: StreamKind,
     /// The first packet of a video keyframe.
     pub keyframe_start: bool,
-    /// Per (publisher, kind), from 0, one per packet.
+    /// The simulcast layer, 0 the lowest (0 for audio and for video sent as one encoding).
+    pub layer: u8,
+    /// Per (publisher, kind, layer), from 0, one per packet.
     pub seq: u32,
     /// [`now_ns`] when the publisher wrote the packet.
     pub sent_ns: u64,
@@ -52,7 +58,8 @@ impl Probe {
             StreamKind::Audio => 0,
             StreamKind::Video => 1,
         });
-        out.push(self.keyframe_start as u8);
+        // Flags: bit 0 keyframe start, bits 4–5 the layer.
+        out.push(self.keyframe_start as u8 | (self.layer & 3) << 4);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_ns.to_be_bytes());
     }
@@ -68,10 +75,14 @@ impl Probe {
             1 => StreamKind::Video,
             _ => return None,
         };
+        if p[7] & !0x31 != 0 {
+            return None;
+        }
         Some(Probe {
             publisher: u16::from_be_bytes([p[4], p[5]]),
             kind,
-            keyframe_start: p[7] == 1,
+            keyframe_start: p[7] & 1 == 1,
+            layer: p[7] >> 4,
             seq: u32::from_be_bytes(p[8..12].try_into().ok()?),
             sent_ns: u64::from_be_bytes(p[12..20].try_into().ok()?),
         })
@@ -85,10 +96,30 @@ pub struct Packet {
     pub marker: bool,
 }
 
+/// Which video encoding a frame belongs to: its simulcast layer and its frame size (which a
+/// keyframe's header carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// 0 the lowest; at most 3.
+    pub index: u8,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl Layer {
+    /// One encoding (no simulcast), 640×480.
+    pub const SINGLE: Layer = Layer {
+        index: 0,
+        width: 640,
+        height: 480,
+    };
+}
+
 /// Synthetic VP8 frames of a set size, cut into RTP payloads with a VP8 payload descriptor and
-/// a real frame tag, so an SFU recognises keyframes as it would from a browser.
+/// a real frame tag, so an SFU recognises keyframes (and their size) as it would from a browser.
 pub fn vp8_frame(
     publisher: u16,
+    layer: Layer,
     seq: &mut u32,
     frame_bytes: usize,
     keyframe: bool,
@@ -110,8 +141,11 @@ pub fn vp8_frame(
         p.push(if first { 0x10 } else { 0x00 });
         if first {
             if keyframe {
-                // Frame tag with P=0 (keyframe), show_frame, then start code and 640x480.
-                p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+                // Frame tag with P=0 (keyframe), show_frame, then the start code and the size
+                // (14 bits each, little endian).
+                p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a]);
+                p.extend_from_slice(&(layer.width & 0x3fff).to_le_bytes());
+                p.extend_from_slice(&(layer.height & 0x3fff).to_le_bytes());
             } else {
                 p.extend_from_slice(&[0x11, 0, 0]);
             }
@@ -123,6 +157,7 @@ pub fn vp8_frame(
             publisher,
             kind: StreamKind::Video,
             keyframe_start: keyframe && first,
+            layer: layer.index,
             seq: *seq,
             sent_ns,
         }
@@ -147,6 +182,7 @@ pub fn opus_packet(publisher: u16, seq: &mut u32, bytes: usize, sent_ns: u64) ->
         publisher,
         kind: StreamKind::Audio,
         keyframe_start: false,
+        layer: 0,
         seq: *seq,
         sent_ns,
     }
@@ -165,7 +201,7 @@ mod tests {
     #[test]
     fn probe_round_trips_at_the_end_of_any_payload() {
         let mut seq = 7;
-        let frame = vp8_frame(3, &mut seq, 5000, true, 123_456_789);
+        let frame = vp8_frame(3, Layer::SINGLE, &mut seq, 5000, true, 123_456_789);
         assert_eq!(frame.len(), 5);
         assert_eq!(seq, 12);
         assert!(frame.iter().all(|p| p.payload.len() <= MAX_PAYLOAD));
@@ -180,6 +216,7 @@ mod tests {
                 publisher: 3,
                 kind: StreamKind::Video,
                 keyframe_start: true,
+                layer: 0,
                 seq: 7,
                 sent_ns: 123_456_789
             }
@@ -187,11 +224,16 @@ mod tests {
         let second = Probe::parse(&frame[1].payload).unwrap();
         assert!(!second.keyframe_start);
         assert_eq!(second.seq, 8);
-        // The VP8 frame tag says keyframe (P bit clear) right after the descriptor.
+        // The VP8 frame tag says keyframe (P bit clear) right after the descriptor, then
+        // the start code and 640x480.
         assert_eq!(frame[0].payload[0], 0x10);
         assert_eq!(frame[0].payload[1] & 1, 0);
+        assert_eq!(
+            frame[0].payload[4..11],
+            [0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
+        );
 
-        let delta = vp8_frame(3, &mut seq, 100, false, 1);
+        let delta = vp8_frame(3, Layer::SINGLE, &mut seq, 100, false, 1);
         assert_eq!(delta.len(), 1);
         assert_eq!(delta[0].payload[1] & 1, 1);
         assert!(!Probe::parse(&delta[0].payload).unwrap().keyframe_start);
@@ -216,5 +258,35 @@ mod tests {
         let n = p.len();
         p[n - PROBE_LEN + 6] = 9; // an unknown stream kind
         assert_eq!(Probe::parse(&p), None);
+        let mut p = opus_packet(1, &mut 0, 40, 1).payload;
+        p[n - PROBE_LEN + 7] = 0x02; // an unknown flag
+        assert_eq!(Probe::parse(&p), None);
+    }
+
+    #[test]
+    fn each_layer_is_tagged_and_its_keyframes_carry_its_size() {
+        let quarter = Layer {
+            index: 1,
+            width: 320,
+            height: 240,
+        };
+        let mut seq = 0;
+        let key = vp8_frame(5, quarter, &mut seq, 1500, true, 9);
+        let probes: Vec<Probe> = key
+            .iter()
+            .map(|p| Probe::parse(&p.payload).unwrap())
+            .collect();
+        assert_eq!(probes.len(), 2);
+        assert!(probes.iter().all(|p| p.layer == 1 && p.publisher == 5));
+        assert!(probes[0].keyframe_start && !probes[1].keyframe_start);
+        // 320 = 0x0140 and 240 = 0x00f0, little endian, after the start code.
+        assert_eq!(key[0].payload[7..11], [0x40, 0x01, 0xf0, 0x00]);
+        let top = Layer {
+            index: 3,
+            ..Layer::SINGLE
+        };
+        let delta = vp8_frame(5, top, &mut seq, 100, false, 9);
+        let p = Probe::parse(&delta[0].payload).unwrap();
+        assert_eq!((p.layer, p.keyframe_start, p.seq), (3, false, 2));
     }
 }

@@ -129,6 +129,64 @@ pub fn table(steps: &[StepResult]) -> String {
     out
 }
 
+/// What each class of receivers got of the video, one line per step and class, and the
+/// server's layer switches in the window; empty when no step has classes.
+pub fn classes_table(steps: &[StepResult]) -> String {
+    let mut out = String::new();
+    if steps.iter().all(|s| s.classes.is_empty()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:>5} {:<9} {:>5} {:>10} {:>10} {:<18} {:<24} {:>8} {:>7} {:>7} {:>8} {:>10}",
+        "load",
+        "class",
+        "recv",
+        "in kbps",
+        "video kbps",
+        "on layer",
+        "packets by layer",
+        "switches",
+        "loss %",
+        "p50 ms",
+        "cap drop %",
+        "srv switch"
+    );
+    for s in steps {
+        let server = s
+            .server_layers
+            .as_ref()
+            .and_then(|l| l.switches_in_window)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        for c in &s.classes {
+            let on: Vec<String> = c.on_layer.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+            let share: Vec<String> = c
+                .layer_share
+                .iter()
+                .map(|(l, v)| format!("{l}:{:.0}%", v * 100.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:>5} {:<9} {:>5} {:>10.0} {:>10.0} {:<18} {:<24} {:>8} {:>7.3} {:>7} {:>8} {:>10}",
+                s.load,
+                c.class,
+                c.receivers,
+                c.offered_kbps,
+                c.video_kbps,
+                on.join(" "),
+                share.join(" "),
+                c.switches_in_window,
+                c.video_loss * 100.0,
+                ms(c.delay.p50_ms),
+                format!("{:.1}", c.dropped_share * 100.0),
+                server,
+            );
+        }
+    }
+    out
+}
+
 /// A line chart of p50/p95 delay (left axis) and server cores (right axis) against load.
 pub fn svg(steps: &[StepResult], title: &str) -> String {
     let (w, h) = (720.0, 400.0);
@@ -333,6 +391,9 @@ pub(crate) fn test_step(load: usize, loss: f64, p95_ms: f64, joins_failed: usize
         server_mem_kib_before: None,
         server_mem_kib_after: None,
         mem_kib_per_participant: None,
+        simulcast: false,
+        classes: Vec::new(),
+        server_layers: None,
         errors: Vec::new(),
     }
 }

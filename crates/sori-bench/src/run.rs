@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientOptions, ClientReport, Setup, Shared};
+use crate::classes::{self, ClassResult, SentBy};
+use crate::client::{self, Client, ClientOptions, ClientReport, Setup, Shared};
 use crate::measure::Histogram;
 use crate::probe::{now_ns, StreamKind};
 use crate::server_cost::{self, Cost};
+use crate::server_metrics::{self, ServerLayers};
 use crate::{janus_target, sori_target};
 
 /// Who publishes and who receives.
@@ -61,10 +63,18 @@ pub struct StepOptions {
     pub server_pid: Option<u32>,
     pub bind_ip: IpAddr,
     pub progress: bool,
+    /// Publishers send their video as three simulcast layers (q, h, f).
+    pub simulcast: bool,
+    /// This many receivers (participants in a meeting) drop what they receive beyond
+    /// `receiver_cap_kbps`.
+    pub capped_receivers: usize,
+    pub receiver_cap_kbps: Option<u32>,
+    /// The server's Prometheus page, read before and after the window for its layers.
+    pub metrics_url: Option<String>,
 }
 
 /// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -73,7 +83,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram) -> Self {
+    /// The percentiles of `h`, in milliseconds.
+    pub fn of(h: &Histogram) -> Self {
         let ms = |q| h.quantile(q).map(|us| us as f64 / 1000.0);
         Self {
             p50_ms: ms(0.5),
@@ -121,6 +132,15 @@ pub struct StepResult {
     pub server_mem_kib_before: Option<u64>,
     pub server_mem_kib_after: Option<u64>,
     pub mem_kib_per_participant: Option<f64>,
+    /// Publishers sent their video as simulcast layers.
+    #[serde(default)]
+    pub simulcast: bool,
+    /// What the receivers got of the video, capped and uncapped apart.
+    #[serde(default)]
+    pub classes: Vec<ClassResult>,
+    /// The server's own count of layer switches and layers sent (from its /metrics).
+    #[serde(default)]
+    pub server_layers: Option<ServerLayers>,
     pub errors: Vec<String>,
 }
 
@@ -132,6 +152,7 @@ struct Member {
 }
 
 fn members(o: &StepOptions) -> Vec<Member> {
+    let cap = |i: usize| o.receiver_cap_kbps.filter(|_| i < o.capped_receivers);
     let av = |id| ClientOptions {
         id,
         audio: true,
@@ -139,6 +160,7 @@ fn members(o: &StepOptions) -> Vec<Member> {
         video_kbps: o.video_kbps,
         fps: o.fps,
         keyframe_interval: o.keyframe_interval,
+        simulcast: o.simulcast,
         ..ClientOptions::receiver(id)
     };
     let mut out = Vec::new();
@@ -151,7 +173,10 @@ fn members(o: &StepOptions) -> Vec<Member> {
             });
             for i in 0..o.load {
                 out.push(Member {
-                    opts: ClientOptions::receiver(1 + i as u16),
+                    opts: ClientOptions {
+                        cap_kbps: cap(i),
+                        ..ClientOptions::receiver(1 + i as u16)
+                    },
                     expects: [0].into(),
                     publishes: false,
                 });
@@ -163,7 +188,10 @@ fn members(o: &StepOptions) -> Vec<Member> {
                 let mut expects = ids.clone();
                 expects.remove(&id);
                 out.push(Member {
-                    opts: av(id),
+                    opts: ClientOptions {
+                        cap_kbps: cap(id as usize),
+                        ..av(id)
+                    },
                     expects,
                     publishes: true,
                 });
@@ -186,6 +214,7 @@ fn members(o: &StepOptions) -> Vec<Member> {
                 out.push(Member {
                     opts: ClientOptions {
                         ready_on_audio: true,
+                        cap_kbps: cap(i),
                         ..ClientOptions::receiver((o.speakers + i) as u16)
                     },
                     expects: speakers.clone(),
@@ -283,6 +312,7 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
             reports,
             generator_cores: window.generator_cores,
             udp_rcvbuf_errors: window.udp_rcvbuf_errors,
+            server_layers: window.server_layers,
             late,
             window_secs: window.secs,
             participants,
@@ -411,6 +441,19 @@ struct Window {
     cpu_after: Option<server_cost::Sample>,
     generator_cores: Option<f64>,
     udp_rcvbuf_errors: Option<u64>,
+    server_layers: Option<ServerLayers>,
+}
+
+/// The server's metrics page, if it has one that answers.
+async fn metrics_page(o: &StepOptions) -> Option<String> {
+    let url = o.metrics_url.as_deref()?;
+    match server_metrics::fetch(url).await {
+        Ok(page) => Some(page),
+        Err(e) => {
+            tracing::warn!("no server metrics: {e}");
+            None
+        }
+    }
 }
 
 /// The warm-up, then the measuring window (clients count only inside it), then the grace
@@ -429,6 +472,7 @@ async fn measure(o: &StepOptions, shared: &Shared) -> Result<Window, String> {
         .map_err(|e| e.to_string())?;
     let own_before = server_cost::sample(std::process::id()).ok();
     let rcvbuf_before = server_cost::udp_receive_buffer_errors();
+    let metrics_before = metrics_page(o).await;
     let window_start = Instant::now();
     shared.window.open(now_ns());
     if o.progress {
@@ -447,6 +491,9 @@ async fn measure(o: &StepOptions, shared: &Shared) -> Result<Window, String> {
     let generator_cores = own_before
         .zip(own_after)
         .map(|(b, a)| server_cost::cost(&b, &a, 0).cores);
+    let server_layers = metrics_page(o)
+        .await
+        .and_then(|after| server_metrics::layers(metrics_before.as_deref(), &after));
     tokio::time::sleep(o.grace).await;
     let udp_rcvbuf_errors = rcvbuf_before
         .zip(server_cost::udp_receive_buffer_errors())
@@ -457,6 +504,7 @@ async fn measure(o: &StepOptions, shared: &Shared) -> Result<Window, String> {
         cpu_after,
         generator_cores,
         udp_rcvbuf_errors,
+        server_layers,
     })
 }
 
@@ -470,6 +518,7 @@ struct Collected {
     reports: Vec<(Member, Option<(ClientReport, u64)>)>,
     generator_cores: Option<f64>,
     udp_rcvbuf_errors: Option<u64>,
+    server_layers: Option<ServerLayers>,
     /// Participants not ready within the join timeout.
     late: BTreeSet<u16>,
     window_secs: f64,
@@ -494,19 +543,24 @@ struct Tally {
     publishers: usize,
 }
 
+/// What each publisher sent in the window.
+fn sent_by(reports: &[(Member, Option<(ClientReport, u64)>)]) -> SentBy {
+    reports
+        .iter()
+        .filter_map(|(m, r)| {
+            let sent = &r.as_ref()?.0.sent_in_window;
+            Some((m.opts.id, (sent.audio, sent.video.clone())))
+        })
+        .collect()
+}
+
 impl Tally {
     fn of(
         reports: &[(Member, Option<(ClientReport, u64)>)],
+        sent_by: &SentBy,
         late: &BTreeSet<u16>,
         errors: &mut Vec<String>,
     ) -> Self {
-        let sent_by: std::collections::HashMap<u16, (u64, u64)> = reports
-            .iter()
-            .filter_map(|(m, r)| {
-                r.as_ref()
-                    .map(|(r, _)| (m.opts.id, (r.sent_in_window.audio, r.sent_in_window.video)))
-            })
-            .collect();
         let mut t = Tally::default();
         for (m, r) in reports {
             if m.publishes {
@@ -530,11 +584,15 @@ impl Tally {
                 t.failed += 1;
             }
             for p in &m.expects {
-                let (a, v) = sent_by.get(p).copied().unwrap_or_default();
-                t.expected += a + v;
-                for (kind, _) in [(StreamKind::Audio, a), (StreamKind::Video, v)] {
-                    t.received += r.reception.in_window.get(&(*p, kind)).copied().unwrap_or(0);
-                }
+                let Some((audio, video)) = sent_by.get(p) else {
+                    continue;
+                };
+                let (video, video_arrived) = match video.as_slice() {
+                    [] => (0, 0),
+                    sent => r.reception.video_expected(*p, sent),
+                };
+                t.expected += audio + video;
+                t.received += r.reception.arrived(*p, StreamKind::Audio) + video_arrived;
             }
             t.delay.merge(&r.reception.delay);
             t.nacks += r.nacks_sent;
@@ -555,9 +613,37 @@ impl Tally {
     }
 }
 
+/// The receivers' classes (capped, uncapped), for steps whose publishers send video.
+fn receiver_classes(o: &StepOptions, c: &Collected, sent_by: &SentBy) -> Vec<ClassResult> {
+    let receivers: Vec<classes::Receiver> = c
+        .reports
+        .iter()
+        .filter_map(|(m, r)| {
+            let (report, _) = r.as_ref()?;
+            (!m.expects.is_empty()).then_some(classes::Receiver {
+                capped: m.opts.cap_kbps.is_some(),
+                expects: &m.expects,
+                report,
+            })
+        })
+        .collect();
+    if sent_by.values().all(|(_, video)| video.is_empty()) {
+        return Vec::new();
+    }
+    classes::classes(
+        &receivers,
+        sent_by,
+        &client::layer_names(o.simulcast),
+        o.receiver_cap_kbps,
+        c.window_secs,
+    )
+}
+
 fn summarize(o: &StepOptions, c: Collected) -> StepResult {
+    let sent_by = sent_by(&c.reports);
+    let classes = receiver_classes(o, &c, &sent_by);
     let mut errors = c.errors;
-    let t = Tally::of(&c.reports, &c.late, &mut errors);
+    let t = Tally::of(&c.reports, &sent_by, &c.late, &mut errors);
     let (expected, received) = (t.expected, t.received);
     let loss = if expected > 0 {
         1.0 - received.min(expected) as f64 / expected as f64
@@ -604,6 +690,9 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
         server_mem_kib_before: mem_before,
         server_mem_kib_after: mem_after,
         mem_kib_per_participant: mem_per,
+        simulcast: o.simulcast,
+        classes,
+        server_layers: c.server_layers,
         errors,
     }
 }

@@ -1,18 +1,73 @@
 //! Starting the server under test (`sori serve`, or the ceiling relay) on 127.0.0.1 with free
 //! ports, optionally pinned to CPUs.
+//!
+//! Every client of a run joins from one address into one room, faster than a person would:
+//! `sori serve` gets a configuration file whose `[limits]` let it ([`BENCH_LIMITS`]), after
+//! the `--server-config` file if one is given (whose own `[limits]`, if it has them, win).
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A server this tool started; it is killed when dropped.
+/// A server this tool started; it is killed when dropped (and its configuration file removed).
 pub struct Server {
     pub pid: u32,
     /// `ws://ADDR/ws`.
     pub url: String,
     _child: Child,
+    config: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = &self.config {
+            let _ = std::fs::remove_file(c);
+        }
+    }
+}
+
+/// The limits of a benchmarked server: one address opens every connection, joins everyone to
+/// one room, at the step's join rate.
+pub const BENCH_LIMITS: &str = "[limits]
+participants_per_room = 100000
+connections = 100000
+connections_per_ip = 100000
+joins_per_sec = 100000.0
+joins_burst = 100000.0
+";
+
+/// The configuration file's text: `user` (the `--server-config` file) followed by
+/// [`BENCH_LIMITS`], unless `user` has a `[limits]` table of its own.
+pub fn config_text(user: Option<&str>) -> String {
+    let user = user.unwrap_or_default();
+    let has_limits = user.lines().any(|l| l.trim() == "[limits]");
+    if has_limits {
+        user.to_string()
+    } else if user.is_empty() {
+        BENCH_LIMITS.to_string()
+    } else {
+        format!("{}\n\n{BENCH_LIMITS}", user.trim_end())
+    }
+}
+
+/// Writes the configuration file of a server about to start, in the temporary directory.
+fn write_config(user: Option<&Path>) -> Result<PathBuf, SpawnError> {
+    let fail = |why: String| SpawnError::Start {
+        cmd: "sori serve".into(),
+        why,
+    };
+    let user = user
+        .map(|p| std::fs::read_to_string(p).map_err(|e| fail(format!("{}: {e}", p.display()))))
+        .transpose()?;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("sori-bench-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, config_text(user.as_deref()))
+        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    Ok(path)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +80,15 @@ pub enum SpawnError {
     Timeout(String),
 }
 
-/// Starts `sori serve` from the binary at `sori` on 127.0.0.1 with free ports.
-pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> {
+/// Starts `sori serve` from the binary at `sori` on 127.0.0.1 with free ports, with the
+/// configuration file `config` if given (the flags here override it; see [`config_text`]).
+pub async fn sori(
+    sori: &str,
+    config: Option<&Path>,
+    cpus: Option<&str>,
+) -> Result<Server, SpawnError> {
+    let file = write_config(config)?;
+    let path = file.to_string_lossy().into_owned();
     let args = [
         "serve",
         "--listen",
@@ -37,8 +99,20 @@ pub async fn sori(sori: &str, cpus: Option<&str>) -> Result<Server, SpawnError> 
         "0",
         // The benchmark measures media through the SFU; several runs may overlap.
         "--no-turn",
+        "--config",
+        &path,
     ];
-    start(sori, &args, cpus).await
+    let started = start(sori, &args, cpus).await;
+    match started {
+        Ok(mut server) => {
+            server.config = Some(file);
+            Ok(server)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            Err(e)
+        }
+    }
 }
 
 /// Starts this tool's ceiling relay (`sori-bench relay`) on 127.0.0.1.
@@ -114,5 +188,20 @@ async fn start(program: &str, args: &[&str], cpus: Option<&str>) -> Result<Serve
         pid,
         url: format!("ws://{addr}/ws"),
         _child: child,
+        config: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_limits_follow_the_given_file_unless_it_has_its_own() {
+        assert_eq!(config_text(None), BENCH_LIMITS);
+        let nobwe = "[media]\ninitial_estimate_kbps = 0\n";
+        assert_eq!(config_text(Some(nobwe)), format!("{nobwe}\n{BENCH_LIMITS}"));
+        let own = "[limits]\nconnections_per_ip = 10\n";
+        assert_eq!(config_text(Some(own)), own);
+    }
 }

@@ -63,6 +63,19 @@ pub fn load(path: &Path) -> Result<Run, String> {
     })
 }
 
+/// The line from which the page is written by hand (the Simulcast section, from other
+/// runs): [`keep_hand_written`] carries it and what follows into the new page.
+pub const HAND_WRITTEN: &str =
+    "<!-- Written by hand from here on: sori-bench summarize keeps what follows. -->";
+
+/// `page` followed by the hand-written part of `old` (from [`HAND_WRITTEN`] on), if it has one.
+pub fn keep_hand_written(page: String, old: Option<&str>) -> String {
+    match old.and_then(|o| o.find(HAND_WRITTEN).map(|i| &o[i..])) {
+        Some(tail) => format!("{}\n\n{tail}", page.trim_end()),
+        None => page,
+    }
+}
+
 /// What the page says about how it was made.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
@@ -115,7 +128,8 @@ impl Spread {
     }
 }
 
-fn show(s: Option<Spread>, decimals: usize) -> String {
+/// "11.7 (11.5–12.8)" for a spread, "-" for none.
+pub(crate) fn show(s: Option<Spread>, decimals: usize) -> String {
     s.map(|s| s.show(decimals)).unwrap_or_else(|| "-".into())
 }
 
@@ -311,7 +325,8 @@ pub fn document(runs: &[Run], meta: &Meta, chart_dir: &str) -> (String, Vec<(Str
     let _ = writeln!(
         out,
         "Written by `sori-bench summarize` from the result files of the command below; \
-         rerun it to replace this page. Measured **{}**.\n",
+         rerun it to replace this page (it keeps the hand-written sections at the end). \
+         Measured **{}**.\n",
         meta.date
     );
     let _ = writeln!(out, "**Machine**:");
@@ -675,5 +690,20 @@ mod tests {
         std::fs::write(dir.join("fanout-x-1.json"), "{").unwrap();
         assert!(load(&dir.join("fanout-x-1.json")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_hand_written_part_of_the_old_page_is_kept() {
+        let old = format!("# old\n\nold tables\n\n{HAND_WRITTEN}\n## Simulcast\n\ntext\n");
+        let page = keep_hand_written("# new\n\nnew tables\n\n".into(), Some(&old));
+        assert_eq!(
+            page,
+            format!("# new\n\nnew tables\n\n{HAND_WRITTEN}\n## Simulcast\n\ntext\n")
+        );
+        assert_eq!(
+            keep_hand_written("# new\n".into(), Some("# old\n")),
+            "# new\n"
+        );
+        assert_eq!(keep_hand_written("# new\n".into(), None), "# new\n");
     }
 }

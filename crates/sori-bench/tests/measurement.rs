@@ -91,16 +91,10 @@ impl Outcome {
     fn loss(&self, kind: StreamKind) -> f64 {
         let sent = match kind {
             StreamKind::Audio => self.publisher.sent_in_window.audio,
-            StreamKind::Video => self.publisher.sent_in_window.video,
+            StreamKind::Video => self.publisher.sent_in_window.video.iter().sum(),
         };
         assert!(sent > 0, "the publisher sent {kind:?} in the window");
-        let got = self
-            .receiver
-            .reception
-            .in_window
-            .get(&(0, kind))
-            .copied()
-            .unwrap_or(0);
+        let got = self.receiver.reception.arrived(0, kind);
         1.0 - got as f64 / sent as f64
     }
 

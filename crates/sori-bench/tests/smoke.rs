@@ -136,6 +136,84 @@ fn meeting_through_the_ceiling_relay_arrives_whole() {
     );
 }
 
+/// Runs `sori-bench --spawn-server <sori> ARGS --quiet --json -` and returns its one step.
+fn spawned_step(args: &[&str]) -> Value {
+    let out = Command::new(BENCH)
+        .args(["--spawn-server"])
+        .arg(sori_binary())
+        .args(args)
+        .args(["--quiet", "--json", "-"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sori-bench failed\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    let json_start = stdout.find("{\n").expect("JSON after the table");
+    let v: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    v["steps"][0].clone()
+}
+
+#[test]
+fn with_simulcast_a_capped_receiver_gets_a_lower_layer_than_the_others() {
+    // Layers of 18, 75 and 300 kbit/s: a 100 kbit/s cap leaves no room for the top one.
+    let step = spawned_step(&[
+        "--scenario",
+        "fanout",
+        "--load",
+        "3",
+        "--video-kbps",
+        "300",
+        "--simulcast",
+        "--receiver-cap-kbps",
+        "100",
+        // Receivers that start on the top layer fall back to h within a second (the first
+        // estimates follow what was sent) and climb again behind probes within ~7 s.
+        "--warmup",
+        "12",
+        "--duration",
+        "3",
+    ]);
+    assert_eq!(step["simulcast"], true, "{step}");
+    assert_eq!(step["joins_ok"], 4, "{step}");
+    let classes = step["classes"].as_array().unwrap();
+    let class = |name: &str| {
+        classes
+            .iter()
+            .find(|c| c["class"] == name)
+            .unwrap_or_else(|| panic!("no {name} class: {step}"))
+    };
+    let (capped, free) = (class("capped"), class("uncapped"));
+    assert_eq!(capped["receivers"], 1, "{step}");
+    assert_eq!(free["receivers"], 2, "{step}");
+    assert_eq!(capped["cap_kbps"], 100);
+    // The capped receiver gets nothing of the top layer and less video than its cap.
+    let share = |c: &Value, layer: &str| c["layer_share"][layer].as_f64().unwrap_or(0.0);
+    assert!(
+        !capped["on_layer"].as_object().unwrap().contains_key("f"),
+        "{step}"
+    );
+    assert_eq!(share(capped, "f"), 0.0, "{step}");
+    assert!(capped["video_kbps"].as_f64().unwrap() < 100.0, "{step}");
+    // Most of what the others get is the top layer (an uncapped receiver may spend a while on
+    // h: the server's estimate follows what it sent, close to the layer's rate), all of it.
+    assert!(share(free, "f") > 0.5, "{step}");
+    assert_eq!(free["video_loss"].as_f64(), Some(0.0), "{step}");
+    // The server's own count (/metrics): three video deliveries, and the capped one moved.
+    let server = &step["server_layers"];
+    let deliveries: u64 = server["receivers_by_layer"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no layers from the server's metrics: {step}"))
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(deliveries, 3, "{step}");
+    assert!(server["switches_total"].as_u64().unwrap() >= 1, "{step}");
+}
+
 #[test]
 fn bad_flags_get_a_clear_error_and_no_panic() {
     for (args, says) in [
@@ -144,6 +222,13 @@ fn bad_flags_get_a_clear_error_and_no_panic() {
         (vec!["--fps", "0"], "--fps"),
         (vec!["--duration=-1"], "--duration"),
         (vec!["--scenario", "meeting", "--load", "1"], "at least 2"),
+        (
+            vec!["--target", "ceiling", "--simulcast"],
+            "--simulcast needs --target sori",
+        ),
+        (vec!["--receiver-cap-kbps", "5"], "--receiver-cap-kbps"),
+        (vec!["--capped-receivers", "2"], "--receiver-cap-kbps"),
+        (vec!["--server-config", "x.toml"], "--spawn-server"),
         (
             vec!["--url", "ws://127.0.0.1:1/ws", "--load", "1"],
             "cannot connect",

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig, RtcError};
 use tokio::net::UdpSocket;
@@ -63,11 +63,22 @@ impl Peer {
     /// The first offer: send-only audio and video as asked, or one receive-only audio line for
     /// a peer that only receives (an offer needs at least one m-line).
     pub fn offer(&mut self, audio: bool, video: bool) -> Option<Offer> {
+        self.offer_simulcast(audio, video, &[])
+    }
+
+    /// As [`Peer::offer`], the video sent as one simulcast encoding per `rid`, in the order
+    /// given (none: one encoding without simulcast). In RTP mode each encoding is written with
+    /// `direct_api().stream_tx_by_mid(mid, Some(rid))`.
+    pub fn offer_simulcast(&mut self, audio: bool, video: bool, rids: &[&str]) -> Option<Offer> {
+        let simulcast = (!rids.is_empty()).then(|| Simulcast {
+            send: rids.iter().map(|r| SimulcastLayer::new(r)).collect(),
+            recv: Vec::new(),
+        });
         let mut api = self.rtc.sdp_api();
         let audio =
             audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video =
-            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let video = video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         if audio.is_none() && video.is_none() {
             api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         }
@@ -213,9 +224,9 @@ pub trait Handler: Send {
     /// One of the peer's events.
     fn on_event(&mut self, rtc: &mut Rtc, event: Event);
 
-    /// A datagram from `source` arrived; false drops it (simulated loss, a firewall, a foreign
-    /// sender). Called as each datagram is read, before the peer sees it.
-    fn admit(&mut self, _source: SocketAddr) -> bool {
+    /// `datagram` arrived from `source`; false drops it (simulated loss, a bandwidth cap, a
+    /// firewall, a foreign sender). Called as each datagram is read, before the peer sees it.
+    fn admit(&mut self, _source: SocketAddr, _datagram: &[u8]) -> bool {
         true
     }
 
@@ -288,7 +299,7 @@ fn receive_batch<H: Handler>(
                 Err(_) => break,
             }
         }
-        if !handler.admit(source) {
+        if !handler.admit(source, &buf[..n]) {
             continue;
         }
         // Datagrams that are not STUN, DTLS, RTP or RTCP are not for the peer.

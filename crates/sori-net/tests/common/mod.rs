@@ -586,7 +586,7 @@ impl udp::Handler for Runner {
         Tick::Wait(self.pacer.next_due())
     }
 
-    fn admit(&mut self, source: SocketAddr) -> bool {
+    fn admit(&mut self, source: SocketAddr, _datagram: &[u8]) -> bool {
         if self.lossy() || self.opts.udp_blocked {
             return false;
         }
