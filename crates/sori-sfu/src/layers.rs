@@ -14,9 +14,10 @@ use str0m::media::KeyframeRequestKind;
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TrackId};
 use crate::output::{RemoveReason, SfuEvent};
+use crate::peer::Peer;
 use crate::room::Track;
 use crate::sfu::Sfu;
-use crate::simulcast::policy::{Demand, Layer, Priority};
+use crate::simulcast::policy::{Demand, Layer, Priority, Probe};
 use crate::simulcast::{LayerCensus, ReceiverStats, TrackLayer, View};
 use crate::throttle::Urgency;
 use crate::timers::Timer;
@@ -189,34 +190,10 @@ impl Sfu {
                 }
             }
         }
-        let changed = allocation.probe != peer.probe;
-        // A probe that did not raise the estimate is tried again, less and less often (the
-        // estimator probes only when the desired rate goes up: each retry raises it by 1 bit/s).
-        let unmet = allocation
-            .probe
-            .is_some_and(|p| p.desired_bps > peer.estimate.unwrap_or(0));
-        let retry = !changed && unmet && peer.probe_retry.is_some_and(|(at, _)| now >= at);
-        if changed || retry {
-            let every = match (changed, peer.probe_retry) {
-                (false, Some((_, every))) => (every * 2).min(PROBE_RETRY_MAX),
-                _ => PROBE_RETRY,
-            };
-            peer.probe_retry = unmet.then_some((now + every, every));
-            peer.probe_bump = if changed { 0 } else { peer.probe_bump + 1 };
-            peer.probe = allocation.probe;
-            if let Some(probe) = allocation.probe {
-                let min = probe.minimum_bps;
-                let desired = probe.desired_bps + peer.probe_bump;
-                let set = peer.mutate(|rtc| {
-                    rtc.bwe()
-                        .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))
-                });
-                if let Err(e) = set {
-                    self.board.doomed.push((id, RemoveReason::Failed(e)));
-                }
-                self.board.settle(peer);
-            }
+        if let Err(e) = steer_estimator(peer, allocation.probe, now) {
+            self.board.doomed.push((id, RemoveReason::Failed(e)));
         }
+        self.board.settle(peer);
         let connected = peer.connected;
         // A layer someone now wants is asked of its publisher at once.
         for track in moved {
@@ -363,6 +340,33 @@ impl Sfu {
         }
         census
     }
+}
+
+/// Passes the policy's probe to the peer's estimator when it changed, and again, less and less
+/// often, while the estimate stays short of it (the estimator probes only when the desired rate
+/// goes up: each retry raises it by 1 bit/s).
+fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Result<(), String> {
+    let changed = probe != peer.probe;
+    let unmet = probe.is_some_and(|p| p.desired_bps > peer.estimate.unwrap_or(0));
+    let retry = !changed && unmet && peer.probe_retry.is_some_and(|(at, _)| now >= at);
+    if !changed && !retry {
+        return Ok(());
+    }
+    let every = match (changed, peer.probe_retry) {
+        (false, Some((_, every))) => (every * 2).min(PROBE_RETRY_MAX),
+        _ => PROBE_RETRY,
+    };
+    peer.probe_retry = unmet.then_some((now + every, every));
+    peer.probe_bump = if changed { 0 } else { peer.probe_bump + 1 };
+    peer.probe = probe;
+    let Some(probe) = probe else {
+        return Ok(());
+    };
+    let (min, desired) = (probe.minimum_bps, probe.desired_bps + peer.probe_bump);
+    peer.mutate(|rtc| {
+        rtc.bwe()
+            .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))
+    })
 }
 
 /// The track's layers as the policy sees them. A track none of whose layers arrives costs
