@@ -10,6 +10,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket};
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TapId, TrackId};
 use crate::keyframe::VideoCodec;
+use crate::layers::arriving_layer;
 use crate::output::{RemoveReason, TapPacket};
 use crate::peer::{Forwardable, OutTrack, Temporal, Written};
 use crate::rewrite::StreamRewriter;
@@ -156,18 +157,20 @@ impl Sfu {
             .ok_or_else(|| SfuError::Rejected(format!("unknown {track}")))?;
         let tap = TapId(self.next_id);
         self.next_id += 1;
-        let top = t.top();
+        // The highest layer that arrives now; a higher one resumed for the recording is moved
+        // to at its first keyframe ([`Sfu::dynacast`]).
+        let first = arriving_layer(t, t.top(), now);
         let mut gate = match t.kind {
             MediaKind::Video => LayerGate::video(),
             MediaKind::Audio => LayerGate::audio(),
         };
-        gate.retarget(Some(top));
+        gate.retarget(Some(first));
         t.taps.push(TrackTap {
             id: tap,
             gate,
             rewriter: StreamRewriter::default(),
         });
-        self.request_keyframe_of(track, top, KeyframeRequestKind::Pli, Urgency::Start, now);
+        self.request_keyframe_of(track, first, KeyframeRequestKind::Pli, Urgency::Start, now);
         self.process(now);
         Ok(tap)
     }

@@ -242,9 +242,18 @@ impl Sfu {
             return;
         }
         let top = track.top();
-        for tap in &mut track.taps {
-            tap.gate
-                .retarget(Some(arriving_top(&track.layers, top, now)));
+        // Taps take the top layer: kept on the one they record until its first keyframe.
+        let mut keyframes = Vec::new();
+        for i in 0..track.taps.len() {
+            let current = track.taps[i].gate.current;
+            let target = layer_to_send(track, top, current, now);
+            let tap = &mut track.taps[i];
+            if tap.gate.target != Some(target) {
+                tap.gate.retarget(Some(target));
+                if track.layers[target as usize].arriving(now) {
+                    keyframes.push(target);
+                }
+            }
         }
         let mut wanted = vec![false; track.layers.len()];
         wanted[0] = true;
@@ -289,6 +298,10 @@ impl Sfu {
                 mid,
                 active,
             });
+        }
+        for layer in keyframes {
+            let pli = KeyframeRequestKind::Pli;
+            self.request_keyframe_of(track_id, layer, pli, Urgency::Start, now);
         }
     }
 
@@ -403,7 +416,7 @@ fn layer_to_send(track: &Track, want: u8, current: Option<u8>, now: Instant) -> 
 
 /// The layer to send for a wish of `want`: it, if it arrives; else the nearest one below that
 /// arrives; else the nearest above; else `want` (nothing arrives yet).
-fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
+pub(crate) fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
     let want = want.min(track.top());
     let arrives = |l: u8| track.layers[l as usize].arriving(now);
     (0..=want)
@@ -411,12 +424,4 @@ fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
         .find(|l| arrives(*l))
         .or_else(|| (want + 1..=track.top()).find(|l| arrives(*l)))
         .unwrap_or(want)
-}
-
-/// The highest layer up to `top` that arrives (`top` when none does).
-fn arriving_top(layers: &[crate::simulcast::source::SourceLayer], top: u8, now: Instant) -> u8 {
-    (0..=top)
-        .rev()
-        .find(|l| layers[*l as usize].arriving(now))
-        .unwrap_or(top)
 }
