@@ -223,6 +223,7 @@ impl Sfu {
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
         let temporal = measure(track, layer, &packet.payload, keyframe, now);
         let clock_rate = params.spec().clock_rate.get();
+        let mut wanted = [false; MAX_LAYERS];
         for tap in &mut track.taps {
             let copy = tap_packet(
                 tap,
@@ -234,7 +235,11 @@ impl Sfu {
                 keyframe,
                 now,
             );
-            self.board.tapped.extend(copy);
+            match copy {
+                Tapped::Packet(p) => self.board.tapped.push_back(p),
+                Tapped::WaitsForKeyframe => wanted[layer as usize % MAX_LAYERS] = true,
+                Tapped::NotItsLayer => {}
+            }
         }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
@@ -257,7 +262,6 @@ impl Sfu {
             rtx_history: self.config.rtx_history,
             now,
         };
-        let mut wanted = [false; MAX_LAYERS];
         for &(sub_id, mid) in &track.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
@@ -328,6 +332,16 @@ fn measure(
     temporal
 }
 
+/// What a tap makes of one packet of its track.
+enum Tapped {
+    /// Its copy for the tap.
+    Packet(TapPacket),
+    /// Of the layer the tap moves to, before that layer's first keyframe (which is wanted).
+    WaitsForKeyframe,
+    /// Of a layer the tap does not take.
+    NotItsLayer,
+}
+
 /// The copy of a publisher's packet for one tap of its track, if the tap takes its layer:
 /// numbered as one continuous stream, the sender report's RTP time moved with the timestamps.
 #[allow(clippy::too_many_arguments)]
@@ -340,18 +354,22 @@ fn tap_packet(
     clock_rate: u32,
     keyframe: bool,
     now: Instant,
-) -> Option<TapPacket> {
+) -> Tapped {
     match tap.gate.admit(layer, keyframe) {
         Gate::Pass | Gate::Switched => {}
-        Gate::Drop | Gate::WaitKeyframe => return None,
+        Gate::WaitKeyframe => return Tapped::WaitsForKeyframe,
+        Gate::Drop => return Tapped::NotItsLayer,
     }
     let source = u64::from(layer);
     let ts = packet.header.timestamp;
-    let rw = tap
+    let Some(rw) = tap
         .rewriter
-        .rewrite(source, *packet.seq_no, ts, now, clock_rate)?;
+        .rewrite(source, *packet.seq_no, ts, now, clock_rate)
+    else {
+        return Tapped::NotItsLayer;
+    };
     let ts_delta = rw.ts.wrapping_sub(ts);
-    Some(TapPacket {
+    Tapped::Packet(TapPacket {
         tap: tap.id,
         kind,
         codec,

@@ -266,6 +266,40 @@ fn a_tap_takes_the_highest_layer_as_one_stream() {
 }
 
 #[test]
+fn a_tap_records_what_arrives_until_the_top_layer_comes() {
+    let mut h = Harness::new(SfuConfig::default(), 7);
+    let publisher = h.join_simulcast("tap2", &["q", "h", "f"], Link::default(), Link::default());
+    // The publisher sends q and h only (its top layer paused, or not encoded yet).
+    let t = h.now + Duration::from_secs(1);
+    h.stream_layers_until(publisher, &SIZES[..2], t);
+    let track = video_track(&h, publisher);
+    let tap = h.sfu.tap(track, h.now).unwrap();
+    let t = h.now + Duration::from_secs(2);
+    h.stream_layers_until(publisher, &SIZES[..2], t);
+    // f starts: the tap moves to it at its first keyframe.
+    let t = h.now + Duration::from_secs(3);
+    h.stream_layers_until(publisher, &SIZES, t);
+    let packets: Vec<_> = std::iter::from_fn(|| h.sfu.poll_tap())
+        .filter(|p| p.tap == tap)
+        .collect();
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "one stream");
+    }
+    // Frame sizes: h frames (800 bytes) first, f frames (2400) at the end.
+    let frames: Vec<usize> = packets
+        .split_inclusive(|p| p.marker)
+        .map(|f| f.iter().map(|p| p.payload.len()).sum())
+        .collect();
+    let first_f = frames.iter().position(|b| *b >= 2400).expect("f reached");
+    assert!(first_f > 10, "h was recorded first: {frames:?}");
+    assert!(
+        frames[..first_f].iter().all(|b| (800..2400).contains(b)),
+        "{frames:?}"
+    );
+    assert!(frames[first_f..].iter().all(|b| *b >= 2400), "{frames:?}");
+}
+
+#[test]
 fn a_receiver_moves_between_layers_at_keyframes_without_a_gap() {
     let mut h = Harness::new(views_only(), 2);
     let publisher = h.join_simulcast("sim2", &["q", "h", "f"], Link::default(), Link::default());
