@@ -221,7 +221,14 @@ impl Sfu {
         let keyframe = track
             .codec
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
-        let temporal = measure(track, layer, &packet.payload, keyframe, now);
+        let vp8 = measure(track, layer, &packet.payload, keyframe, now);
+        let temporal = vp8.and_then(|d| {
+            Some(Temporal {
+                tid: d.tid?,
+                picture_id: d.picture_id.map(|(pid, ..)| pid),
+                sync: d.sync && d.start,
+            })
+        });
         let clock_rate = params.spec().clock_rate.get();
         let mut wanted = [false; MAX_LAYERS];
         for tap in &mut track.taps {
@@ -250,9 +257,9 @@ impl Sfu {
         let p = Forwardable {
             track: track_id,
             layer,
+            vp8,
             temporal,
             kind: track.kind,
-            codec: track.codec,
             packet: &packet,
             params,
             clock_rate,
@@ -304,32 +311,29 @@ impl Sfu {
 const WIRE_OVERHEAD: usize = 62;
 
 /// Counts a packet of `layer` toward its bitrate; a keyframe answers the layer's pending
-/// requests and tells its frame height. Returns the packet's VP8 temporal layer.
+/// requests and tells its frame height. Returns the packet's VP8 descriptor.
 fn measure(
     track: &mut Track,
     layer: u8,
     payload: &[u8],
     keyframe: bool,
     now: Instant,
-) -> Option<Temporal> {
-    let vp8 = track.codec == Some(VideoCodec::Vp8);
+) -> Option<vp8::Descriptor> {
+    let is_vp8 = track.codec == Some(VideoCodec::Vp8);
     let source = track.layers.get_mut(layer as usize)?;
-    let descriptor = vp8.then(|| vp8::descriptor(payload)).flatten();
-    let temporal = descriptor.and_then(|d| {
-        Some(Temporal {
-            tid: d.tid?,
-            picture_id: d.picture_id.map(|(pid, ..)| pid),
-            sync: d.sync && d.start,
-        })
-    });
-    source.packet(payload.len() + WIRE_OVERHEAD, temporal.map(|t| t.tid), now);
+    let descriptor = is_vp8.then(|| vp8::descriptor(payload)).flatten();
+    source.packet(
+        payload.len() + WIRE_OVERHEAD,
+        descriptor.and_then(|d| d.tid),
+        now,
+    );
     if keyframe {
         source.throttle.keyframe_received(now);
-        if let Some((_, h)) = vp8.then(|| vp8::keyframe_size(payload)).flatten() {
+        if let Some((_, h)) = is_vp8.then(|| vp8::keyframe_size(payload)).flatten() {
             source.height = Some(h);
         }
     }
-    temporal
+    descriptor
 }
 
 /// What a tap makes of one packet of its track.

@@ -26,7 +26,7 @@ use crate::rewrite::StreamRewriter;
 use crate::room::Track;
 use crate::simulcast::gate::{temporal_limit, Gate, LayerGate};
 use crate::simulcast::policy::{Allocator, Choice, PolicyConfig, Probe};
-use crate::simulcast::vp8::Munger;
+use crate::simulcast::vp8::{Descriptor, Munger};
 use crate::simulcast::View;
 use crate::timers::{Timer, TimerTable};
 
@@ -47,12 +47,12 @@ pub(crate) struct Forwardable<'a> {
     pub track: TrackId,
     /// The simulcast layer the packet belongs to (0 without simulcast).
     pub layer: u8,
+    /// VP8: the packet's payload descriptor, read once for all receivers.
+    pub vp8: Option<Descriptor>,
     /// VP8: the packet's temporal layer, picture id and whether it starts a frame a receiver
     /// may switch its temporal layer up at.
     pub temporal: Option<Temporal>,
     pub kind: MediaKind,
-    /// The track's video codec (`None`: audio).
-    pub codec: Option<VideoCodec>,
     pub packet: &'a RtpPacket,
     /// The publisher's parameters for the packet's payload type.
     pub params: PayloadParams,
@@ -224,9 +224,12 @@ impl OutTrack {
         ) else {
             return Written::Skipped;
         };
-        let payload = match p.codec {
-            Some(VideoCodec::Vp8) => self.munger.munge(source, &packet.payload).map(Into::into),
-            _ => None,
+        let payload = match &p.vp8 {
+            Some(d) => self
+                .munger
+                .munge(source, d, &packet.payload)
+                .map(Into::into),
+            None => None,
         }
         .unwrap_or_else(|| packet.payload.clone());
         let write = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, packet.timestamp, payload)

@@ -107,8 +107,8 @@ impl Munger {
 
     /// The descriptor of `payload`, a packet of the feeding stream `source`, rewritten; `None`
     /// when it stays as it is (no copy is made then).
-    pub(crate) fn munge(&mut self, source: u64, payload: &[u8]) -> Option<Vec<u8>> {
-        let d = descriptor(payload)?;
+    /// `d` is `payload`'s descriptor, read once per packet by the caller for all receivers.
+    pub(crate) fn munge(&mut self, source: u64, d: &Descriptor, payload: &[u8]) -> Option<Vec<u8>> {
         if self.source != Some(source) {
             if self.source.is_some() {
                 if let (Some((pid, ..)), Some(last)) = (d.picture_id, self.last_pid) {
@@ -149,6 +149,10 @@ impl Munger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn munged(m: &mut Munger, source: u64, p: &[u8]) -> Option<Vec<u8>> {
+        m.munge(source, &descriptor(p).unwrap(), p)
+    }
 
     /// A descriptor with a 15-bit picture id, TL0PICIDX and TID, then `rest`.
     fn packet(start: bool, pid: u16, tl0: u8, tid: u8, rest: &[u8]) -> Vec<u8> {
@@ -191,15 +195,15 @@ mod tests {
     #[test]
     fn dropped_pictures_leave_no_gap_in_the_ids() {
         let mut m = Munger::default();
-        assert_eq!(m.munge(1, &packet(true, 10, 1, 0, &[0])), None);
+        assert_eq!(munged(&mut m, 1, &packet(true, 10, 1, 0, &[0])), None);
         // Picture 11 (two packets) is dropped; 12 goes out as 11.
         m.drop_picture(1, 11);
         m.drop_picture(1, 11);
-        let out = m.munge(1, &packet(true, 12, 1, 1, &[0])).unwrap();
+        let out = munged(&mut m, 1, &packet(true, 12, 1, 1, &[0])).unwrap();
         assert_eq!(descriptor(&out).unwrap().picture_id.unwrap().0, 11);
         // Dropping on another source changes nothing.
         m.drop_picture(2, 13);
-        let out = m.munge(1, &packet(true, 13, 2, 0, &[0])).unwrap();
+        let out = munged(&mut m, 1, &packet(true, 13, 2, 0, &[0])).unwrap();
         assert_eq!(descriptor(&out).unwrap().picture_id.unwrap().0, 12);
     }
 
@@ -229,20 +233,20 @@ mod tests {
     fn picture_ids_continue_across_a_switch() {
         let mut m = Munger::default();
         // The first stream goes out as it is: no copy.
-        assert_eq!(m.munge(1, &packet(true, 100, 10, 0, &[0])), None);
-        assert_eq!(m.munge(1, &packet(true, 101, 11, 0, &[0])), None);
+        assert_eq!(munged(&mut m, 1, &packet(true, 100, 10, 0, &[0])), None);
+        assert_eq!(munged(&mut m, 1, &packet(true, 101, 11, 0, &[0])), None);
         // Another stream, with its own numbering: continues at 102 and 12.
-        let b = m.munge(2, &packet(true, 0x7ffe, 200, 0, &[7])).unwrap();
+        let b = munged(&mut m, 2, &packet(true, 0x7ffe, 200, 0, &[7])).unwrap();
         let d = descriptor(&b).unwrap();
         assert_eq!(d.picture_id.unwrap().0, 102);
         assert_eq!(d.tl0.unwrap().0, 12);
         assert_eq!(b[d.payload..], [7]);
-        let b2 = m.munge(2, &packet(true, 0x7fff, 201, 0, &[0])).unwrap();
-        let b3 = m.munge(2, &packet(true, 0, 202, 0, &[0])).unwrap();
+        let b2 = munged(&mut m, 2, &packet(true, 0x7fff, 201, 0, &[0])).unwrap();
+        let b3 = munged(&mut m, 2, &packet(true, 0, 202, 0, &[0])).unwrap();
         assert_eq!(descriptor(&b2).unwrap().picture_id.unwrap().0, 103);
         assert_eq!(descriptor(&b3).unwrap().picture_id.unwrap().0, 104);
         // Back to the first stream: continues again.
-        let a3 = m.munge(1, &packet(true, 102, 12, 0, &[0])).unwrap();
+        let a3 = munged(&mut m, 1, &packet(true, 102, 12, 0, &[0])).unwrap();
         assert_eq!(descriptor(&a3).unwrap().picture_id.unwrap().0, 105);
     }
 }
