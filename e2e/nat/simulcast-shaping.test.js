@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
-import { spawnSori, launchOptions, joinPage, waitForVideoFrom } from '../tests/helpers.js';
+import { spawnSori, launchOptions, joinPage, waitForVideoFrom, assertUdp } from '../tests/helpers.js';
 import { unavailable, chromiumIn } from './netns.js';
 
 const reason = unavailable();
@@ -194,6 +194,8 @@ test('a receiver shaped to 500 kbit/s gets a lower layer without loss or freezes
   const slow = await join(ctx.slow, 'shaped', 'Slow', true);
   await waitForVideoFrom(fast, 'Pub', 30000);
   await waitForVideoFrom(slow, 'Pub', 30000);
+  // UDP carries every call (ICE-TCP and TURN are off; checked, not assumed).
+  for (const p of [pub, fast, slow]) await assertUdp(p);
   await wantHigh(fast);
   await wantHigh(slow);
   const t0 = Date.now();
