@@ -26,10 +26,9 @@ use crate::timers::Timer;
 pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// What one received audio track takes of a receiver's estimate (Opus with its overhead).
 const AUDIO_BPS: u64 = 40_000;
-/// A probe toward the next layer that did not raise the estimate is tried again after this,
-/// then after twice as long each time, up to [`PROBE_RETRY_MAX`].
+/// A probe that did not raise the estimate to what the policy wants is tried again after this.
+/// (Asked every second, str0m's prober never finished one: each request starts a new probe.)
 const PROBE_RETRY: Duration = Duration::from_secs(2);
-const PROBE_RETRY_MAX: Duration = Duration::from_secs(4);
 /// A layer nobody has wanted for this long is paused at its publisher.
 const UNWANTED: Duration = Duration::from_secs(10);
 
@@ -97,6 +96,7 @@ impl Sfu {
             return;
         };
         let bps = estimate.as_u64();
+        tracing::trace!(%id, bps, "estimate");
         peer.estimate = Some(bps);
         // Audio that arrives is forwarded whatever the estimate: video gets the rest.
         let tracks = &self.tracks;
@@ -110,8 +110,9 @@ impl Sfu {
                     .is_some_and(|t| t.layers.iter().any(|l| l.arriving(now)))
             })
             .count() as u64;
+        peer.audio_bps = audio * AUDIO_BPS;
         peer.allocator
-            .estimate(bps.saturating_sub(audio * AUDIO_BPS), now);
+            .estimate(bps.saturating_sub(peer.audio_bps), now);
         self.allocate_layers(id, now);
     }
 
@@ -355,27 +356,42 @@ impl Sfu {
     }
 }
 
-/// Passes the policy's probe to the peer's estimator when it changed, and again, less and less
-/// often, while the estimate stays short of it (the estimator probes only when the desired rate
+/// Passes the policy's probe to the peer's estimator when it changed, and again every
+/// [`PROBE_RETRY`] while the estimate stays short of it (the estimator probes only when the desired rate
 /// goes up: each retry raises it by 1 bit/s).
+///
+/// The desired rate follows the layers' measured rates, which move a little all the time; it
+/// is passed on only when it moved by more than a tenth, so that neither jitter makes the
+/// estimator probe (each rise would) nor a change of the padding alone (the minimum) puts off
+/// the next retry.
 fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Result<(), String> {
-    let changed = probe != peer.probe;
+    let given = peer.probe;
+    let probe = probe.map(|p| match given {
+        Some(g) if p.desired_bps.abs_diff(g.desired_bps) * 10 <= g.desired_bps => Probe {
+            desired_bps: g.desired_bps.max(p.minimum_bps),
+            ..p
+        },
+        _ => p,
+    });
+    let desired_moved = probe.map(|p| p.desired_bps) != given.map(|g| g.desired_bps);
     let unmet = probe.is_some_and(|p| p.desired_bps > peer.estimate.unwrap_or(0));
-    let retry = !changed && unmet && peer.probe_retry.is_some_and(|(at, _)| now >= at);
-    if !changed && !retry {
+    let retry = !desired_moved && unmet && peer.probe_retry.is_some_and(|at| now >= at);
+    if probe == given && !retry {
         return Ok(());
     }
-    let every = match (changed, peer.probe_retry) {
-        (false, Some((_, every))) => (every * 2).min(PROBE_RETRY_MAX),
-        _ => PROBE_RETRY,
-    };
-    peer.probe_retry = unmet.then_some((now + every, every));
-    peer.probe_bump = if changed { 0 } else { peer.probe_bump + 1 };
+    if desired_moved || retry {
+        peer.probe_retry = unmet.then_some(now + PROBE_RETRY);
+        peer.probe_bump = if retry { peer.probe_bump + 1 } else { 0 };
+    }
     peer.probe = probe;
     let Some(probe) = probe else {
         return Ok(());
     };
-    let (min, desired) = (probe.minimum_bps, probe.desired_bps + peer.probe_bump);
+    // The policy works in video; the estimator sees the audio too.
+    let audio = peer.audio_bps;
+    let min = probe.minimum_bps + audio;
+    let desired = probe.desired_bps + audio + peer.probe_bump;
+    tracing::trace!(id = %peer.id, min, desired, "probe");
     peer.mutate(|rtc| {
         rtc.bwe()
             .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))

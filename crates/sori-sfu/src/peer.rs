@@ -300,10 +300,13 @@ pub(crate) struct Peer {
     pub estimate: Option<u64>,
     /// What the estimator was last asked to probe for.
     pub probe: Option<Probe>,
-    /// When to probe again if the estimate still falls short, and the gap before that.
-    pub probe_retry: Option<(Instant, Duration)>,
+    /// When to probe again if the estimate still falls short.
+    pub probe_retry: Option<Instant>,
     /// Added to the desired rate of a repeated probe (the estimator probes when it goes up).
     pub probe_bump: u64,
+    /// What the audio this peer receives takes of its estimate, bits per second (the policy
+    /// shares out the rest; the estimator is asked for both).
+    pub audio_bps: u64,
 }
 
 /// What a drained `Rtc` left to do.
@@ -398,6 +401,7 @@ impl Peer {
             probe: None,
             probe_retry: None,
             probe_bump: 0,
+            audio_bps: 0,
         }
     }
 

@@ -32,25 +32,32 @@
 //! - **New tracks** (new demands, tiles shown again) start where a fill of the plain estimate
 //!   puts them (no headroom, no hold), the current layers as ceilings for the others; a screen
 //!   share thus displaces cameras at once.
-//! - **Upgrade.** One step at a time, in fill order: a track's next step is taken when a fill of
-//!   the estimate divided by [`PolicyConfig::upgrade_headroom_percent`] (ceilings: the current
-//!   layers plus that step) contains it, and the estimate has covered the resulting total times
-//!   the headroom continuously for the hold. A screen share's step may push cameras down.
-//! - **Probe.** Every allocation with a visible track asks the estimator to sustain the chosen
-//!   total and to probe toward the next step's total times the headroom (the chosen total when
-//!   every track is at its cap). An upgrade therefore follows a probe toward it, unless the
-//!   estimate already covered it (a cap lifted while the estimate was high).
+//! - **Upgrade.** The **target** is what the estimate allows now: raising tracks one step at a
+//!   time in fill order while a fill of the estimate divided by
+//!   [`PolicyConfig::upgrade_headroom_percent`] (ceilings: the current layers plus that step)
+//!   contains the step. A screen share's step may push cameras down. The receiver moves to the
+//!   target in one go once the estimate has covered the target's total times the headroom
+//!   continuously for the hold: a climbing estimate makes one switch (one keyframe), not one
+//!   per step.
+//! - **Probe.** Every allocation with a visible track asks the estimator to probe toward every
+//!   track at its cap (that total times the headroom, and a quarter more; the chosen total when
+//!   every track is at its cap), and to sustain the chosen total or, while a target waits, the
+//!   target's need (the **trial**: padding makes the link carry it, so an estimate that a short
+//!   probe produced on a link that cannot carry the rate falls before the hold ends). The trial
+//!   outlives a dip of the estimate below the need by up to [`TRIAL`], while the estimate stays
+//!   above the target's total: the estimator grows to at most 1.5 × the rate acknowledged, so a
+//!   probe's estimate falls back unless the rate is carried.
 //!
 //! # The hold
 //! The hold starts at [`PolicyConfig::hold`]. A downgrade (driven by the estimate or the
 //! measured rates, not by a view change or a new track) within [`PolicyConfig::flap_window`]
 //! of the last upgrade is a flap: the hold is multiplied by [`PolicyConfig::hold_growth`], up
 //! to [`PolicyConfig::max_hold`]. It then halves for every [`PolicyConfig::hold_decay`] without
-//! another flap, back down to the base hold. With the defaults a receiver climbs from the
-//! lowest to the top of three layers one base hold after the estimate covers the top (step by
-//! step behind the probes: two holds plus the estimator's probing time), and an estimate
-//! swinging ±10 % across a layer boundary, at any period from 1 s to 30 s, switches layers at
-//! most about once per 30 s.
+//! another flap, back down to the base hold, and is the base hold again once the estimate has
+//! covered twice the total that flapped for the base hold (the link changed). With the
+//! defaults a receiver climbs from the lowest to the top of three layers one base hold after
+//! the estimate covers the top, and an estimate swinging ±10 % across a layer boundary, at any
+//! period from 1 s to 30 s, switches layers at most about once per 30 s.
 //!
 //! # Settings and defaults
 //! | [`PolicyConfig`] field | default | meaning |
@@ -62,11 +69,13 @@
 //! | `hold_decay` | 20 s | the hold halves per this long without a flap |
 //! | `upgrade_headroom_percent` | 115 % | an upgrade needs the estimate at 115 % of the new total |
 //! | `downgrade_margin_percent` | 20 % | a downgrade when the total exceeds the estimate by 20 % (the estimator answers a brief overuse, such as a probe that overshot, with 0.85 × the acknowledged rate; a smaller margin would downgrade on every such dip) |
-//! | `initial_estimate_bps` | 600 kbit/s | the estimate assumed before the first one |
+//! | `initial_estimate_bps` | 0 | the estimate assumed before the first one |
 //!
-//! Before the first estimate the allocator fills `initial_estimate_bps` (one camera of the
-//! usual 150 k / 500 k / 1.5 Mbit/s ladder starts at its middle layer, two start at their
-//! lowest) and upgrades nothing: an upgrade needs estimates covering it for the hold.
+//! Before the first estimate the allocator fills `initial_estimate_bps` (by default: every
+//! track starts at its floor) and upgrades nothing: an upgrade needs estimates covering it for
+//! the hold. A receiver that starts low and climbs costs one keyframe when its link is good; one
+//! that starts above what its link carries freezes until its estimate has fallen far enough to
+//! move it down (seconds, on a link held to less than the layer).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -106,7 +115,7 @@ impl Default for PolicyConfig {
             hold_decay: Duration::from_secs(20),
             upgrade_headroom_percent: 115,
             downgrade_margin_percent: 20,
-            initial_estimate_bps: 600_000,
+            initial_estimate_bps: 0,
         }
     }
 }
@@ -187,11 +196,24 @@ pub struct Allocator {
     floor_bps: u64,
     /// The total the next upgrade needs covered (headroom included).
     pending_bps: Option<u64>,
+    /// The rate the link is made to carry while an upgrade waits (the pending total, kept for
+    /// up to [`TRIAL`] while the estimate dips), and since when.
+    trial: Option<(u64, Instant)>,
     /// An estimate below the allocation arrived at this time, since the last `allocate`.
     downgrade_due: Option<Instant>,
     last_upgrade: Option<Instant>,
-    /// The hold set by the last flap, and when.
-    penalty: Option<(Duration, Instant)>,
+    /// The hold set by the last flap.
+    penalty: Option<Penalty>,
+}
+
+/// A lengthened hold after a flap.
+#[derive(Debug, Clone, Copy)]
+struct Penalty {
+    hold: Duration,
+    /// When the flap happened.
+    since: Instant,
+    /// The total that could not be kept (the layers the receiver was moved down from).
+    level_bps: u64,
 }
 
 impl Allocator {
@@ -204,6 +226,7 @@ impl Allocator {
             allocated_bps: 0,
             floor_bps: 0,
             pending_bps: None,
+            trial: None,
             downgrade_due: None,
             last_upgrade: None,
             penalty: None,
@@ -239,14 +262,52 @@ impl Allocator {
                 Some(l.step_of(*choice).min(l.cap))
             })
             .collect();
-        let at = self.keep_or_downgrade(&ladders, &existing, estimate, now);
-        let at = match at {
-            Fit::Downgraded(at) => at,
-            Fit::Kept(at) => self.upgrade(&ladders, at, estimate, now),
+        let fit = self.keep_or_downgrade(&ladders, &existing, estimate, now);
+        // After a downgrade nothing is pending (no padding on a link that just fell short):
+        // the next allocation looks for an upgrade again.
+        let at;
+        (self.pending_bps, at) = match fit {
+            Fit::Downgraded(at) => {
+                self.trial = None;
+                (None, at)
+            }
+            Fit::Kept(at) => {
+                let at = self.upgrade(&ladders, at, estimate, now);
+                let pending = self
+                    .history
+                    .latest()
+                    .and_then(|_| self.target(&ladders, &at, estimate))
+                    .map(|(_, needs)| needs);
+                (pending, at)
+            }
         };
-        self.pending_bps = self.next_upgrade_bps(&ladders, &at, estimate);
+        self.trial = self.next_trial(&ladders, &at, estimate, now);
         self.record(&ladders, &at);
         self.output(demands, &ladders, &at)
+    }
+
+    /// The padding trial after this allocation: the pending total while there is one; kept
+    /// while the estimate dips below it (but not below the total without headroom) for up to
+    /// [`TRIAL`] from its start. An estimate raised by a short probe falls back to what the
+    /// link carries (the estimator grows at most to 1.5 × the rate acknowledged): carried for
+    /// real, a higher rate holds long enough to be covered for the hold.
+    fn next_trial(
+        &self,
+        ladders: &[Ladder],
+        at: &[usize],
+        estimate: u64,
+        now: Instant,
+    ) -> Option<(u64, Instant)> {
+        if let Some(needs) = self.pending_bps {
+            return Some((needs, self.trial.map_or(now, |(_, since)| since)));
+        }
+        self.trial.filter(|&(needs, since)| {
+            let raw = self.without_headroom(needs);
+            now.saturating_duration_since(since) < TRIAL
+                && estimate >= raw
+                && total(ladders, at) < raw
+                && self.downgrade_due.is_none()
+        })
     }
 
     /// When [`Allocator::allocate`] should run again though nothing changed: when a pending
@@ -291,25 +352,45 @@ impl Allocator {
             let grown = self
                 .hold_at(now)
                 .saturating_mul(self.config.hold_growth.max(1));
-            self.penalty = Some((grown.min(self.config.max_hold), now));
+            self.penalty = Some(Penalty {
+                hold: grown.min(self.config.max_hold),
+                since: now,
+                level_bps: total(ladders, &at),
+            });
             self.last_upgrade = None;
         }
         Fit::Downgraded(fitted)
     }
 
-    /// Raises tracks one step at a time, in fill order, while the estimate has covered each
-    /// new total (with headroom) for the hold.
+    /// Moves to the layers the estimate allows now (its [`Allocator::target`]) once the
+    /// estimate has covered them, with headroom, for the hold; until then keeps `at`. A target
+    /// that moves up while the estimate climbs restarts the wait: one switch instead of one per
+    /// step.
     fn upgrade(
         &mut self,
         ladders: &[Ladder],
-        mut at: Vec<usize>,
+        at: Vec<usize>,
         estimate: u64,
         now: Instant,
     ) -> Vec<usize> {
+        match self.target(ladders, &at, estimate) {
+            Some((target, needs)) if self.history.covered_for(needs, now) >= self.hold_for(now) => {
+                self.last_upgrade = Some(now);
+                target
+            }
+            _ => at,
+        }
+    }
+
+    /// The layers above `at` that a fill of the estimate without the headroom reaches, raising
+    /// one step at a time in fill order (a screen share's step may push cameras down), and the
+    /// estimate they need (with headroom); `None` when no step fits.
+    fn target(&self, ladders: &[Ladder], at: &[usize], estimate: u64) -> Option<(Vec<usize>, u64)> {
         let budget = self.upgrade_budget(estimate);
-        let hold = self.hold_at(now);
         let order = fill_order(ladders);
+        let mut at = at.to_vec();
         let mut frozen = vec![false; ladders.len()];
+        let mut any = false;
         // Every pass raises a track or ends; the bound only guards against a cycle of raises
         // pushing each other down.
         let passes: usize = ladders.iter().map(|l| l.steps.len()).sum();
@@ -322,46 +403,22 @@ impl Allocator {
                 let mut ceilings = at.clone();
                 ceilings[i] += 1;
                 let next = fill(ladders, &ceilings, budget);
-                let needs = self.with_headroom(total(ladders, &next));
-                let fits = next[i] > at[i];
-                if fits && self.history.covered_for(needs, now) >= hold {
+                if next[i] > at[i] {
                     at = next;
                     raised = true;
-                    self.last_upgrade = Some(now);
                 } else {
                     frozen[i] = true;
                 }
             }
+            any |= raised;
             if !raised {
                 break;
             }
         }
-        at
-    }
-
-    /// What the next upgrade needs covered: the first step not taken, checked as the next
-    /// call will check it (the total after the fill when it fits the budget now, else the plain
-    /// sum), with headroom.
-    fn next_upgrade_bps(&self, ladders: &[Ladder], at: &[usize], estimate: u64) -> Option<u64> {
-        let budget = self.upgrade_budget(estimate);
-        let first = fill_order(ladders)
-            .into_iter()
-            .find(|&i| at[i] < ladders[i].cap)?;
-        let mut ceilings = at.to_vec();
-        ceilings[first] += 1;
-        let next = fill(ladders, &ceilings, budget);
-        Some(if next[first] > at[first] {
-            self.with_headroom(total(ladders, &next))
-        } else {
-            self.next_step_bps(ladders, at, first)
+        any.then(|| {
+            let needs = self.with_headroom(total(ladders, &at));
+            (at, needs)
         })
-    }
-
-    /// The total with track `i` one step up and the others unchanged, with headroom.
-    fn next_step_bps(&self, ladders: &[Ladder], at: &[usize], i: usize) -> u64 {
-        let steps = &ladders[i].steps;
-        let extra = steps[at[i] + 1].bps - steps[at[i]].bps;
-        self.with_headroom(total(ladders, at).saturating_add(extra))
     }
 
     fn record(&mut self, ladders: &[Ladder], at: &[usize]) {
@@ -382,37 +439,37 @@ impl Allocator {
             choices[l.demand].1 = Some(l.steps[s].choice);
         }
         let probe = (!ladders.is_empty()).then(|| {
-            // Probe toward the first step not taken, even a preemptive one (what the next
-            // upgrade needs without pushing anyone down).
-            let order = fill_order(ladders);
-            let next = order.iter().copied().find(|&i| at[i] < ladders[i].cap);
-            let desired_bps =
-                next.map_or(self.allocated_bps, |i| self.next_step_bps(ladders, at, i));
-            // While an upgrade is held, the link carries its rate for real (padding makes up
-            // what the media lacks): an estimate that only a short probe burst produced, on a
-            // link that cannot sustain the rate, falls again before the hold ends.
-            let held = self
-                .pending_bps
-                .zip(self.history.latest())
-                .is_some_and(|(pending, estimate)| estimate >= pending);
-            let minimum_bps = match next {
-                Some(i) if held => self.without_headroom(self.next_step_bps(ladders, at, i)),
-                _ => self.allocated_bps,
+            // Probe toward every track at its cap: one probe finds a link that has room for
+            // the top layers, rather than one per step.
+            let below_cap = ladders.iter().zip(at).any(|(l, &s)| s < l.cap);
+            let caps = ladders
+                .iter()
+                .fold(0u64, |sum, l| sum.saturating_add(l.steps[l.cap].bps));
+            // A quarter above what the caps need: a probe finds about the rate it aims at, and
+            // an estimate just at the need would flicker across it.
+            let desired_bps = if below_cap {
+                (self.with_headroom(caps).saturating_mul(5) / 4).max(self.allocated_bps)
+            } else {
+                self.allocated_bps
             };
+            // While an upgrade is held, the link carries what it needs for real (padding
+            // makes up what the media lacks): an estimate that only a short probe burst
+            // produced, on a link that cannot sustain the rate, falls again before the hold
+            // ends, and nobody switched.
             Probe {
-                minimum_bps: minimum_bps.max(self.allocated_bps),
+                minimum_bps: self.trial.map_or(0, |(bps, _)| bps).max(self.allocated_bps),
                 desired_bps,
             }
         });
         Allocation { choices, probe }
     }
 
-    fn without_headroom(&self, bps: u64) -> u64 {
-        bps.saturating_mul(100) / self.config.upgrade_headroom_percent.max(1)
-    }
-
     fn with_margin(&self, bps: u64) -> u64 {
         bps.saturating_add(bps.saturating_mul(self.config.downgrade_margin_percent) / 100)
+    }
+
+    fn without_headroom(&self, bps: u64) -> u64 {
+        bps.saturating_mul(100) / self.config.upgrade_headroom_percent.max(1)
     }
 
     /// The most an upgrade's fill may use: the estimate without the headroom.
@@ -424,10 +481,24 @@ impl Allocator {
         bps.saturating_mul(self.config.upgrade_headroom_percent) / 100
     }
 
-    /// The hold at `now`: the base, or the last flap's hold halved per decay period since.
+    /// The hold an upgrade needs at `now`: [`Allocator::hold_at`], or the base hold once the
+    /// estimate has stayed at twice the total that flapped for that long (the link changed: an
+    /// estimate wavering around a boundary does not double).
+    fn hold_for(&self, now: Instant) -> Duration {
+        let base = self.config.hold;
+        match self.penalty {
+            Some(p) if self.history.covered_for(p.level_bps.saturating_mul(2), now) < base => {
+                self.hold_at(now)
+            }
+            _ => base,
+        }
+    }
+
+    /// The hold at `now` by the last flap alone: the base, or the flap's hold halved per decay
+    /// period since.
     fn hold_at(&self, now: Instant) -> Duration {
         let base = self.config.hold;
-        let Some((hold, since)) = self.penalty else {
+        let Some(Penalty { hold, since, .. }) = self.penalty else {
             return base;
         };
         let halvings = now.saturating_duration_since(since).as_nanos() / self.decay().as_nanos();
@@ -446,9 +517,23 @@ impl Allocator {
     /// When the estimate will have covered `bps` for the hold, if it covers it now.
     fn hold_ends(&self, bps: u64) -> Option<Instant> {
         let since = self.history.covered_since(bps)?;
-        let Some((_, flap)) = self.penalty else {
+        let Some(penalty) = self.penalty else {
             return since.checked_add(self.config.hold);
         };
+        let decayed = self.decayed_hold_ends(since, penalty.since);
+        // The link changed: the base hold from when the estimate reached twice the flapped total.
+        let changed = self
+            .history
+            .covered_since(penalty.level_bps.saturating_mul(2))
+            .and_then(|t| t.max(since).checked_add(self.config.hold));
+        match (decayed, changed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When a hold that started at `since` ends, the hold shrinking after the flap at `flap`.
+    fn decayed_hold_ends(&self, since: Instant, flap: Instant) -> Option<Instant> {
         // The hold shrinks stepwise; find the first decay period in which it has passed.
         let decay = self.decay();
         let mut start = since;
@@ -465,6 +550,9 @@ impl Allocator {
         }
     }
 }
+
+/// The longest a padding trial outlives the target that started it.
+const TRIAL: Duration = Duration::from_secs(5);
 
 /// The result of the keep/downgrade stage.
 enum Fit {

@@ -15,6 +15,9 @@ pub(crate) const MAX_TEMPORAL: usize = 4;
 /// A layer from which nothing arrived for this long is not arriving: receivers are not switched
 /// to it (the publisher paused it, or its own uplink dropped it).
 pub(crate) const ARRIVING: Duration = Duration::from_millis(1500);
+/// How long a layer's highest rate measured stands for it. An encoder's rate swings with the
+/// picture: a layer judged by a quiet moment would be taken on a link it then overruns.
+const PEAK_HOLD: Duration = Duration::from_secs(10);
 
 /// Bitrate over a sliding window of [`RateMeter::BUCKETS`] buckets of [`RateMeter::BUCKET`].
 #[derive(Debug, Default, Clone)]
@@ -68,8 +71,10 @@ pub(crate) struct SourceLayer {
     pub(crate) temporal: [RateMeter; MAX_TEMPORAL],
     /// Whether any packet carried a temporal layer id.
     pub(crate) has_temporal: bool,
-    /// The last measured bitrate while it was arriving (kept while it is paused).
-    pub(crate) last_bps: u64,
+    /// The highest bitrate measured over the last [`PEAK_HOLD`] it was arriving (kept while it
+    /// is paused), and when it was measured.
+    peak_bps: u64,
+    peak_at: Option<Instant>,
     /// Its frame height, from its last keyframe.
     pub(crate) height: Option<u32>,
     pub(crate) last_packet: Option<Instant>,
@@ -90,7 +95,8 @@ impl SourceLayer {
             meter: RateMeter::default(),
             temporal: Default::default(),
             has_temporal: false,
-            last_bps: 0,
+            peak_bps: 0,
+            peak_at: None,
             height: None,
             last_packet: None,
             arriving_since: None,
@@ -120,10 +126,11 @@ impl SourceLayer {
         self.last_packet = Some(now);
     }
 
-    /// Its bitrate for layer selection: measured over a full window while it arrives, else the
-    /// last such measurement (a layer that has just resumed or just stopped has a half-empty
-    /// window that would make it look cheap), else what it measures now, else a guess from its
-    /// rank among `count` layers.
+    /// Its bitrate for layer selection: the highest measured over a full window in the last
+    /// [`PEAK_HOLD`] while it arrives, else the last such peak (a layer that has just resumed
+    /// or just stopped has a half-empty window that would make it look cheap), else (one of several layers) a guess from its
+    /// rank among `count` layers or what it measures now, whichever is more, else (the only
+    /// layer) what it measures now.
     pub(crate) fn bitrate(&mut self, rank: usize, count: usize, now: Instant) -> u64 {
         let measured = self.meter.bps(now);
         // The window is full: packets arrived all through it, up to now (not a layer that has
@@ -135,16 +142,26 @@ impl SourceLayer {
                 .last_packet
                 .is_some_and(|t| now.saturating_duration_since(t) < RateMeter::BUCKET * 2);
         if full && measured > 0 {
-            self.last_bps = measured;
+            let stale = self
+                .peak_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PEAK_HOLD);
+            if measured >= self.peak_bps || stale {
+                self.peak_bps = measured;
+                self.peak_at = Some(now);
+            }
+            return self.peak_bps;
+        }
+        if self.peak_bps > 0 {
+            return self.peak_bps.max(measured);
+        }
+        // Never measured over a whole window. A track's only layer counts as what it sends (no
+        // choice hangs on it; it only shares the estimate with other tracks). A simulcast
+        // layer that has just started has sent a part of a window's worth (100 ms in it would
+        // look a twentieth as dear): the guess, unless it measures more already.
+        if count == 1 && self.arriving(now) && measured > 0 {
             return measured;
         }
-        if self.last_bps > 0 {
-            return self.last_bps.max(measured);
-        }
-        if self.arriving(now) && measured > 0 {
-            return measured;
-        }
-        self.guess(rank, count)
+        self.guess(rank, count).max(measured)
     }
 
     /// A bitrate for a layer never measured: 1.5 Mbit/s for the top layer, a quarter of it per
@@ -253,6 +270,51 @@ mod tests {
         assert!((90_000..=110_000).contains(&bps), "{bps}");
         // Silence: the window empties.
         assert_eq!(m.bps(t0 + Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn a_layer_counts_at_its_peak_of_the_last_ten_seconds() {
+        let t0 = Instant::now();
+        let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
+        let ms = Duration::from_millis;
+        // 800 kbit/s for 3 s, then 400 kbit/s.
+        for i in 0..300 {
+            l.packet(1000, None, t0 + ms(10 * i));
+        }
+        let peak = l.bitrate(1, 3, t0 + ms(3000));
+        assert!((700_000..=900_000).contains(&peak), "{peak}");
+        let mut quiet = 0;
+        for i in 300..1600 {
+            let now = t0 + ms(10 * i);
+            l.packet(500, None, now);
+            if i % 50 == 0 {
+                quiet = l.bitrate(1, 3, now);
+                if i < 1200 {
+                    assert_eq!(quiet, peak, "a quiet moment {}0 ms in", i);
+                }
+            }
+        }
+        assert!(
+            (350_000..=450_000).contains(&quiet),
+            "ten seconds later: {quiet}"
+        );
+    }
+
+    #[test]
+    fn a_layer_that_just_started_is_not_taken_for_cheap() {
+        let t0 = Instant::now();
+        let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
+        // The top of three layers, 300 ms in at 2 Mbit/s: 75 kB, a 2 s window's 300 kbit/s.
+        for i in 0..30 {
+            l.packet(2500, None, t0 + Duration::from_millis(10 * i));
+        }
+        assert_eq!(l.bitrate(2, 3, t0 + Duration::from_millis(300)), 1_500_000);
+        // A whole window later it is measured.
+        for i in 30..230 {
+            l.packet(2500, None, t0 + Duration::from_millis(10 * i));
+        }
+        let now = l.bitrate(2, 3, t0 + Duration::from_millis(2300));
+        assert!((1_800_000..=2_200_000).contains(&now), "{now}");
     }
 
     #[test]

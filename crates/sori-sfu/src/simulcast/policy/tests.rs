@@ -93,7 +93,7 @@ fn steps_down_at_once_as_the_estimate_falls() {
         a.probe,
         Some(Probe {
             minimum_bps: Q,
-            desired_bps: H * 115 / 100
+            desired_bps: F * 115 / 100 * 5 / 4
         })
     );
 }
@@ -106,12 +106,23 @@ fn climbs_only_after_the_hold_and_probes_first() {
     assert_eq!(spatial(&a, 0), 0);
     let probe = a.probe.expect("a visible track: a probe");
     assert_eq!(probe.minimum_bps, Q);
-    assert_eq!(probe.desired_bps, H * 115 / 100, "toward h with headroom");
+    assert_eq!(
+        probe.desired_bps,
+        F * 115 / 100 * 5 / 4,
+        "toward the top (f) with headroom, and a quarter more"
+    );
     assert_eq!(p.next_check(), None, "the estimate does not cover h yet");
 
     // The estimate covers h (575 k) but not f (1.725 M) from t = 10 s.
     let t1 = t0 + secs(10);
     p.estimate(600_000, t1);
+    let a = p.allocate(&d, t1);
+    assert_eq!(spatial(&a, 0), 0);
+    assert_eq!(
+        a.probe.map(|p| p.minimum_bps),
+        Some(H * 115 / 100),
+        "padding makes the link carry what h needs while the upgrade is held"
+    );
     assert_eq!(p.next_check(), Some(t1 + ms(2500)));
     assert_eq!(
         spatial(&p.allocate(&d, t1 + ms(2499)), 0),
@@ -120,7 +131,7 @@ fn climbs_only_after_the_hold_and_probes_first() {
     );
     let a = p.allocate(&d, t1 + ms(2500));
     assert_eq!(spatial(&a, 0), 1, "up after the hold");
-    assert_eq!(a.probe.map(|p| p.desired_bps), Some(F * 115 / 100));
+    assert_eq!(a.probe.map(|p| p.desired_bps), Some(F * 115 / 100 * 5 / 4));
 
     // An estimate that dips below the next step restarts its hold.
     let t2 = t1 + secs(5);
@@ -340,6 +351,7 @@ fn a_flap_lengthens_the_hold_and_stability_shortens_it_again() {
     assert_eq!(spatial(&p.allocate(&d, t0 + secs(5)), 0), 1);
     let t1 = t0 + secs(6);
     p.estimate(2_000_000, t1);
+    assert_eq!(spatial(&p.allocate(&d, t1), 0), 1);
     assert_eq!(p.next_check(), Some(t1 + ms(7500)));
     assert_eq!(spatial(&p.allocate(&d, t1 + ms(7400)), 0), 1);
     assert_eq!(spatial(&p.allocate(&d, t1 + ms(7500)), 0), 2);
@@ -349,9 +361,88 @@ fn a_flap_lengthens_the_hold_and_stability_shortens_it_again() {
     p.estimate(1_000_000, t2);
     assert_eq!(spatial(&p.allocate(&d, t2), 0), 1);
     p.estimate(2_000_000, t2 + secs(1));
+    assert_eq!(spatial(&p.allocate(&d, t2 + secs(1)), 0), 1);
     assert_eq!(p.next_check(), Some(t2 + secs(11)));
     assert_eq!(spatial(&p.allocate(&d, t2 + ms(10_900)), 0), 1);
     assert_eq!(spatial(&p.allocate(&d, t2 + secs(11)), 0), 2);
+}
+
+#[test]
+fn the_link_is_made_to_carry_a_pending_upgrade_while_the_estimate_dips() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, _) = start(&d, 600_000, t0);
+    assert_eq!(spatial(&p.allocate(&d, t0 + secs(3)), 0), 1, "h");
+    let minimum = |p: &mut Allocator, bps, t| {
+        p.estimate(bps, t);
+        let a = p.allocate(&d, t);
+        assert_eq!(spatial(&a, 0), 1);
+        a.probe.map(|p| p.minimum_bps)
+    };
+    // A probe says 2 Mbit/s: f is pending, the link carries what it needs (1.725 M).
+    let t1 = t0 + secs(10);
+    assert_eq!(minimum(&mut p, 2_000_000, t1), Some(F * 115 / 100));
+    // The estimate falls back to 1.6 M (above f's 1.5 M, below its 1.725 M with headroom): the
+    // trial goes on, for up to 5 s from its start.
+    assert_eq!(
+        minimum(&mut p, 1_600_000, t1 + secs(1)),
+        Some(F * 115 / 100)
+    );
+    assert_eq!(
+        minimum(&mut p, 1_600_000, t1 + ms(4900)),
+        Some(F * 115 / 100)
+    );
+    assert_eq!(minimum(&mut p, 1_600_000, t1 + secs(5)), Some(H), "over");
+    // A new one ends as soon as the estimate is below f itself.
+    let t2 = t1 + secs(10);
+    assert_eq!(minimum(&mut p, 2_000_000, t2), Some(F * 115 / 100));
+    assert_eq!(minimum(&mut p, 1_400_000, t2 + secs(1)), Some(H));
+}
+
+#[test]
+fn an_estimate_far_above_what_flapped_climbs_after_the_base_hold() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, _) = start(&d, 600_000, t0);
+    p.estimate(2_000_000, t0 + secs(1));
+    assert_eq!(spatial(&p.allocate(&d, t0 + ms(3500)), 0), 2);
+    p.estimate(1_000_000, t0 + secs(5));
+    assert_eq!(
+        spatial(&p.allocate(&d, t0 + secs(5)), 0),
+        1,
+        "a flap: 7.5 s hold"
+    );
+    // Back to 2 Mbit/s: the lengthened hold.
+    let t1 = t0 + secs(6);
+    p.estimate(2_000_000, t1);
+    assert_eq!(spatial(&p.allocate(&d, t1), 0), 1);
+    assert_eq!(p.next_check(), Some(t1 + ms(7500)));
+    // 4 Mbit/s from 1 s later, over twice the 1.5 M that could not be kept: the link is not
+    // the one that flapped, the base hold from then on.
+    p.estimate(4_000_000, t1 + secs(1));
+    assert_eq!(spatial(&p.allocate(&d, t1 + secs(1)), 0), 1);
+    assert_eq!(p.next_check(), Some(t1 + ms(3500)));
+    assert_eq!(spatial(&p.allocate(&d, t1 + ms(3499)), 0), 1);
+    assert_eq!(spatial(&p.allocate(&d, t1 + ms(3500)), 0), 2);
+}
+
+#[test]
+fn a_climbing_estimate_makes_one_switch_to_where_it_settles() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, a) = start(&d, 200_000, t0);
+    let mut layers = vec![spatial(&a, 0)];
+    // 200 k to 2.5 M in steps of 100 k every 100 ms: past h's 575 k at 0.4 s, past f's
+    // 1.725 M at 1.6 s.
+    for tick in 1..=100u32 {
+        let now = t0 + ms(100) * tick;
+        p.estimate((200_000 + 100_000 * u64::from(tick)).min(2_500_000), now);
+        let layer = spatial(&p.allocate(&d, now), 0);
+        if layers.last() != Some(&layer) {
+            layers.push(layer);
+        }
+    }
+    assert_eq!(layers, [0, 2], "q to f in one switch, not through h");
 }
 
 #[test]
@@ -484,14 +575,26 @@ fn no_estimate_yet_starts_from_the_assumed_one_and_waits() {
     let t0 = Instant::now();
     let mut p = Allocator::new(PolicyConfig::default());
     let one = [camera(1)];
-    assert_eq!(spatial(&p.allocate(&one, t0), 0), 1, "600 k: h");
+    assert_eq!(spatial(&p.allocate(&one, t0), 0), 0, "nothing assumed: q");
+    assert_eq!(p.next_check(), None);
+    assert_eq!(
+        spatial(&p.allocate(&one, t0 + secs(60)), 0),
+        0,
+        "no upgrade"
+    );
+    let config = PolicyConfig {
+        initial_estimate_bps: 600_000,
+        ..PolicyConfig::default()
+    };
+    let mut p = Allocator::new(config);
+    assert_eq!(spatial(&p.allocate(&one, t0), 0), 1, "600 k assumed: h");
     assert_eq!(p.next_check(), None);
     assert_eq!(
         spatial(&p.allocate(&one, t0 + secs(60)), 0),
         1,
         "no upgrade"
     );
-    let mut p = Allocator::new(PolicyConfig::default());
+    let mut p = Allocator::new(config);
     let a = p.allocate(&[camera(1), camera(2)], t0);
     assert_eq!([spatial(&a, 0), spatial(&a, 1)], [0, 0]);
 }
@@ -530,7 +633,10 @@ fn random_walks_keep_the_invariants() {
             let a = p.allocate(&d, now);
             check(&d, &a, estimate.unwrap_or(600_000));
             if let Some(t) = p.next_check() {
-                assert!(t > now, "no check due right after allocating");
+                assert!(
+                    t > now,
+                    "no check due right after allocating: {p:?} {a:?} {d:?}"
+                );
             }
         }
     }
