@@ -118,3 +118,38 @@ test('a receiver reports its tile as a view, gets stats, and shows the received 
   await ada.context().close();
   await grace.context().close();
 });
+
+test('a receiver whose tile is 320×180 gets the lowest layer, and the top one in a 1280×720 tile', async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'simulcast-tile', 'Ada');
+  const grace = await joinPage(ctx.browser, ctx.server.url, 'simulcast-tile', 'Grace');
+  await waitForVideoFrom(grace, 'Ada');
+  const track = await pollPage(grace, () => Object.keys(window.sori.views())[0]);
+  /** Sizes Ada's tile to `width`×`height` device pixels; resolves once that view was sent. */
+  const tile = async (width, height) => {
+    await grace.evaluate(([w, h]) => {
+      const t = document.querySelector('[data-testid="remote-video"]').closest('.tile');
+      Object.assign(t.style, { width: `${w / devicePixelRatio}px`, height: `${h / devicePixelRatio}px`, justifySelf: 'start' });
+    }, [width, height]);
+    await pollPage(grace, ([id, w, h]) => {
+      const v = window.sori.views()[id];
+      return v && v.width === w && v.height === h;
+    }, [track, width, height]);
+  };
+  /** Resolves with the received layer once the video element decodes `height` lines. */
+  const receives = (height) => pollPage(grace, ([id, h]) => {
+    const v = document.querySelector('[data-testid="remote-video"]');
+    const s = window.sori.stats && window.sori.stats.tracks[id];
+    return v.videoHeight === h && s && s.height === h
+      && document.querySelector('[data-testid="quality"]').textContent === `${h}p` && s.rid;
+  }, [track, height], 20000);
+
+  await tile(1280, 720);
+  assert.equal(await receives(720), 'f', 'a 720-line tile: the top layer');
+  await tile(320, 180);
+  assert.equal(await receives(180), 'q', 'a 180-line tile: the lowest layer');
+  const shot = join(artifacts, 'simulcast-small-tile.png');
+  await grace.screenshot({ path: shot });
+  console.log(`screenshot: ${shot}`);
+  await ada.context().close();
+  await grace.context().close();
+});

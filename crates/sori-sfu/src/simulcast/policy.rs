@@ -199,6 +199,8 @@ pub struct Allocator {
     /// The rate the link is made to carry while an upgrade waits (the pending total, kept for
     /// up to [`TRIAL`] while the estimate dips), and since when.
     trial: Option<(u64, Instant)>,
+    /// When the last trial ended.
+    trial_ended: Option<Instant>,
     /// An estimate below the allocation arrived at this time, since the last `allocate`.
     downgrade_due: Option<Instant>,
     last_upgrade: Option<Instant>,
@@ -227,6 +229,7 @@ impl Allocator {
             floor_bps: 0,
             pending_bps: None,
             trial: None,
+            trial_ended: None,
             downgrade_due: None,
             last_upgrade: None,
             penalty: None,
@@ -281,7 +284,11 @@ impl Allocator {
                 (pending, at)
             }
         };
-        self.trial = self.next_trial(&ladders, &at, estimate, now);
+        let trial = self.next_trial(&ladders, &at, estimate, now);
+        if self.trial.is_some() && trial.is_none() {
+            self.trial_ended = Some(now);
+        }
+        self.trial = trial;
         self.record(&ladders, &at);
         self.output(demands, &ladders, &at)
     }
@@ -290,7 +297,10 @@ impl Allocator {
     /// while the estimate dips below it (but not below the total without headroom) for up to
     /// [`TRIAL`] from its start. An estimate raised by a short probe falls back to what the
     /// link carries (the estimator grows at most to 1.5 × the rate acknowledged): carried for
-    /// real, a higher rate holds long enough to be covered for the hold.
+    /// real, a higher rate holds long enough to be covered for the hold. With no target, a
+    /// step that fits the estimate without the headroom starts a trial too (the estimate can
+    /// only grow into the headroom while the link carries more than the media), at most once
+    /// per [`TRIAL_EVERY`].
     fn next_trial(
         &self,
         ladders: &[Ladder],
@@ -301,13 +311,26 @@ impl Allocator {
         if let Some(needs) = self.pending_bps {
             return Some((needs, self.trial.map_or(now, |(_, since)| since)));
         }
-        self.trial.filter(|&(needs, since)| {
+        if self.downgrade_due.is_some() || self.history.latest().is_none() {
+            return None;
+        }
+        let kept = self.trial.filter(|&(needs, since)| {
             let raw = self.without_headroom(needs);
             now.saturating_duration_since(since) < TRIAL
                 && estimate >= raw
                 && total(ladders, at) < raw
-                && self.downgrade_due.is_none()
-        })
+        });
+        if kept.is_some() {
+            return kept;
+        }
+        let due = self
+            .trial_ended
+            .is_none_or(|t| now.saturating_duration_since(t) >= TRIAL_EVERY);
+        if self.trial.is_some() || !due {
+            return None;
+        }
+        let (_, needs) = self.target(ladders, at, self.with_headroom(estimate))?;
+        Some((needs, now))
     }
 
     /// When [`Allocator::allocate`] should run again though nothing changed: when a pending
@@ -551,8 +574,11 @@ impl Allocator {
     }
 }
 
-/// The longest a padding trial outlives the target that started it.
+/// The longest a padding trial outlives the target that started it (or lasts, started by a
+/// step that fits the estimate without its headroom).
 const TRIAL: Duration = Duration::from_secs(5);
+/// A trial toward a step that fits only without the headroom starts at most this often.
+const TRIAL_EVERY: Duration = Duration::from_secs(10);
 
 /// The result of the keep/downgrade stage.
 enum Fit {

@@ -400,6 +400,32 @@ fn the_link_is_made_to_carry_a_pending_upgrade_while_the_estimate_dips() {
 }
 
 #[test]
+fn a_step_that_fits_only_without_the_headroom_is_tried_every_ten_seconds() {
+    let t0 = Instant::now();
+    let d = [camera(1)];
+    let (mut p, _) = start(&d, 600_000, t0);
+    assert_eq!(spatial(&p.allocate(&d, t0 + secs(3)), 0), 1, "h");
+    let mut minimum = |bps, t| {
+        p.estimate(bps, t);
+        let a = p.allocate(&d, t);
+        assert_eq!(spatial(&a, 0), 1);
+        a.probe.map(|p| p.minimum_bps)
+    };
+    // 1.6 Mbit/s: f (1.5 M) fits, not with its headroom (1.725 M). The link is made to carry
+    // 1.725 M (the estimator pads up to its estimate) for 5 s: the estimate can grow.
+    let t1 = t0 + secs(10);
+    assert_eq!(minimum(1_600_000, t1), Some(F * 115 / 100));
+    assert_eq!(minimum(1_600_000, t1 + ms(4900)), Some(F * 115 / 100));
+    assert_eq!(minimum(1_600_000, t1 + secs(5)), Some(H), "over");
+    assert_eq!(
+        minimum(1_600_000, t1 + ms(14_900)),
+        Some(H),
+        "not again for 10 s"
+    );
+    assert_eq!(minimum(1_600_000, t1 + secs(15)), Some(F * 115 / 100));
+}
+
+#[test]
 fn an_estimate_far_above_what_flapped_climbs_after_the_base_hold() {
     let t0 = Instant::now();
     let d = [camera(1)];
