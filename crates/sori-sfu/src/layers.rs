@@ -18,6 +18,7 @@ use crate::peer::Peer;
 use crate::room::Track;
 use crate::sfu::Sfu;
 use crate::simulcast::policy::{Demand, Layer, Priority, Probe};
+use crate::simulcast::source::layer_rates;
 use crate::simulcast::{LayerCensus, ReceiverStats, TrackLayer, View};
 use crate::throttle::Urgency;
 use crate::timers::Timer;
@@ -405,12 +406,13 @@ fn measured_layers(track: &mut Track, now: Instant) -> Vec<Layer> {
     if !track.layers.iter().any(|l| l.arriving(now)) {
         return vec![Layer::default(); count];
     }
+    let rates = layer_rates(&mut track.layers, now);
     track
         .layers
-        .iter_mut()
-        .enumerate()
-        .map(|(rank, l)| Layer {
-            bitrate_bps: l.bitrate(rank, count, now),
+        .iter()
+        .zip(rates)
+        .map(|(l, bitrate_bps)| Layer {
+            bitrate_bps,
             height: l.height,
             temporal_bps: l.temporal_bps(now),
         })

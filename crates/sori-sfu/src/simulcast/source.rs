@@ -126,12 +126,11 @@ impl SourceLayer {
         self.last_packet = Some(now);
     }
 
-    /// Its bitrate for layer selection: the highest measured over a full window in the last
-    /// [`PEAK_HOLD`] while it arrives, else the last such peak (a layer that has just resumed
-    /// or just stopped has a half-empty window that would make it look cheap), else (one of several layers) a guess from its
-    /// rank among `count` layers or what it measures now, whichever is more, else (the only
-    /// layer) what it measures now.
-    pub(crate) fn bitrate(&mut self, rank: usize, count: usize, now: Instant) -> u64 {
+    /// Its bitrate for layer selection as far as it knows: the highest measured over a full
+    /// window in the last [`PEAK_HOLD`] while it arrives, else the last such peak (a layer that
+    /// has just resumed or just stopped has a half-empty window that would make it look cheap),
+    /// or `None` when it was never measured over a full window ([`layer_rates`] guesses).
+    pub(crate) fn known_bitrate(&mut self, now: Instant) -> Option<u64> {
         let measured = self.meter.bps(now);
         // The window is full: packets arrived all through it, up to now (not a layer that has
         // just resumed, nor one that has just stopped and whose window is emptying).
@@ -149,26 +148,9 @@ impl SourceLayer {
                 self.peak_bps = measured;
                 self.peak_at = Some(now);
             }
-            return self.peak_bps;
+            return Some(self.peak_bps);
         }
-        if self.peak_bps > 0 {
-            return self.peak_bps.max(measured);
-        }
-        // Never measured over a whole window. A track's only layer counts as what it sends (no
-        // choice hangs on it; it only shares the estimate with other tracks). A simulcast
-        // layer that has just started has sent a part of a window's worth (100 ms in it would
-        // look a twentieth as dear): the guess, unless it measures more already.
-        if count == 1 && self.arriving(now) && measured > 0 {
-            return measured;
-        }
-        self.guess(rank, count).max(measured)
-    }
-
-    /// A bitrate for a layer never measured: 1.5 Mbit/s for the top layer, a quarter of it per
-    /// layer below.
-    fn guess(&self, rank: usize, count: usize) -> u64 {
-        let below = count.saturating_sub(rank + 1) as u32;
-        1_500_000 / 4u64.pow(below)
+        (self.peak_bps > 0).then(|| self.peak_bps.max(measured))
     }
 
     /// Cumulative bitrates of its temporal layers (empty: none seen).
@@ -190,6 +172,38 @@ impl SourceLayer {
         }
         out
     }
+}
+
+/// Each layer's bitrate for layer selection, lowest first. A layer never measured over a full
+/// window counts as what it measures now when it is the track's only layer (no choice hangs on
+/// it); one of several counts as a guess from the nearest measured layer, a third of it per
+/// step down or three times per step up (the steps of the usual 150 k / 500 k / 1.5 Mbit/s
+/// ladder), or with none measured 1.5 Mbit/s for the top layer and a third per step below,
+/// unless it already measures more (a layer that started 100 ms ago has sent a twentieth of a
+/// window's worth).
+pub(crate) fn layer_rates(layers: &mut [SourceLayer], now: Instant) -> Vec<u64> {
+    let known: Vec<Option<u64>> = layers.iter_mut().map(|l| l.known_bitrate(now)).collect();
+    let top = layers.len().saturating_sub(1);
+    let steps = |n: usize| 3u64.saturating_pow(u32::try_from(n).unwrap_or(u32::MAX));
+    (0..layers.len())
+        .map(|i| {
+            let measured = layers[i].meter.bps(now);
+            if let Some(bps) = known[i] {
+                return bps;
+            }
+            if layers.len() == 1 && layers[i].arriving(now) && measured > 0 {
+                return measured;
+            }
+            let above = (i + 1..layers.len()).find_map(|j| Some((j, known[j]?)));
+            let below = (0..i).rev().find_map(|j| Some((j, known[j]?)));
+            let guess = match (above, below) {
+                (Some((j, bps)), _) => bps / steps(j - i),
+                (None, Some((j, bps))) => bps.saturating_mul(steps(i - j)),
+                (None, None) => 1_500_000 / steps(top - i),
+            };
+            guess.max(measured)
+        })
+        .collect()
 }
 
 /// Orders a simulcast offer's `rid`s from the lowest layer to the highest: by the names the
@@ -233,19 +247,19 @@ mod tests {
         for i in 0..300 {
             l.packet(1000, None, t0 + ms(10 * i));
         }
-        let live = l.bitrate(2, 3, t0 + ms(3000));
+        let live = l.known_bitrate(t0 + ms(3000)).unwrap();
         assert!((700_000..=900_000).contains(&live), "{live}");
         // Paused for 10 s, then back: 200 ms in, the meter has a tenth of a window.
         let back = t0 + Duration::from_secs(13);
         for i in 0..20 {
             l.packet(1000, None, back + ms(10 * i));
         }
-        assert_eq!(l.bitrate(2, 3, back + ms(200)), live);
+        assert_eq!(l.known_bitrate(back + ms(200)).unwrap(), live);
         // A whole window later it is measured again.
         for i in 20..220 {
             l.packet(500, None, back + ms(10 * i));
         }
-        let now = l.bitrate(2, 3, back + ms(2200));
+        let now = l.known_bitrate(back + ms(2200)).unwrap();
         assert!((350_000..=450_000).contains(&now), "{now}");
     }
 
@@ -281,14 +295,14 @@ mod tests {
         for i in 0..300 {
             l.packet(1000, None, t0 + ms(10 * i));
         }
-        let peak = l.bitrate(1, 3, t0 + ms(3000));
+        let peak = l.known_bitrate(t0 + ms(3000)).unwrap();
         assert!((700_000..=900_000).contains(&peak), "{peak}");
         let mut quiet = 0;
         for i in 300..1600 {
             let now = t0 + ms(10 * i);
             l.packet(500, None, now);
             if i % 50 == 0 {
-                quiet = l.bitrate(1, 3, now);
+                quiet = l.known_bitrate(now).unwrap();
                 if i < 1200 {
                     assert_eq!(quiet, peak, "a quiet moment {}0 ms in", i);
                 }
@@ -301,33 +315,50 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_that_just_started_is_not_taken_for_cheap() {
+    fn a_layer_never_measured_is_guessed_from_the_others() {
         let t0 = Instant::now();
-        let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
-        // The top of three layers, 300 ms in at 2 Mbit/s: 75 kB, a 2 s window's 300 kbit/s.
+        let ms = Duration::from_millis;
+        let throttle = || KeyframeThrottle::new(Duration::ZERO, Duration::ZERO);
+        let mut layers: Vec<SourceLayer> =
+            (0..3).map(|_| SourceLayer::new(None, throttle())).collect();
+        assert_eq!(layer_rates(&mut layers, t0), [166_666, 500_000, 1_500_000]);
+        // The top layer, 300 ms in at 2 Mbit/s: 75 kB, a 2 s window's 300 kbit/s. Not cheap.
         for i in 0..30 {
-            l.packet(2500, None, t0 + Duration::from_millis(10 * i));
+            layers[2].packet(2500, None, t0 + ms(10 * i));
         }
-        assert_eq!(l.bitrate(2, 3, t0 + Duration::from_millis(300)), 1_500_000);
-        // A whole window later it is measured.
+        assert_eq!(
+            layer_rates(&mut layers, t0 + ms(300)),
+            [166_666, 500_000, 1_500_000]
+        );
+        // A whole window later it is measured, and the paused ones below follow it.
         for i in 30..230 {
-            l.packet(2500, None, t0 + Duration::from_millis(10 * i));
+            layers[2].packet(2500, None, t0 + ms(10 * i));
         }
-        let now = l.bitrate(2, 3, t0 + Duration::from_millis(2300));
-        assert!((1_800_000..=2_200_000).contains(&now), "{now}");
+        let rates = layer_rates(&mut layers, t0 + ms(2300));
+        assert!((1_800_000..=2_200_000).contains(&rates[2]), "{rates:?}");
+        assert_eq!(rates[..2], [rates[2] / 9, rates[2] / 3]);
+        // The track's only layer counts as what it sends from the start.
+        let mut one = vec![SourceLayer::new(None, throttle())];
+        for i in 0..30 {
+            one[0].packet(2500, None, t0 + ms(10 * i));
+        }
+        assert_eq!(layer_rates(&mut one, t0 + ms(300)), [300_000]);
     }
 
     #[test]
     fn a_paused_layer_keeps_its_last_bitrate() {
         let t0 = Instant::now();
         let mut l = SourceLayer::new(None, KeyframeThrottle::new(Duration::ZERO, Duration::ZERO));
-        assert_eq!(l.bitrate(0, 3, t0), 1_500_000 / 16);
+        assert_eq!(l.known_bitrate(t0), None);
         for i in 0..200 {
             l.packet(1000, None, t0 + Duration::from_millis(10 * i));
         }
         let now = t0 + Duration::from_secs(2);
-        let live = l.bitrate(0, 3, now);
+        let live = l.known_bitrate(now).unwrap();
         assert!((700_000..=900_000).contains(&live), "{live}");
-        assert_eq!(l.bitrate(0, 3, now + Duration::from_secs(30)), live);
+        assert_eq!(
+            l.known_bitrate(now + Duration::from_secs(30)).unwrap(),
+            live
+        );
     }
 }
