@@ -39,6 +39,9 @@ const URL = 'http://10.92.0.10:8080';
 function createNetwork() {
   for (const n of Object.values(ns)) {
     run('ip', 'netns', 'add', n);
+    // No IPv6: its link-local addresses arrive a second or two after a link comes up, and
+    // Chromium, seeing the network change, fails the page load under way (ERR_NETWORK_CHANGED).
+    inNs(n, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
     inNs(n, 'ip', 'link', 'set', 'lo', 'up');
   }
   inNs(ns.wan, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
