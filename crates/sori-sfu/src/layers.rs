@@ -28,8 +28,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// What one received audio track takes of a receiver's estimate (Opus with its overhead).
 const AUDIO_BPS: u64 = 40_000;
 /// A probe that did not raise the estimate to what the policy wants is tried again after this.
-/// (Asked every second, str0m's prober did not raise a capped receiver's estimate at all in
-/// the virtual-time tests once the cap was lifted.)
+/// (Asked every second, str0m's prober never finished one: each request starts a new probe.)
 const PROBE_RETRY: Duration = Duration::from_secs(2);
 /// A layer nobody has wanted for this long is paused at its publisher.
 const UNWANTED: Duration = Duration::from_secs(10);
@@ -359,8 +358,8 @@ impl Sfu {
 }
 
 /// Passes the policy's probe to the peer's estimator when it changed, and again every
-/// [`PROBE_RETRY`] while the estimate stays short of it (the estimator probes only when the
-/// desired rate goes up: each retry raises it by 1 bit/s).
+/// [`PROBE_RETRY`] while the estimate stays short of it (the estimator probes only when the desired rate
+/// goes up: each retry raises it by 1 bit/s).
 ///
 /// The desired rate follows the layers' measured rates, which move a little all the time; it
 /// is passed on only when it moved by more than a tenth, so that neither jitter makes the
@@ -376,7 +375,7 @@ fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Resul
         _ => p,
     });
     let desired_moved = probe.map(|p| p.desired_bps) != given.map(|g| g.desired_bps);
-    let unmet = probe.is_some_and(|p| p.desired_bps + peer.audio_bps > peer.estimate.unwrap_or(0));
+    let unmet = probe.is_some_and(|p| p.desired_bps > peer.estimate.unwrap_or(0));
     let retry = !desired_moved && unmet && peer.probe_retry.is_some_and(|at| now >= at);
     if probe == given && !retry {
         return Ok(());
