@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { serverAndBrowser, joinPage, pollPage, waitForVideoFrom, artifacts } from './helpers.js';
+import { serverAndBrowser, joinPage, pollPage, waitForVideoFrom, artifacts, assertUdp } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -123,6 +123,7 @@ test('a receiver whose tile is 320×180 gets the lowest layer, and the top one i
   const ada = await joinPage(ctx.browser, ctx.server.url, 'simulcast-tile', 'Ada');
   const grace = await joinPage(ctx.browser, ctx.server.url, 'simulcast-tile', 'Grace');
   await waitForVideoFrom(grace, 'Ada');
+  for (const p of [ada, grace]) await assertUdp(p);
   const track = await pollPage(grace, () => Object.keys(window.sori.views())[0]);
   /** Sizes Ada's tile to `width`×`height` device pixels; resolves once that view was sent. */
   const tile = async (width, height) => {
