@@ -12,7 +12,7 @@ import * as tiles from './tiles.js';
 import * as people from './people.js';
 import * as chat from './chat.js';
 import * as controls from './controls.js';
-import { $, setStatus, toast, showMode, setText } from './page.js';
+import { $, setStatus, setReconnecting, toast, showMode, setText } from './page.js';
 
 hooks.install();
 const params = new URLSearchParams(location.search);
@@ -85,13 +85,22 @@ async function join(room, name) {
   const msg = { type: 'join', v: 1, room, name };
   if (token) msg.token = token;
   if (params.get('mode')) msg.mode = params.get('mode');
-  connect(msg, { onMessage: handle, onClose: lost });
+  connect(msg, { onMessage: handle, onClose: lost, onReconnecting: setReconnecting, onRejoin: rejoin });
 }
 
 function lost() {
   if (state.leaving) return;
+  setReconnecting(false);
   setStatus('disconnected', 'bad');
   toast('Connection to the server lost.');
+}
+
+/** The server no longer had this participant (away too long): it joins again as new. */
+function rejoin() {
+  peer.closePc();
+  setReconnecting(false);
+  setStatus('connecting');
+  toast('Reconnected: you joined the room again.');
 }
 
 // ---------- messages from the server: the state first, then what follows from it ----------
@@ -171,6 +180,7 @@ function onError(msg) {
 
 function leave(reason) {
   state.leaving = true;
+  setReconnecting(false);
   send({ type: 'leave' });
   peer.closePc();
   disconnect();

@@ -105,6 +105,35 @@ async function selectedPair() {
   return { local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
 }
 
+/** Video watches by participant name: when the last new frame decoded, and the gaps. */
+const watches = new Map();
+const GAP_MS = 500;
+
+/** Starts timing the video from `name`: every 100 ms, whether a new frame was decoded. */
+function watchVideo(name) {
+  const w = { frames: -1, at: performance.now(), gaps: [] };
+  w.timer = setInterval(async () => {
+    const { framesDecoded } = await videoFrom(name);
+    const now = performance.now();
+    if (framesDecoded === w.frames) return;
+    if (w.frames >= 0 && now - w.at > GAP_MS) w.gaps.push((now - w.at) / 1000);
+    w.frames = framesDecoded;
+    w.at = now;
+  }, 100);
+  watches.set(name, w);
+}
+
+/** The video from `name` since `watchVideo`: each stretch over half a second without a new
+ * frame (seconds; one still open counts up to now), and their sum: the black-video seconds. */
+function videoGaps(name) {
+  const w = watches.get(name);
+  if (!w) return null;
+  const gaps = [...w.gaps];
+  const open = performance.now() - w.at;
+  if (w.frames < 0 || open > GAP_MS) gaps.push(open / 1000);
+  return { gaps, black: gaps.reduce((a, b) => a + b, 0) };
+}
+
 export function install() {
   window.sori = {
     startedAt: performance.now(),
@@ -122,5 +151,10 @@ export function install() {
     selectedPair,
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
+    /** This participant's id, and the others' arrivals and departures as they were told. */
+    get me() { return state.me; },
+    get presence() { return state.presence; },
+    watchVideo,
+    videoGaps,
   };
 }

@@ -2,7 +2,23 @@
 
 export const $ = (id) => document.getElementById(id);
 
+let shown = ['', undefined];
+let reconnecting = false;
+
+/** The status line: the media connection's state, unless the socket is reconnecting. */
 export function setStatus(text, kind) {
+  shown = [text, kind];
+  drawStatus();
+}
+
+/** While the socket to the server is down, the status says so (the media may still flow). */
+export function setReconnecting(on) {
+  reconnecting = on;
+  drawStatus();
+}
+
+function drawStatus() {
+  const [text, kind] = reconnecting ? ['reconnecting…', 'warn'] : shown;
   $('status').textContent = text;
   $('status-dot').className = 'dot' + (kind ? ' ' + kind : '');
 }

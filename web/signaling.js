@@ -1,41 +1,144 @@
 // The WebSocket to the server (/ws): joining, SDP/ICE, chat and the room's events.
 // Messages are handled one at a time, in order: an answer is applied before the offer that
 // follows it is looked at.
+//
+// The socket survives network trouble: when it closes (or stays silent past SILENT_MS) after
+// the join, the client opens a new one with backoff and jitter and sends `resume` with the
+// secret `joined` gave and the number (`seq`) of the last server message it got (`received`); the server
+// replays what came after, and says which of this client's numbered messages it had
+// (`resumed.received`): the others are sent again. A resume the server refuses
+// (`resume-failed`) becomes a fresh join on the same socket (docs/signaling.md).
+
+const SILENT_MS = 12000;          // nothing at all for this long: the socket is dead
+const PING_MS = 5000;
+const KEPT = 200;                 // numbered messages kept until the server has them
+const RETRY_MS = [250, 500, 1000, 2000, 4000, 5000];
+const OPEN_MS = 5000;             // a new socket not open by then is given up (and retried)
 
 let ws = null;
 let pingTimer = null;
+let watchdog = null;
+let retryTimer = null;
+let link = null;                  // { join, handlers, secret, lastSeq, sent, unacked, attempts }
 
-/** Sends one message, if the socket is open. */
-export function send(message) {
+const unnumbered = new Set(['join', 'resume', 'ping', 'leave']);
+
+function raw(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+}
+
+/** Sends one message; numbered messages are kept until a resume shows the server had them. */
+export function send(message) {
+  if (!link || unnumbered.has(message.type) || !link.secret) {
+    raw(message);
+    return;
+  }
+  const numbered = { ...message, seq: ++link.sent };
+  link.unacked.push(numbered);
+  if (link.unacked.length > KEPT) link.unacked.shift();
+  raw(numbered);
 }
 
 /**
  * Opens the socket and sends `join` once it is open; `onMessage` gets every server message
- * (awaited in turn), `onClose` the socket's end.
+ * (awaited in turn); `onReconnecting(true|false)` when the socket drops and comes back;
+ * `onClose` when it ended for good (before a join, or after `disconnect`).
  */
-export function connect(join, { onMessage, onClose }) {
+export function connect(join, handlers) {
+  link = {
+    join, handlers, secret: null, lastSeq: 0, sent: 0, unacked: [], attempts: 0,
+    queue: Promise.resolve(),   // one queue across sockets: messages stay in order
+  };
+  open(link, join);
+}
+
+function open(l, first) {
   const socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
   ws = socket;
-  socket.onopen = () => {
-    send(join);
-    pingTimer = setInterval(() => send({ type: 'ping' }), 5000);
+  const alive = () => {
+    clearTimeout(watchdog);
+    // A socket that hears nothing (the server sends `pong` to every ping) is dead though the
+    // browser has not noticed: close it and reconnect.
+    watchdog = setTimeout(() => { if (ws === socket) socket.close(4000, 'silent'); }, SILENT_MS);
   };
-  let queue = Promise.resolve();
+  // A connection attempt into a black hole would hang for minutes: give up on it.
+  const opening = setTimeout(() => { if (ws === socket) socket.close(); }, OPEN_MS);
+  socket.onopen = () => {
+    clearTimeout(opening);
+    raw(first);
+    clearInterval(pingTimer);
+    pingTimer = setInterval(() => raw({ type: 'ping' }), PING_MS);
+    alive();
+  };
   socket.onmessage = (e) => {
+    if (ws !== socket) return;
+    alive();
     let msg;
     try { msg = JSON.parse(e.data); } catch { return; }
-    queue = queue.then(() => onMessage(msg)).catch((err) => console.error('sori:', err));
+    if (typeof msg.seq === 'number') {
+      if (msg.seq <= l.lastSeq) return;
+      l.lastSeq = msg.seq;
+    }
+    if (msg.type === 'joined') {
+      l.secret = msg.resume || null;
+      l.attempts = 0;
+    } else if (msg.type === 'resumed') {
+      l.attempts = 0;
+      const missed = l.unacked.filter((m) => m.seq > msg.received);
+      l.unacked = missed;
+      for (const m of missed) raw(m);
+      l.handlers.onReconnecting(false);
+    } else if (msg.type === 'error' && msg.code === 'resume-failed') {
+      // The participant is gone: join again as new, on this socket.
+      Object.assign(l, { secret: null, lastSeq: 0, sent: 0, unacked: [] });
+      raw(l.join);
+      l.queue = l.queue.then(() => l.handlers.onRejoin()).catch((err) => console.error('sori:', err));
+      return;
+    }
+    l.queue = l.queue.then(() => l.handlers.onMessage(msg)).catch((err) => console.error('sori:', err));
   };
   socket.onclose = () => {
+    clearTimeout(opening);
+    if (ws !== socket) return;
     clearInterval(pingTimer);
-    if (socket === ws) onClose();
+    clearTimeout(watchdog);
+    ws = null;
+    if (link !== l) return;
+    if (!l.secret) {
+      link = null;
+      l.handlers.onClose();
+      return;
+    }
+    l.handlers.onReconnecting(true);
+    retry(l);
   };
 }
 
-/** Closes the socket; its end is not reported. */
+function retry(l) {
+  clearTimeout(retryTimer);
+  const base = RETRY_MS[Math.min(l.attempts, RETRY_MS.length - 1)];
+  l.attempts += 1;
+  const delay = base * (0.5 + Math.random());
+  retryTimer = setTimeout(() => reopen(l), delay);
+}
+
+function reopen(l) {
+  clearTimeout(retryTimer);
+  if (link !== l || ws) return;
+  const resume = { type: 'resume', v: 1, secret: l.secret, received: l.lastSeq };
+  if (l.join.token) resume.token = l.join.token;
+  open(l, resume);
+}
+
+// Back online: try at once rather than at the end of the backoff.
+window.addEventListener('online', () => { if (link && link.secret) reopen(link); });
+
+/** Closes the socket for good; its end is not reported. */
 export function disconnect() {
   clearInterval(pingTimer);
+  clearTimeout(watchdog);
+  clearTimeout(retryTimer);
+  link = null;
   const socket = ws;
   ws = null;
   if (socket) socket.close();

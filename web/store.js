@@ -16,6 +16,7 @@ export const state = {
   chat: [],                // chat messages and moderation notices, in order
   peerRoles: new Map(),    // P2P: the other browser's track roles, by mid
   stats: null,             // SFU: the media server's latest `stats` (what this browser receives)
+  presence: [],            // participant-joined/-left as they came: { type, id, reason, at }
   leaving: false,
   // Media, set by peer.js and app.js.
   local: null,             // camera + mic MediaStream
@@ -43,7 +44,10 @@ export const reducers = {
     s.participants = new Map(m.participants.map((p) => [p.id, p]));
     s.chat = m.chat.map((c) => ({ kind: 'chat', ...c }));
   },
-  'participant-joined'(s, m) { setParticipant(s, m.participant); },
+  'participant-joined'(s, m) {
+    setParticipant(s, m.participant);
+    s.presence.push({ type: m.type, id: m.participant.id, at: Date.now() });
+  },
   'participant-updated'(s, m) {
     if (m.participant.id !== s.me) {
       setParticipant(s, m.participant);
@@ -55,6 +59,7 @@ export const reducers = {
     for (const kind of ['audio', 'video']) if (s.serverMuted[kind]) s.muted[kind] = true;
   },
   'participant-left'(s, m) {
+    s.presence.push({ type: m.type, id: m.id, reason: m.reason, at: Date.now() });
     const p = s.participants.get(m.id);
     s.participants.delete(m.id);
     for (const [id, r] of s.remote) {
@@ -81,6 +86,7 @@ export const reducers = {
   layers() {},
   error() {},
   pong() {},
+  resumed() {},
 };
 
 /** Applies one server message to the state. */

@@ -4,8 +4,10 @@
 mod join;
 mod media;
 mod messages;
+mod resume;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -14,13 +16,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::auth::Grants;
 use crate::hub::Me;
 use crate::limits::ParticipantRates;
-use crate::outbox::{Frame, Outbox};
-use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage, MAX_MESSAGE};
+use crate::outbox::{Out, Outbox};
+use crate::protocol::{self, ClientMessage, ErrorCode, LeaveReason, ServerMessage, MAX_MESSAGE};
+use crate::sessions::Parked;
 use crate::{http, ice_servers, PeerRef, Signal};
 
 /// Interval of the server's WebSocket pings.
@@ -56,9 +59,26 @@ pub(crate) async fn upgrade(
         })
 }
 
+/// How a connection's read loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// The client sent `leave`, or closed the socket on purpose.
+    Leave,
+    /// The socket dropped (an error, no close frame, silence past the idle timeout, or a
+    /// close frame with a code from 4000: "reconnecting").
+    Dropped,
+    /// A new socket resumed this participant.
+    Kicked,
+    /// The participant was ended from elsewhere (replaced, removed, too slow a reader).
+    Ended,
+}
+
+/// Close codes with which a client says it means to come back (`resume`).
+const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
+
 /// One browser's socket, from upgrade to close.
 async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
-    let (out, outgoing, end) = Outbox::new(signal.config.limits.send_queue);
+    let (socket_tx, outgoing) = Outbox::socket(signal.config.limits.send_queue);
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(outgoing, sink));
     // TURN credentials are renewed at half their lifetime while the participant is here.
@@ -71,16 +91,23 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut conn = Connection {
         signal: signal.clone(),
-        out,
+        out: Outbox::with_socket(socket_tx.clone()),
+        socket_tx,
         me: None,
         grants: Grants::anonymous(),
         media_peer: None,
         rates: ParticipantRates::new(&signal.config.limits, Instant::now()),
         ip,
+        secret: None,
+        kick: Arc::default(),
+        received: 0,
     };
-    loop {
+    let exit = loop {
+        let end = conn.out.end();
+        let kick = conn.kick.clone();
         let next = tokio::select! {
-            _ = end.wait() => break,
+            _ = end.wait() => break Exit::Ended,
+            _ = kick.notified() => break Exit::Kicked,
             _ = async { renew.as_mut().expect("guarded").tick().await }, if renew.is_some() => {
                 if let Some(me) = &conn.me {
                     conn.send(ServerMessage::IceServers {
@@ -95,16 +122,28 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => {
                 tracing::debug!(client = %ip, "socket error: {e}");
-                break;
+                // A frame the server refuses to read ends the participant, and so does a
+                // connection its client's system closed in order without a close frame (the
+                // browser crashed or was killed); one that broke (a reset, or silence: the
+                // network failed) keeps it for a resume.
+                let refused = e.to_string();
+                break if refused.starts_with("Space limit exceeded")
+                    || refused.starts_with("UTF-8 encoding error")
+                    || refused.contains("without closing handshake")
+                {
+                    Exit::Leave
+                } else {
+                    Exit::Dropped
+                };
             }
-            Ok(None) => break,
+            Ok(None) => break Exit::Dropped,
             Err(_) => {
                 tracing::info!(
                     client = %ip,
                     "closing a socket silent for {:?}",
                     signal.config.idle_timeout
                 );
-                break;
+                break Exit::Dropped;
             }
         };
         let text = match message {
@@ -119,24 +158,58 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                     continue;
                 }
             },
-            Message::Close(_) => break,
+            Message::Close(frame) => {
+                let code = frame.map(|f| f.code);
+                break if code.is_some_and(|c| RECONNECTING.contains(&c)) {
+                    Exit::Dropped
+                } else {
+                    Exit::Leave
+                };
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        match protocol::parse(&text) {
-            Ok(ClientMessage::Leave) => break,
-            Ok(m) => conn.handle(m).await,
+        match protocol::parse_sequenced(&text) {
+            Ok((ClientMessage::Leave, _)) => break Exit::Leave,
+            Ok((m, seq)) => {
+                // Only a joined participant's messages count (not `join` or `resume`).
+                let seq = seq.filter(|_| {
+                    !matches!(m, ClientMessage::Join { .. } | ClientMessage::Resume { .. })
+                });
+                if let Some(seq) = seq {
+                    if conn.me.is_some() && seq <= conn.received {
+                        // Sent again after a resume, but it had arrived.
+                        continue;
+                    }
+                }
+                conn.handle(m).await;
+                if let Some(seq) = seq {
+                    if conn.me.is_some() {
+                        conn.received = conn.received.max(seq);
+                    }
+                }
+            }
             Err((code, message)) => conn.error(code, &message),
         }
-    }
+    };
+    let end = conn.out.end();
     if let Some(reason) = end.reason() {
         tracing::info!(client = %ip, "closing a connection: {reason}");
         if reason.contains("too slowly") {
             signal.refusals.count("slow-reader");
         }
     }
-    conn.leave().await;
+    let out = conn.out.clone();
+    if exit == Exit::Kicked {
+        out.send_direct(&ServerMessage::Error {
+            code: ErrorCode::Replaced,
+            message: "this participant was resumed on a newer connection".into(),
+        });
+    }
+    conn.finish(exit).await;
+    // The writer ends once nothing can queue for this socket any more.
     drop(conn);
-    // What was queued (a refusal, `removed`) goes out unless the client does not read.
+    drop(out);
+    // What was queued for it (a refusal, `removed`) goes out unless the client does not read.
     if tokio::time::timeout(FLUSH_GRACE, &mut writer)
         .await
         .is_err()
@@ -146,7 +219,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
 }
 
 /// Sends what is queued for the socket, and a ping every [`KEEPALIVE`], until the queue closes.
-async fn write_loop(mut outgoing: mpsc::Receiver<Frame>, mut sink: SplitSink<WebSocket, Message>) {
+async fn write_loop(mut outgoing: mpsc::Receiver<Out>, mut sink: SplitSink<WebSocket, Message>) {
     // WebSocket pings are answered by the browser itself, even in a throttled background
     // tab; their pongs keep the connection from looking idle.
     let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -154,7 +227,7 @@ async fn write_loop(mut outgoing: mpsc::Receiver<Frame>, mut sink: SplitSink<Web
     loop {
         let frame = tokio::select! {
             message = outgoing.recv() => match message {
-                Some(f) => Message::Text(f.as_ref().into()),
+                Some(out) => Message::Text(out.text().into()),
                 None => break,
             },
             _ = keepalive.tick() => Message::Ping(Default::default()),
@@ -168,12 +241,21 @@ async fn write_loop(mut outgoing: mpsc::Receiver<Frame>, mut sink: SplitSink<Web
 
 struct Connection {
     signal: Signal,
+    /// The participant's messages (a fresh outbox until a join or resume).
     out: Outbox,
+    /// This socket's queue, which a resumed participant's outbox is attached to.
+    socket_tx: mpsc::Sender<Out>,
     me: Option<Me>,
     grants: Grants,
     media_peer: Option<PeerRef>,
     rates: ParticipantRates,
     ip: IpAddr,
+    /// The participant's resume secret (none before a join, or when resuming is off).
+    secret: Option<String>,
+    /// Notified when a newer socket resumes this participant.
+    kick: Arc<Notify>,
+    /// The last client message number (`seq`) processed.
+    received: u64,
 }
 
 /// Which of a participant's rate limits a message counts against.
@@ -229,35 +311,107 @@ impl Connection {
         false
     }
 
-    async fn leave(&mut self) {
-        let gone = self.me.as_ref().map(|me| me.id.clone());
-        if let Some(me) = self.me.take() {
-            tracing::info!(room = me.room, id = me.id, client = %self.ip, "participant left");
-            let empty = {
-                let mut hub = self.signal.hub();
-                hub.leave(&me);
-                !hub.has_room(&me.room)
+    /// The socket is done: the participant leaves, or waits for a resume when its socket
+    /// dropped (or a newer one takes it).
+    async fn finish(&mut self, exit: Exit) {
+        let out = self.out.clone();
+        out.detach();
+        let Some(me) = self.me.take() else {
+            return;
+        };
+        let media_peer = self.media_peer.take();
+        let end = out.end();
+        let keep = matches!(exit, Exit::Dropped | Exit::Kicked) && end.reason().is_none();
+        if let (true, Some(secret)) = (keep, self.secret.take()) {
+            let parked = Parked {
+                out,
+                me,
+                grants: std::mem::replace(&mut self.grants, Grants::anonymous()),
+                media_peer,
+                received: self.received,
+                ip: self.ip,
             };
-            self.signal.recordings.left(&me.room, &me.id).await;
-            if empty {
-                // The last one out ends the room's recording.
-                self.signal.recordings.stop(&me.room).await;
+            match self.signal.sessions.park(&secret, parked) {
+                Ok(ticket) => {
+                    if exit == Exit::Dropped {
+                        tracing::info!(client = %self.ip, "socket dropped: the participant waits {:?} for a resume", self.signal.sessions.grace);
+                    }
+                    let signal = self.signal.clone();
+                    let ended = end.clone();
+                    tokio::spawn(async move {
+                        // Removed or replaced meanwhile: no need to wait.
+                        tokio::select! {
+                            _ = tokio::time::sleep(signal.sessions.grace) => {}
+                            _ = ended.wait() => {}
+                        }
+                        if let Some(p) = signal.sessions.expire(&ticket) {
+                            // A moderator or a newer join already took it out of its room.
+                            let ended = ended.reason().is_some();
+                            if !ended {
+                                tracing::info!(
+                                    room = p.me.room,
+                                    id = p.me.id,
+                                    "no resume within {:?}",
+                                    signal.sessions.grace
+                                );
+                                p.out.close("no resume within the grace period");
+                            }
+                            end_participant(
+                                &signal,
+                                p.ip,
+                                p.me,
+                                p.media_peer,
+                                LeaveReason::Timeout,
+                            )
+                            .await;
+                        }
+                    });
+                }
+                Err(p) => {
+                    end_participant(&self.signal, self.ip, p.me, p.media_peer, LeaveReason::Left)
+                        .await
+                }
             }
+            return;
         }
-        if let Some(peer) = self.media_peer.take() {
-            self.signal.media.leave(&peer).await;
+        if let Some(secret) = self.secret.take() {
+            self.signal.sessions.forget(&secret);
         }
-        if let Some(id) = gone {
-            self.revoke_turn(&id).await;
-        }
+        end_participant(&self.signal, self.ip, me, media_peer, LeaveReason::Left).await;
     }
+}
 
-    /// The participant is gone: the embedded TURN server refuses its credentials from now on
-    /// and closes its relays.
-    async fn revoke_turn(&self, id: &str) {
-        let config = &self.signal.config;
-        if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
-            monitor.revoke(id, SystemTime::now() + turn.ttl).await;
-        }
+/// The participant leaves its room: the others hear of it, its recording tracks end, its
+/// media connection closes and its TURN credentials stop working.
+pub(crate) async fn end_participant(
+    signal: &Signal,
+    ip: IpAddr,
+    me: Me,
+    media_peer: Option<PeerRef>,
+    reason: LeaveReason,
+) {
+    tracing::info!(room = me.room, id = me.id, client = %ip, ?reason, "participant left");
+    let empty = {
+        let mut hub = signal.hub();
+        hub.leave(&me, reason);
+        !hub.has_room(&me.room)
+    };
+    signal.recordings.left(&me.room, &me.id).await;
+    if empty {
+        // The last one out ends the room's recording.
+        signal.recordings.stop(&me.room).await;
+    }
+    if let Some(peer) = media_peer {
+        signal.media.leave(&peer).await;
+    }
+    revoke_turn(signal, &me.id).await;
+}
+
+/// The participant is gone: the embedded TURN server refuses its credentials from now on
+/// and closes its relays.
+async fn revoke_turn(signal: &Signal, id: &str) {
+    let config = &signal.config;
+    if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
+        monitor.revoke(id, SystemTime::now() + turn.ttl).await;
     }
 }

@@ -43,6 +43,8 @@ pub(crate) struct Joining<'a> {
     pub mode: RoomMode,
     pub grants: &'a Grants,
     pub out: Outbox,
+    /// The secret a new socket may present to take the participant back.
+    pub resume: Option<String>,
 }
 
 struct Participant {
@@ -221,14 +223,15 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::auth::Sources;
-    use crate::outbox::Frame;
+    use crate::outbox::Out;
+    use crate::protocol::LeaveReason;
     use tokio::sync::mpsc::Receiver;
 
-    type Rx = Receiver<Frame>;
+    type Rx = Receiver<Out>;
 
     fn drain(rx: &mut Rx) -> Vec<serde_json::Value> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|f| serde_json::from_str(&f).unwrap())
+            .map(|f| serde_json::from_str(&f.frame).unwrap())
             .collect()
     }
 
@@ -248,13 +251,14 @@ mod tests {
         mode: RoomMode,
         g: &Grants,
     ) -> (Option<Me>, Rx) {
-        let (out, rx, _) = Outbox::new(1000);
+        let (out, rx) = Outbox::new(1000);
         let j = Joining {
             room,
             name,
             mode,
             grants: g,
             out,
+            resume: None,
         };
         match hub.join(j, |_| Vec::new()) {
             JoinOutcome::Joined(me) => (Some(me), rx),
@@ -267,13 +271,14 @@ mod tests {
     }
 
     fn refusal(hub: &mut Hub, room: &str, g: &Grants) -> ErrorCode {
-        let (out, _rx, _) = Outbox::new(10);
+        let (out, _rx) = Outbox::new(10);
         let j = Joining {
             room,
             name: "x",
             mode: RoomMode::Sfu,
             grants: g,
             out,
+            resume: None,
         };
         match hub.join(j, |_| Vec::new()) {
             JoinOutcome::Refused(code, _) => code,
@@ -341,12 +346,14 @@ mod tests {
         let (a, _ra) = join(&mut hub, "r", "A", RoomMode::Sfu);
         let (b, mut rb) = join(&mut hub, "r", "B", RoomMode::Sfu);
         drain(&mut rb);
-        hub.leave(a.as_ref().unwrap());
+        hub.leave(a.as_ref().unwrap(), LeaveReason::Left);
         assert_eq!(
             drain(&mut rb),
-            vec![serde_json::json!({"type": "participant-left", "id": a.unwrap().id})]
+            vec![
+                serde_json::json!({"type": "participant-left", "id": a.unwrap().id, "reason": "left"})
+            ]
         );
-        hub.leave(b.as_ref().unwrap());
+        hub.leave(b.as_ref().unwrap(), LeaveReason::Left);
         assert_eq!(hub.rooms(), 0);
     }
 
@@ -562,13 +569,14 @@ mod tests {
             publish: Sources::NONE,
             ..token_grants("li", false)
         };
-        let (out, _rx, _) = Outbox::new(10);
+        let (out, _rx) = Outbox::new(10);
         let j = Joining {
             room: "p",
             name: "L",
             mode: RoomMode::P2p,
             grants: &listener,
             out,
+            resume: None,
         };
         assert!(matches!(
             hub.join(j, |_| Vec::new()),

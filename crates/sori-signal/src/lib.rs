@@ -35,6 +35,7 @@ pub mod protocol;
 mod recording;
 mod roles;
 mod sdp;
+mod sessions;
 mod web;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,7 +51,7 @@ pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 use auth::{Grants, Keys};
 pub use hub::Hub;
 pub use limits::{Limits, Rate};
-use protocol::{IceServer, RoomMode};
+use protocol::{IceServer, LeaveReason, RoomMode};
 
 /// Settings of the session server.
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct SignalConfig {
     pub turn_monitor: Option<sori_turn::TurnMonitor>,
     /// A socket on which nothing arrives for this long is closed (browsers ping every 5 s).
     pub idle_timeout: Duration,
+    /// How long a participant whose socket dropped is kept for a `resume` (zero: it leaves
+    /// at once).
+    pub resume_grace: Duration,
     /// Room recordings go here (`None`: the record button is refused).
     pub recordings_dir: Option<std::path::PathBuf>,
     /// Recordings one room may start in an hour (0: any number); past it `record` is refused
@@ -95,6 +99,7 @@ impl Default for SignalConfig {
             turn: None,
             turn_monitor: None,
             idle_timeout: Duration::from_secs(20),
+            resume_grace: Duration::from_secs(20),
             recordings_dir: None,
             recording_starts_per_hour: 20,
             recordings_quota: Some(10 << 30),
@@ -159,6 +164,7 @@ pub struct Signal {
     recordings: Arc<recording::Recordings>,
     join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
     refusals: Arc<Refusals>,
+    sessions: Arc<sessions::Sessions>,
 }
 
 impl Signal {
@@ -170,6 +176,7 @@ impl Signal {
         Self {
             recordings: Arc::new(recording::Recordings::new(&config, recorder)),
             hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
+            sessions: Arc::new(sessions::Sessions::new(config.resume_grace)),
             media,
             config: Arc::new(config),
             join_rates: Arc::default(),
@@ -351,7 +358,7 @@ mod tests {
             ..SignalConfig::default()
         };
         let mut hub = Hub::default();
-        let (out, mut rx, _) = Outbox::new(8);
+        let (out, mut rx) = Outbox::new(8);
         let before = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -363,12 +370,14 @@ mod tests {
             mode: RoomMode::Sfu,
             grants: &grants,
             out,
+            resume: None,
         };
         let outcome = hub.join(joining, |id| ice_servers(&config, id));
         let JoinOutcome::Joined(me) = outcome else {
             panic!("join refused");
         };
-        let joined: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        let joined: serde_json::Value =
+            serde_json::from_str(&rx.try_recv().unwrap().text()).unwrap();
         assert_eq!(joined["type"], "joined");
         let servers = joined["ice_servers"].as_array().unwrap();
         assert_eq!(

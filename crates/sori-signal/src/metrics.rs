@@ -63,6 +63,13 @@ pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
             for (reason, n) in signal.refusals.snapshot() {
                 let _ = writeln!(page, "sori_refused_total{{reason=\"{reason}\"}} {n}");
             }
+            let _ = writeln!(
+                page,
+                "# HELP sori_participants_reconnecting Participants whose socket dropped, kept for a resume.\n\
+                 # TYPE sori_participants_reconnecting gauge\n\
+                 sori_participants_reconnecting {}",
+                signal.sessions.parked()
+            );
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

@@ -1,7 +1,14 @@
-//! What the server sends one socket: a bounded queue of serialised messages (a broadcast is
-//! serialised once and shared by every recipient), and a way to end the connection from
-//! elsewhere (replaced by a newer socket, removed by a moderator, too slow a reader).
+//! What the server sends one participant: a bounded queue of serialised messages toward its
+//! current socket (a broadcast is serialised once and shared by every recipient), the recent
+//! history a resumed socket is replayed from, and a way to end the participant from elsewhere
+//! (replaced by a newer socket, removed by a moderator, too slow a reader).
+//!
+//! Every message gets the participant's next sequence number (`seq`, from 1), written into
+//! the frame as it goes on the wire. A socket that drops leaves the outbox detached: messages
+//! then only go to the history. A new socket presenting the last `seq` it saw gets the
+//! messages after it ([`Outbox::attach`]), in order, then the live ones.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
@@ -11,6 +18,11 @@ use crate::protocol::ServerMessage;
 /// One message as it goes on the wire.
 pub(crate) type Frame = Arc<str>;
 
+/// Messages kept for a resume, at most this many …
+const HISTORY_FRAMES: usize = 512;
+/// … and this many bytes (frames shared with other recipients count in full).
+const HISTORY_BYTES: usize = 1 << 20;
+
 /// Serialises `message` once.
 pub(crate) fn frame(message: &ServerMessage) -> Frame {
     // Serialising our own types cannot fail.
@@ -19,14 +31,44 @@ pub(crate) fn frame(message: &ServerMessage) -> Frame {
         .into()
 }
 
-/// The sending half of a socket; cheap to clone.
+/// A frame on its way to the socket, with its sequence number (`None`: a reply to this
+/// socket only, such as `pong` or `resumed`).
+pub(crate) struct Out {
+    pub seq: Option<u64>,
+    pub frame: Frame,
+}
+
+impl Out {
+    /// The text written to the socket: the frame with `"seq":N` as its first field.
+    pub(crate) fn text(&self) -> String {
+        match self.seq {
+            Some(seq) => match self.frame.strip_prefix('{') {
+                Some(rest) if rest.starts_with('}') => format!("{{\"seq\":{seq}}}"),
+                Some(rest) => format!("{{\"seq\":{seq},{rest}"),
+                None => self.frame.to_string(),
+            },
+            None => self.frame.to_string(),
+        }
+    }
+}
+
+/// The sending half of a participant's messages; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Frame>,
+    inner: Arc<Mutex<Inner>>,
     end: Arc<End>,
 }
 
-/// Why and when a connection is to end.
+struct Inner {
+    /// The current socket's queue; `None` while no socket is attached.
+    tx: Option<mpsc::Sender<Out>>,
+    /// The sequence number of the next message.
+    next: u64,
+    history: VecDeque<(u64, Frame)>,
+    history_bytes: usize,
+}
+
+/// Why and when a participant's connection is to end.
 #[derive(Default)]
 pub(crate) struct End {
     reason: Mutex<Option<String>>,
@@ -36,6 +78,9 @@ pub(crate) struct End {
 impl End {
     /// Resolves once [`Outbox::close`] was called (at once if it already was).
     pub(crate) async fn wait(&self) {
+        if self.reason().is_some() {
+            return;
+        }
         self.notify.notified().await;
     }
 
@@ -48,40 +93,148 @@ impl End {
     }
 }
 
+/// Why a socket could not take over an outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AttachError {
+    /// Messages after the client's last one are no longer kept.
+    Gap,
+    /// The client claims a message that was never sent.
+    Ahead,
+}
+
 impl Outbox {
-    /// An outbox holding at most `capacity` messages, its receiving end and its end signal.
-    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Frame>, Arc<End>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let end = Arc::new(End::default());
-        (
-            Self {
-                tx,
-                end: end.clone(),
-            },
-            rx,
-            end,
-        )
+    /// An outbox whose socket queue holds at most `capacity` messages, and that queue's
+    /// receiving end.
+    #[cfg(test)]
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Out>) {
+        let (tx, rx) = Self::socket(capacity);
+        (Self::with_socket(tx), rx)
     }
 
-    /// Queues `message`; false when the connection is gone or was ended for being too slow.
+    /// An outbox toward the socket queue `tx`.
+    pub(crate) fn with_socket(tx: mpsc::Sender<Out>) -> Self {
+        let inner = Inner {
+            tx: Some(tx),
+            next: 1,
+            history: VecDeque::new(),
+            history_bytes: 0,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            end: Arc::new(End::default()),
+        }
+    }
+
+    /// A socket queue of `capacity` messages, for [`Outbox::attach`].
+    pub(crate) fn socket(capacity: usize) -> (mpsc::Sender<Out>, mpsc::Receiver<Out>) {
+        mpsc::channel(capacity.max(1))
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end signal of this participant.
+    pub(crate) fn end(&self) -> Arc<End> {
+        self.end.clone()
+    }
+
+    /// Queues `message`; false when the participant's connection was ended.
     pub(crate) fn send(&self, message: &ServerMessage) -> bool {
         self.push(frame(message))
     }
 
-    /// Queues a serialised message. A client whose queue is full is not reading: its
-    /// connection is ended rather than letting the queue grow.
+    /// Queues a serialised message with the next sequence number. A client whose queue is
+    /// full is not reading: its connection is ended rather than letting the queue grow.
     pub(crate) fn push(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(format!(
-                    "the client reads too slowly: {} messages were waiting",
-                    self.tx.max_capacity()
-                ));
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.end.reason().is_some() {
+            return false;
         }
+        let mut inner = self.inner();
+        let seq = inner.next;
+        inner.next += 1;
+        inner.history_bytes += frame.len();
+        inner.history.push_back((seq, frame.clone()));
+        while inner.history.len() > HISTORY_FRAMES || inner.history_bytes > HISTORY_BYTES {
+            let Some((_, old)) = inner.history.pop_front() else {
+                break;
+            };
+            inner.history_bytes -= old.len();
+        }
+        let Some(tx) = &inner.tx else {
+            // No socket now: the history keeps it for a resume.
+            return true;
+        };
+        let full = match tx.try_send(Out {
+            seq: Some(seq),
+            frame,
+        }) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(_)) => tx.max_capacity(),
+            // The socket's writer is gone; the history keeps it.
+            Err(mpsc::error::TrySendError::Closed(_)) => return true,
+        };
+        drop(inner);
+        self.close(format!(
+            "the client reads too slowly: {full} messages were waiting"
+        ));
+        false
+    }
+
+    /// Queues `message` for the current socket only: no sequence number, not replayed.
+    pub(crate) fn send_direct(&self, message: &ServerMessage) {
+        if let Some(tx) = &self.inner().tx {
+            let _ = tx.try_send(Out {
+                seq: None,
+                frame: frame(message),
+            });
+        }
+    }
+
+    /// The socket is gone: messages go to the history only.
+    pub(crate) fn detach(&self) {
+        self.inner().tx = None;
+    }
+
+    /// A new socket takes over: `first` (unsequenced), then every message after `last_seen`,
+    /// then the live ones.
+    pub(crate) fn attach(
+        &self,
+        tx: mpsc::Sender<Out>,
+        last_seen: u64,
+        first: &ServerMessage,
+    ) -> Result<(), AttachError> {
+        let mut inner = self.inner();
+        if last_seen >= inner.next {
+            return Err(AttachError::Ahead);
+        }
+        let oldest = inner.history.front().map_or(inner.next, |(seq, _)| *seq);
+        if last_seen + 1 < oldest {
+            return Err(AttachError::Gap);
+        }
+        let mut queue = vec![Out {
+            seq: None,
+            frame: frame(first),
+        }];
+        queue.extend(
+            inner
+                .history
+                .iter()
+                .filter(|(seq, _)| *seq > last_seen)
+                .map(|(seq, f)| Out {
+                    seq: Some(*seq),
+                    frame: f.clone(),
+                }),
+        );
+        for out in queue {
+            if tx.try_send(out).is_err() {
+                drop(inner);
+                self.close("the client reads too slowly: its resume did not fit the queue");
+                return Err(AttachError::Gap);
+            }
+        }
+        inner.tx = Some(tx);
+        Ok(())
     }
 
     /// Ends the connection (the first reason given is kept).
@@ -99,17 +252,95 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn texts(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            out.push(o.text());
+        }
+        out
+    }
+
     #[tokio::test]
     async fn a_full_queue_ends_the_connection_instead_of_growing() {
-        let (out, mut rx, end) = Outbox::new(3);
+        let (out, mut rx) = Outbox::new(3);
+        let end = out.end();
         for _ in 0..3 {
             assert!(out.send(&ServerMessage::Pong));
         }
         assert!(!out.send(&ServerMessage::Pong));
         end.wait().await;
         assert!(end.reason().unwrap().contains("too slowly"));
-        assert_eq!(&*rx.recv().await.unwrap(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            rx.recv().await.unwrap().text(),
+            r#"{"seq":1,"type":"pong"}"#
+        );
         out.close("later reasons are ignored");
         assert!(end.reason().unwrap().contains("too slowly"));
+    }
+
+    #[test]
+    fn a_new_socket_gets_what_the_old_one_missed_then_the_live_messages() {
+        let (out, mut rx) = Outbox::new(16);
+        for _ in 0..3 {
+            out.send(&ServerMessage::Pong);
+        }
+        assert_eq!(texts(&mut rx).len(), 3);
+        // The client saw 1 and 2; 3 was lost with the old socket; 4 came while detached.
+        out.detach();
+        out.send(&ServerMessage::Pong);
+        let (tx, mut rx2) = Outbox::socket(16);
+        out.attach(tx, 2, &ServerMessage::Pong).unwrap();
+        out.send(&ServerMessage::Pong);
+        assert_eq!(
+            texts(&mut rx2),
+            [
+                r#"{"type":"pong"}"#,
+                r#"{"seq":3,"type":"pong"}"#,
+                r#"{"seq":4,"type":"pong"}"#,
+                r#"{"seq":5,"type":"pong"}"#,
+            ]
+        );
+        // Direct replies carry no number and are not replayed.
+        out.send_direct(&ServerMessage::Pong);
+        assert_eq!(texts(&mut rx2), [r#"{"type":"pong"}"#]);
+        let (tx, mut rx3) = Outbox::socket(16);
+        out.attach(tx, 5, &ServerMessage::Pong).unwrap();
+        assert_eq!(texts(&mut rx3).len(), 1);
+    }
+
+    #[test]
+    fn a_resume_from_before_the_history_or_beyond_the_last_message_is_refused() {
+        let (out, _rx) = Outbox::new(HISTORY_FRAMES * 2);
+        for _ in 0..HISTORY_FRAMES + 10 {
+            out.send(&ServerMessage::Pong);
+        }
+        let (tx, _r) = Outbox::socket(HISTORY_FRAMES * 2);
+        assert_eq!(
+            out.attach(tx.clone(), 5, &ServerMessage::Pong),
+            Err(AttachError::Gap)
+        );
+        let last = (HISTORY_FRAMES + 10) as u64;
+        assert_eq!(
+            out.attach(tx.clone(), last + 1, &ServerMessage::Pong),
+            Err(AttachError::Ahead)
+        );
+        // The oldest kept message is 11: a client that saw 10 misses nothing.
+        assert!(out.attach(tx, 10, &ServerMessage::Pong).is_ok());
+    }
+
+    #[test]
+    fn the_history_is_bounded_in_bytes() {
+        let (out, _rx) = Outbox::new(8);
+        out.detach();
+        let big = ServerMessage::Error {
+            code: crate::protocol::ErrorCode::BadMessage,
+            message: "x".repeat(60_000),
+        };
+        for _ in 0..100 {
+            out.send(&big);
+        }
+        let inner = out.inner();
+        assert!(inner.history_bytes <= HISTORY_BYTES);
+        assert_eq!(inner.history.len(), HISTORY_BYTES / frame(&big).len());
     }
 }

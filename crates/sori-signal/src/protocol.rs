@@ -103,7 +103,18 @@ pub enum ClientMessage {
     LockRoom { locked: bool },
     /// A moderator ends the room for everyone.
     EndRoom,
-    /// Leave the room (closing the socket does the same).
+    /// Take back a participant whose socket dropped: `secret` is the one `joined` gave,
+    /// `received` the number (`seq`) of the last server message this client got; with access
+    /// tokens, `token` must name the same identity.
+    Resume {
+        v: u32,
+        secret: String,
+        #[serde(default)]
+        received: u64,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// Leave the room (closing the socket with code 1000 or 1001 does the same).
     Leave,
     /// Keepalive; answered with `pong`.
     Ping,
@@ -275,6 +286,20 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    /// It left, or closed its socket.
+    Left,
+    /// Its socket dropped and no new one took it back within the grace period.
+    Timeout,
+    /// The same identity joined again from elsewhere.
+    Replaced,
+    /// A moderator removed it, or ended the room.
+    Removed,
+}
+
 /// What the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -296,12 +321,24 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
         chat: Vec<ChatMessage>,
+        /// The secret a new socket presents to take this participant back (`resume`);
+        /// absent when the server keeps no one whose socket dropped.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
+    },
+    /// A `resume` succeeded: the messages this client missed follow, then the live ones.
+    /// `received` is the last client message number (`seq`) the server processed.
+    Resumed {
+        id: String,
+        room: String,
+        received: u64,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
     },
     ParticipantLeft {
         id: String,
+        reason: LeaveReason,
     },
     ParticipantUpdated {
         participant: ParticipantInfo,
@@ -414,6 +451,8 @@ pub enum ErrorCode {
     /// A `roles` map with an unknown role, a bad mid or too many entries; the offer or answer
     /// was dropped.
     BadRoles,
+    /// A `resume` found no participant to take back (gone, or the secret is wrong): join again.
+    ResumeFailed,
 }
 
 impl ErrorCode {
@@ -438,12 +477,20 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server-full",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::BadRoles => "bad-roles",
+            ErrorCode::ResumeFailed => "resume-failed",
         }
     }
 }
 
 /// Parses one text frame from a client.
 pub fn parse(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
+    parse_sequenced(text).map(|(m, _)| m)
+}
+
+/// Parses one text frame from a client, with its message number (`seq`, optional: a client
+/// that numbers its messages has those a dropped socket lost sent again after a `resume`).
+pub fn parse_sequenced(text: &str) -> Result<(ClientMessage, Option<u64>), (ErrorCode, String)> {
+    let bad = |e: serde_json::Error| (ErrorCode::BadMessage, format!("malformed message: {e}"));
     if text.len() > MAX_MESSAGE {
         return Err((
             ErrorCode::TooLarge,
@@ -453,8 +500,19 @@ pub fn parse(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
             ),
         ));
     }
-    serde_json::from_str(text)
-        .map_err(|e| (ErrorCode::BadMessage, format!("malformed message: {e}")))
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(bad)?;
+    let seq = match value.remove("seq") {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            (
+                ErrorCode::BadMessage,
+                "malformed message: seq must be a non-negative integer".to_string(),
+            )
+        })?),
+    };
+    let message = serde_json::from_value(serde_json::Value::Object(value)).map_err(bad)?;
+    Ok((message, seq))
 }
 
 /// Checks a room or display name: 1–64 characters, no control characters.

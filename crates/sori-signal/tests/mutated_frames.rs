@@ -116,7 +116,7 @@ fn expected(frame: &[u8], binary: bool, has_media: bool) -> Reply {
     assert!(text.len() <= MAX_MESSAGE, "parsed: {}", show(frame));
     match message {
         ClientMessage::Ping => Reply::Pong,
-        ClientMessage::Join { .. } => Reply::Error("already-joined"),
+        ClientMessage::Join { .. } | ClientMessage::Resume { .. } => Reply::Error("already-joined"),
         ClientMessage::Leave => Reply::Leave,
         // Addressed to a participant: P2P relaying, which an SFU room refuses.
         ClientMessage::Offer { to: Some(_), .. }
@@ -216,7 +216,7 @@ fn check_seen(events: &[Value], seen: &[Seen]) {
                 media_id = Value::Null;
                 e["type"] == "participant-joined" && e["participant"]["id"] == *id
             }
-            Seen::Left(id) => *e == json!({"type": "participant-left", "id": id}),
+            Seen::Left(id) => *e == json!({"type": "participant-left", "id": id, "reason": "left"}),
             Seen::Muted { id, audio, video } => {
                 updated(e, id)
                     && e["participant"]["audio_muted"] == *audio

@@ -59,6 +59,19 @@ impl Connection {
         }
         let mode = mode.unwrap_or(self.signal.config.default_mode);
         let config = self.signal.config.clone();
+        let secret = if self.signal.sessions.enabled() {
+            match sori_turn::credentials::random_secret() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    tracing::error!(
+                        "no randomness for a resume secret: this participant cannot resume"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let outcome = self.signal.hub().join(
             Joining {
                 room: &room,
@@ -66,12 +79,22 @@ impl Connection {
                 mode,
                 grants: &grants,
                 out: self.out.clone(),
+                resume: secret.clone(),
             },
             |id| ice_servers(&config, id),
         );
         match outcome {
             JoinOutcome::Joined(me) => {
                 tracing::info!(room, id = me.id, identity = ?grants.identity, client = %self.ip, "participant joined");
+                if let Some(secret) = &secret {
+                    self.signal.sessions.register(
+                        secret,
+                        me.clone(),
+                        grants.identity.clone(),
+                        self.kick.clone(),
+                    );
+                }
+                self.secret = secret;
                 self.me = Some(me);
                 self.grants = grants;
                 let (recordings, out) = (self.signal.recordings.clone(), self.out.clone());

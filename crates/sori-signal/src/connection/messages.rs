@@ -13,7 +13,18 @@ use crate::sdp;
 impl Connection {
     pub(super) async fn handle(&mut self, message: ClientMessage) {
         if let ClientMessage::Ping = message {
-            self.send(ServerMessage::Pong);
+            // A reply to this socket: not numbered, not replayed.
+            self.out.send_direct(&ServerMessage::Pong);
+            return;
+        }
+        if let ClientMessage::Resume {
+            v,
+            secret,
+            received,
+            token,
+        } = message
+        {
+            self.resume(v, &secret, received, token.as_deref()).await;
             return;
         }
         if let ClientMessage::Join {
@@ -99,7 +110,10 @@ impl Connection {
                 self.moderate(&me, vec![Moderate::Lock { locked }]).await
             }
             ClientMessage::EndRoom => self.moderate(&me, vec![Moderate::End]).await,
-            ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Ping => {}
+            ClientMessage::Join { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Leave
+            | ClientMessage::Ping => {}
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use super::{Hub, JoinOutcome, Joining, Me, Participant, Room};
 use crate::auth::{Grants, Sources};
 use crate::protocol::{
-    ErrorCode, IceServer, ParticipantInfo, Permissions, RoomMode, ServerMessage, ServerMuted,
+    ErrorCode, IceServer, LeaveReason, ParticipantInfo, Permissions, RoomMode, ServerMessage,
+    ServerMuted,
 };
 use crate::roles::Publications;
 
@@ -59,7 +60,13 @@ impl Hub {
                 p.out
                     .close("replaced by a newer connection with the same identity");
             }
-            room.broadcast(None, &ServerMessage::ParticipantLeft { id: old });
+            room.broadcast(
+                None,
+                &ServerMessage::ParticipantLeft {
+                    id: old,
+                    reason: LeaveReason::Replaced,
+                },
+            );
         }
         if room.mode == RoomMode::Auto && room.participants.len() >= 2 {
             room.move_to_sfu(room_name, "third participant");
@@ -96,6 +103,7 @@ impl Hub {
             participants: room.participants.values().map(|p| p.info.clone()).collect(),
             ice_servers: ice_servers(&id),
             chat: room.chat.iter().cloned().collect(),
+            resume: j.resume,
         });
         room.broadcast(
             None,
@@ -171,14 +179,20 @@ impl Hub {
         Ok(())
     }
 
-    pub(crate) fn leave(&mut self, me: &Me) {
+    pub(crate) fn leave(&mut self, me: &Me, reason: LeaveReason) {
         let Some(room) = self.rooms.get_mut(&me.room) else {
             return;
         };
         if room.participants.remove(&me.id).is_none() {
             return;
         }
-        room.broadcast(None, &ServerMessage::ParticipantLeft { id: me.id.clone() });
+        room.broadcast(
+            None,
+            &ServerMessage::ParticipantLeft {
+                id: me.id.clone(),
+                reason,
+            },
+        );
         if room.participants.is_empty() {
             self.rooms.remove(&me.room);
         }

@@ -3,7 +3,7 @@
 use super::{Hub, Me, Room};
 use crate::backend::PeerRef;
 use crate::protocol::{
-    ErrorCode, Moderation, ModerationAction, RemovedReason, RoomMode, ServerMessage,
+    ErrorCode, LeaveReason, Moderation, ModerationAction, RemovedReason, RoomMode, ServerMessage,
 };
 
 impl Hub {
@@ -54,7 +54,13 @@ impl Hub {
                     by: Some(by.clone()),
                 });
                 p.out.close(format!("removed by moderator {}", me.id));
-                room.broadcast(None, &ServerMessage::ParticipantLeft { id: id.clone() });
+                room.broadcast(
+                    None,
+                    &ServerMessage::ParticipantLeft {
+                        id: id.clone(),
+                        reason: LeaveReason::Removed,
+                    },
+                );
                 event.action = if *ban {
                     ModerationAction::Ban
                 } else {

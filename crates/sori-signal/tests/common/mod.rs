@@ -146,6 +146,16 @@ impl Client {
         }
     }
 
+    /// Drops the connection without a close frame, as a failing network does.
+    pub async fn sever(self) {
+        self.0.sever().await
+    }
+
+    /// Ends the connection in order without a close frame, as a killed browser's system does.
+    pub async fn vanish(self) {
+        self.0.vanish().await
+    }
+
     /// Closes the socket and waits until the server has closed it too (after it let the
     /// participant go); returns what arrived meanwhile.
     pub async fn close(self) -> Vec<Value> {

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub ice_servers: Vec<String>,
     #[serde(rename = "idle_timeout_secs", deserialize_with = "values::secs")]
     pub idle_timeout: Duration,
+    #[serde(rename = "resume_grace_secs", deserialize_with = "values::secs")]
+    pub resume_grace: Duration,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpAddr>,
     #[serde(deserialize_with = "values::optional")]
@@ -456,6 +458,7 @@ impl Config {
             turn: None,
             turn_monitor: None,
             idle_timeout: self.server.idle_timeout.max(Duration::from_secs(5)),
+            resume_grace: self.server.resume_grace,
             recordings_dir: self.recording.dir.clone(),
             recording_starts_per_hour: self.recording.starts_per_room_per_hour,
             recordings_quota: self.recording.quota,
