@@ -144,6 +144,10 @@ const effects = {
       'room-ended': `${by} ended the meeting.`,
     }[msg.reason] || 'You were removed from the room.');
   },
+  shutdown() {
+    // The socket closes next; the client reconnects to the restarted server by itself.
+    toast('The server is restarting: reconnecting…');
+  },
   error: onError,
 };
 

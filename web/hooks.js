@@ -5,6 +5,7 @@
 import { state, participantFor } from './store.js';
 import { timing, describeTracks } from './tiles.js';
 import { sentViews } from './quality.js';
+import { closes } from './signaling.js';
 
 function count(report, type, fields) {
   const out = Object.fromEntries(Object.keys(fields).map((k) => [k, 0]));
@@ -153,8 +154,11 @@ export function install() {
     remoteTracks: describeTracks,
     /** This participant's id, and the others' arrivals and departures as they were told. */
     get me() { return state.me; },
+    get joins() { return state.joins; },
     get presence() { return state.presence; },
     watchVideo,
     videoGaps,
+    /** How the page's sockets to the server ended: `{ code, at }`. */
+    socketCloses: () => [...closes],
   };
 }

@@ -23,6 +23,9 @@ let link = null;                  // { join, handlers, secret, lastSeq, sent, un
 
 const unnumbered = new Set(['join', 'resume', 'ping', 'leave']);
 
+/** How the last sockets ended: `{ code, at }` (for the tests' hooks). */
+export const closes = [];
+
 function raw(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
 }
@@ -97,8 +100,10 @@ function open(l, first) {
     }
     l.queue = l.queue.then(() => l.handlers.onMessage(msg)).catch((err) => console.error('sori:', err));
   };
-  socket.onclose = () => {
+  socket.onclose = (e) => {
     clearTimeout(opening);
+    closes.push({ code: e.code, at: Date.now() });
+    if (closes.length > 20) closes.shift();
     if (ws !== socket) return;
     clearInterval(pingTimer);
     clearTimeout(watchdog);

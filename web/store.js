@@ -17,6 +17,7 @@ export const state = {
   peerRoles: new Map(),    // P2P: the other browser's track roles, by mid
   stats: null,             // SFU: the media server's latest `stats` (what this browser receives)
   presence: [],            // participant-joined/-left as they came: { type, id, reason, at }
+  joins: 0,                // `joined` messages so far (a rejoin after a server restart counts)
   leaving: false,
   // Media, set by peer.js and app.js.
   local: null,             // camera + mic MediaStream
@@ -34,6 +35,7 @@ function takeRoles(s, m) {
 
 export const reducers = {
   joined(s, m) {
+    s.joins += 1;
     s.me = m.id;
     s.name = m.name;
     s.mode = m.mode;
@@ -87,6 +89,7 @@ export const reducers = {
   error() {},
   pong() {},
   resumed() {},
+  shutdown() {},
 };
 
 /** Applies one server message to the state. */

@@ -14,8 +14,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 import { spawnSori, launchOptions, joinPage, waitForVideoFrom, assertUdp, pollPage } from '../tests/helpers.js';
@@ -69,7 +70,7 @@ function cut(host) {
 }
 const mend = (host) => inNs(host, 'nft', 'delete', 'table', 'inet', 'cut');
 
-const ctx = { server: null, ada: null, bo: null, launchers: [] };
+const ctx = { server: null, ada: null, bo: null, launchers: [], recordings: null };
 
 async function browserIn(n) {
   const o = launchOptions(false);
@@ -79,15 +80,20 @@ async function browserIn(n) {
   return chromium.launch({ ...o, executablePath: launcher });
 }
 
+/** `sori serve` in the server's namespace, always on the same ports. */
+const startSori = () => spawnSori(
+  ['serve', '--listen', `${SERVER_IP}:8080`, '--api-key', KEY, '--api-secret', SECRET,
+    '--rtc-port', '40000', '--advertise-ip', SERVER_IP, '--no-rtc-tcp', '--no-turn',
+    '--recordings-dir', ctx.recordings],
+  /listening on (http:\/\/\S+)/,
+  { netns: ns.srv },
+);
+
 before(async () => {
   if (reason) return;
   createNetwork();
-  ctx.server = await spawnSori(
-    ['serve', '--listen', `${SERVER_IP}:8080`, '--api-key', KEY, '--api-secret', SECRET,
-      '--rtc-port', '40000', '--advertise-ip', SERVER_IP, '--no-rtc-tcp', '--no-turn'],
-    /listening on (http:\/\/\S+)/,
-    { netns: ns.srv },
-  );
+  ctx.recordings = mkdtempSync(joinPath(tmpdir(), 'sori-survive-'));
+  ctx.server = await startSori();
   ctx.ada = await browserIn(ns.ada);
   ctx.bo = await browserIn(ns.bo);
 });
@@ -102,12 +108,17 @@ after(async () => {
     try { run('ip', 'netns', 'del', n); } catch { /* not created */ }
   }
   for (const l of ctx.launchers) rmSync(dirname(l), { recursive: true, force: true });
+  if (ctx.recordings) rmSync(ctx.recordings, { recursive: true, force: true });
 });
 
-async function join(browser, room, name) {
+function mint(name, room, grant = {}) {
   const at = new AccessToken(KEY, SECRET, { identity: name, name, ttl: '10m' });
-  at.addGrant({ roomJoin: true, room });
-  return joinPage(browser, URL, room, name, `&token=${await at.toJwt()}`);
+  at.addGrant({ roomJoin: true, room, ...grant });
+  return at.toJwt();
+}
+
+async function join(browser, room, name, grant = {}) {
+  return joinPage(browser, URL, room, name, `&token=${await mint(name, room, grant)}`);
 }
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
@@ -123,6 +134,32 @@ async function statusBecomes(page, want, timeout) {
   }
   return Date.now() - t0;
 }
+
+/** `window.sori.watchVideo`/`videoGaps` where the page's client predates them (a measurement of
+ * an older build): the same timing, built on `window.sori.videoFrom`. */
+const polyfillWatch = (page) => page.evaluate(() => {
+  if (window.sori.watchVideo) return;
+  const watches = new Map();
+  window.sori.watchVideo = (name) => {
+    const w = { frames: -1, at: performance.now(), gaps: [] };
+    setInterval(async () => {
+      const { framesDecoded } = await window.sori.videoFrom(name);
+      const now = performance.now();
+      if (framesDecoded === w.frames) return;
+      if (w.frames >= 0 && now - w.at > 500) w.gaps.push((now - w.at) / 1000);
+      w.frames = framesDecoded;
+      w.at = now;
+    }, 100);
+    watches.set(name, w);
+  };
+  window.sori.videoGaps = (name) => {
+    const w = watches.get(name);
+    const gaps = [...w.gaps];
+    const open = performance.now() - w.at;
+    if (w.frames < 0 || open > 500) gaps.push(open / 1000);
+    return { gaps, black: gaps.reduce((a, b) => a + b, 0) };
+  };
+});
 
 /** Sends a chat message from the page's chat box. */
 async function say(page, text) {
@@ -144,9 +181,11 @@ test('a cut WebSocket comes back on a new socket: same participant, media never 
   await assertUdp(ada);
   await assertUdp(bo);
   const adaId = await ada.evaluate(() => window.sori.me);
+  await polyfillWatch(ada);
+  await polyfillWatch(bo);
   await bo.evaluate(() => window.sori.watchVideo('Ada'));
   await ada.evaluate(() => window.sori.watchVideo('Bo'));
-  const presenceBefore = (await bo.evaluate(() => window.sori.presence)).length;
+  const presenceBefore = (await bo.evaluate(() => window.sori.presence ?? [])).length;
 
   const CUT_MS = 8000;
   const t0 = Date.now();
@@ -166,7 +205,7 @@ test('a cut WebSocket comes back on a new socket: same participant, media never 
   await sleep(2000);
   const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
   const atAda = await ada.evaluate(() => window.sori.videoGaps('Bo'));
-  const presence = (await bo.evaluate(() => window.sori.presence)).slice(presenceBefore);
+  const presence = (await bo.evaluate(() => window.sori.presence ?? ['(not recorded by this client)'])).slice(presenceBefore);
   const adaIdAfter = await ada.evaluate(() => window.sori.me);
   const report = {
     cut_s: CUT_MS / 1000, noticed_s: noticed === null ? null : noticed / 1000, back_after_mend_s: backAfter,
@@ -189,4 +228,83 @@ test('a cut WebSocket comes back on a new socket: same participant, media never 
   assert.ok(atBo.black < 1, `Ada's video kept playing at Bo (${atBo.black.toFixed(2)} s without frames)`);
   assert.ok(atAda.black < 1, `Bo's video kept playing at Ada (${atAda.black.toFixed(2)} s without frames)`);
   await assertUdp(bo);
+});
+
+/** Waits until `page` joined again (more than `joins` `joined` messages) and decodes new
+ * video from `name`; returns when. */
+async function backWithVideo(page, joins, name, timeout) {
+  await pollPage(page, (n) => window.sori.joins > n, joins, timeout);
+  await waitForVideoFrom(page, name, timeout);
+  return Date.now();
+}
+
+test('SIGTERM finishes the recording and closes sockets with 1001; after a restart everyone is back with video, no click', opts, async () => {
+  const room = 'restart';
+  const ada = await join(ctx.ada, room, 'Ada', { roomRecord: true });
+  const bo = await join(ctx.bo, room, 'Bo');
+  const cy = await join(ctx.bo, room, 'Cy');
+  for (const [page, other] of [[bo, 'Ada'], [cy, 'Ada'], [ada, 'Bo'], [ada, 'Cy'], [bo, 'Cy']]) {
+    await waitForVideoFrom(page, other, 30000);
+  }
+  for (const page of [ada, bo, cy]) await assertUdp(page);
+  await ada.getByTestId('record').click();
+  for (const page of [ada, bo, cy]) await page.getByTestId('recording-indicator').waitFor({ state: 'visible' });
+  // The recording's length is what the files are checked against: wall-clock time.
+  await sleep(3000);
+  const ids = {}; // `joined` messages so far, per page
+  for (const [n, page] of Object.entries({ ada, bo, cy })) ids[n] = await page.evaluate(() => window.sori.joins);
+  await polyfillWatch(bo);
+  await bo.evaluate(() => window.sori.watchVideo('Ada'));
+
+  const t0 = Date.now();
+  const exited = new Promise((r) => ctx.server.child.once('exit', r));
+  ctx.server.child.kill('SIGTERM');
+  await exited;
+  const exitS = (Date.now() - t0) / 1000;
+  const closes = {};
+  for (const [n, page] of Object.entries({ ada, bo, cy })) {
+    closes[n] = (await page.evaluate(() => (window.sori.socketCloses ? window.sori.socketCloses() : []))).map((c) => c.code);
+  }
+  ctx.server = await startSori();
+  const up = Date.now();
+  const back = await Promise.all([
+    backWithVideo(ada, ids.ada, 'Bo', 20000), backWithVideo(bo, ids.bo, 'Ada', 20000),
+    backWithVideo(cy, ids.cy, 'Ada', 20000),
+  ]).then((ts) => (Math.max(...ts) - up) / 1000, () => null);
+  const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+
+  // The recording: listed by the restarted server, one complete file per participant.
+  const token = await mint('Ada', room, { roomRecord: true });
+  // Asked from Ada's page: the server's address exists only inside the namespaces.
+  const list = await ada.evaluate(async (t) => {
+    const res = await fetch('/recordings', { headers: { authorization: `Bearer ${t}` } });
+    return res.json();
+  }, token);
+  const files = [];
+  for (const rec of list) {
+    for (const f of rec.files) {
+      const path = joinPath(ctx.recordings, rec.recording, f.file);
+      const info = JSON.parse(run('ffprobe', '-v', 'error', '-show_format', '-show_streams', '-of', 'json', path));
+      const errors = execFileSync('ffmpeg', ['-v', 'error', '-i', path, '-f', 'null', '-'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+      files.push({ name: f.name, duration: Number(Number(info.format.duration).toFixed(2)), codecs: info.streams.map((x) => x.codec_name).sort(), clean: errors === '' });
+    }
+  }
+  const report = {
+    exit_s: exitS, close_codes: closes, back_with_video_after_restart_s: back,
+    black_at_bo_s: Number(atBo.black.toFixed(2)), recordings: list.length, files,
+  };
+  console.log(`# SIGTERM and restart: ${JSON.stringify(report)}`);
+
+  assert.ok(exitS < 10, `sori exits within 10 s of SIGTERM (${exitS} s)`);
+  for (const [n, codes] of Object.entries(closes)) assert.ok(codes.includes(1001), `${n}'s socket closed with 1001: ${codes}`);
+  assert.notEqual(back, null, 'all three pages are back in the room with video');
+  assert.ok(back <= 10, `back with video within 10 s of the restart (${back} s)`);
+  assert.equal(list.length, 1, 'the recording is listed after the restart');
+  assert.ok(existsSync(joinPath(ctx.recordings, list[0].recording, 'manifest.json')), 'with its manifest');
+  assert.deepEqual(files.map((f) => f.name).sort(), ['Ada', 'Bo', 'Cy']);
+  for (const f of files) {
+    assert.deepEqual(f.codecs, ['opus', 'vp8'], f.name);
+    assert.ok(f.clean, `${f.name}'s file decodes without errors`);
+    assert.ok(f.duration > 2, `${f.name}'s file holds the recording (${f.duration} s)`);
+  }
 });

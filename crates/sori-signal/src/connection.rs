@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -78,6 +78,8 @@ const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
 
 /// One browser's socket, from upgrade to close.
 async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
+    // Counted until it ends, so that a shutdown can wait for its close frame to go out.
+    let _open = signal.sockets.open();
     let (socket_tx, outgoing) = Outbox::socket(signal.config.limits.send_queue);
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(outgoing, sink));
@@ -227,6 +229,11 @@ async fn write_loop(mut outgoing: mpsc::Receiver<Out>, mut sink: SplitSink<WebSo
     loop {
         let frame = tokio::select! {
             message = outgoing.recv() => match message {
+                Some(Out { close: Some(code), .. }) => {
+                    let close = CloseFrame { code, reason: "the server is restarting".into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
                 Some(out) => Message::Text(out.text().into()),
                 None => break,
             },

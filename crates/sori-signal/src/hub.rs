@@ -127,6 +127,14 @@ impl Hub {
         self.rooms.values().map(|r| r.participants.len()).sum()
     }
 
+    /// Every participant's outbox, for telling everyone something at once (a shutdown).
+    pub(crate) fn outboxes(&self) -> Vec<Outbox> {
+        self.rooms
+            .values()
+            .flat_map(|r| r.participants.values().map(|p| p.out.clone()))
+            .collect()
+    }
+
     /// Whether anyone is in `room`.
     pub(crate) fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)

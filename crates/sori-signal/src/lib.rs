@@ -165,7 +165,56 @@ pub struct Signal {
     join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
     refusals: Arc<Refusals>,
     sessions: Arc<sessions::Sessions>,
+    sockets: Arc<Sockets>,
+    /// Set once a shutdown began: joins and resumes are refused.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The open `/ws` sockets, counted so that a shutdown can wait for them to close.
+#[derive(Default)]
+struct Sockets {
+    open: Mutex<usize>,
+    closed: tokio::sync::Notify,
+}
+
+/// One open socket; dropping it counts it closed.
+struct OpenSocket(Arc<Sockets>);
+
+impl Sockets {
+    fn open(self: &Arc<Self>) -> OpenSocket {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        OpenSocket(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no socket is open, or `limit` passed.
+    async fn all_closed(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let closed = self.closed.notified();
+                if self.count() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        *self.0.open.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.closed.notify_waiters();
+    }
+}
+
+/// How long a shutdown waits for the sockets to take their close frames, and for the
+/// recordings to be finished.
+const DRAIN: Duration = Duration::from_secs(5);
 
 impl Signal {
     /// A session server driving `media`.
@@ -177,6 +226,8 @@ impl Signal {
             recordings: Arc::new(recording::Recordings::new(&config, recorder)),
             hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
             sessions: Arc::new(sessions::Sessions::new(config.resume_grace)),
+            sockets: Arc::default(),
+            draining: Arc::default(),
             media,
             config: Arc::new(config),
             join_rates: Arc::default(),
@@ -216,7 +267,44 @@ impl Signal {
             proxies: self.config.trusted_proxies.clone(),
             ..http::ConnLimits::from(&self.config.limits)
         };
+        let signal = self.clone();
         http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
+        signal.drain().await;
+    }
+
+    /// A graceful shutdown, once the listener stopped taking connections: joins are refused,
+    /// every participant is told (`shutdown`, then a close frame with code 1001, so that its
+    /// client reconnects), every recording is finished (files complete, manifests written),
+    /// and the sockets get up to [`DRAIN`] to close.
+    pub async fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let outboxes = self.hub().outboxes();
+        tracing::info!(
+            participants = outboxes.len(),
+            "shutting down: telling every participant, finishing recordings"
+        );
+        for out in &outboxes {
+            out.send(&protocol::ServerMessage::Shutdown);
+            out.close_socket(1001);
+            out.close("the server is shutting down");
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let finished = tokio::time::timeout(DRAIN, self.recordings.stop_all()).await;
+        if finished.is_err() {
+            tracing::warn!("recordings not finished within {DRAIN:?}");
+        }
+        self.sockets
+            .all_closed(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        let open = self.sockets.count();
+        if open > 0 {
+            tracing::warn!(open, "sockets still open at shutdown");
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {

@@ -36,6 +36,8 @@ pub(crate) fn frame(message: &ServerMessage) -> Frame {
 pub(crate) struct Out {
     pub seq: Option<u64>,
     pub frame: Frame,
+    /// Instead of a message: a close frame with this code, the socket's last frame.
+    pub close: Option<u16>,
 }
 
 impl Out {
@@ -62,6 +64,9 @@ pub(crate) struct Outbox {
 struct Inner {
     /// The current socket's queue; `None` while no socket is attached.
     tx: Option<mpsc::Sender<Out>>,
+    /// Whether messages are numbered and kept: from the participant's `joined` on (a socket
+    /// that has not joined gets refusals and errors only, unnumbered).
+    numbered: bool,
     /// The sequence number of the next message.
     next: u64,
     history: VecDeque<(u64, Frame)>,
@@ -115,6 +120,7 @@ impl Outbox {
     pub(crate) fn with_socket(tx: mpsc::Sender<Out>) -> Self {
         let inner = Inner {
             tx: Some(tx),
+            numbered: false,
             next: 1,
             history: VecDeque::new(),
             history_bytes: 0,
@@ -151,6 +157,11 @@ impl Outbox {
             return false;
         }
         let mut inner = self.inner();
+        if !inner.numbered {
+            drop(inner);
+            self.push_direct(frame);
+            return true;
+        }
         let seq = inner.next;
         inner.next += 1;
         inner.history_bytes += frame.len();
@@ -168,6 +179,7 @@ impl Outbox {
         let full = match tx.try_send(Out {
             seq: Some(seq),
             frame,
+            close: None,
         }) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Full(_)) => tx.max_capacity(),
@@ -181,12 +193,33 @@ impl Outbox {
         false
     }
 
+    /// Numbers and keeps every message from now on (the participant joined).
+    pub(crate) fn start_numbering(&self) {
+        self.inner().numbered = true;
+    }
+
     /// Queues `message` for the current socket only: no sequence number, not replayed.
     pub(crate) fn send_direct(&self, message: &ServerMessage) {
+        self.push_direct(frame(message));
+    }
+
+    fn push_direct(&self, frame: Frame) {
         if let Some(tx) = &self.inner().tx {
             let _ = tx.try_send(Out {
                 seq: None,
-                frame: frame(message),
+                frame,
+                close: None,
+            });
+        }
+    }
+
+    /// Ends the current socket with a close frame of `code` after what is queued for it.
+    pub(crate) fn close_socket(&self, code: u16) {
+        if let Some(tx) = &self.inner().tx {
+            let _ = tx.try_send(Out {
+                seq: None,
+                frame: Frame::from(""),
+                close: Some(code),
             });
         }
     }
@@ -215,6 +248,7 @@ impl Outbox {
         let mut queue = vec![Out {
             seq: None,
             frame: frame(first),
+            close: None,
         }];
         queue.extend(
             inner
@@ -224,6 +258,7 @@ impl Outbox {
                 .map(|(seq, f)| Out {
                     seq: Some(*seq),
                     frame: f.clone(),
+                    close: None,
                 }),
         );
         for out in queue {
@@ -263,6 +298,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_ends_the_connection_instead_of_growing() {
         let (out, mut rx) = Outbox::new(3);
+        out.start_numbering();
         let end = out.end();
         for _ in 0..3 {
             assert!(out.send(&ServerMessage::Pong));
@@ -281,6 +317,10 @@ mod tests {
     #[test]
     fn a_new_socket_gets_what_the_old_one_missed_then_the_live_messages() {
         let (out, mut rx) = Outbox::new(16);
+        // Before the join: nothing numbered, nothing kept.
+        out.send(&ServerMessage::Pong);
+        assert_eq!(texts(&mut rx), [r#"{"type":"pong"}"#]);
+        out.start_numbering();
         for _ in 0..3 {
             out.send(&ServerMessage::Pong);
         }
@@ -311,6 +351,7 @@ mod tests {
     #[test]
     fn a_resume_from_before_the_history_or_beyond_the_last_message_is_refused() {
         let (out, _rx) = Outbox::new(HISTORY_FRAMES * 2);
+        out.start_numbering();
         for _ in 0..HISTORY_FRAMES + 10 {
             out.send(&ServerMessage::Pong);
         }
@@ -331,6 +372,7 @@ mod tests {
     #[test]
     fn the_history_is_bounded_in_bytes() {
         let (out, _rx) = Outbox::new(8);
+        out.start_numbering();
         out.detach();
         let big = ServerMessage::Error {
             code: crate::protocol::ErrorCode::BadMessage,

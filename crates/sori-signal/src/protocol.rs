@@ -326,6 +326,9 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<String>,
     },
+    /// The server is shutting down (SIGTERM): the socket closes with code 1001 next. A client
+    /// reconnects to the same address; a restarted server takes it in again.
+    Shutdown,
     /// A `resume` succeeded: the messages this client missed follow, then the live ones.
     /// `received` is the last client message number (`seq`) the server processed.
     Resumed {
@@ -453,6 +456,8 @@ pub enum ErrorCode {
     BadRoles,
     /// A `resume` found no participant to take back (gone, or the secret is wrong): join again.
     ResumeFailed,
+    /// The server is shutting down: try again in a moment (it may be restarting).
+    ShuttingDown,
 }
 
 impl ErrorCode {
@@ -478,6 +483,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::BadRoles => "bad-roles",
             ErrorCode::ResumeFailed => "resume-failed",
+            ErrorCode::ShuttingDown => "shutting-down",
         }
     }
 }

@@ -334,6 +334,16 @@ impl Recordings {
         }
     }
 
+    /// Stops every room's recording (a shutdown).
+    pub(crate) async fn stop_all(&self) {
+        let rooms: Vec<String> = self.inner.lock().await.rooms.keys().cloned().collect();
+        for room in rooms {
+            if let Some(name) = self.stop(&room).await {
+                tracing::info!(room, recording = name, "recording finished at shutdown");
+            }
+        }
+    }
+
     /// Stops recording `room`: every file finished, the manifest written.
     pub(crate) async fn stop(&self, room: &str) -> Option<String> {
         let mut inner = self.inner.lock().await;

@@ -39,6 +39,13 @@ impl Connection {
             );
             return;
         }
+        if self.signal.draining() {
+            self.refuse_join(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down: try again in a moment",
+            );
+            return;
+        }
         if !self.signal.allow_join(self.ip) {
             self.refuse_join(
                 ErrorCode::RateLimited,
@@ -72,6 +79,8 @@ impl Connection {
         } else {
             None
         };
+        // From its `joined` on, the participant's messages are numbered.
+        self.out.start_numbering();
         let outcome = self.signal.hub().join(
             Joining {
                 room: &room,

@@ -25,6 +25,13 @@ impl Connection {
             );
             return;
         }
+        if self.signal.draining() {
+            self.refuse_join(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down: try again in a moment",
+            );
+            return;
+        }
         if !self.signal.allow_join(self.ip) {
             self.refuse_join(
                 ErrorCode::RateLimited,
