@@ -112,12 +112,13 @@ const GAP_MS = 500;
 
 /** Starts timing the video from `name`: every 100 ms, whether a new frame was decoded. */
 function watchVideo(name) {
-  const w = { frames: -1, at: performance.now(), gaps: [] };
+  const w = { frames: -1, at: performance.now(), gaps: [], start: performance.now(), first: null };
   w.timer = setInterval(async () => {
     const { framesDecoded } = await videoFrom(name);
     const now = performance.now();
     if (framesDecoded === w.frames) return;
     if (w.frames >= 0 && now - w.at > GAP_MS) w.gaps.push((now - w.at) / 1000);
+    if (w.frames >= 0 && w.first === null) w.first = (now - w.start) / 1000;
     w.frames = framesDecoded;
     w.at = now;
   }, 100);
@@ -125,14 +126,15 @@ function watchVideo(name) {
 }
 
 /** The video from `name` since `watchVideo`: each stretch over half a second without a new
- * frame (seconds; one still open counts up to now), and their sum: the black-video seconds. */
+ * frame (seconds; one still open counts up to now) and their sum, the black-video seconds; and
+ * when the first new frame came (seconds after `watchVideo`; null: none yet). */
 function videoGaps(name) {
   const w = watches.get(name);
   if (!w) return null;
   const gaps = [...w.gaps];
   const open = performance.now() - w.at;
   if (w.frames < 0 || open > GAP_MS) gaps.push(open / 1000);
-  return { gaps, black: gaps.reduce((a, b) => a + b, 0) };
+  return { gaps, first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
 }
 
 export function install() {

@@ -141,12 +141,13 @@ const polyfillWatch = (page) => page.evaluate(() => {
   if (window.sori.watchVideo) return;
   const watches = new Map();
   window.sori.watchVideo = (name) => {
-    const w = { frames: -1, at: performance.now(), gaps: [] };
+    const w = { frames: -1, at: performance.now(), gaps: [], start: performance.now(), first: null };
     setInterval(async () => {
       const { framesDecoded } = await window.sori.videoFrom(name);
       const now = performance.now();
       if (framesDecoded === w.frames) return;
       if (w.frames >= 0 && now - w.at > 500) w.gaps.push((now - w.at) / 1000);
+      if (w.frames >= 0 && w.first === null) w.first = (now - w.start) / 1000;
       w.frames = framesDecoded;
       w.at = now;
     }, 100);
@@ -157,7 +158,7 @@ const polyfillWatch = (page) => page.evaluate(() => {
     const gaps = [...w.gaps];
     const open = performance.now() - w.at;
     if (w.frames < 0 || open > 500) gaps.push(open / 1000);
-    return { gaps, black: gaps.reduce((a, b) => a + b, 0) };
+    return { gaps, first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
   };
 });
 
@@ -263,7 +264,10 @@ test('SIGTERM finishes the recording and closes sockets with 1001; after a resta
   const exitS = (Date.now() - t0) / 1000;
   const closes = {};
   for (const [n, page] of Object.entries({ ada, bo, cy })) {
-    closes[n] = (await page.evaluate(() => (window.sori.socketCloses ? window.sori.socketCloses() : []))).map((c) => c.code);
+    // The page hears of the close a moment after the process is gone.
+    const seen = () => page.evaluate(() => (window.sori.socketCloses ? window.sori.socketCloses() : []));
+    await pollPage(page, () => window.sori.socketCloses && window.sori.socketCloses().length > 0, null, 3000).catch(() => {});
+    closes[n] = (await seen()).map((c) => c.code);
   }
   ctx.server = await startSori();
   const up = Date.now();

@@ -217,6 +217,20 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         .is_err()
     {
         writer.abort();
+        return;
+    }
+    if signal.draining() {
+        // The close frame is out: wait for the client's, so that the process does not exit
+        // with unread data on the connection (the system would reset it, and the client
+        // could lose the close frame).
+        let _ = tokio::time::timeout(FLUSH_GRACE, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
