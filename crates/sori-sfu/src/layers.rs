@@ -30,6 +30,12 @@ const AUDIO_BPS: u64 = 40_000;
 /// A probe that did not raise the estimate to what the policy wants is tried again after this.
 /// (Asked every second, str0m's prober never finished one: each request starts a new probe.)
 const PROBE_RETRY: Duration = Duration::from_secs(2);
+/// An estimate that has not moved for this long while an upgrade waits for it is stuck: the
+/// estimator is restarted (str0m's loss-based stage can hold it for tens of seconds after a
+/// moment of loss, refusing to probe all that time) …
+const STALLED: Duration = Duration::from_secs(6);
+/// … at most this often.
+const RESTART_EVERY: Duration = Duration::from_secs(20);
 /// A layer nobody has wanted for this long is paused at its publisher.
 const UNWANTED: Duration = Duration::from_secs(10);
 
@@ -99,6 +105,7 @@ impl Sfu {
         let bps = estimate.as_u64();
         tracing::trace!(%id, bps, "estimate");
         peer.estimate = Some(bps);
+        peer.estimate_at = Some(now);
         // Audio that arrives is forwarded whatever the estimate: video gets the rest.
         let tracks = &self.tracks;
         let audio = peer
@@ -366,6 +373,7 @@ impl Sfu {
 /// estimator probe (each rise would) nor a change of the padding alone (the minimum) puts off
 /// the next retry.
 fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Result<(), String> {
+    restart_stalled_estimator(peer, now)?;
     let given = peer.probe;
     let probe = probe.map(|p| match given {
         Some(g) if p.desired_bps.abs_diff(g.desired_bps) * 10 <= g.desired_bps => Probe {
@@ -397,6 +405,35 @@ fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Resul
         rtc.bwe()
             .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired))
     })
+}
+
+/// Restarts the peer's estimator from its current estimate when that has not moved for
+/// [`STALLED`] though an upgrade waits for more: the fresh estimator probes at once (three and
+/// six times the estimate, at most twice the desired rate), and finds the link's rate again.
+fn restart_stalled_estimator(peer: &mut Peer, now: Instant) -> Result<(), String> {
+    let (Some(estimate), Some(at)) = (peer.estimate, peer.estimate_at) else {
+        return Ok(());
+    };
+    let video = estimate.saturating_sub(peer.audio_bps);
+    let waits = peer
+        .allocator
+        .pending_bps()
+        .is_some_and(|need| need > video);
+    if !stalled(waits, at, peer.estimator_restarted, now) {
+        return Ok(());
+    }
+    tracing::debug!(id = %peer.id, estimate, "estimate stuck short of the next layer: estimator restarted");
+    peer.estimator_restarted = Some(now);
+    peer.estimate_at = Some(now);
+    peer.mutate(|rtc| rtc.bwe().reset(Bitrate::bps(estimate)))
+}
+
+/// Whether an estimator last moved `at` is stuck: an upgrade `waits` for more, the estimate
+/// has not moved for [`STALLED`], and the last restart (if any) is [`RESTART_EVERY`] old.
+fn stalled(waits: bool, at: Instant, restarted: Option<Instant>, now: Instant) -> bool {
+    let still = now.saturating_duration_since(at) >= STALLED;
+    let rested = restarted.is_none_or(|t| now.saturating_duration_since(t) >= RESTART_EVERY);
+    waits && still && rested
 }
 
 /// The track's layers as the policy sees them. A track none of whose layers arrives costs
@@ -442,4 +479,36 @@ pub(crate) fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
         .find(|l| arrives(*l))
         .or_else(|| (want + 1..=track.top()).find(|l| arrives(*l)))
         .unwrap_or(want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_estimate_stopped_short_of_a_waiting_upgrade_is_restarted_at_most_every_20_s() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Moving, or nothing waits for it: left alone.
+        assert!(!stalled(true, t0, None, t0 + s(5)));
+        assert!(!stalled(false, t0, None, t0 + s(60)));
+        // Still for 6 s while an upgrade waits: restarted.
+        assert!(stalled(true, t0, None, t0 + STALLED));
+        // A restart counts as a move; the next comes 20 s after it at the earliest, however
+        // still the estimate stays.
+        let restarted = t0 + s(6);
+        assert!(!stalled(true, restarted, Some(restarted), restarted + s(6)));
+        assert!(!stalled(
+            true,
+            restarted,
+            Some(restarted),
+            restarted + s(19)
+        ));
+        assert!(stalled(
+            true,
+            restarted,
+            Some(restarted),
+            restarted + RESTART_EVERY
+        ));
+    }
 }

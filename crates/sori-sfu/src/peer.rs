@@ -304,6 +304,10 @@ pub(crate) struct Peer {
     pub probe_retry: Option<Instant>,
     /// Added to the desired rate of a repeated probe (the estimator probes when it goes up).
     pub probe_bump: u64,
+    /// When the estimate last moved (str0m reports moves of 5 % and more).
+    pub estimate_at: Option<Instant>,
+    /// When the estimator was last restarted for being stuck short of the next layer.
+    pub estimator_restarted: Option<Instant>,
     /// What the audio this peer receives takes of its estimate, bits per second (the policy
     /// shares out the rest; the estimator is asked for both).
     pub audio_bps: u64,
@@ -401,6 +405,8 @@ impl Peer {
             probe: None,
             probe_retry: None,
             probe_bump: 0,
+            estimate_at: None,
+            estimator_restarted: None,
             audio_bps: 0,
         }
     }

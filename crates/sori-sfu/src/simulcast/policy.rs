@@ -333,6 +333,12 @@ impl Allocator {
         Some((needs, now))
     }
 
+    /// The total (video, headroom included) the next upgrade waits for the estimate to
+    /// cover, if one waits.
+    pub fn pending_bps(&self) -> Option<u64> {
+        self.pending_bps
+    }
+
     /// When [`Allocator::allocate`] should run again though nothing changed: when a pending
     /// upgrade's hold ends (the estimate having covered it since), or, if an estimate since the
     /// last allocation no longer covers it, that estimate's time (a downgrade is due).
