@@ -58,14 +58,21 @@ export function connect(join, handlers) {
 function open(l, first) {
   const socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
   ws = socket;
+  // Gives up on this socket and goes on with a new one, without waiting for the browser's
+  // close event (a closing handshake on a dead connection can take long).
+  const abandon = (code) => {
+    if (ws !== socket) return;
+    try { socket.close(code, 'reconnecting'); } catch { /* already closing */ }
+    dropped(l, socket);
+  };
   const alive = () => {
     clearTimeout(watchdog);
     // A socket that hears nothing (the server sends `pong` to every ping) is dead though the
-    // browser has not noticed: close it and reconnect.
-    watchdog = setTimeout(() => { if (ws === socket) socket.close(4000, 'silent'); }, SILENT_MS);
+    // browser has not noticed.
+    watchdog = setTimeout(() => abandon(4000), SILENT_MS);
   };
-  // A connection attempt into a black hole would hang for minutes: give up on it.
-  const opening = setTimeout(() => { if (ws === socket) socket.close(); }, OPEN_MS);
+  // A connection attempt into a black hole would hang for minutes.
+  const opening = setTimeout(() => abandon(4000), OPEN_MS);
   socket.onopen = () => {
     clearTimeout(opening);
     raw(first);
@@ -104,19 +111,24 @@ function open(l, first) {
     clearTimeout(opening);
     closes.push({ code: e.code, at: Date.now() });
     if (closes.length > 20) closes.shift();
-    if (ws !== socket) return;
-    clearInterval(pingTimer);
-    clearTimeout(watchdog);
-    ws = null;
-    if (link !== l) return;
-    if (!l.secret) {
-      link = null;
-      l.handlers.onClose();
-      return;
-    }
-    l.handlers.onReconnecting(true);
-    retry(l);
+    dropped(l, socket);
   };
+}
+
+/** The current socket ended: reconnect (after the join), or report the end. */
+function dropped(l, socket) {
+  if (ws !== socket) return;
+  clearInterval(pingTimer);
+  clearTimeout(watchdog);
+  ws = null;
+  if (link !== l) return;
+  if (!l.secret) {
+    link = null;
+    l.handlers.onClose();
+    return;
+  }
+  l.handlers.onReconnecting(true);
+  retry(l);
 }
 
 function retry(l) {

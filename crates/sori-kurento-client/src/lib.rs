@@ -96,6 +96,9 @@ struct Endpoint {
 
 const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 
+/// How long a request to the media server may go unanswered.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The connection to a remote media server; cheap to clone.
 #[derive(Clone)]
 pub struct RemoteMedia {
@@ -143,8 +146,14 @@ impl RemoteMedia {
                 reply,
             })
             .map_err(|_| RemoteError::unreachable("connection task stopped"))?;
-        rx.await
-            .map_err(|_| RemoteError::unreachable("connection lost"))?
+        // A media server that stopped answering (frozen, overloaded) must not hold a
+        // participant's offer, or anything else, without bound.
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(reply) => reply.map_err(|_| RemoteError::unreachable("connection lost"))?,
+            Err(_) => Err(RemoteError::unreachable(format!(
+                "the media server did not answer {method} within {REQUEST_TIMEOUT:?}"
+            ))),
+        }
     }
 
     async fn invoke(
@@ -451,6 +460,16 @@ impl MediaBackend for RemoteMedia {
     /// A remote media server reports its own numbers.
     fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    /// A `ping` over the control connection.
+    fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.request("ping", json!({"interval": 240000}))
+                .await
+                .map(|_| ())
+                .map_err(backend_error)
+        })
     }
 
     /// Its packets stay at the media server, which records with its own RecorderEndpoints.

@@ -100,6 +100,10 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
     /// reports its own).
     fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>>;
 
+    /// A round trip to the media server: `Ok` when it answers (the in-process core's task, or
+    /// a remote server over its control connection).
+    fn health(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+
     /// Whether [`MediaBackend::record`] works here (the in-process core: yes; a remote media
     /// server: no, it records with its own RecorderEndpoint).
     fn can_record(&self) -> bool;

@@ -110,6 +110,15 @@ impl MediaBackend for MediaHandle {
         })
     }
 
+    fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            MediaHandle::stats(self)
+                .await
+                .map(|_| ())
+                .map_err(|e| BackendError::Failed(e.to_string()))
+        })
+    }
+
     fn can_record(&self) -> bool {
         true
     }

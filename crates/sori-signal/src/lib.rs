@@ -239,7 +239,7 @@ impl Signal {
     /// with [`Signal::serve`] (handlers need the client's address).
     pub fn router(self) -> Router {
         web::routes()
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(health))
             .route("/metrics", get(metrics::page))
             .route("/ws", get(connection::upgrade))
             .route("/recordings", get(recording::list))
@@ -251,7 +251,7 @@ impl Signal {
     /// that address reads the metrics, without a token.
     pub fn metrics_router(self) -> Router {
         Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(health))
             .route("/metrics", get(metrics::open_page))
             .with_state(self)
     }
@@ -391,6 +391,31 @@ impl Signal {
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));
         host.is_some() && origin_host == host
+    }
+}
+
+/// How long `/healthz` waits for the media server's answer.
+const HEALTH_WAIT: Duration = Duration::from_secs(2);
+
+/// `/healthz`: 200 when the media server answers a round trip within [`HEALTH_WAIT`] (the
+/// in-process core's task, or a remote one over the control connection) and no shutdown is
+/// under way; 503 with the reason otherwise.
+async fn health(
+    axum::extract::State(signal): axum::extract::State<Signal>,
+) -> (StatusCode, String) {
+    if signal.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match tokio::time::timeout(HEALTH_WAIT, signal.media.health()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".into()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the media server fails: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the media server did not answer within {HEALTH_WAIT:?}\n"),
+        ),
     }
 }
 

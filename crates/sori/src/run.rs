@@ -113,19 +113,41 @@ async fn start_media(config: &Config) -> Result<MediaServer, String> {
 /// The media server alone still answers health checks and metrics, beside the control API.
 fn with_health_and_metrics(app: axum::Router, media: &MediaServer) -> axum::Router {
     let handle = media.handle.clone();
-    app.route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let handle = handle.clone();
-                async move {
-                    match handle.stats().await {
-                        Ok(stats) => Ok(sori_signal::metrics::render(0, 0, Some(&stats), None)),
-                        Err(e) => Err((axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-                    }
+    let health = media.handle.clone();
+    app.route(
+        "/healthz",
+        axum::routing::get(move || {
+            let handle = health.clone();
+            async move {
+                // A round trip to the media task: a process whose media task is gone is not
+                // healthy, whatever its HTTP side says.
+                match tokio::time::timeout(std::time::Duration::from_secs(2), handle.stats()).await
+                {
+                    Ok(Ok(_)) => (axum::http::StatusCode::OK, "ok\n".to_string()),
+                    Ok(Err(e)) => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{e}\n"),
+                    ),
+                    Err(_) => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "the media task did not answer within 2 s\n".to_string(),
+                    ),
                 }
-            }),
-        )
+            }
+        }),
+    )
+    .route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                match handle.stats().await {
+                    Ok(stats) => Ok(sori_signal::metrics::render(0, 0, Some(&stats), None)),
+                    Err(e) => Err((axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                }
+            }
+        }),
+    )
 }
 
 /// The session server alone, driving a remote media server.

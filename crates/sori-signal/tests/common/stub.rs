@@ -32,6 +32,18 @@ struct Inner {
     stats_asked: u64,
     /// Every priority set, in order.
     priorities: Vec<(TrackId, Priority)>,
+    /// What `health` does.
+    health: Health,
+}
+
+/// How the stub answers a health check.
+#[derive(Default, Clone, Copy)]
+pub enum Health {
+    #[default]
+    Answers,
+    Fails,
+    /// Never answers, as a frozen media server does.
+    Hangs,
 }
 
 /// The stand-in; [`StubMedia::calls`] counts the calls that tests wait for.
@@ -85,6 +97,11 @@ impl StubMedia {
         })
         .await;
         assert!(waited.is_ok(), "not within the wait: {what}");
+    }
+
+    /// Makes `health` answer this way from now on.
+    pub fn set_health(&self, health: Health) {
+        self.lock().health = health;
     }
 
     /// How many times `receiver_stats` was asked.
@@ -193,6 +210,17 @@ impl MediaBackend for StubMedia {
 
     fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        let health = self.lock().health;
+        Box::pin(async move {
+            match health {
+                Health::Answers => Ok(()),
+                Health::Fails => Err(BackendError::Failed("the media task stopped".into())),
+                Health::Hangs => std::future::pending().await,
+            }
+        })
     }
 
     fn can_record(&self) -> bool {
