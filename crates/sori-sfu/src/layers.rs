@@ -30,7 +30,8 @@ const AUDIO_BPS: u64 = 40_000;
 /// A probe that did not raise the estimate to what the policy wants is tried again after this.
 /// (Asked every second, str0m's prober never finished one: each request starts a new probe.)
 const PROBE_RETRY: Duration = Duration::from_secs(2);
-/// An estimate that has not moved for this long while an upgrade waits for it is stuck: the
+/// An estimate that has not moved for this long while a receiver is held below the layers its
+/// tiles could use and asks for more is stuck: the
 /// estimator is restarted (str0m's loss-based stage can hold it for tens of seconds after a
 /// moment of loss, refusing to probe all that time) …
 const STALLED: Duration = Duration::from_secs(6);
@@ -408,17 +409,18 @@ fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Resul
 }
 
 /// Restarts the peer's estimator from its current estimate when that has not moved for
-/// [`STALLED`] though an upgrade waits for more: the fresh estimator probes at once (three and
-/// six times the estimate, at most twice the desired rate), and finds the link's rate again.
+/// [`STALLED`] though the peer is held below what its tiles could use and asks for more: the
+/// fresh estimator probes at once (three and six times the estimate, at most twice the
+/// desired rate), and finds the link's rate again.
 fn restart_stalled_estimator(peer: &mut Peer, now: Instant) -> Result<(), String> {
     let (Some(estimate), Some(at)) = (peer.estimate, peer.estimate_at) else {
         return Ok(());
     };
-    let video = estimate.saturating_sub(peer.audio_bps);
-    let waits = peer
-        .allocator
-        .pending_bps()
-        .is_some_and(|need| need > video);
+    // Held below what its tiles could use, and asking for more than it has.
+    let unmet = peer
+        .probe
+        .is_some_and(|p| p.desired_bps + peer.audio_bps > estimate);
+    let waits = peer.allocator.below_cap() && unmet;
     if !stalled(waits, at, peer.estimator_restarted, now) {
         return Ok(());
     }
@@ -428,7 +430,7 @@ fn restart_stalled_estimator(peer: &mut Peer, now: Instant) -> Result<(), String
     peer.mutate(|rtc| rtc.bwe().reset(Bitrate::bps(estimate)))
 }
 
-/// Whether an estimator last moved `at` is stuck: an upgrade `waits` for more, the estimate
+/// Whether an estimator last moved `at` is stuck: the peer `waits` for more, the estimate
 /// has not moved for [`STALLED`], and the last restart (if any) is [`RESTART_EVERY`] old.
 fn stalled(waits: bool, at: Instant, restarted: Option<Instant>, now: Instant) -> bool {
     let still = now.saturating_duration_since(at) >= STALLED;

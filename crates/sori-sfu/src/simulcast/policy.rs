@@ -206,6 +206,8 @@ pub struct Allocator {
     last_upgrade: Option<Instant>,
     /// The hold set by the last flap.
     penalty: Option<Penalty>,
+    /// A visible track is below the layer its tile could use (as last allocated).
+    below_cap: bool,
 }
 
 /// A lengthened hold after a flap.
@@ -233,6 +235,7 @@ impl Allocator {
             downgrade_due: None,
             last_upgrade: None,
             penalty: None,
+            below_cap: false,
         }
     }
 
@@ -333,10 +336,10 @@ impl Allocator {
         Some((needs, now))
     }
 
-    /// The total (video, headroom included) the next upgrade waits for the estimate to
-    /// cover, if one waits.
-    pub fn pending_bps(&self) -> Option<u64> {
-        self.pending_bps
+    /// Whether a visible track gets less than its tile could use (the estimate holds it
+    /// back), as last allocated.
+    pub fn below_cap(&self) -> bool {
+        self.below_cap
     }
 
     /// When [`Allocator::allocate`] should run again though nothing changed: when a pending
@@ -458,6 +461,7 @@ impl Allocator {
             .collect();
         self.allocated_bps = total(ladders, at);
         self.floor_bps = total(ladders, &vec![0; ladders.len()]);
+        self.below_cap = ladders.iter().zip(at).any(|(l, &s)| s < l.cap);
         self.downgrade_due = None;
     }
 

@@ -65,6 +65,7 @@ fn steps_down_at_once_as_the_estimate_falls() {
         2,
         "a new track starts where the estimate allows"
     );
+    assert!(!p.below_cap(), "on its top layer");
 
     let t = t0 + secs(1);
     p.estimate(1_200_000, t);
@@ -75,6 +76,7 @@ fn steps_down_at_once_as_the_estimate_falls() {
         1,
         "f no longer fits 1.2 Mbit/s (with the 20 % margin): h, same call"
     );
+    assert!(p.below_cap(), "held below the layer its tile could use");
     assert_eq!(p.next_check(), None);
 
     // Within the 20 % margin the layer stays (500 k ≤ 430 k × 1.2).
