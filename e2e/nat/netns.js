@@ -41,6 +41,34 @@ function run(args, input) {
   }
 }
 
+/**
+ * Namespace `wan` holding a bridge at `gateway` (a /24), and one namespace per `[name, address]`
+ * of `hosts` on it, each with `eth0` at its address and a default route via the bridge. The
+ * hosts' ports on the bridge are named `<last part of the name>-w` (for `tc` and the like).
+ * IPv6 is off everywhere: its link-local addresses arrive a second after a link comes up, and
+ * Chromium, seeing the network change, fails a page load under way (ERR_NETWORK_CHANGED).
+ */
+export function bridgedHosts(wan, gateway, hosts) {
+  for (const n of [wan, ...hosts.map(([h]) => h)]) {
+    run(['ip', 'netns', 'add', n]);
+    run(['ip', 'netns', 'exec', n, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    run(['ip', 'netns', 'exec', n, 'ip', 'link', 'set', 'lo', 'up']);
+  }
+  const inWan = (...args) => run(['ip', 'netns', 'exec', wan, ...args]);
+  inWan('ip', 'link', 'add', 'br0', 'type', 'bridge');
+  inWan('ip', 'addr', 'add', `${gateway}/24`, 'dev', 'br0');
+  inWan('ip', 'link', 'set', 'br0', 'up');
+  for (const [host, addr] of hosts) {
+    const port = `${host.split('-').pop()}-w`;
+    const inHost = (...args) => run(['ip', 'netns', 'exec', host, ...args]);
+    run(['ip', 'link', 'add', port, 'netns', wan, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
+    inWan('ip', 'link', 'set', port, 'master', 'br0', 'up');
+    inHost('ip', 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+    inHost('ip', 'link', 'set', 'eth0', 'up');
+    inHost('ip', 'route', 'add', 'default', 'via', gateway);
+  }
+}
+
 /** Creates the namespaces; `nat` is 'symmetric' or 'preserving' for both routers. */
 export function createNetwork(nat) {
   const tag = `sn${process.pid % 100000}`;

@@ -21,7 +21,7 @@ import { dirname, join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 import { spawnSori, launchOptions, joinPage, waitForVideoFrom, assertUdp } from '../tests/helpers.js';
-import { unavailable, chromiumIn } from './netns.js';
+import { unavailable, chromiumIn, bridgedHosts } from './netns.js';
 
 const reason = unavailable();
 if (reason && process.env.CI) throw new Error(`the shaping test must run in CI, but: ${reason}`);
@@ -36,26 +36,8 @@ const run = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore'
 const inNs = (n, ...args) => run('ip', 'netns', 'exec', n, ...args);
 const URL = 'http://10.92.0.10:8080';
 
-function createNetwork() {
-  for (const n of Object.values(ns)) {
-    run('ip', 'netns', 'add', n);
-    // No IPv6: its link-local addresses arrive a second or two after a link comes up, and
-    // Chromium, seeing the network change, fails the page load under way (ERR_NETWORK_CHANGED).
-    inNs(n, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
-    inNs(n, 'ip', 'link', 'set', 'lo', 'up');
-  }
-  inNs(ns.wan, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
-  inNs(ns.wan, 'ip', 'addr', 'add', '10.92.0.1/24', 'dev', 'br0');
-  inNs(ns.wan, 'ip', 'link', 'set', 'br0', 'up');
-  for (const [host, addr] of [[ns.srv, '10.92.0.10'], [ns.fast, '10.92.0.20'], [ns.slow, '10.92.0.30']]) {
-    const port = `${host.split('-').pop()}-w`;
-    run('ip', 'link', 'add', port, 'netns', ns.wan, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host);
-    inNs(ns.wan, 'ip', 'link', 'set', port, 'master', 'br0', 'up');
-    inNs(host, 'ip', 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
-    inNs(host, 'ip', 'link', 'set', 'eth0', 'up');
-    inNs(host, 'ip', 'route', 'add', 'default', 'via', '10.92.0.1');
-  }
-}
+const createNetwork = () => bridgedHosts(ns.wan, '10.92.0.1',
+  [[ns.srv, '10.92.0.10'], [ns.fast, '10.92.0.20'], [ns.slow, '10.92.0.30']]);
 
 /** Holds what reaches the slow host to the cap: a token bucket of a few packets (a deeper one
  * lets a short probe through at any rate, hiding the cap from the estimator until media runs

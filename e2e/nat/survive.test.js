@@ -20,7 +20,7 @@ import { dirname, join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken } from 'livekit-server-sdk';
 import { spawnSori, launchOptions, joinPage, waitForVideoFrom, assertUdp, pollPage } from '../tests/helpers.js';
-import { unavailable, chromiumIn } from './netns.js';
+import { unavailable, chromiumIn, bridgedHosts } from './netns.js';
 
 const reason = unavailable();
 if (reason && process.env.CI) throw new Error(`the survival tests must run in CI, but: ${reason}`);
@@ -35,25 +35,8 @@ const inNs = (n, ...args) => run('ip', 'netns', 'exec', n, ...args);
 const SERVER_IP = '10.93.0.10';
 const URL = `http://${SERVER_IP}:8080`;
 
-function createNetwork() {
-  for (const n of Object.values(ns)) {
-    run('ip', 'netns', 'add', n);
-    // No IPv6: its late link-local addresses make Chromium fail a page load under way.
-    inNs(n, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
-    inNs(n, 'ip', 'link', 'set', 'lo', 'up');
-  }
-  inNs(ns.wan, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
-  inNs(ns.wan, 'ip', 'addr', 'add', '10.93.0.1/24', 'dev', 'br0');
-  inNs(ns.wan, 'ip', 'link', 'set', 'br0', 'up');
-  for (const [host, addr] of [[ns.srv, SERVER_IP], [ns.ada, '10.93.0.20'], [ns.bo, '10.93.0.30']]) {
-    const port = `${host.split('-').pop()}-w`;
-    run('ip', 'link', 'add', port, 'netns', ns.wan, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host);
-    inNs(ns.wan, 'ip', 'link', 'set', port, 'master', 'br0', 'up');
-    inNs(host, 'ip', 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
-    inNs(host, 'ip', 'link', 'set', 'eth0', 'up');
-    inNs(host, 'ip', 'route', 'add', 'default', 'via', '10.93.0.1');
-  }
-}
+const createNetwork = () => bridgedHosts(ns.wan, '10.93.0.1',
+  [[ns.srv, SERVER_IP], [ns.ada, '10.93.0.20'], [ns.bo, '10.93.0.30']]);
 
 /** Cuts a host's WebSocket: its TCP connections to the server are destroyed (`ss -K`: the
  * browser gets an error at once, the server a reset at its next packet) and new ones go

@@ -3,33 +3,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use common::stub::{self, Health, StubMedia};
-use common::WAIT;
-use sori_signal::SignalConfig;
+use common::{http_get, WAIT};
 
-/// `GET path`: the status code and the body.
-async fn get(addr: SocketAddr, path: &'static str) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut page = String::new();
-        s.read_to_string(&mut page).unwrap();
-        let status = page[9..12].parse().unwrap();
-        let body = page.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
-    })
-    .await
-    .unwrap()
+/// `GET /healthz`: the status code and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = http_get(addr, path, &[]).await;
+    (r.status, String::from_utf8_lossy(&r.body).to_string())
 }
+use sori_signal::SignalConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_from_the_media_server() {

@@ -7,20 +7,16 @@ use crate::ice_servers;
 use crate::protocol::{self, ErrorCode, RoomMode, ServerMessage};
 
 impl Connection {
-    pub(super) fn join(
-        &mut self,
-        v: u32,
-        room: String,
-        name: String,
-        mode: Option<RoomMode>,
-        token: Option<&str>,
-    ) {
+    /// The checks a `join` and a `resume` share, in this order: a socket not yet in a room,
+    /// the protocol version, valid names (`names`), no shutdown under way, the address's join
+    /// rate. False (and the refusal sent) when one fails.
+    pub(super) fn may_enter(&mut self, v: u32, names: bool) -> bool {
         if self.me.is_some() {
             self.error(
                 ErrorCode::AlreadyJoined,
                 "this connection is already in a room",
             );
-            return;
+            return false;
         }
         if v != protocol::PROTOCOL_VERSION {
             self.error(
@@ -30,27 +26,42 @@ impl Connection {
                     protocol::PROTOCOL_VERSION
                 ),
             );
-            return;
+            return false;
         }
-        if !protocol::valid_name(&room) || !protocol::valid_name(&name) {
+        if !names {
             self.error(
                 ErrorCode::InvalidName,
                 "room and name must be 1 to 64 characters, without control characters",
             );
-            return;
+            return false;
         }
         if self.signal.draining() {
             self.refuse_join(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down: try again in a moment",
             );
-            return;
+            return false;
         }
         if !self.signal.allow_join(self.ip) {
             self.refuse_join(
                 ErrorCode::RateLimited,
                 "too many joins from your address: wait a moment and try again",
             );
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn join(
+        &mut self,
+        v: u32,
+        room: String,
+        name: String,
+        mode: Option<RoomMode>,
+        token: Option<&str>,
+    ) {
+        let names = protocol::valid_name(&room) && protocol::valid_name(&name);
+        if !self.may_enter(v, names) {
             return;
         }
         let grants = match self.signal.authorize(token) {

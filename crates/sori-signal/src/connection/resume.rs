@@ -2,41 +2,13 @@
 //! found dead), with everything it missed.
 
 use super::Connection;
-use crate::outbox::{AttachError, Outbox};
-use crate::protocol::{self, ErrorCode, ServerMessage};
+use crate::outbox::AttachError;
+use crate::protocol::{ErrorCode, ServerMessage};
 use crate::{ice_servers, LeaveReason};
 
 impl Connection {
     pub(super) async fn resume(&mut self, v: u32, secret: &str, seq: u64, token: Option<&str>) {
-        if self.me.is_some() {
-            self.error(
-                ErrorCode::AlreadyJoined,
-                "this connection is already in a room",
-            );
-            return;
-        }
-        if v != protocol::PROTOCOL_VERSION {
-            self.error(
-                ErrorCode::UnsupportedVersion,
-                &format!(
-                    "protocol version {v} is not supported; this server speaks version {}",
-                    protocol::PROTOCOL_VERSION
-                ),
-            );
-            return;
-        }
-        if self.signal.draining() {
-            self.refuse_join(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down: try again in a moment",
-            );
-            return;
-        }
-        if !self.signal.allow_join(self.ip) {
-            self.refuse_join(
-                ErrorCode::RateLimited,
-                "too many joins from your address: wait a moment and try again",
-            );
+        if !self.may_enter(v, true) {
             return;
         }
         // With API keys the token must name the identity that joined.
@@ -92,7 +64,6 @@ impl Connection {
                 LeaveReason::Left,
             )
             .await;
-            self.out = Outbox::with_socket(self.socket_tx.clone());
             self.signal.refusals.count(ErrorCode::ResumeFailed.name());
             self.error(ErrorCode::ResumeFailed, why);
             return;

@@ -58,21 +58,8 @@ pub async fn server_with(config: SignalConfig) -> Server {
 impl Server {
     /// The whole `/metrics` page.
     pub async fn metrics_page(&self) -> String {
-        let addr = self.http;
-        tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(WAIT)).unwrap();
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut page = String::new();
-            s.read_to_string(&mut page).unwrap();
-            page
-        })
-        .await
-        .unwrap()
+        let page = http_get(self.http, "/metrics", &[]).await;
+        String::from_utf8(page.body).expect("a text page")
     }
 
     /// The value of an unlabelled sample on `/metrics`.
