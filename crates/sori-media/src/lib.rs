@@ -166,6 +166,9 @@ pub enum PeerSignal {
         /// Each layer's `rid` and whether it is wanted.
         active: Vec<(String, bool)>,
     },
+    /// Nothing has arrived from the peer's media for a few seconds: its client should restart
+    /// ICE (an offer with new credentials), keeping everything else.
+    IceStalled,
     /// The peer is gone from the media server.
     Removed(RemoveReason),
 }

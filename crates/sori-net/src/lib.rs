@@ -649,6 +649,7 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
     let (peer, signal) = match event {
         SfuEvent::Offer { peer, sdp } => (peer, PeerSignal::Offer(sdp)),
         SfuEvent::Connected { peer } => (peer, PeerSignal::Connected),
+        SfuEvent::IceStalled { peer } => (peer, PeerSignal::IceStalled),
         SfuEvent::PeerRemoved { peer, reason } => {
             if let Some(tx) = peers.remove(&peer) {
                 let _ = tx.send(PeerSignal::Removed(reason));

@@ -15,6 +15,10 @@ pub struct SfuConfig {
     pub tcp_candidates: Vec<SocketAddr>,
     /// A peer from which nothing arrived for this long is removed.
     pub ice_timeout: Duration,
+    /// A connected peer from whose media path nothing arrived for this long is reported
+    /// ([`SfuEvent::IceStalled`](crate::SfuEvent::IceStalled)) so that its client restarts
+    /// ICE, well before [`SfuConfig::ice_timeout`] would remove it.
+    pub ice_stall: Duration,
     /// At most one keyframe request per track goes to its publisher in this interval.
     pub keyframe_request_interval: Duration,
     /// The shorter gap for a request made because a receiver starts on a track (it shows
@@ -51,6 +55,8 @@ impl Default for SfuConfig {
             candidates: Vec::new(),
             tcp_candidates: Vec::new(),
             ice_timeout: Duration::from_secs(15),
+            // Browsers check the selected path every 2.5 s even when no media flows.
+            ice_stall: Duration::from_secs(4),
             keyframe_request_interval: Duration::from_secs(1),
             keyframe_request_on_start_interval: Duration::from_millis(200),
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],

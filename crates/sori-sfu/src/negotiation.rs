@@ -179,6 +179,18 @@ impl Sfu {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
                 record_lines(peer, &sdp);
+                // New credentials in the offer: the client restarted ICE, and str0m answered
+                // with new local ones. Requests naming them reach this same peer.
+                let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+                if ufrag != peer.ufrag {
+                    tracing::debug!(%id, "ICE restart");
+                    self.counters.ice_restarts += 1;
+                    self.by_ufrag.insert(ufrag.clone(), id);
+                    let old = std::mem::replace(&mut peer.ufrag, ufrag);
+                    if let Some(older) = peer.retired_ufrag.replace(old) {
+                        self.by_ufrag.remove(&older);
+                    }
+                }
                 Ok(sdp)
             }
             Ok(Err(e)) => Err(SfuError::Rejected(e.to_string())),

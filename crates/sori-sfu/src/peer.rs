@@ -269,10 +269,23 @@ pub(crate) struct Peer {
     pub id: PeerId,
     pub room: String,
     pub rtc: Rtc,
+    /// The local ICE ufrag of the current credentials: binding requests naming it are routed
+    /// to this peer.
     pub ufrag: String,
+    /// The ufrag of the credentials an ICE restart replaced, still routed until the restart
+    /// completes (the client may check the old path meanwhile).
+    pub retired_ufrag: Option<String>,
     pub connected: bool,
+    /// [`crate::SfuEvent::IceStalled`] was reported and nothing has arrived since.
+    pub stalled: bool,
     /// Remote addresses the peer's ICE agent has answered; routed straight to this peer.
     pub addrs: Vec<(Proto, SocketAddr)>,
+    /// Where the session sends media (DTLS, RTP, RTCP): its nominated path.
+    pub path: Option<(Proto, SocketAddr)>,
+    /// When a datagram last arrived from `path`. A peer whose datagrams come from elsewhere
+    /// (its NAT gave it a new address) is as silent as one whose datagrams stopped: media to
+    /// the old path is lost either way.
+    pub path_heard: Instant,
     /// Every m-line of the session, in the order str0m reported them.
     pub lines: Vec<(Mid, MediaKind)>,
     /// RTP packets received from this peer and sent to it, per kind (audio, video).
@@ -386,8 +399,12 @@ impl Peer {
             room,
             rtc,
             ufrag,
+            retired_ufrag: None,
             connected: false,
+            stalled: false,
             addrs: Vec::new(),
+            path: None,
+            path_heard: now,
             lines: Vec::new(),
             packets_in: [0; 2],
             packets_out: [0; 2],

@@ -68,6 +68,10 @@ pub struct Counters {
     pub peers_joined: u64,
     /// Peers removed, for any reason.
     pub peers_removed: u64,
+    /// ICE restarts the clients made (offers with new credentials).
+    pub ice_restarts: u64,
+    /// Connected peers reported silent ([`crate::SfuEvent::IceStalled`]).
+    pub ice_stalls: u64,
 }
 
 /// Sizes of the core's state, to check that nothing outlives its peer.

@@ -268,6 +268,9 @@ impl Sfu {
             }
         }
         self.by_ufrag.remove(&peer.ufrag);
+        if let Some(old) = &peer.retired_ufrag {
+            self.by_ufrag.remove(old);
+        }
         for addr in &peer.addrs {
             if self.board.by_addr.get(addr) == Some(&id) {
                 self.board.by_addr.remove(addr);

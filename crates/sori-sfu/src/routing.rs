@@ -15,6 +15,7 @@ use crate::output::{Proto, RemoveReason, TapPacket, Transmit};
 use crate::peer::{Drained, Learned, Peer};
 use crate::sfu::Sfu;
 use crate::stun;
+use crate::timers::Timer;
 
 /// Where a drained peer's session output goes and what it changes: the queues of datagrams to
 /// send, tapped packets, session events and removals waiting for the core's loop; the table
@@ -41,6 +42,9 @@ impl Switchboard {
     pub(crate) fn settle(&mut self, peer: &mut Peer) {
         let drained = peer.drain(&mut self.scratch_tx, &mut self.scratch_ev);
         for (proto, source, destination, contents) in self.scratch_tx.drain(..) {
+            if !stun::is_stun(&contents) {
+                peer.path = Some((proto, destination));
+            }
             // The ICE agent only answers addresses that proved they know the credentials.
             match peer.learn_addr((proto, destination)) {
                 Learned::Known => {}
@@ -120,6 +124,14 @@ impl Sfu {
         };
         if known_addr {
             peer.last_input = now;
+        }
+        if peer.path == Some((proto, source)) || peer.path.is_none() {
+            peer.path_heard = now;
+            if peer.stalled {
+                // Heard from again: the next silence is reported anew.
+                peer.stalled = false;
+                peer.timers.set(Timer::Idle, now + self.config.ice_stall);
+            }
         }
         match peer.mutate(|rtc| rtc.handle_input(Input::Receive(now, recv))) {
             Ok(Ok(())) => {}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use str0m::config::DtlsCert;
 use str0m::media::KeyframeRequestKind;
-use str0m::Event;
+use str0m::{Event, IceConnectionState};
 
 use crate::config::SfuConfig;
 use crate::id::{MediaKind, PeerId, TrackId};
@@ -18,6 +18,7 @@ use crate::report::Counters;
 use crate::room::{Room, Track};
 use crate::routing::Switchboard;
 use crate::throttle::Urgency;
+use crate::timers::Timer;
 
 /// The media core. See the crate documentation for the run loop.
 pub struct Sfu {
@@ -111,6 +112,13 @@ impl Sfu {
                     return;
                 };
                 peer.connected = true;
+                // From now on a silence is reported after `ice_stall`.
+                peer.stalled = false;
+                peer.path_heard = now;
+                peer.timers.set(Timer::Idle, now + self.config.ice_stall);
+                if let Some(at) = peer.timers.next() {
+                    self.board.timers.set(id, at);
+                }
                 tracing::debug!(%id, "connected");
                 self.events.push_back(SfuEvent::Connected { peer: id });
                 let video: Vec<(TrackId, u8)> = peer
@@ -157,6 +165,19 @@ impl Sfu {
             Event::Closed => self.board.doomed.push((id, RemoveReason::DtlsClosed)),
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(%id, ?state, "ICE state");
+                let done = matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                );
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                // A restart completed: the old credentials route nothing any more.
+                if let Some(old) = peer.retired_ufrag.take_if(|_| done) {
+                    if self.by_ufrag.get(&old) == Some(&id) {
+                        self.by_ufrag.remove(&old);
+                    }
+                }
             }
             _ => {}
         }

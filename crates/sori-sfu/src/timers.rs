@@ -8,7 +8,7 @@ use str0m::Input;
 
 use crate::id::PeerId;
 use crate::keyframe_requests::retry_keyframe_requests;
-use crate::output::RemoveReason;
+use crate::output::{RemoveReason, SfuEvent};
 use crate::sfu::Sfu;
 
 /// A peer's timers.
@@ -77,8 +77,21 @@ impl Sfu {
                 self.board.doomed.push((id, RemoveReason::IceTimeout));
                 return;
             }
-            peer.timers
-                .set(Timer::Idle, peer.last_input + self.config.ice_timeout);
+            let stall = self.config.ice_stall;
+            let quiet = now.saturating_duration_since(peer.path_heard);
+            if peer.connected && !peer.stalled && quiet >= stall {
+                peer.stalled = true;
+                self.counters.ice_stalls += 1;
+                tracing::debug!(%id, ?quiet, ?idle, "nothing heard on the media path: ICE stalled");
+                self.events.push_back(SfuEvent::IceStalled { peer: id });
+            }
+            let timeout = peer.last_input + self.config.ice_timeout;
+            let next = if peer.connected && !peer.stalled {
+                timeout.min(peer.path_heard + stall)
+            } else {
+                timeout
+            };
+            peer.timers.set(Timer::Idle, next);
         }
         retry_keyframe_requests(
             peer,

@@ -329,6 +329,10 @@ pub enum ServerMessage {
     /// The server is shutting down (SIGTERM): the socket closes with code 1001 next. A client
     /// reconnects to the same address; a restarted server takes it in again.
     Shutdown,
+    /// SFU rooms: nothing has arrived from this client's media for a few seconds (its network
+    /// may have changed): restart ICE, i.e. send an `offer` made with new ICE credentials
+    /// (`RTCPeerConnection.restartIce()`). Everything else of the call stays as it is.
+    IceRestart,
     /// A `resume` succeeded: the messages this client missed follow, then the live ones.
     /// `received` is the last client message number (`seq`) the server processed.
     Resumed {

@@ -407,6 +407,11 @@ impl Kms {
                 tracing::debug!(object = id, "renegotiation needed");
                 self.emit(id, "RenegotiationNeeded", json!({"sdpOffer": sdp}));
             }
+            // Nothing heard from the browser: its ICE component is down (the application may
+            // renegotiate with an ICE restart).
+            PeerSignal::IceStalled => {
+                self.emit(id, "IceComponentStateChanged", component("DISCONNECTED"));
+            }
             // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
             PeerSignal::Published { .. } | PeerSignal::Layers { .. } => {}
         }

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use sori_sfu::{PeerId, Sfu, SfuConfig, SfuEvent};
 use sori_testkit::Rng;
+use str0m::change::SdpAnswer;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Event, Input, Output};
+use str0m::{Candidate, Event, Input, Output};
 
-use super::{answer, client, sfu_with, try_join_simulcast, write, write_layer, Client, SERVER};
+use super::{
+    answer, client, ice_ufrag, sfu_with, try_join_answered, write, write_layer, Client, SERVER,
+};
 
 /// One direction between a client and the core.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +108,17 @@ pub struct Member {
     answered: usize,
     /// Simulcast: what was sent in each layer, lowest first.
     pub layers: Vec<LayerSent>,
+    /// The core's ICE ufrag in the last answer it gave this client.
+    pub server_ufrag: String,
+    /// A NAT in front of the client: the address the core sees it at (`None`: its own).
+    pub mapped: Option<SocketAddr>,
+}
+
+impl Member {
+    /// The address the core sees this client at.
+    pub fn seen_at(&self) -> SocketAddr {
+        self.mapped.unwrap_or(self.client.addr)
+    }
 }
 
 /// What a simulcast publisher sent in one layer.
@@ -196,7 +210,8 @@ impl Harness {
     pub fn join_simulcast(&mut self, room: &str, rids: &[&str], up: Link, down: Link) -> usize {
         let i = self.members.len();
         let mut c = client(i as u8, self.now);
-        let peer = try_join_simulcast(&mut self.sfu, &mut c, room, rids, self.now).expect("join");
+        let (peer, answer) =
+            try_join_answered(&mut self.sfu, &mut c, room, rids, self.now).expect("join");
         self.members.push(Member {
             client: c,
             peer,
@@ -210,6 +225,8 @@ impl Harness {
             keyframes_sent: Vec::new(),
             answered: 0,
             layers: rids.iter().map(|r| LayerSent::new(r)).collect(),
+            server_ufrag: ice_ufrag(&answer),
+            mapped: None,
         });
         self.drain();
         i
@@ -379,6 +396,38 @@ impl Harness {
         self.drain();
     }
 
+    /// Member `i` restarts ICE as a browser does (`restartIce()`): its offer with new
+    /// credentials goes to the core and the core's answer back. With `moved_to`, the client
+    /// has moved: its old address is gone and it checks from the new one. Returns the core's
+    /// ICE ufrag before and after.
+    pub fn ice_restart(&mut self, i: usize, moved_to: Option<SocketAddr>) -> (String, String) {
+        let now = self.now;
+        let m = &mut self.members[i];
+        let mut api = m.client.rtc.sdp_api();
+        api.ice_restart(moved_to.is_none());
+        let (offer, pending) = api.apply().expect("an offer");
+        let before = m.server_ufrag.clone();
+        let answer = self
+            .sfu
+            .accept_offer(m.peer, &offer.to_sdp_string(), now)
+            .expect("the core answers an ICE restart");
+        m.server_ufrag = ice_ufrag(&answer);
+        m.client
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        if let Some(addr) = moved_to {
+            m.client.addr = addr;
+            m.client
+                .rtc
+                .add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
+        let after = m.server_ufrag.clone();
+        self.drain();
+        (before, after)
+    }
+
     /// Member `i` closes its session (RTCP BYE, DTLS close_notify) and is gone after.
     pub fn close(&mut self, i: usize) {
         self.members[i].client.rtc.close().unwrap();
@@ -431,7 +480,7 @@ impl Harness {
                 if let Some(i) = self
                     .members
                     .iter()
-                    .position(|m| m.client.addr == t.destination)
+                    .position(|m| m.seen_at() == t.destination)
                 {
                     self.send(Some(i), i, t.contents);
                 }
@@ -537,7 +586,7 @@ impl Harness {
         let now = self.now;
         match d.to {
             None => {
-                let from: SocketAddr = self.members[d.from].client.addr;
+                let from: SocketAddr = self.members[d.from].seen_at();
                 self.members[d.from].last_heard = Some(now);
                 self.sfu.handle_datagram(now, from, SERVER, &d.contents);
             }

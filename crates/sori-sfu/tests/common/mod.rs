@@ -104,6 +104,17 @@ pub fn try_join_simulcast(
     rids: &[&str],
     now: Instant,
 ) -> Result<PeerId, sori_sfu::SfuError> {
+    try_join_answered(sfu, c, room, rids, now).map(|(peer, _)| peer)
+}
+
+/// [`try_join_simulcast`], also returning the core's answer.
+pub fn try_join_answered(
+    sfu: &mut Sfu,
+    c: &mut Client,
+    room: &str,
+    rids: &[&str],
+    now: Instant,
+) -> Result<(PeerId, String), sori_sfu::SfuError> {
     let simulcast = (!rids.is_empty()).then(|| Simulcast {
         send: rids.iter().map(|r| SimulcastLayer::new(r)).collect(),
         recv: Vec::new(),
@@ -118,7 +129,32 @@ pub fn try_join_simulcast(
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
     c.send = vec![(MediaKind::Audio, a), (MediaKind::Video, v)];
-    Ok(peer)
+    Ok((peer, answer))
+}
+
+/// The `a=ice-ufrag` of a session description.
+pub fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .expect("an ICE ufrag")
+        .to_string()
+}
+
+/// A STUN binding request whose USERNAME is `local_ufrag:remote_ufrag`, as an ICE agent
+/// checking `local_ufrag`'s owner sends (no integrity: enough to be routed, not answered).
+pub fn binding_request(local_ufrag: &str) -> Vec<u8> {
+    let username = format!("{local_ufrag}:client");
+    let padded = username.len().div_ceil(4) * 4;
+    let mut m = Vec::with_capacity(20 + 4 + padded);
+    m.extend_from_slice(&0x0001u16.to_be_bytes());
+    m.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend_from_slice(&[7; 12]);
+    m.extend_from_slice(&0x0006u16.to_be_bytes());
+    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    m.extend_from_slice(username.as_bytes());
+    m.resize(20 + 4 + padded, 0);
+    m
 }
 
 /// Moves datagrams both ways and advances virtual time; returns the core's events.

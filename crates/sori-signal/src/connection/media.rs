@@ -211,6 +211,7 @@ impl Forwarder {
                 true
             }
             PeerSignal::Connected => true,
+            PeerSignal::IceStalled => self.out.send(&ServerMessage::IceRestart),
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {

@@ -525,6 +525,7 @@ impl Config {
             candidates: Vec::new(),
             tcp_candidates: Vec::new(),
             ice_timeout: m.ice_timeout.max(Duration::from_secs(1)),
+            ice_stall: SfuConfig::default().ice_stall,
             keyframe_request_interval: m.keyframe_request_interval,
             keyframe_request_on_start_interval: m.keyframe_request_on_start_interval,
             rtx_history: m.rtx_history,
