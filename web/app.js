@@ -130,6 +130,7 @@ const effects = {
   candidate: peer.onCandidate,
   'ice-servers': peer.setIceServers,
   layers: peer.onLayers,
+  'ice-restart'() { peer.restartIce('asked by the server'); },
   recording(msg) {
     if (msg.by && msg.by !== state.me) {
       const who = state.participants.get(msg.by);
@@ -156,7 +157,7 @@ async function handle(msg) {
   const effect = effects[msg.type];
   if (effect) await effect(msg);
   // `stats` and `layers` change nothing drawn (the quality badges refresh on their own).
-  if (state.me && !['pong', 'stats', 'layers'].includes(msg.type)) render();
+  if (state.me && !['pong', 'stats', 'layers', 'ice-restart'].includes(msg.type)) render();
 }
 
 const refusedJoin = ['room-full', 'invalid-name', 'unsupported-version', 'forbidden', 'banned',

@@ -112,12 +112,15 @@ const GAP_MS = 500;
 
 /** Starts timing the video from `name`: every 100 ms, whether a new frame was decoded. */
 function watchVideo(name) {
-  const w = { frames: -1, at: performance.now(), gaps: [], start: performance.now(), first: null };
+  const w = { frames: -1, at: performance.now(), gaps: [], ends: [], start: performance.now(), first: null };
   w.timer = setInterval(async () => {
     const { framesDecoded } = await videoFrom(name);
     const now = performance.now();
     if (framesDecoded === w.frames) return;
-    if (w.frames >= 0 && now - w.at > GAP_MS) w.gaps.push((now - w.at) / 1000);
+    if (w.frames >= 0 && now - w.at > GAP_MS) {
+      w.gaps.push((now - w.at) / 1000);
+      w.ends.push((now - w.start) / 1000);
+    }
     if (w.frames >= 0 && w.first === null) w.first = (now - w.start) / 1000;
     w.frames = framesDecoded;
     w.at = now;
@@ -126,15 +129,16 @@ function watchVideo(name) {
 }
 
 /** The video from `name` since `watchVideo`: each stretch over half a second without a new
- * frame (seconds; one still open counts up to now) and their sum, the black-video seconds; and
- * when the first new frame came (seconds after `watchVideo`; null: none yet). */
+ * frame (seconds; one still open counts up to now) and their sum, the black-video seconds;
+ * when each closed stretch ended (seconds after `watchVideo`); and when the first new frame
+ * came (seconds after `watchVideo`; null: none yet). */
 function videoGaps(name) {
   const w = watches.get(name);
   if (!w) return null;
   const gaps = [...w.gaps];
   const open = performance.now() - w.at;
   if (w.frames < 0 || open > GAP_MS) gaps.push(open / 1000);
-  return { gaps, first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
+  return { gaps, ends: [...w.ends], first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
 }
 
 export function install() {
@@ -152,6 +156,14 @@ export function install() {
     /** The `view` last sent for each remote video, by media-server track id. */
     views: sentViews,
     selectedPair,
+    /** The session versions (`o=` line) of the peer connection's local and remote
+     * descriptions: each negotiation raises them. */
+    sdpVersions: () => {
+      const v = (d) => (d ? Number((d.sdp.match(/^o=\S+ \S+ (\d+)/m) || [])[1]) : null);
+      return { local: v(state.pc && state.pc.localDescription), remote: v(state.pc && state.pc.remoteDescription) };
+    },
+    /** ICE restarts this page made (path lost, network change, or asked by the server). */
+    get iceRestarts() { return state.iceRestarts; },
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
     /** This participant's id, and the others' arrivals and departures as they were told. */

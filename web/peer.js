@@ -5,7 +5,7 @@
 // receiver one and asks (`layers`) for the encodings no one receives to pause.
 
 import { state } from './store.js';
-import { send } from './signaling.js';
+import { send, probe, reconnect } from './signaling.js';
 import { setStatus } from './page.js';
 import { reset as resetViews } from './quality.js';
 
@@ -72,12 +72,14 @@ async function unicastFallback(pc) {
 export async function startMedia() {
   if (state.mode === 'sfu') {
     createPc(null);
+    state.offerer = true;
     await offer();
     return;
   }
   const other = [...state.participants.keys()][0];
   if (other) {
     createPc(other);
+    state.offerer = true;
     await offer();
   } else {
     setStatus('waiting for someone to join');
@@ -89,6 +91,7 @@ export function createPc(peerId) {
   const pc = new RTCPeerConnection({ iceServers: state.iceServers });
   state.pc = pc;
   state.peerId = peerId;
+  state.offerer = false;
   resetViews();
   for (const track of state.local.getTracks()) addTrack(pc, track, state.local, 'camera');
   if (state.screen) addScreen(state.screen.getVideoTracks()[0]);
@@ -107,11 +110,99 @@ export function createPc(peerId) {
     else if (s === 'failed' || s === 'disconnected') setStatus(s, 'bad');
     else setStatus(s);
   };
+  pc.oniceconnectionstatechange = () => {
+    if (pc !== state.pc) return;
+    const s = pc.iceConnectionState;
+    console.debug(`ICE ${s}`);
+    if (s === 'failed' || s === 'disconnected') probe(PROBE_MS);
+    if (s === 'failed') restartIce('failed');
+    // A blip often mends itself; a path that stays down gets a restart soon.
+    else if (s === 'disconnected') later(DISCONNECTED_GRACE_MS, () => pc.iceConnectionState === 'disconnected', 'disconnected');
+  };
+  watchStall(pc);
   pc.onnegotiationneeded = () => {
     if (pc === state.pc && pc.signalingState === 'stable' && pc.remoteDescription) offer();
   };
   return pc;
 }
+
+// ---------- ICE restart: a new path without a new call ----------
+// When the path to the media server (or the other browser) breaks — the network changed, a
+// NAT forgot the mapping, an outage — the browser restarts ICE: an offer with new ICE
+// credentials, answered like any other. The participant, its tracks and everyone else's view
+// of it stay as they are. The server asks for it too (`ice-restart`) when nothing reaches it.
+
+const DISCONNECTED_GRACE_MS = 1000;
+/** A restart not connected after this long is made again (the path may have changed twice). */
+const RESTART_RETRY_MS = 5000;
+let restartedAt = -Infinity;
+let retryTimer = null;
+
+/** Media sent but nothing received for this long: the path is broken (the server answers
+ * what a browser sends with RTCP feedback several times a second). */
+const STALL_MS = 1200;
+const STALL_POLL_MS = 500;
+const PROBE_MS = 1000;
+
+/** Watches the bytes the peer connection sends and receives; when sending goes on and
+ * receiving stops, moves to a new socket (the old one most likely broke with the path) and
+ * restarts ICE; the restart's offer goes out once the new socket resumed. */
+function watchStall(pc) {
+  let last = null;
+  let quietSince = null;
+  const timer = setInterval(async () => {
+    if (pc !== state.pc || pc.signalingState === 'closed') { clearInterval(timer); return; }
+    let sent = 0;
+    let received = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== 'candidate-pair') return;
+      sent += r.bytesSent || 0;
+      received += r.bytesReceived || 0;
+    });
+    const now = performance.now();
+    if (last && received === last.received && sent !== last.sent) {
+      if (quietSince === null) quietSince = last.at;
+      if (quietSince !== -1 && now - quietSince >= STALL_MS) {
+        quietSince = -1; // once per stall
+        reconnect();
+        restartIce('nothing received');
+      }
+    } else if (last && received !== last.received) {
+      quietSince = null;
+    }
+    last = { sent, received, at: now };
+  }, STALL_POLL_MS);
+}
+
+function later(ms, still, why) {
+  const pc = state.pc;
+  setTimeout(() => { if (pc === state.pc && still()) restartIce(why); }, ms);
+}
+
+/** Restarts ICE on the peer connection. A restart gets RESTART_RETRY_MS to connect before
+ * another one replaces it (unless ICE failed outright). P2P: only the browser that made the
+ * call offers, so that the two never offer at once; the other one answers. */
+export function restartIce(why) {
+  const pc = state.pc;
+  if (!pc || pc.signalingState === 'closed' || (state.peerId && !state.offerer)) return;
+  const now = performance.now();
+  const interval = why === 'failed' ? 1000 : RESTART_RETRY_MS - 100;
+  if (now - restartedAt < interval) return;
+  restartedAt = now;
+  state.iceRestarts += 1;
+  console.info(`ICE restart (${why})`);
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(() => {
+    if (pc === state.pc && !['connected', 'completed'].includes(pc.iceConnectionState)) restartIce('still not connected');
+  }, RESTART_RETRY_MS);
+  // negotiationneeded follows (now, or once a pending exchange ends) and sends the offer.
+  pc.restartIce();
+}
+
+// The operating system says the network changed: restart at once rather than wait for the
+// checks to fail.
+window.addEventListener('online', () => restartIce('network online'));
+if (navigator.connection) navigator.connection.addEventListener('change', () => restartIce('network change'));
 
 function remoteTrack(pc, peerId, e) {
   const mid = e.transceiver && e.transceiver.mid;

@@ -19,6 +19,8 @@ let ws = null;
 let pingTimer = null;
 let watchdog = null;
 let retryTimer = null;
+let probeTimer = null;
+let abandonCurrent = null;        // gives up on the current socket
 let link = null;                  // { join, handlers, secret, lastSeq, sent, unacked, attempts }
 
 const unnumbered = new Set(['join', 'resume', 'ping', 'leave']);
@@ -71,6 +73,7 @@ function open(l, first) {
     // browser has not noticed.
     watchdog = setTimeout(() => abandon(4000), SILENT_MS);
   };
+  abandonCurrent = abandon;
   // A connection attempt into a black hole would hang for minutes.
   const opening = setTimeout(() => abandon(4000), OPEN_MS);
   socket.onopen = () => {
@@ -83,6 +86,8 @@ function open(l, first) {
   socket.onmessage = (e) => {
     if (ws !== socket) return;
     alive();
+    clearTimeout(probeTimer);
+    probeTimer = null;
     let msg;
     try { msg = JSON.parse(e.data); } catch { return; }
     if (typeof msg.seq === 'number') {
@@ -120,6 +125,8 @@ function dropped(l, socket) {
   if (ws !== socket) return;
   clearInterval(pingTimer);
   clearTimeout(watchdog);
+  clearTimeout(probeTimer);
+  probeTimer = null;
   ws = null;
   if (link !== l) return;
   if (!l.secret) {
@@ -145,6 +152,31 @@ function reopen(l) {
   const resume = { type: 'resume', v: 1, secret: l.secret, received: l.lastSeq };
   if (l.join.token) resume.token = l.join.token;
   open(l, resume);
+}
+
+/**
+ * Checks the socket now: a ping that gets no answer within `ms` means the socket is dead
+ * (the network under it changed), and a new one is opened at once instead of after
+ * SILENT_MS. Used when media stops arriving: whatever broke the media path may have broken
+ * the socket too.
+ */
+export function probe(ms) {
+  if (!ws || ws.readyState !== WebSocket.OPEN || probeTimer || !link || !link.secret) return;
+  const abandon = abandonCurrent;
+  raw({ type: 'ping' });
+  probeTimer = setTimeout(() => { probeTimer = null; abandon(4000); }, ms);
+}
+
+/**
+ * Moves to a new socket now (a resume), whether or not the current one still works: when
+ * media stopped arriving, whatever broke its path (a new network address) has most likely
+ * broken the socket too, and waiting to find out costs seconds.
+ */
+export function reconnect() {
+  if (!ws || !link || !link.secret || !abandonCurrent) return;
+  const l = link;
+  abandonCurrent(4000);
+  reopen(l);
 }
 
 // Back online: try at once rather than at the end of the backoff.

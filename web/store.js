@@ -24,6 +24,8 @@ export const state = {
   screen: null,            // screen MediaStream while sharing
   pc: null,                // the one RTCPeerConnection
   peerId: null,            // P2P: the other participant's id
+  offerer: false,          // this browser made the peer connection's first offer
+  iceRestarts: 0,          // ICE restarts this page made
   remote: new Map(),       // remote track id -> { key, track, mid, trackId }
 };
 

@@ -100,8 +100,8 @@ function mint(name, room, grant = {}) {
   return at.toJwt();
 }
 
-async function join(browser, room, name, grant = {}) {
-  return joinPage(browser, URL, room, name, `&token=${await mint(name, room, grant)}`);
+async function join(browser, room, name, grant = {}, query = '') {
+  return joinPage(browser, URL, room, name, `&token=${await mint(name, room, grant)}${query}`);
 }
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
@@ -121,15 +121,18 @@ async function statusBecomes(page, want, timeout) {
 /** `window.sori.watchVideo`/`videoGaps` where the page's client predates them (a measurement of
  * an older build): the same timing, built on `window.sori.videoFrom`. */
 const polyfillWatch = (page) => page.evaluate(() => {
-  if (window.sori.watchVideo) return;
+  if (window.sori.watchVideo && window.sori.watchVideo.toString().includes('ends')) return;
   const watches = new Map();
   window.sori.watchVideo = (name) => {
-    const w = { frames: -1, at: performance.now(), gaps: [], start: performance.now(), first: null };
+    const w = { frames: -1, at: performance.now(), gaps: [], ends: [], start: performance.now(), first: null };
     setInterval(async () => {
       const { framesDecoded } = await window.sori.videoFrom(name);
       const now = performance.now();
       if (framesDecoded === w.frames) return;
-      if (w.frames >= 0 && now - w.at > 500) w.gaps.push((now - w.at) / 1000);
+      if (w.frames >= 0 && now - w.at > 500) {
+        w.gaps.push((now - w.at) / 1000);
+        w.ends.push((now - w.start) / 1000);
+      }
       if (w.frames >= 0 && w.first === null) w.first = (now - w.start) / 1000;
       w.frames = framesDecoded;
       w.at = now;
@@ -141,7 +144,7 @@ const polyfillWatch = (page) => page.evaluate(() => {
     const gaps = [...w.gaps];
     const open = performance.now() - w.at;
     if (w.frames < 0 || open > 500) gaps.push(open / 1000);
-    return { gaps, first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
+    return { gaps, ends: [...w.ends], first: w.first, black: gaps.reduce((a, b) => a + b, 0) };
   };
 });
 
@@ -294,4 +297,145 @@ test('SIGTERM finishes the recording and closes sockets with 1001; after a resta
     assert.ok(f.clean, `${f.name}'s file decodes without errors`);
     assert.ok(f.duration > 2, `${f.name}'s file holds the recording (${f.duration} s)`);
   }
+});
+
+/** Ada's interface gets a new address and the old one goes, as on a network change; the
+ * route follows. Returns when (ms). */
+function moveAda(from, to) {
+  inNs(ns.ada, 'sysctl', '-q', '-w', 'net.ipv4.conf.eth0.promote_secondaries=1');
+  inNs(ns.ada, 'ip', 'addr', 'add', `${to}/24`, 'dev', 'eth0');
+  inNs(ns.ada, 'ip', 'addr', 'del', `${from}/24`, 'dev', 'eth0');
+  inNs(ns.ada, 'ip', 'route', 'replace', 'default', 'via', '10.93.0.1');
+  return Date.now();
+}
+
+/** Blocks a host's media (UDP to and from the server), leaving its WebSocket alone. */
+const UDP_RULES = `table inet udpcut {
+  chain out { type filter hook output priority 0; ip daddr ${SERVER_IP} udp dport 40000 drop; }
+  chain in { type filter hook input priority 0; ip saddr ${SERVER_IP} udp sport 40000 drop; }
+}`;
+
+/** Two pages in `room` with video both ways over UDP; Bo times Ada's video. `query` adds to
+ * the pages' address (`&mode=p2p`: a P2P room, where Bo, joining second, makes the call). */
+async function call(room, query = '') {
+  const ada = await join(ctx.ada, room, 'Ada', {}, query);
+  const bo = await join(ctx.bo, room, 'Bo', {}, query);
+  await waitForVideoFrom(bo, 'Ada', 30000);
+  await waitForVideoFrom(ada, 'Bo', 30000);
+  await assertUdp(ada);
+  await polyfillWatch(bo);
+  if (process.env.SORI_E2E_DEBUG) {
+    const t0 = Date.now();
+    ada.on("console", (m) => console.log(`ada ${Date.now()} ${m.text()}`));
+  }
+  const before = {
+    presence: (await bo.evaluate(() => window.sori.presence ?? [])).length,
+    id: await ada.evaluate(() => window.sori.me),
+    boSdp: await bo.evaluate(() => window.sori.sdpVersions && window.sori.sdpVersions()),
+  };
+  return { ada, bo, before };
+}
+
+/** Starts timing Ada's video at Bo; returns when (ms), to place later instants on the page's
+ * clock. */
+async function watchAda({ bo }) {
+  await bo.evaluate(() => window.sori.watchVideo('Ada'));
+  return Date.now();
+}
+
+/** After an interruption of Ada's media that ended at `restored` (ms; the watch started at
+ * `watched`): when Ada's video came back at Bo (the end of the first stretch without frames
+ * that ended after `restored`; 0 if none), how much Bo missed, and what Bo saw of Ada. */
+async function afterwards({ ada, bo, before }, watched, restored) {
+  const since = (restored - watched) / 1000;
+  let resumed = null;
+  for (const deadline = Date.now() + 20000; Date.now() < deadline; await sleep(100)) {
+    const g = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+    const end = g.ends.find((e) => e > since);
+    if (end !== undefined) { resumed = end; break; }
+    // No stretch without frames since, none open, 3 s on: the video never stopped.
+    if (Date.now() - restored > 3000 && g.gaps.length === g.ends.length) { resumed = since; break; }
+  }
+  const back = resumed === null ? null : Math.max(0, resumed - since);
+  // Frames that keep coming, over the next two seconds (the sender's rate climbs back after
+  // an outage: its bandwidth estimate fell).
+  const flowing = (await bo.evaluate(() => window.sori.videoFrom('Ada'))).framesDecoded;
+  await sleep(2000);
+  const inTwo = (await bo.evaluate(() => window.sori.videoFrom('Ada'))).framesDecoded - flowing;
+  const gaps = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+  return {
+    back_after_s: back === null ? null : Number(back.toFixed(2)),
+    black_at_bo_s: Number(gaps.black.toFixed(2)),
+    frames_in_2_s_after: inTwo,
+    presence_at_bo: (await bo.evaluate(() => window.sori.presence ?? [])).slice(before.presence),
+    same_id: (await ada.evaluate(() => window.sori.me)) === before.id,
+    ada_ice_restarts: await ada.evaluate(() => window.sori.iceRestarts ?? null),
+    bo_ice_restarts: await bo.evaluate(() => window.sori.iceRestarts ?? null),
+    bo_renegotiated: JSON.stringify(await bo.evaluate(() => window.sori.sdpVersions && window.sori.sdpVersions())) !== JSON.stringify(before.boSdp),
+  };
+}
+
+test('UDP dropped for 5 s: Ada\'s video is back at Bo within 2 s of the restore, no one leaves', opts, async () => {
+  const c = await call('udp');
+  const watched = await watchAda(c);
+  execFileSync('ip', ['netns', 'exec', ns.ada, 'nft', '-f', '-'], { input: UDP_RULES });
+  if (process.env.SORI_E2E_DEBUG) console.log(`cut at ${Date.now()}`);
+  // The outage is what is measured: a fixed stretch of wall-clock time.
+  await sleep(5000);
+  inNs(ns.ada, 'nft', 'delete', 'table', 'inet', 'udpcut');
+  const restored = Date.now();
+  if (process.env.SORI_E2E_DEBUG) console.log(`restored at ${restored}`);
+  const report = { outage_s: 5, ...(await afterwards(c, watched, restored)) };
+  console.log(`# UDP outage: ${JSON.stringify(report)}`);
+  assert.notEqual(report.back_after_s, null, 'Ada\'s video comes back at Bo');
+  assert.ok(report.back_after_s <= 2, `within 2 s of the restore (${report.back_after_s} s)`);
+  assert.ok(report.frames_in_2_s_after >= 10, `and keeps coming (${report.frames_in_2_s_after} frames in the next 2 s)`);
+  assert.deepEqual(report.presence_at_bo, [], 'Bo saw no one leave or join');
+  assert.ok(report.same_id, 'Ada is the same participant');
+  assert.equal(report.bo_renegotiated, false, 'Bo\'s connection was not renegotiated');
+  await assertUdp(c.ada);
+  await c.ada.close();
+  await c.bo.close();
+});
+
+test('Ada\'s address changes mid-call: an ICE restart brings her video back within 3 s, same participant, Bo renegotiates nothing', opts, async () => {
+  const c = await call('moved');
+  const watched = await watchAda(c);
+  const pairBefore = await c.ada.evaluate(() => window.sori.selectedPair());
+  const moved = moveAda('10.93.0.20', '10.93.0.21');
+  const report = { ...(await afterwards(c, watched, moved)) };
+  const pairAfter = await c.ada.evaluate(() => window.sori.selectedPair());
+  report.address_before = pairBefore.local.address;
+  report.address_after = pairAfter && pairAfter.local.address;
+  console.log(`# address change: ${JSON.stringify(report)}`);
+  assert.equal(report.address_after, '10.93.0.21', 'Ada\'s media goes from her new address');
+  assert.notEqual(report.back_after_s, null, 'Ada\'s video comes back at Bo');
+  assert.ok(report.back_after_s <= 3, `within 3 s of the change (${report.back_after_s} s)`);
+  assert.ok(report.frames_in_2_s_after >= 10, `and keeps coming (${report.frames_in_2_s_after} frames in the next 2 s)`);
+  assert.ok(report.ada_ice_restarts >= 1, 'through an ICE restart');
+  assert.ok(report.same_id, 'Ada is the same participant');
+  assert.deepEqual(report.presence_at_bo, [], 'Bo saw no one leave or join');
+  assert.equal(report.bo_renegotiated, false, 'Bo\'s connection was not renegotiated');
+  await assertUdp(c.ada);
+  await c.ada.close();
+  await c.bo.close();
+});
+
+test('P2P: Ada\'s address changes mid-call: Bo restarts ICE to her new address, her video is back within 3 s', opts, async () => {
+  const c = await call('moved-p2p', '&mode=p2p');
+  const watched = await watchAda(c);
+  const moved = moveAda('10.93.0.21', '10.93.0.22');
+  const report = { ...(await afterwards(c, watched, moved)) };
+  const pair = await c.ada.evaluate(() => window.sori.selectedPair());
+  report.address_after = pair && pair.local.address;
+  console.log(`# P2P address change: ${JSON.stringify(report)}`);
+  assert.equal(report.address_after, '10.93.0.22', 'Ada\'s media goes from her new address');
+  assert.notEqual(report.back_after_s, null, 'Ada\'s video comes back at Bo');
+  assert.ok(report.back_after_s <= 3, `within 3 s of the change (${report.back_after_s} s)`);
+  assert.ok(report.frames_in_2_s_after >= 10, `and keeps coming (${report.frames_in_2_s_after} frames in the next 2 s)`);
+  assert.ok(report.bo_ice_restarts >= 1, 'through an ICE restart by Bo, who made the call');
+  assert.ok(report.same_id, 'Ada is the same participant');
+  assert.deepEqual(report.presence_at_bo, [], 'Bo saw no one leave or join');
+  await c.ada.close();
+  await c.bo.close();
 });

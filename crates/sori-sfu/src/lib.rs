@@ -24,6 +24,12 @@
 //! - One UDP port for every peer: a new peer's first STUN binding request is routed by the
 //!   ICE ufrag it is addressed to; once the peer's ICE agent answered an address, datagrams
 //!   from that address go straight to the peer. Anything else is dropped and counted.
+//! - ICE restarts: a client's offer with new ICE credentials ([`Sfu::accept_offer`]) gets an
+//!   answer with new ones, and their ufrag routes to the same peer; its tracks, subscriptions
+//!   and outgoing sequence numbers stay. The old ufrag routes until ICE is connected again. A
+//!   connected peer from whose media path nothing arrives for [`SfuConfig::ice_stall`] (an
+//!   outage, a network change, a NAT that moved it) is reported with
+//!   [`SfuEvent::IceStalled`], so that its client restarts ICE.
 //! - ICE-TCP (RFC 6544): with [`SfuConfig::tcp_candidates`] every peer also offers passive TCP
 //!   host candidates. The driver hands each RFC 4571 frame in as [`Proto::Tcp`] with the
 //!   connection's remote address, routed the same way, and writes [`Transmit`]s whose `proto`

@@ -1,6 +1,7 @@
 //! Simulcast signaling: a participant's `view` of each video it receives reaches the media
 //! server (and a bad one reaches nothing), `stats` come every 2 s once its media is connected,
-//! and the media server's wish for fewer layers reaches the publisher as `layers`. The media
+//! and the media server's wish for fewer layers reaches the publisher as `layers` (and its
+//! report of a silent media path reaches the participant as `ice-restart`). The media
 //! server is a stand-in (`common::stub`) that says on cue what the in-process core says only
 //! once simulcast media flows (the browser suites cover that path end to end).
 
@@ -219,6 +220,22 @@ async fn layers_go_to_the_publisher_alone() {
     );
     let seen = flush(&mut b, "after the layers").await;
     assert!(seen.iter().all(|m| m["type"] != "layers"), "{seen:?}");
+}
+
+/// The media server heard nothing from a participant's media path: that participant alone is
+/// asked to restart ICE.
+#[tokio::test]
+async fn a_stalled_media_path_asks_its_participant_alone_for_an_ice_restart() {
+    let (stub, url) = stub_server(None, Limits::default()).await;
+    let mut a = with_media(&url, "stall", "Ada").await;
+    let mut b = with_media(&url, "stall", "Grace").await;
+    stub.signal(0, PeerSignal::IceStalled);
+    assert_eq!(
+        a.expect("ice-restart").await,
+        json!({"type": "ice-restart"})
+    );
+    let seen = flush(&mut b, "after the stall").await;
+    assert!(seen.iter().all(|m| m["type"] != "ice-restart"), "{seen:?}");
 }
 
 #[tokio::test]

@@ -211,7 +211,10 @@ impl Forwarder {
                 true
             }
             PeerSignal::Connected => true,
-            PeerSignal::IceStalled => self.out.send(&ServerMessage::IceRestart),
+            PeerSignal::IceStalled => {
+                tracing::info!("nothing heard on the media path: asking for an ICE restart");
+                self.out.send(&ServerMessage::IceRestart)
+            }
             PeerSignal::Removed(reason) => {
                 tracing::info!("media connection removed: {reason}");
                 if reason != RemoveReason::Left {
