@@ -15,7 +15,7 @@ pub struct SfuConfig {
     pub tcp_candidates: Vec<SocketAddr>,
     /// A peer from which nothing arrived for this long is removed.
     pub ice_timeout: Duration,
-    /// A connected peer from whose media path nothing arrived for this long is reported
+    /// A connected peer from which nothing arrived for this long is reported
     /// ([`SfuEvent::IceStalled`](crate::SfuEvent::IceStalled)) so that its client restarts
     /// ICE, well before [`SfuConfig::ice_timeout`] would remove it.
     pub ice_stall: Duration,

@@ -27,9 +27,9 @@
 //! - ICE restarts: a client's offer with new ICE credentials ([`Sfu::accept_offer`]) gets an
 //!   answer with new ones, and their ufrag routes to the same peer; its tracks, subscriptions
 //!   and outgoing sequence numbers stay. The old ufrag routes until ICE is connected again. A
-//!   connected peer from whose media path nothing arrives for [`SfuConfig::ice_stall`] (an
-//!   outage, a network change, a NAT that moved it) is reported with
-//!   [`SfuEvent::IceStalled`], so that its client restarts ICE.
+//!   connected peer from which nothing arrives for [`SfuConfig::ice_stall`] (an outage, a
+//!   network change) is reported with [`SfuEvent::IceStalled`], so that its client restarts
+//!   ICE.
 //! - ICE-TCP (RFC 6544): with [`SfuConfig::tcp_candidates`] every peer also offers passive TCP
 //!   host candidates. The driver hands each RFC 4571 frame in as [`Proto::Tcp`] with the
 //!   connection's remote address, routed the same way, and writes [`Transmit`]s whose `proto`

@@ -123,10 +123,9 @@ pub enum SfuEvent {
         /// Each layer's `rid`, lowest first, and whether any receiver (or a tap) wants it.
         active: Vec<(String, bool)>,
     },
-    /// Nothing has arrived for [`SfuConfig::ice_stall`] from the address a connected peer's
-    /// media goes to: its path is gone (a network change, a NAT that gave it a new address
-    /// while its checks still come in from there, an outage). The client should restart ICE
-    /// (offer with new credentials); the peer keeps everything meanwhile. Once per silence.
+    /// Nothing has arrived from a connected peer for [`SfuConfig::ice_stall`]: its path is
+    /// gone (an outage, a network change). The client should restart ICE (offer with new
+    /// credentials); the peer keeps everything meanwhile. Once per silence.
     ///
     /// [`SfuConfig::ice_stall`]: crate::SfuConfig::ice_stall
     IceStalled {

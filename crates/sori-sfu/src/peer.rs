@@ -280,12 +280,6 @@ pub(crate) struct Peer {
     pub stalled: bool,
     /// Remote addresses the peer's ICE agent has answered; routed straight to this peer.
     pub addrs: Vec<(Proto, SocketAddr)>,
-    /// Where the session sends media (DTLS, RTP, RTCP): its nominated path.
-    pub path: Option<(Proto, SocketAddr)>,
-    /// When a datagram last arrived from `path`. A peer whose datagrams come from elsewhere
-    /// (its NAT gave it a new address) is as silent as one whose datagrams stopped: media to
-    /// the old path is lost either way.
-    pub path_heard: Instant,
     /// Every m-line of the session, in the order str0m reported them.
     pub lines: Vec<(Mid, MediaKind)>,
     /// RTP packets received from this peer and sent to it, per kind (audio, video).
@@ -403,8 +397,6 @@ impl Peer {
             connected: false,
             stalled: false,
             addrs: Vec::new(),
-            path: None,
-            path_heard: now,
             lines: Vec::new(),
             packets_in: [0; 2],
             packets_out: [0; 2],

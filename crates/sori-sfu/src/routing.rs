@@ -42,9 +42,6 @@ impl Switchboard {
     pub(crate) fn settle(&mut self, peer: &mut Peer) {
         let drained = peer.drain(&mut self.scratch_tx, &mut self.scratch_ev);
         for (proto, source, destination, contents) in self.scratch_tx.drain(..) {
-            if !stun::is_stun(&contents) {
-                peer.path = Some((proto, destination));
-            }
             // The ICE agent only answers addresses that proved they know the credentials.
             match peer.learn_addr((proto, destination)) {
                 Learned::Known => {}
@@ -124,9 +121,6 @@ impl Sfu {
         };
         if known_addr {
             peer.last_input = now;
-        }
-        if peer.path == Some((proto, source)) || peer.path.is_none() {
-            peer.path_heard = now;
             if peer.stalled {
                 // Heard from again: the next silence is reported anew.
                 peer.stalled = false;

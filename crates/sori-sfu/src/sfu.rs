@@ -114,8 +114,8 @@ impl Sfu {
                 peer.connected = true;
                 // From now on a silence is reported after `ice_stall`.
                 peer.stalled = false;
-                peer.path_heard = now;
-                peer.timers.set(Timer::Idle, now + self.config.ice_stall);
+                peer.timers
+                    .set(Timer::Idle, peer.last_input + self.config.ice_stall);
                 if let Some(at) = peer.timers.next() {
                     self.board.timers.set(id, at);
                 }

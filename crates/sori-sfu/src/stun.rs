@@ -6,12 +6,6 @@ const BINDING_REQUEST: u16 = 0x0001;
 const ATTR_USERNAME: u16 = 0x0006;
 const HEADER_LEN: usize = 20;
 
-/// Whether a datagram is a STUN message (RFC 5389: the two top bits clear and the magic
-/// cookie), as opposed to DTLS, RTP or RTCP.
-pub fn is_stun(buf: &[u8]) -> bool {
-    buf.len() >= HEADER_LEN && buf[0] < 0x40 && buf[4..8] == MAGIC_COOKIE
-}
-
 /// The local ufrag a STUN binding request is for (the part of USERNAME before the colon), or
 /// `None` for anything that is not a well-formed binding request carrying a USERNAME.
 pub fn binding_request_ufrag(buf: &[u8]) -> Option<&str> {
@@ -90,10 +84,6 @@ mod tests {
             None
         );
         assert_eq!(binding_request_ufrag(&[]), None);
-        assert!(is_stun(&request(b"a:b", &[])));
-        assert!(!is_stun(&[0x80; 40]), "RTP");
-        assert!(!is_stun(&[22; 40]), "DTLS");
-        assert!(!is_stun(&request(b"a:b", &[])[..19]), "truncated");
     }
 
     /// A regular attribute type other than USERNAME, with a value.

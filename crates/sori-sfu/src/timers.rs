@@ -78,16 +78,15 @@ impl Sfu {
                 return;
             }
             let stall = self.config.ice_stall;
-            let quiet = now.saturating_duration_since(peer.path_heard);
-            if peer.connected && !peer.stalled && quiet >= stall {
+            if peer.connected && !peer.stalled && idle >= stall {
                 peer.stalled = true;
                 self.counters.ice_stalls += 1;
-                tracing::debug!(%id, ?quiet, ?idle, "nothing heard on the media path: ICE stalled");
+                tracing::debug!(%id, ?idle, "nothing heard: ICE stalled");
                 self.events.push_back(SfuEvent::IceStalled { peer: id });
             }
             let timeout = peer.last_input + self.config.ice_timeout;
             let next = if peer.connected && !peer.stalled {
-                timeout.min(peer.path_heard + stall)
+                timeout.min(peer.last_input + stall)
             } else {
                 timeout
             };

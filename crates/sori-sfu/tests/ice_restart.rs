@@ -169,28 +169,30 @@ fn stalls(h: &Harness, peer: PeerId) -> Vec<std::time::Instant> {
 }
 
 /// A NAT that gives the subscriber a new public address: its checks and media now arrive from
-/// there with the same credentials, and the core's ICE agent (ICE-lite, controlled) keeps
-/// sending to the nominated old address. The core notices that nothing comes from where its
-/// media goes, reports it, and the client's ICE restart (as the web client does on
-/// `ice-restart`) brings the video back.
+/// there with the same credentials. The core's ICE agent (ICE-lite, controlled) keeps sending
+/// mostly to the nominated old address (both pairs are nominated and the old one still counts
+/// as valid), and hears the client all the while, so the core reports nothing either (a path
+/// that looks asymmetric is often fine: a browser moving its sending to a better pair). The
+/// client sees its media stop and restarts ICE (the web client does after 1.2 s); the restart
+/// brings the video to the new address for good.
 #[test]
-fn a_nat_rebinding_is_reported_and_an_ice_restart_brings_the_video_back() {
+fn after_a_nat_rebinding_the_clients_ice_restart_brings_the_video_back() {
     let mut h = call();
     let subscriber = h.members[1].peer;
-    let rebound = h.now;
     h.members[1].mapped = Some(addr(60));
     let received_before = video(&h, 1).len();
-    let sent_before = h.members[0].frames_sent;
-    h.run_until_true(Duration::from_secs(5), |h| {
-        !stalls(h, subscriber).is_empty()
-    });
-    // Four seconds after the last datagram from the old address (sent up to a link delay
-    // before the rebinding).
-    let reported = h.now - rebound;
+    let t = h.now + Duration::from_secs(2);
+    h.stream_until(0, FRAME, t);
+    // The core's ICE agent moves its sending to the new address only now and then.
+    let moved = video(&h, 1).len() - received_before;
+    assert!(moved < 30, "{moved} of 60 frames reached the new address");
     assert!(
-        reported >= Duration::from_millis(3980) && reported < Duration::from_millis(4500),
-        "reported {reported:?} after the rebinding"
+        stalls(&h, subscriber).is_empty(),
+        "the core heard the client throughout"
     );
+
+    let sent_before = h.members[0].frames_sent;
+    let received_before = video(&h, 1).len();
     h.ice_restart(1, None);
     let t = h.now + Duration::from_secs(3);
     h.stream_until(0, FRAME, t);
@@ -207,7 +209,17 @@ fn a_nat_rebinding_is_reported_and_an_ice_restart_brings_the_video_back() {
         after.len()
     );
     assert!(frames.windows(2).all(|w| w[0] < w[1]), "in order");
-    assert_continuous(&video(&h, 1));
+    // What went to the old address is lost; a second after the restart, nothing is.
+    let settled: Vec<&MediaData> = video(&h, 1)
+        .into_iter()
+        .filter(|d| common::harness_frame_number(&d.data) >= sent_before + 30)
+        .collect();
+    assert!(
+        settled.len() >= 55,
+        "{} frames in the last 2 s",
+        settled.len()
+    );
+    assert_continuous(&settled);
     assert_eq!(removals(&h), 0, "no one left");
     assert_eq!(h.sfu.counters().ice_restarts, 1);
 }

@@ -212,7 +212,9 @@ impl Forwarder {
             }
             PeerSignal::Connected => true,
             PeerSignal::IceStalled => {
-                tracing::info!("nothing heard on the media path: asking for an ICE restart");
+                tracing::info!(
+                    "nothing heard from the media connection: asking for an ICE restart"
+                );
                 self.out.send(&ServerMessage::IceRestart)
             }
             PeerSignal::Removed(reason) => {
