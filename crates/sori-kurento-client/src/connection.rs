@@ -126,6 +126,7 @@ impl Task {
     /// `None` when every [`RemoteMedia`] is gone.
     async fn reconnect(&mut self, shown: &str, waiting: &mut VecDeque<Outgoing>) -> Option<Ws> {
         let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0u32;
         loop {
             let (url, tls) = (self.url.clone(), self.tls.clone());
             let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls);
@@ -138,9 +139,18 @@ impl Task {
                     tracing::info!(url = shown, "media server connection restored");
                     return Some(ws);
                 }
-                Ok(Err(e)) => tracing::warn!(url = shown, "media server unreachable: {e}"),
-                Err(_) => tracing::warn!(url = shown, "media server did not answer in {limit:?}"),
+                // Said once per outage; each further attempt in the debug log.
+                Ok(Err(e)) if attempts == 0 => {
+                    tracing::warn!(url = shown, "media server unreachable: {e}; trying again");
+                }
+                Err(_) if attempts == 0 => tracing::warn!(
+                    url = shown,
+                    "media server did not answer in {limit:?}; trying again"
+                ),
+                Ok(Err(e)) => tracing::debug!(url = shown, "media server unreachable: {e}"),
+                Err(_) => tracing::debug!(url = shown, "media server did not answer"),
             }
+            attempts += 1;
             self.hold(tokio::time::sleep(backoff), waiting).await?;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

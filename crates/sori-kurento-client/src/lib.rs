@@ -185,6 +185,11 @@ impl RemoteMedia {
         self.tx.closed().await
     }
 
+    /// Whether the connection task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Whether the control connection is up now (false from when a lost connection is noticed
     /// until a new one has resumed the session or found it gone).
     pub fn is_connected(&self) -> bool {
