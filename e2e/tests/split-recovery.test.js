@@ -84,6 +84,10 @@ before(async () => {
   ctx.browser = await launchBrowser();
 });
 after(async () => {
+  // The session server's log, to read when a run fails.
+  if (process.env.SORI_E2E_SERVER_LOG && ctx.signal) {
+    (await import('node:fs')).writeFileSync(process.env.SORI_E2E_SERVER_LOG, ctx.signal.log.join('\n'));
+  }
   await ctx.browser?.close();
   await ctx.signal?.stop();
   ctx.proxy?.close();
@@ -227,6 +231,7 @@ test('(b) sori media killed and restarted: everyone back with video within 10 s,
   const runs = [];
   for (let i = 0; i < RUNS; i += 1) {
     await bo.evaluate(() => window.sori.watchVideo('Ada'));
+    await watchPackets(bo, 'Ada');
     const gone = logged(SESSION_GONE);
     const exited = new Promise((r) => ctx.media.child.once('exit', r));
     const killed = Date.now();
@@ -239,12 +244,17 @@ test('(b) sori media killed and restarted: everyone back with video within 10 s,
     const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
     runs.push({
       back_after_restart_s: back, back_after_kill_s: back === null ? null : (Date.now() - killed) / 1000,
-      black_at_bo_s: atBo.black, session_gone: logged(SESSION_GONE) > gone,
+      black_at_bo_s: atBo.black, packet_gap_at_bo_s: await packetGaps(bo), session_gone: logged(SESSION_GONE) > gone,
+      gaps: atBo.gaps,
     });
     assert.notEqual(back, null, `run ${i + 1}: both pages decode video again within 20 s of the restart`);
   }
   const report = {
-    runs: runs.map((r) => ({ back: r.back_after_restart_s, black: Number(r.black_at_bo_s.toFixed(2)) })),
+    runs: runs.map((r) => ({
+      back: r.back_after_restart_s, back_after_kill: r.back_after_kill_s, black: Number(r.black_at_bo_s.toFixed(2)),
+      packet_gap: Number(r.packet_gap_at_bo_s.toFixed(2)), gaps: r.gaps.map((g) => Number(g.toFixed(2))),
+    })),
+    back_after_kill_s: stats(runs.map((r) => r.back_after_kill_s)),
     back_after_restart_s: stats(runs.map((r) => r.back_after_restart_s)),
     black_at_bo_s: stats(runs.map((r) => r.black_at_bo_s)),
   };
