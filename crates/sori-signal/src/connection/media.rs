@@ -225,8 +225,7 @@ impl Retry {
 
     /// The participant's media joined: a wait under way has nothing left to do.
     fn succeeded(&self) {
-        self.joined
-            .fetch_add(1, Ordering::SeqCst);
+        self.joined.fetch_add(1, Ordering::SeqCst);
     }
 }
 
