@@ -133,41 +133,57 @@ const recordToasts = (page) => page.evaluate(() => {
   }).observe(t, { childList: true, characterData: true, subtree: true, attributes: true });
 });
 
-/** Starts timing the video packets `page` receives from `name` (beside `watchVideo`, which
- * times decoded frames: a busy machine can hold up decoding while packets still arrive). */
-const watchPackets = (page, name) => page.evaluate((who) => {
-  if (window.__packets) clearInterval(window.__packets.timer);
-  const w = { last: -1, at: performance.now(), gaps: [] };
+/**
+ * Starts timing the video `page` receives from `name`: every 100 ms, whether a new frame was
+ * decoded and a new packet arrived. Like `window.sori.watchVideo`, but only a count that grows
+ * is news: when the page makes a new peer connection its counters start again from 0, which
+ * is no frame. Reset for each run.
+ */
+const watchMedia = (page, name) => page.evaluate((who) => {
+  if (window.__media) clearInterval(window.__media.timer);
+  const start = performance.now();
+  const track = () => ({ last: -1, at: start, gaps: [], reset: null });
+  const w = { frames: track(), packets: track(), start };
+  const see = (t, value, now) => {
+    if (t.last >= 0 && value < t.last) { t.last = value; t.reset = now; return; }
+    if (value === t.last) return;
+    if (t.last >= 0 && now - t.at > 500) t.gaps.push((now - t.at) / 1000);
+    if (t.reset !== null && t.back === undefined) t.back = (now - start) / 1000;
+    t.last = value;
+    t.at = now;
+  };
   w.timer = setInterval(async () => {
-    const { packetsReceived } = await window.sori.videoFrom(who);
+    const v = await window.sori.videoFrom(who);
     const now = performance.now();
-    if (packetsReceived === w.last) return;
-    if (w.last >= 0 && now - w.at > 500) w.gaps.push((now - w.at) / 1000);
-    w.last = packetsReceived;
-    w.at = now;
+    see(w.frames, v.framesDecoded, now);
+    see(w.packets, v.packetsReceived, now);
   }, 100);
-  window.__packets = w;
+  window.__media = w;
 }, name);
 
-/** Seconds without video packets since `watchPackets` (stretches over half a second). */
-const packetGaps = (page) => page.evaluate(() => {
-  const w = window.__packets;
-  const gaps = [...w.gaps];
-  const open = performance.now() - w.at;
-  if (w.last < 0 || open > 500) gaps.push(open / 1000);
-  return gaps.reduce((a, b) => a + b, 0);
+/** Since `watchMedia`: seconds without a new frame (`black`) and without a new packet
+ * (`packetGap`), counting stretches over half a second (one still open counts up to now). */
+const mediaGaps = (page) => page.evaluate(() => {
+  const sum = (t) => {
+    const gaps = [...t.gaps];
+    const open = performance.now() - t.at;
+    if (t.last < 0 || open > 500) gaps.push(open / 1000);
+    return gaps.reduce((a, b) => a + b, 0);
+  };
+  const w = window.__media;
+  return { black: sum(w.frames), packetGap: sum(w.packets) };
 });
 
 /** Black-video and packet-gap seconds at `bo` for Ada's video over `ms` of a quiet call. */
 async function baseline(bo, ms) {
-  await bo.evaluate(() => window.sori.watchVideo('Ada'));
-  await watchPackets(bo, 'Ada');
+  await watchMedia(bo, 'Ada');
   await sleep(ms);
-  return { black: (await bo.evaluate(() => window.sori.videoGaps('Ada'))).black, packets: await packetGaps(bo) };
+  return mediaGaps(bo);
 }
 
 const stats = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
+  const s = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b);
+  if (s.length === 0) return null;
   const r = (x) => Number(x.toFixed(2));
   return { min: r(s[0]), median: r(s[Math.floor(s.length / 2)]), max: r(s[s.length - 1]) };
 };
@@ -182,8 +198,7 @@ test('(a) a control connection cut for 3 s: the session is resumed, media never 
   for (let i = 0; i < RUNS; i += 1) {
     // The same span without a cut, for comparison: what the machine's load alone costs.
     const quiet = await baseline(bo, CUT_MS + 1500);
-    await bo.evaluate(() => window.sori.watchVideo('Ada'));
-    await watchPackets(bo, 'Ada');
+    await watchMedia(bo, 'Ada');
     const resumed = logged(RESUMED);
     ctx.proxy.cut();
     await sleep(CUT_MS);
@@ -193,10 +208,10 @@ test('(a) a control connection cut for 3 s: the session is resumed, media never 
     const resumedAfter = (Date.now() - restored) / 1000;
     // Video for a second more.
     await sleep(1000);
-    const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+    const atBo = await mediaGaps(bo);
     runs.push({
-      black: atBo.black, packet_gap: await packetGaps(bo), resumed: resumedAfter,
-      quiet_black: quiet.black, quiet_packet_gap: quiet.packets,
+      black: atBo.black, packet_gap: atBo.packetGap, resumed: resumedAfter,
+      quiet_black: quiet.black, quiet_packet_gap: quiet.packetGap,
     });
   }
   const round = (r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Number(v.toFixed(2))]));
@@ -230,8 +245,7 @@ test('(b) sori media killed and restarted: everyone back with video within 10 s,
   const before = { ada: await snapshot(ada), bo: await snapshot(bo) };
   const runs = [];
   for (let i = 0; i < RUNS; i += 1) {
-    await bo.evaluate(() => window.sori.watchVideo('Ada'));
-    await watchPackets(bo, 'Ada');
+    await watchMedia(bo, 'Ada');
     const gone = logged(SESSION_GONE);
     const exited = new Promise((r) => ctx.media.child.once('exit', r));
     const killed = Date.now();
@@ -241,19 +255,21 @@ test('(b) sori media killed and restarted: everyone back with video within 10 s,
     const up = Date.now();
     const back = await Promise.all([waitForVideoFrom(bo, 'Ada', 20000), waitForVideoFrom(ada, 'Bo', 20000)])
       .then(() => (Date.now() - up) / 1000, () => null);
-    const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+    const atBo = await mediaGaps(bo);
+    const firstFrame = await bo.evaluate(() => window.__media.frames.back ?? null);
     runs.push({
       back_after_restart_s: back, back_after_kill_s: back === null ? null : (Date.now() - killed) / 1000,
-      black_at_bo_s: atBo.black, packet_gap_at_bo_s: await packetGaps(bo), session_gone: logged(SESSION_GONE) > gone,
-      gaps: atBo.gaps,
+      black_at_bo_s: atBo.black, packet_gap_at_bo_s: atBo.packetGap, session_gone: logged(SESSION_GONE) > gone,
+      first_new_frame_at_bo_s: firstFrame,
     });
     assert.notEqual(back, null, `run ${i + 1}: both pages decode video again within 20 s of the restart`);
   }
   const report = {
     runs: runs.map((r) => ({
       back: r.back_after_restart_s, back_after_kill: r.back_after_kill_s, black: Number(r.black_at_bo_s.toFixed(2)),
-      packet_gap: Number(r.packet_gap_at_bo_s.toFixed(2)), gaps: r.gaps.map((g) => Number(g.toFixed(2))),
+      packet_gap: Number(r.packet_gap_at_bo_s.toFixed(2)), first_new_frame: r.first_new_frame_at_bo_s,
     })),
+    first_new_frame_at_bo_after_kill_s: stats(runs.map((r) => r.first_new_frame_at_bo_s)),
     back_after_kill_s: stats(runs.map((r) => r.back_after_kill_s)),
     back_after_restart_s: stats(runs.map((r) => r.back_after_restart_s)),
     black_at_bo_s: stats(runs.map((r) => r.black_at_bo_s)),
@@ -283,7 +299,7 @@ test('(c) sori media frozen: offers fail at the timeout with an error shown, oth
   const before = { ada: await snapshot(ada), bo: await snapshot(bo) };
   const runs = [];
   for (let i = 0; i < RUNS; i += 1) {
-    await bo.evaluate(() => window.sori.watchVideo('Ada'));
+    await watchMedia(bo, 'Ada');
     ctx.media.child.kill('SIGSTOP');
     const frozen = Date.now();
     // A newcomer in the frozen room, and one in another room at the same time.
@@ -305,12 +321,16 @@ test('(c) sori media frozen: offers fail at the timeout with an error shown, oth
     const healthz = await health();
     ctx.media.child.kill('SIGCONT');
     const thawed = Date.now();
-    const back = await Promise.all([
-      waitForVideoFrom(cy, 'Ada', 30000), waitForVideoFrom(bo, `Cy${i}`, 30000),
-      waitForVideoFrom(bo, 'Ada', 30000),
-      pollPage(dee, async () => (await window.sori.outbound()).videoPackets > 50, null, 30000),
-    ]).then(() => (Date.now() - thawed) / 1000, () => null);
-    const atBo = await bo.evaluate(() => window.sori.videoGaps('Ada'));
+    const missing = [];
+    const waitFor = (what, p) => p.catch(() => { missing.push(what); });
+    await Promise.all([
+      waitFor(`Ada's video at Cy${i}`, waitForVideoFrom(cy, 'Ada', 30000)),
+      waitFor(`Cy${i}'s video at Bo`, waitForVideoFrom(bo, `Cy${i}`, 30000)),
+      waitFor("Ada's video at Bo", waitForVideoFrom(bo, 'Ada', 30000)),
+      waitFor(`Dee${i}'s media sent`, pollPage(dee, async () => (await window.sori.outbound()).videoPackets > 50, null, 30000)),
+    ]);
+    const back = missing.length ? null : (Date.now() - thawed) / 1000;
+    const atBo = await mediaGaps(bo);
     const healthAfter = await health();
     runs.push({
       cy_joined_s: cyJoined, dee_joined_s: deeJoined, cy_offer_failed_s: cyFailed.after_s,
@@ -319,7 +339,7 @@ test('(c) sori media frozen: offers fail at the timeout with an error shown, oth
     });
     await cy.context().close();
     await dee.context().close();
-    assert.notEqual(back, null, `run ${i + 1}: everyone has media again within 30 s of SIGCONT`);
+    assert.deepEqual(missing, [], `run ${i + 1}: everyone has media again within 30 s of SIGCONT`);
   }
   const pick = (k) => stats(runs.map((r) => r[k]));
   const report = {

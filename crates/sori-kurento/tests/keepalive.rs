@@ -154,3 +154,35 @@ async fn the_session_servers_client_resumes_its_session_through_a_cut() {
         assert!(!e.is_unknown_object(), "{e}");
     }
 }
+
+#[tokio::test]
+async fn late_frames_of_a_dead_socket_leave_the_session_on_the_new_one() {
+    let s = server().await;
+    let mut old = Client::connect(&s.url).await;
+    let p = pipeline(&mut old).await;
+    let w = endpoint(&mut old, &p).await;
+    let w2 = endpoint(&mut old, &p).await;
+    let sub = old
+        .ok(
+            "subscribe",
+            json!({"object": w, "type": "ElementConnected"}),
+        )
+        .await;
+    let session = sub["sessionId"].clone();
+
+    let mut new = Client::connect(&s.url).await;
+    new.ok("connect", json!({"sessionId": session})).await;
+    // The old socket's last frame, read after the resume (a media server that was frozen),
+    // binds the session to it; then it closes.
+    old.ok("describe", json!({"object": w, "sessionId": session}))
+        .await;
+    old.close().await;
+
+    // Events go to the new socket again, those caused by others too.
+    let mut other = Client::connect(&s.url).await;
+    other
+        .invoke(&w, "connect", json!({"sink": w2, "mediaType": "VIDEO"}))
+        .await;
+    let e = new.event(&w, "ElementConnected").await;
+    assert_eq!(e["params"]["value"]["data"]["sink"], json!(w2));
+}
