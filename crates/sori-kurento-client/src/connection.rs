@@ -1,7 +1,16 @@
 //! The connection task: requests out in order, replies matched by id, events to the
-//! participants they concern; reconnection with backoff when the media server goes away.
+//! participants they concern; pings that find a dead connection, and a new connection that
+//! resumes the media server's session.
+//!
+//! While there is no connection, requests wait for one (each until its caller's deadline).
+//! A new connection first sends `connect{sessionId}`: accepted, the session's objects are all
+//! still there and nothing else happens; refused (the media server restarted), every
+//! participant's media is reported removed and the rooms are forgotten, before the waiting
+//! requests go out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,17 +19,19 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sori_media::sori_sfu::RemoveReason;
 use sori_media::PeerSignal;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::{RemoteError, RemoteMedia, Room};
+use crate::{lock, RemoteError, RemoteMedia, Shared};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+type Sink = SplitSink<Ws, Message>;
+type Stream = SplitStream<Ws>;
 
 /// The signal channels of the participants, by endpoint id.
-pub(crate) type Watchers =
-    Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<PeerSignal>>>>;
+pub(crate) type Watchers = std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<PeerSignal>>>;
 
 type ReplyTx = oneshot::Sender<Result<Value, RemoteError>>;
 
@@ -31,6 +42,17 @@ pub(crate) struct Outgoing {
     pub(crate) reply: ReplyTx,
 }
 
+/// The most requests that wait for a connection; beyond, new ones fail at once.
+const MAX_WAITING: usize = 4096;
+
+/// The first wait before connecting again; it doubles after each failure, up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The id of the `connect` that resumes a session on a new connection.
+const RESUME_ID: u64 = 0;
+
 /// What the connection task shares with the [`RemoteMedia`] handles.
 pub(crate) struct Task {
     pub(crate) url: String,
@@ -39,13 +61,11 @@ pub(crate) struct Task {
     /// To hand out a [`RemoteMedia`] for a participant the media server dropped, without
     /// keeping the task alive.
     pub(crate) this: mpsc::WeakUnboundedSender<Outgoing>,
-    pub(crate) watchers: Watchers,
-    pub(crate) rooms: Arc<Mutex<HashMap<String, Room>>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// One connection's state: requests awaiting their reply, and the session the media server
 /// gave us.
-#[derive(Default)]
 struct Exchange {
     pending: HashMap<u64, ReplyTx>,
     next_id: u64,
@@ -56,8 +76,8 @@ struct Exchange {
 enum Ended {
     /// Every [`RemoteMedia`] is gone: the task ends.
     Dropped,
-    /// The media server went away: connect again.
-    Lost,
+    /// The media server went away, or stopped answering: connect again.
+    Lost(String),
 }
 
 impl Task {
@@ -66,58 +86,161 @@ impl Task {
         // The query may hold an access token: logs show the rest.
         let shown = self.url.split('?').next().unwrap_or(&self.url).to_string();
         let mut ws = first;
+        let mut session = None;
+        let mut waiting = VecDeque::new();
         loop {
-            let mut exchange = Exchange::default();
-            if let Ended::Dropped = self.serve(ws, &mut exchange).await {
-                return;
+            let mut exchange = Exchange {
+                pending: HashMap::new(),
+                next_id: RESUME_ID + 1,
+                session: session.take(),
+            };
+            let (mut sink, mut stream) = ws.split();
+            let ended = match self.resume(&mut sink, &mut stream, &mut exchange).await {
+                Ok(()) => {
+                    self.shared.connected.store(true, Ordering::SeqCst);
+                    self.serve(&mut sink, &mut stream, &mut exchange, &mut waiting)
+                        .await
+                }
+                Err(ended) => ended,
+            };
+            self.shared.connected.store(false, Ordering::SeqCst);
+            // Requests in flight: whether the media server acted on them is unknown.
+            for (_, reply) in exchange.pending.drain() {
+                let _ = reply.send(Err(RemoteError::unreachable("connection lost")));
             }
-            tracing::warn!(url = shown, "media server connection lost");
-            self.lost(exchange).await;
-            match self.reconnect(&shown).await {
+            session = exchange.session;
+            match ended {
+                Ended::Dropped => return,
+                Ended::Lost(why) => {
+                    tracing::warn!(url = shown, "media server connection lost: {why}");
+                }
+            }
+            match self.reconnect(&shown, &mut waiting).await {
                 Some(next) => ws = next,
                 None => return,
             }
         }
     }
 
-    /// Connects again, waiting longer after each failure; meanwhile requests fail at once.
+    /// Connects again, waiting longer after each failure; meanwhile requests wait.
     /// `None` when every [`RemoteMedia`] is gone.
-    async fn reconnect(&mut self, shown: &str) -> Option<Ws> {
-        let mut backoff = Duration::from_millis(200);
+    async fn reconnect(&mut self, shown: &str, waiting: &mut VecDeque<Outgoing>) -> Option<Ws> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0u32;
         loop {
-            let connecting = tokio_tungstenite::connect_async_tls_with_config(
-                &self.url,
-                None,
-                true,
-                self.tls.clone(),
-            );
-            match connecting.await {
-                Ok((ws, _)) => {
+            let (url, tls) = (self.url.clone(), self.tls.clone());
+            let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls);
+            let limit = self.shared.options.connect_timeout;
+            let attempt = self
+                .hold(tokio::time::timeout(limit, connecting), waiting)
+                .await?;
+            match attempt {
+                Ok(Ok((ws, _))) => {
                     tracing::info!(url = shown, "media server connection restored");
                     return Some(ws);
                 }
-                Err(e) => {
-                    tracing::warn!(url = shown, "media server unreachable: {e}");
-                    let wait = tokio::time::sleep(backoff);
-                    tokio::pin!(wait);
-                    loop {
-                        tokio::select! {
-                            _ = &mut wait => break,
-                            out = self.rx.recv() => {
-                                let out = out?;
-                                let _ = out.reply.send(Err(RemoteError::unreachable(e.to_string())));
-                            }
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                // Said once per outage; each further attempt in the debug log.
+                Ok(Err(e)) if attempts == 0 => {
+                    tracing::warn!(url = shown, "media server unreachable: {e}; trying again");
                 }
+                Err(_) if attempts == 0 => tracing::warn!(
+                    url = shown,
+                    "media server did not answer in {limit:?}; trying again"
+                ),
+                Ok(Err(e)) => tracing::debug!(url = shown, "media server unreachable: {e}"),
+                Err(_) => tracing::debug!(url = shown, "media server did not answer"),
+            }
+            attempts += 1;
+            self.hold(tokio::time::sleep(backoff), waiting).await?;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Awaits `fut` while requests arriving meanwhile wait in `waiting`. `None` when every
+    /// [`RemoteMedia`] is gone.
+    async fn hold<F: Future>(
+        &mut self,
+        fut: F,
+        waiting: &mut VecDeque<Outgoing>,
+    ) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                out = self.rx.recv() => wait_for_connection(waiting, out?),
             }
         }
     }
 
-    /// Carries requests and replies over one connection until it ends.
-    async fn serve(&mut self, ws: Ws, exchange: &mut Exchange) -> Ended {
-        let (mut sink, mut stream) = ws.split();
+    /// On a new connection, takes the session back with `connect{sessionId}`. Refused, the
+    /// media server no longer has our objects: everyone's media is reported lost and the
+    /// session starts anew. An error when the connection fails meanwhile.
+    async fn resume(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut Stream,
+        exchange: &mut Exchange,
+    ) -> Result<(), Ended> {
+        let Some(session) = exchange.session.clone() else {
+            return Ok(());
+        };
+        let (reply, answered) = oneshot::channel();
+        exchange.pending.insert(RESUME_ID, reply);
+        let frame = json!({"jsonrpc": "2.0", "id": RESUME_ID, "method": "connect",
+                           "params": {"sessionId": session}});
+        let limit = self.shared.options.connect_timeout;
+        send_frame(sink, Message::text(frame.to_string()), limit).await?;
+        let reading = async {
+            loop {
+                match next_text(stream).await {
+                    Some(text) => self.received(&text, exchange),
+                    None => return Err(Ended::Lost("closed while resuming".into())),
+                }
+                if exchange.pending.is_empty() {
+                    return Ok(());
+                }
+            }
+        };
+        // Requests made meanwhile wait in the channel.
+        tokio::time::timeout(limit, reading)
+            .await
+            .map_err(|_| Ended::Lost("no answer to connect".into()))??;
+        match answered.await {
+            Ok(Ok(_)) => {
+                tracing::info!("media server session resumed: the media went on");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("media server session gone ({e}): making everyone's media again");
+                exchange.session = None;
+                self.media_lost();
+            }
+            Err(_) => return Err(Ended::Lost("resume not answered".into())),
+        }
+        Ok(())
+    }
+
+    /// Carries requests and replies over one connection until it ends, pinging the media
+    /// server: silence past [`RemoteOptions::dead_after`](crate::RemoteOptions) ends it too.
+    async fn serve(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut Stream,
+        exchange: &mut Exchange,
+        waiting: &mut VecDeque<Outgoing>,
+    ) -> Ended {
+        let options = self.shared.options.clone();
+        // The requests that waited for this connection, unless their callers gave up.
+        while let Some(out) = waiting.pop_front() {
+            if out.reply.is_closed() {
+                continue;
+            }
+            if let Err(ended) = send(sink, exchange, out, options.dead_after).await {
+                return ended;
+            }
+        }
+        let mut ping = tokio::time::interval(options.keepalive);
+        ping.tick().await;
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 out = self.rx.recv() => {
@@ -125,13 +248,32 @@ impl Task {
                         let _ = sink.close().await;
                         return Ended::Dropped;
                     };
-                    if !send(&mut sink, exchange, out).await {
-                        return Ended::Lost;
+                    if let Err(ended) = send(sink, exchange, out, options.dead_after).await {
+                        return ended;
                     }
                 }
-                frame = next_text(&mut stream) => {
-                    let Some(text) = frame else { return Ended::Lost };
-                    self.received(&text, exchange);
+                frame = stream.next() => {
+                    heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(t))) => self.received(t.as_str(), exchange),
+                        Some(Ok(Message::Close(_))) | None => {
+                            return Ended::Lost("closed by the media server".into());
+                        }
+                        Some(Err(e)) => return Ended::Lost(e.to_string()),
+                        Some(Ok(_)) => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() >= options.dead_after {
+                        return Ended::Lost(format!(
+                            "nothing heard for {:?}, pings included",
+                            options.dead_after
+                        ));
+                    }
+                    let ping = Message::Ping(Vec::new().into());
+                    if let Err(ended) = send_frame(sink, ping, options.dead_after).await {
+                        return ended;
+                    }
                 }
             }
         }
@@ -143,14 +285,13 @@ impl Task {
             return;
         };
         if v.get("method").and_then(Value::as_str) == Some("onEvent") {
-            if let Some(ended) = event(&v["params"]["value"], &self.watchers) {
+            if let Some(ended) = event(&v["params"]["value"], &self.shared.watchers) {
                 // The media server dropped the participant's session: its endpoint goes too,
                 // so that its next offer starts a new one.
                 if let Some(tx) = self.this.upgrade() {
                     let media = RemoteMedia {
                         tx,
-                        rooms: self.rooms.clone(),
-                        watchers: self.watchers.clone(),
+                        shared: self.shared.clone(),
                     };
                     tokio::spawn(async move { media.leave(&ended).await });
                 }
@@ -177,29 +318,40 @@ impl Task {
         }
     }
 
-    /// The connection is gone: pending requests fail, and every participant's media with the
-    /// session: they are told, and the rooms forgotten.
-    async fn lost(&self, exchange: Exchange) {
-        for (_, reply) in exchange.pending {
-            let _ = reply.send(Err(RemoteError::unreachable("connection lost")));
-        }
-        let lost: Vec<_> = self
-            .watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
+    /// The media server lost our session (it restarted): every participant is told its
+    /// media was removed (the session server has the browser connect it again), and the
+    /// rooms are forgotten.
+    fn media_lost(&self) {
+        self.shared.rooms.forget_all();
+        let lost: Vec<_> = lock(&self.shared.watchers).drain().collect();
         for (_, tx) in lost {
             let _ = tx.send(PeerSignal::Removed(RemoveReason::Failed(
-                "media server connection lost".into(),
+                "the media server restarted".into(),
             )));
         }
-        self.rooms.lock().await.clear();
     }
 }
 
-/// Sends one request in our session; false when the connection is gone.
-async fn send(sink: &mut SplitSink<Ws, Message>, exchange: &mut Exchange, out: Outgoing) -> bool {
+/// A request made while there is no connection waits for one, unless too many wait already.
+fn wait_for_connection(waiting: &mut VecDeque<Outgoing>, out: Outgoing) {
+    if waiting.len() >= MAX_WAITING {
+        waiting.retain(|o| !o.reply.is_closed());
+    }
+    if waiting.len() >= MAX_WAITING {
+        let why = "no connection to the media server, and too many requests waiting for one";
+        let _ = out.reply.send(Err(RemoteError::unreachable(why)));
+        return;
+    }
+    waiting.push_back(out);
+}
+
+/// Sends one request in our session.
+async fn send(
+    sink: &mut Sink,
+    exchange: &mut Exchange,
+    out: Outgoing,
+    limit: Duration,
+) -> Result<(), Ended> {
     let Outgoing {
         method,
         mut params,
@@ -211,16 +363,21 @@ async fn send(sink: &mut SplitSink<Ws, Message>, exchange: &mut Exchange, out: O
     let id = exchange.next_id;
     exchange.next_id += 1;
     let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    if sink.send(Message::text(frame.to_string())).await.is_err() {
-        let _ = reply.send(Err(RemoteError::unreachable("connection lost")));
-        return false;
-    }
     exchange.pending.insert(id, reply);
-    true
+    send_frame(sink, Message::text(frame.to_string()), limit).await
+}
+
+/// Sends one frame; a connection that takes longer than `limit` to take it is dead.
+async fn send_frame(sink: &mut Sink, frame: Message, limit: Duration) -> Result<(), Ended> {
+    match tokio::time::timeout(limit, sink.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ended::Lost(e.to_string())),
+        Err(_) => Err(Ended::Lost("the connection took no more data".into())),
+    }
 }
 
 /// The next text frame; `None` when the connection closed or failed.
-async fn next_text(stream: &mut SplitStream<Ws>) -> Option<String> {
+async fn next_text(stream: &mut Stream) -> Option<String> {
     loop {
         match stream.next().await {
             Some(Ok(Message::Text(t))) => return Some(t.as_str().to_string()),
@@ -244,7 +401,7 @@ fn event(value: &Value, watchers: &Watchers) -> Option<String> {
         }
         _ => return None,
     };
-    let mut w = watchers.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = lock(watchers);
     let removed = matches!(signal, PeerSignal::Removed(_));
     if let Some(tx) = w.get(object) {
         let _ = tx.send(signal);
@@ -262,7 +419,7 @@ mod tests {
 
     #[test]
     fn events_reach_their_participant_and_an_ended_session_is_reported() {
-        let watchers: Watchers = Arc::default();
+        let watchers = Watchers::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         watchers.lock().unwrap().insert("E".into(), tx);
         let offer = json!({"object": "E", "type": "RenegotiationNeeded",

@@ -10,25 +10,34 @@
 //! SFU rooms). The media server's offers arrive as `RenegotiationNeeded` events.
 //!
 //! One task owns the WebSocket ([`connection`]): requests go out in order and replies are
-//! matched by id; a lost connection is retried, and the participants it carried are told
-//! they were removed.
+//! matched by id; WebSocket pings find a dead connection within seconds. A lost connection is
+//! made again and the media server's session resumed (`connect{sessionId}`), so the media goes
+//! on untouched; when the media server restarted and the session is gone, the participants
+//! are told their media was removed, and their browsers connect it again.
+//!
+//! Each room has a lock of its own (a join links the newcomer with everyone in the room), and
+//! every operation fails at its deadline: a media server that stops answering holds nothing
+//! up for longer than [`RemoteOptions::request_timeout`].
 
 #![forbid(unsafe_code)]
 
 mod connection;
+mod rooms;
 mod tls;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sori_media::sori_sfu::{MediaKind, ReceiverStats, TrackId, View};
 use sori_media::{
     BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
 };
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use connection::{Outgoing, Task, Watchers};
+use rooms::{Endpoint, Room, RoomLock, Rooms};
 
 /// An error from the media server (or from reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,58 +87,91 @@ pub struct RemoteJoined {
     pub signals: mpsc::UnboundedReceiver<PeerSignal>,
 }
 
-/// A room: its pipeline and participants.
-#[derive(Default)]
-pub(crate) struct Room {
-    pipeline: String,
-    endpoints: Vec<Endpoint>,
-}
-
-/// A participant's endpoint and what flows from and to it.
-struct Endpoint {
-    id: String,
-    /// It receives the others (off: a publish-only participant).
-    receives: bool,
-    /// Its audio and video go to no one (a server-side mute).
-    muted: [bool; 2],
-}
-
 const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 
-/// How long a request to the media server may go unanswered.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How the control connection is kept and how long requests may take.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// How long a request to the media server may go unanswered, waiting for the connection
+    /// to come back included.
+    pub request_timeout: Duration,
+    /// A WebSocket ping goes to the media server this often.
+    pub keepalive: Duration,
+    /// A connection on which nothing (not even a pong) arrived for this long is dead: it is
+    /// dropped and made again.
+    pub dead_after: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(1),
+            dead_after: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the [`RemoteMedia`] handles and the connection task share.
+pub(crate) struct Shared {
+    pub(crate) rooms: Rooms,
+    pub(crate) watchers: Watchers,
+    pub(crate) options: RemoteOptions,
+    /// There is a connection whose session is known to be good.
+    pub(crate) connected: std::sync::atomic::AtomicBool,
+}
 
 /// The connection to a remote media server; cheap to clone.
+///
+/// When the connection drops, it is made again and the media server's session resumed with
+/// `connect{sessionId}`: the media keeps flowing and nobody is told. Requests made meanwhile
+/// wait for the connection (up to [`RemoteOptions::request_timeout`]). When the session is
+/// gone (the media server restarted), every participant's media is reported removed
+/// ([`PeerSignal::Removed`]) once the new connection is up, so that their next offers start
+/// new media at once.
 #[derive(Clone)]
 pub struct RemoteMedia {
     tx: mpsc::UnboundedSender<Outgoing>,
-    rooms: Arc<Mutex<HashMap<String, Room>>>,
-    watchers: Watchers,
+    shared: Arc<Shared>,
 }
 
 impl RemoteMedia {
-    /// Connects to the control API at `url`; fails when it cannot be reached now. Later
-    /// disconnections are retried; participants of a lost connection are told they were
-    /// removed.
+    /// Connects to the control API at `url`; fails when it cannot be reached now.
     pub async fn connect(url: &str) -> Result<RemoteMedia, RemoteError> {
+        Self::connect_with(url, RemoteOptions::default()).await
+    }
+
+    /// [`RemoteMedia::connect`] with other timeouts.
+    pub async fn connect_with(
+        url: &str,
+        options: RemoteOptions,
+    ) -> Result<RemoteMedia, RemoteError> {
         let tls = tls::tls_for(url)?;
-        let (ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls.clone())
-                .await
-                .map_err(|e| RemoteError::unreachable(e.to_string()))?;
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls.clone());
+        let (ws, _) = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| RemoteError::unreachable("no WebSocket handshake in time"))?
+            .map_err(|e| RemoteError::unreachable(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let media = RemoteMedia {
             tx,
-            rooms: Arc::default(),
-            watchers: Arc::default(),
+            shared: Arc::new(Shared {
+                rooms: Rooms::default(),
+                watchers: Watchers::default(),
+                options,
+                connected: true.into(),
+            }),
         };
         let task = Task {
             url: url.to_string(),
             tls,
             rx,
             this: media.tx.downgrade(),
-            watchers: media.watchers.clone(),
-            rooms: media.rooms.clone(),
+            shared: media.shared.clone(),
         };
         tokio::spawn(task.run(ws));
         // A session of our own from the start.
@@ -137,7 +179,40 @@ impl RemoteMedia {
         Ok(media)
     }
 
+    /// Resolves when the connection task has stopped (it panicked): from then on every
+    /// request fails, and the process should end.
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+
+    /// Whether the connection task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether the control connection is up now (false from when a lost connection is noticed
+    /// until a new one has resumed the session or found it gone).
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.shared.options.request_timeout
+    }
+
     async fn request(&self, method: &'static str, params: Value) -> Result<Value, RemoteError> {
+        self.request_by(method, params, self.deadline()).await
+    }
+
+    /// A request that fails when unanswered at `deadline`.
+    async fn request_by(
+        &self,
+        method: &'static str,
+        params: Value,
+        deadline: Instant,
+    ) -> Result<Value, RemoteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Outgoing {
@@ -146,12 +221,12 @@ impl RemoteMedia {
                 reply,
             })
             .map_err(|_| RemoteError::unreachable("connection task stopped"))?;
-        // A media server that stopped answering (frozen, overloaded) must not hold a
+        // A media server that stopped answering (frozen, overloaded, or away) must not hold a
         // participant's offer, or anything else, without bound.
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(reply) => reply.map_err(|_| RemoteError::unreachable("connection lost"))?,
             Err(_) => Err(RemoteError::unreachable(format!(
-                "the media server did not answer {method} within {REQUEST_TIMEOUT:?}"
+                "the media server did not answer {method} in time"
             ))),
         }
     }
@@ -161,18 +236,20 @@ impl RemoteMedia {
         object: &str,
         operation: &str,
         params: Value,
+        deadline: Instant,
     ) -> Result<Value, RemoteError> {
         let r = self
-            .request(
+            .request_by(
                 "invoke",
                 json!({"object": object, "operation": operation, "operationParams": params}),
+                deadline,
             )
             .await?;
         Ok(r.get("value").cloned().unwrap_or(Value::Null))
     }
 
-    async fn create(&self, params: Value) -> Result<String, RemoteError> {
-        let r = self.request("create", params).await?;
+    async fn create(&self, params: Value, deadline: Instant) -> Result<String, RemoteError> {
+        let r = self.request_by("create", params, deadline).await?;
         r.get("value")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -186,96 +263,105 @@ impl RemoteMedia {
 
     /// Connects `source`'s media of the kinds not in `muted` to `sink`, on a media description
     /// of the sink's own for that source.
-    async fn link(&self, source: &str, sink: &str, muted: [bool; 2]) -> Result<(), RemoteError> {
+    async fn link(
+        &self,
+        source: &str,
+        sink: &str,
+        muted: [bool; 2],
+        deadline: Instant,
+    ) -> Result<(), RemoteError> {
         if muted == [false; 2] {
-            self.invoke(
-                source,
-                "connect",
-                json!({"sink": sink, "sinkMediaDescription": source}),
-            )
-            .await?;
+            let params = json!({"sink": sink, "sinkMediaDescription": source});
+            self.invoke(source, "connect", params, deadline).await?;
             return Ok(());
         }
         for (kind, _) in KINDS.iter().zip(muted).filter(|(_, m)| !m) {
-            self.invoke(
-                source,
-                "connect",
-                json!({"sink": sink, "mediaType": kind, "sinkMediaDescription": source}),
-            )
-            .await?;
+            let params = json!({"sink": sink, "mediaType": kind, "sinkMediaDescription": source});
+            self.invoke(source, "connect", params, deadline).await?;
         }
         Ok(())
     }
 
-    /// Joins `room`; the participant receives the others only when `receive` is true.
+    /// Joins `room`; the participant receives the others only when `receive` is true. The
+    /// whole join, waiting for the room included, fails at the request timeout.
     pub async fn join_as(
         &self,
         room: &str,
         offer: &str,
         receive: bool,
     ) -> Result<RemoteJoined, RemoteError> {
-        let mut rooms = self.rooms.lock().await;
-        if !rooms.contains_key(room) {
-            let pipeline = self
-                .create(json!({"type": "MediaPipeline", "properties": {}}))
-                .await?;
-            rooms.insert(
-                room.to_string(),
-                Room {
-                    pipeline,
-                    endpoints: Vec::new(),
-                },
-            );
+        let deadline = self.deadline();
+        let rooms = &self.shared.rooms;
+        // A second try when the room went (emptied, or the session lost) while we waited for
+        // it or worked in it.
+        for attempt in 0..3 {
+            let shared = rooms.get_or_add(room);
+            let Ok(mut r) = tokio::time::timeout_at(deadline, shared.lock()).await else {
+                return Err(RemoteError::unreachable(format!(
+                    "room {room} stayed busy: the media server is slow to answer"
+                )));
+            };
+            if !r.live(rooms) {
+                continue;
+            }
+            match self
+                .join_locked(&mut r, room, offer, receive, deadline)
+                .await
+            {
+                Err(e) if !r.live(rooms) && attempt < 2 => {
+                    tracing::debug!(room, "room lost during a join ({e}): again");
+                }
+                Err(e) => {
+                    if r.endpoints.is_empty() {
+                        r.gone = true;
+                        rooms.remove(room, &shared);
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
+            }
         }
-        let pipeline = rooms[room].pipeline.clone();
+        Err(RemoteError::unreachable(
+            "the media server's session keeps being lost",
+        ))
+    }
+
+    /// A join with the room's lock held.
+    async fn join_locked(
+        &self,
+        r: &mut Room,
+        room: &str,
+        offer: &str,
+        receive: bool,
+        deadline: Instant,
+    ) -> Result<RemoteJoined, RemoteError> {
+        let pipeline = match &r.pipeline {
+            Some(p) => p.clone(),
+            None => {
+                let params = json!({"type": "MediaPipeline", "properties": {}});
+                let p = self.create(params, deadline).await?;
+                r.pipeline = Some(p.clone());
+                p
+            }
+        };
         let endpoint = self
-            .create(json!({"type": "WebRtcEndpoint",
-                           "constructorParams": {"mediaPipeline": pipeline},
-                           "properties": {"renegotiation": true}}))
+            .create(
+                json!({"type": "WebRtcEndpoint",
+                       "constructorParams": {"mediaPipeline": pipeline},
+                       "properties": {"renegotiation": true}}),
+                deadline,
+            )
             .await?;
         let (signal_tx, signals) = mpsc::unbounded_channel();
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(endpoint.clone(), signal_tx);
-        let result = async {
-            for event in [
-                "RenegotiationNeeded",
-                "ConnectionStateChanged",
-                "MediaSessionTerminated",
-            ] {
-                self.request("subscribe", json!({"object": endpoint, "type": event}))
-                    .await?;
-            }
-            let answer = self
-                .invoke(&endpoint, "processOffer", json!({"offer": offer}))
-                .await?;
-            let answer = answer
-                .as_str()
-                .ok_or_else(|| RemoteError::unreachable("processOffer answered no SDP"))?
-                .to_string();
-            let stream_id = self.invoke(&endpoint, "getStreamId", json!({})).await?;
-            let stream_id = stream_id.as_str().unwrap_or_default().to_string();
-            for other in &rooms[room].endpoints {
-                if receive {
-                    self.link(&other.id, &endpoint, other.muted).await?;
-                }
-                if other.receives {
-                    self.link(&endpoint, &other.id, [false; 2]).await?;
-                }
-            }
-            Ok((answer, stream_id))
-        }
-        .await;
-        match result {
+        lock(&self.shared.watchers).insert(endpoint.clone(), signal_tx);
+        match self.setup(r, &endpoint, offer, receive, deadline).await {
             Ok((answer, stream_id)) => {
-                if let Some(r) = rooms.get_mut(room) {
-                    r.endpoints.push(Endpoint {
-                        id: endpoint.clone(),
-                        receives: receive,
-                        muted: [false; 2],
-                    });
-                }
+                r.endpoints.push(Endpoint {
+                    id: endpoint.clone(),
+                    receives: receive,
+                    muted: [false; 2],
+                });
+                self.shared.rooms.placed(&endpoint, room);
                 Ok(RemoteJoined {
                     peer: endpoint,
                     stream_id,
@@ -284,21 +370,88 @@ impl RemoteMedia {
                 })
             }
             Err(e) => {
-                drop(rooms);
-                self.leave(&endpoint).await;
+                lock(&self.shared.watchers).remove(&endpoint);
+                // Not in the room yet: only the endpoint goes, and the pipeline of a room
+                // with no one in it. Released in the background: the room's lock is not held
+                // for it.
+                let mut objects = vec![endpoint];
+                if r.endpoints.is_empty() {
+                    objects.extend(r.pipeline.take());
+                }
+                let media = self.clone();
+                tokio::spawn(async move {
+                    for object in objects {
+                        let _ = media.request("release", json!({"object": object})).await;
+                    }
+                });
                 Err(e)
             }
         }
     }
 
+    /// Subscribes to the new endpoint's events, negotiates, and links it with the room.
+    async fn setup(
+        &self,
+        r: &Room,
+        endpoint: &str,
+        offer: &str,
+        receive: bool,
+        deadline: Instant,
+    ) -> Result<(String, String), RemoteError> {
+        for event in [
+            "RenegotiationNeeded",
+            "ConnectionStateChanged",
+            "MediaSessionTerminated",
+        ] {
+            let params = json!({"object": endpoint, "type": event});
+            self.request_by("subscribe", params, deadline).await?;
+        }
+        let answer = self
+            .invoke(endpoint, "processOffer", json!({"offer": offer}), deadline)
+            .await?;
+        let answer = answer
+            .as_str()
+            .ok_or_else(|| RemoteError::unreachable("processOffer answered no SDP"))?
+            .to_string();
+        let stream_id = self
+            .invoke(endpoint, "getStreamId", json!({}), deadline)
+            .await?;
+        let stream_id = stream_id.as_str().unwrap_or_default().to_string();
+        for other in &r.endpoints {
+            if receive {
+                self.link(&other.id, endpoint, other.muted, deadline)
+                    .await?;
+            }
+            if other.receives {
+                self.link(endpoint, &other.id, [false; 2], deadline).await?;
+            }
+        }
+        Ok((answer, stream_id))
+    }
+
+    /// The room of `peer`, locked (waiting at most until `deadline`).
+    async fn room_of(
+        &self,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<Option<(String, RoomLock, tokio::sync::OwnedMutexGuard<Room>)>, RemoteError> {
+        let Some((name, room)) = self.shared.rooms.of(peer) else {
+            return Ok(None);
+        };
+        let guard = tokio::time::timeout_at(deadline, room.clone().lock_owned())
+            .await
+            .map_err(|_| RemoteError::unreachable(format!("room {name} stayed busy")))?;
+        if !guard.live(&self.shared.rooms) {
+            return Ok(None);
+        }
+        Ok(Some((name, room, guard)))
+    }
+
     /// Stops (`muted`) or resumes forwarding the participant's audio (`video` false) or video
     /// to everyone: its links of that kind are disconnected, or connected again.
     pub async fn set_muted(&self, peer: &str, video: bool, muted: bool) -> Result<(), RemoteError> {
-        let mut rooms = self.rooms.lock().await;
-        let Some(room) = rooms
-            .values_mut()
-            .find(|r| r.endpoints.iter().any(|e| e.id == peer))
-        else {
+        let deadline = self.deadline();
+        let Some((_, _, mut room)) = self.room_of(peer, deadline).await? else {
             return Err(RemoteError {
                 code: 40101,
                 message: format!("no endpoint {peer}"),
@@ -319,12 +472,8 @@ impl RemoteMedia {
         }
         let op = if muted { "disconnect" } else { "connect" };
         for sink in sinks {
-            self.invoke(
-                peer,
-                op,
-                json!({"sink": sink, "mediaType": KINDS[k], "sinkMediaDescription": peer}),
-            )
-            .await?;
+            let params = json!({"sink": sink, "mediaType": KINDS[k], "sinkMediaDescription": peer});
+            self.invoke(peer, op, params, deadline).await?;
         }
         Ok(())
     }
@@ -332,7 +481,7 @@ impl RemoteMedia {
     /// A later offer from the browser; returns the answer.
     pub async fn offer(&self, peer: &str, sdp: &str) -> Result<String, RemoteError> {
         let v = self
-            .invoke(peer, "processOffer", json!({"offer": sdp}))
+            .invoke(peer, "processOffer", json!({"offer": sdp}), self.deadline())
             .await?;
         v.as_str()
             .map(str::to_string)
@@ -341,32 +490,35 @@ impl RemoteMedia {
 
     /// The browser's answer to the media server's last offer.
     pub async fn answer(&self, peer: &str, sdp: &str) -> Result<(), RemoteError> {
-        self.invoke(peer, "processAnswer", json!({"answer": sdp}))
-            .await
-            .map(|_| ())
+        self.invoke(
+            peer,
+            "processAnswer",
+            json!({"answer": sdp}),
+            self.deadline(),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The participant leaves: its endpoint goes, and the room's pipeline with the last one.
     pub async fn leave(&self, peer: &str) {
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(peer);
-        let _ = self.request("release", json!({"object": peer})).await;
-        let mut rooms = self.rooms.lock().await;
-        let mut empty = None;
-        for (name, room) in rooms.iter_mut() {
-            if let Some(i) = room.endpoints.iter().position(|e| e.id == peer) {
-                room.endpoints.remove(i);
-                if room.endpoints.is_empty() {
-                    empty = Some(name.clone());
-                }
-            }
-        }
-        if let Some(name) = empty {
-            if let Some(room) = rooms.remove(&name) {
+        lock(&self.shared.watchers).remove(peer);
+        let deadline = self.deadline();
+        let _ = self
+            .request_by("release", json!({"object": peer}), deadline)
+            .await;
+        let found = self.room_of(peer, deadline).await;
+        self.shared.rooms.unplaced(peer);
+        let Ok(Some((name, shared, mut room))) = found else {
+            return;
+        };
+        room.endpoints.retain(|e| e.id != peer);
+        if room.endpoints.is_empty() {
+            room.gone = true;
+            self.shared.rooms.remove(&name, &shared);
+            if let Some(pipeline) = room.pipeline.take() {
                 let _ = self
-                    .request("release", json!({"object": room.pipeline}))
+                    .request_by("release", json!({"object": pipeline}), deadline)
                     .await;
             }
         }
@@ -462,9 +614,14 @@ impl MediaBackend for RemoteMedia {
         Box::pin(async { Ok(None) })
     }
 
-    /// A `ping` over the control connection.
+    /// A `ping` over the control connection; without a connection, unhealthy at once.
     fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
+            if !self.is_connected() {
+                return Err(BackendError::Failed(
+                    "no connection to the media server: connecting again".into(),
+                ));
+            }
             self.request("ping", json!({"interval": 240000}))
                 .await
                 .map(|_| ())
@@ -494,6 +651,10 @@ fn remote(peer: &PeerRef) -> Result<&str, BackendError> {
         PeerRef::Remote(id) => Ok(id),
         PeerRef::Local(_) => Err(BackendError::UnknownPeer),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn backend_error(e: RemoteError) -> BackendError {

@@ -9,7 +9,10 @@
 //!   requests are handled one after another, in order, and may hold it across a call to the
 //!   media task (those calls take microseconds).
 //! - Sessions outlive their socket: objects stay until the session is closed, released, or
-//!   collected after its socket has been gone for one to two collection periods.
+//!   collected after its socket has been gone for one to two collection periods. A client
+//!   takes its session back on a new socket with `connect{sessionId}`.
+//! - Each socket is pinged; one silent for a few keepalive periods is closed (its session
+//!   stays).
 //! - Events go to whichever socket is currently bound to the subscribing session.
 //!
 //! What is supported and how it differs from Kurento Media Server is in
@@ -64,7 +67,14 @@ pub struct KurentoConfig {
     /// The most RecorderEndpoints one session may create (each that records is a thread
     /// writing a file).
     pub max_recorders_per_session: usize,
+    /// A WebSocket ping goes to each client this often, and a connection on which nothing
+    /// (not even a pong) arrived for [`KEEPALIVE_MISSES`] times as long is closed: its session
+    /// stays, for the client to resume on a new connection.
+    pub keepalive: Duration,
 }
+
+/// Keepalive periods of silence after which a control connection is dead.
+pub const KEEPALIVE_MISSES: u32 = 3;
 
 impl Default for KurentoConfig {
     fn default() -> Self {
@@ -77,6 +87,7 @@ impl Default for KurentoConfig {
             recordings_dir: None,
             max_objects_per_session: 1000,
             max_recorders_per_session: 16,
+            keepalive: Duration::from_secs(2),
         }
     }
 }
@@ -175,17 +186,46 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
 async fn connection(k: Kurento, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let (outbox, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let keepalive = k.config.keepalive;
     let writer = tokio::spawn(async move {
-        while let Some(text) = out_rx.recv().await {
-            if tx.send(Message::Text(text.into())).await.is_err() {
-                break;
+        let mut ping = tokio::time::interval(keepalive);
+        ping.tick().await;
+        loop {
+            let frame = tokio::select! {
+                text = out_rx.recv() => match text {
+                    Some(text) => Message::Text(text.into()),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            // A client that takes no more data for a while is gone.
+            match tokio::time::timeout(keepalive * KEEPALIVE_MISSES, tx.send(frame)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
-        let _ = tx.close().await;
+        let _ = tokio::time::timeout(keepalive, tx.close()).await;
     });
     let mut conn = Conn::new(outbox.clone());
     tracing::debug!(conn = conn.id, "control connection open");
-    while let Some(Ok(msg)) = rx.next().await {
+    let silence = keepalive * KEEPALIVE_MISSES;
+    loop {
+        let msg = tokio::select! {
+            msg = tokio::time::timeout(silence, rx.next()) => msg,
+            // The writer ended: the socket is gone.
+            _ = outbox.closed() => break,
+        };
+        let msg = match msg {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(_) => break,
+            Err(_) => {
+                tracing::info!(
+                    conn = conn.id,
+                    "control connection silent for {silence:?}: closed"
+                );
+                break;
+            }
+        };
         // Some clients send their JSON in binary frames.
         let text = match &msg {
             Message::Text(t) => t.as_str(),

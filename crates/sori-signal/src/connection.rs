@@ -103,6 +103,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         secret: None,
         kick: Arc::default(),
         received: 0,
+        media_retry: media::Retry::default(),
     };
     let exit = loop {
         let end = conn.out.end();
@@ -277,6 +278,8 @@ struct Connection {
     kick: Arc<Notify>,
     /// The last client message number (`seq`) processed.
     received: u64,
+    /// Waits for an unreachable media server to answer again (see `Connection::media_offer`).
+    media_retry: media::Retry,
 }
 
 /// Which of a participant's rate limits a message counts against.

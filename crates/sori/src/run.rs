@@ -75,20 +75,56 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
             Ok(())
         });
     }
+    let mut task = media.task;
     let mut result = Ok(());
-    while let Some(done) = servers.join_next().await {
-        if let Ok(Err(e)) = done {
-            result = Err(e);
-            servers.abort_all();
+    let mut media_ended = false;
+    loop {
+        tokio::select! {
+            done = servers.join_next() => match done {
+                Some(Ok(Err(e))) => {
+                    result = Err(e);
+                    servers.abort_all();
+                }
+                Some(_) => {}
+                None => break,
+            },
+            // Without its media task the process only answers HTTP while every media command
+            // fails: it stops, for its service manager to start it again.
+            ended = &mut task, if !media_ended => {
+                media_ended = true;
+                result = Err(media_task_ended(ended));
+                servers.abort_all();
+            }
         }
     }
     if let Some(turn) = turn {
         turn.shutdown().await;
     }
     media.handle.shutdown();
-    let _ = media.task.await;
+    if !media_ended {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     result
+}
+
+/// Why the process stops when its media task ended before a shutdown asked it to.
+fn media_task_ended(ended: Result<(), tokio::task::JoinError>) -> String {
+    let why = match ended {
+        Ok(()) => "the media task ended".to_string(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("the media task panicked: {message}")
+        }
+        Err(e) => format!("the media task stopped: {e}"),
+    };
+    tracing::error!("{why}: stopping");
+    why
 }
 
 /// Opens the media port (UDP, and TCP for ICE-TCP) and starts the media server on it.
@@ -163,6 +199,7 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         signal.turn = Some(TurnAccess { urls, secret, ttl });
     }
     log_access_mode(&signal);
+    let media_watch = media.clone();
     let app = Signal::new(media, signal);
     if let Some(at) = config.server.metrics_listen {
         tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
@@ -172,7 +209,19 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         "Sori {} listening on http://{http} (media server: {shown})",
         env!("CARGO_PKG_VERSION"),
     );
-    app.serve(listener, shutdown_signal()).await;
+    let watched = media_watch.clone();
+    let stopped = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = watched.stopped() => {}
+        }
+    };
+    app.serve(listener, stopped).await;
+    if media_watch.is_stopped() {
+        let why = "the media server connection task stopped";
+        tracing::error!("{why}: stopping");
+        return Err(why.into());
+    }
     tracing::info!("stopped");
     Ok(())
 }

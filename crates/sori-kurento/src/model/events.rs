@@ -130,7 +130,7 @@ impl Kms {
             })
             .unwrap_or_default();
         for (session, name) in targets {
-            let Some(Some((_, sink))) = self.sessions.get(session).map(|s| &s.sink) else {
+            let Some(Some((_, sink))) = self.sessions.get(session).map(|s| s.sinks.last()) else {
                 continue;
             };
             let mut data = json!({"source": object, "tags": tags,

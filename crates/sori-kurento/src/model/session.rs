@@ -34,7 +34,11 @@ impl Conn {
 }
 
 pub(super) struct Session {
-    pub(super) sink: Option<(u64, mpsc::UnboundedSender<String>)>,
+    /// The sockets this session was bound to that are still open, the current one last
+    /// (events go there). A socket that closes leaves the one bound before it current: frames
+    /// a dead socket still had buffered (read after a newer socket resumed the session) do
+    /// not leave the session without a socket.
+    pub(super) sinks: Vec<(u64, mpsc::UnboundedSender<String>)>,
     /// Seen alive at the last collection pass.
     pub(super) marked: bool,
 }
@@ -43,18 +47,19 @@ impl Kms {
     /// The socket closed: its sessions keep their objects until collected.
     pub(crate) fn disconnected(&mut self, conn: &Conn) {
         for s in self.sessions.values_mut() {
-            if s.sink.as_ref().is_some_and(|(id, _)| *id == conn.id) {
-                s.sink = None;
-            }
+            s.sinks.retain(|(id, tx)| *id != conn.id && !tx.is_closed());
         }
     }
 
     fn bind(&mut self, conn: &mut Conn, session: &str) {
         let s = self.sessions.entry(session.to_string()).or_insert(Session {
-            sink: None,
+            sinks: Vec::new(),
             marked: true,
         });
-        s.sink = Some((conn.id, conn.outbox.clone()));
+        if s.sinks.last().is_none_or(|(id, _)| *id != conn.id) {
+            s.sinks.retain(|(id, tx)| *id != conn.id && !tx.is_closed());
+            s.sinks.push((conn.id, conn.outbox.clone()));
+        }
         conn.session = Some(session.to_string());
     }
 
@@ -198,7 +203,7 @@ impl Kms {
     async fn collect(&mut self) {
         let mut dead = Vec::new();
         for (id, s) in self.sessions.iter_mut() {
-            let open = s.sink.as_ref().is_some_and(|(_, tx)| !tx.is_closed());
+            let open = s.sinks.iter().any(|(_, tx)| !tx.is_closed());
             if open {
                 s.marked = true;
             } else if s.marked {

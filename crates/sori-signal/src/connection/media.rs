@@ -2,6 +2,7 @@
 //! offers, news of published tracks, layer requests and receiver stats come back here.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ impl Connection {
             return;
         }
         let media = self.signal.media.clone();
+        if self.media_retry.take_rejoin() {
+            // The browser was sent round again after a failed offer: its new peer connection
+            // gets new media, the old one goes.
+            if let Some(peer) = self.media_peer.take() {
+                media.leave(&peer).await;
+            }
+        }
         let mut reply = None;
         if let Some(peer) = &self.media_peer {
             self.signal.hub().offered(me, sdp, roles, false);
@@ -67,6 +75,7 @@ impl Connection {
                         }
                     }
                     self.media_peer = Some(joined.peer.clone());
+                    self.media_retry.succeeded();
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
                         from: None,
@@ -94,7 +103,13 @@ impl Connection {
                 from: None,
                 roles: None,
             }),
-            Err(e) => self.media_error(e),
+            Err(e) => {
+                let retry = matches!(e, BackendError::Failed(_));
+                self.media_error(e);
+                if retry {
+                    self.media_retry.start(media, self.out.clone());
+                }
+            }
         }
     }
 
@@ -137,6 +152,88 @@ impl Connection {
 
     fn media_error(&self, e: BackendError) {
         self.error(ErrorCode::MediaError, &e.to_string());
+    }
+}
+
+/// How long a participant whose offer failed is watched for the media server's return.
+const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// How often the media server's health is asked meanwhile, and how long each ask may take.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+const HEALTH_WITHIN: Duration = Duration::from_secs(2);
+
+/// An offer that failed while the media server could not be reached (its connection down,
+/// or it did not answer in time) is made again once the media server answers: the browser
+/// is told (`mode`) to connect its media anew. A media server that answers at once refused
+/// the offer for another reason, and the browser is not sent round again.
+#[derive(Default)]
+pub(super) struct Retry {
+    waiting: Option<tokio::task::JoinHandle<()>>,
+    /// Media joined since the wait started: nothing to retry.
+    joined: Arc<AtomicU64>,
+    /// The browser was told to connect its media anew: its next offer joins anew.
+    rejoin: Arc<AtomicBool>,
+}
+
+impl Retry {
+    fn start(&mut self, media: Arc<dyn MediaBackend>, out: Outbox) {
+        if self.waiting.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        let (joined, rejoin) = (self.joined.clone(), self.rejoin.clone());
+        let at_start = joined.load(Ordering::SeqCst);
+        let healthy = move || {
+            let media = media.clone();
+            async move {
+                matches!(
+                    tokio::time::timeout(HEALTH_WITHIN, media.health()).await,
+                    Ok(Ok(()))
+                )
+            }
+        };
+        self.waiting = Some(tokio::spawn(async move {
+            if healthy().await {
+                return;
+            }
+            tracing::info!("media server unreachable: the offer is made again once it answers");
+            let end = out.end();
+            let back = async {
+                loop {
+                    tokio::time::sleep(RETRY_EVERY).await;
+                    if healthy().await {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = end.wait() => return,
+                r = tokio::time::timeout(RETRY_FOR, back) => if r.is_err() { return },
+            }
+            if joined.load(Ordering::SeqCst) == at_start {
+                rejoin.store(true, Ordering::SeqCst);
+                out.send(&ServerMessage::Mode {
+                    mode: RoomMode::Sfu,
+                });
+            }
+        }));
+    }
+
+    /// Whether the browser was sent round again since the last call.
+    fn take_rejoin(&self) -> bool {
+        self.rejoin.swap(false, Ordering::SeqCst)
+    }
+
+    /// The participant's media joined: a wait under way has nothing left to do.
+    fn succeeded(&self) {
+        self.joined.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Retry {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            w.abort();
+        }
     }
 }
 

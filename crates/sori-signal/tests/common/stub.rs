@@ -34,6 +34,12 @@ struct Inner {
     priorities: Vec<(TrackId, Priority)>,
     /// What `health` does.
     health: Health,
+    /// Joins and offers fail as they do when the media server cannot be reached.
+    unreachable: bool,
+    /// The peers that left, in order.
+    left: Vec<PeerRef>,
+    /// How many times `health` was asked.
+    health_asked: u64,
 }
 
 /// How the stub answers a health check.
@@ -104,6 +110,21 @@ impl StubMedia {
         self.lock().health = health;
     }
 
+    /// Makes joins and offers fail (true) as with an unreachable media server, or work.
+    pub fn set_unreachable(&self, on: bool) {
+        self.lock().unreachable = on;
+    }
+
+    /// The peers that left so far.
+    pub fn left(&self) -> Vec<PeerRef> {
+        self.lock().left.clone()
+    }
+
+    /// How many times `health` was asked.
+    pub fn health_asked(&self) -> u64 {
+        self.lock().health_asked
+    }
+
     /// How many times `receiver_stats` was asked.
     pub fn stats_asked(&self) -> u64 {
         self.lock().stats_asked
@@ -118,6 +139,9 @@ impl MediaBackend for StubMedia {
         _receive: bool,
     ) -> BoxFuture<'a, Result<BackendJoined, BackendError>> {
         Box::pin(async move {
+            if self.lock().unreachable {
+                return Err(BackendError::Failed("media server unreachable".into()));
+            }
             let (tx, signals) = mpsc::unbounded_channel();
             let n = {
                 let mut inner = self.lock();
@@ -139,7 +163,12 @@ impl MediaBackend for StubMedia {
         _peer: &'a PeerRef,
         _sdp: &'a str,
     ) -> BoxFuture<'a, Result<String, BackendError>> {
-        Box::pin(async { Ok(ANSWER.to_string()) })
+        Box::pin(async move {
+            if self.lock().unreachable {
+                return Err(BackendError::Failed("media server unreachable".into()));
+            }
+            Ok(ANSWER.to_string())
+        })
     }
 
     fn answer<'a>(
@@ -204,8 +233,11 @@ impl MediaBackend for StubMedia {
         })
     }
 
-    fn leave<'a>(&'a self, _peer: &'a PeerRef) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    fn leave<'a>(&'a self, peer: &'a PeerRef) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.lock().left.push(peer.clone());
+            self.called();
+        })
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>> {
@@ -213,7 +245,12 @@ impl MediaBackend for StubMedia {
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
-        let health = self.lock().health;
+        let health = {
+            let mut inner = self.lock();
+            inner.health_asked += 1;
+            inner.health
+        };
+        self.called();
         Box::pin(async move {
             match health {
                 Health::Answers => Ok(()),
