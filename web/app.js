@@ -179,6 +179,7 @@ function onError(msg) {
   } else if (msg.code === 'replaced') {
     leave('You joined this room from another tab or device.');
   } else {
+    if (msg.code === 'media-error') peer.onMediaError();
     toast(msg.message);
   }
 }

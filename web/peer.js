@@ -5,7 +5,7 @@
 // receiver one and asks (`layers`) for the encodings no one receives to pause.
 
 import { state } from './store.js';
-import { send, probe, reconnect } from './signaling.js';
+import { send, probe, forgetUnacked } from './signaling.js';
 import { setStatus } from './page.js';
 import { reset as resetViews } from './quality.js';
 
@@ -137,16 +137,21 @@ const DISCONNECTED_GRACE_MS = 1000;
 const RESTART_RETRY_MS = 5000;
 let restartedAt = -Infinity;
 let retryTimer = null;
+/** An ICE restart's offer is out and not answered yet. */
+let restarting = false;
 
 /** Media sent but nothing received for this long: the path is broken (the server answers
  * what a browser sends with RTCP feedback several times a second). */
-const STALL_MS = 1200;
-const STALL_POLL_MS = 500;
+const STALL_MS = 1000;
+const STALL_POLL_MS = 250;
 const PROBE_MS = 1000;
+/** After a stall the socket must answer a ping sooner: an address change breaks it too. */
+const STALL_PROBE_MS = 600;
 
 /** Watches the bytes the peer connection sends and receives; when sending goes on and
- * receiving stops, moves to a new socket (the old one most likely broke with the path) and
- * restarts ICE; the restart's offer goes out once the new socket resumed. */
+ * receiving stops, restarts ICE and checks the socket the restart's offer goes on: one that
+ * does not answer a ping within STALL_PROBE_MS is replaced at once (a resume), and the offer
+ * goes out on the new one. */
 function watchStall(pc) {
   let last = null;
   let quietSince = null;
@@ -164,7 +169,7 @@ function watchStall(pc) {
       if (quietSince === null) quietSince = last.at;
       if (quietSince !== -1 && now - quietSince >= STALL_MS) {
         quietSince = -1; // once per stall
-        reconnect();
+        probe(STALL_PROBE_MS);
         restartIce('nothing received');
       }
     } else if (last && received !== last.received) {
@@ -189,14 +194,49 @@ export function restartIce(why) {
   const interval = why === 'failed' ? 1000 : RESTART_RETRY_MS - 100;
   if (now - restartedAt < interval) return;
   restartedAt = now;
+  restarting = true;
   state.iceRestarts += 1;
   console.info(`ICE restart (${why})`);
   clearTimeout(retryTimer);
-  retryTimer = setTimeout(() => {
-    if (pc === state.pc && !['connected', 'completed'].includes(pc.iceConnectionState)) restartIce('still not connected');
+  retryTimer = setTimeout(async () => {
+    if (pc !== state.pc || ['connected', 'completed'].includes(pc.iceConnectionState)) return;
+    // An offer that got no answer (the media server could not be reached) is taken back, so
+    // that the next one can go.
+    await rollback(pc);
+    restartIce('still not connected');
   }, RESTART_RETRY_MS);
-  // negotiationneeded follows (now, or once a pending exchange ends) and sends the offer.
   pc.restartIce();
+  // The offer goes now when nothing is pending (negotiationneeded is not always fired again
+  // after an offer was taken back); else negotiationneeded sends it once the exchange ends.
+  if (pc.signalingState === 'stable' && pc.remoteDescription) offer();
+}
+
+/** Takes back this browser's offer that got no answer. */
+async function rollback(pc) {
+  if (pc.signalingState !== 'have-local-offer') return;
+  try { await pc.setLocalDescription({ type: 'rollback' }); } catch (err) { console.warn('rollback', err); }
+}
+
+/** ICE restarts whose offer failed in a row: each is made again a second later, up to this
+ * many (the media server may have applied an offer whose answer was lost: a new restart puts
+ * both sides on the same credentials again). */
+const RESTART_AGAIN_MAX = 5;
+let failedRestarts = 0;
+
+/** The server could not apply this browser's offer (`media-error`): it is taken back, and an
+ * ICE restart it carried is made again. */
+export async function onMediaError() {
+  const pc = state.pc;
+  if (!pc || state.peerId) return;
+  const wasRestart = restarting;
+  await rollback(pc);
+  if (!wasRestart || failedRestarts >= RESTART_AGAIN_MAX) return;
+  failedRestarts += 1;
+  setTimeout(() => {
+    if (pc !== state.pc) return;
+    restartedAt = -Infinity;
+    restartIce('the last restart failed');
+  }, 1000);
 }
 
 // The operating system says the network changed: restart at once rather than wait for the
@@ -251,11 +291,20 @@ function describe(type, pc, to) {
   send(msg);
 }
 
+/** An offer is being made: negotiationneeded and an ICE restart may ask at the same moment,
+ * and two offers made at once would leave the other side answering the wrong one. */
+let makingOffer = false;
+
 export async function offer() {
   const pc = state.pc;
-  if (!pc) return;
-  await pc.setLocalDescription(await pc.createOffer());
-  describe('offer', pc, state.peerId);
+  if (!pc || makingOffer) return;
+  makingOffer = true;
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    describe('offer', pc, state.peerId);
+  } finally {
+    makingOffer = false;
+  }
 }
 
 export async function onOffer(msg) {
@@ -274,6 +323,10 @@ export async function onOffer(msg) {
 export async function onAnswer(msg) {
   const pc = state.pc;
   if (!pc) return;
+  if (!msg.from) {
+    restarting = false;
+    failedRestarts = 0;
+  }
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
   if (!msg.from) await unicastFallback(pc);
 }
@@ -336,6 +389,8 @@ export function closePc() {
   if (state.pc) {
     state.pc.close();
     state.pc = null;
+    // Its offers, answers and candidates mean nothing to the next one.
+    forgetUnacked(['offer', 'answer', 'candidate']);
   }
   state.peerId = null;
   state.remote.clear();

@@ -155,6 +155,15 @@ function reopen(l) {
 }
 
 /**
+ * Forgets the numbered messages of `types` not yet known to have reached the server: they
+ * belonged to a peer connection that is gone, and sent again after a resume they would reach
+ * the media for its successor.
+ */
+export function forgetUnacked(types) {
+  if (link) link.unacked = link.unacked.filter((m) => !types.includes(m.type));
+}
+
+/**
  * Checks the socket now: a ping that gets no answer within `ms` means the socket is dead
  * (the network under it changed), and a new one is opened at once instead of after
  * SILENT_MS. Used when media stops arriving: whatever broke the media path may have broken
@@ -165,18 +174,6 @@ export function probe(ms) {
   const abandon = abandonCurrent;
   raw({ type: 'ping' });
   probeTimer = setTimeout(() => { probeTimer = null; abandon(4000); }, ms);
-}
-
-/**
- * Moves to a new socket now (a resume), whether or not the current one still works: when
- * media stopped arriving, whatever broke its path (a new network address) has most likely
- * broken the socket too, and waiting to find out costs seconds.
- */
-export function reconnect() {
-  if (!ws || !link || !link.secret || !abandonCurrent) return;
-  const l = link;
-  abandonCurrent(4000);
-  reopen(l);
 }
 
 // Back online: try at once rather than at the end of the backoff.

@@ -87,6 +87,7 @@ after(async () => {
   // The session server's log, to read when a run fails.
   if (process.env.SORI_E2E_SERVER_LOG && ctx.signal) {
     (await import('node:fs')).writeFileSync(process.env.SORI_E2E_SERVER_LOG, ctx.signal.log.join('\n'));
+    if (ctx.media) (await import('node:fs')).writeFileSync(`${process.env.SORI_E2E_SERVER_LOG}.media`, ctx.media.log.join('\n'));
   }
   await ctx.browser?.close();
   await ctx.signal?.stop();

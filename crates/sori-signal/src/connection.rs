@@ -98,6 +98,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         me: None,
         grants: Grants::anonymous(),
         media_peer: None,
+        media_fingerprint: None,
         rates: ParticipantRates::new(&signal.config.limits, Instant::now()),
         ip,
         secret: None,
@@ -184,7 +185,17 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                         continue;
                     }
                 }
-                conn.handle(m).await;
+                // A resume on a newer socket takes the participant even while this one waits
+                // for the media server (which may not answer for seconds): the message is
+                // dropped unprocessed, and the client sends it again after the resume.
+                let kick = conn.kick.clone();
+                let handled = tokio::select! {
+                    _ = conn.handle(m) => true,
+                    _ = kick.notified() => false,
+                };
+                if !handled {
+                    break Exit::Kicked;
+                }
                 if let Some(seq) = seq {
                     if conn.me.is_some() {
                         conn.received = conn.received.max(seq);
@@ -270,6 +281,9 @@ struct Connection {
     me: Option<Me>,
     grants: Grants,
     media_peer: Option<PeerRef>,
+    /// The DTLS fingerprint of the browser's offers to `media_peer`: an offer with another
+    /// one comes from a new peer connection, which gets new media.
+    media_fingerprint: Option<String>,
     rates: ParticipantRates,
     ip: IpAddr,
     /// The participant's resume secret (none before a join, or when resuming is off).
@@ -352,6 +366,7 @@ impl Connection {
                 me,
                 grants: std::mem::replace(&mut self.grants, Grants::anonymous()),
                 media_peer,
+                media_fingerprint: self.media_fingerprint.take(),
                 received: self.received,
                 ip: self.ip,
             };

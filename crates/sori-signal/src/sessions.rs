@@ -28,6 +28,7 @@ pub(crate) struct Parked {
     pub me: Me,
     pub grants: Grants,
     pub media_peer: Option<PeerRef>,
+    pub media_fingerprint: Option<String>,
     /// The last client message number processed.
     pub received: u64,
     pub ip: IpAddr,
@@ -152,7 +153,8 @@ impl Sessions {
         check: impl Fn(&Me, Option<&str>) -> Result<(), String>,
     ) -> Result<Box<Parked>, String> {
         const GONE: &str = "no participant to resume: it left, or waited too long; join again";
-        for _ in 0..2 {
+        let deadline = tokio::time::Instant::now() + HANDOVER;
+        loop {
             let parked = {
                 let mut entries = self.entries();
                 let entry = entries.get_mut(secret).ok_or(GONE)?;
@@ -173,9 +175,14 @@ impl Sessions {
                     }
                 }
             };
-            // The old connection parks it as it ends.
-            let _ = tokio::time::timeout(HANDOVER, parked.notified()).await;
+            // The old connection parks it as it ends. A wake-up left over from an earlier
+            // park only costs one more look.
+            if tokio::time::timeout_at(deadline, parked.notified())
+                .await
+                .is_err()
+            {
+                return Err(GONE.into());
+            }
         }
-        Err(GONE.into())
     }
 }

@@ -116,6 +116,34 @@ async fn a_resume_takes_the_participant_from_a_socket_that_still_looks_alive() {
     assert!(before.is_empty(), "Bo saw {before:?}");
 }
 
+/// A client that moves sockets twice in a row (its network dropped, then its media stalled):
+/// the second resume takes the participant from the first resumed socket, still alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_resume_takes_the_participant_from_the_first_resumed_socket() {
+    let s = server_with(grace(20)).await;
+    let (a, ja) = Client::join(&s.url, "r", "Ada").await;
+    let secret = ja["resume"].as_str().unwrap().to_string();
+    let last = a.last_seq();
+    a.sever().await;
+    reconnecting(&s, 1).await;
+    let (a2, first) = resume(&s, &secret, last, None).await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    let started = Instant::now();
+    let (_a3, second) = resume(&s, &secret, a2.last_seq(), None).await;
+    assert_eq!(second["type"], "resumed", "{second}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let rest = a2.close().await;
+    assert!(
+        rest.iter()
+            .any(|m| m["type"] == "error" && m["code"] == "replaced"),
+        "{rest:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_and_late_resumes_are_refused_and_the_others_see_a_timeout() {
     let s = server_with(grace(1)).await;

@@ -35,14 +35,19 @@ impl Connection {
             return;
         }
         let media = self.signal.media.clone();
-        if self.media_retry.take_rejoin() {
-            // The browser was sent round again after a failed offer: its new peer connection
-            // gets new media, the old one goes.
+        let fingerprint = dtls_fingerprint(sdp);
+        // Another DTLS fingerprint: the browser made a new peer connection (it was sent
+        // round after a failed offer, or its media server connection was lost meanwhile),
+        // which gets new media; the old one goes.
+        let new_pc = self.media_fingerprint.is_some() && fingerprint != self.media_fingerprint;
+        if self.media_retry.take_rejoin() || new_pc {
             if let Some(peer) = self.media_peer.take() {
                 media.leave(&peer).await;
             }
         }
         let mut reply = None;
+        // A renegotiation of media the participant has (an ICE restart, a new track).
+        let renegotiation = self.media_peer.is_some();
         if let Some(peer) = &self.media_peer {
             self.signal.hub().offered(me, sdp, roles, false);
             match media.offer(peer, sdp).await {
@@ -75,6 +80,7 @@ impl Connection {
                         }
                     }
                     self.media_peer = Some(joined.peer.clone());
+                    self.media_fingerprint = fingerprint;
                     self.media_retry.succeeded();
                     self.send(ServerMessage::Answer {
                         sdp: joined.answer,
@@ -104,7 +110,11 @@ impl Connection {
                 roles: None,
             }),
             Err(e) => {
-                let retry = matches!(e, BackendError::Failed(_));
+                // A failed join is made again once the media server answers. A failed
+                // renegotiation is not: the media it was for may well have outlived the outage
+                // (the browser offers again, e.g. its next ICE restart), and media the media
+                // server lost is reported as removed, which sends the browser round anyway.
+                let retry = matches!(e, BackendError::Failed(_)) && !renegotiation;
                 self.media_error(e);
                 if retry {
                     self.media_retry.start(media, self.out.clone());
@@ -153,6 +163,13 @@ impl Connection {
     fn media_error(&self, e: BackendError) {
         self.error(ErrorCode::MediaError, &e.to_string());
     }
+}
+
+/// The `a=fingerprint` of a session description (its first, at session or media level).
+fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(str::to_string)
 }
 
 /// How long a participant whose offer failed is watched for the media server's return.

@@ -73,6 +73,7 @@ impl Connection {
         self.out = parked.out;
         self.grants = parked.grants;
         self.media_peer = parked.media_peer;
+        self.media_fingerprint = parked.media_fingerprint;
         self.received = parked.received;
         self.secret = Some(secret.to_string());
         // Credentials may have aged while the socket was down.

@@ -36,6 +36,8 @@ struct Inner {
     health: Health,
     /// Joins and offers fail as they do when the media server cannot be reached.
     unreachable: bool,
+    /// Offers never get an answer, as from a frozen media server.
+    offers_hang: bool,
     /// The peers that left, in order.
     left: Vec<PeerRef>,
     /// How many times `health` was asked.
@@ -78,6 +80,11 @@ impl StubMedia {
         self.calls.send_modify(|n| *n += 1);
     }
 
+    /// How many counted calls came so far.
+    pub fn calls(&self) -> u64 {
+        *self.calls.borrow()
+    }
+
     /// The views taken so far.
     pub fn views(&self) -> Vec<(PeerRef, TrackId, View)> {
         self.lock().views.clone()
@@ -113,6 +120,11 @@ impl StubMedia {
     /// Makes joins and offers fail (true) as with an unreachable media server, or work.
     pub fn set_unreachable(&self, on: bool) {
         self.lock().unreachable = on;
+    }
+
+    /// Makes offers wait for ever (true), as a frozen media server does, or answer.
+    pub fn set_offers_hang(&self, on: bool) {
+        self.lock().offers_hang = on;
     }
 
     /// The peers that left so far.
@@ -164,8 +176,16 @@ impl MediaBackend for StubMedia {
         _sdp: &'a str,
     ) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(async move {
-            if self.lock().unreachable {
+            let (unreachable, hang) = {
+                let inner = self.lock();
+                (inner.unreachable, inner.offers_hang)
+            };
+            if unreachable {
                 return Err(BackendError::Failed("media server unreachable".into()));
+            }
+            if hang {
+                self.called();
+                std::future::pending::<()>().await;
             }
             Ok(ANSWER.to_string())
         })
