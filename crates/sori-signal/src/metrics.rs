@@ -255,6 +255,18 @@ fn media_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), stat
         "Participants removed, for any reason.",
         &[("", c.peers_removed)],
     );
+    metric(
+        "sori_ice_restarts_total",
+        "counter",
+        "ICE restarts participants made: a new network path on the same media connection.",
+        &[("", c.ice_restarts)],
+    );
+    metric(
+        "sori_ice_stalls_total",
+        "counter",
+        "Connected participants from which nothing arrived for 4 s, asked to restart ICE.",
+        &[("", c.ice_stalls)],
+    );
 }
 
 /// The media port's ICE-TCP connections.
@@ -373,6 +385,12 @@ sori_participants_joined_total 109
 # HELP sori_participants_removed_total Participants removed, for any reason.
 # TYPE sori_participants_removed_total counter
 sori_participants_removed_total 110
+# HELP sori_ice_restarts_total ICE restarts participants made: a new network path on the same media connection.
+# TYPE sori_ice_restarts_total counter
+sori_ice_restarts_total 112
+# HELP sori_ice_stalls_total Connected participants from which nothing arrived for 4 s, asked to restart ICE.
+# TYPE sori_ice_stalls_total counter
+sori_ice_stalls_total 113
 ";
 
     /// Every field the page shows, each with a value of its own.
@@ -390,6 +408,8 @@ sori_participants_removed_total 110
         c.peers_joined = 109;
         c.peers_removed = 110;
         c.layer_switches = 111;
+        c.ice_restarts = 112;
+        c.ice_stalls = 113;
         let s = &mut stats.state;
         s.peers = 201;
         s.rooms = 202;
