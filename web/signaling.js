@@ -172,8 +172,10 @@ export function forgetUnacked(types) {
 export function probe(ms) {
   if (!ws || ws.readyState !== WebSocket.OPEN || probeTimer || !link || !link.secret) return;
   const abandon = abandonCurrent;
+  const l = link;
   raw({ type: 'ping' });
-  probeTimer = setTimeout(() => { probeTimer = null; abandon(4000); }, ms);
+  // A socket found dead is replaced at once, without the reconnection backoff.
+  probeTimer = setTimeout(() => { probeTimer = null; abandon(4000); reopen(l); }, ms);
 }
 
 // Back online: try at once rather than at the end of the backoff.
