@@ -30,13 +30,15 @@ const AUDIO_BPS: u64 = 40_000;
 /// A probe that did not raise the estimate to what the policy wants is tried again after this.
 /// (Asked every second, str0m's prober never finished one: each request starts a new probe.)
 const PROBE_RETRY: Duration = Duration::from_secs(2);
-/// An estimate that has not moved for this long while a receiver is held below the layers its
-/// tiles could use and asks for more is stuck: the
-/// estimator is restarted (str0m's loss-based stage can hold it for tens of seconds after a
-/// moment of loss, refusing to probe all that time) …
-const STALLED: Duration = Duration::from_secs(6);
+/// A peer held below the layers its tiles could use, asking for more than its estimate, whose
+/// estimate has not gone down for this long (nothing congested) though it still falls short,
+/// gets a fresh estimator: str0m's loss-based stage keeps the loss it saw (on a link that
+/// was limited until a moment ago) for many seconds, during which it disregards its own
+/// probes and grows the estimate by at most half the rate acknowledged; the fresh estimator
+/// probes at once (three and six times the estimate) and finds the link's rate again …
+const QUIET: Duration = Duration::from_secs(2);
 /// … at most this often.
-const RESTART_EVERY: Duration = Duration::from_secs(20);
+const RESTART_EVERY: Duration = Duration::from_secs(5);
 /// A layer nobody has wanted for this long is paused at its publisher.
 const UNWANTED: Duration = Duration::from_secs(10);
 
@@ -105,8 +107,10 @@ impl Sfu {
         };
         let bps = estimate.as_u64();
         tracing::trace!(%id, bps, "estimate");
+        if peer.estimate.is_some_and(|e| bps < e) {
+            peer.estimate_fell_at = Some(now);
+        }
         peer.estimate = Some(bps);
-        peer.estimate_at = Some(now);
         // Audio that arrives is forwarded whatever the estimate: video gets the rest.
         let tracks = &self.tracks;
         let audio = peer
@@ -408,34 +412,36 @@ fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Resul
     })
 }
 
-/// Restarts the peer's estimator from its current estimate when that has not moved for
-/// [`STALLED`] though the peer is held below what its tiles could use and asks for more: the
-/// fresh estimator probes at once (three and six times the estimate, at most twice the
-/// desired rate), and finds the link's rate again.
+/// Restarts the peer's estimator from its current estimate when the peer waits for more and
+/// the estimate has not gone down for [`QUIET`] (see there).
 fn restart_stalled_estimator(peer: &mut Peer, now: Instant) -> Result<(), String> {
-    let (Some(estimate), Some(at)) = (peer.estimate, peer.estimate_at) else {
+    let Some(estimate) = peer.estimate else {
         return Ok(());
     };
     // Held below what its tiles could use, and asking for more than it has.
     let unmet = peer
         .probe
         .is_some_and(|p| p.desired_bps + peer.audio_bps > estimate);
-    let waits = peer.allocator.below_cap() && unmet;
-    if !stalled(waits, at, peer.estimator_restarted, now) {
+    if !(peer.allocator.below_cap() && unmet) {
+        peer.waiting_since = None;
         return Ok(());
     }
-    tracing::debug!(id = %peer.id, estimate, "estimate stuck short of the next layer: estimator restarted");
+    let waiting = *peer.waiting_since.get_or_insert(now);
+    let quiet_since = peer.estimate_fell_at.map_or(waiting, |t| t.max(waiting));
+    if !stalled(quiet_since, peer.estimator_restarted, now) {
+        return Ok(());
+    }
+    tracing::debug!(id = %peer.id, estimate, "estimate short of the next layer and not congested: estimator restarted");
     peer.estimator_restarted = Some(now);
-    peer.estimate_at = Some(now);
     peer.mutate(|rtc| rtc.bwe().reset(Bitrate::bps(estimate)))
 }
 
-/// Whether an estimator last moved `at` is stuck: the peer `waits` for more, the estimate
-/// has not moved for [`STALLED`], and the last restart (if any) is [`RESTART_EVERY`] old.
-fn stalled(waits: bool, at: Instant, restarted: Option<Instant>, now: Instant) -> bool {
-    let still = now.saturating_duration_since(at) >= STALLED;
+/// Whether an estimator that has waited without the estimate going down since `quiet_since`
+/// is due a restart: for [`QUIET`], and [`RESTART_EVERY`] after the last restart (if any).
+fn stalled(quiet_since: Instant, restarted: Option<Instant>, now: Instant) -> bool {
+    let quiet = now.saturating_duration_since(quiet_since) >= QUIET;
     let rested = restarted.is_none_or(|t| now.saturating_duration_since(t) >= RESTART_EVERY);
-    waits && still && rested
+    quiet && rested
 }
 
 /// The track's layers as the policy sees them. A track none of whose layers arrives costs
@@ -488,29 +494,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_estimate_stopped_short_of_a_waiting_upgrade_is_restarted_at_most_every_20_s() {
+    fn a_waiting_estimator_that_saw_no_congestion_for_2_s_is_restarted_at_most_every_5_s() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        // Moving, or nothing waits for it: left alone.
-        assert!(!stalled(true, t0, None, t0 + s(5)));
-        assert!(!stalled(false, t0, None, t0 + s(60)));
-        // Still for 6 s while an upgrade waits: restarted.
-        assert!(stalled(true, t0, None, t0 + STALLED));
-        // A restart counts as a move; the next comes 20 s after it at the earliest, however
-        // still the estimate stays.
-        let restarted = t0 + s(6);
-        assert!(!stalled(true, restarted, Some(restarted), restarted + s(6)));
-        assert!(!stalled(
-            true,
-            restarted,
-            Some(restarted),
-            restarted + s(19)
-        ));
-        assert!(stalled(
-            true,
-            restarted,
-            Some(restarted),
-            restarted + RESTART_EVERY
-        ));
+        // Down a moment ago: left alone.
+        assert!(!stalled(t0, None, t0 + Duration::from_millis(1999)));
+        // Not down for 2 s: restarted.
+        assert!(stalled(t0, None, t0 + QUIET));
+        // The next one 5 s after it at the earliest, however quiet the estimate stays.
+        let restarted = t0 + s(2);
+        assert!(!stalled(t0, Some(restarted), restarted + s(4)));
+        assert!(stalled(t0, Some(restarted), restarted + RESTART_EVERY));
+        // A fall after the restart starts the quiet anew.
+        let fell = restarted + s(4);
+        assert!(!stalled(fell, Some(restarted), restarted + RESTART_EVERY));
+        assert!(stalled(fell, Some(restarted), fell + QUIET));
     }
 }

@@ -311,10 +311,13 @@ pub(crate) struct Peer {
     pub probe_retry: Option<Instant>,
     /// Added to the desired rate of a repeated probe (the estimator probes when it goes up).
     pub probe_bump: u64,
-    /// When the estimate last moved (str0m reports moves of 5 % and more).
-    pub estimate_at: Option<Instant>,
     /// When the estimator was last restarted for being stuck short of the next layer.
     pub estimator_restarted: Option<Instant>,
+    /// When the estimate last went down.
+    pub estimate_fell_at: Option<Instant>,
+    /// Since when the peer has been held below the layers its tiles could use, asking for
+    /// more than its estimate.
+    pub waiting_since: Option<Instant>,
     /// What the audio this peer receives takes of its estimate, bits per second (the policy
     /// shares out the rest; the estimator is asked for both).
     pub audio_bps: u64,
@@ -414,8 +417,9 @@ impl Peer {
             probe: None,
             probe_retry: None,
             probe_bump: 0,
-            estimate_at: None,
             estimator_restarted: None,
+            estimate_fell_at: None,
+            waiting_since: None,
             audio_bps: 0,
         }
     }

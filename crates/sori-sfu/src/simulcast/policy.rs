@@ -27,8 +27,15 @@
 //!
 //! - **Keep.** The current layers stay as long as their total is at most the estimate plus
 //!   [`PolicyConfig::downgrade_margin_percent`] (measured rates jitter by a few percent).
-//! - **Downgrade.** Beyond that, the current layers are refilled within the estimate at once,
-//!   in the same `allocate` call: cameras give way before screen shares.
+//! - **Dip.** Beyond that margin but within [`PolicyConfig::dip_margin_percent`], the current
+//!   layers stay for up to [`PolicyConfig::dip_grace`]: the estimator answers a single overuse
+//!   with 0.85 × the rate the receiver acknowledged, a layer's rate jitters by ±10 % over its
+//!   window, and together they cross the margin on a healthy link now and then; the estimate
+//!   comes back within a second or two. Congestion that lasts takes the estimate further down.
+//! - **Downgrade.** Beyond the dip margin for [`PolicyConfig::drop_confirm`] (a single probe's
+//!   result can be far off, and the next one corrects it), or a dip that outlasted its grace:
+//!   the current layers are refilled within the estimate, in the same `allocate` call: cameras
+//!   give way before screen shares.
 //! - **New tracks** (new demands, tiles shown again) start where a fill of the plain estimate
 //!   puts them (no headroom, no hold), the current layers as ceilings for the others; a screen
 //!   share thus displaces cameras at once.
@@ -69,6 +76,9 @@
 //! | `hold_decay` | 20 s | the hold halves per this long without a flap |
 //! | `upgrade_headroom_percent` | 115 % | an upgrade needs the estimate at 115 % of the new total |
 //! | `downgrade_margin_percent` | 20 % | a downgrade when the total exceeds the estimate by 20 % (the estimator answers a brief overuse, such as a probe that overshot, with 0.85 × the acknowledged rate; a smaller margin would downgrade on every such dip) |
+//! | `dip_margin_percent` | 50 % | a total up to 50 % above the estimate (the estimate at two thirds of it) is a dip |
+//! | `dip_grace` | 3 s | how long a dip keeps the layers |
+//! | `drop_confirm` | 250 ms | how long an estimate beyond the dip margin must last for a downgrade |
 //! | `initial_estimate_bps` | 0 | the estimate assumed before the first one |
 //!
 //! Before the first estimate the allocator fills `initial_estimate_bps` (by default: every
@@ -101,6 +111,14 @@ pub struct PolicyConfig {
     pub upgrade_headroom_percent: u64,
     /// The current layers are kept until their total exceeds the estimate by this percentage.
     pub downgrade_margin_percent: u64,
+    /// A total beyond the margin but within this percentage of the estimate is a dip: kept
+    /// for up to [`PolicyConfig::dip_grace`] before the downgrade.
+    pub dip_margin_percent: u64,
+    /// How long a dip may last before the downgrade.
+    pub dip_grace: Duration,
+    /// How long an estimate beyond the dip margin must last before the downgrade (a single
+    /// probe's result can be far off and is corrected by the next one).
+    pub drop_confirm: Duration,
     /// The estimate assumed until the first one arrives, bits per second.
     pub initial_estimate_bps: u64,
 }
@@ -115,6 +133,9 @@ impl Default for PolicyConfig {
             hold_decay: Duration::from_secs(20),
             upgrade_headroom_percent: 115,
             downgrade_margin_percent: 20,
+            dip_margin_percent: 50,
+            dip_grace: Duration::from_secs(3),
+            drop_confirm: Duration::from_millis(250),
             initial_estimate_bps: 0,
         }
     }
@@ -203,6 +224,10 @@ pub struct Allocator {
     trial_ended: Option<Instant>,
     /// An estimate below the allocation arrived at this time, since the last `allocate`.
     downgrade_due: Option<Instant>,
+    /// Since when the current layers have been beyond the margin, and since when beyond the
+    /// dip margin.
+    dip_since: Option<Instant>,
+    drop_since: Option<Instant>,
     last_upgrade: Option<Instant>,
     /// The hold set by the last flap.
     penalty: Option<Penalty>,
@@ -233,6 +258,8 @@ impl Allocator {
             trial: None,
             trial_ended: None,
             downgrade_due: None,
+            dip_since: None,
+            drop_since: None,
             last_upgrade: None,
             penalty: None,
             below_cap: false,
@@ -244,8 +271,17 @@ impl Allocator {
         let keep = self.config.max_hold.max(self.config.hold);
         self.history.push(bps, now, keep);
         let kept = self.allocated_bps <= self.with_margin(bps);
-        if !kept && self.allocated_bps > self.floor_bps && self.downgrade_due.is_none() {
-            self.downgrade_due = Some(now);
+        if kept {
+            self.dip_since = None;
+            self.drop_since = None;
+        } else if self.allocated_bps > self.floor_bps {
+            self.downgrade_due.get_or_insert(now);
+            self.dip_since.get_or_insert(now);
+            if self.allocated_bps > self.with_dip_margin(bps) {
+                self.drop_since.get_or_insert(now);
+            } else {
+                self.drop_since = None;
+            }
         }
     }
 
@@ -347,10 +383,16 @@ impl Allocator {
     /// last allocation no longer covers it, that estimate's time (a downgrade is due).
     pub fn next_check(&self) -> Option<Instant> {
         let upgrade = self.pending_bps.and_then(|bps| self.hold_ends(bps));
-        match (self.downgrade_due, upgrade) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let dip_ends = self
+            .dip_since
+            .and_then(|t| t.checked_add(self.config.dip_grace));
+        let drop_confirmed = self
+            .drop_since
+            .and_then(|t| t.checked_add(self.config.drop_confirm));
+        [self.downgrade_due, upgrade, dip_ends, drop_confirmed]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The current layers if their total is within the margin and no track is new; otherwise
@@ -364,9 +406,29 @@ impl Allocator {
     ) -> Fit {
         let new_track = existing.iter().any(Option::is_none);
         let at: Vec<usize> = existing.iter().map(|e| e.unwrap_or(0)).collect();
-        if !new_track && total(ladders, &at) <= self.with_margin(estimate) {
+        let sum = total(ladders, &at);
+        if !new_track && sum <= self.with_margin(estimate) {
+            self.dip_since = None;
+            self.drop_since = None;
             return Fit::Kept(at);
         }
+        // A dip: the estimator answers one overuse with 0.85 × the rate acknowledged, which
+        // the layers' jitter can take past the margin; it comes back within a second or two.
+        // Beyond the dip margin, a drop: confirmed by the estimates of a moment.
+        let dip_since = *self.dip_since.get_or_insert(now);
+        let dipped = now.saturating_duration_since(dip_since) >= self.config.dip_grace;
+        let dropped = if sum > self.with_dip_margin(estimate) {
+            let since = *self.drop_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= self.config.drop_confirm
+        } else {
+            self.drop_since = None;
+            false
+        };
+        if !new_track && !dipped && !dropped {
+            return Fit::Kept(at);
+        }
+        self.dip_since = None;
+        self.drop_since = None;
         let ceilings: Vec<usize> = existing
             .iter()
             .zip(ladders)
@@ -499,6 +561,10 @@ impl Allocator {
 
     fn with_margin(&self, bps: u64) -> u64 {
         bps.saturating_add(bps.saturating_mul(self.config.downgrade_margin_percent) / 100)
+    }
+
+    fn with_dip_margin(&self, bps: u64) -> u64 {
+        bps.saturating_add(bps.saturating_mul(self.config.dip_margin_percent) / 100)
     }
 
     fn without_headroom(&self, bps: u64) -> u64 {
