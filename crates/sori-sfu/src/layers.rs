@@ -96,12 +96,36 @@ impl Sfu {
         Ok(())
     }
 
+    /// A bandwidth estimate event toward `id`. str0m's TWCC estimate events are a 3 s
+    /// average of its estimates (moves of 5 % and more), seconds behind a link that was just
+    /// freed; the estimator's own estimate comes with the peer's stats ([`STATS_INTERVAL`])
+    /// and is the one used. A REMB estimate (the receiver's own) is used as it comes.
+    ///
+    /// [`STATS_INTERVAL`]: crate::peer::STATS_INTERVAL
+    /// The stats' estimates count once str0m says it can probe (before, they are the
+    /// configured starting rate, and a receiver starts on its lowest layers).
+    pub(crate) fn estimate_event(&mut self, id: PeerId, kind: BweKind, now: Instant) {
+        match kind {
+            BweKind::Remb { estimate, .. } => self.estimate(id, estimate, now),
+            BweKind::Twcc { can_probe, .. } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.bwe_live = can_probe;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The peer's stats came, with its estimator's estimate.
+    pub(crate) fn estimate_stats(&mut self, id: PeerId, estimate: Option<Bitrate>, now: Instant) {
+        let live = self.peers.get(&id).is_some_and(|p| p.bwe_live);
+        if let (true, Some(estimate)) = (live, estimate) {
+            self.estimate(id, estimate, now);
+        }
+    }
+
     /// A new bandwidth estimate toward `id`.
-    pub(crate) fn estimate(&mut self, id: PeerId, kind: BweKind, now: Instant) {
-        let estimate = match kind {
-            BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => estimate,
-            _ => return,
-        };
+    pub(crate) fn estimate(&mut self, id: PeerId, estimate: Bitrate, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };

@@ -30,6 +30,9 @@ use crate::simulcast::vp8::{Descriptor, Munger};
 use crate::simulcast::View;
 use crate::timers::{Timer, TimerTable};
 
+/// How often str0m reports a peer's stats, with its bandwidth estimate toward the peer.
+pub(crate) const STATS_INTERVAL: Duration = Duration::from_millis(200);
+
 /// The estimate a receiver's layer policy is given when bandwidth estimation is off.
 const UNLIMITED_BPS: u64 = 10_000_000_000;
 /// Most remote addresses remembered per peer for routing.
@@ -315,6 +318,8 @@ pub(crate) struct Peer {
     pub estimator_restarted: Option<Instant>,
     /// When the estimate last went down.
     pub estimate_fell_at: Option<Instant>,
+    /// Whether the estimator can probe (its estimates count).
+    pub bwe_live: bool,
     /// Since when the peer has been held below the layers its tiles could use, asking for
     /// more than its estimate.
     pub waiting_since: Option<Instant>,
@@ -347,8 +352,11 @@ impl Peer {
             .enable_opus(true, false)
             .set_stats_interval(None);
         if let Some(bps) = config.initial_estimate {
-            // TWCC bandwidth estimation toward the peer: it picks each track's layer.
-            rtc_config = rtc_config.enable_bwe(Some(Bitrate::bps(bps)));
+            // TWCC bandwidth estimation toward the peer: it picks each track's layer. Its
+            // estimate comes with the stats.
+            rtc_config = rtc_config
+                .enable_bwe(Some(Bitrate::bps(bps)))
+                .set_stats_interval(Some(STATS_INTERVAL));
         }
         for codec in video {
             rtc_config = match codec {
@@ -419,6 +427,7 @@ impl Peer {
             probe_bump: 0,
             estimator_restarted: None,
             estimate_fell_at: None,
+            bwe_live: false,
             waiting_since: None,
             audio_bps: 0,
         }

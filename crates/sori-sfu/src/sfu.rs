@@ -161,7 +161,8 @@ impl Sfu {
                     _ => {}
                 }
             }
-            Event::EgressBitrateEstimate(kind) => self.estimate(id, kind, now),
+            Event::EgressBitrateEstimate(kind) => self.estimate_event(id, kind, now),
+            Event::PeerStats(stats) => self.estimate_stats(id, stats.bwe_tx, now),
             Event::Closed => self.board.doomed.push((id, RemoveReason::DtlsClosed)),
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(%id, ?state, "ICE state");
