@@ -99,11 +99,11 @@ impl Sfu {
     /// A bandwidth estimate event toward `id`. str0m's TWCC estimate events are a 3 s
     /// average of its estimates (moves of 5 % and more), seconds behind a link that was just
     /// freed; the estimator's own estimate comes with the peer's stats ([`STATS_INTERVAL`])
-    /// and is the one used. A REMB estimate (the receiver's own) is used as it comes.
+    /// and is the one used, once str0m says it can probe (before, it is the configured
+    /// starting rate, and a receiver starts on its lowest layers). A REMB estimate (the
+    /// receiver's own) is used as it comes.
     ///
     /// [`STATS_INTERVAL`]: crate::peer::STATS_INTERVAL
-    /// The stats' estimates count once str0m says it can probe (before, they are the
-    /// configured starting rate, and a receiver starts on its lowest layers).
     pub(crate) fn estimate_event(&mut self, id: PeerId, kind: BweKind, now: Instant) {
         match kind {
             BweKind::Remb { estimate, .. } => self.estimate(id, estimate, now),
