@@ -48,9 +48,11 @@
 //!   per step.
 //! - **Probe.** Every allocation with a visible track asks the estimator to probe toward every
 //!   track at its cap (that total times the headroom, and a quarter more; the chosen total when
-//!   every track is at its cap), and to sustain the chosen total or, while a target waits, the
-//!   target's need (the **trial**: padding makes the link carry it, so an estimate that a short
-//!   probe produced on a link that cannot carry the rate falls before the hold ends). The trial
+//!   every track is at its cap), and, only while a target waits, to sustain the target's need
+//!   (the **trial**: padding makes the link carry it, so an estimate that a short probe
+//!   produced on a link that cannot carry the rate falls before the hold ends). Otherwise
+//!   nothing is padded: the layers' rates are peaks (an encoder's rate swings), and padding up
+//!   to them would send a receiver a fifth more than its media for nothing. The trial
 //!   outlives a dip of the estimate below the need by up to [`TRIAL`], while the estimate stays
 //!   above the target's total: the estimator grows to at most 1.5 × the rate acknowledged, so a
 //!   probe's estimate falls back unless the rate is carried.
@@ -550,9 +552,9 @@ impl Allocator {
             // While an upgrade is held, the link carries what it needs for real (padding
             // makes up what the media lacks): an estimate that only a short probe burst
             // produced, on a link that cannot sustain the rate, falls again before the hold
-            // ends, and nobody switched.
+            // ends, and nobody switched. Nothing else is padded.
             Probe {
-                minimum_bps: self.trial.map_or(0, |(bps, _)| bps).max(self.allocated_bps),
+                minimum_bps: self.trial.map_or(0, |(bps, _)| bps),
                 desired_bps,
             }
         });

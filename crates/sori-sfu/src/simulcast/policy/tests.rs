@@ -106,9 +106,10 @@ fn steps_down_once_a_drop_is_confirmed() {
     assert_eq!(
         a.probe,
         Some(Probe {
-            minimum_bps: Q,
+            minimum_bps: 0,
             desired_bps: F * 115 / 100 * 5 / 4
-        })
+        }),
+        "no padding while no upgrade waits: the media is what the link carries"
     );
 }
 
@@ -149,7 +150,7 @@ fn climbs_only_after_the_hold_and_probes_first() {
     let (mut p, a) = start(&d, 200_000, t0);
     assert_eq!(spatial(&a, 0), 0);
     let probe = a.probe.expect("a visible track: a probe");
-    assert_eq!(probe.minimum_bps, Q);
+    assert_eq!(probe.minimum_bps, 0, "nothing pending, no padding");
     assert_eq!(
         probe.desired_bps,
         F * 115 / 100 * 5 / 4,
@@ -436,11 +437,11 @@ fn the_link_is_made_to_carry_a_pending_upgrade_while_the_estimate_dips() {
         minimum(&mut p, 1_600_000, t1 + ms(4900)),
         Some(F * 115 / 100)
     );
-    assert_eq!(minimum(&mut p, 1_600_000, t1 + secs(5)), Some(H), "over");
+    assert_eq!(minimum(&mut p, 1_600_000, t1 + secs(5)), Some(0), "over");
     // A new one ends as soon as the estimate is below f itself.
     let t2 = t1 + secs(10);
     assert_eq!(minimum(&mut p, 2_000_000, t2), Some(F * 115 / 100));
-    assert_eq!(minimum(&mut p, 1_400_000, t2 + secs(1)), Some(H));
+    assert_eq!(minimum(&mut p, 1_400_000, t2 + secs(1)), Some(0));
 }
 
 #[test]
@@ -460,10 +461,10 @@ fn a_step_that_fits_only_without_the_headroom_is_tried_every_ten_seconds() {
     let t1 = t0 + secs(10);
     assert_eq!(minimum(1_600_000, t1), Some(F * 115 / 100));
     assert_eq!(minimum(1_600_000, t1 + ms(4900)), Some(F * 115 / 100));
-    assert_eq!(minimum(1_600_000, t1 + secs(5)), Some(H), "over");
+    assert_eq!(minimum(1_600_000, t1 + secs(5)), Some(0), "over");
     assert_eq!(
         minimum(1_600_000, t1 + ms(14_900)),
-        Some(H),
+        Some(0),
         "not again for 10 s"
     );
     assert_eq!(minimum(1_600_000, t1 + secs(15)), Some(F * 115 / 100));
@@ -600,7 +601,11 @@ fn a_screen_share_gets_its_best_layer_before_the_cameras() {
     assert_eq!([spatial(&a, 0), spatial(&a, 1)], [1, 1], "fair: both at h");
     let a = p.allocate(&d, t0 + secs(1));
     assert_eq!([spatial(&a, 0), spatial(&a, 1), spatial(&a, 2)], [0, 0, 2]);
-    assert_eq!(a.probe.map(|p| p.minimum_bps), Some(2 * Q + 900_000));
+    assert_eq!(
+        a.probe.map(|p| p.minimum_bps),
+        Some(0),
+        "placed, not pending"
+    );
 }
 
 #[test]
