@@ -153,6 +153,24 @@ impl SourceLayer {
         (self.peak_bps > 0).then(|| self.peak_bps.max(measured))
     }
 
+    /// What it sends per second judged from the time it has been arriving, for a layer not
+    /// yet measured over a whole window: the bytes of its meter over that time, where
+    /// [`RateMeter::bps`] spreads them over the whole window (100 ms after a start the meter
+    /// shows a twentieth of the rate). `None` before [`RateMeter::BUCKET`]: a few packets say
+    /// little of a rate.
+    fn rate_so_far(&self, now: Instant) -> Option<u64> {
+        let measured = self.meter.bps(now);
+        let elapsed = now.saturating_duration_since(self.arriving_since?);
+        if elapsed >= RateMeter::WINDOW {
+            return Some(measured);
+        }
+        if elapsed < RateMeter::BUCKET {
+            return None;
+        }
+        let scaled = u128::from(measured) * RateMeter::WINDOW.as_micros() / elapsed.as_micros();
+        Some(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
     /// Cumulative bitrates of its temporal layers (empty: none seen).
     pub(crate) fn temporal_bps(&self, now: Instant) -> Vec<u64> {
         if !self.has_temporal {
@@ -175,8 +193,11 @@ impl SourceLayer {
 }
 
 /// Each layer's bitrate for layer selection, lowest first. A layer never measured over a full
-/// window counts as what it measures now when it is the track's only layer (no choice hangs on
-/// it); one of several counts as a guess from the nearest measured layer, a third of it per
+/// window counts, when it is the track's only layer, as what it has sent per second since it
+/// started (no choice hangs on it, but the estimator's first probes aim at twice what the
+/// receivers' tracks need: at a twentieth of the rate they paced the video at that for a third
+/// of a second and dragged the estimate below it), and before a quarter second as the guess
+/// below. One of several counts as a guess from the nearest measured layer, a third of it per
 /// step down or three times per step up (the steps of the usual 150 k / 500 k / 1.5 Mbit/s
 /// ladder), or with none measured 1.5 Mbit/s for the top layer and a third per step below,
 /// unless it already measures more (a layer that started 100 ms ago has sent a twentieth of a
@@ -192,7 +213,9 @@ pub(crate) fn layer_rates(layers: &mut [SourceLayer], now: Instant) -> Vec<u64> 
                 return bps;
             }
             if layers.len() == 1 && layers[i].arriving(now) && measured > 0 {
-                return measured;
+                if let Some(bps) = layers[i].rate_so_far(now) {
+                    return bps;
+                }
             }
             let above = (i + 1..layers.len()).find_map(|j| Some((j, known[j]?)));
             let below = (0..i).rev().find_map(|j| Some((j, known[j]?)));
@@ -337,12 +360,22 @@ mod tests {
         let rates = layer_rates(&mut layers, t0 + ms(2300));
         assert!((1_800_000..=2_200_000).contains(&rates[2]), "{rates:?}");
         assert_eq!(rates[..2], [rates[2] / 9, rates[2] / 3]);
-        // The track's only layer counts as what it sends from the start.
+        // The track's only layer counts as what it has sent per second since it started
+        // (2 Mbit/s, not the meter's 300 kbit/s), after a quarter second; before, as guessed.
         let mut one = vec![SourceLayer::new(None, throttle())];
-        for i in 0..30 {
+        for i in 0..10 {
             one[0].packet(2500, None, t0 + ms(10 * i));
         }
-        assert_eq!(layer_rates(&mut one, t0 + ms(300)), [300_000]);
+        assert_eq!(layer_rates(&mut one, t0 + ms(100)), [1_500_000]);
+        for i in 10..30 {
+            one[0].packet(2500, None, t0 + ms(10 * i));
+        }
+        assert_eq!(layer_rates(&mut one, t0 + ms(300)), [2_000_000]);
+        // A whole window in, the meter's measure.
+        for i in 30..250 {
+            one[0].packet(2500, None, t0 + ms(10 * i));
+        }
+        assert_eq!(layer_rates(&mut one, t0 + ms(2500)), [2_000_000]);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Client {
     pub keyframe_requests: Vec<Instant>,
     /// The simulcast `rid` each of those asked for (`None`: no simulcast).
     pub keyframe_rids: Vec<Option<Rid>>,
+    /// The sending streams whose retransmissions are no longer capped (see [`write_layer`]).
+    uncapped: Vec<(Mid, Option<Rid>)>,
 }
 
 /// A client with str0m's default Opus and VP8 configuration.
@@ -77,6 +79,7 @@ pub fn client_with(i: u8, config: RtcConfig, now: Instant) -> Client {
         send: Vec::new(),
         keyframe_requests: Vec::new(),
         keyframe_rids: Vec::new(),
+        uncapped: Vec::new(),
     }
 }
 
@@ -258,6 +261,16 @@ pub fn write_layer(
         .iter()
         .find(|(k, _)| *k == kind)
         .expect("a sending m-line of that kind");
+    let rid_ = rid.map(Rid::from);
+    if !c.uncapped.contains(&(mid, rid_)) {
+        // As a browser, it answers every NACK while its bitrate allows (str0m drops queued
+        // retransmissions while they exceed 15 % of the stream's bytes, which a 10 % loss
+        // reaches now and then). Set before the stream's first packet: this replaces its cache.
+        if let Some(tx) = c.rtc.direct_api().stream_tx_by_mid(mid, rid_) {
+            tx.set_rtx_cache(1024, Duration::from_secs(3), None);
+            c.uncapped.push((mid, rid_));
+        }
+    }
     let mut w = c.rtc.writer(mid).unwrap();
     if let Some(rid) = rid {
         w = w.rid(Rid::from(rid));
