@@ -21,8 +21,9 @@ pub struct SfuConfig {
     pub ice_stall: Duration,
     /// At most one keyframe request per track goes to its publisher in this interval.
     pub keyframe_request_interval: Duration,
-    /// The shorter gap for a request made because a receiver starts on a track (it shows
-    /// nothing until a keyframe); at most `keyframe_request_interval`.
+    /// A request made because a receiver starts on a track (it shows nothing until a
+    /// keyframe) goes at once unless one is outstanding: sent less than this long ago and not
+    /// answered by a keyframe yet (asked again after it); at most `keyframe_request_interval`.
     pub keyframe_request_on_start_interval: Duration,
     /// Video codecs a room may use, in order of preference.
     pub video_codecs: Vec<VideoCodec>,

@@ -5,10 +5,12 @@
 //! coalesced: at most one per interval goes upstream; requests inside the interval leave one
 //! request pending, sent when the interval ends, unless a keyframe arrives first.
 //!
-//! A subscriber that starts (joins, subscribes, is fed a new source) has nothing to show until
-//! a keyframe comes, so its request uses a shorter gap: joiners wait a fraction of a second, not
-//! up to a whole interval, while a join storm still costs the publisher a bounded number of
-//! keyframes per second.
+//! A subscriber that starts (joins, subscribes, is moved to another layer) has nothing to show
+//! until a keyframe comes: its request goes upstream at once unless one is outstanding (sent,
+//! and neither answered by a keyframe nor older than the start interval), whose keyframe will
+//! serve it too. A join storm thus costs the publisher at most one keyframe per round trip
+//! (request, encoding, the keyframe's way back), and a lost request is asked again after the
+//! start interval.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,8 @@ pub struct KeyframeThrottle {
     interval: Duration,
     start_interval: Duration,
     last_sent: Option<Instant>,
+    /// A keyframe arrived since the last request went upstream.
+    answered: bool,
     /// The oldest request not yet sent, and when it may go.
     pending: Option<(Instant, Instant)>,
 }
@@ -39,6 +43,7 @@ impl KeyframeThrottle {
             interval,
             start_interval: start_interval.min(interval),
             last_sent: None,
+            answered: false,
             pending: None,
         }
     }
@@ -49,8 +54,9 @@ impl KeyframeThrottle {
             Urgency::Repair => self.interval,
             Urgency::Start => self.start_interval,
         };
+        let answered = urgency == Urgency::Start && self.answered;
         match self.last_sent {
-            Some(t) if now < t + gap => {
+            Some(t) if now < t + gap && !answered => {
                 let due = t + gap;
                 self.pending = Some(match self.pending {
                     Some((since, d)) => (since.min(now), d.min(due)),
@@ -59,15 +65,23 @@ impl KeyframeThrottle {
                 false
             }
             _ => {
-                self.last_sent = Some(now);
-                self.pending = None;
+                self.sent(now);
                 true
             }
         }
     }
 
+    fn sent(&mut self, now: Instant) {
+        self.last_sent = Some(now);
+        self.answered = false;
+        self.pending = None;
+    }
+
     /// A keyframe arrived from the publisher; it answers every request made before it.
     pub fn keyframe_received(&mut self, at: Instant) {
+        if self.last_sent.is_some_and(|t| t <= at) {
+            self.answered = true;
+        }
         if self.pending.is_some_and(|(since, _)| since <= at) {
             self.pending = None;
         }
@@ -82,8 +96,7 @@ impl KeyframeThrottle {
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
         match self.poll_timeout() {
             Some(t) if now >= t => {
-                self.last_sent = Some(now);
-                self.pending = None;
+                self.sent(now);
                 true
             }
             _ => false,
@@ -128,23 +141,44 @@ mod tests {
     }
 
     #[test]
-    fn a_starting_receiver_waits_only_the_short_gap() {
+    fn a_starting_receiver_asks_at_once_unless_a_request_is_outstanding() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut k = KeyframeThrottle::new(SEC, ms(250));
         assert!(k.request(Urgency::Start, t0));
-        // A repair request waits the whole interval; a start after it shortens the wait.
+        // Outstanding: a repair request waits the whole interval; a start the start interval
+        // (asked again then if no keyframe came).
         assert!(!k.request(Urgency::Repair, t0 + ms(50)));
         assert_eq!(k.poll_timeout(), Some(t0 + SEC));
         assert!(!k.request(Urgency::Start, t0 + ms(100)));
         assert_eq!(k.poll_timeout(), Some(t0 + ms(250)));
-        assert!(k.handle_timeout(t0 + ms(250)));
-        // A join storm: starts every 50 ms get one request upstream per 250 ms.
-        let mut sent = 0;
-        for i in 1..=20 {
-            let now = t0 + ms(250 + 50 * i);
-            sent += k.request(Urgency::Start, now) as u32 + k.handle_timeout(now) as u32;
+        // Its keyframe answers both.
+        k.keyframe_received(t0 + ms(120));
+        assert_eq!(k.poll_timeout(), None);
+        // Answered: the next start goes at once, a repair still waits its interval.
+        assert!(!k.request(Urgency::Repair, t0 + ms(130)));
+        assert!(k.request(Urgency::Start, t0 + ms(140)));
+        assert_eq!(k.poll_timeout(), None, "the start's keyframe will do");
+        // Unanswered for the start interval: asked again.
+        assert!(!k.request(Urgency::Start, t0 + ms(200)));
+        assert!(k.handle_timeout(t0 + ms(390)));
+        // A join storm, a start every 10 ms, keyframes 40 ms after each request: one request
+        // per round trip.
+        let mut k = KeyframeThrottle::new(SEC, ms(250));
+        let mut sent = Vec::new();
+        for i in 0..50 {
+            let now = t0 + ms(10 * i);
+            if let Some(&t) = sent.last() {
+                if now >= t + ms(40) {
+                    k.keyframe_received(t + ms(40));
+                }
+            }
+            if k.request(Urgency::Start, now) || k.handle_timeout(now) {
+                sent.push(now);
+            }
         }
-        assert_eq!(sent, 4);
+        // 0, 40, 80, … 480 ms: 13 requests for 50 starts.
+        assert_eq!(sent.len(), 13, "{sent:?}");
+        assert!(sent.windows(2).all(|w| w[1] - w[0] == ms(40)));
     }
 }
