@@ -557,8 +557,9 @@ async fn run(
 ) {
     let mut peers: HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>> = HashMap::new();
     let mut taps: HashMap<TapId, mpsc::UnboundedSender<TapPacket>> = HashMap::new();
+    let mut batch = Vec::with_capacity(FLUSH_CHUNK);
     loop {
-        flush(&socket, tcp.as_mut(), &mut sfu).await;
+        flush(&socket, tcp.as_mut(), &mut sfu, &mut batch).await;
         while let Some(event) = sfu.poll_event() {
             if let (SfuEvent::PeerRemoved { peer, .. }, Some(tcp)) = (&event, tcp.as_mut()) {
                 tcp.peer_removed(*peer);
@@ -631,17 +632,33 @@ async fn run(
     tracing::info!("media port closed");
 }
 
-async fn flush(socket: &udp::MediaSocket, mut tcp: Option<&mut TcpPort>, sfu: &mut Sfu) {
-    while let Some(t) = sfu.poll_transmit() {
-        if t.proto == Proto::Tcp {
-            if let Some(tcp) = tcp.as_deref_mut() {
-                tcp.send(t);
+/// Datagrams taken from the core before they are sent (in batches: see `udp.rs`).
+const FLUSH_CHUNK: usize = 256;
+
+/// Sends what the core has to send: UDP datagrams in batches, ICE-TCP frames to their
+/// connections. `batch` is reused from call to call.
+async fn flush(
+    socket: &udp::MediaSocket,
+    mut tcp: Option<&mut TcpPort>,
+    sfu: &mut Sfu,
+    batch: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+) {
+    loop {
+        batch.clear();
+        while batch.len() < FLUSH_CHUNK {
+            let Some(t) = sfu.poll_transmit() else { break };
+            if t.proto == Proto::Tcp {
+                if let Some(tcp) = tcp.as_deref_mut() {
+                    tcp.send(t);
+                }
+                continue;
             }
-            continue;
+            batch.push((t.source, t.destination, t.contents));
         }
-        if let Err(e) = socket.send(t.source, t.destination, &t.contents).await {
-            tracing::debug!(destination = %t.destination, "media socket send: {e}");
+        if batch.is_empty() {
+            return;
         }
+        socket.send_all(batch).await;
     }
 }
 

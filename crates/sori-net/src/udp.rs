@@ -6,17 +6,20 @@
 //! pick the source from the route back, which on a host with two addresses (or when the
 //! advertised address is not the one the default route leaves from) is the wrong one, and every
 //! connectivity check fails. So each datagram is read with its destination address
-//! (`IP_PKTINFO`/`IPV6_PKTINFO`) and each reply names its source, through `quinn-udp`, which
-//! does the control-message work (and batches reads with `recvmmsg` and GRO).
+//! (`IP_PKTINFO`/`IPV6_PKTINFO`) and each reply names its source. Reads go through `quinn-udp`,
+//! which does the control-message work and batches them with `recvmmsg` and GRO; writes go in
+//! batches of up to 32 per `sendmmsg` (`nix`), one system call where there were 32 (GSO would
+//! need one destination per batch, and an SFU's consecutive datagrams go to many).
 //!
 //! One socket with packet info rather than a socket per address: addresses come and go (DHCP,
 //! failover IPs), an unspecified bind follows them without a restart, and the core keeps one
 //! port to route by.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -165,26 +168,88 @@ impl MediaSocket {
         Ok(datagrams)
     }
 
-    /// Sends `contents` from candidate `source` to `destination`.
-    pub(crate) async fn send(
-        &self,
-        source: SocketAddr,
-        destination: SocketAddr,
-        contents: &[u8],
-    ) -> io::Result<()> {
-        let transmit = Transmit {
-            destination: self.routes.outgoing(destination),
-            ecn: None,
-            contents,
-            segment_size: None,
-            src_ip: self.routes.source(source),
-        };
-        self.socket
-            .async_io(Interest::WRITABLE, || {
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), &transmit)
-            })
-            .await
+    /// Sends datagrams (`source` candidate, `destination`, contents), in order, in batches of
+    /// up to [`SEND_BATCH`] per `sendmmsg` (one system call instead of one per datagram).
+    /// A datagram the kernel refuses (an unreachable destination, say) is logged and skipped;
+    /// the others still go.
+    pub(crate) async fn send_all(&self, datagrams: &[(SocketAddr, SocketAddr, Vec<u8>)]) {
+        let mut at = 0;
+        while at < datagrams.len() {
+            // A run of datagrams that name the same source (usually all of them).
+            let src_ip = self.routes.source(datagrams[at].0);
+            let end = datagrams[at..]
+                .iter()
+                .take(SEND_BATCH)
+                .position(|d| self.routes.source(d.0) != src_ip)
+                .map_or((at + SEND_BATCH).min(datagrams.len()), |n| at + n);
+            let run = &datagrams[at..end];
+            let sent = self
+                .socket
+                .async_io(Interest::WRITABLE, || {
+                    send_many(self.socket.as_raw_fd(), &self.routes, src_ip, run)
+                })
+                .await;
+            match sent {
+                Ok(n) => at += n.max(1),
+                Err(e) => {
+                    tracing::debug!(destination = %run[0].1, "media socket send: {e}");
+                    at += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Datagrams per `sendmmsg`.
+const SEND_BATCH: usize = 32;
+
+/// One `sendmmsg` of `run` (every datagram from `src_ip`, when it must be named): how many
+/// went. `WouldBlock` when the socket's buffer is full.
+fn send_many(
+    fd: std::os::fd::RawFd,
+    routes: &Routes,
+    src_ip: Option<IpAddr>,
+    run: &[(SocketAddr, SocketAddr, Vec<u8>)],
+) -> io::Result<usize> {
+    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+    let slices: Vec<[IoSlice<'_>; 1]> = run.iter().map(|d| [IoSlice::new(&d.2)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = run
+        .iter()
+        .map(|d| Some(SockaddrStorage::from(routes.outgoing(d.1))))
+        .collect();
+    let v4;
+    let v6;
+    let cmsgs: Vec<ControlMessage<'_>> = match src_ip {
+        None => Vec::new(),
+        Some(IpAddr::V4(ip)) if !routes.v6_socket => {
+            v4 = nix::libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: nix::libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                ipi_addr: nix::libc::in_addr { s_addr: 0 },
+            };
+            vec![ControlMessage::Ipv4PacketInfo(&v4)]
+        }
+        Some(ip) => {
+            let ip6 = match ip {
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+                IpAddr::V6(v) => v,
+            };
+            v6 = nix::libc::in6_pktinfo {
+                ipi6_addr: nix::libc::in6_addr {
+                    s6_addr: ip6.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            vec![ControlMessage::Ipv6PacketInfo(&v6)]
+        }
+    };
+    let space = src_ip.map(|_| nix::cmsg_space!(nix::libc::in6_pktinfo));
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(run.len(), space);
+    match sendmmsg(fd, &mut headers, &slices, &addrs, &cmsgs, MsgFlags::empty()) {
+        Ok(results) => Ok(results.count()),
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 
@@ -283,9 +348,66 @@ mod tests {
             (source, destination, bytes),
             (client.local_addr().unwrap(), candidate, b"ping".to_vec())
         );
-        media.send(destination, source, b"pong").await.unwrap();
+        media
+            .send_all(&[(destination, source, b"pong".to_vec())])
+            .await;
         let mut buf = [0u8; 16];
         let (n, from) = client.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"pong"[..], candidate));
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_socket_replies_to_ipv4_from_the_address_reached() {
+        let Ok(socket) = UdpSocket::bind("[::]:0").await else {
+            // No IPv6 on this host: there is no dual-stack socket to test.
+            return;
+        };
+        let port = socket.local_addr().unwrap().port();
+        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
+        let routes = Routes::new(socket.local_addr().unwrap(), vec![candidate], is_local);
+        let media = MediaSocket::new(socket, routes).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        media
+            .send_all(&[(candidate, client.local_addr().unwrap(), b"pong".to_vec())])
+            .await;
+        let mut buf = [0u8; 16];
+        let (n, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"pong"[..], candidate));
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_whole_in_order_and_a_refused_datagram_costs_only_itself() {
+        // 100 datagrams (more than one sendmmsg) to three receivers, from the address the
+        // socket is not bound to; one to a destination the kernel refuses (port 0) in the
+        // middle of a batch.
+        let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
+        let routes = Routes::new(socket.local_addr().unwrap(), vec![candidate], is_local);
+        let media = MediaSocket::new(socket, routes).unwrap();
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            receivers.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        let refused = addr("127.0.0.1:0");
+        let mut datagrams = Vec::new();
+        for i in 0..100u32 {
+            let to = if i == 40 {
+                refused
+            } else {
+                receivers[i as usize % 3].local_addr().unwrap()
+            };
+            datagrams.push((candidate, to, i.to_be_bytes().repeat(50)));
+        }
+        media.send_all(&datagrams).await;
+        for (r, receiver) in receivers.iter().enumerate() {
+            let want: Vec<u32> = (0..100).filter(|i| i % 3 == r as u32 && *i != 40).collect();
+            for i in want {
+                let mut buf = [0u8; 512];
+                let (n, from) = receiver.recv_from(&mut buf).await.unwrap();
+                assert_eq!(from, candidate, "from the candidate's address");
+                assert_eq!(&buf[..n], &i.to_be_bytes().repeat(50)[..], "datagram {i}");
+            }
+        }
     }
 }
