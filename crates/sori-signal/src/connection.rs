@@ -6,6 +6,7 @@ mod media;
 mod messages;
 mod resume;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -73,6 +74,9 @@ enum Exit {
     Ended,
 }
 
+/// The most frames read ahead while a message waits for the media server.
+const EARLY_MAX: usize = 64;
+
 /// Close codes with which a client says it means to come back (`resume`).
 const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
 
@@ -106,10 +110,16 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         received: 0,
         media_retry: media::Retry::default(),
     };
+    // Frames read while a message waited for the media server, in order; `None` in it: the
+    // stream ended.
+    let mut early = VecDeque::new();
     let exit = loop {
         let end = conn.out.end();
         let kick = conn.kick.clone();
-        let next = tokio::select! {
+        let next = if let Some(frame) = early.pop_front() {
+            Ok(frame)
+        } else {
+            tokio::select! {
             _ = end.wait() => break Exit::Ended,
             _ = kick.notified() => break Exit::Kicked,
             _ = async { renew.as_mut().expect("guarded").tick().await }, if renew.is_some() => {
@@ -121,6 +131,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                 continue;
             }
             next = tokio::time::timeout(signal.config.idle_timeout, stream.next()) => next,
+            }
         };
         let message = match next {
             Ok(Some(Ok(m))) => m,
@@ -189,9 +200,32 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                 // for the media server (which may not answer for seconds): the message is
                 // dropped unprocessed, and the client sends it again after the resume.
                 let kick = conn.kick.clone();
-                let handled = tokio::select! {
-                    _ = conn.handle(m) => true,
-                    _ = kick.notified() => false,
+                let out = conn.out.clone();
+                let handled = {
+                    let handling = conn.handle(m);
+                    tokio::pin!(handling);
+                    // Meanwhile `ping` is answered: a client that hears nothing back takes its
+                    // socket for dead and resumes on a new one, which would cut short what the
+                    // media server is doing for it. What else arrives waits its turn.
+                    loop {
+                        let reading =
+                            !matches!(early.back(), Some(None)) && early.len() < EARLY_MAX;
+                        tokio::select! {
+                            _ = &mut handling => break true,
+                            _ = kick.notified() => break false,
+                            frame = stream.next(), if reading => match frame {
+                                Some(Ok(Message::Text(t)))
+                                    if matches!(
+                                        protocol::parse_sequenced(t.as_str()),
+                                        Ok((ClientMessage::Ping, _))
+                                    ) =>
+                                {
+                                    out.send_direct(&ServerMessage::Pong);
+                                }
+                                frame => early.push_back(frame),
+                            },
+                        }
+                    }
                 };
                 if !handled {
                     break Exit::Kicked;
