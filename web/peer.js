@@ -214,6 +214,7 @@ export function restartIce(why) {
 /** Takes back this browser's offer that got no answer. */
 async function rollback(pc) {
   if (pc.signalingState !== 'have-local-offer') return;
+  crossedOffer = null;
   try { await pc.setLocalDescription({ type: 'rollback' }); } catch (err) { console.warn('rollback', err); }
 }
 
@@ -314,21 +315,51 @@ export async function onOffer(msg) {
   if (!pc) return;
   // Our own offer crossed theirs: the media server is the polite side and re-offers after
   // answering ours, so its offer is ignored here. Between browsers, the later joiner offers.
-  if (pc.signalingState !== 'stable') return;
+  if (pc.signalingState !== 'stable') {
+    // Its re-offer may overtake the answer to ours on the way (the session server gets the
+    // two from the media server on separate paths): kept, to be told apart from an offer
+    // made before ours once the answer is in (`onAnswer`).
+    if (!msg.from && restarting) crossedOffer = msg.sdp;
+    return;
+  }
+  await answerOffer(pc, msg);
+}
+
+async function answerOffer(pc, msg) {
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   await pc.setLocalDescription(await pc.createAnswer());
   describe('answer', pc, msg.from);
 }
 
+/** The last media server offer that arrived while this browser's ICE restart offer waited
+ * for its answer. */
+let crossedOffer = null;
+
+/** The ICE username fragment of a session description. */
+function iceUfrag(sdp) {
+  const m = sdp.match(/^a=ice-ufrag:(\S+?)\r?$/m);
+  return m ? m[1] : null;
+}
+
 export async function onAnswer(msg) {
   const pc = state.pc;
   if (!pc) return;
+  const crossed = msg.from ? null : crossedOffer;
   if (!msg.from) {
     restarting = false;
     failedRestarts = 0;
+    crossedOffer = null;
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-  if (!msg.from) await unicastFallback(pc);
+  if (msg.from) return;
+  await unicastFallback(pc);
+  // An ICE restart gives the media server new credentials: an offer that crossed ours and
+  // carries them was made after it answered ours (its re-offer, which will not come again),
+  // one with the old ones was dropped by it and is not answered.
+  if (crossed && pc === state.pc && pc.signalingState === 'stable'
+      && iceUfrag(crossed) === iceUfrag(msg.sdp)) {
+    await answerOffer(pc, { sdp: crossed });
+  }
 }
 
 /** `layers`: the media server says which encodings of the video on `mid` anyone receives;

@@ -6,6 +6,7 @@ mod media;
 mod messages;
 mod resume;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -73,6 +74,24 @@ enum Exit {
     Ended,
 }
 
+/// The most frames read ahead while a message waits for the media server.
+const EARLY_MAX: usize = 64;
+
+/// A `ping` read while a message waits for the media server is answered after this long
+/// (the web client takes a socket whose ping is unanswered for 0.6 s for dead).
+const PONG_WITHIN: Duration = Duration::from_millis(300);
+
+/// Whether a frame read is a `ping`.
+fn is_ping<E>(frame: &Option<Result<Message, E>>) -> bool {
+    let Some(Ok(Message::Text(t))) = frame else {
+        return false;
+    };
+    matches!(
+        protocol::parse_sequenced(t.as_str()),
+        Ok((ClientMessage::Ping, _))
+    )
+}
+
 /// Close codes with which a client says it means to come back (`resume`).
 const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
 
@@ -106,10 +125,22 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         received: 0,
         media_retry: media::Retry::default(),
     };
+    // Frames read while a message waited for the media server, in order; `None` in it: the
+    // stream ended.
+    let mut early = VecDeque::new();
+    // Pings in `early` answered already (the first ones: they are answered in order).
+    let mut ponged_early = 0usize;
     let exit = loop {
         let end = conn.out.end();
         let kick = conn.kick.clone();
-        let next = tokio::select! {
+        let next = if let Some(frame) = early.pop_front() {
+            if ponged_early > 0 && is_ping(&frame) {
+                ponged_early -= 1;
+                continue;
+            }
+            Ok(frame)
+        } else {
+            tokio::select! {
             _ = end.wait() => break Exit::Ended,
             _ = kick.notified() => break Exit::Kicked,
             _ = async { renew.as_mut().expect("guarded").tick().await }, if renew.is_some() => {
@@ -121,6 +152,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                 continue;
             }
             next = tokio::time::timeout(signal.config.idle_timeout, stream.next()) => next,
+            }
         };
         let message = match next {
             Ok(Some(Ok(m))) => m,
@@ -189,9 +221,40 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                 // for the media server (which may not answer for seconds): the message is
                 // dropped unprocessed, and the client sends it again after the resume.
                 let kick = conn.kick.clone();
-                let handled = tokio::select! {
-                    _ = conn.handle(m) => true,
-                    _ = kick.notified() => false,
+                let out = conn.out.clone();
+                let handled = {
+                    let handling = conn.handle(m);
+                    tokio::pin!(handling);
+                    // Meanwhile what arrives waits its turn, but a `ping` still waiting after
+                    // PONG_WITHIN is answered: a client that hears nothing back takes its
+                    // socket for dead and resumes on a new one, which would cut short what
+                    // the media server is doing for it. (Sooner, replies keep their order.)
+                    let mut owed = None;
+                    loop {
+                        let reading =
+                            !matches!(early.back(), Some(None)) && early.len() < EARLY_MAX;
+                        let pong_due = async {
+                            match owed {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = &mut handling => break true,
+                            _ = kick.notified() => break false,
+                            _ = pong_due => {
+                                out.send_direct(&ServerMessage::Pong);
+                                ponged_early += 1;
+                                owed = None;
+                            }
+                            frame = stream.next(), if reading => {
+                                if is_ping(&frame) && owed.is_none() {
+                                    owed = Some(tokio::time::Instant::now() + PONG_WITHIN);
+                                }
+                                early.push_back(frame);
+                            }
+                        }
+                    }
                 };
                 if !handled {
                     break Exit::Kicked;
