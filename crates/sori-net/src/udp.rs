@@ -323,15 +323,21 @@ mod tests {
         );
     }
 
+    /// The media socket over `socket` (bound to an unspecified address), advertising
+    /// 127.0.0.2 on its port: the candidate, an address the route to 127.0.0.1 would not pick.
+    fn advertising_127_0_0_2(socket: UdpSocket) -> (MediaSocket, SocketAddr) {
+        let bound = socket.local_addr().unwrap();
+        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), bound.port());
+        let routes = Routes::new(bound, vec![candidate], is_local);
+        (MediaSocket::new(socket, routes).unwrap(), candidate)
+    }
+
     #[tokio::test]
     async fn replies_leave_from_the_address_the_request_arrived_at() {
         // Bound to 0.0.0.0 and advertising 127.0.0.2: a reply to a client on 127.0.0.1 would
         // leave from 127.0.0.1 by the route, and must leave from 127.0.0.2.
         let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
-        let routes = Routes::new(socket.local_addr().unwrap(), vec![candidate], is_local);
-        let mut media = MediaSocket::new(socket, routes).unwrap();
+        let (mut media, candidate) = advertising_127_0_0_2(socket);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.send_to(b"ping", candidate).await.unwrap();
         let mut got = None;
@@ -362,10 +368,7 @@ mod tests {
             // No IPv6 on this host: there is no dual-stack socket to test.
             return;
         };
-        let port = socket.local_addr().unwrap().port();
-        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
-        let routes = Routes::new(socket.local_addr().unwrap(), vec![candidate], is_local);
-        let media = MediaSocket::new(socket, routes).unwrap();
+        let (media, candidate) = advertising_127_0_0_2(socket);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         media
             .send_all(&[(candidate, client.local_addr().unwrap(), b"pong".to_vec())])
@@ -381,10 +384,7 @@ mod tests {
         // socket is not bound to; one to a destination the kernel refuses (port 0) in the
         // middle of a batch.
         let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let candidate = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
-        let routes = Routes::new(socket.local_addr().unwrap(), vec![candidate], is_local);
-        let media = MediaSocket::new(socket, routes).unwrap();
+        let (media, candidate) = advertising_127_0_0_2(socket);
         let mut receivers = Vec::new();
         for _ in 0..3 {
             receivers.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
