@@ -24,6 +24,7 @@ mod model;
 mod recorder;
 pub mod rpc;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use sori_net::MediaHandle;
 use tokio::sync::{mpsc, Mutex};
 
@@ -41,6 +42,8 @@ use model::{Conn, Kms};
 
 /// Largest accepted frame (big SDPs fit many times over).
 const MAX_FRAME: usize = 1 << 20;
+/// Frames read ahead of the one being handled (each at most [`MAX_FRAME`]).
+const READ_AHEAD: usize = 16;
 
 /// Settings of the control API.
 #[derive(Debug, Clone)]
@@ -209,23 +212,41 @@ async fn connection(k: Kurento, socket: WebSocket) {
     let mut conn = Conn::new(outbox.clone());
     tracing::debug!(conn = conn.id, "control connection open");
     let silence = keepalive * KEEPALIVE_MISSES;
+    // Frames already received behind the one being handled, and whether the client closed the
+    // connection after them: a process that was stopped finds, once it runs again, requests a
+    // client sent before it gave up and closed; read ahead, the close is known before they run.
+    let mut ahead = VecDeque::new();
+    let mut closed = false;
     loop {
-        let msg = tokio::select! {
-            msg = tokio::time::timeout(silence, rx.next()) => msg,
-            // The writer ended: the socket is gone.
-            _ = outbox.closed() => break,
-        };
-        let msg = match msg {
-            Ok(Some(Ok(msg))) => msg,
-            Ok(_) => break,
-            Err(_) => {
-                tracing::info!(
-                    conn = conn.id,
-                    "control connection silent for {silence:?}: closed"
-                );
-                break;
+        let msg = match ahead.pop_front() {
+            Some(msg) => msg,
+            None if closed => break,
+            None => {
+                let msg = tokio::select! {
+                    msg = tokio::time::timeout(silence, rx.next()) => msg,
+                    // The writer ended: the socket is gone.
+                    _ = outbox.closed() => break,
+                };
+                match msg {
+                    Ok(Some(Ok(msg))) => msg,
+                    Ok(_) => break,
+                    Err(_) => {
+                        tracing::info!(
+                            conn = conn.id,
+                            "control connection silent for {silence:?}: closed"
+                        );
+                        break;
+                    }
+                }
             }
         };
+        while !closed && ahead.len() < READ_AHEAD {
+            match rx.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(Message::Close(_)) | Err(_)) | None) => closed = true,
+                Some(Some(Ok(next))) => ahead.push_back(next),
+            }
+        }
         // Some clients send their JSON in binary frames.
         let text = match &msg {
             Message::Text(t) => t.as_str(),
@@ -233,8 +254,8 @@ async fn connection(k: Kurento, socket: WebSocket) {
             Message::Close(_) => break,
             _ => continue,
         };
-        if let Some(reply) = model::handle_frame(&k.kms, &mut conn, text).await {
-            if outbox.send(reply).is_err() {
+        if let Some(reply) = model::handle_frame(&k.kms, &mut conn, text, closed).await {
+            if outbox.send(reply).is_err() && !closed {
                 break;
             }
         }

@@ -186,3 +186,71 @@ async fn late_frames_of_a_dead_socket_leave_the_session_on_the_new_one() {
     let e = new.event(&w, "ElementConnected").await;
     assert_eq!(e["params"]["value"]["data"]["sink"], json!(w2));
 }
+
+/// Sends `frames` on a new socket in one write, then (if `close`) a close frame in the same
+/// write: the media server finds them all at once, as one that was stopped (SIGSTOP) while a
+/// client sent them and gave up finds them when it runs again.
+async fn in_one_write(url: &str, frames: &[Value], close: bool) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for f in frames {
+        ws.feed(Message::text(f.to_string())).await.unwrap();
+    }
+    if close {
+        ws.feed(Message::Close(None)).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    if !close {
+        // Held open until the media server has answered the last one.
+        let last = frames.last().unwrap()["id"].clone();
+        while let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            if let Message::Text(t) = m {
+                if serde_json::from_str::<Value>(&t).unwrap()["id"] == last {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the negotiation a client sent just before closing its socket was applied; a
+/// `release` of a throwaway endpoint sent behind it says when its turn has passed.
+async fn negotiated_then(close: bool) -> Value {
+    let s = server().await;
+    let mut c = Client::connect(&s.url).await;
+    let p = pipeline(&mut c).await;
+    let w = endpoint(&mut c, &p).await;
+    let marker = endpoint(&mut c, &p).await;
+    let session = c.ok("describe", json!({"object": w})).await;
+    let session = session["sessionId"].clone();
+    let frames = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "invoke", "params": {
+            "object": w, "operation": "processOffer", "sessionId": session,
+            "operationParams": {"offer": offer(Direction::SendRecv)}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "release", "params": {
+            "object": marker, "sessionId": session}}),
+    ];
+    in_one_write(&s.url, &frames, close).await;
+    for _ in 0..1000 {
+        let r = c.call("describe", json!({"object": marker})).await;
+        if r.get("error").is_some() {
+            return c
+                .invoke(&w, "getRemoteSessionDescriptor", Value::Null)
+                .await;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the release sent behind the offer was not carried out");
+}
+
+#[tokio::test]
+async fn a_negotiation_sent_on_a_socket_closed_behind_it_is_not_applied() {
+    // The client closed the socket behind its offer: no one can read the answer.
+    let dropped = negotiated_then(true).await;
+    assert!(dropped.is_null(), "no remote description: {dropped}");
+    // The same offer on a socket that stays open is applied.
+    let applied = negotiated_then(false).await;
+    assert!(
+        applied.as_str().is_some_and(|sdp| sdp.contains("m=video")),
+        "{applied}"
+    );
+}

@@ -88,9 +88,20 @@ pub(crate) async fn handle_frame(
     kms: &Arc<Mutex<Kms>>,
     conn: &mut Conn,
     text: &str,
+    closed: bool,
 ) -> Option<String> {
     let reply = match parse_request(text) {
         Err((id, e)) => Some(error_response(&id, &e)),
+        Ok(req) if closed && negotiates(&req) => {
+            // The client closed the connection after sending this (it gave up waiting): the
+            // session description it would make or take reaches no one, and applying it
+            // would leave the endpoint negotiated in a way no client knows of.
+            tracing::info!(
+                conn = conn.id,
+                "negotiation sent on a connection since closed: not applied"
+            );
+            None
+        }
         Ok(req) => {
             let mut k = kms.lock().await;
             let result = k.request(conn, &req.method, req.params).await;
@@ -101,6 +112,17 @@ pub(crate) async fn handle_frame(
         }
     };
     reply.map(|v| v.to_string())
+}
+
+/// A request that negotiates a session description: its effect is known only from its reply.
+fn negotiates(req: &crate::rpc::Request) -> bool {
+    req.method == "invoke"
+        && req
+            .params
+            .as_ref()
+            .and_then(|p| p.get("operation"))
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|op| matches!(op, "processOffer" | "processAnswer" | "generateOffer"))
 }
 
 impl Kms {
