@@ -141,17 +141,18 @@ let retryTimer = null;
 let restarting = false;
 
 /** Media sent but nothing received for this long: the path is broken (the server answers
- * what a browser sends with RTCP feedback several times a second). */
-const STALL_MS = 1000;
-const STALL_POLL_MS = 250;
+ * what a browser sends with RTCP feedback several times a second). A false alarm costs an
+ * ICE restart nobody sees (media stays on the old path until a new one is checked). */
+const STALL_MS = 700;
+const STALL_POLL_MS = 200;
 const PROBE_MS = 1000;
 /** After a stall the socket must answer a ping sooner: an address change breaks it too. */
 const STALL_PROBE_MS = 600;
 
 /** Watches the bytes the peer connection sends and receives; when sending goes on and
- * receiving stops, restarts ICE and checks the socket the restart's offer goes on: one that
- * does not answer a ping within STALL_PROBE_MS is replaced at once (a resume), and the offer
- * goes out on the new one. */
+ * receiving stops, restarts ICE. The socket the restart's offer goes on is checked as soon as
+ * receiving pauses, meanwhile: one that does not answer a ping within STALL_PROBE_MS is
+ * replaced at once (a resume), and the offer goes out on the new one. */
 function watchStall(pc) {
   let last = null;
   let quietSince = null;
@@ -166,10 +167,14 @@ function watchStall(pc) {
     });
     const now = performance.now();
     if (last && received === last.received && sent !== last.sent) {
-      if (quietSince === null) quietSince = last.at;
+      if (quietSince === null) {
+        quietSince = last.at;
+        // Whatever broke the media path (a new address) has most likely broken the socket
+        // too; a ping costs nothing if not.
+        probe(STALL_PROBE_MS);
+      }
       if (quietSince !== -1 && now - quietSince >= STALL_MS) {
         quietSince = -1; // once per stall
-        probe(STALL_PROBE_MS);
         restartIce('nothing received');
       }
     } else if (last && received !== last.received) {

@@ -325,8 +325,8 @@ async function call(room, query = '') {
   await assertUdp(ada);
   await polyfillWatch(bo);
   if (process.env.SORI_E2E_DEBUG) {
-    const t0 = Date.now();
-    ada.on("console", (m) => console.log(`ada ${Date.now()} ${m.text()}`));
+    ada.on('console', (m) => console.log(`ada ${Date.now()} ${m.text()}`));
+    bo.on('console', (m) => console.log(`bo ${Date.now()} ${m.text()}`));
   }
   const before = {
     presence: (await bo.evaluate(() => window.sori.presence ?? [])).length,
@@ -403,6 +403,7 @@ test('Ada\'s address changes mid-call: an ICE restart brings her video back with
   const watched = await watchAda(c);
   const pairBefore = await c.ada.evaluate(() => window.sori.selectedPair());
   const moved = moveAda('10.93.0.20', '10.93.0.21');
+  if (process.env.SORI_E2E_DEBUG) console.log(`moved at ${moved}`);
   const report = { ...(await afterwards(c, watched, moved)) };
   const pairAfter = await c.ada.evaluate(() => window.sori.selectedPair());
   report.address_before = pairBefore.local.address;
@@ -425,6 +426,7 @@ test('P2P: Ada\'s address changes mid-call: the browser that made the call resta
   const c = await call('moved-p2p', '&mode=p2p');
   const watched = await watchAda(c);
   const moved = moveAda('10.93.0.21', '10.93.0.22');
+  if (process.env.SORI_E2E_DEBUG) console.log(`moved at ${moved}`);
   const report = { ...(await afterwards(c, watched, moved)) };
   const pair = await c.ada.evaluate(() => window.sori.selectedPair());
   report.address_after = pair && pair.local.address;
