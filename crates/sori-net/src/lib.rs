@@ -676,7 +676,8 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
         SfuEvent::TrackPublished { peer, track, kind } => {
             (peer, PeerSignal::Published { track, kind })
         }
-        SfuEvent::TrackUnpublished { .. } => return,
+        // One core imports nothing: no relay to ask.
+        SfuEvent::TrackUnpublished { .. } | SfuEvent::RelayKeyframeRequest { .. } => return,
         SfuEvent::LayersWanted { peer, mid, active } => (peer, PeerSignal::Layers { mid, active }),
     };
     if let Some(tx) = peers.get(&peer) {

@@ -34,6 +34,10 @@ pub struct SfuConfig {
     /// second; it picks the simulcast layer each receiver gets. `None`: off (every receiver
     /// gets each track's highest layer that its view asks for).
     pub initial_estimate: Option<u64>,
+    /// The first id this core gives a peer, track or tap (each next one is one more). Cores
+    /// that exchange tracks ([`Sfu::import`](crate::Sfu::import)) start far apart, so that
+    /// every id names one thing across them.
+    pub first_id: u64,
 }
 
 /// The default [`SfuConfig::rtx_history`]: one second.
@@ -63,6 +67,7 @@ impl Default for SfuConfig {
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264],
             rtx_history: DEFAULT_RTX_HISTORY,
             initial_estimate: Some(1_000_000),
+            first_id: 1,
         }
     }
 }

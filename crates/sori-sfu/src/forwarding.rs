@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use str0m::format::PayloadParams;
 use str0m::media::KeyframeRequestKind;
 use str0m::rtp::{ExtensionValues, RtpPacket};
 
@@ -13,6 +14,7 @@ use crate::keyframe::VideoCodec;
 use crate::layers::arriving_layer;
 use crate::output::{RemoveReason, TapPacket};
 use crate::peer::{Forwardable, OutTrack, Temporal, Written};
+use crate::relay::{MediaPacket, RelayPacket};
 use crate::rewrite::StreamRewriter;
 use crate::room::{Track, TrackTap};
 use crate::sfu::Sfu;
@@ -218,6 +220,22 @@ impl Sfu {
                 params
             }
         };
+        self.forward_track(track_id, layer, params, packet.into(), now);
+    }
+
+    /// Forwards one packet of `layer` of a track (a local publisher's, or an imported one's)
+    /// to its subscribers, taps and exports.
+    pub(crate) fn forward_track(
+        &mut self,
+        track_id: TrackId,
+        layer: u8,
+        params: PayloadParams,
+        packet: MediaPacket,
+        now: Instant,
+    ) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
         let keyframe = track
             .codec
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
@@ -247,6 +265,15 @@ impl Sfu {
                 Tapped::WaitsForKeyframe => wanted[layer as usize % MAX_LAYERS] = true,
                 Tapped::NotItsLayer => {}
             }
+        }
+        for &to in &track.exports {
+            self.relayed.push_back(RelayPacket {
+                to,
+                track: track_id,
+                layer,
+                params,
+                packet: packet.clone(),
+            });
         }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
@@ -354,7 +381,7 @@ fn tap_packet(
     kind: MediaKind,
     codec: Option<VideoCodec>,
     layer: u8,
-    packet: &RtpPacket,
+    packet: &MediaPacket,
     clock_rate: u32,
     keyframe: bool,
     now: Instant,

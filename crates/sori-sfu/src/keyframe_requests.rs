@@ -9,7 +9,7 @@ use str0m::media::{KeyframeRequestKind, Mid, Rid};
 
 use crate::error::SfuError;
 use crate::id::{MediaKind, PeerId, TrackId};
-use crate::output::RemoveReason;
+use crate::output::{RemoveReason, SfuEvent};
 use crate::peer::Peer;
 use crate::report::Counters;
 use crate::room::Track;
@@ -50,6 +50,22 @@ impl Sfu {
             return;
         };
         if track.kind != MediaKind::Video {
+            return;
+        }
+        if track.imported {
+            // The core that has the publisher throttles again and keeps what it holds back;
+            // a request held here is asked again by the receiver still waiting.
+            if track
+                .layers
+                .get_mut(layer as usize)
+                .is_some_and(|source| source.throttle.request(urgency, now))
+            {
+                self.events.push_back(SfuEvent::RelayKeyframeRequest {
+                    track: track_id,
+                    layer,
+                    urgency,
+                });
+            }
             return;
         }
         let Some(publisher) = self.peers.get_mut(&track.publisher) else {

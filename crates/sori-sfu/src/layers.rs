@@ -293,7 +293,8 @@ impl Sfu {
                 }
             }
         }
-        let mut wanted = vec![false; track.layers.len()];
+        // Another core picks layers for its own receivers: it gets every one.
+        let mut wanted = vec![!track.exports.is_empty(); track.layers.len()];
         wanted[0] = true;
         if !track.taps.is_empty() {
             wanted[top as usize] = true;
@@ -325,7 +326,8 @@ impl Sfu {
                 changed = true;
             }
         }
-        if changed {
+        // An imported track's publisher is another core's peer.
+        if changed && !track.imported {
             let active = track
                 .layers
                 .iter()

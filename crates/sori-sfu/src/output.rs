@@ -132,6 +132,16 @@ pub enum SfuEvent {
         /// The peer.
         peer: PeerId,
     },
+    /// A receiver here wants a keyframe of an imported track ([`Sfu::import`](crate::Sfu::import)):
+    /// pass it to the core that exported it ([`Sfu::request_track_keyframe`](crate::Sfu::request_track_keyframe)).
+    RelayKeyframeRequest {
+        /// The track.
+        track: TrackId,
+        /// Its layer.
+        layer: u8,
+        /// Why.
+        urgency: crate::throttle::Urgency,
+    },
     /// A peer is gone, with all its state.
     PeerRemoved {
         /// The peer.

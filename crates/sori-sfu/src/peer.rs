@@ -15,7 +15,7 @@ use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, TcpType};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
 
 use crate::config::SfuConfig;
@@ -59,7 +59,7 @@ pub(crate) struct Forwardable<'a> {
     /// may switch its temporal layer up at.
     pub temporal: Option<Temporal>,
     pub kind: MediaKind,
-    pub packet: &'a RtpPacket,
+    pub packet: &'a crate::relay::MediaPacket,
     /// The publisher's parameters for the packet's payload type.
     pub params: PayloadParams,
     pub clock_rate: u32,

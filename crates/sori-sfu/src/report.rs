@@ -43,6 +43,8 @@ pub struct Counters {
     pub datagrams_received: u64,
     /// Dropped: from an unknown address and not a binding request for a known peer.
     pub datagrams_unroutable: u64,
+    /// Relayed packets dropped: their track is not imported here (any more).
+    pub relay_unknown: u64,
     /// Dropped: not STUN, DTLS, RTP or RTCP.
     pub datagrams_malformed: u64,
     /// Routed to a peer whose session rejected them.

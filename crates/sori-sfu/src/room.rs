@@ -12,6 +12,7 @@ use crate::id::{MediaKind, PeerId, TapId, TrackId};
 use crate::keyframe::VideoCodec;
 use crate::output::{RemoveReason, SfuEvent};
 use crate::peer::Peer;
+use crate::relay::RelayId;
 use crate::rewrite::StreamRewriter;
 use crate::sfu::Sfu;
 use crate::simulcast::gate::LayerGate;
@@ -38,7 +39,12 @@ pub(crate) struct Room {
 }
 
 pub(crate) struct Track {
+    /// Its publisher; for an imported track, a peer of the core it came from.
     pub(crate) publisher: PeerId,
+    /// The track's packets come from another core ([`Sfu::import`]), not from a local peer.
+    pub(crate) imported: bool,
+    /// Cores this track's packets go to ([`Sfu::export`]).
+    pub(crate) exports: Vec<RelayId>,
     pub(crate) room: String,
     pub(crate) mid: Mid,
     pub(crate) kind: MediaKind,
@@ -207,6 +213,8 @@ impl Sfu {
             track,
             Track {
                 publisher: id,
+                imported: false,
+                exports: Vec::new(),
                 room: peer.room.clone(),
                 mid,
                 kind,
@@ -292,6 +300,16 @@ impl Sfu {
         if let Some(room) = self.rooms.get_mut(&peer.room) {
             room.peers.remove(&id);
             if room.peers.is_empty() {
+                // Tracks imported for the room's peers here go with it.
+                let imported: Vec<TrackId> = room
+                    .tracks
+                    .iter()
+                    .filter(|t| self.tracks.get(t).is_some_and(|t| t.imported))
+                    .copied()
+                    .collect();
+                for track in imported {
+                    self.unpublish(track);
+                }
                 self.rooms.remove(&peer.room);
             }
         }

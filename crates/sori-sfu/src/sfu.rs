@@ -14,6 +14,7 @@ use crate::config::SfuConfig;
 use crate::id::{MediaKind, PeerId, TrackId};
 use crate::output::{RemoveReason, SfuEvent, Transmit};
 use crate::peer::Peer;
+use crate::relay::RelayPacket;
 use crate::report::Counters;
 use crate::room::{Room, Track};
 use crate::routing::Switchboard;
@@ -35,6 +36,8 @@ pub struct Sfu {
     pub(crate) board: Switchboard,
     pub(crate) counters: Counters,
     pub(crate) next_id: u64,
+    /// Packets of exported tracks, for the cores that imported them.
+    pub(crate) relayed: VecDeque<RelayPacket>,
 }
 
 impl Sfu {
@@ -44,6 +47,7 @@ impl Sfu {
             .dtls_provider
             .generate_certificate()
             .expect("the aws-lc-rs crypto provider generates certificates");
+        let next_id = config.first_id;
         Self {
             config,
             cert,
@@ -55,7 +59,8 @@ impl Sfu {
             events: VecDeque::new(),
             board: Switchboard::default(),
             counters: Counters::default(),
-            next_id: 1,
+            next_id,
+            relayed: VecDeque::new(),
         }
     }
 

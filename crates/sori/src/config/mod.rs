@@ -532,6 +532,7 @@ impl Config {
             video_codecs: m.video_codecs.clone(),
             initial_estimate: (m.initial_estimate_kbps > 0)
                 .then(|| m.initial_estimate_kbps.saturating_mul(1000)),
+            first_id: SfuConfig::default().first_id,
         }
     }
 
