@@ -17,10 +17,12 @@
 mod backend;
 pub mod tcp;
 mod udp;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sori_sfu::{
@@ -52,6 +54,9 @@ pub struct MediaConfig {
     /// ICE-TCP: also accept media over TCP, offered as passive TCP candidates at the advertised
     /// IPs. `None`: UDP only.
     pub tcp: Option<TcpConfig>,
+    /// Media workers: threads, each with its own core, sharing the port (see [`workers`]).
+    /// 0 or 1: one task on the current runtime does everything.
+    pub workers: usize,
 }
 
 /// The media port stopped.
@@ -116,7 +121,7 @@ pub struct Offered {
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
-enum Command {
+pub(crate) enum Command {
     Join {
         room: String,
         offer: String,
@@ -205,13 +210,71 @@ enum Command {
 /// Commands the media port; cheap to clone.
 #[derive(Clone)]
 pub struct MediaHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    plane: Arc<Plane>,
+}
+
+/// Every worker's command channel, and (with several) where rooms and tracks are.
+struct Plane {
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    registry: Option<Arc<Mutex<workers::Registry>>>,
+}
+
+impl Plane {
+    fn worker_of(&self, id: u64) -> usize {
+        workers::worker_of(id, self.workers.len())
+    }
+
+    /// The worker a command goes to.
+    fn target(&self, command: &Command) -> usize {
+        match command {
+            Command::Join { room, .. } | Command::OfferNew { room, .. } => {
+                self.registry.as_ref().map_or(0, |r| {
+                    r.lock().unwrap_or_else(|e| e.into_inner()).place(room)
+                })
+            }
+            Command::Mute { peer, .. }
+            | Command::Media { peer, .. }
+            | Command::Keyframe { peer, .. }
+            | Command::Subscribe { peer, .. }
+            | Command::Offer { peer, .. }
+            | Command::Answer { peer, .. }
+            | Command::Leave { peer, .. }
+            | Command::View { peer, .. }
+            | Command::ReceiverStats { peer, .. } => self.worker_of(peer.0),
+            Command::Feed { sink, .. } => self.worker_of(sink.0),
+            Command::Tap { track, .. } | Command::Priority { track, .. } => self.worker_of(track.0),
+            Command::Untap { tap } => self.worker_of(tap.0),
+            Command::Flows { .. } | Command::Stats { .. } | Command::Shutdown => 0,
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), MediaError> {
+        let w = self.target(&command);
+        if let Command::Priority {
+            track, priority, ..
+        } = &command
+        {
+            // Copies of the track on other workers weigh it the same.
+            for (i, other) in self.workers.iter().enumerate().filter(|(i, _)| *i != w) {
+                let (reply, _) = oneshot::channel();
+                let _ = i;
+                let _ = other.send(Command::Priority {
+                    track: *track,
+                    priority: *priority,
+                    reply,
+                });
+            }
+        }
+        self.workers[w]
+            .send(command)
+            .map_err(|_| MediaError::Stopped)
+    }
 }
 
 impl MediaHandle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MediaError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| MediaError::Stopped)?;
+        self.plane.send(make(reply))?;
         rx.await
             .map_err(|_| MediaError::Stopped)?
             .map_err(MediaError::Sfu)
@@ -313,7 +376,7 @@ impl MediaHandle {
 
     /// Stops a tap.
     pub fn untap(&self, tap: TapId) {
-        let _ = self.tx.send(Command::Untap { tap });
+        let _ = self.plane.send(Command::Untap { tap });
     }
 
     /// Makes the peer receive `track` on an m-line of its own, added by renegotiation (`on`),
@@ -345,11 +408,28 @@ impl MediaHandle {
 
     /// Packet counts of several peers at once (`None` for one that is gone).
     pub async fn flows(&self, peers: Vec<PeerId>) -> Result<Vec<Option<PeerFlow>>, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Flows { peers, reply })
-            .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        // Each worker answers for its own peers; the answers are put back in order.
+        let mut asked = Vec::new();
+        for (w, tx) in self.plane.workers.iter().enumerate() {
+            let mine: Vec<usize> = (0..peers.len())
+                .filter(|i| self.plane.worker_of(peers[*i].0) == w)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let ask = mine.iter().map(|i| peers[*i]).collect();
+            tx.send(Command::Flows { peers: ask, reply })
+                .map_err(|_| Stopped)?;
+            asked.push((mine, rx));
+        }
+        let mut flows = vec![None; peers.len()];
+        for (mine, rx) in asked {
+            for (i, f) in mine.into_iter().zip(rx.await.map_err(|_| Stopped)?) {
+                flows[i] = f;
+            }
+        }
+        Ok(flows)
     }
 
     /// A later offer from the peer; returns the answer.
@@ -404,16 +484,39 @@ impl MediaHandle {
 
     /// Counters and state sizes.
     pub async fn stats(&self) -> Result<MediaStats, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Stats { reply })
-            .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        let mut asked = Vec::new();
+        for tx in &self.plane.workers {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Command::Stats { reply }).map_err(|_| Stopped)?;
+            asked.push(rx);
+        }
+        let mut total: Option<MediaStats> = None;
+        for rx in asked {
+            let s = rx.await.map_err(|_| Stopped)?;
+            match &mut total {
+                None => total = Some(s),
+                Some(t) => {
+                    t.counters.absorb(&s.counters);
+                    t.state.absorb(&s.state);
+                    t.layers.absorb(&s.layers);
+                    // A room on several workers: its participants on each.
+                    for (room, n) in s.rooms {
+                        match t.rooms.iter_mut().find(|(r, _)| *r == room) {
+                            Some((_, m)) => *m += n,
+                            None => t.rooms.push((room, n)),
+                        }
+                    }
+                }
+            }
+        }
+        total.ok_or(Stopped)
     }
 
     /// Stops the media task (every peer's session ends with it).
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        for tx in &self.plane.workers {
+            let _ = tx.send(Command::Shutdown);
+        }
     }
 }
 
@@ -466,7 +569,7 @@ pub async fn start(mut config: MediaConfig) -> io::Result<MediaServer> {
     let mut sfu_config = config.sfu;
     sfu_config.candidates = candidates.clone();
     sfu_config.tcp_candidates = tcp_candidates.clone();
-    let sfu = Sfu::new(sfu_config);
+    let sfu = Sfu::new(sfu_config.clone());
     let tcp = listener.map(|l| {
         TcpPort::new(
             l,
@@ -484,17 +587,108 @@ pub async fn start(mut config: MediaConfig) -> io::Result<MediaServer> {
         }
     }
     let routes = udp::Routes::new(local_addr, candidates.clone(), udp::is_local);
-    let socket = udp::MediaSocket::new(socket, routes)?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(socket, tcp, sfu, rx));
+    let n = config.workers.max(1);
+    let (handle, task) = if n == 1 {
+        let socket = udp::MediaSocket::new(socket, routes)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(socket, tcp, sfu, rx));
+        let plane = Plane {
+            workers: vec![tx],
+            registry: None,
+        };
+        (
+            MediaHandle {
+                plane: Arc::new(plane),
+            },
+            task,
+        )
+    } else {
+        drop(sfu);
+        start_workers(n, socket, routes, tcp, sfu_config)?
+    };
     Ok(MediaServer {
-        handle: MediaHandle { tx },
+        handle,
         local_addr,
         candidates,
         tcp_addr,
         tcp_candidates,
         task,
     })
+}
+
+/// Starts `n` media workers (threads) and the task that receives for them.
+fn start_workers(
+    n: usize,
+    socket: UdpSocket,
+    routes: udp::Routes,
+    tcp: Option<TcpPort>,
+    sfu_config: SfuConfig,
+) -> io::Result<(MediaHandle, JoinHandle<()>)> {
+    let registry = Arc::new(Mutex::new(workers::Registry::new(n)));
+    let (lanes, ends) = workers::lanes(n);
+    let (to_receiver, from_workers) = mpsc::unbounded_channel();
+    let (tcp_out, tcp_in) = workers::tcp_lane();
+    let tcp_stats = Arc::new(Mutex::new(TcpStats::default()));
+    let std_socket = socket.into_std()?;
+    let mut commands = Vec::new();
+    let mut threads = Vec::new();
+    for (i, (media_rx, control_rx)) in ends.into_iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        commands.push(tx);
+        let worker = workers::Worker {
+            index: i,
+            sfu: Sfu::new(SfuConfig {
+                first_id: workers::first_id(i),
+                ..sfu_config.clone()
+            }),
+            registry: registry.clone(),
+            lanes: lanes.clone(),
+            media_rx,
+            control_rx,
+            commands: rx,
+            to_receiver: to_receiver.clone(),
+            tcp_out: tcp_out.clone(),
+            tcp_stats: tcp_stats.clone(),
+        };
+        let socket = std_socket.try_clone()?;
+        let routes = routes.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sori-media-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => rt.block_on(worker.run(socket, routes)),
+                    Err(e) => tracing::error!("media worker {i}: no runtime: {e}"),
+                }
+            })?;
+        threads.push(thread);
+    }
+    drop(to_receiver);
+    let socket = udp::MediaSocket::new(UdpSocket::from_std(std_socket)?, routes)?;
+    let receiver = workers::receive(socket, tcp, lanes, from_workers, tcp_in, tcp_stats);
+    let task = tokio::spawn(async move {
+        receiver.await;
+        // Every worker has stopped (its channel to the receiver closed).
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    });
+    tracing::info!(workers = n, "media workers started");
+    let plane = Plane {
+        workers: commands,
+        registry: Some(registry),
+    };
+    Ok((
+        MediaHandle {
+            plane: Arc::new(plane),
+        },
+        task,
+    ))
 }
 
 /// Tries for a free UDP port whose number is also free on TCP, when both are left to the OS.
@@ -547,7 +741,7 @@ pub fn first_non_loopback_ip() -> IpAddr {
 }
 
 /// Datagrams read per wake-up before the core's output is flushed.
-const RECV_BATCH: usize = 64;
+pub(crate) const RECV_BATCH: usize = 64;
 
 async fn run(
     mut socket: udp::MediaSocket,
@@ -558,8 +752,9 @@ async fn run(
     let mut peers: HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>> = HashMap::new();
     let mut taps: HashMap<TapId, mpsc::UnboundedSender<TapPacket>> = HashMap::new();
     let mut batch = Vec::with_capacity(FLUSH_CHUNK);
+    let mut frames = Vec::new();
     loop {
-        flush(&socket, tcp.as_mut(), &mut sfu, &mut batch).await;
+        flush(&socket, tcp.as_mut(), &mut sfu, &mut batch, &mut frames).await;
         while let Some(event) = sfu.poll_event() {
             if let (SfuEvent::PeerRemoved { peer, .. }, Some(tcp)) = (&event, tcp.as_mut()) {
                 tcp.peer_removed(*peer);
@@ -616,7 +811,7 @@ async fn run(
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 let tcp_stats = tcp.as_ref().map(|t| t.stats()).unwrap_or_default();
-                if !handle_command(command, &mut sfu, &mut peers, &mut taps, tcp_stats) {
+                if !handle_command(command, &mut sfu, &mut peers, &mut taps, tcp_stats).1 {
                     break;
                 }
             }
@@ -639,18 +834,33 @@ const FLUSH_CHUNK: usize = 256;
 /// connections. `batch` is reused from call to call.
 async fn flush(
     socket: &udp::MediaSocket,
-    mut tcp: Option<&mut TcpPort>,
+    tcp: Option<&mut TcpPort>,
     sfu: &mut Sfu,
     batch: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    frames: &mut Vec<sori_sfu::Transmit>,
+) {
+    flush_udp(socket, sfu, batch, frames).await;
+    if let Some(tcp) = tcp {
+        for t in frames.drain(..) {
+            tcp.send(t);
+        }
+    }
+    frames.clear();
+}
+
+/// Sends the core's UDP datagrams in batches; its ICE-TCP frames are left in `frames`.
+pub(crate) async fn flush_udp(
+    socket: &udp::MediaSocket,
+    sfu: &mut Sfu,
+    batch: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    frames: &mut Vec<sori_sfu::Transmit>,
 ) {
     loop {
         batch.clear();
         while batch.len() < FLUSH_CHUNK {
             let Some(t) = sfu.poll_transmit() else { break };
             if t.proto == Proto::Tcp {
-                if let Some(tcp) = tcp.as_deref_mut() {
-                    tcp.send(t);
-                }
+                frames.push(t);
                 continue;
             }
             batch.push((t.source, t.destination, t.contents));
@@ -662,7 +872,10 @@ async fn flush(
     }
 }
 
-fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>) {
+pub(crate) fn dispatch(
+    event: SfuEvent,
+    peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
+) {
     let (peer, signal) = match event {
         SfuEvent::Offer { peer, sdp } => (peer, PeerSignal::Offer(sdp)),
         SfuEvent::Connected { peer } => (peer, PeerSignal::Connected),
@@ -685,14 +898,23 @@ fn dispatch(event: SfuEvent, peers: &mut HashMap<PeerId, mpsc::UnboundedSender<P
     }
 }
 
-/// Returns false when the task should stop. A reply nobody waits for any more is dropped.
-fn handle_command(
+/// A peer a command made, and the session description it was given (its ICE ufrag routes).
+pub(crate) enum Handled {
+    Joined { peer: PeerId, sdp: String },
+    Offered { peer: PeerId, sdp: String },
+    Other,
+}
+
+/// Carries out a command; says whether it made a peer, and false when the task should stop.
+/// A reply nobody waits for any more is dropped.
+pub(crate) fn handle_command(
     command: Command,
     sfu: &mut Sfu,
     peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
     taps: &mut HashMap<TapId, mpsc::UnboundedSender<TapPacket>>,
     tcp: TcpStats,
-) -> bool {
+) -> (Handled, bool) {
+    let mut handled = Handled::Other;
     let now = Instant::now();
     // The channel on which a new peer hears from the core.
     let mut signals_for = |peer: PeerId| {
@@ -709,6 +931,12 @@ fn handle_command(
             reply,
         } => {
             let result = sfu.join_as(&room, &offer, forwarding, receive, now);
+            if let Ok((peer, answer)) = &result {
+                handled = Handled::Joined {
+                    peer: *peer,
+                    sdp: answer.clone(),
+                };
+            }
             let result = result.map(|(peer, answer)| Joined {
                 peer,
                 answer,
@@ -726,6 +954,12 @@ fn handle_command(
             reply,
         } => {
             let result = sfu.offer_with(&room, forwarding, &lines, now);
+            if let Ok((peer, offer)) = &result {
+                handled = Handled::Joined {
+                    peer: *peer,
+                    sdp: offer.clone(),
+                };
+            }
             let result = result.map(|(peer, offer)| Offered {
                 peer,
                 offer,
@@ -768,7 +1002,17 @@ fn handle_command(
         Command::Flows { peers, reply } => {
             drop(reply.send(peers.iter().map(|p| sfu.flow(*p)).collect()))
         }
-        Command::Offer { peer, sdp, reply } => drop(reply.send(sfu.accept_offer(peer, &sdp, now))),
+        Command::Offer { peer, sdp, reply } => {
+            let result = sfu.accept_offer(peer, &sdp, now);
+            if let Ok(answer) = &result {
+                // An ICE restart's answer carries new credentials.
+                handled = Handled::Offered {
+                    peer,
+                    sdp: answer.clone(),
+                };
+            }
+            drop(reply.send(result))
+        }
         Command::Answer { peer, sdp, reply } => {
             drop(reply.send(sfu.accept_answer(peer, &sdp, now)))
         }
@@ -797,9 +1041,9 @@ fn handle_command(
                     .ok_or(SfuError::UnknownPeer(peer)),
             ),
         ),
-        Command::Shutdown => return false,
+        Command::Shutdown => return (handled, false),
     }
-    true
+    (handled, true)
 }
 
 /// Starts a tap on `track` and replies with its packets; a caller gone before the reply leaves

@@ -80,6 +80,38 @@ struct Conn {
 }
 
 /// The listener and its connections; owned by the media task.
+/// Where the frames of admitted connections go: the core, or the workers' receiver.
+pub(crate) trait TcpSink {
+    /// The peer a STUN binding request is for (by the ufrag it names).
+    fn binding_request_peer(&self, data: &[u8]) -> Option<PeerId>;
+    /// One frame from `remote`, a connection admitted for `peer`.
+    fn receive(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        remote: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    );
+}
+
+impl TcpSink for Sfu {
+    fn binding_request_peer(&self, data: &[u8]) -> Option<PeerId> {
+        Sfu::binding_request_peer(self, data)
+    }
+
+    fn receive(
+        &mut self,
+        _peer: PeerId,
+        now: Instant,
+        remote: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.handle_receive(now, Proto::Tcp, remote, destination, data);
+    }
+}
+
 pub(crate) struct TcpPort {
     listener: TcpListener,
     config: TcpConfig,
@@ -130,7 +162,7 @@ impl TcpPort {
         }
     }
 
-    pub(crate) fn handle(&mut self, input: TcpInput, sfu: &mut Sfu, now: Instant) {
+    pub(crate) fn handle(&mut self, input: TcpInput, sfu: &mut impl TcpSink, now: Instant) {
         match input {
             TcpInput::Accepted(Ok((stream, remote))) => self.accept(stream, remote, now),
             TcpInput::Accepted(Err(e)) => tracing::debug!("ICE-TCP accept: {e}"),
@@ -176,7 +208,7 @@ impl TcpPort {
         tracing::debug!(%remote, "ICE-TCP connection accepted");
     }
 
-    fn frame(&mut self, conn: u64, data: Vec<u8>, sfu: &mut Sfu, now: Instant) {
+    fn frame(&mut self, conn: u64, data: Vec<u8>, sfu: &mut impl TcpSink, now: Instant) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -190,7 +222,9 @@ impl TcpPort {
                 }
             }
         }
-        let remote = c.remote;
+        let (remote, Some(peer)) = (c.remote, c.peer) else {
+            return;
+        };
         let destination = self
             .candidates
             .iter()
@@ -198,7 +232,7 @@ impl TcpPort {
             .or(self.candidates.first())
             .copied();
         if let Some(destination) = destination {
-            sfu.handle_receive(now, Proto::Tcp, remote, destination, &data);
+            sfu.receive(peer, now, remote, destination, &data);
         }
     }
 

@@ -95,6 +95,42 @@ pub struct CoreState {
     pub timers: usize,
 }
 
+impl Counters {
+    /// Adds another core's counters to these (cores side by side: one total).
+    pub fn absorb(&mut self, other: &Counters) {
+        self.datagrams_received += other.datagrams_received;
+        self.datagrams_unroutable += other.datagrams_unroutable;
+        self.relay_unknown += other.relay_unknown;
+        self.datagrams_malformed += other.datagrams_malformed;
+        self.datagrams_rejected += other.datagrams_rejected;
+        self.rtp_received += other.rtp_received;
+        self.rtp_forwarded_packets += other.rtp_forwarded_packets;
+        self.rtp_forwarded_bytes += other.rtp_forwarded_bytes;
+        self.rtp_held_for_keyframe += other.rtp_held_for_keyframe;
+        self.rtp_codec_mismatch += other.rtp_codec_mismatch;
+        self.rtp_dropped_muted += other.rtp_dropped_muted;
+        self.keyframe_requests_sent += other.keyframe_requests_sent;
+        self.layer_switches += other.layer_switches;
+        self.peers_joined += other.peers_joined;
+        self.peers_removed += other.peers_removed;
+        self.ice_restarts += other.ice_restarts;
+        self.ice_stalls += other.ice_stalls;
+    }
+}
+
+impl CoreState {
+    /// Adds another core's sizes to these.
+    pub fn absorb(&mut self, other: &CoreState) {
+        self.peers += other.peers;
+        self.rooms += other.rooms;
+        self.tracks += other.tracks;
+        self.subscriptions += other.subscriptions;
+        self.ufrag_routes += other.ufrag_routes;
+        self.addr_routes += other.addr_routes;
+        self.timers += other.timers;
+    }
+}
+
 impl Sfu {
     /// The m-lines of `peer`'s session, in order.
     pub fn media(&self, peer: PeerId) -> Option<Vec<MediaLine>> {

@@ -71,6 +71,11 @@ pub struct MediaFlags {
     #[arg(long, env = "SORI_RTC_TCP_PORT", value_name = "PORT")]
     #[serde(rename = "media.tcp_port")]
     rtc_tcp_port: Option<u16>,
+    /// Media workers (threads forwarding media, all on the one port) [default: 0, one per
+    /// available core].
+    #[arg(long, env = "SORI_MEDIA_WORKERS", value_name = "N")]
+    #[serde(rename = "media.workers")]
+    media_workers: Option<usize>,
     /// Media over UDP only: no ICE-TCP listener, no TCP candidates.
     #[arg(long, env = "SORI_NO_RTC_TCP")]
     #[serde(

@@ -134,6 +134,7 @@ async fn start_media(config: &Config) -> Result<MediaServer, String> {
         advertise: config.media.advertise_ip.clone(),
         sfu: config.sfu(),
         tcp: config.tcp(),
+        workers: config.media_workers(),
     })
     .await
     .map_err(|e| {

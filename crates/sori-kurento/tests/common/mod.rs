@@ -33,6 +33,7 @@ pub async fn server_with(config: KurentoConfig) -> Server {
         advertise: vec![LOCALHOST],
         sfu: Default::default(),
         tcp: None,
+        workers: 1,
     })
     .await
     .unwrap();

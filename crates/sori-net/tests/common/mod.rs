@@ -41,6 +41,20 @@ pub async fn start_server_with(ice_timeout: Duration, tcp: Option<TcpConfig>) ->
     .await
 }
 
+/// A media port on 127.0.0.1 with `workers` media workers.
+pub async fn start_server_workers(workers: usize) -> MediaServer {
+    let config = MediaConfig {
+        bind: SocketAddr::new(LOCALHOST, 0),
+        advertise: vec![LOCALHOST],
+        sfu: SfuConfig::default(),
+        tcp: None,
+        workers,
+    };
+    sori_net::start(config)
+        .await
+        .expect("media port binds on 127.0.0.1")
+}
+
 /// A media port bound to `bind`, advertising `advertise`.
 pub async fn start_server_at(
     bind: SocketAddr,
@@ -56,6 +70,7 @@ pub async fn start_server_at(
             ..SfuConfig::default()
         },
         tcp,
+        workers: 1,
     };
     sori_net::start(config)
         .await
@@ -153,6 +168,8 @@ pub struct ClientState {
     pub selected: Option<Protocol>,
     /// Datagrams that came from another address than the server's candidate (dropped).
     pub foreign_datagrams: u32,
+    /// ICE restarts the server answered.
+    pub ice_restarts: u32,
 }
 
 impl ClientState {
@@ -204,6 +221,7 @@ enum Ctl {
     CloseDtls,
     Vanish,
     Garbage(usize),
+    IceRestart,
 }
 
 pub struct Client {
@@ -326,6 +344,11 @@ impl Client {
     pub async fn vanish(self) {
         let _ = self.ctl.send(Ctl::Vanish);
         let _ = self.task.await;
+    }
+
+    /// Restarts ICE: an offer with new credentials through the media handle.
+    pub fn ice_restart(&self) {
+        let _ = self.ctl.send(Ctl::IceRestart);
     }
 
     /// Sends `n` garbage datagrams to the server from this client's own socket.
@@ -505,6 +528,22 @@ impl Runner {
                 self.closing = true;
             }
             Some(Ctl::Vanish) | None => return Flow::Stop,
+            Some(Ctl::IceRestart) => {
+                let mut api = peer.rtc.sdp_api();
+                api.ice_restart(true);
+                let (offer, pending) = api.apply().expect("an ICE restart makes an offer");
+                let answer = self
+                    .media
+                    .offer(self.peer, &offer.to_sdp_string())
+                    .await
+                    .expect("the server answers the restart");
+                let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+                peer.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .expect("the restart's answer is accepted");
+                self.state.send_modify(|s| s.ice_restarts += 1);
+            }
             Some(Ctl::Garbage(n)) => {
                 for i in 0..n {
                     let len = 1 + self.rng.below(1200);

@@ -96,3 +96,13 @@ pub struct LayerCensus {
     /// The highest layer (or the one layer of a track sent without simulcast).
     pub high: u64,
 }
+
+impl LayerCensus {
+    /// Adds another core's census to this one.
+    pub fn absorb(&mut self, other: &LayerCensus) {
+        self.paused += other.paused;
+        self.low += other.low;
+        self.medium += other.medium;
+        self.high += other.high;
+    }
+}

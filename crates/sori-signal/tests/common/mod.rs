@@ -41,6 +41,7 @@ pub async fn server_with(config: SignalConfig) -> Server {
         advertise: vec![LOCALHOST],
         sfu: Default::default(),
         tcp: None,
+        workers: 1,
     })
     .await
     .unwrap();

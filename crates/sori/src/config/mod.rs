@@ -101,6 +101,8 @@ pub struct MediaSection {
     /// `None` (0 in the file): the same number as `rtc_port`.
     #[serde(deserialize_with = "values::nonzero_port")]
     pub tcp_port: Option<u16>,
+    /// 0: one per available core.
+    pub workers: usize,
     pub bind_ip: IpAddr,
     /// Empty: auto-detect.
     #[serde(deserialize_with = "values::ip_list")]
@@ -533,6 +535,14 @@ impl Config {
             initial_estimate: (m.initial_estimate_kbps > 0)
                 .then(|| m.initial_estimate_kbps.saturating_mul(1000)),
             first_id: SfuConfig::default().first_id,
+        }
+    }
+
+    /// How many media workers run: the configured number, or one per available core.
+    pub fn media_workers(&self) -> usize {
+        match self.media.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 
