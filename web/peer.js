@@ -234,6 +234,8 @@ let failedRestarts = 0;
 export async function onMediaError() {
   const pc = state.pc;
   if (!pc || state.peerId) return;
+  // An answer that failed with it is answered again if its offer is said again.
+  answeredOffer = null;
   const wasRestart = restarting;
   await rollback(pc);
   if (!wasRestart || failedRestarts >= RESTART_AGAIN_MAX) return;
@@ -318,6 +320,9 @@ export async function onOffer(msg) {
   if (msg.from && (!state.pc || state.peerId !== msg.from)) createPc(msg.from);
   const pc = state.pc;
   if (!pc) return;
+  // The media server says an offer again after its control connection was lost meanwhile
+  // (docs/signaling.md): one already answered is not answered twice.
+  if (!msg.from && msg.sdp === answeredOffer) return;
   // Our own offer crossed theirs: the media server is the polite side and re-offers after
   // answering ours, so its offer is ignored here. Between browsers, the later joiner offers.
   if (pc.signalingState !== 'stable') {
@@ -330,7 +335,11 @@ export async function onOffer(msg) {
   await answerOffer(pc, msg);
 }
 
+/** The last media server offer this page answered. */
+let answeredOffer = null;
+
 async function answerOffer(pc, msg) {
+  if (!msg.from) answeredOffer = msg.sdp;
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   await pc.setLocalDescription(await pc.createAnswer());
   describe('answer', pc, msg.from);
@@ -422,6 +431,7 @@ export function removeTracks(tracks) {
 }
 
 export function closePc() {
+  answeredOffer = null;
   if (state.pc) {
     state.pc.close();
     state.pc = null;

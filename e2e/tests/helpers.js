@@ -125,9 +125,11 @@ export async function joinPage(browser, serverUrl, room, name, extra = '') {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  // The client's own errors and warnings, to read when a test fails.
+  // The client's own errors and warnings, to read when a test fails; with SORI_E2E_CONSOLE,
+  // everything it logs, with the time.
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console ${m.type()}:`, m.text());
+    if (process.env.SORI_E2E_CONSOLE) console.error(`[${name}] ${Date.now()} ${m.type()}: ${m.text()}`);
+    else if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console ${m.type()}:`, m.text());
   });
   page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
   await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);

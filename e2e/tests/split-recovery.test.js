@@ -129,6 +129,8 @@ const presenceSince = (page, before) => page.evaluate((n) => window.sori.presenc
 const recordToasts = (page) => page.evaluate(() => {
   window.__toasts = [];
   const t = document.getElementById('toast');
+  // One shown already (before the page could be watched: an error right after the join).
+  if (!t.hidden && t.textContent) window.__toasts.push({ text: t.textContent, at: Date.now() });
   new MutationObserver(() => {
     if (!t.hidden && t.textContent) window.__toasts.push({ text: t.textContent, at: Date.now() });
   }).observe(t, { childList: true, characterData: true, subtree: true, attributes: true });

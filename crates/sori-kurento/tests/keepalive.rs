@@ -169,21 +169,32 @@ async fn late_frames_of_a_dead_socket_leave_the_session_on_the_new_one() {
         )
         .await;
     let session = sub["sessionId"].clone();
+    old.ok(
+        "subscribe",
+        json!({"object": w, "type": "ElementDisconnected"}),
+    )
+    .await;
 
     let mut new = Client::connect(&s.url).await;
     new.ok("connect", json!({"sessionId": session})).await;
     // The old socket's last frame, read after the resume (a media server that was frozen),
-    // binds the session to it; then it closes.
+    // does not take the session back from the newer socket: an event meanwhile goes to the
+    // new one (on the old, about to close, it would be lost).
     old.ok("describe", json!({"object": w, "sessionId": session}))
         .await;
-    old.close().await;
-
-    // Events go to the new socket again, those caused by others too.
     let mut other = Client::connect(&s.url).await;
     other
         .invoke(&w, "connect", json!({"sink": w2, "mediaType": "VIDEO"}))
         .await;
     let e = new.event(&w, "ElementConnected").await;
+    assert_eq!(e["params"]["value"]["data"]["sink"], json!(w2));
+    old.close().await;
+
+    // And after the old one closed, those caused by others too.
+    other
+        .invoke(&w, "disconnect", json!({"sink": w2, "mediaType": "VIDEO"}))
+        .await;
+    let e = new.event(&w, "ElementDisconnected").await;
     assert_eq!(e["params"]["value"]["data"]["sink"], json!(w2));
 }
 

@@ -16,7 +16,7 @@ pub(super) struct Sub {
 }
 
 /// Kurento 6 event names, still accepted; events go out under the name subscribed.
-fn canonical_event(name: &str) -> &str {
+pub(super) fn canonical_event(name: &str) -> &str {
     match name {
         "OnIceCandidate" => "IceCandidateFound",
         "OnIceGatheringDone" => "IceGatheringDone",

@@ -56,9 +56,13 @@ impl Kms {
             sinks: Vec::new(),
             marked: true,
         });
-        if s.sinks.last().is_none_or(|(id, _)| *id != conn.id) {
-            s.sinks.retain(|(id, tx)| *id != conn.id && !tx.is_closed());
-            s.sinks.push((conn.id, conn.outbox.clone()));
+        // Events go to the newest open socket of the session: one opened later (a client that
+        // reconnected) keeps them when frames the old one still delivers arrive late (a
+        // media server that was frozen reads them on waking, then finds the old one closed).
+        if !s.sinks.iter().any(|(id, _)| *id == conn.id) {
+            s.sinks.retain(|(_, tx)| !tx.is_closed());
+            let at = s.sinks.partition_point(|(id, _)| *id < conn.id);
+            s.sinks.insert(at, (conn.id, conn.outbox.clone()));
         }
         conn.session = Some(session.to_string());
     }
@@ -88,17 +92,21 @@ impl Kms {
         conn: &mut Conn,
         params: Map<String, Value>,
     ) -> Result<Value, RpcError> {
-        let session = match params.get("sessionId") {
+        let (session, resumed) = match params.get("sessionId") {
             Some(Value::String(s)) => {
                 if !self.sessions.contains_key(s) {
                     return Err(RpcError::invalid_session(format!("Invalid session: {s}")));
                 }
-                s.clone()
+                (s.clone(), conn.session.as_deref() != Some(s.as_str()))
             }
             Some(_) => return Err(RpcError::member("'sessionId' should be a string")),
-            None => conn.session.clone().unwrap_or_else(uuid),
+            None => (conn.session.clone().unwrap_or_else(uuid), false),
         };
         self.bind(conn, &session);
+        if resumed {
+            // What the old socket may have lost on its way out.
+            self.offer_again(&session);
+        }
         Ok(json!({"sessionId": session, "serverId": self.server_id}))
     }
 

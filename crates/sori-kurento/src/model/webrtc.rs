@@ -11,6 +11,7 @@ use sori_net::{MediaError, PeerSignal};
 use sori_sfu::{Forwarding, MediaKind, MediaLine, OfferLine, PeerId, SfuError, TrackId};
 use tokio::sync::{mpsc, Mutex};
 
+use super::events::canonical_event;
 use super::registry::Kind;
 use super::request::WebRtcOp;
 use super::{now_millis, Kms};
@@ -37,6 +38,9 @@ pub(super) struct WebRtc {
     pub(super) peer: Option<PeerId>,
     pub(super) local_sdp: Option<String>,
     pub(super) remote_sdp: Option<String>,
+    /// The core's offer (RenegotiationNeeded) not answered yet: said again when the session
+    /// resumes on a new socket, since one emitted while the old socket was dying is lost.
+    pub(super) pending_offer: Option<String>,
     pub(super) gather_requested: bool,
     pub(super) gathered: bool,
     pub(super) remote_candidates: Vec<String>,
@@ -245,6 +249,7 @@ impl Kms {
             .map_err(|e| media_error(e, false))?;
         let lines = self.media.media(peer).await.unwrap_or_default();
         let w = self.webrtc_mut(id).expect("checked");
+        w.pending_offer = None;
         let first = w.remote_sdp.replace(answer.to_string()).is_none();
         w.lines = lines;
         if first {
@@ -265,6 +270,8 @@ impl Kms {
                 .map_err(|e| media_error(e, true))?;
             let lines = self.media.media(peer).await.unwrap_or_default();
             let w = self.webrtc_mut(id).expect("checked");
+            // The core dropped an offer of its own that crossed this one (it offers again).
+            w.pending_offer = None;
             w.remote_sdp = Some(offer.to_string());
             w.local_sdp = Some(answer.clone());
             w.lines = lines;
@@ -345,6 +352,27 @@ impl Kms {
         self.emit(id, "IceGatheringDone", json!({}));
     }
 
+    /// Says again every unanswered offer of the endpoints `session` subscribed to
+    /// RenegotiationNeeded on: the session resumed on a new socket.
+    pub(super) fn offer_again(&mut self, session: &str) {
+        let objects: BTreeSet<String> = self
+            .subs
+            .values()
+            .filter(|s| s.session == session && canonical_event(&s.name) == "RenegotiationNeeded")
+            .map(|s| s.object.clone())
+            .collect();
+        for id in objects {
+            let Some(sdp) = self.webrtc_mut(&id).and_then(|w| w.pending_offer.clone()) else {
+                continue;
+            };
+            tracing::debug!(
+                object = id,
+                "renegotiation needed, said again after a resume"
+            );
+            self.emit(&id, "RenegotiationNeeded", json!({"sdpOffer": sdp}));
+        }
+    }
+
     fn on_signal(&mut self, id: &str, signal: PeerSignal) {
         let Some(w) = self.webrtc_mut(id) else {
             return;
@@ -405,6 +433,7 @@ impl Kms {
             }
             PeerSignal::Offer(sdp) => {
                 tracing::debug!(object = id, "renegotiation needed");
+                w.pending_offer = Some(sdp.clone());
                 self.emit(id, "RenegotiationNeeded", json!({"sdpOffer": sdp}));
             }
             // Nothing heard from the browser: its ICE component is down (the application may
