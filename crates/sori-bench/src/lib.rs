@@ -29,6 +29,7 @@ pub mod measure;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod sample;
 pub mod server_cost;
 pub mod server_metrics;
 pub mod sori_target;
