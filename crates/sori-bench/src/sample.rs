@@ -43,7 +43,7 @@ pub fn config(mut base: RtcConfig, publishes: bool) -> RtcConfig {
         .params()
         .iter()
         .map(|p| {
-            let mut q = p.clone();
+            let mut q = *p;
             q.set_fb_transport_cc(false);
             if !publishes {
                 q.set_fb_nack(false);
@@ -154,7 +154,7 @@ impl Sampler {
             return Verdict::Feed;
         };
         let n = self.seen.entry(h.ssrc).or_default();
-        let turn = *n % self.every == 0;
+        let turn = n.is_multiple_of(self.every);
         *n = n.wrapping_add(1);
         // Padding hides how long the payload is (and may be all there is): str0m looks.
         if !sampling || turn || h.padding || !self.refs.contains_key(&h.ssrc) {
