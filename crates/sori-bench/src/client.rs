@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cap::TokenBucket;
 use crate::measure::{Reception, Window};
 use crate::probe::{self, now_ns, Layer, Probe, StreamKind};
+use crate::sample::{self, Sampler, Verdict};
 
 /// The simulcast encodings, lowest first: `rid`, share of the video bitrate (1/n), frame size.
 const SIMULCAST: [(&str, u32, u16, u16); 3] =
@@ -72,6 +73,9 @@ pub struct ClientOptions {
     pub simulcast: bool,
     /// Drop received datagrams beyond this many kbit/s ([`crate::cap`]).
     pub cap_kbps: Option<u32>,
+    /// Decrypt 1 in this many received RTP packets once the window opens and count the rest
+    /// from their headers ([`crate::sample`]); 1 decrypts all.
+    pub sample: u32,
 }
 
 impl ClientOptions {
@@ -88,6 +92,7 @@ impl ClientOptions {
             ready_on_audio: false,
             simulcast: false,
             cap_kbps: None,
+            sample: 1,
         }
     }
 
@@ -171,6 +176,10 @@ pub struct ClientReport {
     /// Bytes of every datagram that reached the socket while the window was open, before the
     /// cap: what the server sent this client.
     pub offered_bytes: u64,
+    /// A sampling receiver's RTP packets: given to str0m, and counted from the header only
+    /// ([`crate::sample`]). Both 0 for a full receiver.
+    pub rtp_decrypted: u64,
+    pub rtp_counted: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,9 +203,12 @@ pub struct Setup {
 impl Setup {
     /// Binds a UDP socket on `ip` and creates the peer.
     pub async fn new(opts: ClientOptions, ip: IpAddr) -> Result<Setup, ClientError> {
-        let config = udp::config()
+        let mut config = udp::config()
             .set_rtp_mode(true)
             .set_stats_interval(Some(Duration::from_millis(500)));
+        if opts.sample > 1 {
+            config = sample::config(config, opts.audio || opts.video);
+        }
         let peer = Peer::bind(ip, config).await?;
         Ok(Setup {
             peer,
@@ -298,6 +310,7 @@ impl Setup {
             keyframe_owed: vec![false; encodings.len()],
             encodings,
             cap: self.opts.cap_kbps.map(TokenBucket::new),
+            sampler: (self.opts.sample > 1).then(|| Sampler::new(self.opts.sample)),
             audio_seq: 0,
             frame_no: 0,
             sending: false,
@@ -369,6 +382,7 @@ struct Runner {
     /// A keyframe was asked for in this encoding alone (a request naming its `rid`).
     keyframe_owed: Vec<bool>,
     cap: Option<TokenBucket>,
+    sampler: Option<Sampler>,
     audio_seq: u32,
     frame_no: u32,
     sending: bool,
@@ -393,6 +407,10 @@ impl Runner {
         self.report.nacks_sent = self.ingress.values().map(|v| v.0).sum();
         self.report.plis_sent = self.ingress.values().map(|v| v.1).sum();
         self.report.nacks_received = self.egress.values().sum();
+        if let Some(s) = &self.sampler {
+            self.report.rtp_decrypted = s.decrypted;
+            self.report.rtp_counted = s.counted;
+        }
         self.report
     }
 
@@ -577,7 +595,25 @@ impl udp::Handler for Runner {
             self.report.dropped_by_cap += 1;
             self.report.dropped_bytes_by_cap += len;
         }
-        passes
+        if !passes {
+            return false;
+        }
+        let Some(sampler) = self.sampler.as_mut() else {
+            return true;
+        };
+        let sampling = self.shared.window.opened(self.recv_ns);
+        match sampler.admit(datagram, sampling) {
+            Verdict::Feed => true,
+            Verdict::Counted(probe) => {
+                if let Some((probe, bytes)) = probe {
+                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    self.report
+                        .reception
+                        .record_counted(&probe, bytes, &self.shared.window);
+                }
+                false
+            }
+        }
     }
 
     fn send_failed(&mut self) {
@@ -589,7 +625,7 @@ impl udp::Handler for Runner {
         Flow::Stop
     }
 
-    fn on_event(&mut self, _rtc: &mut Rtc, e: Event) {
+    fn on_event(&mut self, rtc: &mut Rtc, e: Event) {
         let recv_ns = self.recv_ns;
         match e {
             Event::Connected => {
@@ -598,6 +634,21 @@ impl udp::Handler for Runner {
                 });
             }
             Event::RtpPacket(p) => {
+                if let Some(sampler) = self.sampler.as_mut() {
+                    // str0m would NACK the gaps the packets only counted leave.
+                    if let Some(rx) = rtc.direct_api().stream_rx(&p.header.ssrc) {
+                        rx.suppress_nack(true);
+                    }
+                    if let Some(probe) = Probe::parse(&p.payload) {
+                        sampler.learn(
+                            *p.header.ssrc,
+                            p.header.sequence_number,
+                            p.header.timestamp,
+                            p.payload.len(),
+                            probe,
+                        );
+                    }
+                }
                 let Some(probe) = Probe::parse(&p.payload) else {
                     return;
                 };

@@ -17,7 +17,11 @@
 //!
 //! One client decrypts every packet it receives, so the load generator costs about as much CPU
 //! per packet as a good SFU: on a small machine it, not the server, sets the largest load it can
-//! measure. Each step reports the generator's own CPU next to the server's.
+//! measure. Each step reports the generator's own CPU next to the server's. With `--sample N`
+//! ([`sample`]) a receiver decrypts 1 in N RTP packets once the window opens (its delay sample)
+//! and counts every packet from its clear RTP header (loss, bytes); it negotiates no
+//! transport-cc and sends no NACKs, so its loss is before repair toward it. Steps say which
+//! mode ran (`receiver_mode`).
 
 pub mod cap;
 pub mod ceiling;
@@ -29,6 +33,7 @@ pub mod measure;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod sample;
 pub mod server_cost;
 pub mod server_metrics;
 pub mod sori_target;

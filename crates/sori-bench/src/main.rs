@@ -155,6 +155,12 @@ struct Args {
     /// Write an SVG chart of delay and server CPU against load to this file.
     #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
+    /// Receivers decrypt 1 in N received RTP packets during the window (their delay sample)
+    /// and count every packet from its clear RTP header (loss, bytes), so one generator core
+    /// receives several times more; sampling receivers negotiate no transport-cc and send no
+    /// NACKs, so loss is before repair toward receivers. 1 (the default): decrypt every packet.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    sample: u32,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -401,6 +407,7 @@ async fn bench(args: &Args) -> Result<(), String> {
             capped_receivers: args.capped_receivers,
             receiver_cap_kbps: args.receiver_cap_kbps,
             metrics_url: metrics_url.clone(),
+            sample: args.sample,
         };
         let step = run_step(&o).await?;
         for e in step.errors.iter().take(5) {
@@ -424,6 +431,7 @@ async fn bench(args: &Args) -> Result<(), String> {
             "video_kbps": args.video_kbps,
             "fps": args.fps,
             "simulcast": args.simulcast,
+            "receiver_mode": sori_bench::run::receiver_mode(args.sample),
             "receiver_cap_kbps": args.receiver_cap_kbps,
             "capped_receivers": args.receiver_cap_kbps.map(|_| args.capped_receivers),
             "server_config": args.server_config.as_ref().map(|p| p.display().to_string()),

@@ -40,6 +40,11 @@ impl Window {
             && sent_ns < self.end_ns.load(Ordering::Relaxed)
     }
 
+    /// The window has opened by `at_ns` (it may have closed since).
+    pub fn opened(&self, at_ns: u64) -> bool {
+        at_ns >= self.start_ns.load(Ordering::Relaxed)
+    }
+
     /// Sent after the window closed.
     pub fn after(&self, sent_ns: u64) -> bool {
         sent_ns >= self.end_ns.load(Ordering::Relaxed)
@@ -180,6 +185,16 @@ pub struct Reception {
 impl Reception {
     /// Counts a packet of `payload_len` bytes that arrived at `recv_ns`.
     pub fn record(&mut self, probe: &Probe, payload_len: usize, recv_ns: u64, window: &Window) {
+        self.count(probe, payload_len, Some(recv_ns), window);
+    }
+
+    /// Counts a packet whose probe was inferred from its RTP header ([`crate::sample`]): as
+    /// [`Reception::record`], but its send time is an estimate, so it adds no delay.
+    pub fn record_counted(&mut self, probe: &Probe, payload_len: usize, window: &Window) {
+        self.count(probe, payload_len, None, window);
+    }
+
+    fn count(&mut self, probe: &Probe, payload_len: usize, recv_ns: Option<u64>, window: &Window) {
         self.packets += 1;
         let key = (probe.publisher, probe.kind, probe.layer);
         if !self.seen.entry(key).or_default().mark(probe.seq) {
@@ -206,8 +221,10 @@ impl Reception {
             let span = self.spans.entry(key).or_insert((probe.seq, probe.seq));
             span.0 = span.0.min(probe.seq);
             span.1 = span.1.max(probe.seq);
-            self.delay
-                .record(recv_ns.saturating_sub(probe.sent_ns) / 1000);
+            if let Some(recv_ns) = recv_ns {
+                self.delay
+                    .record(recv_ns.saturating_sub(probe.sent_ns) / 1000);
+            }
         }
     }
 

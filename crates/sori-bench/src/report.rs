@@ -394,6 +394,7 @@ pub(crate) fn test_step(load: usize, loss: f64, p95_ms: f64, joins_failed: usize
         simulcast: false,
         classes: Vec::new(),
         server_layers: None,
+        receiver_mode: "full".into(),
         errors: Vec::new(),
     }
 }

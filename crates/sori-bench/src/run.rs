@@ -71,6 +71,8 @@ pub struct StepOptions {
     pub receiver_cap_kbps: Option<u32>,
     /// The server's Prometheus page, read before and after the window for its layers.
     pub metrics_url: Option<String>,
+    /// Receivers decrypt 1 in this many RTP packets in the window ([`crate::sample`]); 1: all.
+    pub sample: u32,
 }
 
 /// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
@@ -141,6 +143,10 @@ pub struct StepResult {
     /// The server's own count of layer switches and layers sent (from its /metrics).
     #[serde(default)]
     pub server_layers: Option<ServerLayers>,
+    /// How the receivers counted: `full` (every packet decrypted) or `sampled 1/N` (1 in N
+    /// decrypted for delay, every packet counted from its RTP header for loss; no NACKs).
+    #[serde(default = "full_mode")]
+    pub receiver_mode: String,
     pub errors: Vec<String>,
 }
 
@@ -163,7 +169,7 @@ fn members(o: &StepOptions) -> Vec<Member> {
         simulcast: o.simulcast,
         ..ClientOptions::receiver(id)
     };
-    let mut out = Vec::new();
+    let mut out: Vec<Member> = Vec::new();
     match o.scenario {
         Scenario::Fanout | Scenario::JoinStorm => {
             out.push(Member {
@@ -221,6 +227,11 @@ fn members(o: &StepOptions) -> Vec<Member> {
                     publishes: false,
                 });
             }
+        }
+    }
+    for m in &mut out {
+        if !m.expects.is_empty() {
+            m.opts.sample = o.sample.max(1);
         }
     }
     out
@@ -639,6 +650,19 @@ fn receiver_classes(o: &StepOptions, c: &Collected, sent_by: &SentBy) -> Vec<Cla
     )
 }
 
+fn full_mode() -> String {
+    "full".to_string()
+}
+
+/// The name [`StepResult::receiver_mode`] gives decrypting 1 in `sample` packets.
+pub fn receiver_mode(sample: u32) -> String {
+    if sample > 1 {
+        format!("sampled 1/{sample}")
+    } else {
+        full_mode()
+    }
+}
+
 fn summarize(o: &StepOptions, c: Collected) -> StepResult {
     let sent_by = sent_by(&c.reports);
     let classes = receiver_classes(o, &c, &sent_by);
@@ -693,6 +717,7 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
         simulcast: o.simulcast,
         classes,
         server_layers: c.server_layers,
+        receiver_mode: receiver_mode(o.sample),
         errors,
     }
 }

@@ -378,7 +378,8 @@ over the rounds with the range in brackets.
 
 The load generator decrypts every packet it receives, so it costs about as much CPU per packet
 as the server; *generator cores* shows how much of its own CPU it used. Where that nears 1.0,
-the generator, not the server, limits the step.
+the generator, not the server, limits the step. With `--sample N` receivers decrypt only 1 in
+N packets (see *Sampling receivers* at the end).
 ";
 
 fn scenario_section(out: &mut String, name: &str, runs: &[&Run], meta: &Meta) {

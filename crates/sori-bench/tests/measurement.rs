@@ -109,6 +109,11 @@ impl Outcome {
 }
 
 async fn measure(imp: Impairment) -> Outcome {
+    measure_with(imp, 1).await
+}
+
+/// As [`measure`], the receiver decrypting 1 in `sample` RTP packets in the window.
+async fn measure_with(imp: Impairment, sample: u32) -> Outcome {
     let shared = Arc::new(Shared::default());
     let publishing = ClientOptions {
         audio: true,
@@ -117,9 +122,11 @@ async fn measure(imp: Impairment) -> Outcome {
         ..ClientOptions::receiver(0)
     };
     let mut publisher = Setup::new(publishing, LOCALHOST).await.unwrap();
-    let mut receiver = Setup::new(ClientOptions::receiver(1), LOCALHOST)
-        .await
-        .unwrap();
+    let receiving = ClientOptions {
+        sample,
+        ..ClientOptions::receiver(1)
+    };
+    let mut receiver = Setup::new(receiving, LOCALHOST).await.unwrap();
     let (pa, ra) = (publisher.local_addr(), receiver.local_addr());
     let (relay_for_publisher, relay_for_receiver) = relay(pa, ra, imp).await;
 
@@ -214,4 +221,120 @@ async fn a_known_added_delay_shows_up_in_the_measured_delay() {
     assert!(p50 >= 40.0 * 0.98, "p50 {p50} ms");
     assert!(p50 < 40.0 + 40.0, "p50 {p50} ms");
     assert_eq!(o.loss(StreamKind::Audio), 0.0);
+}
+
+/// The delay quantile `q` in milliseconds.
+fn delay_ms(o: &Outcome, q: f64) -> f64 {
+    o.receiver
+        .reception
+        .delay
+        .quantile(q)
+        .expect("delays measured") as f64
+        / 1000.0
+}
+
+/// A sampling receiver (1 in 16 decrypted) next to a full one over the same path: it must
+/// decrypt about a sixteenth of the window's packets, yet count every one of them for loss,
+/// and its delay sample must match the full receiver's.
+async fn full_and_sampled(imp: Impairment) -> (Outcome, Outcome) {
+    let (full, sampled) = tokio::join!(measure_with(imp, 1), measure_with(imp, 16));
+    for (name, o) in [("full", &full), ("sampled", &sampled)] {
+        eprintln!(
+            "{name}: audio loss {:.2}%, video loss {:.2}%, p50 {:.2} ms, p95 {:.2} ms, delays {}, NACKs sent {}, decrypted {}, counted {}",
+            o.loss(StreamKind::Audio) * 100.0,
+            o.loss(StreamKind::Video) * 100.0,
+            delay_ms(o, 0.5),
+            delay_ms(o, 0.95),
+            o.receiver.reception.delay.count(),
+            o.receiver.nacks_sent,
+            o.receiver.rtp_decrypted,
+            o.receiver.rtp_counted,
+        );
+    }
+    // The full receiver decrypts and times every packet of the window; the sampling one times
+    // about 1 in 16 (the first packet of each SSRC is decrypted, so a little more), and counts
+    // the rest from their headers.
+    let arrived = |o: &Outcome| {
+        o.receiver.reception.arrived(0, StreamKind::Audio)
+            + o.receiver.reception.arrived(0, StreamKind::Video)
+    };
+    assert_eq!(full.receiver.reception.delay.count(), arrived(&full));
+    assert_eq!(
+        (full.receiver.rtp_decrypted, full.receiver.rtp_counted),
+        (0, 0)
+    );
+    let timed = sampled.receiver.reception.delay.count();
+    assert!(timed > 0, "the sampling receiver times some packets");
+    assert!(
+        timed * 10 < arrived(&sampled),
+        "timed {timed} of {} arrived",
+        arrived(&sampled)
+    );
+    assert!(sampled.receiver.rtp_counted > 10 * timed);
+    // No NACKs from the sampling receiver: str0m never saw the counted packets' gaps.
+    assert_eq!(sampled.receiver.nacks_sent, 0);
+    // Its delay sample agrees with the full receiver's within 5 ms at the median.
+    agree(&full, &sampled, 0.5);
+    (full, sampled)
+}
+
+/// The two receivers' delay quantile `q` within 5 ms.
+fn agree(full: &Outcome, sampled: &Outcome, q: f64) {
+    let (f, s) = (delay_ms(full, q), delay_ms(sampled, q));
+    assert!(
+        (f - s).abs() <= 5.0,
+        "delay q{q}: full {f} ms, sampled {s} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_receiver_reports_what_a_full_one_does_on_a_clean_path() {
+    let (full, sampled) = full_and_sampled(Impairment {
+        drop_every: 0,
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    assert_eq!(full.loss(StreamKind::Audio), 0.0);
+    assert_eq!(full.loss(StreamKind::Video), 0.0);
+    // Counted packets fall in the window by a send time estimated from the RTP timestamp:
+    // a packet at either end may be placed on the other side of it (within 1%).
+    for kind in [StreamKind::Audio, StreamKind::Video] {
+        let loss = sampled.loss(kind);
+        assert!(loss.abs() <= 0.01, "sampled {kind:?} loss {loss}");
+    }
+    assert_eq!(sampled.receiver.reception.duplicates, 0);
+    assert!(delay_ms(&sampled, 0.5) >= 10.0 * 0.98);
+    // Without repairs (whose late arrivals make the full receiver's tail) the tails agree too.
+    agree(&full, &sampled, 0.95);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_receiver_reports_dropped_packets_it_never_decrypted() {
+    let (full, sampled) = full_and_sampled(Impairment {
+        drop_every: 10,
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    // Audio has no repair: both see every tenth packet gone (give or take one at each end).
+    let (fa, sa) = (
+        full.loss(StreamKind::Audio),
+        sampled.loss(StreamKind::Audio),
+    );
+    assert!((0.08..=0.12).contains(&fa), "full audio loss {fa}");
+    assert!((0.08..=0.12).contains(&sa), "sampled audio loss {sa}");
+    assert!(
+        (fa - sa).abs() <= 0.02,
+        "audio loss: full {fa}, sampled {sa}"
+    );
+    // Video: the full receiver NACKs and gets most of it back; the sampling one sends no
+    // NACKs, so it reports the loss before repair: every tenth packet.
+    let (fv, sv) = (
+        full.loss(StreamKind::Video),
+        sampled.loss(StreamKind::Video),
+    );
+    assert!(full.receiver.nacks_sent > 0);
+    assert!(fv < 0.05, "full video loss after repair {fv}");
+    assert!((0.08..=0.12).contains(&sv), "sampled video loss {sv}");
+    // The full receiver's delay tail holds the repaired packets (a NACK round trip late); the
+    // sampling receiver has none, so only the medians are compared (above).
 }

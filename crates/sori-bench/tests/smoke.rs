@@ -245,3 +245,63 @@ fn bad_flags_get_a_clear_error_and_no_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `sori-bench --target ceiling ARGS --quiet --json -` and returns its one step.
+fn ceiling_step(args: &[&str]) -> Value {
+    let out = Command::new(BENCH)
+        .args(["--target", "ceiling"])
+        .args(args)
+        .args(["--quiet", "--json", "-"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sori-bench failed\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    let json_start = stdout.find("{\n").expect("JSON after the table");
+    let v: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    v["steps"][0].clone()
+}
+
+#[test]
+fn fanout_through_the_ceiling_relay_reports_alike_with_full_and_sampling_receivers() {
+    let args = [
+        "--scenario",
+        "fanout",
+        "--load",
+        "4",
+        "--video-kbps",
+        "600",
+        "--warmup",
+        "1",
+        "--duration",
+        "2",
+    ];
+    let full = ceiling_step(&args);
+    let sampled = ceiling_step(&[&args[..], &["--sample", "8"]].concat());
+    assert_eq!(full["receiver_mode"], "full", "{full}");
+    assert_eq!(sampled["receiver_mode"], "sampled 1/8", "{sampled}");
+    for step in [&full, &sampled] {
+        assert_eq!(step["joins_ok"], 5, "{step}"); // the publisher and 4 receivers
+                                                   // Each of 4 receivers gets audio and video for 2 s.
+        assert!(
+            step["expected_packets"].as_u64().unwrap() > 4 * 2 * 100,
+            "{step}"
+        );
+        // Nothing is lost on loopback; a counted packet at either end of the window may be
+        // placed on the wrong side of it (its send time comes from its RTP timestamp).
+        let loss = step["loss"].as_f64().unwrap();
+        assert!(loss <= 0.01, "loss {loss}: {step}");
+        assert_eq!(step["nacks_sent"], 0, "{step}");
+    }
+    // The sampled delays (1 packet in 8) agree with the full ones within 5 ms at the median.
+    let p50 = |s: &Value| s["delay"]["p50_ms"].as_f64().unwrap();
+    let (f, s) = (p50(&full), p50(&sampled));
+    assert!(
+        (f - s).abs() <= 5.0,
+        "p50 delay: full {f} ms, sampled {s} ms"
+    );
+}

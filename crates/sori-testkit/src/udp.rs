@@ -218,7 +218,8 @@ pub trait Handler: Send {
     /// What the client's own inputs bring (signaling, test commands, other transports).
     type Command: Send;
 
-    /// Called after every drain: write what is due at `now`.
+    /// Called after every drain: write what is due at `now`. A tick that gives the peer input
+    /// returns [`Tick::Wrote`], so the loop drains the peer's output.
     fn tick(&mut self, rtc: &mut Rtc, now: Instant) -> Tick;
 
     /// One of the peer's events.
@@ -258,7 +259,18 @@ pub trait Handler: Send {
 /// Drives `peer` until the handler stops it.
 pub async fn run<H: Handler>(peer: &mut Peer, handler: &mut H) {
     let mut buf = vec![0u8; 2048];
-    while let Some(timeout) = drain(peer, handler) {
+    // The peer's next timeout; it only changes when the peer is given input, so a wake-up whose
+    // datagrams the handler all dropped needs no drain.
+    let mut timeout = Instant::now();
+    let mut fed = true;
+    loop {
+        if fed {
+            match drain(peer, handler) {
+                Some(t) => timeout = t,
+                None => break,
+            }
+        }
+        fed = true;
         let wake = match handler.tick(&mut peer.rtc, Instant::now()) {
             Tick::Stop => break,
             Tick::Wrote => continue,
@@ -266,7 +278,11 @@ pub async fn run<H: Handler>(peer: &mut Peer, handler: &mut H) {
         };
         let flow = tokio::select! {
             r = peer.socket.recv_from(&mut buf) => match r {
-                Ok((n, source)) => receive_batch(peer, handler, &mut buf, (n, source)),
+                Ok((n, source)) => {
+                    let (flow, any) = receive_batch(peer, handler, &mut buf, (n, source));
+                    fed = any;
+                    flow
+                }
                 Err(_) => Flow::Continue,
             },
             command = handler.next_command() => handler.on_command(peer, command).await,
@@ -281,19 +297,23 @@ pub async fn run<H: Handler>(peer: &mut Peer, handler: &mut H) {
 }
 
 /// Gives the peer `first` and up to a batch of datagrams already waiting, draining it after
-/// each (str0m wants its output drained after every input).
+/// each it took (str0m wants its output drained after every input); also says whether the
+/// peer took any (the handler may drop them all).
 fn receive_batch<H: Handler>(
     peer: &mut Peer,
     handler: &mut H,
     buf: &mut [u8],
     first: (usize, SocketAddr),
-) -> Flow {
+) -> (Flow, bool) {
     let (mut n, mut source) = first;
+    let mut fed = false;
+    let mut undrained = false;
     for i in 0..RECV_BATCH {
         if i > 0 {
-            if drain(peer, handler).is_none() {
-                return Flow::Stop;
+            if undrained && drain(peer, handler).is_none() {
+                return (Flow::Stop, fed);
             }
+            undrained = false;
             match peer.socket.try_recv_from(buf) {
                 Ok(got) => (n, source) = got,
                 Err(_) => break,
@@ -306,11 +326,13 @@ fn receive_batch<H: Handler>(
         let Ok(recv) = Receive::new(Protocol::Udp, source, peer.local, &buf[..n]) else {
             continue;
         };
+        fed = true;
+        undrained = true;
         if input(peer, handler, Input::Receive(Instant::now(), recv)) == Flow::Stop {
-            return Flow::Stop;
+            return (Flow::Stop, fed);
         }
     }
-    Flow::Continue
+    (Flow::Continue, fed)
 }
 
 fn input<H: Handler>(peer: &mut Peer, handler: &mut H, input: Input) -> Flow {
