@@ -811,7 +811,9 @@ async fn run(
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 let tcp_stats = tcp.as_ref().map(|t| t.stats()).unwrap_or_default();
-                if !handle_command(command, &mut sfu, &mut peers, &mut taps, tcp_stats).1 {
+                let handled =
+                    handle_command(command, &mut sfu, &mut peers, &mut taps, tcp_stats, &mut |_, _| {});
+                if !handled.1 {
                     break;
                 }
             }
@@ -898,10 +900,9 @@ pub(crate) fn dispatch(
     }
 }
 
-/// A peer a command made, and the session description it was given (its ICE ufrag routes).
+/// Whether a command made a peer.
 pub(crate) enum Handled {
-    Joined { peer: PeerId, sdp: String },
-    Offered { peer: PeerId, sdp: String },
+    Joined { peer: PeerId },
     Other,
 }
 
@@ -913,6 +914,7 @@ pub(crate) fn handle_command(
     peers: &mut HashMap<PeerId, mpsc::UnboundedSender<PeerSignal>>,
     taps: &mut HashMap<TapId, mpsc::UnboundedSender<TapPacket>>,
     tcp: TcpStats,
+    on_sdp: &mut dyn FnMut(PeerId, &str),
 ) -> (Handled, bool) {
     let mut handled = Handled::Other;
     let now = Instant::now();
@@ -932,10 +934,9 @@ pub(crate) fn handle_command(
         } => {
             let result = sfu.join_as(&room, &offer, forwarding, receive, now);
             if let Ok((peer, answer)) = &result {
-                handled = Handled::Joined {
-                    peer: *peer,
-                    sdp: answer.clone(),
-                };
+                // Before the reply: the client checks ICE as soon as it has the answer.
+                on_sdp(*peer, answer);
+                handled = Handled::Joined { peer: *peer };
             }
             let result = result.map(|(peer, answer)| Joined {
                 peer,
@@ -955,10 +956,8 @@ pub(crate) fn handle_command(
         } => {
             let result = sfu.offer_with(&room, forwarding, &lines, now);
             if let Ok((peer, offer)) = &result {
-                handled = Handled::Joined {
-                    peer: *peer,
-                    sdp: offer.clone(),
-                };
+                on_sdp(*peer, offer);
+                handled = Handled::Joined { peer: *peer };
             }
             let result = result.map(|(peer, offer)| Offered {
                 peer,
@@ -1006,10 +1005,7 @@ pub(crate) fn handle_command(
             let result = sfu.accept_offer(peer, &sdp, now);
             if let Ok(answer) = &result {
                 // An ICE restart's answer carries new credentials.
-                handled = Handled::Offered {
-                    peer,
-                    sdp: answer.clone(),
-                };
+                on_sdp(peer, answer);
             }
             drop(reply.send(result))
         }

@@ -355,22 +355,25 @@ impl Worker {
             Command::Join { room, .. } | Command::OfferNew { room, .. } => Some(room.clone()),
             _ => None,
         };
+        let tcp = *self.tcp_stats.lock().unwrap_or_else(|e| e.into_inner());
+        let to_receiver = &self.to_receiver;
+        // The receiver learns the ufrag before the client has the SDP that names it.
+        let mut register = |peer: PeerId, sdp: &str| {
+            if let Some(ufrag) = ice_ufrag(sdp) {
+                let ufrag = ufrag.to_string();
+                let _ = to_receiver.send(ToReceiver::Ufrag { ufrag, peer });
+            }
+        };
         let (result, go_on) = handle_command(
             command,
             &mut self.sfu,
             &mut st.peers,
             &mut st.taps,
-            *self.tcp_stats.lock().unwrap_or_else(|e| e.into_inner()),
+            tcp,
+            &mut register,
         );
-        match result {
-            crate::Handled::Joined { peer, sdp } => {
-                if let Some(room) = joining {
-                    self.joined(peer, &room, st);
-                }
-                self.register_ufrag(peer, &sdp);
-            }
-            crate::Handled::Offered { peer, sdp } => self.register_ufrag(peer, &sdp),
-            crate::Handled::Other => {}
+        if let (crate::Handled::Joined { peer, .. }, Some(room)) = (result, joining) {
+            self.joined(peer, &room, st);
         }
         go_on
     }
@@ -388,15 +391,6 @@ impl Worker {
                 let to = self.index;
                 let _ = self.lanes.control[origin].send(Control::Export { track, to });
             }
-        }
-    }
-
-    fn register_ufrag(&self, peer: PeerId, sdp: &str) {
-        if let Some(ufrag) = ice_ufrag(sdp) {
-            let _ = self.to_receiver.send(ToReceiver::Ufrag {
-                ufrag: ufrag.to_string(),
-                peer,
-            });
         }
     }
 
@@ -597,6 +591,12 @@ pub(crate) async fn receive(
             }
         };
         tokio::select! {
+            // What the workers say first: a ufrag is known before a check naming it is read.
+            biased;
+            msg = from_workers.recv() => {
+                let Some(msg) = msg else { break };
+                router.update(msg, tcp.as_mut());
+            }
             readable = socket.readable() => {
                 if let Err(e) = readable {
                     tracing::debug!("media socket: {e}");
@@ -631,10 +631,6 @@ pub(crate) async fn receive(
                     t.handle(input, &mut sink, Instant::now());
                     *tcp_stats.lock().unwrap_or_else(|e| e.into_inner()) = t.stats();
                 }
-            }
-            msg = from_workers.recv() => {
-                let Some(msg) = msg else { break };
-                router.update(msg, tcp.as_mut());
             }
             t = tcp_in.recv() => {
                 if let (Some(t), Some(tcp)) = (t, tcp.as_mut()) {
