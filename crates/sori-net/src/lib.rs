@@ -255,9 +255,8 @@ impl Plane {
         } = &command
         {
             // Copies of the track on other workers weigh it the same.
-            for (i, other) in self.workers.iter().enumerate().filter(|(i, _)| *i != w) {
+            for (_, other) in self.workers.iter().enumerate().filter(|(i, _)| *i != w) {
                 let (reply, _) = oneshot::channel();
-                let _ = i;
                 let _ = other.send(Command::Priority {
                     track: *track,
                     priority: *priority,
