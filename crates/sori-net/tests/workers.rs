@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start_server_workers, Client, ClientOptions, ClientState, Kind};
+use common::{assert_complete, start_server_workers, Client, ClientOptions, ClientState, Kind};
 use sori_net::workers::worker_of;
 
 const PUBLISHERS: [u8; 2] = [0, 6];
@@ -15,31 +15,7 @@ const PUBLISHERS: [u8; 2] = [0, 6];
 /// Frames from both publishers (other than itself) in order, intact, from a keyframe on.
 fn check(c: &Client, s: &ClientState) {
     for sender in PUBLISHERS.into_iter().filter(|p| *p != c.index) {
-        for kind in [Kind::Audio, Kind::Video] {
-            let frames = s.frames(sender, kind);
-            let bad: Vec<u32> = frames.iter().filter(|f| !f.intact).map(|f| f.seq).collect();
-            assert!(
-                bad.is_empty(),
-                "client {}: corrupted {kind:?} from {sender}: {bad:?}",
-                c.index
-            );
-            let first = frames[0].seq;
-            for (i, f) in frames.iter().enumerate() {
-                assert_eq!(
-                    f.seq,
-                    first + i as u32,
-                    "client {} {kind:?} from {sender}: gap",
-                    c.index
-                );
-            }
-            if kind == Kind::Video {
-                assert!(
-                    frames[0].keyframe,
-                    "client {}: starts on a keyframe",
-                    c.index
-                );
-            }
-        }
+        assert_complete(c.index, s, sender);
     }
 }
 

@@ -357,6 +357,34 @@ impl Client {
     }
 }
 
+/// Checks what client `me` received from `sender`: every frame intact, none missing or out
+/// of order from the first one, and video starting on a keyframe.
+pub fn assert_complete(me: u8, s: &ClientState, sender: u8) {
+    for kind in [Kind::Audio, Kind::Video] {
+        let frames = s.frames(sender, kind);
+        let bad: Vec<u32> = frames.iter().filter(|f| !f.intact).map(|f| f.seq).collect();
+        assert!(
+            bad.is_empty(),
+            "client {me} got corrupted {kind:?} frames from {sender}: {bad:?}"
+        );
+        // Nothing missing: consecutive sequence numbers from the first one received.
+        let first = frames[0].seq;
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(
+                f.seq,
+                first + i as u32,
+                "client {me} {kind:?} from {sender}: gap or reorder"
+            );
+        }
+        if kind == Kind::Video {
+            assert!(
+                frames[0].keyframe,
+                "client {me}: first video frame from {sender} is a keyframe"
+            );
+        }
+    }
+}
+
 pub fn summary(s: &ClientState) -> String {
     let rx: Vec<String> = s
         .received
