@@ -97,7 +97,7 @@ function lost() {
 
 /** The server no longer had this participant (away too long): it joins again as new. */
 function rejoin() {
-  peer.closePc();
+  peer.closePc(true);
   setReconnecting(false);
   setStatus('connecting');
   toast('Reconnected: you joined the room again.');
@@ -179,7 +179,7 @@ function onError(msg) {
   } else if (msg.code === 'replaced') {
     leave('You joined this room from another tab or device.');
   } else {
-    if (msg.code === 'media-error') peer.onMediaError();
+    if (msg.re != null) peer.onRefused(msg);
     toast(msg.message);
   }
 }
@@ -188,7 +188,7 @@ function leave(reason) {
   state.leaving = true;
   setReconnecting(false);
   send({ type: 'leave' });
-  peer.closePc();
+  peer.closePc(true);
   disconnect();
   for (const t of state.local ? state.local.getTracks() : []) t.stop();
   controls.stopScreen();

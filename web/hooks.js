@@ -164,6 +164,7 @@ export function install() {
     },
     /** ICE restarts this page made (path lost, network change, or asked by the server). */
     get iceRestarts() { return state.iceRestarts; },
+    get mediaReconnects() { return state.mediaReconnects; },
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
     /** This participant's id, and the others' arrivals and departures as they were told. */

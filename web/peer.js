@@ -203,10 +203,22 @@ export function restartIce(why) {
   state.iceRestarts += 1;
   console.info(`ICE restart (${why})`);
   clearTimeout(retryTimer);
-  retryTimer = setTimeout(async () => {
+  retryTimer = setTimeout(async function check() {
     if (pc !== state.pc || ['connected', 'completed'].includes(pc.iceConnectionState)) return;
-    // An offer that got no answer (the media server could not be reached) is taken back, so
-    // that the next one can go.
+    const offerOut = owed.find((o) => o.pc === pc);
+    if (!state.peerId && offerOut) {
+      // The session server replies to every offer, an answer or `media-error`, within its
+      // deadline (10 s): that reply decides. Taken back before, the offer might be applied
+      // by the media server all the same, and the two sides would disagree from then on.
+      if (performance.now() - offerOut.at < OFFER_LOST_MS) {
+        retryTimer = setTimeout(check, RESTART_RETRY_MS);
+      } else {
+        reconnectMedia('an offer got no reply');
+      }
+      return;
+    }
+    // P2P: an offer the other browser did not answer is taken back, so that the next one
+    // can go.
     await rollback(pc);
     restartIce('still not connected');
   }, RESTART_RETRY_MS);
@@ -229,13 +241,21 @@ async function rollback(pc) {
 const RESTART_AGAIN_MAX = 5;
 let failedRestarts = 0;
 
-/** The server could not apply this browser's offer (`media-error`): it is taken back, and an
- * ICE restart it carried is made again. */
-export async function onMediaError() {
+/** An `error` naming a message of this browser (`re`). For its offer (`media-error`: the
+ * server could not apply it; `rate-limited`): the offer is taken back, and an ICE restart it
+ * carried is made again. For its answer: the offer is answered again if the media server says
+ * it again. (Any other, e.g. a failed `record`, changes nothing here.) */
+export async function onRefused(msg) {
   const pc = state.pc;
-  if (!pc || state.peerId) return;
-  // An answer that failed with it is answered again if its offer is said again.
-  answeredOffer = null;
+  if (!pc || state.peerId || msg.re == null) return;
+  if (msg.re === answerOut) {
+    answeredOffer = null;
+    return;
+  }
+  const i = owed.findIndex((o) => o.seq === msg.re);
+  if (i < 0) return;
+  const [failed] = owed.splice(i, 1);
+  if (failed.pc !== pc) return;
   const wasRestart = restarting;
   await rollback(pc);
   if (!wasRestart || failedRestarts >= RESTART_AGAIN_MAX) return;
@@ -293,11 +313,24 @@ function localRoles(pc) {
   return roles;
 }
 
+/** Sends this browser's local description; returns its `seq`. */
 function describe(type, pc, to) {
   const msg = { type, sdp: pc.localDescription.sdp, roles: localRoles(pc) };
   if (to) msg.to = to;
-  send(msg);
+  return send(msg);
 }
+
+/** SFU: this browser's offers the server has not replied to yet, oldest first: `{ seq, at,
+ * pc }`. The server replies to each in turn, an `answer` or a `media-error` naming it (`re`).
+ * A peer connection has at most one out (its next is made once the exchange ends); one that
+ * was replaced may leave one whose reply is still to come. */
+let owed = [];
+const OWED_MAX = 8;
+/** An offer out this long got no reply the server owes it (10 s): the two sides' state is
+ * unknown, and the media is connected anew. */
+const OFFER_LOST_MS = 30000;
+/** SFU: the `seq` of this browser's last answer to the media server. */
+let answerOut = null;
 
 /** An offer is being made: negotiationneeded and an ICE restart may ask at the same moment,
  * and two offers made at once would leave the other side answering the wrong one. */
@@ -309,7 +342,13 @@ export async function offer() {
   makingOffer = true;
   try {
     await pc.setLocalDescription(await pc.createOffer());
-    describe('offer', pc, state.peerId);
+    const seq = describe('offer', pc, state.peerId);
+    if (!state.peerId) {
+      owed.push({ seq, at: performance.now(), pc });
+      // Replies the session server never gave (offers it dropped, over the rate limit,
+      // without saying so) are not kept for ever.
+      if (owed.length > OWED_MAX) owed.shift();
+    }
   } finally {
     makingOffer = false;
   }
@@ -339,10 +378,23 @@ export async function onOffer(msg) {
 let answeredOffer = null;
 
 async function answerOffer(pc, msg) {
-  if (!msg.from) answeredOffer = msg.sdp;
-  await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-  await pc.setLocalDescription(await pc.createAnswer());
-  describe('answer', pc, msg.from);
+  if (msg.from) {
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    describe('answer', pc, msg.from);
+    return;
+  }
+  answeredOffer = msg.sdp;
+  try {
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+  } catch (err) {
+    // The media server's idea of this peer connection is not the browser's (its m-lines in
+    // another order, say): nothing answered would be right.
+    if (pc === state.pc) reconnectMedia(`its offer could not be applied: ${err.message}`);
+    return;
+  }
+  answerOut = describe('answer', pc);
 }
 
 /** The last media server offer that arrived while this browser's ICE restart offer waited
@@ -358,14 +410,29 @@ function iceUfrag(sdp) {
 export async function onAnswer(msg) {
   const pc = state.pc;
   if (!pc) return;
-  const crossed = msg.from ? null : crossedOffer;
-  if (!msg.from) {
-    restarting = false;
-    failedRestarts = 0;
-    crossedOffer = null;
+  if (msg.from) {
+    await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    return;
   }
-  await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-  if (msg.from) return;
+  const crossed = crossedOffer;
+  const replied = owed.shift();
+  // The reply to an offer of a peer connection since replaced.
+  if (replied && replied.pc !== pc) return;
+  if (!replied || pc.signalingState !== 'have-local-offer') {
+    // Not a reply to an offer this browser has out: the media server applied an offer this
+    // browser no longer has, and the two sides disagree.
+    reconnectMedia('an answer to no offer out');
+    return;
+  }
+  restarting = false;
+  failedRestarts = 0;
+  crossedOffer = null;
+  try {
+    await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  } catch (err) {
+    if (pc === state.pc) reconnectMedia(`the answer could not be applied: ${err.message}`);
+    return;
+  }
   await unicastFallback(pc);
   // An ICE restart gives the media server new credentials: an offer that crossed ours and
   // carries them was made after it answered ours (its re-offer, which will not come again),
@@ -430,8 +497,40 @@ export function removeTracks(tracks) {
   }
 }
 
-export function closePc() {
+/** No media connections made anew within this long of each other: one that comes sooner
+ * waits for the rest. */
+const RECONNECT_MIN_MS = 5000;
+let reconnectedAt = -Infinity;
+let reconnectTimer = null;
+
+/** SFU: the media server and this browser disagree about the peer connection (an offer or an
+ * answer that cannot be applied, an answer to an offer that is not out): a new peer connection
+ * replaces it, which the session server takes as new media for this participant (a new DTLS
+ * fingerprint). The participant stays in the room; its video is black for a moment. */
+function reconnectMedia(why) {
+  if (!state.pc || state.peerId || reconnectTimer) return;
+  const wait = Math.max(0, reconnectedAt + RECONNECT_MIN_MS - performance.now());
+  const pc = state.pc;
+  reconnectTimer = setTimeout(() => {
+    reconnectTimer = null;
+    if (pc !== state.pc) return;
+    reconnectedAt = performance.now();
+    state.mediaReconnects += 1;
+    console.warn(`media connected anew: ${why}`);
+    startMedia().catch((err) => console.error('sori:', err));
+  }, wait);
+}
+
+/** Closes the peer connection. `serverForgot`: the session server no longer has this
+ * participant (a join anew), so no reply to an offer is still to come. */
+export function closePc(serverForgot = false) {
+  if (serverForgot) owed = [];
   answeredOffer = null;
+  answerOut = null;
+  crossedOffer = null;
+  restarting = false;
+  failedRestarts = 0;
+  clearTimeout(retryTimer);
   if (state.pc) {
     state.pc.close();
     state.pc = null;

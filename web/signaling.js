@@ -32,16 +32,18 @@ function raw(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
 }
 
-/** Sends one message; numbered messages are kept until a resume shows the server had them. */
+/** Sends one message; numbered messages are kept until a resume shows the server had them.
+ * Returns its number (`seq`), which an `error` refusing it names (`re`), or null. */
 export function send(message) {
   if (!link || unnumbered.has(message.type) || !link.secret) {
     raw(message);
-    return;
+    return null;
   }
   const numbered = { ...message, seq: ++link.sent };
   link.unacked.push(numbered);
   if (link.unacked.length > KEPT) link.unacked.shift();
   raw(numbered);
+  return numbered.seq;
 }
 
 /**

@@ -26,6 +26,7 @@ export const state = {
   peerId: null,            // P2P: the other participant's id
   offerer: false,          // this browser made the peer connection's first offer
   iceRestarts: 0,          // ICE restarts this page made
+  mediaReconnects: 0,      // SFU: new peer connections made because the old one's SDP went astray
   remote: new Map(),       // remote track id -> { key, track, mid, trackId }
 };
 

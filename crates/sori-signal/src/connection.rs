@@ -123,6 +123,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         secret: None,
         kick: Arc::default(),
         received: 0,
+        handling: None,
         media_retry: media::Retry::default(),
     };
     // Frames read while a message waited for the media server, in order; `None` in it: the
@@ -222,6 +223,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                 // dropped unprocessed, and the client sends it again after the resume.
                 let kick = conn.kick.clone();
                 let out = conn.out.clone();
+                conn.handling = seq.filter(|_| conn.me.is_some());
                 let handled = {
                     let handling = conn.handle(m);
                     tokio::pin!(handling);
@@ -256,6 +258,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
                         }
                     }
                 };
+                conn.handling = None;
                 if !handled {
                     break Exit::Kicked;
                 }
@@ -280,6 +283,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
         out.send_direct(&ServerMessage::Error {
             code: ErrorCode::Replaced,
             message: "this participant was resumed on a newer connection".into(),
+            re: None,
         });
     }
     conn.finish(exit).await;
@@ -355,6 +359,8 @@ struct Connection {
     kick: Arc<Notify>,
     /// The last client message number (`seq`) processed.
     received: u64,
+    /// The number (`seq`) of the client message being handled, which an error names.
+    handling: Option<u64>,
     /// Waits for an unreachable media server to answer again (see `Connection::media_offer`).
     media_retry: media::Retry,
 }
@@ -378,6 +384,7 @@ impl Connection {
         self.send(ServerMessage::Error {
             code,
             message: message.to_string(),
+            re: self.handling,
         });
     }
 

@@ -377,6 +377,7 @@ mod tests {
         let big = ServerMessage::Error {
             code: crate::protocol::ErrorCode::BadMessage,
             message: "x".repeat(60_000),
+            re: None,
         };
         for _ in 0..100 {
             out.send(&big);

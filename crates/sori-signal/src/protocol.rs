@@ -413,6 +413,10 @@ pub enum ServerMessage {
     Error {
         code: ErrorCode,
         message: String,
+        /// The `seq` of the client message refused, when it had one: a client with several
+        /// requests out (an offer, an answer, `record`) knows which one failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
     },
 }
 
@@ -589,6 +593,7 @@ mod tests {
         let m = serde_json::to_value(ServerMessage::Error {
             code: ErrorCode::RoomFull,
             message: "full".into(),
+            re: None,
         })
         .unwrap();
         assert_eq!(

@@ -163,3 +163,32 @@ async fn an_offer_from_a_new_peer_connection_gets_new_media() {
     assert_eq!(c.expect("answer").await["sdp"], stub::ANSWER);
     assert_eq!(stub.left(), vec![PeerRef::Remote("stub-1".into())]);
 }
+
+/// An error names the numbered message it refuses (`re`): with an offer and an answer out at
+/// once, a client knows which of the two failed.
+#[tokio::test]
+async fn an_error_names_the_message_it_refuses() {
+    let stub = StubMedia::new(None);
+    let (url, _) = stub::server(&stub, SignalConfig::default()).await;
+    let (mut c, _) = Client::join(&url, "r", "Ada").await;
+    stub.set_unreachable(true);
+    c.send(json!({"type": "answer", "sdp": offer(), "seq": 1}));
+    c.send(json!({"type": "offer", "sdp": offer(), "seq": 2}));
+    let first = c.expect("error").await;
+    assert_eq!(
+        (&first["code"], &first["re"]),
+        (&json!("bad-target"), &json!(1)),
+        "{first}"
+    );
+    let second = c.expect("error").await;
+    assert_eq!(
+        (&second["code"], &second["re"]),
+        (&json!("media-error"), &json!(2)),
+        "{second}"
+    );
+    // A message without a number: the error names none.
+    c.send(json!({"type": "answer", "sdp": offer()}));
+    let third = c.expect("error").await;
+    assert_eq!(third["code"], "bad-target", "{third}");
+    assert!(third.get("re").is_none(), "{third}");
+}

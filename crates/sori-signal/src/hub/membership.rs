@@ -56,6 +56,7 @@ impl Hub {
                 p.out.send(&ServerMessage::Error {
                     code: ErrorCode::Replaced,
                     message: "you joined this room again from somewhere else".into(),
+                    re: None,
                 });
                 p.out
                     .close("replaced by a newer connection with the same identity");
