@@ -122,6 +122,9 @@ const effects = {
   },
   async mode(msg) {
     showMode(msg.mode);
+    // SFU media lost while this page's new peer connection is on its way (it closed the old
+    // one itself): that one's offer joins new media; another would only replace it.
+    if (msg.mode === 'sfu' && peer.joiningMedia()) return;
     peer.closePc();
     await peer.startMedia();
   },

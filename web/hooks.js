@@ -5,7 +5,7 @@
 import { state, participantFor } from './store.js';
 import { timing, describeTracks } from './tiles.js';
 import { sentViews } from './quality.js';
-import { closes } from './signaling.js';
+import { closes, send } from './signaling.js';
 
 function count(report, type, fields) {
   const out = Object.fromEntries(Object.keys(fields).map((k) => [k, 0]));
@@ -164,7 +164,12 @@ export function install() {
     },
     /** ICE restarts this page made (path lost, network change, or asked by the server). */
     get iceRestarts() { return state.iceRestarts; },
+    /** New peer connections made because the media server and this page disagreed. */
     get mediaReconnects() { return state.mediaReconnects; },
+    /** Sends the peer connection's local description as an offer behind its back, as a lost
+     * or late reply would leave it: the media server applies an offer the page does not have
+     * out (for tests of how the page finds its way back). */
+    offerBehindItsBack: () => send({ type: 'offer', sdp: state.pc.localDescription.sdp }),
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
     /** This participant's id, and the others' arrivals and departures as they were told. */

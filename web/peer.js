@@ -332,14 +332,22 @@ const OFFER_LOST_MS = 30000;
 /** SFU: the `seq` of this browser's last answer to the media server. */
 let answerOut = null;
 
-/** An offer is being made: negotiationneeded and an ICE restart may ask at the same moment,
- * and two offers made at once would leave the other side answering the wrong one. */
-let makingOffer = false;
+/** The peer connection an offer is being made for: negotiationneeded and an ICE restart may
+ * ask at the same moment, and two offers made at once would leave the other side answering
+ * the wrong one. */
+let makingOffer = null;
+
+/** SFU: a new peer connection (never answered) is making its first offer or has it out. */
+export function joiningMedia() {
+  const pc = state.pc;
+  return !!pc && !state.peerId && !pc.remoteDescription
+    && (makingOffer === pc || owed.some((o) => o.pc === pc));
+}
 
 export async function offer() {
   const pc = state.pc;
-  if (!pc || makingOffer) return;
-  makingOffer = true;
+  if (!pc || makingOffer === pc) return;
+  makingOffer = pc;
   try {
     await pc.setLocalDescription(await pc.createOffer());
     const seq = describe('offer', pc, state.peerId);
@@ -350,7 +358,7 @@ export async function offer() {
       if (owed.length > OWED_MAX) owed.shift();
     }
   } finally {
-    makingOffer = false;
+    if (makingOffer === pc) makingOffer = null;
   }
 }
 

@@ -243,17 +243,28 @@ export function remoteFrames(page, participant) {
   }, participant);
 }
 
-/** Waits until `participant`'s video on `page` decodes frames and keeps decoding. */
+/** Waits until `participant`'s video on `page` decodes frames and keeps decoding: one and the
+ * same video element decodes over 5 frames in all and 5 more after it was first seen. (A tile
+ * replaced meanwhile, as when media is connected anew, is watched from its own start: the old
+ * element's count says nothing of the new one.) */
 export async function waitForVideoFrom(page, participant, timeout = 20000) {
-  await page.waitForFunction((who) => {
+  const token = `${participant}-${Math.random()}`;
+  await page.waitForFunction(([who, key]) => {
     const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
-    return v && v.getVideoPlaybackQuality().totalVideoFrames > 5;
-  }, participant, { timeout, polling: 100 });
-  const before = await remoteFrames(page, participant);
-  await page.waitForFunction(([who, n]) => {
-    const v = document.querySelector(`[data-testid="remote-video"][data-participant="${who}"]`);
-    return v && v.getVideoPlaybackQuality().totalVideoFrames > n + 5;
-  }, [participant, before], { timeout, polling: 100 });
+    if (!v) return false;
+    const n = v.getVideoPlaybackQuality().totalVideoFrames;
+    window.__videoWaits = window.__videoWaits || new Map();
+    const seen = window.__videoWaits.get(key);
+    if (!seen || seen.element !== v) {
+      window.__videoWaits.set(key, { element: v, from: n });
+      return false;
+    }
+    if (n > 5 && n > seen.from + 5) {
+      window.__videoWaits.delete(key);
+      return true;
+    }
+    return false;
+  }, [participant, token], { timeout, polling: 100 });
 }
 
 /**

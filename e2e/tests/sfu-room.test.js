@@ -32,3 +32,31 @@ test('three browsers in an SFU room see and hear each other', async () => {
   assert.ok(value('sori_rtp_forwarded_packets_total') > 0);
   assert.equal(value('sori_participants'), 3);
 });
+
+test('a browser whose SDP state and the media server\'s disagree connects its media anew, staying in the room', async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'sfu-astray', 'Ada');
+  const bo = await joinPage(ctx.browser, ctx.server.url, 'sfu-astray', 'Bo');
+  await waitForVideoFrom(ada, 'Bo');
+  await waitForVideoFrom(bo, 'Ada');
+  const before = await bo.evaluate(() => ({ joins: window.sori.joins, presence: window.sori.presence.length }));
+  const adaPresence = await ada.evaluate(() => window.sori.presence.length);
+  // The media server answers an offer Bo's peer connection does not have out.
+  await bo.evaluate(() => window.sori.offerBehindItsBack());
+  await bo.waitForFunction(() => window.sori.mediaReconnects === 1, null, { timeout: 10000 });
+  const reconnectedAt = Date.now();
+  // Each sees the other's video on the new media: frames decoded since.
+  await waitForVideoFrom(bo, 'Ada');
+  await waitForVideoFrom(ada, 'Bo');
+  console.log(`video both ways again ${(Date.now() - reconnectedAt) / 1000} s after Bo's new peer connection`);
+  await assertUdp(bo);
+  assert.equal(await bo.evaluate(() => window.sori.mediaReconnects), 1, 'once');
+  assert.deepEqual(
+    await bo.evaluate(() => ({ joins: window.sori.joins, presence: window.sori.presence.length })),
+    before,
+    'Bo did not join again and saw no one come or go',
+  );
+  assert.equal(await ada.evaluate(() => window.sori.presence.length), adaPresence, 'Ada saw Bo neither leave nor join');
+  assert.equal(await ada.getByTestId('remote-video').count(), 1, 'one tile for Bo at Ada');
+  await ada.context().close();
+  await bo.context().close();
+});

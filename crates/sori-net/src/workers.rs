@@ -272,16 +272,10 @@ impl Worker {
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                m = self.media_rx.recv() => {
-                    let Some(m) = m else { break };
-                    self.media(m);
-                    for _ in 1..WORK_BATCH {
-                        match self.media_rx.try_recv() {
-                            Ok(m) => self.media(m),
-                            Err(_) => break,
-                        }
-                    }
-                }
+                // Another worker's word first: a track it published is imported here before
+                // a command that names the track (a subscribe, sent once the session server
+                // heard of it) is handled. The timer before media, which would starve it.
+                biased;
                 c = self.control_rx.recv() => {
                     let Some(c) = c else { break };
                     self.control(c, &mut st);
@@ -294,6 +288,16 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     self.sfu.handle_timeout(Instant::now());
+                }
+                m = self.media_rx.recv() => {
+                    let Some(m) = m else { break };
+                    self.media(m);
+                    for _ in 1..WORK_BATCH {
+                        match self.media_rx.try_recv() {
+                            Ok(m) => self.media(m),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
         }
