@@ -508,6 +508,11 @@ export function removeTracks(tracks) {
 /** No media connections made anew within this long of each other: one that comes sooner
  * waits for the rest. */
 const RECONNECT_MIN_MS = 5000;
+/** At most this many within RECONNECT_WINDOW_MS: a disagreement that comes back every time
+ * (a browser that cannot apply what this server offers) is shown, not looped on. */
+const RECONNECT_MAX = 3;
+const RECONNECT_WINDOW_MS = 60000;
+let reconnects = [];
 let reconnectedAt = -Infinity;
 let reconnectTimer = null;
 
@@ -517,12 +522,20 @@ let reconnectTimer = null;
  * fingerprint). The participant stays in the room; its video is black for a moment. */
 function reconnectMedia(why) {
   if (!state.pc || state.peerId || reconnectTimer) return;
+  const now = performance.now();
+  reconnects = reconnects.filter((t) => now - t < RECONNECT_WINDOW_MS);
+  if (reconnects.length >= RECONNECT_MAX) {
+    console.error(`sori: media not connected again (${why}): ${RECONNECT_MAX} tries within a minute`);
+    setStatus('media failed', 'bad');
+    return;
+  }
   const wait = Math.max(0, reconnectedAt + RECONNECT_MIN_MS - performance.now());
   const pc = state.pc;
   reconnectTimer = setTimeout(() => {
     reconnectTimer = null;
     if (pc !== state.pc) return;
     reconnectedAt = performance.now();
+    reconnects.push(reconnectedAt);
     state.mediaReconnects += 1;
     console.warn(`media connected anew: ${why}`);
     startMedia().catch((err) => console.error('sori:', err));
@@ -546,5 +559,9 @@ export function closePc(serverForgot = false) {
     forgetUnacked(['offer', 'answer', 'candidate']);
   }
   state.peerId = null;
+  // Their tiles go now: the next peer connection's tracks get tiles (and video elements) of
+  // their own rather than a stream whose track is swapped under a playing element.
+  const had = state.remote.size > 0;
   state.remote.clear();
+  if (had) hooks.onTrackGone(null);
 }
