@@ -27,6 +27,9 @@ const inNs = (n, ...args) => run('ip', 'netns', 'exec', n, ...args);
 function createNetwork() {
   for (const n of Object.values(ns)) {
     run('ip', 'netns', 'add', n);
+    // IPv6 addresses usable at once: one that finishes duplicate address detection a moment
+    // later is a network change to Chromium, which fails the page it is loading then.
+    inNs(n, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0');
     inNs(n, 'ip', 'link', 'set', 'lo', 'up');
     // Replies that leave from the address the request arrived at may take the other link:
     // no strict reverse-path filtering, as on most multi-homed hosts.

@@ -91,6 +91,9 @@ export function createNetwork(nat) {
   try {
     for (const n of Object.values(ns)) {
       ip('netns', 'add', n);
+      // IPv6 addresses usable at once (see multihomed.test.js): no network change under a
+      // page that is loading.
+      inNs(n, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0');
       inNs(n, 'ip', 'link', 'set', 'lo', 'up');
     }
     inNs(ns.wan, 'ip', 'link', 'add', 'br0', 'type', 'bridge');

@@ -274,7 +274,7 @@ impl Worker {
             tokio::select! {
                 // Another worker's word first: a track it published is imported here before
                 // a command that names the track (a subscribe, sent once the session server
-                // heard of it) is handled. The timer before media, which would starve it.
+                // heard of it) is handled. Then media; the timer only wakes the worker.
                 biased;
                 c = self.control_rx.recv() => {
                     let Some(c) = c else { break };
@@ -286,9 +286,6 @@ impl Worker {
                         break;
                     }
                 }
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    self.sfu.handle_timeout(Instant::now());
-                }
                 m = self.media_rx.recv() => {
                     let Some(m) = m else { break };
                     self.media(m);
@@ -299,6 +296,13 @@ impl Worker {
                         }
                     }
                 }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+            // Due timers run after whatever woke the worker: media that never stops arriving
+            // cannot hold them back, nor can a pacer that is due again at once hold back media.
+            let now = Instant::now();
+            if self.sfu.poll_timeout().is_some_and(|at| at <= now) {
+                self.sfu.handle_timeout(now);
             }
         }
         tracing::debug!(worker = self.index, "media worker stopped");
