@@ -166,10 +166,17 @@ export function install() {
     get iceRestarts() { return state.iceRestarts; },
     /** New peer connections made because the media server and this page disagreed. */
     get mediaReconnects() { return state.mediaReconnects; },
-    /** Sends the peer connection's local description as an offer behind its back, as a lost
-     * or late reply would leave it: the media server applies an offer the page does not have
-     * out (for tests of how the page finds its way back). */
-    offerBehindItsBack: () => send({ type: 'offer', sdp: state.pc.localDescription.sdp }),
+    /** Sends the media server an ICE restart offer behind the peer connection's back (its
+     * local description with new ICE credentials), as a restart taken back too late would:
+     * the server applies an offer the page does not have (for tests of how the page finds
+     * its way back). */
+    offerBehindItsBack: () => {
+      const fresh = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('');
+      const sdp = state.pc.localDescription.sdp
+        .replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${fresh(8)}`)
+        .replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${fresh(24)}`);
+      send({ type: 'offer', sdp });
+    },
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
     /** This participant's id, and the others' arrivals and departures as they were told. */

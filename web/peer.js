@@ -409,6 +409,14 @@ async function answerOffer(pc, msg) {
  * for its answer. */
 let crossedOffer = null;
 
+/** Whether answer `sdp` describes the session `current` does: its ICE username fragment and
+ * its m-lines (by mid, in order). */
+function sameSession(sdp, current) {
+  if (!current) return false;
+  const mids = (d) => [...d.matchAll(/^a=mid:(\S+?)\r?$/gm)].map((m) => m[1]).join(' ');
+  return iceUfrag(sdp) === iceUfrag(current.sdp) && mids(sdp) === mids(current.sdp);
+}
+
 /** The ICE username fragment of a session description. */
 function iceUfrag(sdp) {
   const m = sdp.match(/^a=ice-ufrag:(\S+?)\r?$/m);
@@ -427,8 +435,11 @@ export async function onAnswer(msg) {
   // The reply to an offer of a peer connection since replaced.
   if (replied && replied.pc !== pc) return;
   if (!replied || pc.signalingState !== 'have-local-offer') {
-    // Not a reply to an offer this browser has out: the media server applied an offer this
-    // browser no longer has, and the two sides disagree.
+    // Not a reply to an offer this browser has out. The same offer answered twice (a resume
+    // while the server was handling it) changes nothing: same ICE credentials, same m-lines.
+    // Otherwise the media server applied an offer this browser no longer has (an ICE restart
+    // it took back, say), and the two sides disagree.
+    if (sameSession(msg.sdp, pc.currentRemoteDescription)) return;
     reconnectMedia('an answer to no offer out');
     return;
   }
