@@ -138,8 +138,11 @@ async fn sockets_that_never_read_are_dropped_and_memory_returns() {
     flush(&mut bo, "after").await;
     let after = rss_kib();
     println!("RSS {baseline} KiB before the silent sockets, {after} KiB after");
+    // Kept, the silent sockets would hold at least 50 MiB (each a full 1 MiB resume history
+    // besides its queue); what the allocator keeps of freed memory in its arenas moves RSS by
+    // some 20 MiB between runs (21 MiB seen once under load).
     assert!(
-        after < baseline + 20 * 1024,
+        after < baseline + 30 * 1024,
         "RSS {baseline} KiB before, {after} KiB after"
     );
 }
