@@ -180,6 +180,7 @@ mod tests {
             cores: cpu_us * s.forwarded_pps / 1e6,
             cpu_us_per_packet: Some(cpu_us),
             packets_per_core_second: Some(1e6 / cpu_us),
+            media_threads: Vec::new(),
         });
         s.classes = vec![ClassResult {
             class: "capped".into(),

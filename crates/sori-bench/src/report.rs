@@ -203,7 +203,7 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
         * 1.1;
     let max_cores = pts
         .iter()
-        .filter_map(|s| s.server.map(|c| c.cores))
+        .filter_map(|s| s.server.as_ref().map(|c| c.cores))
         .fold(0.1f64, f64::max)
         .max(1.0);
     let x = |load: usize| left + load as f64 / max_load * pw;
@@ -227,7 +227,7 @@ pub fn svg(steps: &[StepResult], title: &str) -> String {
         (
             "server cores",
             "#2ca02c",
-            Box::new(|p| p.server.map(|c| yc(c.cores))),
+            Box::new(|p| p.server.as_ref().map(|c| yc(c.cores))),
         ),
     ];
     for (i, (name, color, y)) in series.iter().enumerate() {

@@ -676,8 +676,9 @@ fn summarize(o: &StepOptions, c: Collected) -> StepResult {
     };
     let server = c
         .samples
-        .map(|((_, b), a)| server_cost::cost(&b, &a, received));
-    let (mem_before, mem_after) = match c.samples {
+        .as_ref()
+        .map(|((_, b), a)| server_cost::cost(b, a, received));
+    let (mem_before, mem_after) = match &c.samples {
         Some(((before, _), after)) => (Some(before.mem_kib), Some(after.mem_kib)),
         None => (None, None),
     };
@@ -746,9 +747,9 @@ async fn progress(
         }
         let rx = shared.received.load(Ordering::Relaxed);
         let cpu = pid.and_then(|p| server_cost::sample(p).ok());
-        let cores = match (last_cpu, cpu) {
+        let cores = match (&last_cpu, &cpu) {
             (Some(a), Some(b)) => {
-                format!("  server {:.2} cores", server_cost::cost(&a, &b, 0).cores)
+                format!("  server {:.2} cores", server_cost::cost(a, b, 0).cores)
             }
             _ => String::new(),
         };

@@ -7,11 +7,13 @@ use std::time::Instant;
 const TICKS_PER_SEC: u64 = 100;
 
 /// One reading of a process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
     /// User + system CPU time of every thread, in microseconds.
     pub cpu_us: u64,
+    /// The same for each of Sori's media worker threads (`sori-media-N`), by name.
+    pub media_threads: Vec<(String, u64)>,
     /// Proportional set size in KiB (resident size where PSS is not readable).
     pub mem_kib: u64,
 }
@@ -44,8 +46,31 @@ pub fn sample(pid: u32) -> Result<Sample, ProcError> {
         at: Instant::now(),
         cpu_us,
         mem_kib,
+        media_threads: media_threads(pid),
     })
 }
+
+/// CPU time of each thread of `pid` named `sori-media-N` (none for other servers), in
+/// thread-name order.
+fn media_threads(pid: u32) -> Vec<(String, u64)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64)> = tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = fs::read_to_string(t.path().join("stat")).ok()?;
+            let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
+            name.starts_with(MEDIA_THREAD)
+                .then(|| Some((name.to_string(), parse_stat_cpu_us(&stat)?)))?
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The name prefix of Sori's media worker threads.
+const MEDIA_THREAD: &str = "sori-media-";
 
 /// utime + stime (fields 14 and 15) in microseconds. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from the last ')'.
@@ -86,23 +111,45 @@ fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
 }
 
 /// The server's cost between two samples.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Cost {
     /// CPU time used per wall-clock second (1.0 = one core busy).
     pub cores: f64,
     pub cpu_us_per_packet: Option<f64>,
     /// Packets forwarded per second of CPU time.
     pub packets_per_core_second: Option<f64>,
+    /// Cores used by each media worker thread (Sori only), by thread name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_threads: Vec<(String, f64)>,
 }
 
 pub fn cost(before: &Sample, after: &Sample, forwarded_packets: u64) -> Cost {
     let wall = after.at.duration_since(before.at).as_secs_f64();
     let cpu_us = after.cpu_us.saturating_sub(before.cpu_us) as f64;
     let per_packet = (forwarded_packets > 0).then(|| cpu_us / forwarded_packets as f64);
+    let cores = |us: u64| {
+        if wall > 0.0 {
+            us as f64 / 1e6 / wall
+        } else {
+            0.0
+        }
+    };
+    let media_threads = after
+        .media_threads
+        .iter()
+        .map(|(name, us)| {
+            let was = before.media_threads.iter().find(|(n, _)| n == name);
+            (
+                name.clone(),
+                cores(us.saturating_sub(was.map_or(0, |w| w.1))),
+            )
+        })
+        .collect();
     Cost {
-        cores: if wall > 0.0 { cpu_us / 1e6 / wall } else { 0.0 },
+        cores: cores(after.cpu_us.saturating_sub(before.cpu_us)),
         cpu_us_per_packet: per_packet,
         packets_per_core_second: per_packet.filter(|p| *p > 0.0).map(|p| 1e6 / p),
+        media_threads,
     }
 }
 
@@ -139,5 +186,33 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.mem_kib > 0);
         assert!(matches!(sample(u32::MAX), Err(ProcError::Read { .. })));
+    }
+
+    #[test]
+    fn media_threads_are_read_by_name() {
+        let busy = std::thread::Builder::new()
+            .name("sori-media-0".into())
+            .spawn(|| {
+                let t = Instant::now();
+                let mut x = 0u64;
+                while t.elapsed().as_millis() < 50 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                std::thread::park();
+            })
+            .unwrap();
+        // The thread has run its 50 ms loop once its CPU time shows at least 10 ms (one tick).
+        let pid = std::process::id();
+        let seen = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let s = sample(pid).unwrap();
+            s.media_threads
+                .iter()
+                .find(|(n, us)| n == "sori-media-0" && *us >= 10_000)
+                .cloned()
+        });
+        busy.thread().unpark();
+        busy.join().unwrap();
+        assert!(seen.is_some(), "the busy thread's CPU time was not read");
     }
 }

@@ -174,7 +174,8 @@ fn labels(runs: &[&Run]) -> Vec<String> {
 
 fn describe(label: &str) -> &str {
     match label {
-        "sori" => "Sori (`sori serve`)",
+        "sori" => "Sori (`sori serve`, one media worker)",
+        "sori-2w" => "Sori with two media workers, its threads free to use both CPUs (the load generator's too)",
         "janus" => "Janus VideoRoom, stock threading (one media thread per handle)",
         "janus-el1" => "Janus VideoRoom with `event_loops = 1` (one media thread for all handles)",
         "ceiling" => "the ceiling relay in `sori-bench`: decrypt, re-encrypt, forward, one thread",
@@ -197,6 +198,8 @@ struct Figures {
     max_load: usize,
     server_cores_at_max: Option<Spread>,
     generator_cores_at_max: Option<Spread>,
+    /// Cores each media worker thread used at the largest step, by thread name.
+    workers_at_max: Vec<(String, Spread)>,
 }
 
 fn figures(label: &str, runs: &[&Run], reference: usize) -> Figures {
@@ -226,12 +229,12 @@ fn figures(label: &str, runs: &[&Run], reference: usize) -> Figures {
         cpu_us: Spread::of(
             at_ref
                 .iter()
-                .filter_map(|s| s.server.and_then(|c| c.cpu_us_per_packet)),
+                .filter_map(|s| s.server.as_ref().and_then(|c| c.cpu_us_per_packet)),
         ),
         pps_per_core: Spread::of(
             at_ref
                 .iter()
-                .filter_map(|s| s.server.and_then(|c| c.packets_per_core_second)),
+                .filter_map(|s| s.server.as_ref().and_then(|c| c.packets_per_core_second)),
         ),
         half_p50: Spread::of(half.iter().filter_map(|s| s.delay.p50_ms)),
         half_p99: Spread::of(half.iter().filter_map(|s| s.delay.p99_ms)),
@@ -240,9 +243,35 @@ fn figures(label: &str, runs: &[&Run], reference: usize) -> Figures {
         join_ready: Spread::of(at_ref.iter().filter_map(|s| s.join_ready.p50_ms)),
         memory: Spread::of(at_max.iter().filter_map(|s| s.mem_kib_per_participant)),
         max_load,
-        server_cores_at_max: Spread::of(at_max.iter().filter_map(|s| s.server.map(|c| c.cores))),
+        server_cores_at_max: Spread::of(
+            at_max
+                .iter()
+                .filter_map(|s| s.server.as_ref().map(|c| c.cores)),
+        ),
         generator_cores_at_max: Spread::of(at_max.iter().filter_map(|s| s.generator_cores)),
+        workers_at_max: workers(&at_max),
     }
+}
+
+/// The cores each media worker thread used over `steps`, by thread name.
+fn workers(steps: &[&StepResult]) -> Vec<(String, Spread)> {
+    let mut names: Vec<&str> = steps
+        .iter()
+        .flat_map(|s| s.server.iter().flat_map(|c| &c.media_threads))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let of = |s: &&StepResult| {
+                let c = s.server.as_ref()?;
+                c.media_threads.iter().find(|(n, _)| n == name).map(|t| t.1)
+            };
+            Some((name.to_string(), Spread::of(steps.iter().filter_map(of))?))
+        })
+        .collect()
 }
 
 fn capacities(c: &[Option<usize>]) -> String {
@@ -300,7 +329,7 @@ pub fn charts(scenario: &str, runs: &[&Run]) -> Vec<(String, String)> {
             lines_svg(
                 &format!("{scenario}: server CPU per forwarded packet (median of rounds)"),
                 "CPU-µs per forwarded packet",
-                &series(&|s| s.server.and_then(|c| c.cpu_us_per_packet)),
+                &series(&|s| s.server.as_ref().and_then(|c| c.cpu_us_per_packet)),
                 false,
             ),
         ),
@@ -523,6 +552,27 @@ fn standing(out: &mut String, figs: &[Figures], reference: usize) {
             }
         );
     }
+    for f in figs.iter().filter(|f| f.workers_at_max.len() > 1) {
+        let total: f64 = f.workers_at_max.iter().map(|(_, c)| c.median).sum();
+        let each: Vec<String> = f
+            .workers_at_max
+            .iter()
+            .map(|(n, c)| format!("{n} {:.2}", c.median))
+            .collect();
+        let shares: Vec<String> = f
+            .workers_at_max
+            .iter()
+            .map(|(_, c)| format!("{:.0}", 100.0 * c.median / total.max(1e-9)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "- **{}** at N = {}: its media workers used {} of a core ({} %).",
+            f.label,
+            f.max_load,
+            each.join(", "),
+            shares.join(" / ")
+        );
+    }
     let at_top: Vec<&str> = figs
         .iter()
         .filter(|f| !f.capacities.is_empty() && f.capacities.iter().all(|c| *c == Some(f.max_load)))
@@ -564,8 +614,11 @@ fn steps_table(out: &mut String, runs: &[&Run], labels: &[String]) {
                 range(sp(&|s| s.delay.p50_ms), 1),
                 range(sp(&|s| s.delay.p95_ms), 1),
                 range(sp(&|s| s.delay.p99_ms), 1),
-                range(sp(&|s| s.server.map(|c| c.cores)), 2),
-                range(sp(&|s| s.server.and_then(|c| c.cpu_us_per_packet)), 1),
+                range(sp(&|s| s.server.as_ref().map(|c| c.cores)), 2),
+                range(
+                    sp(&|s| s.server.as_ref().and_then(|c| c.cpu_us_per_packet)),
+                    1
+                ),
                 range(sp(&|s| s.join_ready.p50_ms), 0),
                 range(sp(&|s| s.generator_cores), 2),
             );
@@ -588,6 +641,7 @@ mod tests {
                 cores: 0.5,
                 cpu_us_per_packet: Some(cpu_us),
                 packets_per_core_second: Some(1e6 / cpu_us),
+                media_threads: Vec::new(),
             }),
             generator_cores: Some(0.3),
             mem_kib_per_participant: Some(100.0),
@@ -662,6 +716,33 @@ mod tests {
             assert!(page.contains(&format!("(benchmarks/{name})")));
             assert_eq!(svg.matches("<polyline").count(), 2, "{name}");
         }
+    }
+
+    #[test]
+    fn the_page_gives_the_split_between_media_workers() {
+        let mut two = run("sori-2w", 1, 10.0, 100.0);
+        for s in &mut two.steps {
+            if let Some(c) = s.server.as_mut() {
+                c.media_threads = vec![("sori-media-0".into(), 0.3), ("sori-media-1".into(), 0.2)];
+            }
+        }
+        let runs = vec![run("sori", 1, 10.0, 100.0), two];
+        let meta = Meta {
+            date: "2026-12-04".into(),
+            machine: vec!["2 vCPU".into()],
+            command: "scripts/bench-janus".into(),
+            reference_load: Some(50),
+        };
+        let (page, _) = document(&runs, &meta, "benchmarks");
+        assert!(
+            page.contains(
+                "**sori-2w** at N = 100: its media workers used sori-media-0 0.30, \
+                 sori-media-1 0.20 of a core (60 / 40 %)."
+            ),
+            "{page}"
+        );
+        // One worker: no split to give.
+        assert!(!page.contains("**sori** at N"), "{page}");
     }
 
     #[test]
