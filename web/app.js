@@ -141,7 +141,8 @@ const effects = {
     }
   },
   removed(msg) {
-    const by = msg.by || 'A moderator';
+    // A moderator's name, or "the server" (the server API).
+    const by = msg.by ? msg.by[0].toUpperCase() + msg.by.slice(1) : 'A moderator';
     leave({
       'removed': `${by} removed you from the room.`,
       'banned': `${by} removed you from the room; you may not join it again.`,

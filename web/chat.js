@@ -25,7 +25,8 @@ function chatItem(c) {
 
 /** "Ada muted Bo", as this participant reads it; null for an action without a notice. */
 export function moderationText(m) {
-  const who = m.by === state.me ? 'You' : m.by_name;
+  // A moderator's name, or "the server" (the server API) starting the sentence.
+  const who = m.by === state.me ? 'You' : m.by_name.charAt(0).toUpperCase() + m.by_name.slice(1);
   const whom = m.target === state.me ? 'you' : m.target_name;
   return {
     'mute-audio': `${who} muted ${whom}.`,

@@ -502,8 +502,8 @@ pub(crate) async fn end_participant(
     tracing::info!(room = me.room, id = me.id, client = %ip, ?reason, "participant left");
     let empty = {
         let mut hub = signal.hub();
-        hub.leave(&me, reason);
-        !hub.has_room(&me.room)
+        hub.leave(&me, reason, std::time::Instant::now());
+        !hub.is_occupied(&me.room)
     };
     signal.recordings.left(&me.room, &me.id).await;
     if empty {

@@ -2,11 +2,14 @@
 //! and what moderators did. Every method runs under the hub's lock and only queues messages;
 //! none waits on anything.
 
+mod admin;
+mod events;
 mod membership;
 mod moderation;
 mod relay;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Grants;
 use crate::backend::PeerRef;
@@ -17,7 +20,26 @@ use crate::protocol::{
 };
 use crate::roles::Publications;
 
+pub(crate) use admin::{ApiError, NewRoom, ParticipantView, RoomView, TrackView, SERVER_ID};
 pub(crate) use moderation::Moderate;
+
+/// How long rooms stay open without anyone in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomTimeouts {
+    /// A room created by the server API that nobody joined ends after this.
+    pub empty: Duration,
+    /// A room ends this long after its last participant left.
+    pub departure: Duration,
+}
+
+impl Default for RoomTimeouts {
+    fn default() -> Self {
+        Self {
+            empty: Duration::from_secs(300),
+            departure: Duration::from_secs(20),
+        }
+    }
+}
 
 /// A participant's handle on its own membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +74,59 @@ struct Participant {
     out: Outbox,
     media: Option<PeerRef>,
     publications: Publications,
+    /// When it joined, in Unix milliseconds.
+    joined_ms: u64,
+    /// The tracks the media server published for it, in order (SFU rooms).
+    published: Vec<(String, sori_media::sori_sfu::MediaKind)>,
+    /// It may chat (its token's `canPublishData`, or what the server API set since).
+    chat: bool,
+    /// Its token lets it publish something, and receive.
+    publish: bool,
+    subscribe: bool,
+}
+
+/// What the server API knows of a room besides its members.
+#[derive(Debug, Clone)]
+struct RoomMeta {
+    /// A server-unique id (`RM_…`).
+    sid: String,
+    /// When it was created, in Unix milliseconds.
+    created_ms: u64,
+    /// Application data, as it is.
+    metadata: String,
+    timeouts: RoomTimeouts,
+    /// The most participants it takes (0: the server's limit).
+    max_participants: u32,
+}
+
+impl RoomMeta {
+    fn new(timeouts: RoomTimeouts) -> Self {
+        let created_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let sid = sori_turn::credentials::random_secret()
+            .map(|s| {
+                s.chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(12)
+                    .collect()
+            })
+            .unwrap_or_else(|_| format!("{created_ms:x}"));
+        Self {
+            sid: format!("RM_{sid}"),
+            created_ms,
+            metadata: String::new(),
+            timeouts,
+            max_participants: 0,
+        }
+    }
 }
 
 struct Room {
+    meta: RoomMeta,
+    /// When the room ends if nobody joins before (`None` while anyone is in it).
+    ends_at: Option<Instant>,
     /// What the room was created as.
     mode: RoomMode,
     /// How media flows now: `Sfu` or `P2p`.
@@ -69,6 +141,13 @@ struct Room {
 }
 
 impl Room {
+    /// Starts the departure timeout if nobody is left.
+    fn emptied(&mut self, now: Instant) {
+        if self.participants.is_empty() && self.ends_at.is_none() {
+            self.ends_at = Some(now + self.meta.timeouts.departure);
+        }
+    }
+
     fn broadcast(&self, except: Option<&str>, message: &ServerMessage) {
         let f = frame(message);
         for (id, p) in &self.participants {
@@ -106,20 +185,55 @@ pub struct Hub {
     rooms: HashMap<String, Room>,
     next_id: u64,
     limits: Limits,
+    timeouts: RoomTimeouts,
+    /// Where the hub's webhook events go.
+    hooks: crate::webhooks::Webhooks,
 }
 
 impl Hub {
-    /// A hub with these limits.
-    pub fn new(limits: Limits) -> Self {
+    /// A hub with these limits, ending empty rooms after `timeouts`.
+    pub fn new(limits: Limits, timeouts: RoomTimeouts) -> Self {
         Self {
             limits,
+            timeouts,
             ..Self::default()
         }
     }
 
+    /// Sends the hub's events to these webhooks from now on.
+    pub(crate) fn set_hooks(&mut self, hooks: crate::webhooks::Webhooks) {
+        self.hooks = hooks;
+    }
+
     /// Rooms with at least one participant.
     pub fn rooms(&self) -> usize {
-        self.rooms.len()
+        self.rooms
+            .values()
+            .filter(|r| !r.participants.is_empty())
+            .count()
+    }
+
+    /// Ends the rooms that stayed empty past their timeout; returns their names.
+    pub(crate) fn sweep(&mut self, now: Instant) -> Vec<String> {
+        let ended: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.ends_at.is_some_and(|at| at <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &ended {
+            tracing::info!(room = name, "room ended: nobody in it");
+            if let Some(room) = self.rooms.remove(name) {
+                events::room(&self.hooks, "room_finished", name, &room);
+            }
+        }
+        ended
+    }
+
+    /// When the next empty room ends, if any.
+    #[cfg(test)]
+    pub(crate) fn next_end(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(|r| r.ends_at).min()
     }
 
     /// Participants in all rooms.
@@ -136,14 +250,21 @@ impl Hub {
     }
 
     /// Whether anyone is in `room`.
-    pub(crate) fn has_room(&self, room: &str) -> bool {
-        self.rooms.contains_key(room)
+    pub(crate) fn is_occupied(&self, room: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| !r.participants.is_empty())
     }
 
     /// The participant's display name.
     pub(crate) fn name_of(&self, me: &Me) -> Option<String> {
         let room = self.rooms.get(&me.room)?;
         room.participants.get(&me.id).map(|p| p.info.name.clone())
+    }
+
+    /// Whether `room` sends media through the media server (`None`: no such room).
+    pub(crate) fn room_uses_sfu(&self, room: &str) -> Option<bool> {
+        self.rooms.get(room).map(|r| r.active == RoomMode::Sfu)
     }
 
     pub(crate) fn uses_sfu(&self, me: &Me) -> bool {
@@ -184,16 +305,22 @@ impl Hub {
         fresh: bool,
     ) {
         let max = self.limits.mlines_per_sdp;
-        let Some(p) = self
-            .rooms
-            .get_mut(&me.room)
-            .and_then(|r| r.participants.get_mut(&me.id))
-        else {
+        let Some(room) = self.rooms.get_mut(&me.room) else {
+            return;
+        };
+        if fresh {
+            // A new media connection: the old one's tracks are gone.
+            if let Some(view) = room.participant_view(&me.id) {
+                events::unpublished(&self.hooks, &me.room, room, &view);
+            }
+        }
+        let Some(p) = room.participants.get_mut(&me.id) else {
             return;
         };
         if fresh {
             p.publications = Publications::default();
             p.info.tracks.clear();
+            p.published.clear();
         }
         p.publications.offered(sdp, roles, max);
     }
@@ -351,18 +478,40 @@ mod tests {
     #[test]
     fn leaving_empties_the_room_and_tells_the_others() {
         let mut hub = Hub::default();
+        let t0 = Instant::now();
         let (a, _ra) = join(&mut hub, "r", "A", RoomMode::Sfu);
         let (b, mut rb) = join(&mut hub, "r", "B", RoomMode::Sfu);
         drain(&mut rb);
-        hub.leave(a.as_ref().unwrap(), LeaveReason::Left);
+        hub.leave(a.as_ref().unwrap(), LeaveReason::Left, t0);
         assert_eq!(
             drain(&mut rb),
             vec![
                 serde_json::json!({"type": "participant-left", "id": a.unwrap().id, "reason": "left"})
             ]
         );
-        hub.leave(b.as_ref().unwrap(), LeaveReason::Left);
+        hub.leave(b.as_ref().unwrap(), LeaveReason::Left, t0);
         assert_eq!(hub.rooms(), 0);
+        assert!(!hub.is_occupied("r"));
+        // The empty room ends after the departure timeout, not before.
+        let departure = RoomTimeouts::default().departure;
+        assert_eq!(hub.next_end(), Some(t0 + departure));
+        assert!(hub
+            .sweep(t0 + departure - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(hub.sweep(t0 + departure), vec!["r".to_string()]);
+        assert_eq!(hub.next_end(), None);
+    }
+
+    #[test]
+    fn joining_an_emptied_room_keeps_it() {
+        let mut hub = Hub::default();
+        let t0 = Instant::now();
+        let (a, _ra) = join(&mut hub, "r", "A", RoomMode::Sfu);
+        hub.leave(a.as_ref().unwrap(), LeaveReason::Left, t0);
+        let (b, _rb) = join(&mut hub, "r", "B", RoomMode::Sfu);
+        assert!(b.is_some());
+        assert!(hub.sweep(t0 + Duration::from_secs(3600)).is_empty());
+        assert!(hub.is_occupied("r"));
     }
 
     #[test]
@@ -394,11 +543,14 @@ mod tests {
 
     #[test]
     fn refusals_change_nothing() {
-        let mut hub = Hub::new(Limits {
-            participants_per_room: 2,
-            rooms: 2,
-            ..Limits::default()
-        });
+        let mut hub = Hub::new(
+            Limits {
+                participants_per_room: 2,
+                rooms: 2,
+                ..Limits::default()
+            },
+            RoomTimeouts::default(),
+        );
         let admin = token_grants("ad", true);
         let (ad, mut r_ad) = join_as(&mut hub, "r", "Ad", RoomMode::Sfu, &admin);
         let ad = ad.unwrap();
@@ -445,10 +597,13 @@ mod tests {
 
     #[test]
     fn a_join_hears_the_first_refusal_that_applies() {
-        let mut hub = Hub::new(Limits {
-            participants_per_room: 2,
-            ..Limits::default()
-        });
+        let mut hub = Hub::new(
+            Limits {
+                participants_per_room: 2,
+                ..Limits::default()
+            },
+            RoomTimeouts::default(),
+        );
         let admin = token_grants("ad", true);
         let (ad, _r_ad) = join_as(&mut hub, "r", "Ad", RoomMode::Sfu, &admin);
         let ad = ad.unwrap();

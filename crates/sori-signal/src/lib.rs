@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod api;
 pub mod auth;
 mod backend;
 mod connection;
@@ -37,21 +38,24 @@ mod roles;
 mod sdp;
 mod sessions;
 mod web;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 
 use auth::{Grants, Keys};
-pub use hub::Hub;
+pub use hub::{Hub, RoomTimeouts};
 pub use limits::{Limits, Rate};
 use protocol::{IceServer, LeaveReason, RoomMode};
+pub use webhooks::WebhookConfig;
 
 /// Settings of the session server.
 #[derive(Debug, Clone)]
@@ -89,6 +93,10 @@ pub struct SignalConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Bearer token that opens `/metrics` to clients not on loopback (`None`: loopback only).
     pub metrics_token: Option<String>,
+    /// How long empty rooms stay open.
+    pub room_timeouts: RoomTimeouts,
+    /// Where events are POSTed.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for SignalConfig {
@@ -109,6 +117,8 @@ impl Default for SignalConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             metrics_token: None,
+            room_timeouts: RoomTimeouts::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -164,6 +174,8 @@ pub struct Signal {
     recordings: Arc<recording::Recordings>,
     join_rates: Arc<Mutex<HashMap<IpAddr, Rate>>>,
     refusals: Arc<Refusals>,
+    api_calls: Arc<api::ApiCalls>,
+    hooks: webhooks::Webhooks,
     sessions: Arc<sessions::Sessions>,
     sockets: Arc<Sockets>,
     /// Set once a shutdown began: joins and resumes are refused.
@@ -222,9 +234,20 @@ impl Signal {
         let media: Arc<dyn MediaBackend> = media.into();
         // Recordings tap the in-process core's tracks; a remote media server's stay there.
         let recorder = media.can_record().then(|| media.clone());
+        let hooks = match webhooks::Webhooks::start(&config.webhooks, &config.keys) {
+            Ok(h) => h,
+            Err(e) => {
+                // `sori` checks this before it starts ([`webhooks::check`]).
+                tracing::error!("webhooks off: {e}");
+                webhooks::Webhooks::default()
+            }
+        };
+        let mut hub = Hub::new(config.limits.clone(), config.room_timeouts);
+        hub.set_hooks(hooks.clone());
         Self {
-            recordings: Arc::new(recording::Recordings::new(&config, recorder)),
-            hub: Arc::new(Mutex::new(Hub::new(config.limits.clone()))),
+            recordings: Arc::new(recording::Recordings::new(&config, recorder, hooks.clone())),
+            hub: Arc::new(Mutex::new(hub)),
+            hooks,
             sessions: Arc::new(sessions::Sessions::new(config.resume_grace)),
             sockets: Arc::default(),
             draining: Arc::default(),
@@ -232,6 +255,7 @@ impl Signal {
             config: Arc::new(config),
             join_rates: Arc::default(),
             refusals: Arc::default(),
+            api_calls: Arc::default(),
         }
     }
 
@@ -244,6 +268,14 @@ impl Signal {
             .route("/ws", get(connection::upgrade))
             .route("/recordings", get(recording::list))
             .route("/recordings/{recording}/{file}", get(recording::download))
+            .route(
+                "/twirp/livekit.RoomService/{method}",
+                post(api::room_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),
+            )
+            .route(
+                "/twirp/sori.RecordingService/{method}",
+                post(api::recording_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),
+            )
             .with_state(self)
     }
 
@@ -268,7 +300,9 @@ impl Signal {
             ..http::ConnLimits::from(&self.config.limits)
         };
         let signal = self.clone();
+        let sweeper = tokio::spawn(self.clone().end_empty_rooms());
         http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
+        sweeper.abort();
         signal.drain().await;
     }
 
@@ -300,6 +334,19 @@ impl Signal {
         let open = self.sockets.count();
         if open > 0 {
             tracing::warn!(open, "sockets still open at shutdown");
+        }
+    }
+
+    /// Ends rooms that stayed empty past their timeout, checking every second.
+    async fn end_empty_rooms(self) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let ended = self.hub().sweep(Instant::now());
+            for room in ended {
+                self.recordings.stop(&room).await;
+            }
         }
     }
 

@@ -65,6 +65,35 @@ pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
             }
             let _ = writeln!(
                 page,
+                "# HELP sori_api_calls_total Calls of the server API by method and outcome (ok, or the Twirp error code).\n\
+                 # TYPE sori_api_calls_total counter"
+            );
+            for ((method, outcome), n) in signal.api_calls.snapshot() {
+                let _ = writeln!(
+                    page,
+                    "sori_api_calls_total{{method=\"{method}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+            let h = &signal.hooks.stats;
+            let _ = writeln!(
+                page,
+                "# HELP sori_webhook_events_total What became of webhook events, per receiver: delivered, a failed attempt (tried again), dropped after failing for the retry time, dropped because the receiver's queue was full.\n\
+                 # TYPE sori_webhook_events_total counter"
+            );
+            for (outcome, n) in [
+                ("delivered", &h.delivered),
+                ("failed-attempt", &h.failed_attempts),
+                ("dropped-failing", &h.dropped_failing),
+                ("dropped-queue-full", &h.dropped_full),
+            ] {
+                let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(
+                    page,
+                    "sori_webhook_events_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                page,
                 "# HELP sori_participants_reconnecting Participants whose socket dropped, kept for a resume.\n\
                  # TYPE sori_participants_reconnecting gauge\n\
                  sori_participants_reconnecting {}",

@@ -384,6 +384,19 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
+    /// The room's metadata changed (the server API's `UpdateRoomMetadata`).
+    RoomUpdated {
+        metadata: String,
+    },
+    /// Application data (the server API's `SendData`), base64 as it was sent.
+    Data {
+        /// Who sent it: `None` for the application.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        data: String,
+    },
     /// A moderator acted (sent to everyone in the room).
     Moderation(Moderation),
     /// You are no longer in the room; the server closes the socket after this.

@@ -29,6 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::auth::Grants;
 use crate::protocol::ErrorCode;
+use crate::webhooks::Webhooks;
 use crate::{Signal, SignalConfig};
 
 use range::Ranged;
@@ -51,6 +52,8 @@ struct RoomRec {
 
 /// Room recordings of this session server.
 pub(crate) struct Recordings {
+    /// Where `recording_started` and `recording_finished` go.
+    hooks: Webhooks,
     dir: Option<PathBuf>,
     media: Option<Arc<dyn MediaBackend>>,
     /// Recordings one room may start in an hour (0: any number).
@@ -115,8 +118,13 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl Recordings {
-    pub(crate) fn new(config: &SignalConfig, media: Option<Arc<dyn MediaBackend>>) -> Self {
+    pub(crate) fn new(
+        config: &SignalConfig,
+        media: Option<Arc<dyn MediaBackend>>,
+        hooks: Webhooks,
+    ) -> Self {
         Self {
+            hooks,
             dir: config.recordings_dir.clone(),
             media,
             starts_per_hour: config.recording_starts_per_hour,
@@ -203,6 +211,13 @@ impl Recordings {
             )
         })?;
         inner.starts.record(room, Instant::now());
+        self.hooks.send(
+            "recording_started",
+            vec![
+                ("room", json!({"name": room})),
+                ("recording", json!({"name": dir_name})),
+            ],
+        );
         let path = dir.join(&dir_name);
         inner.rooms.insert(
             room.to_string(),
@@ -375,6 +390,13 @@ impl Recordings {
             tracing::warn!("cannot write {}: {e}", path.display());
         }
         tracing::info!(room, recording = rec.dir_name, "room recording stopped");
+        let mut recording = manifest;
+        recording["name"] = json!(rec.dir_name);
+        recording["manifest"] = json!(format!("/recordings/{}/manifest.json", rec.dir_name));
+        self.hooks.send(
+            "recording_finished",
+            vec![("room", json!({"name": room})), ("recording", recording)],
+        );
         Some(rec.dir_name)
     }
 

@@ -195,6 +195,24 @@ pub struct SessionFlags {
     #[arg(long, env = "SORI_RECORDINGS_QUOTA_GIB", value_name = "GIB")]
     #[serde(rename = "recording.quota_gib")]
     recordings_quota_gib: Option<f64>,
+    /// A URL that gets a signed POST for every room event (docs/webhooks.md); repeat for
+    /// several.
+    #[arg(
+        long = "webhook",
+        env = "SORI_WEBHOOK_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "webhooks.urls")]
+    webhooks: Option<Vec<String>>,
+    /// Seconds a room stays open after its last participant left [default: 20].
+    #[arg(long, env = "SORI_DEPARTURE_TIMEOUT_SECS", value_name = "SECS")]
+    #[serde(rename = "rooms.departure_timeout_secs")]
+    departure_timeout_secs: Option<u64>,
+    /// Seconds a room created by the server API stays open while nobody joins [default: 300].
+    #[arg(long, env = "SORI_EMPTY_TIMEOUT_SECS", value_name = "SECS")]
+    #[serde(rename = "rooms.empty_timeout_secs")]
+    empty_timeout_secs: Option<u64>,
 }
 
 /// One API key, given on the command line or in the environment: an entry of `auth.keys`.

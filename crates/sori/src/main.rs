@@ -4,6 +4,7 @@
 
 mod config;
 mod flags;
+mod rooms;
 mod run;
 mod token;
 mod turn;
@@ -46,6 +47,9 @@ enum Command {
     /// Access tokens for joining rooms on a server with API keys.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage a running server's rooms through its server API: list, participants, remove,
+    /// mute, end, record.
+    Rooms(rooms::RoomsArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             (settings, args.base, role)
         }
         Command::Token(TokenCommand::Create(args)) => return token::token_create(args),
+        Command::Rooms(args) => return rooms::rooms(args),
     };
     let config = match settings.and_then(|s| load(&base, s, &role)) {
         Ok(c) => c,
@@ -233,7 +238,7 @@ mod tests {
             Command::Serve(a) => settings(a),
             Command::Media(a) => settings(a),
             Command::Signal(a) => settings(a),
-            Command::Token(_) => unreachable!("not a server command"),
+            Command::Token(_) | Command::Rooms(_) => unreachable!("not a server command"),
         }?;
         Config::load(None, settings).map_err(|e| e.to_string())
     }
@@ -255,6 +260,9 @@ mod tests {
             "--metrics-listen=127.0.0.1:9100",
             "--recording-starts-per-hour=3",
             "--recordings-quota-gib=0.5",
+            "--webhook=http://hooks.example.org/a,https://hooks.example.org/b",
+            "--departure-timeout-secs=7",
+            "--empty-timeout-secs=70",
             "--rtc-port=5000",
             "--rtc-tcp-port=443",
             "--no-rtc-tcp",
@@ -288,6 +296,9 @@ mod tests {
         );
         assert_eq!(c.signal().metrics_token.as_deref(), Some("m"));
         assert_eq!(c.recording.quota, Some(1 << 29));
+        assert_eq!(c.signal().webhooks.urls.len(), 2);
+        assert_eq!(c.signal().room_timeouts.departure.as_secs(), 7);
+        assert_eq!(c.signal().room_timeouts.empty.as_secs(), 70);
         assert_eq!(c.media.advertise_ip.len(), 2);
         assert!(c.tcp().is_none());
         assert_eq!(c.kurento().path, "/k");
@@ -305,6 +316,20 @@ mod tests {
         assert_eq!(relay_ports, 50000..=50100);
         assert_eq!(ttl, std::time::Duration::from_secs(600));
         assert_eq!(tls.host.as_deref(), Some("turn.example.org"));
+    }
+
+    #[test]
+    fn webhooks_need_a_key_and_http_urls() {
+        let e = configured(&["serve", "--webhook=http://h.example.org/"]).unwrap_err();
+        assert!(e.contains("API key"), "{e}");
+        let e = configured(&[
+            "serve",
+            "--api-key=k",
+            "--api-secret=0123456789abcdef0123456789abcdef",
+            "--webhook=ftp://h.example.org/",
+        ])
+        .unwrap_err();
+        assert!(e.contains("not http"), "{e}");
     }
 
     #[test]

@@ -306,6 +306,10 @@ impl Forwarder {
                 self.out.send(&ServerMessage::layers(mid, active))
             }
             PeerSignal::Published { track, kind } => {
+                self.hub
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .published(&self.me, track.to_string(), kind);
                 if kind == MediaKind::Video {
                     let role = self
                         .hub

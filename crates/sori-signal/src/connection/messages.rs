@@ -81,8 +81,9 @@ impl Connection {
                         "your access token does not grant chat (canPublishData)",
                     );
                 } else if self.within(Budget::Chat) {
-                    if let Err(why) = self.signal.hub().chat(&me, &text) {
-                        self.error(ErrorCode::BadChat, why);
+                    let chat = self.signal.hub().chat(&me, &text);
+                    if let Err((code, why)) = chat {
+                        self.error(code, why);
                     }
                 }
             }
@@ -204,6 +205,10 @@ impl Connection {
     }
 
     async fn moderate_one(&mut self, me: &Me, action: Moderate) {
+        if matches!(action, Moderate::End) {
+            // The recording is finished before the room ends: its webhook comes first.
+            self.signal.recordings.stop(&me.room).await;
+        }
         let outcome = self.signal.hub().moderate(me, &action);
         match outcome {
             Ok(media) => {
@@ -217,9 +222,6 @@ impl Connection {
                     if let Err(e) = self.signal.media.set_muted(&peer, kind, *muted).await {
                         tracing::warn!("server mute not applied: {e}");
                     }
-                }
-                if matches!(action, Moderate::End) {
-                    self.signal.recordings.stop(&me.room).await;
                 }
             }
             Err((code, why)) => {

@@ -2,8 +2,10 @@
 //! rights a peer-to-peer room cannot enforce), identity replacement, and leaving.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Instant;
 
-use super::{Hub, JoinOutcome, Joining, Me, Participant, Room};
+use super::events::{self, Why};
+use super::{Hub, JoinOutcome, Joining, Me, Participant, Room, RoomMeta};
 use crate::auth::{Grants, Sources};
 use crate::protocol::{
     ErrorCode, IceServer, LeaveReason, ParticipantInfo, Permissions, RoomMode, ServerMessage,
@@ -32,10 +34,14 @@ impl Hub {
             return refused;
         }
         // Admitted. A second socket with the same identity replaces the first.
+        let timeouts = self.timeouts;
+        let created = !self.rooms.contains_key(room_name);
         let room = self
             .rooms
             .entry(room_name.to_string())
             .or_insert_with(|| Room {
+                meta: RoomMeta::new(timeouts),
+                ends_at: None,
                 mode: j.mode,
                 active: if j.mode == RoomMode::Sfu {
                     RoomMode::Sfu
@@ -48,10 +54,14 @@ impl Hub {
                 locked: false,
                 banned: HashSet::new(),
             });
+        if created {
+            events::room(&self.hooks, "room_started", room_name, room);
+        }
         if let Some(old) = identity
             .and_then(|i| room.by_identity(i))
             .map(str::to_string)
         {
+            let view = room.participant_view(&old);
             if let Some(p) = room.participants.remove(&old) {
                 p.out.send(&ServerMessage::Error {
                     code: ErrorCode::Replaced,
@@ -68,7 +78,11 @@ impl Hub {
                     reason: LeaveReason::Replaced,
                 },
             );
+            if let Some(view) = view {
+                events::left(&self.hooks, room_name, room, &view, Why::Replaced);
+            }
         }
+        room.ends_at = None;
         if room.mode == RoomMode::Auto && room.participants.len() >= 2 {
             room.move_to_sfu(room_name, "third participant");
         }
@@ -119,8 +133,17 @@ impl Hub {
                 out: j.out,
                 media: None,
                 publications: Publications::default(),
+                joined_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                published: Vec::new(),
+                chat: j.grants.chat,
+                publish: j.grants.publish != Sources::NONE,
+                subscribe: j.grants.subscribe,
             },
         );
+        events::joined(&self.hooks, room_name, room, &id);
         JoinOutcome::Joined(Me {
             room: room_name.to_string(),
             id,
@@ -157,6 +180,13 @@ impl Hub {
                     format!("room {room_name:?} is a two-person peer-to-peer room and both places are taken"),
                 );
             }
+            let most = room.meta.max_participants as usize;
+            if most > 0 && staying >= most {
+                return refuse(
+                    ErrorCode::RoomFull,
+                    format!("room {room_name:?} has {most} participants, the most it takes"),
+                );
+            }
             if staying >= self.limits.participants_per_room {
                 return refuse(
                     ErrorCode::RoomFull,
@@ -180,10 +210,13 @@ impl Hub {
         Ok(())
     }
 
-    pub(crate) fn leave(&mut self, me: &Me, reason: LeaveReason) {
+    /// The participant left (at `now`); its room ends after its departure timeout if it was
+    /// the last one.
+    pub(crate) fn leave(&mut self, me: &Me, reason: LeaveReason, now: Instant) {
         let Some(room) = self.rooms.get_mut(&me.room) else {
             return;
         };
+        let view = room.participant_view(&me.id);
         if room.participants.remove(&me.id).is_none() {
             return;
         }
@@ -194,9 +227,16 @@ impl Hub {
                 reason,
             },
         );
-        if room.participants.is_empty() {
-            self.rooms.remove(&me.room);
+        if let Some(view) = view {
+            let why = match reason {
+                LeaveReason::Left => Why::Left,
+                LeaveReason::Timeout => Why::TimedOut,
+                LeaveReason::Replaced => Why::Replaced,
+                LeaveReason::Removed => Why::Removed,
+            };
+            events::left(&self.hooks, &me.room, room, &view, why);
         }
+        room.emptied(now);
     }
 
     /// Whether `me` is still in its room (a moderator or a newer socket may have removed it).

@@ -1,5 +1,6 @@
 //! What moderators do to a room: server mutes, removals and bans, the lock, ending it.
 
+use super::events::{self, Why};
 use super::{Hub, Me, Room};
 use crate::backend::PeerRef;
 use crate::protocol::{
@@ -37,10 +38,11 @@ impl Hub {
         let mut media = None;
         match action {
             Moderate::Mute { id, video, muted } => {
-                media = server_mute(room, me, id, *video, *muted, &mut event)?;
+                media = server_mute(room, &me.room, id, *video, *muted, &mut event)?;
             }
             Moderate::Remove { id, ban } => {
                 let target_name = target_of(room, id)?;
+                let view = room.participant_view(id);
                 let p = room.participants.remove(id).expect("checked by target_of");
                 if *ban {
                     room.banned.insert(p.info.identity.clone());
@@ -68,6 +70,10 @@ impl Hub {
                 };
                 event.target = Some(id.clone());
                 event.target_name = Some(target_name);
+                if let Some(view) = view {
+                    events::left(&self.hooks, &me.room, room, &view, Why::Removed);
+                }
+                room.emptied(std::time::Instant::now());
             }
             Moderate::Lock { locked } => {
                 room.locked = *locked;
@@ -87,6 +93,7 @@ impl Hub {
                     p.out.send(&gone);
                     p.out.close(format!("room ended by moderator {}", me.id));
                 }
+                events::ended(&self.hooks, &me.room, room);
                 return Ok(None);
             }
         }
@@ -108,9 +115,9 @@ fn target_of(room: &Room, id: &str) -> Result<String, (ErrorCode, String)> {
 
 /// A server mute of participant `id`: shown to everyone, and noted for its next media
 /// connection. Returns its media connection now, if it has one.
-fn server_mute(
+pub(super) fn server_mute(
     room: &mut Room,
-    me: &Me,
+    room_name: &str,
     id: &str,
     video: bool,
     muted: bool,
@@ -123,7 +130,7 @@ fn server_mute(
             "in a peer-to-peer room media bypasses the server, which cannot mute it".into(),
         ));
     }
-    room.move_to_sfu(&me.room, "a server mute");
+    room.move_to_sfu(room_name, "a server mute");
     let p = room.participants.get_mut(id).expect("checked by target_of");
     let slot = if video {
         &mut p.info.server_muted.video

@@ -4,7 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Hub, Me};
-use crate::protocol::{ChatMessage, RoomMode, ServerMessage, CHAT_HISTORY, MAX_CHAT_CHARS};
+use crate::protocol::{
+    ChatMessage, ErrorCode, RoomMode, ServerMessage, CHAT_HISTORY, MAX_CHAT_CHARS,
+};
 
 impl Hub {
     /// Sends `message` to everyone in `room`.
@@ -34,17 +36,22 @@ impl Hub {
         Ok(())
     }
 
-    pub(crate) fn chat(&mut self, me: &Me, text: &str) -> Result<(), &'static str> {
+    /// A chat message from `me`; refused with the code and text to answer it with.
+    pub(crate) fn chat(&mut self, me: &Me, text: &str) -> Result<(), (ErrorCode, &'static str)> {
+        let bad = |why| (ErrorCode::BadChat, why);
         let text = text.trim();
         if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
-            return Err("a chat message has 1 to 2000 characters");
+            return Err(bad("a chat message has 1 to 2000 characters"));
         }
-        let room = self.rooms.get_mut(&me.room).ok_or("not in a room")?;
-        let name = room
-            .participants
-            .get(&me.id)
-            .map(|p| p.info.name.clone())
-            .ok_or("not in a room")?;
+        let room = self.rooms.get_mut(&me.room).ok_or(bad("not in a room"))?;
+        let p = room.participants.get(&me.id).ok_or(bad("not in a room"))?;
+        if !p.chat {
+            return Err((
+                ErrorCode::Forbidden,
+                "the server took away your right to chat in this room",
+            ));
+        }
+        let name = p.info.name.clone();
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -203,10 +203,36 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    http_exchange(addr, request.into_bytes()).await
+}
+
+/// `POST path` with these extra headers and `body`, on a connection of its own, read to its
+/// end.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut raw = request.into_bytes();
+    raw.extend_from_slice(body);
+    http_exchange(addr, raw).await
+}
+
+/// Sends `request` whole on a new connection and reads the response to its end.
+async fn http_exchange(addr: SocketAddr, request: Vec<u8>) -> HttpResponse {
     tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
+        s.write_all(&request).unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
         let end = raw

@@ -42,6 +42,8 @@ struct Inner {
     left: Vec<PeerRef>,
     /// How many times `health` was asked.
     health_asked: u64,
+    /// Every server mute applied, in order.
+    mutes: Vec<(PeerRef, sori_media::sori_sfu::MediaKind, bool)>,
 }
 
 /// How the stub answers a health check.
@@ -128,6 +130,11 @@ impl StubMedia {
     }
 
     /// The peers that left so far.
+    /// Every server mute applied, in order.
+    pub fn mutes(&self) -> Vec<(PeerRef, sori_media::sori_sfu::MediaKind, bool)> {
+        self.lock().mutes.clone()
+    }
+
     pub fn left(&self) -> Vec<PeerRef> {
         self.lock().left.clone()
     }
@@ -201,11 +208,14 @@ impl MediaBackend for StubMedia {
 
     fn set_muted<'a>(
         &'a self,
-        _peer: &'a PeerRef,
-        _kind: sori_media::sori_sfu::MediaKind,
-        _muted: bool,
+        peer: &'a PeerRef,
+        kind: sori_media::sori_sfu::MediaKind,
+        muted: bool,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            self.lock().mutes.push((peer.clone(), kind, muted));
+            Ok(())
+        })
     }
 
     fn set_view<'a>(

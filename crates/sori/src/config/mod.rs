@@ -36,8 +36,33 @@ pub struct Config {
     pub media: MediaSection,
     pub kurento: KurentoSection,
     pub recording: RecordingSection,
+    pub rooms: RoomsSection,
+    pub webhooks: WebhooksSection,
     pub turn: TurnSection,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsSection {
+    #[serde(rename = "empty_timeout_secs", deserialize_with = "values::secs")]
+    pub empty_timeout: Duration,
+    #[serde(rename = "departure_timeout_secs", deserialize_with = "values::secs")]
+    pub departure_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    pub urls: Vec<String>,
+    /// `None` (empty in the file): the first key by name.
+    #[serde(deserialize_with = "values::optional")]
+    pub api_key: Option<String>,
+    pub queue: usize,
+    #[serde(rename = "retry_secs", deserialize_with = "values::secs")]
+    pub retry: Duration,
+    #[serde(rename = "timeout_secs", deserialize_with = "values::secs")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +343,8 @@ impl Config {
         if self.media.video_codecs.is_empty() {
             return Err("media.video_codecs: name at least one codec".into());
         }
+        sori_signal::webhooks::check(&self.webhook_config(), &self.keys())
+            .map_err(|e| format!("webhooks: {e}"))?;
         self.check_turn()
     }
 
@@ -464,6 +491,22 @@ impl Config {
             recordings_dir: self.recording.dir.clone(),
             recording_starts_per_hour: self.recording.starts_per_room_per_hour,
             recordings_quota: self.recording.quota,
+            room_timeouts: sori_signal::RoomTimeouts {
+                empty: self.rooms.empty_timeout,
+                departure: self.rooms.departure_timeout,
+            },
+            webhooks: self.webhook_config(),
+        }
+    }
+
+    fn webhook_config(&self) -> sori_signal::WebhookConfig {
+        let w = &self.webhooks;
+        sori_signal::WebhookConfig {
+            urls: w.urls.clone(),
+            api_key: w.api_key.clone(),
+            queue: w.queue.max(1),
+            retry_for: w.retry,
+            timeout: w.timeout.max(Duration::from_secs(1)),
         }
     }
 
