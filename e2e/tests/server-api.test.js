@@ -114,6 +114,13 @@ test('RoomServiceClient manages a room of browsers', async () => {
   assert.equal(rooms.length, 1);
   assert.equal(rooms[0].numParticipants, 3);
   assert.equal(rooms[0].metadata, 'standup');
+  assert.equal(rooms[0].sid, created.sid);
+  const updated = await svc.updateRoomMetadata('api', 'agenda: demo');
+  assert.equal(updated.metadata, 'agenda: demo');
+  // Refusals reach the SDK as Twirp errors.
+  const stranger = new RoomServiceClient(ctx.server.url, KEY, 'a-wrong-secret-of-enough-length-000');
+  await assert.rejects(stranger.listRooms(), (e) => e.status === 401 && e.code === 'unauthenticated');
+  await assert.rejects(svc.listParticipants('nowhere'), (e) => e.status === 404 && e.code === 'not_found');
   const people = await svc.listParticipants('api');
   assert.deepEqual(people.map((p) => p.identity).sort(), ['Ada', 'Bo', 'Cy']);
   const boInfo = await svc.getParticipant('api', 'Bo');

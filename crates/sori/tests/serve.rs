@@ -743,3 +743,67 @@ fn a_bad_turn_certificate_is_a_clear_error() {
     let _ = key;
     let _ = std::fs::remove_dir_all(cert.parent().unwrap());
 }
+
+#[test]
+fn rooms_manages_a_running_server_through_its_api() {
+    const SECRET: &str = "rooms-cli-secret-0123456789abcdef";
+    let (mut server, ready, _) = start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--no-turn",
+            "--api-key",
+            "APIcli",
+            "--api-secret",
+            SECRET,
+        ],
+        "listening on http://",
+    );
+    let url = format!("http://{}", after(&ready, "http://"));
+    let rooms = |args: &[&str], secret: &str| {
+        let out = Command::new(SORI)
+            .arg("rooms")
+            .args(args)
+            .env("SORI_URL", &url)
+            .env("SORI_API_KEY", "APIcli")
+            .env("SORI_API_SECRET", secret)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = rooms(&["create", "standup", "--max-participants", "3"], SECRET);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("standup is open (RM_"), "{out}");
+    let (code, out, _) = rooms(&["list"], SECRET);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "standup  0 participant(s)  sfu\n");
+    let (code, out, _) = rooms(&["participants", "standup"], SECRET);
+    assert_eq!((code, out.as_str()), (Some(0), "nobody in standup\n"));
+    let (code, out, _) = rooms(&["--json", "list"], SECRET);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"max_participants\":3"), "{out}");
+    // Refusals: the server's Twirp code, exit 1; a usage error, exit 2.
+    let (code, _, err) = rooms(&["remove", "standup", "nobody"], SECRET);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not_found"), "{err}");
+    let (code, _, err) = rooms(&["list"], "another-secret-of-enough-length-0123");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unauthenticated"), "{err}");
+    let (code, _, err) = rooms(&["record", "standup", "maybe"], SECRET);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, out, _) = rooms(&["end", "standup"], SECRET);
+    assert_eq!((code, out.as_str()), (Some(0), "standup ended\n"));
+    let (_, out, _) = rooms(&["list"], SECRET);
+    assert_eq!(out, "no rooms\n");
+    let _ = server.kill();
+    let _ = server.wait();
+}
