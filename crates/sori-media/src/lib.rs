@@ -157,6 +157,11 @@ pub enum PeerSignal {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// One of the peer's tracks stopped (it stopped sending it, or renegotiated it away).
+    Unpublished {
+        /// The track.
+        track: TrackId,
+    },
     /// Which simulcast layers of the participant's m-line `mid` anyone receives: the browser
     /// pauses the others (`RTCRtpSender.setParameters`, `active: false`) and resumes them when
     /// they are wanted again.

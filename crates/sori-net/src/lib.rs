@@ -890,8 +890,11 @@ pub(crate) fn dispatch(
         SfuEvent::TrackPublished { peer, track, kind } => {
             (peer, PeerSignal::Published { track, kind })
         }
+        // Sent to the publisher's own task only: the copy of an imported track going away
+        // names a publisher this core has no channel for.
+        SfuEvent::TrackUnpublished { peer, track } => (peer, PeerSignal::Unpublished { track }),
         // One core imports nothing: no relay to ask.
-        SfuEvent::TrackUnpublished { .. } | SfuEvent::RelayKeyframeRequest { .. } => return,
+        SfuEvent::RelayKeyframeRequest { .. } => return,
         SfuEvent::LayersWanted { peer, mid, active } => (peer, PeerSignal::Layers { mid, active }),
     };
     if let Some(tx) = peers.get(&peer) {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::stub::{self, StubMedia};
 use common::{http_get, Client, WAIT};
 use serde_json::{json, Value};
+use sori_media::sori_sfu::{MediaKind, TrackId};
+use sori_media::PeerSignal;
 use sori_signal::auth::{sign, Claims, Keys, VideoGrant};
 use sori_signal::{RoomTimeouts, SignalConfig, WebhookConfig};
 
@@ -300,4 +302,51 @@ async fn a_hanging_receiver_delays_no_join_and_its_queue_stays_bounded() {
         hooked < Duration::from_secs(1),
         "{hooked:?} against {quiet:?}"
     );
+}
+
+#[tokio::test]
+async fn a_track_that_stops_is_unpublished_before_its_participant_leaves() {
+    let receiver = Receiver::start(Answer::FailFirst(0));
+    let (stub, url, _) = server(vec![receiver.url()], 100).await;
+    let mut ada = join(&url, "ada", "t").await;
+    ada.send(json!({"type": "offer", "sdp": common::offer()}));
+    ada.expect("answer").await;
+    for (track, kind) in [(4, MediaKind::Audio), (5, MediaKind::Video)] {
+        let track = TrackId(track);
+        stub.signal(0, PeerSignal::Published { track, kind });
+    }
+    receiver.wait_for(4).await;
+    // The screen share (or camera) stops: only its track goes.
+    stub.signal(0, PeerSignal::Unpublished { track: TrackId(5) });
+    receiver.wait_for(5).await;
+    ada.close().await;
+    let events = receiver.wait_for(8).await;
+    let tracks: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["track"].is_object())
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["track"]["sid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pair = |e: &str, t: &str| (e.to_string(), t.to_string());
+    assert_eq!(
+        tracks,
+        [
+            pair("track_published", "track-4"),
+            pair("track_published", "track-5"),
+            pair("track_unpublished", "track-5"),
+            pair("track_unpublished", "track-4"),
+        ]
+    );
+    assert_eq!(
+        names(&events).last().map(String::as_str),
+        Some("room_finished")
+    );
+    assert_eq!(events[6]["event"], "participant_left");
+    assert_eq!(events[1]["track"], Value::Null);
+    assert_eq!(events[2]["track"]["type"], "AUDIO");
+    assert_eq!(events[3]["track"]["source"], "CAMERA");
 }

@@ -442,7 +442,9 @@ impl Kms {
                 self.emit(id, "IceComponentStateChanged", component("DISCONNECTED"));
             }
             // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
-            PeerSignal::Published { .. } | PeerSignal::Layers { .. } => {}
+            PeerSignal::Published { .. }
+            | PeerSignal::Unpublished { .. }
+            | PeerSignal::Layers { .. } => {}
         }
     }
 

@@ -328,6 +328,13 @@ impl Forwarder {
                     .await;
                 true
             }
+            PeerSignal::Unpublished { track } => {
+                self.hub
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unpublished(&self.me, &track.to_string());
+                true
+            }
             PeerSignal::Connected => true,
             PeerSignal::IceStalled => {
                 tracing::info!(

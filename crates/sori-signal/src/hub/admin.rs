@@ -412,6 +412,36 @@ impl Hub {
         Ok(reached)
     }
 
+    /// One of the participant's tracks stopped: `track_unpublished`, and the others see its
+    /// role go.
+    pub(crate) fn unpublished(&mut self, me: &Me, track: &str) {
+        let Some(room) = self.rooms.get_mut(&me.room) else {
+            return;
+        };
+        let Some(view) = room.participant_view(&me.id) else {
+            return;
+        };
+        let Some(p) = room.participants.get_mut(&me.id) else {
+            return;
+        };
+        let Some(at) = p.published.iter().position(|(t, _)| t == track) else {
+            return;
+        };
+        p.published.remove(at);
+        let gone = ParticipantView {
+            tracks: view.tracks.into_iter().filter(|t| t.sid == track).collect(),
+            ..view
+        };
+        events::unpublished(&self.hooks, &me.room, room, &gone);
+        let p = room.participants.get_mut(&me.id).expect("looked up above");
+        if p.info.tracks.remove(track).is_some() {
+            let update = ServerMessage::ParticipantUpdated {
+                participant: p.info.clone(),
+            };
+            room.broadcast(Some(&me.id), &update);
+        }
+    }
+
     /// The media server published one of the participant's tracks.
     pub(crate) fn published(&mut self, me: &Me, track: String, kind: MediaKind) {
         let max = self.limits.mlines_per_sdp;
