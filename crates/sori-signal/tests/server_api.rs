@@ -510,3 +510,38 @@ async fn a_room_nobody_joins_ends_after_its_empty_timeout() {
     }
     assert!(rooms.is_empty(), "{rooms:?}");
 }
+
+#[tokio::test]
+async fn without_keys_the_api_answers_its_own_machine_only() {
+    let stub = StubMedia::new(None);
+    let config = SignalConfig {
+        // Requests through this proxy come from the address it names.
+        trusted_proxies: vec![common::LOCALHOST],
+        ..SignalConfig::default()
+    };
+    let (_, http) = stub::server(&stub, config).await;
+    let json = [("Content-Type", "application/json")];
+    let r = http_post(
+        http,
+        "/twirp/livekit.RoomService/CreateRoom",
+        &json,
+        br#"{"name": "local"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let forwarded = [
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-For", "198.51.100.7"),
+    ];
+    let r = http_post(
+        http,
+        "/twirp/livekit.RoomService/ListRooms",
+        &forwarded,
+        b"{}",
+    )
+    .await;
+    assert_eq!(twirp_error(&r), (401, "unauthenticated".into()));
+    let r = http_post(http, "/twirp/livekit.RoomService/ListRooms", &json, b"{}").await;
+    let rooms: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(rooms["rooms"][0]["name"], "local");
+}
