@@ -1,5 +1,6 @@
 // The buttons under the call: microphone, camera, screen share, recording, the moderator's
 // lock and end, and leave. `render` sets them (and the local tracks) from the state.
+// Shortcuts (not while typing in a field): M microphone, V camera, Ctrl+Shift+L leave.
 
 import { state } from './store.js';
 import { send } from './signaling.js';
@@ -104,4 +105,21 @@ export function wire({ rerender, leave }) {
     if (confirm('End the meeting for everyone?')) send({ type: 'end-room' });
   });
   $('leave').addEventListener('click', () => leave('You left the room.'));
+  document.addEventListener('keydown', (e) => {
+    if (!state.me || e.repeat || typing(e.target)) return;
+    const key = e.key.toLowerCase();
+    if (e.ctrlKey && e.shiftKey && !e.altKey && !e.metaKey && key === 'l') {
+      e.preventDefault();
+      leave('You left the room.');
+    } else if (!e.ctrlKey && !e.altKey && !e.metaKey && (key === 'm' || key === 'v')) {
+      const kind = key === 'm' ? 'audio' : 'video';
+      if (!$(labels[kind].button).hidden) toggle(kind);
+    }
+  });
+}
+
+/** Whether keys pressed in `el` are text (the shortcuts then stay out of the way). */
+function typing(el) {
+  return el instanceof HTMLElement
+    && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName));
 }

@@ -1,0 +1,67 @@
+// The web client for people who use a keyboard or a screen reader: axe-core finds no serious or
+// critical violation in the lobby or in a call, and the documented shortcuts work.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { serverAndBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+const ctx = serverAndBrowser();
+
+/** axe-core's serious and critical violations on `page`, as "rule: target" lines. */
+async function violations(page) {
+  await page.addScriptTag({ path: AXE });
+  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .flatMap((v) => v.nodes.map((n) => `${v.id} (${v.impact}): ${n.target.join(' ')} — ${n.failureSummary}`));
+}
+
+test('axe-core finds no serious or critical violation in the lobby', async () => {
+  const context = await ctx.browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(`${ctx.server.url}/?room=a11y`);
+  await page.getByTestId('join').waitFor();
+  assert.deepEqual(await violations(page), []);
+  await context.close();
+});
+
+test('axe-core finds no serious or critical violation in a call', async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'a11y-call', 'Ada');
+  const bo = await joinPage(ctx.browser, ctx.server.url, 'a11y-call', 'Bo');
+  await waitForVideoFrom(ada, 'Bo');
+  await ada.getByTestId('chat-input').fill('hello');
+  await ada.getByTestId('chat-send').click();
+  await bo.getByTestId('chat-message').filter({ hasText: 'hello' }).waitFor();
+  for (const page of [ada, bo]) assert.deepEqual(await violations(page), []);
+  for (const p of [ada, bo]) await p.context().close();
+});
+
+test('shortcuts: M mutes the microphone, V stops the camera, Ctrl+Shift+L leaves; not while typing', async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'keys', 'Ada');
+  const bo = await joinPage(ctx.browser, ctx.server.url, 'keys', 'Bo');
+  await waitForVideoFrom(bo, 'Ada');
+  const pressed = (id) => ada.getByTestId(id).getAttribute('aria-pressed');
+  await ada.locator('body').click({ position: { x: 5, y: 5 } });
+  await ada.keyboard.press('m');
+  assert.equal(await pressed('mute-audio'), 'true');
+  await ada.keyboard.press('v');
+  assert.equal(await pressed('mute-video'), 'true');
+  // Bo sees both.
+  await bo.locator('[data-testid=participant][data-participant=Ada]').filter({ hasText: 'mic off' }).waitFor();
+  // Typing an "m" in the chat is a letter, not a shortcut.
+  await ada.getByTestId('chat-input').fill('');
+  await ada.getByTestId('chat-input').press('m');
+  assert.equal(await pressed('mute-audio'), 'true');
+  assert.equal(await ada.getByTestId('chat-input').inputValue(), 'm');
+  await ada.locator('body').click({ position: { x: 5, y: 5 } });
+  await ada.keyboard.press('m');
+  assert.equal(await pressed('mute-audio'), 'false');
+  // Every control says what its shortcut is.
+  assert.match(await ada.getByTestId('mute-audio').getAttribute('aria-keyshortcuts'), /^M$/);
+  await ada.keyboard.press('Control+Shift+L');
+  await ada.getByTestId('join').waitFor();
+  await bo.waitForFunction(() => document.querySelectorAll('[data-testid=participant]').length === 1);
+  for (const p of [ada, bo]) await p.context().close();
+});
