@@ -13,6 +13,9 @@ import * as people from './people.js';
 import * as chat from './chat.js';
 import * as controls from './controls.js';
 import { $, setStatus, setReconnecting, toast, showMode, setText } from './page.js';
+import { t, subject, translatePage } from './i18n.js';
+
+translatePage();
 
 hooks.install();
 const params = new URLSearchParams(location.search);
@@ -61,7 +64,7 @@ async function join(room, name) {
   localStorage.setItem('sori.name', name);
   if (!navigator.mediaDevices) {
     // Browsers give camera and microphone only to secure pages.
-    $('lobby-error').textContent = 'Camera and microphone need a secure page: open Sori over https:// (or on localhost).';
+    $('lobby-error').textContent = t('needsSecurePage');
     return;
   }
   try {
@@ -71,7 +74,7 @@ async function join(room, name) {
     video: { width: { ideal: 1280 }, height: { ideal: 720 } },
     });
   } catch (err) {
-    $('lobby-error').textContent = 'Camera or microphone unavailable: ' + err.message;
+    $('lobby-error').textContent = t('devicesUnavailable', { why: err.message });
     return;
   }
   Object.assign(state, { room, name, leaving: false });
@@ -80,7 +83,7 @@ async function join(room, name) {
   $('room-name').textContent = room;
   $('lobby').hidden = true;
   $('call').hidden = false;
-  setStatus('connecting');
+  setStatus(t('connecting'));
   if (!params.has('room')) history.replaceState(null, '', '?room=' + encodeURIComponent(room));
   const msg = { type: 'join', v: 1, room, name };
   if (token) msg.token = token;
@@ -91,16 +94,16 @@ async function join(room, name) {
 function lost() {
   if (state.leaving) return;
   setReconnecting(false);
-  setStatus('disconnected', 'bad');
-  toast('Connection to the server lost.');
+  setStatus(t('disconnected'), 'bad');
+  toast(t('connectionLost'));
 }
 
 /** The server no longer had this participant (away too long): it joins again as new. */
 function rejoin() {
   peer.closePc(true);
   setReconnecting(false);
-  setStatus('connecting');
-  toast('Reconnected: you joined the room again.');
+  setStatus(t('connecting'));
+  toast(t('rejoined'));
 }
 
 // ---------- messages from the server: the state first, then what follows from it ----------
@@ -117,7 +120,7 @@ const effects = {
   'participant-left'(msg) {
     if (state.mode === 'p2p' && state.peerId === msg.id) {
       peer.closePc();
-      setStatus('waiting for someone to join');
+      setStatus(t('waiting'));
     }
   },
   async mode(msg) {
@@ -137,21 +140,18 @@ const effects = {
   recording(msg) {
     if (msg.by && msg.by !== state.me) {
       const who = state.participants.get(msg.by);
-      toast(`${who ? who.name : 'Someone'} ${msg.on ? 'started' : 'stopped'} recording the room.`);
+      toast(t(msg.on ? 'startedRecording' : 'stoppedRecording', { who: subject(who && who.name, 'someone') }));
     }
   },
   removed(msg) {
     // A moderator's name, or "the server" (the server API).
-    const by = msg.by ? msg.by[0].toUpperCase() + msg.by.slice(1) : 'A moderator';
-    leave({
-      'removed': `${by} removed you from the room.`,
-      'banned': `${by} removed you from the room; you may not join it again.`,
-      'room-ended': `${by} ended the meeting.`,
-    }[msg.reason] || 'You were removed from the room.');
+    const by = msg.by === 'the server' ? t('theServer') : subject(msg.by, 'aModerator');
+    const why = { 'removed': 'removedYou', 'banned': 'bannedYou', 'room-ended': 'endedMeeting' }[msg.reason];
+    leave(why ? t(why, { by }) : t('removed'));
   },
   shutdown() {
     // The socket closes next; the client reconnects to the restarted server by itself.
-    toast('The server is restarting: reconnecting…');
+    toast(t('restarting'));
   },
   error: onError,
 };
@@ -171,8 +171,8 @@ function onError(msg) {
   if (msg.code === 'unauthorized') {
     // Ask for a token (or a fresh one).
     const why = token
-      ? `Your access token was not accepted: ${msg.message}.`
-      : 'This server needs an access token: paste the one you were given.';
+      ? t('tokenRefused', { why: msg.message })
+      : t('tokenNeeded');
     sessionStorage.removeItem('sori.token');
     token = '';
     $('token').value = '';
@@ -181,7 +181,7 @@ function onError(msg) {
   } else if (refusedJoin.includes(msg.code) && !state.me) {
     leave(msg.message);
   } else if (msg.code === 'replaced') {
-    leave('You joined this room from another tab or device.');
+    leave(t('replacedElsewhere'));
   } else {
     if (msg.re != null) peer.onRefused(msg);
     toast(msg.message);

@@ -4,6 +4,7 @@
 import { state } from './store.js';
 import { send } from './signaling.js';
 import { $, toast } from './page.js';
+import { lang, moderationText } from './i18n.js';
 
 let shown = 0; // entries of state.chat on the page
 
@@ -18,26 +19,9 @@ function chatItem(c) {
   const time = document.createElement('time');
   const at = new Date(c.time);
   time.dateTime = at.toISOString();
-  time.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  time.textContent = at.toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit' });
   li.append(who, text, time);
   return li;
-}
-
-/** "Ada muted Bo", as this participant reads it; null for an action without a notice. */
-export function moderationText(m) {
-  // A moderator's name, or "the server" (the server API) starting the sentence.
-  const who = m.by === state.me ? 'You' : m.by_name.charAt(0).toUpperCase() + m.by_name.slice(1);
-  const whom = m.target === state.me ? 'you' : m.target_name;
-  return {
-    'mute-audio': `${who} muted ${whom}.`,
-    'unmute-audio': `${who} let ${whom} unmute.`,
-    'mute-video': `${who} stopped ${whom === 'you' ? 'your' : whom + "'s"} camera.`,
-    'unmute-video': `${who} let ${whom} start ${whom === 'you' ? 'your' : 'their'} camera.`,
-    'remove': `${who} removed ${whom} from the room.`,
-    'ban': `${who} removed ${whom} from the room for good.`,
-    'lock': `${who} locked the room: nobody new can join.`,
-    'unlock': `${who} unlocked the room.`,
-  }[m.action] || null;
 }
 
 function noticeItem(text) {
@@ -55,7 +39,7 @@ export function render() {
     shown = 0;
   }
   for (const entry of state.chat.slice(shown)) {
-    const text = entry.kind === 'moderation' ? moderationText(entry) : null;
+    const text = entry.kind === 'moderation' ? moderationText(entry, state.me) : null;
     if (entry.kind === 'moderation' && !text) continue;
     const li = text ? noticeItem(text) : chatItem(entry);
     if (text) toast(text);

@@ -6,10 +6,11 @@ import { state } from './store.js';
 import { send } from './signaling.js';
 import { addScreen, removeTracks } from './peer.js';
 import { $, toast, setText, setAttr } from './page.js';
+import { t } from './i18n.js';
 
 const labels = {
-  audio: { on: 'Mute mic', off: 'Unmute mic', moderated: 'Mic muted by moderator', button: 'mute-audio' },
-  video: { on: 'Stop camera', off: 'Start camera', moderated: 'Camera stopped by moderator', button: 'mute-video' },
+  audio: { on: 'muteMic', off: 'unmuteMic', moderated: 'micModerated', button: 'mute-audio' },
+  video: { on: 'stopCamera', off: 'startCamera', moderated: 'cameraModerated', button: 'mute-video' },
 };
 
 function tracksOf(kind) {
@@ -27,7 +28,7 @@ function renderPermissions() {
   $('record').hidden = !p.record;
   $('chat-input').disabled = !p.chat;
   $('chat-send').disabled = !p.chat;
-  setAttr($('chat-input'), 'placeholder', p.chat ? 'Message everyone' : 'You can read the chat but not write in it');
+  setAttr($('chat-input'), 'placeholder', t(p.chat ? 'messageEveryone' : 'chatReadOnly'));
   $('admin-controls').hidden = !p.admin;
 }
 
@@ -39,7 +40,7 @@ function renderSwitches() {
     // A moderator's mute: the server forwards nothing of it anyway; the switch says so.
     for (const t of tracksOf(kind)) t.enabled = !muted;
     button.disabled = state.serverMuted[kind];
-    setText(button, state.serverMuted[kind] ? l.moderated : (muted ? l.off : l.on));
+    setText(button, t(state.serverMuted[kind] ? l.moderated : (muted ? l.off : l.on)));
     setAttr(button, 'aria-pressed', String(muted));
   }
 }
@@ -47,14 +48,14 @@ function renderSwitches() {
 export function render() {
   renderPermissions();
   renderSwitches();
-  setText($('lock-room'), state.locked ? 'Unlock room' : 'Lock room');
+  setText($('lock-room'), t(state.locked ? 'unlockRoom' : 'lockRoom'));
   setAttr($('lock-room'), 'aria-pressed', String(state.locked));
   $('locked-indicator').hidden = !state.locked;
   $('recording-indicator').hidden = !state.recording;
   setAttr($('record'), 'aria-pressed', String(state.recording));
-  setText($('record'), state.recording ? 'Stop recording' : 'Record');
+  setText($('record'), t(state.recording ? 'stopRecording' : 'record'));
   setAttr($('share-screen'), 'aria-pressed', String(!!state.screen));
-  setText($('share-screen'), state.screen ? 'Stop sharing' : 'Share screen');
+  setText($('share-screen'), t(state.screen ? 'stopSharing' : 'shareScreen'));
 }
 
 /** Tells the server this participant's microphone and camera state. */
@@ -71,7 +72,7 @@ async function shareScreen(rerender) {
   try {
     state.screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
   } catch (err) {
-    toast('Screen sharing was not started: ' + err.message);
+    toast(t('screenNotStarted', { why: err.message }));
     return;
   }
   const track = state.screen.getVideoTracks()[0];
@@ -102,15 +103,15 @@ export function wire({ rerender, leave }) {
   $('record').addEventListener('click', () => send({ type: 'record', on: !state.recording }));
   $('lock-room').addEventListener('click', () => send({ type: 'lock-room', locked: !state.locked }));
   $('end-room').addEventListener('click', () => {
-    if (confirm('End the meeting for everyone?')) send({ type: 'end-room' });
+    if (confirm(t('confirmEnd'))) send({ type: 'end-room' });
   });
-  $('leave').addEventListener('click', () => leave('You left the room.'));
+  $('leave').addEventListener('click', () => leave(t('youLeft')));
   document.addEventListener('keydown', (e) => {
     if (!state.me || e.repeat || typing(e.target)) return;
     const key = e.key.toLowerCase();
     if (e.ctrlKey && e.shiftKey && !e.altKey && !e.metaKey && key === 'l') {
       e.preventDefault();
-      leave('You left the room.');
+      leave(t('youLeft'));
     } else if (!e.ctrlKey && !e.altKey && !e.metaKey && (key === 'm' || key === 'v')) {
       const kind = key === 'm' ? 'audio' : 'video';
       if (!$(labels[kind].button).hidden) toggle(kind);

@@ -1,5 +1,7 @@
 // The page around the call: element lookup, the status line and the toast.
 
+import { t } from './i18n.js';
+
 export const $ = (id) => document.getElementById(id);
 
 let shown = ['', undefined];
@@ -18,7 +20,7 @@ export function setReconnecting(on) {
 }
 
 function drawStatus() {
-  const [text, kind] = reconnecting ? ['reconnecting…', 'warn'] : shown;
+  const [text, kind] = reconnecting ? [t('reconnecting'), 'warn'] : shown;
   $('status').textContent = text;
   $('status-dot').className = 'dot' + (kind ? ' ' + kind : '');
 }
@@ -34,7 +36,7 @@ export function toast(text) {
 }
 
 export function showMode(mode) {
-  $('mode').textContent = mode === 'p2p' ? 'peer to peer' : 'sfu';
+  $('mode').textContent = t(mode === 'p2p' ? 'p2p' : 'sfu');
 }
 
 /** Sets an element's text only when it differs: redrawing never disturbs an unchanged page. */

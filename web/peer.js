@@ -8,6 +8,7 @@ import { state } from './store.js';
 import { send, probe, forgetUnacked } from './signaling.js';
 import { setStatus } from './page.js';
 import { reset as resetViews } from './quality.js';
+import { t } from './i18n.js';
 
 const hooks = { onTrack: () => {}, onTrackGone: () => {} };
 
@@ -82,7 +83,7 @@ export async function startMedia() {
     state.offerer = true;
     await offer();
   } else {
-    setStatus('waiting for someone to join');
+    setStatus(t('waiting'));
   }
 }
 
@@ -106,9 +107,9 @@ export function createPc(peerId) {
   pc.onconnectionstatechange = () => {
     if (pc !== state.pc) return;
     const s = pc.connectionState;
-    if (s === 'connected') setStatus('connected', 'ok');
-    else if (s === 'failed' || s === 'disconnected') setStatus(s, 'bad');
-    else setStatus(s);
+    if (s === 'connected') setStatus(t('connected'), 'ok');
+    else if (s === 'failed' || s === 'disconnected') setStatus(t(s), 'bad');
+    else setStatus(t(s));
   };
   pc.oniceconnectionstatechange = () => {
     if (pc !== state.pc) return;
@@ -537,7 +538,7 @@ function reconnectMedia(why) {
   reconnects = reconnects.filter((t) => now - t < RECONNECT_WINDOW_MS);
   if (reconnects.length >= RECONNECT_MAX) {
     console.error(`sori: media not connected again (${why}): ${RECONNECT_MAX} tries within a minute`);
-    setStatus('media failed', 'bad');
+    setStatus(t('mediaFailed'), 'bad');
     return;
   }
   const wait = Math.max(0, reconnectedAt + RECONNECT_MIN_MS - performance.now());

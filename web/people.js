@@ -4,6 +4,7 @@
 import { state } from './store.js';
 import { send } from './signaling.js';
 import { $ } from './page.js';
+import { t } from './i18n.js';
 
 function moderationButton(label, testid, message) {
   const b = document.createElement('button');
@@ -20,12 +21,12 @@ function tools(p) {
   const span = document.createElement('span');
   span.className = 'moderation';
   span.append(
-    moderationButton(sm.audio ? 'Allow mic' : 'Mute', 'moderate-mute-audio',
+    moderationButton(t(sm.audio ? 'allowMic' : 'mute'), 'moderate-mute-audio',
       { type: 'mute-participant', id: p.id, audio: !sm.audio }),
-    moderationButton(sm.video ? 'Allow camera' : 'Stop camera', 'moderate-mute-video',
+    moderationButton(t(sm.video ? 'allowCamera' : 'stopCamera'), 'moderate-mute-video',
       { type: 'mute-participant', id: p.id, video: !sm.video }),
-    moderationButton('Remove', 'moderate-remove', { type: 'remove-participant', id: p.id }),
-    moderationButton('Ban', 'moderate-ban', { type: 'remove-participant', id: p.id, ban: true }),
+    moderationButton(t('remove'), 'moderate-remove', { type: 'remove-participant', id: p.id }),
+    moderationButton(t('ban'), 'moderate-ban', { type: 'remove-participant', id: p.id, ban: true }),
   );
   return span;
 }
@@ -40,8 +41,8 @@ function item(p, admin) {
   flags.className = 'flags';
   const sm = p.server_muted || {};
   flags.textContent = [
-    sm.audio ? 'muted by moderator' : (p.audio_muted ? 'mic off' : ''),
-    sm.video ? 'camera stopped by moderator' : (p.video_muted ? 'camera off' : ''),
+    sm.audio ? t('mutedByModerator') : (p.audio_muted ? t('micOff') : ''),
+    sm.video ? t('cameraStoppedByModerator') : (p.video_muted ? t('cameraOff') : ''),
   ].filter(Boolean).join(' · ');
   li.append(name, flags);
   if (admin && !p.self) li.append(tools(p));
@@ -52,7 +53,7 @@ let drawn = ''; // what the list shows now, to redraw only on a change
 
 export function render() {
   const me = {
-    id: state.me, name: state.name + ' (you)', audio_muted: state.muted.audio,
+    id: state.me, name: `${state.name} ${t('you')}`, audio_muted: state.muted.audio,
     video_muted: state.muted.video, server_muted: state.serverMuted, self: true,
   };
   const admin = state.permissions && state.permissions.admin;

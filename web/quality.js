@@ -6,11 +6,12 @@
 import { state } from './store.js';
 import { send } from './signaling.js';
 import { setText, setAttr } from './page.js';
+import { t as tr } from './i18n.js';
 
 /** Wait after a change before telling the server, so a resize or a scroll sends one view. */
 const DEBOUNCE_MS = 300;
 const BADGE_EVERY_MS = 1000;
-const PINS = [['auto', 'Auto'], ['low', 'Low'], ['medium', 'Medium'], ['high', 'High']];
+const PINS = [['auto', 'qualityAuto'], ['low', 'qualityLow'], ['medium', 'qualityMedium'], ['high', 'qualityHigh']];
 
 const watched = new Set(); // tiles (tiles.js entries) with a badge and a pin
 const sent = new Map();    // media-server track id -> the view last sent, as JSON
@@ -36,9 +37,9 @@ export function attach(t) {
   const pin = document.createElement('select');
   pin.className = 'quality-pin';
   pin.dataset.testid = 'quality-pin';
-  pin.title = 'Video quality to receive';
-  setAttr(pin, 'aria-label', 'Video quality to receive');
-  for (const [value, text] of PINS) pin.append(new Option(text, value));
+  pin.title = tr('qualityToReceive');
+  setAttr(pin, 'aria-label', tr('qualityToReceive'));
+  for (const [value, key] of PINS) pin.append(new Option(tr(key), value));
   pin.addEventListener('change', () => schedule(0));
   corner.append(badge, pin);
   t.tile.append(corner);
@@ -127,10 +128,10 @@ async function frameHeight(t) {
 
 function describeLayer(id) {
   const s = state.stats && id && state.stats.tracks && state.stats.tracks[id];
-  if (!s) return 'Received quality';
-  const layer = s.rid ? `layer ${s.rid} (${s.spatial + 1} of ${s.layers})` : 'one layer';
+  if (!s) return tr('receivedQuality');
+  const layer = s.rid ? tr('layerOf', { rid: s.rid, n: s.spatial + 1, of: s.layers }) : tr('oneLayer');
   const rate = `${(s.bitrate_bps / 1e6).toFixed(2)} Mbit/s`;
-  return s.paused ? `${layer}, paused` : `${layer}, ${rate}`;
+  return `${layer}, ${s.paused ? tr('paused') : rate}`;
 }
 
 async function refreshBadges() {
@@ -139,7 +140,7 @@ async function refreshBadges() {
     const got = state.stats && id && state.stats.tracks && state.stats.tracks[id];
     // Paused by the media server (too little bandwidth): the picture stands still.
     const height = got && got.paused ? 0 : await frameHeight(t);
-    setText(t.badge, got && got.paused ? 'paused' : (height ? `${height}p` : '–'));
+    setText(t.badge, got && got.paused ? tr('paused') : (height ? `${height}p` : '–'));
     setAttr(t.badge, 'title', describeLayer(id));
   }
 }

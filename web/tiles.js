@@ -4,6 +4,7 @@
 import { state, participantFor } from './store.js';
 import { $ } from './page.js';
 import * as quality from './quality.js';
+import { t as tr } from './i18n.js';
 
 const tiles = new Map(); // "key|role" -> { tile, video, audio, caption, stream, role, badge, pin }
 
@@ -78,19 +79,19 @@ function syncTracks(t, tracks) {
 
 function label(t, key) {
   const p = participantFor(key);
-  const name = p ? p.name : 'Connecting…';
+  const name = p ? p.name : tr('connectingTile');
   const now = JSON.stringify([name, p && p.audio_muted, p && p.video_muted]);
   if (t.drawn === now) return;
   t.drawn = now;
   t.video.dataset.participant = name;
   if (t.role === 'screen') {
-    t.caption.textContent = name + ' — screen';
+    t.caption.textContent = tr('screen', { name });
     return;
   }
   t.caption.textContent = name;
   const flags = document.createElement('span');
   flags.className = 'muted-flags';
-  flags.textContent = p && p.audio_muted ? ' · mic off' : '';
+  flags.textContent = p && p.audio_muted ? ' · ' + tr('micOff') : '';
   t.caption.append(flags);
   t.tile.dataset.videoMuted = String(!!(p && p.video_muted));
   t.tile.dataset.audioMuted = String(!!(p && p.audio_muted));
