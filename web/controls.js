@@ -106,6 +106,11 @@ export function wire({ rerender, leave }) {
     if (confirm(t('confirmEnd'))) send({ type: 'end-room' });
   });
   $('leave').addEventListener('click', () => leave(t('youLeft')));
+  // Phones: the people and the chat are a sheet over the call, opened from the controls.
+  $('toggle-side').addEventListener('click', () => {
+    const open = !$('call').classList.toggle('side-closed');
+    setAttr($('toggle-side'), 'aria-expanded', String(open));
+  });
   document.addEventListener('keydown', (e) => {
     if (!state.me || e.repeat || typing(e.target)) return;
     const key = e.key.toLowerCase();

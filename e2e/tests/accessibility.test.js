@@ -65,3 +65,34 @@ test('shortcuts: M mutes the microphone, V stops the camera, Ctrl+Shift+L leaves
   await bo.waitForFunction(() => document.querySelectorAll('[data-testid=participant]').length === 1);
   for (const p of [ada, bo]) await p.context().close();
 });
+
+test('on a 360×740 phone every control is in view, nothing scrolls sideways, and the chat is a sheet', async () => {
+  const phone = await ctx.browser.newContext({
+    viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2,
+  });
+  const ada = await phone.newPage();
+  await ada.goto(`${ctx.server.url}/?room=phone&name=Ada&autojoin=1`);
+  const bo = await joinPage(ctx.browser, ctx.server.url, 'phone', 'Bo');
+  await waitForVideoFrom(ada, 'Bo');
+  const layout = await ada.evaluate(() => {
+    const off = [...document.querySelectorAll('.controls button')]
+      .filter((b) => b.offsetParent !== null)
+      .map((b) => [b.dataset.testid, b.getBoundingClientRect()])
+      .filter(([, r]) => r.left < 0 || r.right > innerWidth || r.top < 0 || r.bottom > innerHeight)
+      .map(([id]) => id);
+    return { width: document.scrollingElement.scrollWidth, inner: innerWidth, off };
+  });
+  assert.deepEqual(layout, { width: 360, inner: 360, off: [] });
+  // The chat opens as a sheet and works; closing it shows the call again.
+  await ada.getByTestId('toggle-side').tap();
+  await ada.getByTestId('chat-input').fill('from a phone');
+  await ada.getByTestId('chat-send').tap();
+  await bo.getByTestId('chat-message').filter({ hasText: 'from a phone' }).waitFor();
+  await ada.screenshot({ path: 'artifacts/phone-chat.png' });
+  await ada.getByTestId('toggle-side').tap();
+  assert.equal(await ada.getByTestId('chat-input').isVisible(), false);
+  await ada.screenshot({ path: 'artifacts/phone-call.png' });
+  assert.deepEqual(await violations(ada), []);
+  await phone.close();
+  await bo.context().close();
+});
