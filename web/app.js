@@ -67,16 +67,16 @@ async function join(room, name) {
     $('lobby-error').textContent = t('needsSecurePage');
     return;
   }
-  try {
-    state.local = await navigator.mediaDevices.getUserMedia({
-      audio: true,
-      // 720p where the camera has it: the top simulcast layer (docs/simulcast.md).
-    video: { width: { ideal: 1280 }, height: { ideal: 720 } },
-    });
-  } catch (err) {
-    $('lobby-error').textContent = t('devicesUnavailable', { why: err.message });
+  const { stream, problems } = await localMedia();
+  if (!stream.getTracks().length) {
+    // Neither device: say what each needs; the lobby stays.
+    $('lobby-error').textContent = problems.join(' ');
     return;
   }
+  state.local = stream;
+  const notice = $('device-notice');
+  notice.textContent = problems.length ? `${problems.join(' ')} ${t('joinedWithout')}` : '';
+  notice.hidden = !problems.length;
   Object.assign(state, { room, name, leaving: false });
   $('local-video').srcObject = state.local;
   $('local-name').textContent = name;
@@ -89,6 +89,36 @@ async function join(room, name) {
   if (token) msg.token = token;
   if (params.get('mode')) msg.mode = params.get('mode');
   connect(msg, { onMessage: handle, onClose: lost, onReconnecting: setReconnecting, onRejoin: rejoin });
+}
+
+/**
+ * The camera and the microphone, or what of them works: a device that is denied, missing or
+ * busy is left out, with a sentence saying what to do about it.
+ */
+async function localMedia() {
+  const gum = (c) => navigator.mediaDevices.getUserMedia(c);
+  // 720p where the camera has it: the top simulcast layer (docs/simulcast.md).
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 } };
+  try {
+    return { stream: await gum({ audio: true, video }), problems: [] };
+  } catch (both) {
+    const [audio, camera] = await Promise.allSettled([gum({ audio: true }), gum({ video })]);
+    const tracks = [audio, camera].flatMap((r) => (r.status === 'fulfilled' ? r.value.getTracks() : []));
+    const problems = [];
+    if (audio.status === 'rejected') problems.push(deviceProblem('microphone', audio.reason));
+    if (camera.status === 'rejected') problems.push(deviceProblem('camera', camera.reason));
+    if (!problems.length) problems.push(deviceProblem('camera', both));
+    return { stream: new MediaStream(tracks), problems };
+  }
+}
+
+/** What went wrong with `device` (camera, microphone), and what to do, in a sentence. */
+function deviceProblem(device, err) {
+  const name = err && err.name;
+  const what = ['NotAllowedError', 'SecurityError'].includes(name) ? 'Denied'
+    : ['NotFoundError', 'OverconstrainedError'].includes(name) ? 'Missing'
+      : ['NotReadableError', 'AbortError'].includes(name) ? 'Busy' : 'Failed';
+  return t(device + what, { why: (err && err.message) || String(err) });
 }
 
 function lost() {

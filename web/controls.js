@@ -22,8 +22,9 @@ function renderPermissions() {
   const p = state.permissions;
   if (!p) return;
   const may = (source) => p.publish.includes(source);
-  $('mute-audio').hidden = !may('microphone');
-  $('mute-video').hidden = !may('camera');
+  // A device that did not start has no switch.
+  $('mute-audio').hidden = !may('microphone') || !tracksOf('audio').length;
+  $('mute-video').hidden = !may('camera') || !tracksOf('video').length;
   $('share-screen').hidden = !may('screen_share');
   $('record').hidden = !p.record;
   $('chat-input').disabled = !p.chat;
