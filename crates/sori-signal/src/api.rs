@@ -303,6 +303,12 @@ impl Signal {
                 caller.check(Grant::Create, None)?;
                 let r: wire::CreateRoomRequest = parse(body)?;
                 need(&r.name, "name")?;
+                if !crate::protocol::valid_name(&r.name) {
+                    return Err(Twirp::new(
+                        "invalid_argument",
+                        "a room name has 1 to 64 characters and no control characters",
+                    ));
+                }
                 let seconds = |s: u32| (s > 0).then(|| Duration::from_secs(u64::from(s)));
                 let new = NewRoom {
                     name: r.name,
@@ -400,6 +406,15 @@ impl Signal {
                              with MutePublishedTrack, or remove it",
                         ));
                     }
+                }
+                if r.name
+                    .as_deref()
+                    .is_some_and(|n| !n.is_empty() && !crate::protocol::valid_name(n))
+                {
+                    return Err(Twirp::new(
+                        "invalid_argument",
+                        "a name has 1 to 64 characters and no control characters",
+                    ));
                 }
                 if !r.attributes.is_empty() {
                     return Err(Twirp::new(

@@ -402,6 +402,18 @@ async fn every_refusal_has_its_twirp_code_and_changes_nothing() {
         assert_eq!(twirp_error(&r), (status, code.to_string()), "{what}");
     }
     let create = api_token(|g| g.room_create = Some(true));
+    let bad_name = api
+        .call("CreateRoom", Some(&create), json!({"name": "a\u{7}b"}))
+        .await;
+    assert_eq!(twirp_error(&bad_name), (400, "invalid_argument".into()));
+    let long_name = api
+        .call(
+            "UpdateParticipant",
+            Some(&admin("r")),
+            json!({"room": "r", "identity": "ada", "name": "x".repeat(65)}),
+        )
+        .await;
+    assert_eq!(twirp_error(&long_name), (400, "invalid_argument".into()));
     let r = api.call("ListRooms", Some(&create), json!({})).await;
     assert_eq!(twirp_error(&r), (403, "permission_denied".into()));
     let r = api.call("Nonsense", Some(&create), json!({})).await;
