@@ -75,6 +75,23 @@ async fn a_renegotiation_lost_to_an_unreachable_media_server_is_not_sent_round()
     assert!(stub.left().is_empty(), "the same media, renegotiated");
 }
 
+/// The media server thaws while the first health check after the failure waits for it: it
+/// answers that check late, so it was not up when the offer failed, and the offer is made again.
+#[tokio::test]
+async fn a_join_lost_to_a_media_server_that_thaws_during_the_check_is_made_again() {
+    let stub = StubMedia::new(None);
+    let (url, _) = stub::server(&stub, SignalConfig::default()).await;
+    let (mut c, _) = Client::join(&url, "r", "Ada").await;
+    stub.set_unreachable(true);
+    stub.set_health(Health::Thaws(std::time::Duration::from_millis(700)));
+    c.send(json!({"type": "offer", "sdp": offer()}));
+    assert_eq!(c.expect("error").await["code"], "media-error");
+    stub.set_unreachable(false);
+    assert_eq!(c.expect("mode").await["mode"], "sfu");
+    c.send(json!({"type": "offer", "sdp": offer()}));
+    assert_eq!(c.expect("answer").await["sdp"], stub::ANSWER);
+}
+
 #[tokio::test]
 async fn an_offer_refused_by_a_media_server_that_answers_is_not_sent_round() {
     let stub = StubMedia::new(None);

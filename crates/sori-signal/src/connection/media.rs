@@ -177,6 +177,8 @@ const RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// How often the media server's health is asked meanwhile, and how long each ask may take.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// A health check answered within this was answered by a media server that was up.
+const ANSWERS_AT_ONCE: Duration = Duration::from_millis(500);
 const HEALTH_WITHIN: Duration = Duration::from_secs(2);
 
 /// An offer that failed while the media server could not be reached (its connection down,
@@ -209,7 +211,11 @@ impl Retry {
             }
         };
         self.waiting = Some(tokio::spawn(async move {
-            if healthy().await {
+            // A media server that answers at once was up when the offer failed: it refused it.
+            // One that answers only later came back meanwhile (a frozen one thawing while this
+            // check waited): the offer is made again.
+            let asked = Instant::now();
+            if healthy().await && asked.elapsed() < ANSWERS_AT_ONCE {
                 return;
             }
             tracing::info!("media server unreachable: the offer is made again once it answers");

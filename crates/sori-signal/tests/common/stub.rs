@@ -54,6 +54,8 @@ pub enum Health {
     Fails,
     /// Never answers, as a frozen media server does.
     Hangs,
+    /// Answers after this long, as a frozen media server that thaws while asked.
+    Thaws(std::time::Duration),
 }
 
 /// The stand-in; [`StubMedia::calls`] counts the calls that tests wait for.
@@ -286,6 +288,10 @@ impl MediaBackend for StubMedia {
                 Health::Answers => Ok(()),
                 Health::Fails => Err(BackendError::Failed("the media task stopped".into())),
                 Health::Hangs => std::future::pending().await,
+                Health::Thaws(after) => {
+                    tokio::time::sleep(after).await;
+                    Ok(())
+                }
             }
         })
     }
