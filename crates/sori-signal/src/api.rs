@@ -256,21 +256,11 @@ pub(crate) async fn room_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        json_request(&headers)?;
-        let caller = signal.api_caller(peer, &headers)?;
-        signal.room_call(&caller, &method, &body).await
-    }
-    .await;
-    let outcome = match &answer {
-        Ok(_) => "ok",
-        Err(e) => e.code,
-    };
-    signal.api_calls.count(&method, outcome);
-    answer.unwrap_or_else(|e| {
-        tracing::debug!(method, code = e.code, "server API call refused: {}", e.msg);
-        e.into_response()
+    let (call, name) = (signal.clone(), method.clone());
+    serve_call(&signal, peer, &method, &headers, |caller| async move {
+        call.room_call(&caller, &name, &body).await
     })
+    .await
 }
 
 /// `POST /twirp/sori.RecordingService/{method}`.
@@ -281,18 +271,35 @@ pub(crate) async fn recording_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = async {
-        json_request(&headers)?;
-        let caller = signal.api_caller(peer, &headers)?;
-        signal.recording_call(&caller, &method, &body).await
-    }
-    .await;
+    let (call, name) = (signal.clone(), method.clone());
+    serve_call(&signal, peer, &method, &headers, |caller| async move {
+        call.recording_call(&caller, &name, &body).await
+    })
+    .await
+}
+
+/// Checks a call's form and token, runs it, counts it, and answers it (a refusal as Twirp's
+/// error JSON).
+async fn serve_call<F: std::future::Future<Output = Answer>>(
+    signal: &Signal,
+    peer: SocketAddr,
+    method: &str,
+    headers: &HeaderMap,
+    run: impl FnOnce(Caller) -> F,
+) -> Response {
+    let answer = match json_request(headers).and_then(|()| signal.api_caller(peer, headers)) {
+        Ok(caller) => run(caller).await,
+        Err(e) => Err(e),
+    };
     let outcome = match &answer {
         Ok(_) => "ok",
         Err(e) => e.code,
     };
-    signal.api_calls.count(&method, outcome);
-    answer.unwrap_or_else(IntoResponse::into_response)
+    signal.api_calls.count(method, outcome);
+    answer.unwrap_or_else(|e| {
+        tracing::debug!(method, code = e.code, "server API call refused: {}", e.msg);
+        e.into_response()
+    })
 }
 
 impl Signal {

@@ -101,10 +101,7 @@ struct RoomMeta {
 
 impl RoomMeta {
     fn new(timeouts: RoomTimeouts) -> Self {
-        let created_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let created_ms = unix_ms();
         let sid = sori_turn::credentials::random_secret()
             .map(|s| {
                 s.chars()
@@ -141,6 +138,25 @@ struct Room {
 }
 
 impl Room {
+    /// An empty room of `mode` (an auto room starts peer-to-peer).
+    fn new(meta: RoomMeta, mode: RoomMode, ends_at: Option<Instant>) -> Self {
+        Room {
+            meta,
+            ends_at,
+            mode,
+            active: if mode == RoomMode::Sfu {
+                RoomMode::Sfu
+            } else {
+                RoomMode::P2p
+            },
+            participants: BTreeMap::new(),
+            chat: VecDeque::new(),
+            next_chat_id: 1,
+            locked: false,
+            banned: HashSet::new(),
+        }
+    }
+
     /// Starts the departure timeout if nobody is left.
     fn emptied(&mut self, now: Instant) {
         if self.participants.is_empty() && self.ends_at.is_none() {
@@ -177,6 +193,14 @@ impl Room {
             );
         }
     }
+}
+
+/// Now, in Unix milliseconds (0 on a clock before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// All rooms of the session server.

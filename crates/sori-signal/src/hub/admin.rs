@@ -2,8 +2,7 @@
 //! named by its identity. The same rules as a moderator's actions over `/ws`; the actor is the
 //! application, shown to the room as "the server".
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sori_media::sori_sfu::MediaKind;
 
@@ -81,13 +80,6 @@ pub(crate) struct ParticipantView {
     pub chat: bool,
     pub publish: bool,
     pub subscribe: bool,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Room {
@@ -180,21 +172,8 @@ impl Hub {
         }
         meta.max_participants = new.max_participants;
         meta.metadata = new.metadata.clone();
-        let room = Room {
-            ends_at: Some(now + meta.timeouts.empty),
-            meta,
-            mode: new.mode,
-            active: if new.mode == RoomMode::Sfu {
-                RoomMode::Sfu
-            } else {
-                RoomMode::P2p
-            },
-            participants: BTreeMap::new(),
-            chat: VecDeque::new(),
-            next_chat_id: 1,
-            locked: false,
-            banned: HashSet::new(),
-        };
+        let ends_at = Some(now + meta.timeouts.empty);
+        let room = Room::new(meta, new.mode, ends_at);
         let view = room.view(&new.name);
         events::room(&self.hooks, "room_started", &new.name, &room);
         self.rooms.insert(new.name.clone(), room);
@@ -400,7 +379,7 @@ impl Hub {
                 from: SERVER_ID.into(),
                 name: SERVER_NAME.into(),
                 text: text.trim().to_string(),
-                time: unix_ms(),
+                time: super::unix_ms(),
             };
             r.next_chat_id += 1;
             r.chat.push_back(message.clone());

@@ -1,7 +1,7 @@
 //! Who is in which room: admission (the caps on rooms and participants, bans, the lock, the
 //! rights a peer-to-peer room cannot enforce), identity replacement, and leaving.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::events::{self, Why};
@@ -39,21 +39,7 @@ impl Hub {
         let room = self
             .rooms
             .entry(room_name.to_string())
-            .or_insert_with(|| Room {
-                meta: RoomMeta::new(timeouts),
-                ends_at: None,
-                mode: j.mode,
-                active: if j.mode == RoomMode::Sfu {
-                    RoomMode::Sfu
-                } else {
-                    RoomMode::P2p
-                },
-                participants: BTreeMap::new(),
-                chat: VecDeque::new(),
-                next_chat_id: 1,
-                locked: false,
-                banned: HashSet::new(),
-            });
+            .or_insert_with(|| Room::new(RoomMeta::new(timeouts), j.mode, None));
         if created {
             events::room(&self.hooks, "room_started", room_name, room);
         }
@@ -133,10 +119,7 @@ impl Hub {
                 out: j.out,
                 media: None,
                 publications: Publications::default(),
-                joined_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+                joined_ms: super::unix_ms(),
                 published: Vec::new(),
                 chat: j.grants.chat,
                 publish: j.grants.publish != Sources::NONE,
