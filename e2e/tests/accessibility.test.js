@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { serverAndBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -31,6 +31,7 @@ test('axe-core finds no serious or critical violation in a call', async () => {
   const ada = await joinPage(ctx.browser, ctx.server.url, 'a11y-call', 'Ada');
   const bo = await joinPage(ctx.browser, ctx.server.url, 'a11y-call', 'Bo');
   await waitForVideoFrom(ada, 'Bo');
+  for (const p of [ada, bo]) await assertUdp(p);
   await ada.getByTestId('chat-input').fill('hello');
   await ada.getByTestId('chat-send').click();
   await bo.getByTestId('chat-message').filter({ hasText: 'hello' }).waitFor();

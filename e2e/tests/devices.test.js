@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import { startServer, launchBrowser, launchOptions, joinPage, waitForVideoFrom, pollPage } from './helpers.js';
+import { startServer, launchBrowser, launchOptions, joinPage, waitForVideoFrom, pollPage, assertUdp } from './helpers.js';
 
 const ctx = { server: null, browser: null, denying: null };
 
@@ -37,6 +37,7 @@ test('camera denied: the page says what to do and joins with the microphone alon
   assert.equal(await bo.getByTestId('mute-audio').isVisible(), true);
   await pollPage(ada, async () => (await window.sori.inboundFrom('Bo')).audioPackets > 20);
   assert.equal((await ada.evaluate(() => window.sori.inboundFrom('Bo'))).videoFrames, 0);
+  for (const p of [ada, bo]) await assertUdp(p);
   await context.close();
   await ada.context().close();
 });

@@ -2,7 +2,7 @@
 // whole page — lobby, call, the other participants' states — speaks the one chosen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, joinPage, waitForVideoFrom } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -29,6 +29,7 @@ test('a call in Korean: controls, status, people and what others do', async () =
   const ada = await joinPage(ctx.browser, ctx.server.url, 'ko-call', 'Ada', '&lang=ko');
   const bo = await joinPage(ctx.browser, ctx.server.url, 'ko-call', 'Bo');
   await waitForVideoFrom(ada, 'Bo');
+  for (const p of [ada, bo]) await assertUdp(p);
   assert.equal(await ada.getByTestId('mute-audio').textContent(), '마이크 끄기');
   assert.equal(await ada.getByTestId('leave').textContent(), '나가기');
   assert.equal(await ada.locator('.panel h2').first().textContent(), '참가자');
