@@ -12,6 +12,7 @@ import * as tiles from './tiles.js';
 import * as people from './people.js';
 import * as chat from './chat.js';
 import * as controls from './controls.js';
+import * as devices from './devices.js';
 import { $, setStatus, setReconnecting, toast, showMode, setText } from './page.js';
 import { t, subject, translatePage } from './i18n.js';
 
@@ -41,6 +42,7 @@ function render() {
 peer.onRemoteTracks({ onTrack: tiles.render, onTrackGone: tiles.render });
 chat.wire();
 controls.wire({ rerender: render, leave });
+devices.wire({ onSwitched: render });
 
 // ---------- lobby ----------
 
@@ -56,6 +58,8 @@ $('join-form').addEventListener('submit', (e) => {
 });
 if (params.get('autojoin') === '1' && $('room').value && $('name').value) {
   join($('room').value.trim(), $('name').value.trim());
+} else if (navigator.mediaDevices) {
+  devices.startPreview();
 }
 
 async function join(room, name) {
@@ -67,13 +71,17 @@ async function join(room, name) {
     $('lobby-error').textContent = t('needsSecurePage');
     return;
   }
-  const { stream, problems } = await localMedia();
+  const { stream, problems } = await devices.take();
   if (!stream.getTracks().length) {
     // Neither device: say what each needs; the lobby stays.
     $('lobby-error').textContent = problems.join(' ');
     return;
   }
   state.local = stream;
+  for (const track of stream.getTracks()) devices.follow(track);
+  // The lobby's camera and microphone switches: joined with them off, the others see and hear
+  // nothing until they are switched on (the tracks are there: no renegotiation then).
+  state.muted = { audio: !devices.choice.micOn, video: !devices.choice.cameraOn };
   const notice = $('device-notice');
   notice.textContent = problems.length ? `${problems.join(' ')} ${t('joinedWithout')}` : '';
   notice.hidden = !problems.length;
@@ -89,36 +97,6 @@ async function join(room, name) {
   if (token) msg.token = token;
   if (params.get('mode')) msg.mode = params.get('mode');
   connect(msg, { onMessage: handle, onClose: lost, onReconnecting: setReconnecting, onRejoin: rejoin });
-}
-
-/**
- * The camera and the microphone, or what of them works: a device that is denied, missing or
- * busy is left out, with a sentence saying what to do about it.
- */
-async function localMedia() {
-  const gum = (c) => navigator.mediaDevices.getUserMedia(c);
-  // 720p where the camera has it: the top simulcast layer (docs/simulcast.md).
-  const video = { width: { ideal: 1280 }, height: { ideal: 720 } };
-  try {
-    return { stream: await gum({ audio: true, video }), problems: [] };
-  } catch (both) {
-    const [audio, camera] = await Promise.allSettled([gum({ audio: true }), gum({ video })]);
-    const tracks = [audio, camera].flatMap((r) => (r.status === 'fulfilled' ? r.value.getTracks() : []));
-    const problems = [];
-    if (audio.status === 'rejected') problems.push(deviceProblem('microphone', audio.reason));
-    if (camera.status === 'rejected') problems.push(deviceProblem('camera', camera.reason));
-    if (!problems.length) problems.push(deviceProblem('camera', both));
-    return { stream: new MediaStream(tracks), problems };
-  }
-}
-
-/** What went wrong with `device` (camera, microphone), and what to do, in a sentence. */
-function deviceProblem(device, err) {
-  const name = err && err.name;
-  const what = ['NotAllowedError', 'SecurityError'].includes(name) ? 'Denied'
-    : ['NotFoundError', 'OverconstrainedError'].includes(name) ? 'Missing'
-      : ['NotReadableError', 'AbortError'].includes(name) ? 'Busy' : 'Failed';
-  return t(device + what, { why: (err && err.message) || String(err) });
 }
 
 function lost() {
@@ -141,6 +119,8 @@ function rejoin() {
 const effects = {
   async joined(msg) {
     showMode(msg.mode);
+    // Joined with the microphone or the camera off (the lobby's switches): the others know.
+    if (state.muted.audio || state.muted.video) controls.sendMute();
     render();
     await peer.startMedia();
   },
@@ -225,10 +205,13 @@ function leave(reason) {
   peer.closePc(true);
   disconnect();
   for (const t of state.local ? state.local.getTracks() : []) t.stop();
+  state.local = null;
   controls.stopScreen();
   resetRoom();
   render();
+  devices.closePanel();
   $('call').hidden = true;
   $('lobby').hidden = false;
   $('lobby-error').textContent = reason || '';
+  devices.startPreview();
 }

@@ -5,6 +5,7 @@ import { state, participantFor } from './store.js';
 import { $ } from './page.js';
 import * as quality from './quality.js';
 import { t as tr } from './i18n.js';
+import { useSpeaker } from './devices.js';
 
 const tiles = new Map(); // "key|role" -> { tile, video, audio, caption, stream, role, badge, pin }
 
@@ -62,6 +63,7 @@ function createTile(role) {
     t.audio = document.createElement('audio');
     t.audio.autoplay = true;
     t.audio.srcObject = stream;
+    useSpeaker(t.audio);
     tile.append(video, t.audio, caption);
   } else {
     tile.append(video, caption);

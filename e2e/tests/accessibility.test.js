@@ -23,6 +23,9 @@ test('axe-core finds no serious or critical violation in the lobby', async () =>
   const page = await context.newPage();
   await page.goto(`${ctx.server.url}/?room=a11y`);
   await page.getByTestId('join').waitFor();
+  // With the preview running: its switches, the level meter and the filled pickers.
+  await page.getByTestId('preview-camera').waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-testid="camera-select"]').options.length > 0);
   assert.deepEqual(await violations(page), []);
   await context.close();
 });
@@ -36,6 +39,10 @@ test('axe-core finds no serious or critical violation in a call', async () => {
   await ada.getByTestId('chat-send').click();
   await bo.getByTestId('chat-message').filter({ hasText: 'hello' }).waitFor();
   for (const page of [ada, bo]) assert.deepEqual(await violations(page), []);
+  // The device panel, open.
+  await bo.getByTestId('devices').click();
+  await bo.getByTestId('device-panel').waitFor();
+  assert.deepEqual(await violations(bo), []);
   for (const p of [ada, bo]) await p.context().close();
 });
 
