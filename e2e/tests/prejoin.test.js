@@ -176,6 +176,13 @@ test('another camera and microphone mid-call: no new offer, and the others keep 
   // The old camera is let go of: only the chosen one is live at Bo.
   const live = await bo.evaluate(() => document.querySelector('[data-testid="local-video"]').srcObject.getVideoTracks().map((t) => `${t.label}:${t.readyState}`));
   assert.deepEqual(live, ['fake_device_2:live']);
+
+  // The camera is unplugged (its track ends, as the browser ends it then): the system's default
+  // camera takes its place, the page says so, and Ada sees it — still without renegotiation.
+  await bo.evaluate(() => document.querySelector('[data-testid="local-video"]').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended')));
+  await waitForShade(ada, boAtAda, firstCamera);
+  assert.match(await bo.locator('#toast').textContent(), /fake_device_2 was disconnected: now using fake_device_0/);
+  assert.deepEqual(await versions(), before, 'no SDP offer or answer for the unplugged camera');
   console.log(`camera switch: Ada saw the new camera ${shownAfter} ms after the choice; pauses over 0.5 s: ${JSON.stringify(gaps.gaps)}`);
   for (const p of [ada, bo]) await assertUdp(p);
   for (const p of [ada, bo]) await p.context().close();
