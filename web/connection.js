@@ -5,7 +5,8 @@
 //  - loss, a remote tile: of its `inbound-rtp` streams, packetsLost / (packetsLost +
 //    packetsReceived) over the last interval (not since the start);
 //  - loss, the local tile: the `fractionLost` the receiver of the own streams reported
-//    (`remote-inbound-rtp`), the worst of them.
+//    (`remote-inbound-rtp`), the worst of those with a report since the last sample (a
+//    simulcast layer no one receives keeps its last report forever: it is left out).
 // `classify` turns the numbers into good, fair or poor (THRESHOLDS); docs/web-client.md.
 
 import { state } from './store.js';
@@ -85,6 +86,7 @@ async function sample() {
     for (const [el, w] of watched) {
       w.counts.clear();
       w.lossPct = null;
+      w.last = null;
       draw(el, {});
     }
     return;
@@ -112,7 +114,7 @@ async function sample() {
 
   for (const [el, w] of watched) {
     if (!w.tracks) {
-      draw(el, own(remoteInbound, pairRtt));
+      draw(el, own(w, remoteInbound, pairRtt));
       continue;
     }
     let lost = 0;
@@ -134,13 +136,21 @@ async function sample() {
   }
 }
 
-/** The own streams as their receiver reported them: the worst loss and round trip. */
-function own(remoteInbound, pairRtt) {
+/** The own streams as their receiver reported them since the last sample: the worst loss and
+ * round trip. No new report: the last numbers stand. */
+function own(w, remoteInbound, pairRtt) {
   let lossPct = null;
   let rttMs = null;
+  const now = new Map();
   for (const s of remoteInbound) {
+    const reports = s.roundTripTimeMeasurements ?? s.packetsLost ?? 0;
+    now.set(s.id, reports);
+    if (w.counts.get(s.id) === reports) continue; // no report since: stale
     if (s.fractionLost != null) lossPct = Math.max(lossPct ?? 0, s.fractionLost * 100);
     if (s.roundTripTime != null) rttMs = Math.max(rttMs ?? 0, s.roundTripTime * 1000);
   }
-  return { rttMs: rttMs ?? pairRtt, lossPct };
+  w.counts = now;
+  if (lossPct == null && rttMs == null && w.last) return w.last;
+  w.last = { rttMs: rttMs ?? pairRtt, lossPct };
+  return w.last;
 }
