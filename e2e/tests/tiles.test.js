@@ -215,6 +215,12 @@ test('1, 2, 4, 9 and 16 tiles fit a 1280×720 window without scrolling (sori-ben
   const videos = await page.evaluate(() => [...document.querySelectorAll('[data-testid=remote-video]')]
     .map((v) => `${v.videoWidth}×${v.videoHeight}/${v.getVideoPlaybackQuality().totalVideoFrames}`));
   console.log(`remote videos (width×height/frames): ${videos.join(' ')}`);
+  // Their packets arrive all the same: every tile's quality is measured (loss from its packets).
+  const measured = await pollPage(page, () => {
+    const q = [...document.querySelectorAll('.tile [data-testid=connection-quality]')];
+    return q.every((el) => el.dataset.quality !== 'unknown' && /%/.test(el.title)) && q.map((el) => el.dataset.quality);
+  }, null, 10000);
+  console.log(`connection quality of the 16 tiles: ${measured.join(' ')}`);
   await page.screenshot({ path: join(artifacts, 'tiles-16.png') });
 
   // Pinned among 16, and at 1366×768, the tiles still fit.
