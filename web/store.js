@@ -17,6 +17,7 @@ export const state = {
   peerRoles: new Map(),    // P2P: the other browser's track roles, by mid
   stats: null,             // SFU: the media server's latest `stats` (what this browser receives)
   presence: [],            // participant-joined/-left as they came: { type, id, reason, at }
+  pinned: null,            // the tile shown large: 'local', or a remote tile's key|role
   joins: 0,                // `joined` messages so far (a rejoin after a server restart counts)
   leaving: false,
   // Media, set by peer.js and app.js.
@@ -113,6 +114,6 @@ export function resetRoom() {
   Object.assign(state, {
     me: null, permissions: null, participants: new Map(), chat: [], recording: false,
     serverMuted: { audio: false, video: false }, muted: { audio: false, video: false },
-    peerRoles: new Map(), locked: false, stats: null,
+    peerRoles: new Map(), locked: false, stats: null, pinned: null,
   });
 }

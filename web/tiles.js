@@ -1,13 +1,73 @@
 // The video tiles of the others, one per (participant, track role): `camera` (with the sound)
-// or `screen`. `render` makes the page match the state; nothing is read back from the page.
+// or `screen`; and the own tile. Each shows a crossed microphone while its microphone is off
+// and its connection quality (connection.js), and pins on a click (Enter or Space on its
+// button): the pinned tile is drawn large (layout.js). `render` makes the page match the state;
+// nothing is read back from the page.
 
 import { state, participantFor } from './store.js';
-import { $ } from './page.js';
+import { $, setText, setAttr } from './page.js';
 import * as quality from './quality.js';
+import * as connection from './connection.js';
+import * as layout from './layout.js';
 import { t as tr } from './i18n.js';
 import { useSpeaker } from './devices.js';
 
-const tiles = new Map(); // "key|role" -> { tile, video, audio, caption, stream, role, badge, pin }
+// "key|role" -> { tile, video, audio, caption, stream, role, badge, pin, name, flags, conn, pinButton }
+const tiles = new Map();
+const LOCAL = 'local';
+
+// A microphone with a line through it (drawn for 24×24, in the text's colour).
+const MIC_OFF_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false" fill="none" stroke="currentColor"'
+  + ' stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3l18 18"/>'
+  + '<path d="M9 9v3a3 3 0 0 0 5.1 2.1M15 9.3V5a3 3 0 0 0-5.9-.7"/>'
+  + '<path d="M17 16.9A7 7 0 0 1 5 12v-1.5m14 0V12a7 7 0 0 1-.1 1.2"/><path d="M12 19v3M8.5 22h7"/></svg>';
+
+/** Shows the crossed microphone in `flags` while `muted`, else nothing. */
+function drawMic(flags, muted) {
+  const shown = flags.querySelector('.mic-muted');
+  if (muted && !shown) {
+    const icon = document.createElement('span');
+    icon.className = 'mic-muted';
+    icon.dataset.testid = 'mic-muted';
+    icon.setAttribute('role', 'img');
+    icon.setAttribute('aria-label', tr('micMuted'));
+    icon.title = tr('micMuted');
+    icon.innerHTML = MIC_OFF_SVG;
+    flags.append(icon);
+  } else if (!muted && shown) {
+    shown.remove();
+  }
+}
+
+/** The button over a tile that pins it; a click anywhere on the tile but its quality corner
+ * pins it too. */
+function pinnable(tile, id) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'tile-pin';
+  button.dataset.testid = 'tile-pin';
+  setAttr(button, 'aria-pressed', 'false');
+  tile.querySelector('video').after(button); // over the picture (a mirrored one too)
+  tile.addEventListener('click', (e) => {
+    if (e.target.closest('.quality')) return; // the quality select and badge
+    state.pinned = state.pinned === id ? null : id;
+    drawPins();
+  });
+  return button;
+}
+
+/** Marks the pinned tile (`data-pinned`; layout.js draws it large) and labels the buttons. */
+function drawPins() {
+  const all = [...tiles.entries()].map(([id, t]) => [id, t.tile, t.pinButton, t.label]);
+  const local = document.querySelector('.tile.local');
+  all.push([LOCAL, local, localPin, tr('youTile', { name: state.name })]);
+  for (const [id, tile, button, name] of all) {
+    const on = state.pinned === id;
+    if (tile.dataset.pinned !== String(on)) tile.dataset.pinned = String(on);
+    setAttr(button, 'aria-pressed', String(on));
+    setAttr(button, 'aria-label', tr(on ? 'unpinTile' : 'pinTile', { name: name || '' }));
+  }
+}
 
 /** Numbers for automation: when the first remote frame decoded. */
 export const timing = { firstRemoteFrameAt: null };
@@ -47,7 +107,7 @@ function roleKnown(entry) {
   return state.peerId ? state.peerRoles.has(entry.mid) : !!(p && p.tracks && p.tracks[entry.trackId]);
 }
 
-function createTile(role) {
+function createTile(role, id) {
   const tile = document.createElement('figure');
   tile.className = role === 'screen' ? 'tile screen' : 'tile';
   const video = document.createElement('video');
@@ -58,7 +118,13 @@ function createTile(role) {
   const stream = new MediaStream();
   video.srcObject = stream;
   const caption = document.createElement('figcaption');
-  const t = { tile, video, caption, stream, role, audio: null };
+  const name = document.createElement('span');
+  name.className = 'name';
+  const flags = document.createElement('span');
+  flags.className = 'muted-flags';
+  const conn = connection.indicator();
+  caption.append(conn, name, flags);
+  const t = { tile, video, caption, stream, role, audio: null, name, flags, conn };
   if (role === 'camera') {
     t.audio = document.createElement('audio');
     t.audio.autoplay = true;
@@ -68,8 +134,10 @@ function createTile(role) {
   } else {
     tile.append(video, caption);
   }
+  t.pinButton = pinnable(tile, id);
   $('grid').append(tile);
   quality.attach(t);
+  connection.watch(conn, () => t.stream.getTracks());
   watchFirstFrame(video);
   return t;
 }
@@ -82,21 +150,21 @@ function syncTracks(t, tracks) {
 function label(t, key) {
   const p = participantFor(key);
   const name = p ? p.name : tr('connectingTile');
-  const now = JSON.stringify([name, p && p.audio_muted, p && p.video_muted]);
+  const now = JSON.stringify([name, p && p.audio_muted, p && p.video_muted, p && p.server_muted]);
   if (t.drawn === now) return;
   t.drawn = now;
   t.video.dataset.participant = name;
   if (t.role === 'screen') {
-    t.caption.textContent = tr('screen', { name });
+    t.label = tr('screen', { name });
+    setText(t.name, t.label);
     return;
   }
-  t.caption.textContent = name;
-  const flags = document.createElement('span');
-  flags.className = 'muted-flags';
-  flags.textContent = p && p.audio_muted ? ' · ' + tr('micOff') : '';
-  t.caption.append(flags);
+  t.label = name;
+  setText(t.name, name);
+  const micOff = !!(p && (p.audio_muted || (p.server_muted && p.server_muted.audio)));
+  drawMic(t.flags, micOff);
   t.tile.dataset.videoMuted = String(!!(p && p.video_muted));
-  t.tile.dataset.audioMuted = String(!!(p && p.audio_muted));
+  t.tile.dataset.audioMuted = String(micOff);
   t.video.dataset.videoMuted = t.tile.dataset.videoMuted;
 }
 
@@ -106,19 +174,23 @@ export function render() {
   for (const [id, t] of tiles) {
     if (!want.has(id)) {
       quality.detach(t);
+      connection.unwatch(t.conn);
       t.tile.remove();
       tiles.delete(id);
+      // Its participant left (or stopped sharing): nothing is pinned.
+      if (state.pinned === id) state.pinned = null;
     }
   }
   for (const [id, w] of want) {
     let t = tiles.get(id);
     if (!t) {
-      t = createTile(w.role);
+      t = createTile(w.role, id);
       tiles.set(id, t);
     }
     syncTracks(t, w.tracks);
     label(t, w.key);
   }
+  drawPins();
   // A track or a "Camera off" may have changed what a tile shows.
   quality.schedule();
 }
@@ -136,11 +208,23 @@ export function describeTracks() {
   return out;
 }
 
-/** The local tile shows whether the own camera is off. */
+/** The local tile shows whether the own camera and microphone are off. */
 export function renderLocal() {
   const tile = document.querySelector('.tile.local');
   if (tile.dataset.videoMuted !== String(state.muted.video)) tile.dataset.videoMuted = String(state.muted.video);
+  if (tile.dataset.audioMuted !== String(state.muted.audio)) tile.dataset.audioMuted = String(state.muted.audio);
+  drawMic(tile.querySelector('.muted-flags'), state.muted.audio);
+  drawPins();
 }
+
+// The own tile: its connection quality (what the other side reports of the own streams), its
+// pin button; and the grid's layout.
+const localTile = document.querySelector('.tile.local');
+const localConn = connection.indicator();
+localTile.querySelector('figcaption').prepend(localConn);
+connection.watch(localConn, null);
+const localPin = pinnable(localTile, LOCAL);
+layout.wire($('grid'));
 
 function watchFirstFrame(video) {
   const mark = () => {

@@ -131,6 +131,12 @@ struct Args {
     /// signaling reply has its own 10 s limit.)
     #[arg(long, default_value_t = 10.0)]
     join_timeout: f64,
+    /// The room every client joins, instead of a fresh `bench-…` room per step (a ramp's
+    /// steps then join it in turn). With it a browser can join the same room and see the
+    /// clients: they stay from their join until --warmup, --duration and --grace have passed
+    /// after the last of them was ready (the meeting scenario: one tile per participant).
+    #[arg(long, value_name = "NAME")]
+    room: Option<String>,
     /// Seconds of media after everyone joined, before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -215,6 +221,13 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if !(args.join_rate > 0.0 && args.join_rate.is_finite()) {
         return Err("--join-rate must be above 0".into());
+    }
+    if args
+        .room
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.chars().count() > 64 || r.chars().any(char::is_control))
+    {
+        return Err("--room must be 1 to 64 characters, no control characters".into());
     }
     if args.duration <= 0.0 {
         return Err("--duration must be above 0".into());
@@ -408,6 +421,7 @@ async fn bench(args: &Args) -> Result<(), String> {
             receiver_cap_kbps: args.receiver_cap_kbps,
             metrics_url: metrics_url.clone(),
             sample: args.sample,
+            room: args.room.clone(),
         };
         let step = run_step(&o).await?;
         for e in step.errors.iter().take(5) {

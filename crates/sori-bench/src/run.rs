@@ -73,6 +73,8 @@ pub struct StepOptions {
     pub metrics_url: Option<String>,
     /// Receivers decrypt 1 in this many RTP packets in the window ([`crate::sample`]); 1: all.
     pub sample: u32,
+    /// The room to join; `None`: a fresh room named after the scenario, load and time.
+    pub room: Option<String>,
 }
 
 /// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
@@ -281,7 +283,10 @@ pub async fn run_step(o: &StepOptions) -> Result<StepResult, String> {
     }
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let room = format!("bench-{:?}-{}-{}", o.scenario, o.load, now_ns()).to_lowercase();
+    let room = match &o.room {
+        Some(room) => room.clone(),
+        None => format!("bench-{:?}-{}-{}", o.scenario, o.load, now_ns()).to_lowercase(),
+    };
     let before_joins = match o.server_pid {
         Some(pid) => Some(server_cost::sample(pid).map_err(|e| e.to_string())?),
         None => None,
