@@ -75,6 +75,7 @@
 pub mod deadline;
 pub mod keyframe;
 pub mod rewrite;
+pub mod speakers;
 pub mod stun;
 pub mod throttle;
 
