@@ -81,7 +81,18 @@ test('on a 360×740 phone every control is in view, nothing scrolls sideways, an
   const ada = await phone.newPage();
   await ada.goto(`${ctx.server.url}/?room=phone&name=Ada&autojoin=1`);
   const bo = await joinPage(ctx.browser, ctx.server.url, 'phone', 'Bo');
+  const cy = await joinPage(ctx.browser, ctx.server.url, 'phone', 'Cy');
   await waitForVideoFrom(ada, 'Bo');
+  await waitForVideoFrom(ada, 'Cy');
+  // Three tiles one under another, each whole (16:9) and none over another: the page scrolls
+  // down to the ones below.
+  const tiles = await ada.evaluate(() => [...document.querySelectorAll('#grid > .tile')]
+    .map((t) => t.getBoundingClientRect()).map((r) => ({ top: r.top, bottom: r.bottom, ratio: r.width / r.height })));
+  assert.equal(tiles.length, 3);
+  for (const [i, t] of tiles.entries()) {
+    assert.ok(Math.abs(t.ratio - 16 / 9) < 0.05, `tile ${i} is 16:9: ${JSON.stringify(tiles)}`);
+    if (i) assert.ok(t.top >= tiles[i - 1].bottom, `tile ${i} is below tile ${i - 1}: ${JSON.stringify(tiles)}`);
+  }
   const layout = await ada.evaluate(() => {
     const off = [...document.querySelectorAll('.controls button')]
       .filter((b) => b.offsetParent !== null)
@@ -102,5 +113,5 @@ test('on a 360×740 phone every control is in view, nothing scrolls sideways, an
   await ada.screenshot({ path: 'artifacts/phone-call.png' });
   assert.deepEqual(await violations(ada), []);
   await phone.close();
-  await bo.context().close();
+  for (const p of [bo, cy]) await p.context().close();
 });
