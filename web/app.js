@@ -17,6 +17,7 @@ import { $, setStatus, setReconnecting, toast, showMode, setText } from './page.
 import { t, subject, translatePage } from './i18n.js';
 
 translatePage();
+document.querySelector('.tile.local').dataset.offText = t('cameraIsOff');
 
 hooks.install();
 const params = new URLSearchParams(location.search);

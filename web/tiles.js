@@ -110,6 +110,7 @@ function roleKnown(entry) {
 function createTile(role, id) {
   const tile = document.createElement('figure');
   tile.className = role === 'screen' ? 'tile screen' : 'tile';
+  tile.dataset.offText = tr('cameraIsOff');
   const video = document.createElement('video');
   video.autoplay = true;
   video.playsInline = true;

@@ -40,6 +40,15 @@ test('a call in Korean: controls, status, people and what others do', async () =
   assert.equal(await bo.getByTestId('mute-audio').textContent(), 'Unmute mic');
   await ada.getByTestId('mute-audio').click();
   assert.equal(await ada.getByTestId('mute-audio').textContent(), '마이크 켜기');
+  // Bo's camera off: his tile says so in Korean at Ada, Ada's own in English at Bo.
+  await bo.getByTestId('mute-video').click();
+  await ada.getByTestId('mute-video').click();
+  const offText = (page, sel) => page.waitForFunction((s) => {
+    const tile = document.querySelector(s);
+    return tile && tile.dataset.videoMuted === 'true' && getComputedStyle(tile, '::after').content;
+  }, sel).then((h) => h.jsonValue());
+  assert.equal(await offText(ada, '.tile:has([data-participant="Bo"])'), '"카메라가 꺼져 있습니다"');
+  assert.equal(await offText(bo, '.tile:has([data-participant="Ada"])'), '"Camera is off"');
   await ada.screenshot({ path: 'artifacts/korean-call.png' });
   for (const p of [ada, bo]) await p.context().close();
 });
