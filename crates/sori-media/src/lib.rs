@@ -75,6 +75,17 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
         view: View,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
 
+    /// Forwards the participant only the videos of `set` (last-N; `None`: all it receives).
+    /// A media server that cannot says so.
+    fn set_video_set<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        set: Option<Vec<TrackId>>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (peer, set);
+        Box::pin(async { Err(BackendError::NotSupported("last-N")) })
+    }
+
     /// Whether `track` is a screen share or a camera: receivers give a screen share their
     /// bandwidth first. A media server that does not choose layers ignores it.
     fn set_priority(
@@ -170,6 +181,15 @@ pub enum PeerSignal {
         mid: String,
         /// Each layer's `rid` and whether it is wanted.
         active: Vec<(String, bool)>,
+    },
+    /// How loud the peer's audio was over the last tenth of a second: the sum of its packets'
+    /// loudness (127 + the RFC 6464 level) and how many there were (see
+    /// `sori_sfu::speakers`). Only while its audio arrives.
+    AudioLevels {
+        /// The loudnesses summed.
+        sum: u64,
+        /// The packets.
+        packets: u32,
     },
     /// Nothing has arrived from the peer's media for a few seconds: its client should restart
     /// ICE (an offer with new credentials), keeping everything else.

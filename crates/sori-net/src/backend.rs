@@ -78,6 +78,17 @@ impl MediaBackend for MediaHandle {
         Box::pin(async move { Ok(MediaHandle::set_view(self, local(peer)?, track, view).await?) })
     }
 
+    fn set_video_set<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        set: Option<Vec<TrackId>>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let set = set.map(|s| s.into_iter().collect());
+            Ok(MediaHandle::set_video_set(self, local(peer)?, set).await?)
+        })
+    }
+
     fn set_priority(
         &self,
         track: TrackId,

@@ -19,7 +19,7 @@ pub mod tcp;
 mod udp;
 pub mod workers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -195,6 +195,11 @@ pub(crate) enum Command {
         view: View,
         reply: Reply<()>,
     },
+    VideoSet {
+        peer: PeerId,
+        set: Option<BTreeSet<TrackId>>,
+        reply: Reply<()>,
+    },
     ReceiverStats {
         peer: PeerId,
         reply: Reply<ReceiverStats>,
@@ -240,6 +245,7 @@ impl Plane {
             | Command::Answer { peer, .. }
             | Command::Leave { peer, .. }
             | Command::View { peer, .. }
+            | Command::VideoSet { peer, .. }
             | Command::ReceiverStats { peer, .. } => self.worker_of(peer.0),
             Command::Feed { sink, .. } => self.worker_of(sink.0),
             Command::Tap { track, .. } | Command::Priority { track, .. } => self.worker_of(track.0),
@@ -463,6 +469,16 @@ impl MediaHandle {
             reply,
         })
         .await
+    }
+
+    /// The only videos forwarded to the peer (last-N; see [`Sfu::set_video_set`]).
+    pub async fn set_video_set(
+        &self,
+        peer: PeerId,
+        set: Option<BTreeSet<TrackId>>,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::VideoSet { peer, set, reply })
+            .await
     }
 
     /// Whether `track` is a screen share or a camera (see [`Sfu::set_priority`]).
@@ -896,6 +912,9 @@ pub(crate) fn dispatch(
         // One core imports nothing: no relay to ask.
         SfuEvent::RelayKeyframeRequest { .. } => return,
         SfuEvent::LayersWanted { peer, mid, active } => (peer, PeerSignal::Layers { mid, active }),
+        SfuEvent::AudioLevels { peer, sum, packets } => {
+            (peer, PeerSignal::AudioLevels { sum, packets })
+        }
     };
     if let Some(tx) = peers.get(&peer) {
         let _ = tx.send(signal);
@@ -1028,6 +1047,9 @@ pub(crate) fn handle_command(
             view,
             reply,
         } => drop(reply.send(sfu.set_view(peer, track, view, now))),
+        Command::VideoSet { peer, set, reply } => {
+            drop(reply.send(sfu.set_video_set(peer, set, now)))
+        }
         Command::Priority {
             track,
             priority,

@@ -38,6 +38,11 @@ pub struct SfuConfig {
     /// that exchange tracks ([`Sfu::import`](crate::Sfu::import)) start far apart, so that
     /// every id names one thing across them.
     pub first_id: u64,
+    /// How often a peer's audio levels are reported ([`SfuEvent::AudioLevels`]), while its
+    /// audio arrives.
+    ///
+    /// [`SfuEvent::AudioLevels`]: crate::SfuEvent::AudioLevels
+    pub level_interval: Duration,
 }
 
 /// The default [`SfuConfig::rtx_history`]: one second.
@@ -68,6 +73,7 @@ impl Default for SfuConfig {
             rtx_history: DEFAULT_RTX_HISTORY,
             initial_estimate: Some(1_000_000),
             first_id: 1,
+            level_interval: Duration::from_millis(100),
         }
     }
 }

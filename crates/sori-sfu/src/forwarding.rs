@@ -22,6 +22,7 @@ use crate::simulcast::gate::{Gate, LayerGate};
 use crate::simulcast::source::MAX_LAYERS;
 use crate::simulcast::vp8;
 use crate::throttle::Urgency;
+use crate::timers::Timer;
 
 impl Sfu {
     /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
@@ -208,6 +209,19 @@ impl Sfu {
             // recording.
             self.counters.rtp_dropped_muted += 1;
             return;
+        }
+        if let (MediaKind::Audio, Some(level)) = (track.kind, packet.header.ext_vals.audio_level) {
+            // Who is talking: the packet's loudness, summed until the level report is due.
+            let (sum, packets) = &mut peer.levels;
+            *sum += 127 - u64::from(level.unsigned_abs().min(127));
+            *packets += 1;
+            if peer.timers.get(Timer::Levels).is_none() {
+                peer.timers
+                    .set(Timer::Levels, now + self.config.level_interval);
+                if let Some(at) = peer.timers.next() {
+                    self.board.timers.set(id, at);
+                }
+            }
         }
         let pt = packet.header.payload_type;
         let params = match track.params.iter().find(|(p, _)| *p == pt) {

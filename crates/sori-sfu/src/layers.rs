@@ -6,6 +6,7 @@
 //! changes, when it starts receiving a track, and every [`TICK`] (a layer's bitrate moved, a
 //! hold ended, a layer stopped or started arriving).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -66,6 +67,28 @@ impl Sfu {
         };
         if out.view != view {
             out.view = view;
+            self.allocate_layers(peer, now);
+            self.process(now);
+        }
+        Ok(())
+    }
+
+    /// Forwards `peer` only the video of the tracks in `set` (last-N: the participants it
+    /// should see); the others are paused as hidden tiles are, without renegotiation (their
+    /// m-lines stay), and resume at a keyframe of the right layer when they are in the set
+    /// again. `None`: every video it receives. Audio is not affected.
+    pub fn set_video_set(
+        &mut self,
+        peer: PeerId,
+        set: Option<BTreeSet<TrackId>>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(SfuError::UnknownPeer(peer))?;
+        if p.video_set != set {
+            p.video_set = set;
             self.allocate_layers(peer, now);
             self.process(now);
         }
@@ -167,11 +190,19 @@ impl Sfu {
             let Some(track) = self.tracks.get_mut(&out.source) else {
                 continue;
             };
+            // Outside the peer's video set (last-N): as a hidden tile, paused.
+            let view = match &peer.video_set {
+                Some(set) if !set.contains(&out.source) => View {
+                    visible: false,
+                    ..out.view
+                },
+                _ => out.view,
+            };
             demands.push(Demand {
                 track: out.source,
                 priority: track.priority,
                 layers: measured_layers(track, now),
-                view: out.view,
+                view,
             });
         }
         // In the order the tracks were published: the same order every time.

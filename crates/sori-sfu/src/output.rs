@@ -123,6 +123,20 @@ pub enum SfuEvent {
         /// Each layer's `rid`, lowest first, and whether any receiver (or a tap) wants it.
         active: Vec<(String, bool)>,
     },
+    /// The loudness of a peer's audio over the last [`SfuConfig::level_interval`], from the
+    /// `ssrc-audio-level` header extension of its packets (RFC 6464): the sum of each packet's
+    /// 127 + level (0 silence, 127 the loudest) and how many packets. Only while audio with
+    /// levels arrives; [`crate::speakers::SpeakerDetector::observe_sum`] takes it as it is.
+    ///
+    /// [`SfuConfig::level_interval`]: crate::SfuConfig::level_interval
+    AudioLevels {
+        /// The publisher.
+        peer: PeerId,
+        /// The loudnesses summed.
+        sum: u64,
+        /// The packets.
+        packets: u32,
+    },
     /// Nothing has arrived from a connected peer for [`SfuConfig::ice_stall`]: its path is
     /// gone (an outage, a network change). The client should restart ICE (offer with new
     /// credentials); the peer keeps everything meanwhile. Once per silence.

@@ -311,6 +311,10 @@ pub(crate) struct Peer {
     pub allocator: Allocator,
     /// The latest bandwidth estimate toward this peer, bits per second.
     pub estimate: Option<u64>,
+    /// Loudness of the audio received since the last level report: the sum and the packets.
+    pub levels: (u64, u32),
+    /// The only video tracks forwarded to this peer (last-N; `None`: every one it receives).
+    pub video_set: Option<BTreeSet<TrackId>>,
     /// What the estimator was last asked to probe for.
     pub probe: Option<Probe>,
     /// When to probe again if the estimate still falls short.
@@ -425,6 +429,8 @@ impl Peer {
             timers,
             allocator,
             estimate: None,
+            levels: (0, 0),
+            video_set: None,
             probe: None,
             probe_retry: None,
             probe_bump: 0,

@@ -145,6 +145,17 @@ impl<K: Copy + Eq + Hash + Ord> SpeakerDetector<K> {
         }
     }
 
+    /// Forgets every participant `keep` says no to (those who left).
+    pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        let gone: Vec<K> = self.talkers.keys().filter(|k| !keep(k)).copied().collect();
+        for k in gone {
+            self.remove(k);
+        }
+        if self.dominant.is_some_and(|d| !keep(&d)) {
+            self.dominant = None;
+        }
+    }
+
     /// The dominant speaker.
     pub fn dominant(&self) -> Option<K> {
         self.dominant

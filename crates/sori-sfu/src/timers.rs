@@ -22,12 +22,14 @@ pub(crate) enum Timer {
     KeyframeRetry = 2,
     /// Time to look at the peer's simulcast layers again ([`crate::layers`]).
     Layers = 3,
+    /// The audio levels summed since the last report go out ([`SfuEvent::AudioLevels`]).
+    Levels = 4,
 }
 
 /// When each [`Timer`] of a peer fires (`None`: not armed).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 4],
+    at: [Option<Instant>; 5],
 }
 
 impl TimerTable {
@@ -108,6 +110,15 @@ impl Sfu {
                     .push((id, RemoveReason::Failed(e.to_string()))),
                 Err(e) => self.board.doomed.push((id, RemoveReason::Failed(e))),
             }
+        }
+        if peer.timers.is_expired(Timer::Levels, now) {
+            peer.timers.stop(Timer::Levels);
+            let (sum, packets) = std::mem::take(&mut peer.levels);
+            self.events.push_back(SfuEvent::AudioLevels {
+                peer: id,
+                sum,
+                packets,
+            });
         }
         self.board.settle(peer);
         self.layer_tick(id, now);

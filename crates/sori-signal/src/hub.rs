@@ -4,9 +4,11 @@
 
 mod admin;
 mod events;
+mod last_n;
 mod membership;
 mod moderation;
 mod relay;
+mod speakers;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,7 @@ use crate::roles::Publications;
 
 pub(crate) use admin::{ApiError, NewRoom, ParticipantView, RoomView, TrackView, SERVER_ID};
 pub(crate) use moderation::Moderate;
+pub(crate) use speakers::TICK as SPEAKER_TICK;
 
 /// How long rooms stay open without anyone in them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub(crate) struct Joining<'a> {
 }
 
 struct Participant {
+    /// The number in its id (`p7`: 7), its key in the room's speaker detector.
+    number: u64,
     info: ParticipantInfo,
     out: Outbox,
     media: Option<PeerRef>,
@@ -83,6 +88,8 @@ struct Participant {
     /// Its token lets it publish something, and receive.
     publish: bool,
     subscribe: bool,
+    /// What it asked of last-N, and the video set it was given.
+    last_n: last_n::ReceiverLastN,
 }
 
 /// What the server API knows of a room besides its members.
@@ -135,6 +142,8 @@ struct Room {
     locked: bool,
     /// Identities removed with a ban, refused until the room ends.
     banned: HashSet<String>,
+    /// Who is talking (SFU rooms).
+    speakers: speakers::RoomSpeakers,
 }
 
 impl Room {
@@ -154,6 +163,7 @@ impl Room {
             next_chat_id: 1,
             locked: false,
             banned: HashSet::new(),
+            speakers: speakers::RoomSpeakers::default(),
         }
     }
 
@@ -212,6 +222,10 @@ pub struct Hub {
     timeouts: RoomTimeouts,
     /// Where the hub's webhook events go.
     hooks: crate::webhooks::Webhooks,
+    /// How many times a room's dominant speaker changed.
+    dominant_changes: u64,
+    /// Rooms' last-N (`None`: every receiver gets every video unless it asks otherwise).
+    last_n: Option<u32>,
 }
 
 impl Hub {
@@ -524,6 +538,142 @@ mod tests {
             .is_empty());
         assert_eq!(hub.sweep(t0 + departure), vec!["r".to_string()]);
         assert_eq!(hub.next_end(), None);
+    }
+
+    #[test]
+    fn speakers_and_the_dominant_speaker_follow_the_levels_and_a_newcomer_hears_who_has_the_floor()
+    {
+        let mut hub = Hub::default();
+        let t0 = Instant::now();
+        let (a, mut ra) = join(&mut hub, "r", "A", RoomMode::Sfu);
+        let (b, mut rb) = join(&mut hub, "r", "B", RoomMode::Sfu);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        drain(&mut ra);
+        drain(&mut rb);
+        // Five packets per report, ten reports a second: A speaks (-30 dBov) for 2 s, then B.
+        let speech = 5 * (127 - 30);
+        let mut t = t0;
+        let mut run = |hub: &mut Hub, who: &Me, silent: &Me, ticks: u32| {
+            for _ in 0..ticks {
+                t += SPEAKER_TICK;
+                hub.audio_levels(who, speech, 5);
+                hub.audio_levels(silent, 0, 5);
+                hub.speaker_tick(t);
+            }
+        };
+        run(&mut hub, &a, &b, 20);
+        let got = drain(&mut rb);
+        let dominant: Vec<&serde_json::Value> = got
+            .iter()
+            .filter(|m| m["type"] == "dominant-speaker")
+            .collect();
+        assert_eq!(dominant.len(), 1, "{got:?}");
+        assert_eq!(dominant[0]["id"], a.id.as_str());
+        let speakers: Vec<&serde_json::Value> =
+            got.iter().filter(|m| m["type"] == "speakers").collect();
+        assert!(
+            !speakers.is_empty() && speakers.len() <= 2 * 4 + 1,
+            "{speakers:?}"
+        );
+        assert_eq!(speakers[0]["speakers"][0]["id"], a.id.as_str());
+        assert!(speakers[0]["speakers"][0]["level"].as_f64().unwrap() > 0.0);
+        drain(&mut ra);
+        run(&mut hub, &b, &a, 20);
+        let got = drain(&mut ra);
+        let dominant: Vec<&serde_json::Value> = got
+            .iter()
+            .filter(|m| m["type"] == "dominant-speaker")
+            .collect();
+        assert_eq!(dominant.len(), 1, "{got:?}");
+        assert_eq!(dominant[0]["id"], b.id.as_str());
+        assert_eq!(hub.dominant_changes(), 2);
+        // A newcomer hears who has the floor right after `joined`.
+        let (_c, mut rc) = join(&mut hub, "r", "C", RoomMode::Sfu);
+        let got = drain(&mut rc);
+        assert_eq!(got[0]["type"], "joined");
+        assert_eq!(
+            got[1],
+            serde_json::json!({"type": "dominant-speaker", "id": b.id})
+        );
+        // The speaker leaves: the floor is free; nobody speaking sends an empty `speakers`.
+        hub.leave(&b, LeaveReason::Left, t);
+        for _ in 0..10 {
+            t += SPEAKER_TICK;
+            hub.speaker_tick(t);
+        }
+        let got = drain(&mut ra);
+        let last = got.iter().rev().find(|m| m["type"] == "speakers").unwrap();
+        assert_eq!(last["speakers"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn last_n_gives_each_receiver_the_pinned_the_screen_and_the_latest_speakers() {
+        use sori_media::sori_sfu::{MediaKind, PeerId, TrackId};
+        let mut hub = Hub::default();
+        hub.set_last_n(Some(2));
+        let mut t = Instant::now();
+        let mut me = Vec::new();
+        let mut rx = Vec::new();
+        // Five participants, each with a camera `track-(10 + i)` at the media server.
+        for (i, name) in ["R", "A", "B", "C", "D"].iter().enumerate() {
+            let (m, r) = join(&mut hub, "r", name, RoomMode::Sfu);
+            let m = m.unwrap();
+            hub.set_media(&m, format!("m{i}"), PeerRef::Local(PeerId(100 + i as u64)));
+            hub.published(&m, TrackId(10 + i as u64).to_string(), MediaKind::Video);
+            me.push(m);
+            rx.push(r);
+        }
+        let set_of = |updates: &[last_n::VideoSetUpdate], i: u64| {
+            updates
+                .iter()
+                .find(|u| u.peer == PeerRef::Local(PeerId(100 + i)))
+                .map(|u| u.tracks.clone())
+        };
+        // Nobody spoke yet: the first two others to come.
+        let u = hub.video_set_updates();
+        assert_eq!(u.len(), 5, "everyone is told once");
+        assert_eq!(set_of(&u, 0), Some(Some(vec![TrackId(11), TrackId(12)])));
+        assert_eq!(set_of(&u, 1), Some(Some(vec![TrackId(10), TrackId(12)])));
+        assert!(hub.video_set_updates().is_empty(), "nothing changed");
+        let told = drain(&mut rx[0]);
+        let video_set = told.iter().find(|m| m["type"] == "video-set").unwrap();
+        assert_eq!(video_set["ids"], serde_json::json!([me[1].id, me[2].id]));
+
+        // D speaks: D comes in for everyone but D, B goes out at R.
+        for _ in 0..10 {
+            t += SPEAKER_TICK;
+            hub.audio_levels(&me[4], 5 * 97, 5);
+            hub.speaker_tick(t);
+        }
+        let u = hub.video_set_updates();
+        assert_eq!(set_of(&u, 0), Some(Some(vec![TrackId(11), TrackId(14)])));
+        assert_eq!(set_of(&u, 4), None, "D's own set did not change");
+
+        // R pins C: C first, then D.
+        hub.request_last_n(&me[0], None, vec![me[3].id.clone()])
+            .unwrap();
+        let u = hub.video_set_updates();
+        assert_eq!(u.len(), 1);
+        assert_eq!(set_of(&u, 0), Some(Some(vec![TrackId(13), TrackId(14)])));
+
+        // R asks for no limit of its own... the room's 2 still holds with `n: null`; a large
+        // N gives everyone, and a request beyond the pin limit is refused.
+        hub.request_last_n(&me[0], Some(10), vec![]).unwrap();
+        let u = hub.video_set_updates();
+        assert_eq!(
+            set_of(&u, 0),
+            Some(Some((11..15).map(TrackId).collect::<Vec<_>>()))
+        );
+        let too_many = vec!["x".to_string(); last_n::MAX_PINNED + 1];
+        assert!(hub.request_last_n(&me[0], Some(1), too_many).is_err());
+
+        // A leaves: its track leaves the sets that had it.
+        hub.leave(&me[1], LeaveReason::Left, t);
+        let u = hub.video_set_updates();
+        assert_eq!(
+            set_of(&u, 0),
+            Some(Some(vec![TrackId(12), TrackId(13), TrackId(14)]))
+        );
     }
 
     #[test]

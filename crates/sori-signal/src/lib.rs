@@ -95,6 +95,8 @@ pub struct SignalConfig {
     pub metrics_token: Option<String>,
     /// How long empty rooms stay open.
     pub room_timeouts: RoomTimeouts,
+    /// Last-N of every room: video from at most this many others (`None`: no limit).
+    pub last_n: Option<u32>,
     /// Where events are POSTed.
     pub webhooks: WebhookConfig,
 }
@@ -118,6 +120,7 @@ impl Default for SignalConfig {
             trusted_proxies: Vec::new(),
             metrics_token: None,
             room_timeouts: RoomTimeouts::default(),
+            last_n: None,
             webhooks: WebhookConfig::default(),
         }
     }
@@ -244,6 +247,7 @@ impl Signal {
         };
         let mut hub = Hub::new(config.limits.clone(), config.room_timeouts);
         hub.set_hooks(hooks.clone());
+        hub.set_last_n(config.last_n);
         Self {
             recordings: Arc::new(recording::Recordings::new(&config, recorder, hooks.clone())),
             hub: Arc::new(Mutex::new(hub)),
@@ -301,8 +305,10 @@ impl Signal {
         };
         let signal = self.clone();
         let sweeper = tokio::spawn(self.clone().end_empty_rooms());
+        let speakers = tokio::spawn(self.clone().tick_speakers());
         http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
         sweeper.abort();
+        speakers.abort();
         signal.drain().await;
     }
 
@@ -346,6 +352,27 @@ impl Signal {
             let ended = self.hub().sweep(Instant::now());
             for room in ended {
                 self.recordings.stop(&room).await;
+            }
+        }
+    }
+
+    /// Decides who is speaking in every room, ten times a second, and what each receiver of
+    /// a last-N room gets.
+    async fn tick_speakers(self) {
+        let mut every = tokio::time::interval(hub::SPEAKER_TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let updates = {
+                let mut hub = self.hub();
+                hub.speaker_tick(Instant::now());
+                hub.video_set_updates()
+            };
+            // Last-N: the media server forwards each receiver what its set says.
+            for u in updates {
+                if let Err(e) = self.media.set_video_set(&u.peer, u.tracks).await {
+                    tracing::debug!(peer = %u.peer, "video set not applied: {e}");
+                }
             }
         }
     }

@@ -94,6 +94,13 @@ pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
             }
             let _ = writeln!(
                 page,
+                "# HELP sori_dominant_speaker_changes_total Changes of a room's dominant speaker.\n\
+                 # TYPE sori_dominant_speaker_changes_total counter\n\
+                 sori_dominant_speaker_changes_total {}",
+                signal.hub().dominant_changes()
+            );
+            let _ = writeln!(
+                page,
                 "# HELP sori_participants_reconnecting Participants whose socket dropped, kept for a resume.\n\
                  # TYPE sori_participants_reconnecting gauge\n\
                  sori_participants_reconnecting {}",

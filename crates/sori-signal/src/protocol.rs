@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 mod simulcast;
 
+pub(crate) use simulcast::parse_track;
 pub use simulcast::{parse_views, QualityName, TrackStats, ViewEntry, MAX_VIEWS, MAX_VIEW_PIXELS};
 
 /// The protocol version a client states in `join`.
@@ -81,6 +82,14 @@ pub enum ClientMessage {
     /// How the sender shows video tracks it receives, by media-server track id (SFU rooms):
     /// the tracks named change, the others stay as they were (checked by [`parse_views`]).
     View { tracks: BTreeMap<String, ViewEntry> },
+    /// Video from at most `n` others (SFU rooms): those in `pinned` first, then screen shares,
+    /// then the latest speakers; `n: null` goes back to the room's setting. The others' video
+    /// pauses without renegotiation; `video-set` says who is sent.
+    LastN {
+        n: Option<u32>,
+        #[serde(default)]
+        pinned: Vec<String>,
+    },
     /// Start (`on: true`) or stop recording the whole room (SFU rooms).
     Record { on: bool },
     /// A moderator stops (`true`) or resumes (`false`) forwarding someone's microphone or
@@ -300,6 +309,13 @@ pub enum LeaveReason {
     Removed,
 }
 
+/// A participant speaking, and how loud (0 to 1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeakerLevel {
+    pub id: String,
+    pub level: f32,
+}
+
 /// What the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -383,6 +399,21 @@ pub enum ServerMessage {
         /// The recording's name (its folder under `/recordings`).
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+    },
+    /// Who is speaking now, loudest first, each with a level from 0 to 1 (empty: nobody).
+    /// Sent when that changes, at most four times a second, and every second while anyone
+    /// speaks.
+    Speakers {
+        speakers: Vec<SpeakerLevel>,
+    },
+    /// The participant who has the floor changed (docs/signaling.md says how it is chosen).
+    DominantSpeaker {
+        id: String,
+    },
+    /// Last-N: the participants whose video you get (`null`: everyone's). Sent when it
+    /// changes.
+    VideoSet {
+        ids: Option<Vec<String>>,
     },
     /// The room's metadata changed (the server API's `UpdateRoomMetadata`).
     RoomUpdated {

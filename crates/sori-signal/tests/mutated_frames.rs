@@ -141,6 +141,9 @@ fn expected(frame: &[u8], binary: bool, has_media: bool) -> Reply {
             Ok(_) => Reply::Nothing,
             Err(_) => Reply::Error("bad-message"),
         },
+        // Last-N checks its pins only; the rest changes what this participant receives.
+        ClientMessage::LastN { pinned, .. } if pinned.len() > 16 => Reply::Error("bad-message"),
+        ClientMessage::LastN { .. } => Reply::Nothing,
         ClientMessage::Record { on: true } => Reply::RecordRefused,
         ClientMessage::Record { on: false } => Reply::RecordingOff,
         // Moderation without roomAdmin (a mute that names no kind asks for nothing).
@@ -280,6 +283,7 @@ fn seeds(a_id: &str, b_id: &str) -> Vec<Vec<u8>> {
         json!({"type": "offer", "sdp": "v=0\r\n", "to": a_id}),
         json!({"type": "chat", "text": "hello from the storm"}),
         json!({"type": "mute", "audio": true, "video": false}),
+        json!({"type": "last-n", "n": 4, "pinned": ["p1", "p2"]}),
         json!({"type": "view", "tracks": {"track-5": {"width": 640, "height": 360, "visible": true, "quality": "auto"},
                                           "track-6": {"width": 320, "height": 180, "visible": false}}}),
         json!({"type": "record", "on": true}),
@@ -340,7 +344,10 @@ impl Storm {
                         return (replies, false);
                     }
                 }
-                Some("mode") => self.unprompted += 1,
+                // The server's own: a mode change, last-N's video set, who is speaking.
+                Some("mode" | "video-set" | "speakers" | "dominant-speaker") => {
+                    self.unprompted += 1
+                }
                 Some("offer") if v.get("from").is_none() => self.unprompted += 1,
                 _ => replies.push(v),
             }

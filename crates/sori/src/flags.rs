@@ -213,6 +213,11 @@ pub struct SessionFlags {
     #[arg(long, env = "SORI_EMPTY_TIMEOUT_SECS", value_name = "SECS")]
     #[serde(rename = "rooms.empty_timeout_secs")]
     empty_timeout_secs: Option<u64>,
+    /// Each participant receives video from at most N others: those it pinned, screen shares,
+    /// then the latest speakers (0: no limit) [default: 0].
+    #[arg(long, env = "SORI_LAST_N", value_name = "N")]
+    #[serde(rename = "rooms.last_n")]
+    last_n: Option<u32>,
 }
 
 /// One API key, given on the command line or in the environment: an entry of `auth.keys`.

@@ -442,9 +442,11 @@ impl Kms {
                 self.emit(id, "IceComponentStateChanged", component("DISCONNECTED"));
             }
             // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
+            // Nor who is speaking.
             PeerSignal::Published { .. }
             | PeerSignal::Unpublished { .. }
-            | PeerSignal::Layers { .. } => {}
+            | PeerSignal::Layers { .. }
+            | PeerSignal::AudioLevels { .. } => {}
         }
     }
 

@@ -341,6 +341,13 @@ impl Forwarder {
                     .unpublished(&self.me, &track.to_string());
                 true
             }
+            PeerSignal::AudioLevels { sum, packets } => {
+                self.hub
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .audio_levels(&self.me, sum, packets);
+                true
+            }
             PeerSignal::Connected => true,
             PeerSignal::IceStalled => {
                 tracing::info!(

@@ -93,6 +93,14 @@ impl Connection {
                 }
             }
             ClientMessage::View { tracks } => self.view(&tracks).await,
+            ClientMessage::LastN { n, pinned } => {
+                if self.within(Budget::Views) {
+                    let asked = self.signal.hub().request_last_n(&me, n, pinned);
+                    if let Err((code, why)) = asked {
+                        self.error(code, &why);
+                    }
+                }
+            }
             ClientMessage::Record { on } => self.record(&me, on).await,
             ClientMessage::MuteParticipant { id, audio, video } => {
                 let actions = [(false, audio), (true, video)]

@@ -106,6 +106,11 @@ impl Hub {
             chat: room.chat.iter().cloned().collect(),
             resume: j.resume,
         });
+        // Who has the floor, for a newcomer's speaker layout.
+        if let Some(id) = room.speakers.dominant() {
+            j.out
+                .send(&ServerMessage::DominantSpeaker { id: id.to_string() });
+        }
         room.broadcast(
             None,
             &ServerMessage::ParticipantJoined {
@@ -115,6 +120,7 @@ impl Hub {
         room.participants.insert(
             id.clone(),
             Participant {
+                number: self.next_id,
                 info,
                 out: j.out,
                 media: None,
@@ -124,6 +130,7 @@ impl Hub {
                 chat: j.grants.chat,
                 publish: j.grants.publish != Sources::NONE,
                 subscribe: j.grants.subscribe,
+                last_n: Default::default(),
             },
         );
         events::joined(&self.hooks, room_name, room, &id);

@@ -97,7 +97,7 @@ pub fn parse_views(tracks: &BTreeMap<String, ViewEntry>) -> Result<Vec<(TrackId,
 }
 
 /// `track-<n>` in its one spelling (no sign, no leading zero), as the media server writes it.
-fn parse_track(key: &str) -> Option<TrackId> {
+pub(crate) fn parse_track(key: &str) -> Option<TrackId> {
     let digits = key.strip_prefix("track-")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

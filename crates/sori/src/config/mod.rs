@@ -49,6 +49,8 @@ pub struct RoomsSection {
     pub empty_timeout: Duration,
     #[serde(rename = "departure_timeout_secs", deserialize_with = "values::secs")]
     pub departure_timeout: Duration,
+    /// 0: no limit.
+    pub last_n: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -495,6 +497,7 @@ impl Config {
                 empty: self.rooms.empty_timeout,
                 departure: self.rooms.departure_timeout,
             },
+            last_n: (self.rooms.last_n > 0).then_some(self.rooms.last_n),
             webhooks: self.webhook_config(),
         }
     }
@@ -578,6 +581,7 @@ impl Config {
             initial_estimate: (m.initial_estimate_kbps > 0)
                 .then(|| m.initial_estimate_kbps.saturating_mul(1000)),
             first_id: SfuConfig::default().first_id,
+            level_interval: SfuConfig::default().level_interval,
         }
     }
 
