@@ -6,15 +6,17 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, Input};
 
 use crate::deadline::Deadlines;
-use crate::id::PeerId;
+use crate::id::{MediaKind, PeerId};
 use crate::output::{Proto, RemoveReason, TapPacket, Transmit};
 use crate::peer::{Drained, Learned, Peer};
 use crate::sfu::Sfu;
 use crate::stun;
+use crate::throttle::Urgency;
 use crate::timers::Timer;
 
 /// Where a drained peer's session output goes and what it changes: the queues of datagrams to
@@ -119,12 +121,16 @@ impl Sfu {
             self.counters.datagrams_unroutable += 1;
             return;
         };
+        let mut back = Vec::new();
         if known_addr {
             peer.last_input = now;
             if peer.stalled {
                 // Heard from again: the next silence is reported anew.
                 peer.stalled = false;
                 peer.timers.set(Timer::Idle, now + self.config.ice_stall);
+                // Its receivers' keyframe requests went into the silence: every receiver of
+                // its video needs a keyframe to show it again, asked for now.
+                back.extend(peer.published.values().copied());
             }
         }
         match peer.mutate(|rtc| rtc.handle_input(Input::Receive(now, recv))) {
@@ -136,6 +142,16 @@ impl Sfu {
             Err(e) => self.board.doomed.push((id, RemoveReason::Failed(e))),
         }
         self.board.settle(peer);
+        for track in back {
+            let layers = match self.tracks.get(&track) {
+                Some(t) if t.kind == MediaKind::Video => t.top(),
+                _ => continue,
+            };
+            for layer in 0..=layers {
+                let pli = KeyframeRequestKind::Pli;
+                self.request_keyframe_of(track, layer, pli, Urgency::Start, now);
+            }
+        }
         self.process(now);
     }
 

@@ -259,3 +259,35 @@ fn a_silent_peer_is_reported_stalled_once_per_silence_before_it_times_out() {
         }
     ));
 }
+
+/// The publisher's path is cut for 6 s (both ways) and restored: the receivers' keyframe
+/// requests went into the silence, so the core asks the publisher for a keyframe as soon as
+/// it hears from it again, and the subscriber's video resumes on it.
+#[test]
+fn a_publisher_heard_again_after_a_stall_is_asked_for_a_keyframe_at_once() {
+    let mut h = call();
+    let publisher = h.members[0].peer;
+    h.members[0].up.loss = 1.0;
+    h.members[0].down.loss = 1.0;
+    h.stream_until(0, FRAME, h.now + Duration::from_secs(6));
+    assert_eq!(stalls(&h, publisher).len(), 1, "the publisher stalled");
+    let requests_before = h.members[0].client.keyframe_requests.len();
+    h.members[0].up.loss = 0.0;
+    h.members[0].down.loss = 0.0;
+    let restored = h.now;
+    h.stream_until(0, FRAME, h.now + Duration::from_secs(2));
+    let asked = h.members[0].client.keyframe_requests[requests_before..].to_vec();
+    assert!(!asked.is_empty(), "a keyframe request after the restore");
+    let first = asked[0] - restored;
+    // A frame's time (33 ms) for the first datagram to arrive, and the link's 10 ms each way.
+    assert!(
+        first <= Duration::from_millis(100),
+        "asked {first:?} after the restore"
+    );
+    let frames = h.video_frames(1);
+    let keyframes = &h.members[0].keyframes_sent;
+    assert!(
+        frames.iter().any(|n| keyframes.contains(n) && *n > 0),
+        "the subscriber got a keyframe sent after the restore"
+    );
+}
