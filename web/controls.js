@@ -55,6 +55,7 @@ export function render() {
   $('recording-indicator').hidden = !state.recording;
   setAttr($('record'), 'aria-pressed', String(state.recording));
   setText($('record'), t(state.recording ? 'stopRecording' : 'record'));
+  setAttr($('layout-toggle'), 'aria-pressed', String(state.layout === 'speaker'));
   setAttr($('share-screen'), 'aria-pressed', String(!!state.screen));
   setText($('share-screen'), t(state.screen ? 'stopSharing' : 'shareScreen'));
 }
@@ -101,6 +102,12 @@ export function wire({ rerender, leave }) {
   $('mute-audio').addEventListener('click', () => toggle('audio'));
   $('mute-video').addEventListener('click', () => toggle('video'));
   $('share-screen').addEventListener('click', () => shareScreen(rerender));
+  // The speaker view: the dominant speaker large, the others in a strip (kept for next time).
+  $('layout-toggle').addEventListener('click', () => {
+    state.layout = state.layout === 'speaker' ? 'grid' : 'speaker';
+    try { localStorage.setItem('sori.layout', state.layout); } catch { /* private mode */ }
+    rerender();
+  });
   $('record').addEventListener('click', () => send({ type: 'record', on: !state.recording }));
   $('lock-room').addEventListener('click', () => send({ type: 'lock-room', locked: !state.locked }));
   $('end-room').addEventListener('click', () => {

@@ -64,6 +64,19 @@ async function videoFrom(name) {
   return out;
 }
 
+/** Bytes of video received so far from each other participant, by name (one getStats). */
+async function videoBytesByName() {
+  const out = {};
+  if (!state.pc) return out;
+  (await state.pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+    const entry = state.remote.get(s.trackIdentifier);
+    const p = entry && participantFor(entry.key);
+    if (p) out[p.name] = (out[p.name] || 0) + (s.bytesReceived || 0);
+  });
+  return out;
+}
+
 /** Packets this page has sent, per kind. */
 async function outbound() {
   const fields = { audioPackets: ['audio', 'packetsSent'], videoPackets: ['video', 'packetsSent'] };
@@ -179,6 +192,16 @@ export function install() {
     },
     /** The remote tracks with their roles: `{ participant, kind, role, stated }`. */
     remoteTracks: describeTracks,
+    /** Who speaks now (participant id -> level) and who has the floor, as the server said. */
+    get speaking() { return Object.fromEntries(state.speaking); },
+    get dominant() { return state.dominant; },
+    /** `speakers` and `dominant-speaker` as they came, with Date.now() times. */
+    get speakerLog() { return state.speakerLog; },
+    /** Last-N: the participant ids whose video the server sends (null: all). */
+    get videoSet() { return state.videoSet && [...state.videoSet]; },
+    /** The others' names by participant id. */
+    get names() { return Object.fromEntries([...state.participants].map(([id, p]) => [id, p.name])); },
+    videoBytesByName,
     /** This participant's id, and the others' arrivals and departures as they were told. */
     get me() { return state.me; },
     get joins() { return state.joins; },

@@ -7,6 +7,7 @@ const catalogue = {
   en: {
     tagline: 'Video meetings on your own server.',
     cameraIsOff: 'Camera is off',
+    speakerView: 'Speaker view',
     noCamera: 'No camera',
     micLevel: 'Microphone level',
     camera: 'Camera',
@@ -124,6 +125,7 @@ const catalogue = {
   ko: {
     tagline: '내 서버에서 여는 화상 회의.',
     cameraIsOff: '카메라가 꺼져 있습니다',
+    speakerView: '발표자 보기',
     noCamera: '카메라 없음',
     micLevel: '마이크 음량',
     camera: '카메라',

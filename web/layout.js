@@ -51,7 +51,8 @@ export function fitPinned(others, width, height, gap, aspect = ASPECT) {
 /** Lays the tiles of `grid` out now. */
 export function update(grid) {
   const tiles = [...grid.children].filter((el) => el.classList.contains('tile'));
-  const pinned = tiles.find((el) => el.dataset.pinned === 'true');
+  // The tile drawn large: the pinned one, or in the speaker view the dominant speaker's.
+  const pinned = tiles.find((el) => el.dataset.featured === 'true');
   grid.classList.toggle('fitted', !PHONE.matches);
   if (PHONE.matches) {
     grid.classList.remove('pinned-beside', 'pinned-below');
@@ -85,7 +86,7 @@ export function wire(grid) {
   const again = () => update(grid);
   new ResizeObserver(again).observe(grid);
   new MutationObserver(again).observe(grid, { childList: true });
-  new MutationObserver(again).observe(grid, { subtree: true, attributeFilter: ['data-pinned'] });
+  new MutationObserver(again).observe(grid, { subtree: true, attributeFilter: ['data-featured'] });
   PHONE.addEventListener('change', again);
   again();
 }

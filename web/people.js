@@ -57,8 +57,16 @@ export function render() {
     video_muted: state.muted.video, server_muted: state.serverMuted, self: true,
   };
   const admin = state.permissions && state.permissions.admin;
-  const now = JSON.stringify([admin, me, [...state.participants.values()]]);
+  // The others by recent speech: who spoke last first, then those who have not spoken, in
+  // the order they came.
+  const spoke = (p) => state.lastSpoke.get(p.id) || 0;
+  const others = [...state.participants.values()].sort((a, b) => spoke(b) - spoke(a));
+  const now = JSON.stringify([admin, me, others, [...state.speaking.keys()]]);
   if (now === drawn) return;
   drawn = now;
-  $('participants').replaceChildren(...[me, ...state.participants.values()].map((p) => item(p, admin)));
+  $('participants').replaceChildren(...[me, ...others].map((p) => {
+    const li = item(p, admin);
+    li.dataset.speaking = String(state.speaking.has(p.id));
+    return li;
+  }));
 }

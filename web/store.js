@@ -18,6 +18,13 @@ export const state = {
   stats: null,             // SFU: the media server's latest `stats` (what this browser receives)
   presence: [],            // participant-joined/-left as they came: { type, id, reason, at }
   pinned: null,            // the tile shown large: 'local', or a remote tile's key|role
+  speaking: new Map(),     // participant id -> level (0 to 1), from the server's `speakers`
+  lastSpoke: new Map(),    // participant id -> when it was last among the speakers (ms)
+  dominant: null,          // the dominant speaker's participant id
+  featured: null,          // the speaker view's speaker: the last dominant one other than me
+  layout: localStorage.getItem('sori.layout') === 'speaker' ? 'speaker' : 'grid',
+  videoSet: null,          // last-N: the participant ids whose video the server sends (null: all)
+  speakerLog: [],          // `speakers` and `dominant-speaker` as they came: { type, at, ... }
   joins: 0,                // `joined` messages so far (a rejoin after a server restart counts)
   leaving: false,
   // Media, set by peer.js and app.js.
@@ -32,6 +39,12 @@ export const state = {
 };
 
 const setParticipant = (s, p) => s.participants.set(p.id, p);
+
+/** Who-is-speaking messages as they came, with the time (the last 200), for automation. */
+function log(s, entry) {
+  s.speakerLog.push({ ...entry, at: Date.now() });
+  if (s.speakerLog.length > 200) s.speakerLog.shift();
+}
 
 function takeRoles(s, m) {
   if (m.from && m.roles) s.peerRoles = new Map(Object.entries(m.roles));
@@ -68,6 +81,8 @@ export const reducers = {
     s.presence.push({ type: m.type, id: m.id, reason: m.reason, at: Date.now() });
     const p = s.participants.get(m.id);
     s.participants.delete(m.id);
+    s.speaking.delete(m.id);
+    if (s.featured === m.id) s.featured = null;
     for (const [id, r] of s.remote) {
       if (r.key === m.id || (p && p.media_id && r.key === p.media_id)) s.remote.delete(id);
     }
@@ -89,6 +104,19 @@ export const reducers = {
   removed() {},
   'ice-servers'(s, m) { s.iceServers = m.ice_servers || []; },
   stats(s, m) { s.stats = m; },
+  speakers(s, m) {
+    s.speaking = new Map(m.speakers.map((x) => [x.id, x.level]));
+    log(s, { type: 'speakers', ids: m.speakers.map((x) => x.id) });
+    // Loudest first: among those speaking now, the loudest counts as the latest.
+    const now = Date.now();
+    m.speakers.forEach((x, i) => s.lastSpoke.set(x.id, now - i / 1000));
+  },
+  'video-set'(s, m) { s.videoSet = m.ids ? new Set(m.ids) : null; },
+  'dominant-speaker'(s, m) {
+    s.dominant = m.id;
+    log(s, { type: 'dominant', id: m.id });
+    if (m.id !== s.me) s.featured = m.id;
+  },
   layers() {},
   error() {},
   pong() {},
@@ -115,5 +143,6 @@ export function resetRoom() {
     me: null, permissions: null, participants: new Map(), chat: [], recording: false,
     serverMuted: { audio: false, video: false }, muted: { audio: false, video: false },
     peerRoles: new Map(), locked: false, stats: null, pinned: null,
+    speaking: new Map(), lastSpoke: new Map(), dominant: null, featured: null, videoSet: null,
   });
 }

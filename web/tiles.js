@@ -6,6 +6,7 @@
 
 import { state, participantFor } from './store.js';
 import { $, setText, setAttr } from './page.js';
+import { send } from './signaling.js';
 import * as quality from './quality.js';
 import * as connection from './connection.js';
 import * as layout from './layout.js';
@@ -52,21 +53,54 @@ function pinnable(tile, id) {
     if (e.target.closest('.quality')) return; // the quality select and badge
     state.pinned = state.pinned === id ? null : id;
     drawPins();
+    // The server keeps a pinned participant's video coming whatever last-N says.
+    if (state.mode === 'sfu' && !state.peerId) {
+      const t = tiles.get(state.pinned);
+      const owner = t && ownerOf(t);
+      send({ type: 'last-n', n: null, pinned: owner ? [owner] : [] });
+    }
   });
   return button;
 }
 
-/** Marks the pinned tile (`data-pinned`; layout.js draws it large) and labels the buttons. */
+/** Marks the pinned tile (`data-pinned`) and labels the buttons; marks the tile drawn large
+ * (`data-featured`, layout.js): the pinned one, else in the speaker view the camera of the
+ * last dominant speaker other than this participant (until someone spoke: the first other
+ * camera); and the tiles of those speaking (`data-speaking`) and of the dominant speaker
+ * (`data-dominant`). */
 function drawPins() {
-  const all = [...tiles.entries()].map(([id, t]) => [id, t.tile, t.pinButton, t.label]);
+  const all = [...tiles.entries()].map(([id, t]) => [id, t.tile, t.pinButton, t.label, ownerOf(t)]);
   const local = document.querySelector('.tile.local');
-  all.push([LOCAL, local, localPin, tr('youTile', { name: state.name })]);
-  for (const [id, tile, button, name] of all) {
+  all.push([LOCAL, local, localPin, tr('youTile', { name: state.name }), state.me]);
+  let featured = state.pinned;
+  if (!featured && state.layout === 'speaker') {
+    const camera = ([, t]) => t.role === 'camera';
+    const speaker = [...tiles.entries()].find((e) => camera(e) && state.featured && ownerOf(e[1]) === state.featured);
+    const first = [...tiles.entries()].find(camera);
+    featured = (speaker || first || [null])[0];
+  }
+  for (const [id, tile, button, name, owner] of all) {
     const on = state.pinned === id;
     if (tile.dataset.pinned !== String(on)) tile.dataset.pinned = String(on);
     setAttr(button, 'aria-pressed', String(on));
     setAttr(button, 'aria-label', tr(on ? 'unpinTile' : 'pinTile', { name: name || '' }));
+    const screen = tile.classList.contains('screen');
+    // Last-N: a participant whose video the server does not send now shows its name.
+    const paused = !!owner && owner !== state.me && !!state.videoSet && !state.videoSet.has(owner);
+    const flags = {
+      paused: String(paused),
+      featured: String(featured === id),
+      speaking: String(!screen && !!owner && state.speaking.has(owner)),
+      dominant: String(!screen && !!owner && state.dominant === owner),
+    };
+    for (const [k, v] of Object.entries(flags)) if (tile.dataset[k] !== v) tile.dataset[k] = v;
   }
+}
+
+/** The participant id of a remote tile. */
+function ownerOf(t) {
+  const p = t.key && participantFor(t.key);
+  return p ? p.id : null;
 }
 
 /** Numbers for automation: when the first remote frame decoded. */
@@ -161,6 +195,7 @@ function label(t, key) {
     return;
   }
   t.label = name;
+  t.tile.dataset.name = name;
   setText(t.name, name);
   const micOff = !!(p && (p.audio_muted || (p.server_muted && p.server_muted.audio)));
   drawMic(t.flags, micOff);
@@ -188,6 +223,7 @@ export function render() {
       t = createTile(w.role, id);
       tiles.set(id, t);
     }
+    t.key = w.key;
     syncTracks(t, w.tracks);
     label(t, w.key);
   }

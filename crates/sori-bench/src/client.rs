@@ -22,7 +22,7 @@ use sori_testkit::udp::{self, Flow, Pacer, Peer, Stage, Tick};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt, Rid};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Event, Input, Rtc, RtcError};
 use tokio::sync::{mpsc, watch};
 
@@ -76,6 +76,10 @@ pub struct ClientOptions {
     /// Decrypt 1 in this many received RTP packets once the window opens and count the rest
     /// from their headers ([`crate::sample`]); 1 decrypts all.
     pub sample: u32,
+    /// When this publisher speaks: its Opus packets carry the `ssrc-audio-level` extension,
+    /// -30 dBov inside these spans (from, to) and silence (-127) outside them, in time since
+    /// the tool started (`None`: no levels, as before).
+    pub speech: Option<Arc<Vec<(Duration, Duration)>>>,
 }
 
 impl ClientOptions {
@@ -93,6 +97,7 @@ impl ClientOptions {
             simulcast: false,
             cap_kbps: None,
             sample: 1,
+            speech: None,
         }
     }
 
@@ -514,9 +519,19 @@ impl Runner {
             StreamKind::Video => self.encodings[layer as usize].rid.map(Rid::from),
         };
         let seq = self.seqs.entry(stream).or_insert(1);
-        let write = RtpWrite::new(pt, SeqNo::from(*seq), ts, now, p.payload)
+        let mut write = RtpWrite::new(pt, SeqNo::from(*seq), ts, now, p.payload)
             .marker(p.marker)
             .nackable(kind == StreamKind::Video);
+        if let (StreamKind::Audio, Some(spans)) = (kind, &self.opts.speech) {
+            let t = now.saturating_duration_since(crate::epoch());
+            let speaking = spans.iter().any(|&(from, to)| from <= t && t < to);
+            let level: i8 = if speaking { -30 } else { -127 };
+            write = write.ext_vals(ExtensionValues {
+                audio_level: Some(level),
+                voice_activity: Some(speaking),
+                ..Default::default()
+            });
+        }
         let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return;

@@ -39,3 +39,9 @@ pub mod server_metrics;
 pub mod sori_target;
 pub mod spawn;
 pub mod summary;
+
+/// The instant the tool started (the first call): `--speak` times count from it.
+pub fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}

@@ -137,6 +137,12 @@ struct Args {
     /// after the last of them was ready (the meeting scenario: one tile per participant).
     #[arg(long, value_name = "NAME")]
     room: Option<String>,
+    /// Who speaks when: comma-separated `PUBLISHER@FROM-TO` (publisher numbers from 0, seconds
+    /// since this tool started), e.g. `0@2-5,3@5-8`. Every publisher's Opus packets then carry
+    /// the `ssrc-audio-level` extension: -30 dBov while it speaks, silence otherwise (a
+    /// script for the server's speaker detection).
+    #[arg(long, value_name = "SCRIPT", value_parser = parse_speech)]
+    speak: Option<Speech>,
     /// Seconds of media after everyone joined, before measuring.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -170,6 +176,30 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A `--speak` script: publisher number → the spans it speaks in.
+#[derive(Debug, Clone)]
+struct Speech(std::collections::BTreeMap<u16, Vec<(Duration, Duration)>>);
+
+fn parse_speech(text: &str) -> Result<Speech, String> {
+    let mut out = std::collections::BTreeMap::<u16, Vec<(Duration, Duration)>>::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?}: expected PUBLISHER@FROM-TO, e.g. 0@2-5.5");
+        let (who, span) = part.split_once('@').ok_or_else(bad)?;
+        let (from, to) = span.split_once('-').ok_or_else(bad)?;
+        let who: u16 = who.parse().map_err(|_| bad())?;
+        let secs = |v: &str| -> Result<Duration, String> {
+            let v: f64 = v.parse().map_err(|_| bad())?;
+            Duration::try_from_secs_f64(v).map_err(|_| bad())
+        };
+        let (from, to) = (secs(from)?, secs(to)?);
+        if to <= from {
+            return Err(format!("{part:?}: the span ends before it starts"));
+        }
+        out.entry(who).or_default().push((from, to));
+    }
+    Ok(Speech(out))
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -239,7 +269,15 @@ fn check(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // `--speak` times count from here.
+    sori_bench::epoch();
     let args = Args::parse();
+    if args.speak.is_some() {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        eprintln!("speech times count from {unix_ms} (Unix ms)");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             // str0m warns per packet it cannot decrypt; loss and errors are counted anyway.
@@ -422,6 +460,7 @@ async fn bench(args: &Args) -> Result<(), String> {
             metrics_url: metrics_url.clone(),
             sample: args.sample,
             room: args.room.clone(),
+            speech: args.speak.clone().map(|s| std::sync::Arc::new(s.0)),
         };
         let step = run_step(&o).await?;
         for e in step.errors.iter().take(5) {

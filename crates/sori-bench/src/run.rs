@@ -1,7 +1,7 @@
 //! One benchmark step: join the participants of a scenario, let them settle, measure over a
 //! steady window, and turn what every client counted into a [`StepResult`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -75,7 +75,12 @@ pub struct StepOptions {
     pub sample: u32,
     /// The room to join; `None`: a fresh room named after the scenario, load and time.
     pub room: Option<String>,
+    /// Publishers that speak, and when (`--speak`): publisher number → spans since the start.
+    pub speech: Option<Arc<Speech>>,
 }
+
+/// When publishers speak: publisher number → spans (from, to) since the tool started.
+pub type Speech = BTreeMap<u16, Vec<(Duration, Duration)>>;
 
 /// Milliseconds at p50/p95/p99 (and the largest), where anything was measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -169,6 +174,11 @@ fn members(o: &StepOptions) -> Vec<Member> {
         fps: o.fps,
         keyframe_interval: o.keyframe_interval,
         simulcast: o.simulcast,
+        // With a script, every publisher sends levels: silence outside its spans.
+        speech: o
+            .speech
+            .as_ref()
+            .map(|s| Arc::new(s.get(&id).cloned().unwrap_or_default())),
         ..ClientOptions::receiver(id)
     };
     let mut out: Vec<Member> = Vec::new();

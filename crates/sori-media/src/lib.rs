@@ -182,7 +182,7 @@ pub enum PeerSignal {
         /// Each layer's `rid` and whether it is wanted.
         active: Vec<(String, bool)>,
     },
-    /// How loud the peer's audio was over the last tenth of a second: the sum of its packets'
+    /// How loud the peer's audio was over the last 50 ms: the sum of its packets'
     /// loudness (127 + the RFC 6464 level) and how many there were (see
     /// `sori_sfu::speakers`). Only while its audio arrives.
     AudioLevels {

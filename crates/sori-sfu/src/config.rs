@@ -73,7 +73,7 @@ impl Default for SfuConfig {
             rtx_history: DEFAULT_RTX_HISTORY,
             initial_estimate: Some(1_000_000),
             first_id: 1,
-            level_interval: Duration::from_millis(100),
+            level_interval: Duration::from_millis(50),
         }
     }
 }

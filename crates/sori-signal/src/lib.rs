@@ -356,7 +356,7 @@ impl Signal {
         }
     }
 
-    /// Decides who is speaking in every room, ten times a second, and what each receiver of
+    /// Decides who is speaking in every room, twenty times a second, and what each receiver of
     /// a last-N room gets.
     async fn tick_speakers(self) {
         let mut every = tokio::time::interval(hub::SPEAKER_TICK);

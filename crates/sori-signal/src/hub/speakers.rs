@@ -1,5 +1,5 @@
 //! Who is talking in each SFU room. The media server reports each participant's audio levels
-//! (`PeerSignal::AudioLevels`, ten a second while its audio arrives); they go into the room's
+//! (`PeerSignal::AudioLevels`, twenty a second while its audio arrives); they go into the room's
 //! [`SpeakerDetector`], which [`Hub::speaker_tick`] runs every [`TICK`]. The participants hear
 //! `speakers` when the set of speakers changes (at most every [`SPEAKERS_EVERY`]; while anyone
 //! speaks, their levels again every [`LEVELS_EVERY`]) and `dominant-speaker` when the dominant
@@ -14,7 +14,7 @@ use super::{Hub, Me, Room};
 use crate::protocol::{RoomMode, ServerMessage, SpeakerLevel};
 
 /// How often the rooms' detectors decide.
-pub(crate) const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 /// The most often `speakers` goes to a room.
 const SPEAKERS_EVERY: Duration = Duration::from_millis(250);
 /// How often the levels of people speaking are sent again when the set did not change.
