@@ -327,6 +327,8 @@ impl Hub {
             .and_then(|r| r.participants.get_mut(&me.id))
         {
             p.media = Some(peer);
+            // A new media connection starts with every video: its set is told anew.
+            p.last_n.media_changed();
             muted = p.info.server_muted;
         }
         self.update(me, |info| info.media_id = Some(media_id));
@@ -672,6 +674,13 @@ mod tests {
         let u = hub.video_set_updates();
         assert_eq!(
             set_of(&u, 0),
+            Some(Some(vec![TrackId(12), TrackId(13), TrackId(14)]))
+        );
+        // R's media connects anew (a new peer at the media server): its set goes to the new one.
+        hub.set_media(&me[0], "m9".into(), PeerRef::Local(PeerId(109)));
+        let u = hub.video_set_updates();
+        assert_eq!(
+            set_of(&u, 9),
             Some(Some(vec![TrackId(12), TrackId(13), TrackId(14)]))
         );
     }

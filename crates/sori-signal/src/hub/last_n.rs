@@ -41,6 +41,14 @@ pub(crate) struct ReceiverLastN {
     told: bool,
 }
 
+impl ReceiverLastN {
+    /// The receiver's media connection is new: its video set is to be told again.
+    pub(crate) fn media_changed(&mut self) {
+        self.applied = None;
+        self.told = false;
+    }
+}
+
 impl Hub {
     /// The N of rooms whose receivers did not ask for their own (`None`: no limit).
     pub fn set_last_n(&mut self, n: Option<u32>) {
