@@ -7,6 +7,19 @@
 
 const ASPECT = 16 / 9;
 const PHONE = matchMedia('(max-width: 600px)');
+/** Tiles narrower than this are too small to see anyone: more tiles go on further pages. */
+const MIN_TILE_WIDTH = 200;
+
+/** The page of tiles shown (from 0), and the pager's buttons once wired. */
+let page = 0;
+let pager = null;
+
+/** How many tiles fit a page: the most whose tiles stay at least MIN_TILE_WIDTH wide. */
+export function pageSize(width, height, gap, aspect = ASPECT) {
+  let n = 1;
+  while (n < 100 && fitGrid(n + 1, width, height, gap, aspect).tileWidth >= MIN_TILE_WIDTH) n += 1;
+  return n;
+}
 
 /** The largest tiles for `n` tiles in a `width`×`height` box with `gap` between them:
  * `{ cols, rows, tileWidth }` (whole pixels). */
@@ -50,12 +63,13 @@ export function fitPinned(others, width, height, gap, aspect = ASPECT) {
 
 /** Lays the tiles of `grid` out now. */
 export function update(grid) {
-  const tiles = [...grid.children].filter((el) => el.classList.contains('tile'));
+  const all = [...grid.children].filter((el) => el.classList.contains('tile'));
   // The tile drawn large: the pinned one, or in the speaker view the dominant speaker's.
-  const pinned = tiles.find((el) => el.dataset.featured === 'true');
+  const pinned = all.find((el) => el.dataset.featured === 'true');
   grid.classList.toggle('fitted', !PHONE.matches);
   if (PHONE.matches) {
     grid.classList.remove('pinned-beside', 'pinned-below');
+    paginate(all, all.length);
     return;
   }
   const css = getComputedStyle(grid);
@@ -64,6 +78,9 @@ export function update(grid) {
   const height = grid.clientHeight - px(css.paddingTop) - px(css.paddingBottom);
   const gap = px(css.rowGap);
   if (width <= 0 || height <= 0) return;
+  // Pages: the featured tile on every one, the rest in order; tiles off the page are not
+  // drawn, so their views say "not visible" and the media server sends them nothing.
+  const tiles = paginate(all, pageSize(width, height, gap));
   let vars;
   if (pinned && tiles.length > 1) {
     const f = fitPinned(tiles.length - 1, width, height, gap);
@@ -81,9 +98,37 @@ export function update(grid) {
   }
 }
 
+/** Shows the tiles of the current page of `perPage` (the featured one on every page) and
+ * hides the others (`data-off-page`); draws the pager. Returns the tiles shown. */
+function paginate(all, perPage) {
+  const featured = all.find((el) => el.dataset.featured === 'true');
+  const rest = all.filter((el) => el !== featured);
+  const slots = Math.max(1, featured ? perPage - 1 : perPage);
+  const pages = Math.max(1, Math.ceil(rest.length / slots));
+  page = Math.min(page, pages - 1);
+  const shown = new Set(rest.slice(page * slots, (page + 1) * slots));
+  if (featured) shown.add(featured);
+  for (const el of all) {
+    const off = String(!shown.has(el));
+    if (el.dataset.offPage !== off) el.dataset.offPage = off;
+  }
+  if (pager) {
+    pager.nav.hidden = pages < 2;
+    const label = `${page + 1} / ${pages}`;
+    if (pager.label.textContent !== label) pager.label.textContent = label;
+    pager.prev.disabled = page === 0;
+    pager.next.disabled = page >= pages - 1;
+  }
+  return all.filter((el) => shown.has(el));
+}
+
 /** Keeps `grid` laid out: on resizes, tiles added or removed, a tile pinned or unpinned. */
 export function wire(grid) {
   const again = () => update(grid);
+  const $ = (id) => document.getElementById(id);
+  pager = { nav: $('pager'), label: $('page-label'), prev: $('page-prev'), next: $('page-next') };
+  pager.prev.addEventListener('click', () => { page = Math.max(0, page - 1); again(); });
+  pager.next.addEventListener('click', () => { page += 1; again(); });
   new ResizeObserver(again).observe(grid);
   new MutationObserver(again).observe(grid, { childList: true });
   new MutationObserver(again).observe(grid, { subtree: true, attributeFilter: ['data-featured'] });

@@ -237,3 +237,58 @@ test('1, 2, 4, 9 and 16 tiles fit a 1280×720 window without scrolling (sori-ben
   console.log(`16 tiles at 1366×768: ${Math.round(wide.tiles[0].width)}×${Math.round(wide.tiles[0].height)}`);
   await context.close();
 });
+
+test('more tiles than fit: pages of tiles, and only the shown ones receive video', async () => {
+  const room = 'pages';
+  const context = await ctx.browser.newContext({ viewport: { width: 1000, height: 600 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('[Ada] page error:', e.message));
+  await page.goto(`${ctx.server.url}/?room=${room}&name=Ada&autojoin=1`);
+  bench(room, 'meeting', 10);
+  await pollPage(page, () => document.querySelectorAll('[data-testid="remote-video"]').length === 10, undefined, 30000);
+  await page.getByTestId('pager').waitFor();
+  assert.equal(await page.getByTestId('page-label').textContent(), '1 / 2');
+
+  /** The others' names on this page and off it. */
+  const split = () => page.evaluate(() => {
+    const out = { on: [], off: [] };
+    for (const v of document.querySelectorAll('[data-testid="remote-video"]')) {
+      (v.closest('.tile').dataset.offPage === 'true' ? out.off : out.on).push(v.dataset.participant);
+    }
+    out.on.sort();
+    out.off.sort();
+    return out;
+  });
+  /** Whose video bytes grow over one second. */
+  const flowing = async () => {
+    const a = await page.evaluate(() => window.sori.videoBytesByName());
+    await page.waitForTimeout(1000);
+    const b = await page.evaluate(() => window.sori.videoBytesByName());
+    return Object.keys(b).filter((n) => b[n] > (a[n] || 0)).sort();
+  };
+  /** Waits until exactly the tiles on the page receive video. */
+  const onlyShownFlow = async () => {
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      const { on, off } = await split();
+      const got = await flowing();
+      if (JSON.stringify(got) === JSON.stringify(on)) return { on, off };
+      if (Date.now() > deadline) assert.fail(`video flows from ${got}, the page shows ${on} (off: ${off})`);
+    }
+  };
+  const first = await onlyShownFlow();
+  assert.ok(first.off.length >= 1, `some tiles are on the next page: ${JSON.stringify(first)}`);
+  // Every tile of the page inside the window, none scrolled to.
+  const inView = await page.evaluate(() => [...document.querySelectorAll('#grid > .tile')]
+    .filter((t) => t.dataset.offPage !== 'true')
+    .every((t) => { const r = t.getBoundingClientRect(); return r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight; }));
+  assert.ok(inView, 'the page fits the window');
+
+  await page.getByTestId('page-next').click();
+  assert.equal(await page.getByTestId('page-label').textContent(), '2 / 2');
+  const second = await onlyShownFlow();
+  for (const name of first.off) assert.ok(second.on.includes(name), `${name} is on page 2 and its video flows`);
+  for (const name of second.off) assert.ok(first.on.includes(name), `${name} left the page and stopped`);
+  await page.screenshot({ path: join(artifacts, 'tiles-pages.png') });
+  await context.close();
+});
