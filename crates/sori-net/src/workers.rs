@@ -372,6 +372,11 @@ impl Worker {
                 let _ = to_receiver.send(ToReceiver::Ufrag { ufrag, peer });
             }
         };
+        // A join counts toward this worker's load before its reply goes out: the next join's
+        // placement (made as soon as this one's caller has its answer) sees it.
+        let imports = joining
+            .as_ref()
+            .map(|room| lock(&self.registry).joined(room, self.index));
         let (result, go_on) = handle_command(
             command,
             &mut self.sfu,
@@ -380,17 +385,27 @@ impl Worker {
             tcp,
             &mut register,
         );
-        if let (crate::Handled::Joined { peer, .. }, Some(room)) = (result, joining) {
-            self.joined(peer, &room, st);
+        match (result, joining, imports) {
+            (crate::Handled::Joined { peer, .. }, Some(room), Some(tracks)) => {
+                self.joined(peer, &room, tracks, st)
+            }
+            // Refused: it never joined.
+            (_, Some(room), Some(_)) => lock(&self.registry).left(&room, self.index),
+            _ => {}
         }
         go_on
     }
 
-    /// A peer joined here: the room's tracks on other workers are imported when it is the
-    /// room's first peer here.
-    fn joined(&mut self, peer: PeerId, room: &str, st: &mut State) {
+    /// A peer joined here: the room's tracks on other workers (`tracks`, when it is the room's
+    /// first peer here) are imported.
+    fn joined(
+        &mut self,
+        peer: PeerId,
+        room: &str,
+        tracks: Vec<(usize, TrackInfo)>,
+        st: &mut State,
+    ) {
         st.rooms.insert(peer, room.to_string());
-        let tracks = lock(&self.registry).joined(room, self.index);
         let now = Instant::now();
         for (origin, info) in tracks {
             let track = info.track;
