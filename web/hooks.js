@@ -195,7 +195,7 @@ export function install() {
     /** Who speaks now (participant id -> level) and who has the floor, as the server said. */
     get speaking() { return Object.fromEntries(state.speaking); },
     get dominant() { return state.dominant; },
-    /** `speakers` and `dominant-speaker` as they came, with Date.now() times. */
+    /** `speakers`, `dominant-speaker` and `video-set` as they came, with Date.now() times. */
     get speakerLog() { return state.speakerLog; },
     /** Last-N: the participant ids whose video the server sends (null: all). */
     get videoSet() { return state.videoSet && [...state.videoSet]; },

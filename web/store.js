@@ -40,7 +40,8 @@ export const state = {
 
 const setParticipant = (s, p) => s.participants.set(p.id, p);
 
-/** Who-is-speaking messages as they came, with the time (the last 200), for automation. */
+/** Who-is-speaking and video-set messages as they came, with the time (the last 200), for
+ * automation. */
 function log(s, entry) {
   s.speakerLog.push({ ...entry, at: Date.now() });
   if (s.speakerLog.length > 200) s.speakerLog.shift();
@@ -111,7 +112,10 @@ export const reducers = {
     const now = Date.now();
     m.speakers.forEach((x, i) => s.lastSpoke.set(x.id, now - i / 1000));
   },
-  'video-set'(s, m) { s.videoSet = m.ids ? new Set(m.ids) : null; },
+  'video-set'(s, m) {
+    s.videoSet = m.ids ? new Set(m.ids) : null;
+    log(s, { type: 'video-set', ids: m.ids });
+  },
   'dominant-speaker'(s, m) {
     s.dominant = m.id;
     log(s, { type: 'dominant', id: m.id });
