@@ -2,21 +2,9 @@
 // critical violation in the lobby or in a call, and the documented shortcuts work.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, violations } from './helpers.js';
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve('axe-core/axe.min.js');
 const ctx = serverAndBrowser();
-
-/** axe-core's serious and critical violations on `page`, as "rule: target" lines. */
-async function violations(page) {
-  await page.addScriptTag({ path: AXE });
-  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .flatMap((v) => v.nodes.map((n) => `${v.id} (${v.impact}): ${n.target.join(' ')} — ${n.failureSummary}`));
-}
 
 test('axe-core finds no serious or critical violation in the lobby', async () => {
   const context = await ctx.browser.newContext({ viewport: { width: 1280, height: 800 } });

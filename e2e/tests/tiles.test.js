@@ -6,11 +6,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, pollPage, artifacts, root } from './helpers.js';
+import { serverAndBrowser, joinPage, waitForVideoFrom, assertUdp, pollPage, artifacts, root, violations } from './helpers.js';
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve('axe-core/axe.min.js');
 const BENCH = process.env.SORI_BENCH_BIN
   || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori-bench');
 const ctx = serverAndBrowser();
@@ -30,15 +27,6 @@ function bench(room, scenario, load) {
   child.stderr.on('data', (d) => process.stderr.write(`[sori-bench] ${d}`));
   benches.push(child);
   return child;
-}
-
-/** axe-core's serious and critical violations on `page`. */
-async function violations(page) {
-  await page.addScriptTag({ path: AXE });
-  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .flatMap((v) => v.nodes.map((n) => `${v.id} (${v.impact}): ${n.target.join(' ')} — ${n.failureSummary}`));
 }
 
 /** The tile of `name`'s camera on `page` (a Playwright locator). */

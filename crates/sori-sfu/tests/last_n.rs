@@ -8,25 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{harness_frame_number as frame_number, Harness, Link};
-use sori_sfu::{MediaKind, SfuConfig, SfuEvent, TrackId};
+use sori_sfu::{SfuConfig, SfuEvent, TrackId};
 
 /// Frame sizes tell the publishers apart at the receiver.
 const SIZES: [usize; 3] = [900, 1000, 1100];
-
-fn video_track(h: &Harness, publisher: usize) -> TrackId {
-    let peer = h.members[publisher].peer;
-    h.events
-        .iter()
-        .find_map(|(_, e)| match e {
-            SfuEvent::TrackPublished {
-                peer: p,
-                track,
-                kind: MediaKind::Video,
-            } if *p == peer => Some(*track),
-            _ => None,
-        })
-        .expect("the publisher's video track")
-}
 
 /// The three publishers stream for `secs` seconds, 30 frames a second each.
 fn stream(h: &mut Harness, secs: u64) {
@@ -77,7 +62,7 @@ fn a_receiver_gets_only_its_video_set_and_a_participant_coming_back_starts_on_a_
     assert_eq!(from(&h, 0), BTreeSet::from([0, 1, 2]), "all three before");
 
     let peer = h.members[viewer].peer;
-    let tracks: Vec<TrackId> = (0..3).map(|i| video_track(&h, i)).collect();
+    let tracks: Vec<TrackId> = (0..3).map(|i| h.video_track(i)).collect();
     let offers = |h: &Harness| {
         h.events
             .iter()

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, Link};
-use sori_sfu::{MediaKind, Priority, SfuConfig, SfuEvent, TrackId, View};
+use sori_sfu::{Priority, SfuConfig, SfuEvent, TrackId, View};
 use str0m::media::MediaData;
 
 /// Bytes per frame in each layer (30 frames a second: ~50, ~190 and ~580 kbit/s).
@@ -29,22 +29,6 @@ fn tile(height: u32) -> View {
         height,
         ..View::default()
     }
-}
-
-/// The publisher's video track.
-fn video_track(h: &Harness, publisher: usize) -> TrackId {
-    let peer = h.members[publisher].peer;
-    h.events
-        .iter()
-        .find_map(|(_, e)| match e {
-            SfuEvent::TrackPublished {
-                peer: p,
-                track,
-                kind: MediaKind::Video,
-            } if *p == peer => Some(*track),
-            _ => None,
-        })
-        .expect("the video track is published")
 }
 
 /// The video frames member `i` received since frame index `from` of its received media.
@@ -133,7 +117,7 @@ fn each_receiver_gets_the_layer_its_view_asks_for_byte_for_byte() {
     let large = h.join("sim", Link::default(), Link::default());
     let t = h.now + Duration::from_secs(1);
     h.stream_layers_until(publisher, &SIZES, t);
-    let track = video_track(&h, publisher);
+    let track = h.video_track(publisher);
     for (i, height) in [(small, 180), (medium, 360), (large, 720)] {
         let peer = h.members[i].peer;
         h.sfu.set_view(peer, track, tile(height), h.now).unwrap();
@@ -198,7 +182,7 @@ fn a_screen_share_gets_the_bandwidth_before_a_camera() {
     let viewer = h.join("prio", Link::default(), Link::capped(1_100_000));
     let t = h.now + Duration::from_secs(1);
     stream_both(&mut h, camera, screen, t);
-    let screen_track = video_track(&h, screen);
+    let screen_track = h.video_track(screen);
     h.sfu
         .set_priority(screen_track, Priority::Screen, h.now)
         .unwrap();
@@ -213,7 +197,7 @@ fn a_screen_share_gets_the_bandwidth_before_a_camera() {
             .find(|t| t.track == track)
             .map(|t| t.spatial)
     };
-    let camera_track = video_track(&h, camera);
+    let camera_track = h.video_track(camera);
     // 1.1 Mbit/s carries f (~610) of one track and h (~190) of the other: the screen share
     // is the one at the top.
     assert_eq!(layer_of(screen_track), Some(2), "{stats:?}");
@@ -237,7 +221,7 @@ fn a_tap_takes_the_highest_layer_as_one_stream() {
     let publisher = h.join_simulcast("tap", &["q", "h", "f"], Link::default(), Link::default());
     let t = h.now + Duration::from_secs(1);
     h.stream_layers_until(publisher, &SIZES, t);
-    let track = video_track(&h, publisher);
+    let track = h.video_track(publisher);
     let tap = h.sfu.tap(track, h.now).unwrap();
     let t = h.now + Duration::from_secs(3);
     h.stream_layers_until(publisher, &SIZES, t);
@@ -274,7 +258,7 @@ fn a_tap_records_what_arrives_until_the_top_layer_comes() {
     // The publisher sends q and h only (its top layer paused, or not encoded yet).
     let t = h.now + Duration::from_secs(1);
     h.stream_layers_until(publisher, &SIZES[..2], t);
-    let track = video_track(&h, publisher);
+    let track = h.video_track(publisher);
     let tap = h.sfu.tap(track, h.now).unwrap();
     let t = h.now + Duration::from_secs(2);
     h.stream_layers_until(publisher, &SIZES[..2], t);
@@ -308,7 +292,7 @@ fn a_receiver_moves_between_layers_at_keyframes_without_a_gap() {
     let viewer = h.join("sim2", Link::default(), Link::default());
     let t = h.now + Duration::from_secs(1);
     h.stream_layers_until(publisher, &SIZES, t);
-    let track = video_track(&h, publisher);
+    let track = h.video_track(publisher);
     let peer = h.members[viewer].peer;
     let mut reached = Vec::new();
     for (height, layer) in [(180, 0), (720, 2), (360, 1), (180, 0), (720, 2)] {
@@ -337,7 +321,7 @@ fn a_hidden_tile_gets_no_video_and_its_layer_is_paused_at_the_publisher() {
     let viewer = h.join("sim3", Link::default(), Link::default());
     let t = h.now + Duration::from_secs(1);
     h.stream_layers_until(publisher, &SIZES, t);
-    let track = video_track(&h, publisher);
+    let track = h.video_track(publisher);
     let peer = h.members[viewer].peer;
     let pub_peer = h.members[publisher].peer;
     let wanted = |h: &Harness| -> Option<Vec<(String, bool)>> {

@@ -185,6 +185,22 @@ pub fn frame_number(data: &[u8]) -> u64 {
 }
 
 impl Harness {
+    /// The video track member `publisher` published.
+    pub fn video_track(&self, publisher: usize) -> sori_sfu::TrackId {
+        let peer = self.members[publisher].peer;
+        self.events
+            .iter()
+            .find_map(|(_, e)| match e {
+                SfuEvent::TrackPublished {
+                    peer: p,
+                    track,
+                    kind: sori_sfu::MediaKind::Video,
+                } if *p == peer => Some(*track),
+                _ => None,
+            })
+            .expect("the video track is published")
+    }
+
     /// A core configured as `config` (with the harness's server candidate); `seed` drives every
     /// loss.
     pub fn new(config: SfuConfig, seed: u64) -> Harness {
