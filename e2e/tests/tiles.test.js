@@ -278,5 +278,6 @@ test('more tiles than fit: pages of tiles, and only the shown ones receive video
   for (const name of first.off) assert.ok(second.on.includes(name), `${name} is on page 2 and its video flows`);
   for (const name of second.off) assert.ok(first.on.includes(name), `${name} left the page and stopped`);
   await page.screenshot({ path: join(artifacts, 'tiles-pages.png') });
+  await assertUdp(page);
   await context.close();
 });
