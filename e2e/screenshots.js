@@ -1,5 +1,5 @@
 // Screenshots of the web client for people to look at (not a test): the lobby, a four-party
-// call, the phone layout and the Korean lobby, written to e2e/artifacts/.
+// call, the speaker view, the phone layout and the Korean lobby, written to e2e/artifacts/.
 //   cd e2e && node screenshots.js
 import { join } from 'node:path';
 import { startServer, launchBrowser, joinPage, waitForVideoFrom, artifacts } from './tests/helpers.js';
@@ -30,6 +30,15 @@ try {
   await pages[0].getByTestId('chat-send').click();
   await pages[0].waitForTimeout(3000);
   await shot(pages[0], 'screenshot-four-party');
+
+  // The speaker view at Ada: only Cy's microphone is on (every page here hears Chromium's
+  // beeping fake microphone), so Cy has the floor.
+  await pages[0].getByTestId('mute-audio').click();
+  await pages[3].getByTestId('mute-audio').click();
+  await pages[0].getByTestId('layout-toggle').click();
+  await pages[0].locator('.tile[data-dominant="true"]:has([data-testid="remote-video"][data-participant="Cy"])').waitFor();
+  await pages[0].waitForTimeout(1500);
+  await shot(pages[0], 'screenshot-speaker-view');
 
   const phone = await browser.newContext({ viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   const page = await phone.newPage();

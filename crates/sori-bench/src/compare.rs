@@ -116,9 +116,9 @@ pub fn classes_table(variants: &[Variant]) -> String {
     }
     let _ = writeln!(
         out,
-        "| variant | N | class | receivers | on layer at the end (all rounds) | kbit/s reaching each receiver | video kbit/s received per stream | video loss % | delay p50 / p99 ms | layer switches seen in the window | server's layer switches in the window (all receivers) |"
+        "| variant | N | class | receivers | on layer at the end (all rounds) | kbit/s reaching each receiver | video kbit/s received per stream | video loss % | delay p50 / p99 ms | layer switches seen in the window | server's layer switches in the window (all receivers) | server egress kbit/s (RTP payload, all receivers) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for ((label, load), steps) in groups(variants) {
         let mut names: Vec<&str> = Vec::new();
         for s in &steps {
@@ -149,9 +149,16 @@ pub fn classes_table(variants: &[Variant]) -> String {
                 .filter_map(|s| s.server_layers.as_ref()?.switches_in_window)
                 .map(|v| v as f64)
                 .collect();
+            let egress: Vec<f64> = steps
+                .iter()
+                .filter_map(|s| {
+                    let bytes = s.server_layers.as_ref()?.forwarded_bytes_in_window?;
+                    Some(bytes as f64 * 8.0 / 1000.0 / s.window_secs.max(1e-9))
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "| {label} | {load} | {class} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+                "| {label} | {load} | {class} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
                 cs.first().map_or(0, |c| c.receivers),
                 on.join(", "),
                 show(cs.iter().map(|c| c.offered_kbps), 0),
@@ -161,6 +168,7 @@ pub fn classes_table(variants: &[Variant]) -> String {
                 show(cs.iter().filter_map(|c| c.delay.p99_ms), 1),
                 show(cs.iter().map(|c| c.switches_in_window as f64), 0),
                 show(server, 0),
+                show(egress, 0),
             );
         }
     }

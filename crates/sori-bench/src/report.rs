@@ -138,7 +138,7 @@ pub fn classes_table(steps: &[StepResult]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:>5} {:<9} {:>5} {:>10} {:>10} {:<18} {:<24} {:>8} {:>7} {:>7} {:>8} {:>10}",
+        "{:>5} {:<9} {:>5} {:>10} {:>10} {:<18} {:<24} {:>8} {:>7} {:>7} {:>8} {:>10} {:>8}",
         "load",
         "class",
         "recv",
@@ -150,7 +150,8 @@ pub fn classes_table(steps: &[StepResult]) -> String {
         "loss %",
         "p50 ms",
         "cap drop %",
-        "srv switch"
+        "srv switch",
+        "srv kbps"
     );
     for s in steps {
         let server = s
@@ -158,6 +159,13 @@ pub fn classes_table(steps: &[StepResult]) -> String {
             .as_ref()
             .and_then(|l| l.switches_in_window)
             .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        // What the server sent all receivers together, payload only.
+        let egress = s
+            .server_layers
+            .as_ref()
+            .and_then(|l| l.forwarded_bytes_in_window)
+            .map(|b| format!("{:.0}", b as f64 * 8.0 / 1000.0 / s.window_secs.max(1e-9)))
             .unwrap_or_else(|| "-".into());
         for c in &s.classes {
             let on: Vec<String> = c.on_layer.iter().map(|(l, n)| format!("{l}:{n}")).collect();
@@ -168,7 +176,7 @@ pub fn classes_table(steps: &[StepResult]) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "{:>5} {:<9} {:>5} {:>10.0} {:>10.0} {:<18} {:<24} {:>8} {:>7.3} {:>7} {:>8} {:>10}",
+                "{:>5} {:<9} {:>5} {:>10.0} {:>10.0} {:<18} {:<24} {:>8} {:>7.3} {:>7} {:>8} {:>10} {:>8}",
                 s.load,
                 c.class,
                 c.receivers,
@@ -181,6 +189,7 @@ pub fn classes_table(steps: &[StepResult]) -> String {
                 ms(c.delay.p50_ms),
                 format!("{:.1}", c.dropped_share * 100.0),
                 server,
+                egress,
             );
         }
     }

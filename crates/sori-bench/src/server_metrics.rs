@@ -1,7 +1,8 @@
 //! The server's own account of its simulcast layers, read from its Prometheus page
 //! (`/metrics`, which Sori answers on loopback): `sori_layer_switches_total` (times a
 //! receiver's video moved to another layer, paused or resumed) and `sori_video_receivers`
-//! (video deliveries by the layer sent). A server whose page has neither reports nothing.
+//! (video deliveries by the layer sent), and its egress, `sori_rtp_forwarded_bytes_total`. A
+//! server whose page has none of them reports nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +17,7 @@ const MAX_PAGE: u64 = 1 << 20;
 
 const SWITCHES: &str = "sori_layer_switches_total";
 const RECEIVERS: &str = "sori_video_receivers";
+const FORWARDED_BYTES: &str = "sori_rtp_forwarded_bytes_total";
 
 /// What the server says about the layers it sends.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,6 +29,9 @@ pub struct ServerLayers {
     /// Video deliveries (track, receiver) by the layer sent at the end of the window:
     /// `paused`, `low`, `medium`, `high` (`high` includes tracks sent as one encoding).
     pub receivers_by_layer: BTreeMap<String, u64>,
+    /// RTP payload bytes the server forwarded to receivers during the window.
+    #[serde(default)]
+    pub forwarded_bytes_in_window: Option<u64>,
 }
 
 /// `http://HOST:PORT/metrics` for a signaling URL `ws://HOST:PORT/...`; `None` for other
@@ -96,14 +101,20 @@ pub fn layers(before: Option<&str>, after: &str) -> Option<ServerLayers> {
             Some((layer.to_string(), v as u64))
         })
         .collect();
-    if total.is_none() && receivers_by_layer.is_empty() {
+    let bytes = value(after, FORWARDED_BYTES).map(|v| v as u64);
+    if total.is_none() && receivers_by_layer.is_empty() && bytes.is_none() {
         return None;
     }
-    let before = before.and_then(|b| value(b, SWITCHES)).map(|v| v as u64);
+    let counted = |series| before.and_then(|b| value(b, series)).map(|v| v as u64);
     Some(ServerLayers {
-        switches_in_window: total.zip(before).map(|(a, b)| a.saturating_sub(b)),
+        switches_in_window: total
+            .zip(counted(SWITCHES))
+            .map(|(a, b)| a.saturating_sub(b)),
         switches_total: total,
         receivers_by_layer,
+        forwarded_bytes_in_window: bytes
+            .zip(counted(FORWARDED_BYTES))
+            .map(|(a, b)| a.saturating_sub(b)),
     })
 }
 
@@ -117,6 +128,7 @@ mod tests {
         sori_video_receivers{layer=\"paused\"} 0\n\
         sori_video_receivers{layer=\"low\"} 1\n\
         sori_video_receivers{layer=\"high\"} 9\n\
+        sori_rtp_forwarded_bytes_total 5000\n\
         sori_tracks 4\n";
 
     #[test]
@@ -133,9 +145,10 @@ mod tests {
 
     #[test]
     fn switches_in_the_window_are_the_difference_of_two_pages() {
-        let before = "sori_layer_switches_total 5\n";
+        let before = "sori_layer_switches_total 5\nsori_rtp_forwarded_bytes_total 1000\n";
         let l = layers(Some(before), PAGE).unwrap();
         assert_eq!(l.switches_in_window, Some(12));
+        assert_eq!(l.forwarded_bytes_in_window, Some(4000));
         assert_eq!(l.switches_total, Some(17));
         assert_eq!(l.receivers_by_layer["high"], 9);
         assert_eq!(l.receivers_by_layer.get("medium"), None);

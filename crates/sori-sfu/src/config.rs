@@ -43,7 +43,19 @@ pub struct SfuConfig {
     ///
     /// [`SfuEvent::AudioLevels`]: crate::SfuEvent::AudioLevels
     pub level_interval: Duration,
+    /// Audio packets whose `ssrc-audio-level` is this many dB below overload or quieter are
+    /// not forwarded to receivers ([`DEFAULT_SILENCE_DBOV`]); recordings still get them. The
+    /// receiver sees no gap in the sequence numbers, only a pause in the timestamps, as after
+    /// the sender's own discontinuous transmission. `None`: every audio packet is forwarded.
+    pub silence_dbov: Option<u8>,
 }
+
+/// The default [`SfuConfig::silence_dbov`]: 85 dB below overload, the level under which the
+/// dominant-speaker detector hears nothing either ([`crate::speakers`]). A microphone switched
+/// off in the browser (`track.enabled = false`) sends digital silence (127); a quiet room
+/// through a real microphone measures around 50–70. In a meeting where most participants keep
+/// their microphones off, this spares every receiver their 50 packets a second each.
+pub const DEFAULT_SILENCE_DBOV: u8 = 85;
 
 /// The default [`SfuConfig::rtx_history`]: one second.
 ///
@@ -74,6 +86,7 @@ impl Default for SfuConfig {
             initial_estimate: Some(1_000_000),
             first_id: 1,
             level_interval: Duration::from_millis(50),
+            silence_dbov: Some(DEFAULT_SILENCE_DBOV),
         }
     }
 }

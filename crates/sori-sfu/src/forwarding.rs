@@ -295,6 +295,15 @@ impl Sfu {
             video_orientation: packet.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        let silent = track.kind == MediaKind::Audio
+            && self.config.silence_dbov.is_some_and(|quiet| {
+                ext_vals
+                    .audio_level
+                    .is_some_and(|level| level.unsigned_abs() >= quiet)
+            });
+        if silent && !track.subscribers.is_empty() {
+            self.counters.rtp_silence_not_forwarded += 1;
+        }
         let p = Forwardable {
             track: track_id,
             layer,
@@ -306,6 +315,7 @@ impl Sfu {
             clock_rate,
             keyframe,
             nackable: track.kind == MediaKind::Video,
+            silent,
             ext_vals: &ext_vals,
             rtx_history: self.config.rtx_history,
             now,

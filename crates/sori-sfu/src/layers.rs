@@ -435,6 +435,10 @@ impl Sfu {
 /// estimator probe (each rise would) nor a change of the padding alone (the minimum) puts off
 /// the next retry.
 fn steer_estimator(peer: &mut Peer, probe: Option<Probe>, now: Instant) -> Result<(), String> {
+    if peer.unestimated {
+        // No estimator runs toward this peer (off, or no transport-cc): nothing to steer.
+        return Ok(());
+    }
     restart_stalled_estimator(peer, now)?;
     let given = peer.probe;
     let probe = probe.map(|p| match given {

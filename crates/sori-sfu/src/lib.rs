@@ -98,7 +98,7 @@ mod timers;
 
 pub mod simulcast;
 
-pub use config::{SfuConfig, DEFAULT_RTX_HISTORY};
+pub use config::{SfuConfig, DEFAULT_RTX_HISTORY, DEFAULT_SILENCE_DBOV};
 pub use error::SfuError;
 pub use id::{MediaKind, PeerId, TapId, TrackId};
 pub use keyframe::VideoCodec;

@@ -76,6 +76,7 @@ impl Sfu {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
                 record_lines(&mut peer, &sdp);
+                peer.note_congestion_control(&sdp, now);
                 sdp
             }
             Ok(Err(e)) => return Err(SfuError::Rejected(e.to_string())),
@@ -179,6 +180,7 @@ impl Sfu {
             Ok(Ok(answer)) => {
                 let sdp = answer.to_sdp_string();
                 record_lines(peer, &sdp);
+                peer.note_congestion_control(&sdp, now);
                 // New credentials in the offer: the client restarted ICE, and str0m answered
                 // with new local ones. Requests naming them reach this same peer.
                 let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
@@ -225,7 +227,10 @@ impl Sfu {
         // Whatever happened, the core brings the peer to its desired state again.
         self.renegotiate.insert(id);
         let outcome = match result {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                peer.note_congestion_control(answer, now);
+                Ok(())
+            }
             Ok(Err(e)) => Err(SfuError::Rejected(e.to_string())),
             Err(e) => {
                 self.board

@@ -67,6 +67,9 @@ pub(crate) struct Forwardable<'a> {
     pub keyframe: bool,
     /// Video: kept for retransmission on the subscriber's NACKs.
     pub nackable: bool,
+    /// Audio quieter than [`crate::SfuConfig::silence_dbov`]: not sent, and numbered as if
+    /// it never existed.
+    pub silent: bool,
     /// The header extension values forwarded (the rest are the subscriber's own).
     pub ext_vals: &'a ExtensionValues,
     /// [`SfuConfig::rtx_history`].
@@ -209,6 +212,12 @@ impl OutTrack {
         let packet = p.packet;
         // One numbering space per (track, layer): each layer is its own RTP stream.
         let source = p.track.0 << 3 | u64::from(p.layer);
+        if p.silent {
+            // Nothing to hear: the next packet sent follows the last one sent without a gap in
+            // the numbers, its timestamp telling the pause (as after the sender's own DTX).
+            self.rewriter.skip(source, *packet.seq_no);
+            return Written::Skipped;
+        }
         if let Some(t) = p.temporal {
             let (target, now) = (self.temporal_target, self.temporal_now);
             self.temporal_now = temporal_limit(now, target, t.tid, t.sync, switched || p.keyframe);
@@ -327,6 +336,9 @@ pub(crate) struct Peer {
     pub estimate_fell_at: Option<Instant>,
     /// Whether the estimator can probe (its estimates count).
     pub bwe_live: bool,
+    /// The peer negotiated no transport-wide congestion control: no estimate will come, so
+    /// nothing is paced or probed toward it and its views alone pick its layers.
+    pub unestimated: bool,
     /// Since when the peer has been held below the layers its tiles could use, asking for
     /// more than its estimate.
     pub waiting_since: Option<Instant>,
@@ -437,6 +449,8 @@ impl Peer {
             estimator_restarted: None,
             estimate_fell_at: None,
             bwe_live: false,
+            // Estimation off: nothing to do for a peer without transport-cc either.
+            unestimated: config.initial_estimate.is_none(),
             waiting_since: None,
             audio_bps: 0,
         }
@@ -460,6 +474,25 @@ impl Peer {
             self.packets_out[p.kind as usize] += 1;
         }
         written
+    }
+
+    /// Notes a session description the peer agreed to: without transport-wide congestion
+    /// control in it (no transport sequence numbers, so no feedback), str0m's estimator would
+    /// stay at its starting rate and pace everything sent to the peer at that rate, however
+    /// much the peer's tiles ask for; the peer is then treated as when estimation is off.
+    pub(crate) fn note_congestion_control(&mut self, sdp: &str, now: Instant) {
+        if self.unestimated || self.estimate.is_some() || sdp_has_transport_cc(sdp) {
+            return;
+        }
+        if !self.lines.iter().any(|(_, kind)| *kind == MediaKind::Video) {
+            // Audio alone: the starting rate carries it.
+            return;
+        }
+        tracing::debug!(id = %self.id, "no transport-cc negotiated: not paced, layers by view");
+        self.unestimated = true;
+        self.allocator.estimate(UNLIMITED_BPS, now);
+        // A failure here closes the session, as any other in str0m, at the next drain.
+        let _ = self.mutate(|rtc| rtc.bwe().reset(Bitrate::bps(UNLIMITED_BPS)));
     }
 
     /// Drains the `Rtc` until it asks for a timeout (str0m's single-mutation invariant):
@@ -545,4 +578,11 @@ impl Peer {
 fn in_session<R>(rtc: &mut Rtc, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(|| f(rtc)))
         .map_err(|_| "internal error in the peer's media session".to_string())
+}
+
+/// Whether a session description negotiates transport-wide congestion control: its transport
+/// sequence number header extension (without it there is no feedback to estimate from).
+pub(crate) fn sdp_has_transport_cc(sdp: &str) -> bool {
+    sdp.lines()
+        .any(|l| l.starts_with("a=extmap:") && l.contains("transport-wide-cc-extensions"))
 }

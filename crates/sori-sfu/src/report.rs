@@ -61,6 +61,9 @@ pub struct Counters {
     pub rtp_codec_mismatch: u64,
     /// Packets of a publisher the server muted, forwarded to no one.
     pub rtp_dropped_muted: u64,
+    /// Silent audio packets not forwarded ([`crate::SfuConfig::silence_dbov`]), counted once
+    /// per packet (not per receiver).
+    pub rtp_silence_not_forwarded: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Times a receiver's video track moved to another simulcast layer (or paused, or
@@ -109,6 +112,7 @@ impl Counters {
         self.rtp_held_for_keyframe += other.rtp_held_for_keyframe;
         self.rtp_codec_mismatch += other.rtp_codec_mismatch;
         self.rtp_dropped_muted += other.rtp_dropped_muted;
+        self.rtp_silence_not_forwarded += other.rtp_silence_not_forwarded;
         self.keyframe_requests_sent += other.keyframe_requests_sent;
         self.layer_switches += other.layer_switches;
         self.peers_joined += other.peers_joined;

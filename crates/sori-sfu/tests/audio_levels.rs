@@ -1,7 +1,7 @@
 //! Who is talking starts in the core: the `ssrc-audio-level` extension of each audio packet a
 //! publisher sends is summed and reported ([`SfuEvent::AudioLevels`]) every level interval,
-//! only while audio with levels arrives; a server-muted publisher reports nothing. Virtual
-//! time.
+//! only while audio with levels arrives; a server-muted publisher reports nothing. Silent
+//! audio is not forwarded, and the receiver sees no gap for it. Virtual time.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use common::{client, join, pump, settle, Client};
-use sori_sfu::{MediaKind as Kind, PeerId, Sfu, SfuEvent};
+use sori_sfu::{MediaKind as Kind, PeerId, Sfu, SfuConfig, SfuEvent};
 use str0m::media::{Frequency, MediaKind, MediaTime};
 
 /// One Opus frame every 20 ms from `c` at `level` (-dBov) for `frames` frames.
@@ -97,4 +97,75 @@ fn a_publishers_levels_are_reported_twenty_times_a_second_while_its_audio_arrive
         "{:?}",
         levels_of(&events, pa)
     );
+}
+
+/// A room of two where Ada speaks for a second, switches her microphone off (digital silence,
+/// -127 dBov, as a browser sends for a disabled track) for a second, then speaks again at
+/// -40: what Bo receives of her audio, as (sequence number, RTP time in 48 kHz ticks, level).
+fn bo_hears_ada(config: SfuConfig) -> (Vec<(u64, u64, Option<i8>)>, u64) {
+    let mut sfu = common::sfu_with(config);
+    let mut now = Instant::now();
+    let mut clients = HashMap::new();
+    let mut a = client(1, now);
+    let mut b = client(2, now);
+    let pa = join(&mut sfu, &mut a, "silence", now);
+    let pb = join(&mut sfu, &mut b, "silence", now);
+    clients.insert(pa, a);
+    clients.insert(pb, b);
+    let events = pump(&mut sfu, &mut clients, &mut now, 50);
+    settle(&mut sfu, &mut clients, &mut now, events);
+    assert!(clients.values().all(|c| c.connected));
+    let mut seq = 0;
+    speak(&mut sfu, &mut clients, pa, -30, 50, &mut now, &mut seq);
+    speak(&mut sfu, &mut clients, pa, -127, 50, &mut now, &mut seq);
+    speak(&mut sfu, &mut clients, pa, -40, 50, &mut now, &mut seq);
+    pump(&mut sfu, &mut clients, &mut now, 20);
+    let heard = clients[&pb]
+        .received
+        .iter()
+        .filter(|d| d.params.spec().codec == str0m::format::Codec::Opus)
+        .map(|d| {
+            (
+                **d.seq_range.start(),
+                d.time.rebase(Frequency::FORTY_EIGHT_KHZ).numer(),
+                d.ext_vals.audio_level,
+            )
+        })
+        .collect();
+    (heard, sfu.counters().rtp_silence_not_forwarded)
+}
+
+#[test]
+fn silent_audio_is_not_forwarded_and_the_receiver_sees_a_pause_not_a_loss() {
+    let (heard, not_forwarded) = bo_hears_ada(SfuConfig::default());
+    let levels: Vec<i8> = heard.iter().filter_map(|h| h.2).collect();
+    assert_eq!(
+        heard.len(),
+        100,
+        "the two seconds of speech, not the silence"
+    );
+    assert_eq!(levels.len(), 100);
+    assert!(levels[..50].iter().all(|&l| l == -30), "{levels:?}");
+    assert!(levels[50..].iter().all(|&l| l == -40), "{levels:?}");
+    assert_eq!(not_forwarded, 50);
+    for pair in heard.windows(2) {
+        let ((s0, t0, _), (s1, t1, _)) = (pair[0], pair[1]);
+        assert_eq!(s1, s0 + 1, "no gap in the sequence numbers: {pair:?}");
+        let step = t1 - t0;
+        if pair[1].2 == Some(-40) && pair[0].2 == Some(-30) {
+            // The second of silence: 51 frames from the last spoken to the next.
+            assert_eq!(step, 51 * 960, "the pause shows in the timestamps");
+        } else {
+            assert_eq!(step, 960, "{pair:?}");
+        }
+    }
+
+    // Off: every packet goes out, the silent ones too.
+    let (heard, not_forwarded) = bo_hears_ada(SfuConfig {
+        silence_dbov: None,
+        ..SfuConfig::default()
+    });
+    assert_eq!(heard.len(), 150);
+    assert_eq!(heard.iter().filter(|h| h.2 == Some(-127)).count(), 50);
+    assert_eq!(not_forwarded, 0);
 }

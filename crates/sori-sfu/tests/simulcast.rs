@@ -363,3 +363,29 @@ fn a_hidden_tile_gets_no_video_and_its_layer_is_paused_at_the_publisher() {
     let layers = check_stream(&h, publisher, &frames);
     assert_eq!(layers.last(), Some(&2));
 }
+
+#[test]
+fn a_receiver_without_transport_cc_is_not_held_to_the_starting_estimate() {
+    // No feedback comes from it, so no estimate: were everything toward it paced at the
+    // starting 1 Mbit/s, a 2 Mbit/s video would fall seconds behind and lose frames.
+    let mut h = Harness::new(SfuConfig::default(), 9);
+    let a = h.join("no-twcc", Link::default(), Link::default());
+    let b = h.join_without_transport_cc("no-twcc", Link::default(), Link::default());
+    h.run_for(Duration::from_secs(1));
+    let end = h.now + Duration::from_secs(6);
+    h.stream_until(a, 8_000, end);
+    h.run_for(Duration::from_millis(100));
+    let sent = h.members[a].frames_sent;
+    let got = h.video_frames(b);
+    let last = got.iter().copied().max().unwrap_or(0);
+    assert!(
+        got.len() as u64 >= sent * 95 / 100,
+        "{} of {sent} frames (8 kB at 30/s, ~1.9 Mbit/s) reached the receiver",
+        got.len()
+    );
+    assert!(
+        last + 3 >= sent,
+        "the receiver is {} frames behind the publisher",
+        sent - last
+    );
+}

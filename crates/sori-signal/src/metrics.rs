@@ -257,6 +257,12 @@ fn media_metrics(metric: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]), stat
         &[("", c.rtp_forwarded_bytes)],
     );
     metric(
+        "sori_rtp_silent_audio_not_forwarded_total",
+        "counter",
+        "Silent audio packets not forwarded to receivers (media.silence_dbov).",
+        &[("", c.rtp_silence_not_forwarded)],
+    );
+    metric(
         "sori_datagrams_received_total",
         "counter",
         "UDP datagrams and ICE-TCP frames received on the media port.",
@@ -392,6 +398,9 @@ sori_rtp_forwarded_packets_total 106
 # HELP sori_rtp_forwarded_bytes_total RTP payload bytes forwarded to receivers.
 # TYPE sori_rtp_forwarded_bytes_total counter
 sori_rtp_forwarded_bytes_total 107
+# HELP sori_rtp_silent_audio_not_forwarded_total Silent audio packets not forwarded to receivers (media.silence_dbov).
+# TYPE sori_rtp_silent_audio_not_forwarded_total counter
+sori_rtp_silent_audio_not_forwarded_total 114
 # HELP sori_datagrams_received_total UDP datagrams and ICE-TCP frames received on the media port.
 # TYPE sori_datagrams_received_total counter
 sori_datagrams_received_total 101
@@ -446,6 +455,7 @@ sori_ice_stalls_total 113
         c.layer_switches = 111;
         c.ice_restarts = 112;
         c.ice_stalls = 113;
+        c.rtp_silence_not_forwarded = 114;
         let s = &mut stats.state;
         s.peers = 201;
         s.rooms = 202;

@@ -11,10 +11,12 @@ use sori_testkit::Rng;
 use str0m::change::SdpAnswer;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output};
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Candidate, Event, Input, Output, RtcConfig};
 
 use super::{
-    answer, client, ice_ufrag, sfu_with, try_join_answered, write, write_layer, Client, SERVER,
+    answer, client, client_with, ice_ufrag, sfu_with, try_join_answered, write, write_layer,
+    Client, SERVER,
 };
 
 /// One direction between a client and the core.
@@ -224,8 +226,39 @@ impl Harness {
 
     /// As [`Harness::join`], the video offered as one simulcast encoding per `rid`.
     pub fn join_simulcast(&mut self, room: &str, rids: &[&str], up: Link, down: Link) -> usize {
+        let c = client(self.members.len() as u8, self.now);
+        self.join_client(c, room, rids, up, down)
+    }
+
+    /// As [`Harness::join`], with a client whose session negotiates no transport-wide
+    /// congestion control (no transport sequence numbers, no feedback).
+    pub fn join_without_transport_cc(&mut self, room: &str, up: Link, down: Link) -> usize {
+        let i = self.members.len() as u8;
+        let mut exts = ExtensionMap::empty();
+        for (id, e) in ExtensionMap::standard().iter() {
+            if e.as_uri() != Extension::TransportSequenceNumber.as_uri() {
+                exts.set(id, e.clone());
+            }
+        }
+        let config = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_extension_map(exts);
+        let c = client_with(i, config, self.now);
+        self.join_client(c, room, &[], up, down)
+    }
+
+    /// Client `c` joins `room` (its video offered as one simulcast encoding per `rid`).
+    fn join_client(
+        &mut self,
+        mut c: Client,
+        room: &str,
+        rids: &[&str],
+        up: Link,
+        down: Link,
+    ) -> usize {
         let i = self.members.len();
-        let mut c = client(i as u8, self.now);
         let (peer, answer) =
             try_join_answered(&mut self.sfu, &mut c, room, rids, self.now).expect("join");
         self.members.push(Member {

@@ -150,6 +150,8 @@ pub struct MediaSection {
     pub rtx_history: Duration,
     /// 0: bandwidth estimation off.
     pub initial_estimate_kbps: u64,
+    /// 0: every audio packet forwarded, silent ones too.
+    pub silence_dbov: u8,
     #[serde(deserialize_with = "values::codecs")]
     pub video_codecs: Vec<VideoCodec>,
 }
@@ -582,6 +584,7 @@ impl Config {
                 .then(|| m.initial_estimate_kbps.saturating_mul(1000)),
             first_id: SfuConfig::default().first_id,
             level_interval: SfuConfig::default().level_interval,
+            silence_dbov: (m.silence_dbov > 0).then_some(m.silence_dbov),
         }
     }
 
