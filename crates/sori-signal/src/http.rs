@@ -1,7 +1,7 @@
 //! The HTTP server loop shared by the session server and the control API: accepts connections
-//! up to a total and a per-address cap, gives each a deadline for its request head, hands the
-//! client's address to handlers (`ConnectInfo<SocketAddr>`), and logs accept errors instead of
-//! spinning on them.
+//! up to a total and a per-address cap, gives each a deadline for its TLS handshake (HTTPS)
+//! and its request head, hands the client's address to handlers (`ConnectInfo<SocketAddr>`),
+//! and logs accept errors instead of spinning on them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,7 +14,12 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls;
 use tower::ServiceExt;
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737): such a connection only
+/// fetches the challenge certificate, it carries no HTTP.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Connection caps of one listener.
 #[derive(Debug, Clone)]
@@ -96,6 +101,20 @@ pub async fn serve(
     what: &'static str,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, app, limits, what, None, shutdown).await
+}
+
+/// As [`serve`], over TLS when `tls` is given (HTTPS, WSS): the handshake must end within the
+/// request-head deadline.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    what: &'static str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Arc::new(Mutex::new(Open::default()));
     // Refusals are logged at most once a second per listener: a flood must not flood the log.
     let mut last_refusal_log: Option<tokio::time::Instant> = None;
@@ -134,17 +153,51 @@ pub async fn serve(
             app.clone().oneshot(req)
         });
         let header_timeout = limits.header_timeout;
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %addr.ip(), "connection ended: {e}");
+            let Some(acceptor) = acceptor else {
+                serve_connection(TokioIo::new(tcp), service, header_timeout, addr).await;
+                return;
+            };
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %addr.ip(), "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %addr.ip(), "TLS handshake timed out");
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                // A certificate authority checked the challenge certificate: done.
+                return;
             }
+            serve_connection(TokioIo::new(stream), service, header_timeout, addr).await;
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one connection.
+async fn serve_connection<I, S>(io: I, service: S, header_timeout: Duration, addr: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(client = %addr.ip(), "connection ended: {e}");
     }
 }
 

@@ -299,6 +299,16 @@ impl Signal {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// As [`Signal::serve`], over TLS (HTTPS and WSS) when `tls` is given.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let limits = http::ConnLimits {
             proxies: self.config.trusted_proxies.clone(),
             ..http::ConnLimits::from(&self.config.limits)
@@ -306,7 +316,12 @@ impl Signal {
         let signal = self.clone();
         let sweeper = tokio::spawn(self.clone().end_empty_rooms());
         let speakers = tokio::spawn(self.clone().tick_speakers());
-        http::serve(listener, self.router(), limits, "HTTP server", shutdown).await;
+        let what = if tls.is_some() {
+            "HTTPS server"
+        } else {
+            "HTTP server"
+        };
+        http::serve_tls(listener, self.router(), limits, what, tls, shutdown).await;
         sweeper.abort();
         speakers.abort();
         signal.drain().await;

@@ -31,16 +31,16 @@ impl std::fmt::Debug for TurnTls {
 /// Why a certificate or key was not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read TURN TLS file {path}: {source}")]
+    #[error("cannot read TLS file {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("TURN TLS certificate {path}: {message}")]
+    #[error("TLS certificate {path}: {message}")]
     Certificate { path: String, message: String },
-    #[error("TURN TLS key {path}: {message}")]
+    #[error("TLS key {path}: {message}")]
     Key { path: String, message: String },
-    #[error("TURN TLS certificate and key do not form a usable pair: {0}")]
+    #[error("TLS certificate and key do not form a usable pair: {0}")]
     Pair(String),
 }
 
@@ -62,6 +62,52 @@ pub fn server_config(
 /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
 /// Errors name the file at fault.
 pub fn load_pem(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (certs, key_der) = read_pem(cert, key)?;
+    server_config(certs, key_der).map_err(|e| match e {
+        TlsError::Pair(m) => {
+            TlsError::Pair(format!("{} and {}: {m}", cert.display(), key.display()))
+        }
+        e => e,
+    })
+}
+
+/// The certificate chain and key of [`load_pem`] as one signing identity, the key checked
+/// against the certificate. Errors name the file at fault.
+pub fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let (certs, key_der) = read_pem(cert, key)?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key_der, &provider)
+        .map(Arc::new)
+        .map_err(|e| TlsError::Pair(format!("{} and {}: {e}", cert.display(), key.display())))
+}
+
+/// A certificate chain and key from PEM text (as an ACME server hands them out).
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pair(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pair("no CERTIFICATE block".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pair(format!("key: {e}")))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| TlsError::Pair(e.to_string()))
+}
+
+/// Reads and parses the two PEM files; errors name the file at fault.
+fn read_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.display().to_string(),
@@ -91,10 +137,5 @@ pub fn load_pem(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Tl
             e => e.to_string(),
         },
     })?;
-    server_config(certs, key_der).map_err(|e| match e {
-        TlsError::Pair(m) => {
-            TlsError::Pair(format!("{} and {}: {m}", cert.display(), key.display()))
-        }
-        e => e,
-    })
+    Ok((certs, key_der))
 }

@@ -218,6 +218,42 @@ pub struct SessionFlags {
     #[arg(long, env = "SORI_LAST_N", value_name = "N")]
     #[serde(rename = "rooms.last_n")]
     last_n: Option<u32>,
+    /// PEM certificate chain: --listen serves HTTPS and WSS (with --tls-key; re-read when the
+    /// files change) [default: plain HTTP].
+    #[arg(long, env = "SORI_TLS_CERT", value_name = "FILE")]
+    #[serde(rename = "tls.cert")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SORI_TLS_KEY", value_name = "FILE")]
+    #[serde(rename = "tls.key")]
+    tls_key: Option<PathBuf>,
+    /// Get and renew the certificate for this DNS name from an ACME CA (Let's Encrypt by
+    /// default); --listen then serves HTTPS [default: none].
+    #[arg(long, env = "SORI_DOMAIN", value_name = "NAME")]
+    #[serde(rename = "tls.domain")]
+    domain: Option<String>,
+    /// Contact address given to the ACME CA (expiry notices) [default: none].
+    #[arg(long, env = "SORI_ACME_EMAIL", value_name = "EMAIL")]
+    #[serde(rename = "tls.acme_email")]
+    acme_email: Option<String>,
+    /// Directory URL of the ACME CA [default: Let's Encrypt's].
+    #[arg(long, env = "SORI_ACME_DIRECTORY", value_name = "URL")]
+    #[serde(rename = "tls.acme_directory")]
+    acme_directory: Option<String>,
+    /// PEM file of a CA to trust for the ACME directory's own HTTPS (a test CA) [default: the
+    /// system's roots].
+    #[arg(long, env = "SORI_ACME_CA_ROOT", value_name = "FILE")]
+    #[serde(rename = "tls.acme_ca_root")]
+    acme_ca_root: Option<PathBuf>,
+    /// Directory keeping the ACME account and certificate across restarts [default: acme].
+    #[arg(long, env = "SORI_ACME_CACHE", value_name = "DIR")]
+    #[serde(rename = "tls.acme_cache")]
+    acme_cache: Option<PathBuf>,
+    /// A plain-HTTP address that redirects to HTTPS and answers ACME HTTP-01 challenges, e.g.
+    /// 0.0.0.0:80 [default: none].
+    #[arg(long, env = "SORI_HTTP_LISTEN", value_name = "ADDR")]
+    #[serde(rename = "tls.http_listen")]
+    http_listen: Option<SocketAddr>,
 }
 
 /// One API key, given on the command line or in the environment: an entry of `auth.keys`.

@@ -2,10 +2,12 @@
 
 #![forbid(unsafe_code)]
 
+mod acme;
 mod config;
 mod flags;
 mod rooms;
 mod run;
+mod tls;
 mod token;
 mod turn;
 
@@ -19,12 +21,20 @@ use crate::flags::{settings, BaseArgs, MediaFlags, SessionFlags, TurnFlags};
 use crate::run::Role;
 use crate::token::TokenArgs;
 
+/// The version and the git revision it was built from: `0.1.0 (1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SORI_GIT_REVISION"),
+    ")"
+);
+
 /// Sori — a self-hosted WebRTC video-conferencing server in one binary.
 ///
 /// Browsers join rooms over one WebSocket; their media goes through Sori's selective forwarding
 /// unit on one UDP port. Start with `sori serve`, then open the printed address.
 #[derive(Parser)]
-#[command(name = "sori", version, about, long_about)]
+#[command(name = "sori", version = VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

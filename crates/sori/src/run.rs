@@ -9,7 +9,7 @@ use sori_net::{MediaConfig, MediaServer};
 use sori_signal::{Signal, TurnAccess};
 use sori_turn::TurnServer;
 
-use crate::config::{Config, TurnPlan};
+use crate::config::{Config, TlsPlanWeb, TurnPlan};
 use crate::turn::start_turn;
 
 /// What a process runs.
@@ -46,7 +46,7 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
         let (listener, addr) = bind(config.kurento.listen).await?;
         tracing::info!(
             "Sori {} media server: control API on ws://{addr}{path} (media: UDP {}, advertised as {advertised})",
-            env!("CARGO_PKG_VERSION"),
+            crate::VERSION,
             media.local_addr,
         );
         let limits = sori_signal::http::ConnLimits::from(&config.limits());
@@ -55,7 +55,9 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
     let mut turn = None;
     if let Role::Serve { .. } = role {
         let mut signal = config.signal();
-        let (server, access) = start_turn(&config, &media.candidates).await?;
+        // HTTPS first: TURN over TLS may present the same certificate.
+        let web = WebListener::open(&config).await?;
+        let (server, access) = start_turn(&config, &media.candidates, web.store.clone()).await?;
         signal.turn = access;
         signal.turn_monitor = server.as_ref().map(TurnServer::monitor);
         turn = server;
@@ -64,16 +66,13 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
         if let Some(at) = config.server.metrics_listen {
             servers.spawn(serve_metrics(at, app.clone(), &config).await?);
         }
-        let (listener, http) = bind(config.server.listen).await?;
         tracing::info!(
-            "Sori {} listening on http://{http} (media: UDP {}, advertised as {advertised})",
-            env!("CARGO_PKG_VERSION"),
+            "Sori {} listening on {} (media: UDP {}, advertised as {advertised})",
+            crate::VERSION,
+            web.url(),
             media.local_addr,
         );
-        servers.spawn(async move {
-            app.serve(listener, shutdown_signal()).await;
-            Ok(())
-        });
+        web.spawn(app, &config, &mut servers).await?;
     }
     let mut task = media.task;
     let mut result = Ok(());
@@ -205,10 +204,11 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
     if let Some(at) = config.server.metrics_listen {
         tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
     }
-    let (listener, http) = bind(config.server.listen).await?;
+    let web = WebListener::open(&config).await?;
     tracing::info!(
-        "Sori {} listening on http://{http} (media server: {shown})",
-        env!("CARGO_PKG_VERSION"),
+        "Sori {} listening on {} (media server: {shown})",
+        crate::VERSION,
+        web.url()
     );
     let watched = media_watch.clone();
     let stopped = async move {
@@ -217,7 +217,10 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
             _ = watched.stopped() => {}
         }
     };
-    app.serve(listener, stopped).await;
+    let mut servers = tokio::task::JoinSet::new();
+    web.spawn_helpers(&config, &mut servers).await?;
+    app.serve_tls(web.listener, web.tls, stopped).await;
+    servers.abort_all();
     if media_watch.is_stopped() {
         let why = "the media server connection task stopped";
         tracing::error!("{why}: stopping");
@@ -225,6 +228,115 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The session server's listener, plain or HTTPS, with what keeps its certificate current.
+struct WebListener {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    tls: Option<std::sync::Arc<sori_turn::rustls::ServerConfig>>,
+    store: Option<std::sync::Arc<crate::tls::CertStore>>,
+}
+
+impl WebListener {
+    /// Loads the certificate files (an unreadable or unusable one stops the start, the error
+    /// naming the file) and binds the listener.
+    async fn open(config: &Config) -> Result<WebListener, String> {
+        let (tls, store) = match config.web_tls() {
+            TlsPlanWeb::Off => (None, None),
+            TlsPlanWeb::Files { cert, key } => {
+                let store = std::sync::Arc::new(crate::tls::CertStore::default());
+                crate::tls::load_files(&store, &cert, &key)?;
+                (
+                    Some(crate::tls::server_config(store.clone(), false)),
+                    Some(store),
+                )
+            }
+            TlsPlanWeb::Acme(_) => {
+                let store = std::sync::Arc::new(crate::tls::CertStore::default());
+                (
+                    Some(crate::tls::server_config(store.clone(), true)),
+                    Some(store),
+                )
+            }
+        };
+        let (listener, addr) = bind(config.server.listen).await?;
+        Ok(WebListener {
+            listener,
+            addr,
+            tls,
+            store,
+        })
+    }
+
+    fn url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Serves `app` on the listener, with its helpers, in `servers`.
+    async fn spawn(
+        self,
+        app: Signal,
+        config: &Config,
+        servers: &mut tokio::task::JoinSet<Result<(), String>>,
+    ) -> Result<(), String> {
+        self.spawn_helpers(config, servers).await?;
+        let tls = self.tls;
+        let listener = self.listener;
+        servers.spawn(async move {
+            app.serve_tls(listener, tls, shutdown_signal()).await;
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// What keeps the certificate current (the file watcher, or ACME) and the plain-HTTP
+    /// listener, in `servers`.
+    async fn spawn_helpers(
+        &self,
+        config: &Config,
+        servers: &mut tokio::task::JoinSet<Result<(), String>>,
+    ) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut http01 = false;
+        if let Some(at) = config.tls.http_listen {
+            let (listener, addr) = bind(at).await?;
+            tracing::info!(
+                "plain HTTP on {}",
+                crate::tls::describe_redirect(addr, self.addr.port())
+            );
+            http01 = addr.port() == 80;
+            let limits = sori_signal::http::ConnLimits::from(&config.limits());
+            servers.spawn(serve_http(
+                listener,
+                crate::tls::redirect_router(store.clone(), self.addr.port()),
+                limits,
+                "HTTP redirect",
+            ));
+        }
+        match config.web_tls() {
+            TlsPlanWeb::Off => {}
+            TlsPlanWeb::Files { cert, key } => {
+                let store = store.clone();
+                tokio::spawn(crate::tls::watch_files(store, cert, key));
+            }
+            TlsPlanWeb::Acme(plan) => {
+                let challenge = if http01 {
+                    crate::acme::Challenge::Http01
+                } else {
+                    crate::acme::Challenge::TlsAlpn01
+                };
+                let acme = crate::acme::Acme::new(plan, store.clone(), challenge)?;
+                tokio::spawn(acme.run());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Binds a TCP listener; returns it with the address it got.

@@ -12,6 +12,7 @@ use crate::config::{Config, TurnPlan};
 pub async fn start_turn(
     config: &Config,
     media: &[SocketAddr],
+    web_certificate: Option<std::sync::Arc<crate::tls::CertStore>>,
 ) -> Result<(Option<TurnServer>, Option<TurnAccess>), String> {
     let (listen, secret, realm, relay_ports, allow, ttl, tls, limits) = match config.turn() {
         TurnPlan::Off => return Ok((None, None)),
@@ -34,7 +35,15 @@ pub async fn start_turn(
     let tls_config = match &tls {
         Some(plan) => Some(TurnTls {
             listen: plan.listen,
-            config: sori_turn::tls::load_pem(&plan.cert, &plan.key).map_err(|e| e.to_string())?,
+            config: match (&plan.files, web_certificate) {
+                (Some((cert, key)), _) => {
+                    sori_turn::tls::load_pem(cert, key).map_err(|e| e.to_string())?
+                }
+                (None, Some(store)) => crate::tls::turn_config(store),
+                (None, None) => {
+                    return Err("TURN over TLS: no certificate (turn.tls_cert, or HTTPS)".into())
+                }
+            },
         }),
         None => None,
     };

@@ -23,10 +23,22 @@ fn http_get(addr: &str, path: &str) -> String {
 fn version_and_help() {
     let v = Command::new(SORI).arg("--version").output().unwrap();
     assert!(v.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&v.stdout).trim(),
-        format!("sori {}", env!("CARGO_PKG_VERSION"))
-    );
+    // `sori 0.1.0 (1a2b3c4d5e6f)`: the version and the git revision it was built from.
+    let line = String::from_utf8_lossy(&v.stdout).trim().to_string();
+    let revision = line
+        .strip_prefix(&format!("sori {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line}"));
+    let git = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match git {
+        Some(head) => assert_eq!(revision, head),
+        None => assert_eq!(revision, "unknown"),
+    }
     let h = Command::new(SORI)
         .args(["serve", "--help"])
         .output()

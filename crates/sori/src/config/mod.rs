@@ -39,7 +39,47 @@ pub struct Config {
     pub rooms: RoomsSection,
     pub webhooks: WebhooksSection,
     pub turn: TurnSection,
+    pub tls: TlsSection,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    #[serde(deserialize_with = "values::optional")]
+    pub cert: Option<PathBuf>,
+    #[serde(deserialize_with = "values::optional")]
+    pub key: Option<PathBuf>,
+    #[serde(deserialize_with = "values::optional")]
+    pub domain: Option<String>,
+    #[serde(deserialize_with = "values::optional")]
+    pub acme_email: Option<String>,
+    pub acme_directory: String,
+    #[serde(deserialize_with = "values::optional")]
+    pub acme_ca_root: Option<PathBuf>,
+    pub acme_cache: PathBuf,
+    #[serde(deserialize_with = "values::optional")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// How the web listener speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsPlanWeb {
+    /// Plain HTTP.
+    Off,
+    /// HTTPS from PEM files, re-read when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// HTTPS with a certificate from an ACME CA.
+    Acme(AcmePlan),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmePlan {
+    pub domain: String,
+    pub email: Option<String>,
+    pub directory: String,
+    pub ca_root: Option<PathBuf>,
+    pub cache: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,8 +317,8 @@ pub enum TurnPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsPlan {
     pub listen: SocketAddr,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// PEM files of TURN's own; `None`: the web listener's certificate (files or ACME).
+    pub files: Option<(PathBuf, PathBuf)>,
     /// The host of the `turns:` URL; `None`: the advertised IP.
     pub host: Option<String>,
 }
@@ -349,7 +389,78 @@ impl Config {
         }
         sori_signal::webhooks::check(&self.webhook_config(), &self.keys())
             .map_err(|e| format!("webhooks: {e}"))?;
+        self.check_tls()?;
         self.check_turn()
+    }
+
+    /// HTTPS from files or from ACME, not both; files come in pairs; a domain is a DNS name.
+    fn check_tls(&self) -> Result<(), String> {
+        let t = &self.tls;
+        match (&t.cert, &t.key) {
+            (Some(_), None) => {
+                return Err("tls.cert is set but tls.key is not: give the certificate's key".into())
+            }
+            (None, Some(_)) => {
+                return Err("tls.key is set but tls.cert is not: give the certificate too".into())
+            }
+            (Some(_), Some(_)) if t.domain.is_some() => {
+                return Err(
+                    "tls.domain and tls.cert are both set: either Sori gets the certificate \
+                     (ACME) or it reads yours, not both"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(d) = &t.domain {
+            let valid = d.len() <= 253
+                && d.contains('.')
+                && d.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !valid || d.parse::<std::net::IpAddr>().is_ok() {
+                return Err(format!("tls.domain: {d:?} is not a DNS name"));
+            }
+            let dir = &t.acme_directory;
+            if !dir.starts_with("https://") {
+                return Err(format!(
+                    "tls.acme_directory: {dir:?} is not an https:// URL"
+                ));
+            }
+        }
+        if t.http_listen.is_some() && self.web_tls() == TlsPlanWeb::Off {
+            return Err(
+                "tls.http_listen redirects to HTTPS, but HTTPS is off: give tls.cert and \
+                 tls.key, or tls.domain"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// How the web listener speaks: plain HTTP, HTTPS from files, or HTTPS by ACME.
+    pub fn web_tls(&self) -> TlsPlanWeb {
+        let t = &self.tls;
+        if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+            return TlsPlanWeb::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+        }
+        match &t.domain {
+            Some(domain) => TlsPlanWeb::Acme(AcmePlan {
+                domain: domain.to_ascii_lowercase(),
+                email: t.acme_email.clone(),
+                directory: t.acme_directory.clone(),
+                ca_root: t.acme_ca_root.clone(),
+                cache: t.acme_cache.clone(),
+            }),
+            None => TlsPlanWeb::Off,
+        }
     }
 
     fn check_turn(&self) -> Result<(), String> {
@@ -390,6 +501,8 @@ impl Config {
         let t = &self.turn;
         match (&t.tls_cert, &t.tls_key) {
             (None, None) if t.tls_host.is_none() => return Ok(()),
+            // TURN over TLS with the web listener's certificate.
+            (None, None) if self.web_tls() != TlsPlanWeb::Off => {}
             (None, None) => {
                 return Err(
                     "turn.tls_host is set but turn.tls_cert and turn.tls_key are not: \
@@ -555,10 +668,17 @@ impl Config {
             tls: match (&t.tls_cert, &t.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsPlan {
                     listen: t.tls_listen,
-                    cert: cert.clone(),
-                    key: key.clone(),
+                    files: Some((cert.clone(), key.clone())),
                     host: t.tls_host.clone(),
                 }),
+                // A host alone: the web listener's certificate, for that name.
+                (None, None) if t.tls_host.is_some() && self.web_tls() != TlsPlanWeb::Off => {
+                    Some(TlsPlan {
+                        listen: t.tls_listen,
+                        files: None,
+                        host: t.tls_host.clone(),
+                    })
+                }
                 _ => None,
             },
             limits: AllocationLimits {

@@ -199,11 +199,21 @@ fn turn_plans_follow_the_file() {
         plan,
         TlsPlan {
             listen: "0.0.0.0:5349".parse().unwrap(),
-            cert: "/etc/sori/cert.pem".into(),
-            key: "/etc/sori/key.pem".into(),
+            files: Some(("/etc/sori/cert.pem".into(), "/etc/sori/key.pem".into())),
             host: Some("turn.example.org".into()),
         }
     );
+    // A host alone: the web listener's certificate, when there is one.
+    let web = "[tls]\ndomain = \"meet.example.org\"\n[turn]\ntls_host = \"meet.example.org\"\n";
+    let TurnPlan::Embedded {
+        tls: Some(plan), ..
+    } = load_file("web", web).unwrap().turn()
+    else {
+        panic!("TLS is planned");
+    };
+    assert_eq!(plan.files, None);
+    let e = load_file("nocert", "[turn]\ntls_host = \"meet.example.org\"\n").unwrap_err();
+    assert!(e.contains("turn.tls_host is set"), "{e}");
     let external = "[turn]\nsecret = \"s\"\nexternal = [\"turn:t.example.org:3478\"]\n";
     assert!(matches!(
         load_file("external", external).unwrap().turn(),
@@ -220,4 +230,50 @@ fn a_missing_file_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn https_comes_from_files_or_from_acme_never_both() {
+    let files = "[tls]\ncert = \"/etc/sori/c.pem\"\nkey = \"/etc/sori/k.pem\"\n";
+    assert_eq!(
+        load_file("files", files).unwrap().web_tls(),
+        TlsPlanWeb::Files {
+            cert: "/etc/sori/c.pem".into(),
+            key: "/etc/sori/k.pem".into()
+        }
+    );
+    let acme = "[tls]\ndomain = \"Meet.Example.org\"\nacme_email = \"ops@example.org\"\n";
+    let TlsPlanWeb::Acme(plan) = load_file("acme", acme).unwrap().web_tls() else {
+        panic!("ACME is planned");
+    };
+    assert_eq!(plan.domain, "meet.example.org");
+    assert_eq!(
+        plan.directory,
+        "https://acme-v02.api.letsencrypt.org/directory"
+    );
+    assert_eq!(plan.cache, std::path::PathBuf::from("acme"));
+    assert_eq!(load_file("none", "").unwrap().web_tls(), TlsPlanWeb::Off);
+    for (name, text, says) in [
+        ("half", "[tls]\ncert = \"c.pem\"\n", "tls.key"),
+        (
+            "both",
+            "[tls]\ncert = \"c\"\nkey = \"k\"\ndomain = \"a.example.org\"\n",
+            "not both",
+        ),
+        ("ip", "[tls]\ndomain = \"192.0.2.1\"\n", "not a DNS name"),
+        ("bad", "[tls]\ndomain = \"a..example\"\n", "not a DNS name"),
+        (
+            "http",
+            "[tls]\ndomain = \"a.example.org\"\nacme_directory = \"http://ca\"\n",
+            "https://",
+        ),
+        (
+            "redirect",
+            "[tls]\nhttp_listen = \"0.0.0.0:80\"\n",
+            "HTTPS is off",
+        ),
+    ] {
+        let e = load_file(name, text).unwrap_err();
+        assert!(e.contains(says), "{name}: {e}");
+    }
 }
