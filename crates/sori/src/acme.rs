@@ -3,7 +3,8 @@
 //! directory; a certificate is renewed when a third of its lifetime is left (30 days of Let's
 //! Encrypt's 90), or at once on SIGHUP; a failed attempt is tried again after 1 minute,
 //! doubling up to an hour. The challenge is TLS-ALPN-01 on the HTTPS listener (RFC 8737), or
-//! HTTP-01 on the plain-HTTP listener when that is on port 80.
+//! HTTP-01 on the plain-HTTP listener when there is one (the CA asks on port 80: that
+//! listener's port, or one forwarded to it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::tls::CertStore;
 pub enum Challenge {
     /// A certificate presented on the HTTPS listener to the `acme-tls/1` protocol.
     TlsAlpn01,
-    /// A file under `/.well-known/acme-challenge/` on the plain-HTTP listener (port 80).
+    /// A file under `/.well-known/acme-challenge/` on the plain-HTTP listener.
     Http01,
 }
 

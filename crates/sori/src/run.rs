@@ -310,7 +310,8 @@ impl WebListener {
                 "plain HTTP on {}",
                 crate::tls::describe_redirect(addr, self.addr.port())
             );
-            http01 = addr.port() == 80;
+            // The CA asks on port 80: this listener, or a port forwarded to it.
+            http01 = true;
             let limits = sori_signal::http::ConnLimits::from(&config.limits());
             servers.spawn(serve_http(
                 listener,
