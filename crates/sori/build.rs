@@ -15,20 +15,27 @@ fn main() {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A build without .git (a container build, a tarball) may name it in SORI_GIT_REVISION.
+    println!("cargo:rerun-if-env-changed=SORI_GIT_REVISION");
+    let given = std::env::var("SORI_GIT_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty() && r != "unknown");
+    let revision = given
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SORI_GIT_REVISION={revision}");
-    // Built again when HEAD moves: HEAD itself, the branch it names, and packed refs.
+    // Built again when HEAD moves: HEAD itself, the branch it names, and packed refs (only
+    // files that exist: cargo runs the script every time for a missing one).
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        let mut watched = vec![dir.join("HEAD"), dir.join("packed-refs")];
         if let Ok(head) = std::fs::read_to_string(dir.join("HEAD")) {
             if let Some(r) = head.trim().strip_prefix("ref: ") {
-                println!("cargo:rerun-if-changed={}", dir.join(r).display());
+                watched.push(dir.join(r));
             }
         }
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
+        for path in watched.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
 }

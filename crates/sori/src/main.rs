@@ -227,12 +227,18 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,turn::server=off,turn::allocation=off")
     });
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal; under systemd (which sets JOURNAL_STREAM on the
+    // stderr it hands the service) the journal stamps each line itself.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 }
 
