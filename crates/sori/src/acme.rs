@@ -74,7 +74,7 @@ impl Acme {
     pub async fn run(self) {
         let mut validity = match self.load_cached() {
             Ok(Some(v)) => {
-                tracing::info!(domain = %self.plan.domain, expires = %rfc3339(v.1), "ACME: certificate from the cache in use");
+                tracing::info!(domain = %self.plan.domain, days_left = days_left(v.1), "ACME: certificate from the cache in use");
                 Some(v)
             }
             Ok(None) => None,
@@ -95,7 +95,7 @@ impl Acme {
                 tracing::info!(domain = %self.plan.domain, directory = %self.plan.directory, challenge = ?self.challenge, "ACME: ordering a certificate");
                 match self.obtain().await {
                     Ok(v) => {
-                        tracing::info!(domain = %self.plan.domain, expires = %rfc3339(v.1), "ACME: new certificate in use");
+                        tracing::info!(domain = %self.plan.domain, days_left = days_left(v.1), "ACME: new certificate in use");
                         validity = Some(v);
                         failures = 0;
                     }
@@ -305,12 +305,12 @@ fn alpn_certificate(
     )))
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
+/// Whole days until `t`.
+fn days_left(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::now())
         .unwrap_or_default()
-        .as_secs();
-    format!("unix {secs}")
+        .as_secs()
+        / 86_400
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -301,6 +301,14 @@ impl WebListener {
         servers: &mut tokio::task::JoinSet<Result<(), String>>,
     ) -> Result<(), String> {
         let Some(store) = &self.store else {
+            // SIGHUP would end the process (its default action), and `systemctl reload` sends
+            // it: with no certificate there is nothing to reload.
+            let mut hangup = crate::tls::hangups();
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: nothing to reload (no HTTPS certificate)");
+                }
+            });
             return Ok(());
         };
         let mut http01 = false;
@@ -315,7 +323,14 @@ impl WebListener {
             let limits = sori_signal::http::ConnLimits::from(&config.limits());
             servers.spawn(serve_http(
                 listener,
-                crate::tls::redirect_router(store.clone(), self.addr.port()),
+                crate::tls::redirect_router(
+                    store.clone(),
+                    self.addr.port(),
+                    match config.web_tls() {
+                        TlsPlanWeb::Acme(plan) => Some(plan.domain),
+                        _ => None,
+                    },
+                ),
                 limits,
                 "HTTP redirect",
             ));

@@ -192,8 +192,9 @@ pub fn hangups() -> tokio::sync::mpsc::Receiver<()> {
 
 /// The plain-HTTP listener's routes: ACME HTTP-01 challenges, and a permanent redirect of
 /// everything else to the same path on `https://` (`https_port`: the web listener's port,
-/// left out of the URL when it is 443).
-pub fn redirect_router(store: Arc<CertStore>, https_port: u16) -> Router {
+/// left out of the URL when it is 443) at `domain` when the certificate is for one (ACME),
+/// else at the host the request named.
+pub fn redirect_router(store: Arc<CertStore>, https_port: u16, domain: Option<String>) -> Router {
     Router::new()
         .route(
             "/.well-known/acme-challenge/{token}",
@@ -208,19 +209,22 @@ pub fn redirect_router(store: Arc<CertStore>, https_port: u16) -> Router {
                 },
             ),
         )
-        .fallback(redirect)
+        .fallback(
+            move |headers: HeaderMap, uri: Uri, State((_, port)): State<(Arc<CertStore>, u16)>| {
+                let domain = domain.clone();
+                async move { redirect(port, domain, headers, uri) }
+            },
+        )
         .with_state((store, https_port))
 }
 
-async fn redirect(
-    State((_, port)): State<(Arc<CertStore>, u16)>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(host_without_port);
+fn redirect(port: u16, domain: Option<String>, headers: HeaderMap, uri: Uri) -> Response {
+    let host = domain.or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(host_without_port)
+    });
     let Some(host) = host else {
         return (
             StatusCode::BAD_REQUEST,
@@ -267,6 +271,44 @@ pub fn describe_redirect(addr: SocketAddr, https_port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn location(port: u16, domain: Option<&str>, host: Option<&str>, uri: &str) -> (u16, String) {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(header::HOST, h.parse().unwrap());
+        }
+        let r = redirect(
+            port,
+            domain.map(String::from),
+            headers,
+            uri.parse().unwrap(),
+        );
+        let at = r
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.status().as_u16(), at)
+    }
+
+    #[test]
+    fn plain_http_goes_to_the_same_path_on_https() {
+        assert_eq!(
+            location(443, None, Some("meet.example.org:80"), "/?room=a&name=B"),
+            (308, "https://meet.example.org/?room=a&name=B".into())
+        );
+        assert_eq!(
+            location(8443, None, Some("meet.example.org"), "/recordings"),
+            (308, "https://meet.example.org:8443/recordings".into())
+        );
+        // With a domain (ACME), the certificate's name, whatever the request said.
+        assert_eq!(
+            location(443, Some("meet.example.org"), Some("evil.example"), "/"),
+            (308, "https://meet.example.org/".into())
+        );
+        assert_eq!(location(443, None, None, "/").0, 400);
+        assert_eq!(location(443, None, Some("a/b"), "/").0, 400);
+    }
 
     #[test]
     fn a_redirect_keeps_the_host_and_drops_anything_else() {

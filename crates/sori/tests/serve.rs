@@ -102,7 +102,21 @@ fn serve_answers_health_and_metrics_and_stops_on_sigterm() {
     assert!(metrics.contains("sori_participants 0"), "{metrics}");
     assert!(metrics.contains("sori_rtp_forwarded_packets_total 0"));
 
+    // `systemctl reload` sends SIGHUP: without a certificate there is nothing to reload, and
+    // the server goes on (SIGHUP's default action would end it).
     let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .any(|l| l.contains("SIGHUP: nothing to reload")));
+    let health = http_get(&addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
