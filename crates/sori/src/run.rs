@@ -51,6 +51,10 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
         );
         let limits = sori_signal::http::ConnLimits::from(&config.limits());
         servers.spawn(serve_http(listener, app, limits, "control API"));
+        if let Role::Media = role {
+            // No certificate to reload; SIGHUP (systemctl reload) must not end the process.
+            ignore_hangups();
+        }
     }
     let mut turn = None;
     if let Role::Serve { .. } = role {
@@ -301,14 +305,7 @@ impl WebListener {
         servers: &mut tokio::task::JoinSet<Result<(), String>>,
     ) -> Result<(), String> {
         let Some(store) = &self.store else {
-            // SIGHUP would end the process (its default action), and `systemctl reload` sends
-            // it: with no certificate there is nothing to reload.
-            let mut hangup = crate::tls::hangups();
-            tokio::spawn(async move {
-                while hangup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: nothing to reload (no HTTPS certificate)");
-                }
-            });
+            ignore_hangups();
             return Ok(());
         };
         let mut http01 = false;
@@ -353,6 +350,17 @@ impl WebListener {
         }
         Ok(())
     }
+}
+
+/// SIGHUP would end the process (its default action), and `systemctl reload` sends it: where
+/// there is no certificate to reload, it is logged and otherwise ignored.
+fn ignore_hangups() {
+    let mut hangup = crate::tls::hangups();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: nothing to reload (no HTTPS certificate)");
+        }
+    });
 }
 
 /// Binds a TCP listener; returns it with the address it got.
