@@ -36,6 +36,22 @@ fn speak(
     events
 }
 
+/// Two clients publishing in `room`, connected, every offer answered.
+fn two_connected(sfu: &mut Sfu, room: &str) -> (HashMap<PeerId, Client>, PeerId, PeerId, Instant) {
+    let mut now = Instant::now();
+    let mut clients = HashMap::new();
+    let mut a = client(1, now);
+    let mut b = client(2, now);
+    let pa = join(sfu, &mut a, room, now);
+    let pb = join(sfu, &mut b, room, now);
+    clients.insert(pa, a);
+    clients.insert(pb, b);
+    let events = pump(sfu, &mut clients, &mut now, 50);
+    settle(sfu, &mut clients, &mut now, events);
+    assert!(clients.values().all(|c| c.connected));
+    (clients, pa, pb, now)
+}
+
 fn levels_of(events: &[SfuEvent], who: PeerId) -> Vec<(u64, u32)> {
     events
         .iter()
@@ -49,17 +65,7 @@ fn levels_of(events: &[SfuEvent], who: PeerId) -> Vec<(u64, u32)> {
 #[test]
 fn a_publishers_levels_are_reported_twenty_times_a_second_while_its_audio_arrives() {
     let mut sfu = common::sfu();
-    let mut now = Instant::now();
-    let mut clients = HashMap::new();
-    let mut a = client(1, now);
-    let mut b = client(2, now);
-    let pa = join(&mut sfu, &mut a, "levels", now);
-    let pb = join(&mut sfu, &mut b, "levels", now);
-    clients.insert(pa, a);
-    clients.insert(pb, b);
-    let events = pump(&mut sfu, &mut clients, &mut now, 50);
-    settle(&mut sfu, &mut clients, &mut now, events);
-    assert!(clients.values().all(|c| c.connected));
+    let (mut clients, pa, pb, mut now) = two_connected(&mut sfu, "levels");
 
     // One second of speech at -30 dBov: loudness 97 per packet, 50 packets.
     let mut seq = 0;
@@ -104,17 +110,7 @@ fn a_publishers_levels_are_reported_twenty_times_a_second_while_its_audio_arrive
 /// -40: what Bo receives of her audio, as (sequence number, RTP time in 48 kHz ticks, level).
 fn bo_hears_ada(config: SfuConfig) -> (Vec<(u64, u64, Option<i8>)>, u64) {
     let mut sfu = common::sfu_with(config);
-    let mut now = Instant::now();
-    let mut clients = HashMap::new();
-    let mut a = client(1, now);
-    let mut b = client(2, now);
-    let pa = join(&mut sfu, &mut a, "silence", now);
-    let pb = join(&mut sfu, &mut b, "silence", now);
-    clients.insert(pa, a);
-    clients.insert(pb, b);
-    let events = pump(&mut sfu, &mut clients, &mut now, 50);
-    settle(&mut sfu, &mut clients, &mut now, events);
-    assert!(clients.values().all(|c| c.connected));
+    let (mut clients, pa, pb, mut now) = two_connected(&mut sfu, "silence");
     let mut seq = 0;
     speak(&mut sfu, &mut clients, pa, -30, 50, &mut now, &mut seq);
     speak(&mut sfu, &mut clients, pa, -127, 50, &mut now, &mut seq);

@@ -78,9 +78,7 @@ pub fn load_certified_key(
     key: &Path,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
     let (certs, key_der) = read_pem(cert, key)?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    rustls::sign::CertifiedKey::from_der(certs, key_der, &provider)
-        .map(Arc::new)
+    certified(certs, key_der)
         .map_err(|e| TlsError::Pair(format!("{} and {}: {e}", cert.display(), key.display())))
 }
 
@@ -89,18 +87,39 @@ pub fn certified_key_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pair(format!("certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(TlsError::Pair("no CERTIFICATE block".into()));
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pair(format!("key: {e}")))?;
+    let certs = parse_certs(cert_pem).map_err(|m| TlsError::Pair(format!("certificate: {m}")))?;
+    let key = parse_key(key_pem).map_err(|m| TlsError::Pair(format!("key: {m}")))?;
+    certified(certs, key).map_err(TlsError::Pair)
+}
+
+/// One signing identity, the key checked against the certificate.
+fn certified(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     rustls::sign::CertifiedKey::from_der(certs, key, &provider)
         .map(Arc::new)
-        .map_err(|e| TlsError::Pair(e.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+/// The certificates of a PEM text, at least one.
+fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block in the file".into());
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM text (PKCS#8, PKCS#1 or SEC1).
+fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY block in the file".into(),
+        e => e.to_string(),
+    })
 }
 
 /// Reads and parses the two PEM files; errors name the file at fault.
@@ -114,28 +133,13 @@ fn read_pem(
             source,
         })
     };
-    let cert_pem = read(cert)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Certificate {
-            path: cert.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Certificate {
-            path: cert.display().to_string(),
-            message: "no CERTIFICATE block in the file".into(),
-        });
-    }
-    let key_pem = read(key)?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Key {
+    let certs = parse_certs(&read(cert)?).map_err(|message| TlsError::Certificate {
+        path: cert.display().to_string(),
+        message,
+    })?;
+    let key_der = parse_key(&read(key)?).map_err(|message| TlsError::Key {
         path: key.display().to_string(),
-        message: match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "no PRIVATE KEY block in the file".into()
-            }
-            e => e.to_string(),
-        },
+        message,
     })?;
     Ok((certs, key_der))
 }

@@ -100,7 +100,7 @@ impl Acme {
                         failures = 0;
                     }
                     Err(e) => {
-                        self.clear_challenges();
+                        self.store.clear_challenges();
                         let wait = RETRY_FIRST
                             .saturating_mul(1 << failures.min(6))
                             .min(RETRY_MAX);
@@ -172,12 +172,11 @@ impl Acme {
             match self.challenge {
                 Challenge::TlsAlpn01 => {
                     let cert = alpn_certificate(&self.plan.domain, key_authorization.digest())?;
-                    self.store.set_alpn_challenge(&self.plan.domain, Some(cert));
+                    self.store.add_alpn_challenge(&self.plan.domain, cert);
                 }
-                Challenge::Http01 => self.store.set_http_challenge(
-                    &challenge.token,
-                    Some(key_authorization.as_str().to_string()),
-                ),
+                Challenge::Http01 => self
+                    .store
+                    .add_http_challenge(&challenge.token, key_authorization.as_str().to_string()),
             }
             challenge
                 .set_ready()
@@ -200,7 +199,7 @@ impl Acme {
             .poll_certificate(&retries)
             .await
             .map_err(|e| format!("certificate: {e}"))?;
-        self.clear_challenges();
+        self.store.clear_challenges();
         let certified =
             sori_turn::tls::certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
                 .map_err(|e| format!("the CA's certificate: {e}"))?;
@@ -211,10 +210,6 @@ impl Acme {
         write_private(&self.cert_path(), cert_pem.as_bytes())?;
         self.store.set(certified);
         Ok(validity)
-    }
-
-    fn clear_challenges(&self) {
-        self.store.set_alpn_challenge(&self.plan.domain, None);
     }
 
     /// The account from the cache, or a new one (then cached).

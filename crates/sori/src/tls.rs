@@ -52,26 +52,32 @@ impl CertStore {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
     }
 
-    pub fn set_alpn_challenge(&self, domain: &str, key: Option<Arc<CertifiedKey>>) {
-        let mut map = self
-            .alpn_challenges
+    /// The certificate presented to a CA's TLS-ALPN-01 check of `domain`.
+    pub fn add_alpn_challenge(&self, domain: &str, key: Arc<CertifiedKey>) {
+        self.alpn_challenges
             .write()
-            .unwrap_or_else(|e| e.into_inner());
-        match key {
-            Some(k) => map.insert(domain.to_string(), k),
-            None => map.remove(domain),
-        };
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.to_string(), key);
     }
 
-    pub fn set_http_challenge(&self, token: &str, key_authorization: Option<String>) {
-        let mut map = self
-            .http_challenges
+    /// The answer to a CA's HTTP-01 check of `token`.
+    pub fn add_http_challenge(&self, token: &str, key_authorization: String) {
+        self.http_challenges
             .write()
-            .unwrap_or_else(|e| e.into_inner());
-        match key_authorization {
-            Some(k) => map.insert(token.to_string(), k),
-            None => map.remove(token),
-        };
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_string(), key_authorization);
+    }
+
+    /// Forgets every challenge answer (after an order, whichever way it ended).
+    pub fn clear_challenges(&self) {
+        self.alpn_challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.http_challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn http_challenge(&self, token: &str) -> Option<String> {
