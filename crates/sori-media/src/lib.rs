@@ -86,6 +86,19 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
         Box::pin(async { Err(BackendError::NotSupported("last-N")) })
     }
 
+    /// Forwards `source` (or nothing) into the peer's own m-line `mid`, one its client
+    /// offered for receiving, without renegotiation: a viewer that cannot renegotiate (WHEP)
+    /// is fed this way. A media server that cannot says so.
+    fn feed<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        mid: &'a str,
+        source: Option<TrackId>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (peer, mid, source);
+        Box::pin(async { Err(BackendError::NotSupported("feeding a viewer's own m-line")) })
+    }
+
     /// Whether `track` is a screen share or a camera: receivers give a screen share their
     /// bandwidth first. A media server that does not choose layers ignores it.
     fn set_priority(
@@ -205,6 +218,12 @@ pub enum BackendError {
     UnknownPeer,
     /// This media server cannot do it (what it cannot do is named).
     NotSupported(&'static str),
+    /// The offer cannot be used as it is: it does not parse, or it asks for what the media
+    /// server cannot do (the reason is said).
+    BadOffer(String),
+    /// The offer has no video codec the room carries (the room's and the offered ones are
+    /// named).
+    Codec(String),
     /// Anything else, said to the browser.
     Failed(String),
 }
@@ -216,7 +235,9 @@ impl fmt::Display for BackendError {
             BackendError::NotSupported(what) => {
                 write!(f, "{what} is not supported by a remote media server")
             }
-            BackendError::Failed(why) => f.write_str(why),
+            BackendError::BadOffer(why) | BackendError::Codec(why) | BackendError::Failed(why) => {
+                f.write_str(why)
+            }
         }
     }
 }

@@ -11,6 +11,12 @@ impl From<MediaError> for BackendError {
     fn from(e: MediaError) -> Self {
         match e {
             MediaError::Sfu(SfuError::UnknownPeer(_)) => BackendError::UnknownPeer,
+            MediaError::Sfu(e @ (SfuError::BadSdp(_) | SfuError::Rejected(_))) => {
+                BackendError::BadOffer(e.to_string())
+            }
+            MediaError::Sfu(e @ SfuError::VideoCodecUnsupported { .. }) => {
+                BackendError::Codec(e.to_string())
+            }
             other => BackendError::Failed(other.to_string()),
         }
     }
@@ -87,6 +93,15 @@ impl MediaBackend for MediaHandle {
             let set = set.map(|s| s.into_iter().collect());
             Ok(MediaHandle::set_video_set(self, local(peer)?, set).await?)
         })
+    }
+
+    fn feed<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        mid: &'a str,
+        source: Option<TrackId>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move { Ok(MediaHandle::feed(self, local(peer)?, mid, source).await?) })
     }
 
     fn set_priority(

@@ -6,6 +6,8 @@ mod media;
 mod messages;
 mod resume;
 
+pub(crate) use media::Forwarder;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -9,6 +9,7 @@ mod membership;
 mod moderation;
 mod relay;
 mod speakers;
+mod viewers;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +26,7 @@ use crate::roles::Publications;
 pub(crate) use admin::{ApiError, NewRoom, ParticipantView, RoomView, TrackView, SERVER_ID};
 pub(crate) use moderation::Moderate;
 pub(crate) use speakers::TICK as SPEAKER_TICK;
+pub(crate) use viewers::ViewerSources;
 
 /// How long rooms stay open without anyone in them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,6 +39,7 @@ mod sdp;
 mod sessions;
 mod web;
 pub mod webhooks;
+mod whip;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 
@@ -181,6 +182,8 @@ pub struct Signal {
     hooks: webhooks::Webhooks,
     sessions: Arc<sessions::Sessions>,
     sockets: Arc<Sockets>,
+    /// WHIP publishers and WHEP viewers.
+    http_sessions: Arc<whip::HttpSessions>,
     /// Set once a shutdown began: joins and resumes are refused.
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -254,6 +257,7 @@ impl Signal {
             hooks,
             sessions: Arc::new(sessions::Sessions::new(config.resume_grace)),
             sockets: Arc::default(),
+            http_sessions: Arc::default(),
             draining: Arc::default(),
             media,
             config: Arc::new(config),
@@ -272,6 +276,38 @@ impl Signal {
             .route("/ws", get(connection::upgrade))
             .route("/recordings", get(recording::list))
             .route("/recordings/{recording}/{file}", get(recording::download))
+            .route(
+                "/whip/{room}",
+                post(whip::publish)
+                    .options(whip::endpoint_options)
+                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
+            )
+            .route(
+                "/whep/{room}",
+                post(whip::play_room)
+                    .options(whip::endpoint_options)
+                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
+            )
+            .route(
+                "/whep/{room}/{who}",
+                post(whip::play_participant)
+                    .options(whip::endpoint_options)
+                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
+            )
+            .route(
+                "/whip-sessions/{id}",
+                delete(whip::end_publisher)
+                    .patch(whip::patch_publisher)
+                    .options(whip::session_options)
+                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
+            )
+            .route(
+                "/whep-sessions/{id}",
+                delete(whip::end_viewer)
+                    .patch(whip::patch_viewer)
+                    .options(whip::session_options)
+                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
+            )
             .route(
                 "/twirp/livekit.RoomService/{method}",
                 post(api::room_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),
@@ -389,6 +425,8 @@ impl Signal {
                     tracing::debug!(peer = %u.peer, "video set not applied: {e}");
                 }
             }
+            // WHEP viewers follow the floor.
+            whip::refresh_viewers(&self).await;
         }
     }
 

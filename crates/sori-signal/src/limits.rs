@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// Participants in one room (`room-full` past it).
     pub participants_per_room: usize,
+    /// WHEP viewers of one room (503 past it; 0: none).
+    pub viewers_per_room: usize,
     /// Rooms with at least one participant on this server.
     pub rooms: usize,
     /// Open HTTP and WebSocket connections in all.
@@ -45,6 +47,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             participants_per_room: 100,
+            viewers_per_room: 1000,
             rooms: 1000,
             connections: 10_000,
             connections_per_ip: 64,

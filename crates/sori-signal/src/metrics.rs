@@ -106,6 +106,17 @@ pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
                  sori_participants_reconnecting {}",
                 signal.sessions.parked()
             );
+            let _ = writeln!(
+                page,
+                "# HELP sori_whip_sessions WHIP publishers (encoders publishing into a room).\n\
+                 # TYPE sori_whip_sessions gauge\n\
+                 sori_whip_sessions {}\n\
+                 # HELP sori_whep_sessions WHEP viewers (players watching a room).\n\
+                 # TYPE sori_whep_sessions gauge\n\
+                 sori_whep_sessions {}",
+                signal.http_sessions.count(crate::whip::Kind::Whip),
+                signal.http_sessions.count(crate::whip::Kind::Whep)
+            );
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

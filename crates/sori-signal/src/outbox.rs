@@ -131,6 +131,14 @@ impl Outbox {
         }
     }
 
+    /// An outbox of a participant without a socket (a WHIP publisher): what the room says to
+    /// it goes nowhere, and nothing is kept; its end signal still says when it was removed.
+    pub(crate) fn detached() -> Self {
+        let out = Self::with_socket(mpsc::channel(1).0);
+        out.detach();
+        out
+    }
+
     /// A socket queue of `capacity` messages, for [`Outbox::attach`].
     pub(crate) fn socket(capacity: usize) -> (mpsc::Sender<Out>, mpsc::Receiver<Out>) {
         mpsc::channel(capacity.max(1))

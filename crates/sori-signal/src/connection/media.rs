@@ -263,18 +263,18 @@ impl Drop for Retry {
 /// Passes what the media server says about this participant to its socket (offers, layers
 /// to send) and the hub (published tracks), and sends `stats` every [`STATS_EVERY`] while its
 /// media is connected.
-struct Forwarder {
-    hub: Arc<Mutex<Hub>>,
-    out: Outbox,
-    recordings: Arc<recording::Recordings>,
-    media: Arc<dyn MediaBackend>,
-    peer: PeerRef,
-    me: Me,
-    name: String,
+pub(crate) struct Forwarder {
+    pub(crate) hub: Arc<Mutex<Hub>>,
+    pub(crate) out: Outbox,
+    pub(crate) recordings: Arc<recording::Recordings>,
+    pub(crate) media: Arc<dyn MediaBackend>,
+    pub(crate) peer: PeerRef,
+    pub(crate) me: Me,
+    pub(crate) name: String,
 }
 
 impl Forwarder {
-    async fn run(self, mut signals: mpsc::UnboundedReceiver<PeerSignal>) {
+    pub(crate) async fn run(self, mut signals: mpsc::UnboundedReceiver<PeerSignal>) {
         let mut stats: Option<Interval> = None;
         loop {
             let signal = tokio::select! {

@@ -142,7 +142,7 @@ impl Hub {
 
     /// Whether `j` may join, checked in this order: rights a peer-to-peer room cannot enforce,
     /// a ban, the lock, the room's places, the server's rooms.
-    fn admit(&self, j: &Joining<'_>) -> Result<(), JoinOutcome> {
+    pub(crate) fn admit(&self, j: &Joining<'_>) -> Result<(), JoinOutcome> {
         let room_name = j.room;
         let identity = j.grants.identity.as_deref();
         let mode = self.rooms.get(room_name).map_or(j.mode, |r| r.mode);

@@ -36,10 +36,18 @@ pub async fn server() -> Server {
 
 /// [`server`] with these settings.
 pub async fn server_with(config: SignalConfig) -> Server {
+    server_with_core(config, Default::default()).await
+}
+
+/// [`server_with`], the media core configured with `sfu`.
+pub async fn server_with_core(
+    config: SignalConfig,
+    sfu: sori_media::sori_sfu::SfuConfig,
+) -> Server {
     let media = sori_net::start(MediaConfig {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
-        sfu: Default::default(),
+        sfu,
         tcp: None,
         workers: 1,
     })
@@ -214,8 +222,20 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
+    http_request(addr, "POST", path, headers, body).await
+}
+
+/// `METHOD path` with these extra headers and `body`, on a connection of its own, read to its
+/// end.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -138,6 +138,7 @@ pub struct AuthSection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub participants_per_room: usize,
+    pub viewers_per_room: usize,
     pub rooms: usize,
     pub connections: usize,
     pub connections_per_ip: usize,
@@ -564,6 +565,7 @@ impl Config {
         let l = &self.limits;
         Limits {
             participants_per_room: l.participants_per_room.max(1),
+            viewers_per_room: l.viewers_per_room,
             rooms: l.rooms.max(1),
             connections: l.connections.max(1),
             connections_per_ip: l.connections_per_ip.max(1),

@@ -1,0 +1,824 @@
+//! WHIP and WHEP over plain HTTP, with str0m clients on loopback: a publisher that is a
+//! participant of its room, viewers that receive its frames byte for byte, sessions that end
+//! with DELETE, ICE restarts with PATCH, and every refusal, each leaving nothing behind.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{
+    http_request, server, server_with, server_with_core, Client, HttpResponse, Server, LOCALHOST,
+    WAIT,
+};
+use sori_signal::auth::{sign, Claims, Keys, VideoGrant};
+use sori_signal::SignalConfig;
+use sori_testkit::udp::{self, Flow, Pacer, Stage, Tick};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::{Event, Rtc, RtcConfig, RtcError};
+use tokio::sync::mpsc;
+
+/// The synthetic frame number `seq`: a VP8 frame tag (a keyframe with its start code and
+/// size, as an encoder writes them) or Opus bytes, then `SORI`, the number and filler.
+fn frame(video: bool, seq: u32, keyframe: bool) -> Vec<u8> {
+    let (mut v, len) = match (video, keyframe) {
+        (false, _) => (b"OPUS".to_vec(), 60),
+        (true, true) => (
+            vec![0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01],
+            2000,
+        ),
+        (true, false) => (vec![0x11, 0, 0], 900),
+    };
+    v.extend_from_slice(b"SORI");
+    v.extend_from_slice(&seq.to_be_bytes());
+    while v.len() < len {
+        v.push((seq as usize + v.len()) as u8);
+    }
+    v
+}
+
+/// What a client received: frames whose every byte is what the publisher wrote.
+#[derive(Debug, Default, Clone)]
+struct Got {
+    connected: bool,
+    video_frames: u32,
+    audio_frames: u32,
+    damaged: u32,
+}
+
+fn check(data: &[u8], video: bool) -> bool {
+    let at = match (video, data.first()) {
+        (false, _) => 4,
+        (true, Some(b)) if b & 1 == 0 => 10,
+        (true, _) => 3,
+    };
+    let Some(seq) = data
+        .get(at + 4..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+    else {
+        return false;
+    };
+    let keyframe = video && at == 10;
+    data == frame(video, seq, keyframe).as_slice()
+}
+
+struct Runner {
+    /// The m-lines it publishes on (a publisher).
+    send: Option<(Mid, Mid)>,
+    pacer: Pacer,
+    video_seq: u32,
+    audio_seq: u32,
+    got: Arc<Mutex<Got>>,
+    stop: mpsc::Receiver<()>,
+}
+
+impl udp::Handler for Runner {
+    type Command = ();
+
+    fn tick(&mut self, rtc: &mut Rtc, now: Instant) -> Tick {
+        let Some((audio, video)) = self.send else {
+            return Tick::Wait(None);
+        };
+        if !self.got.lock().unwrap().connected {
+            self.pacer.hold(now);
+            return Tick::Wait(None);
+        }
+        if self.pacer.audio_due(now) {
+            let ts = MediaTime::new(self.audio_seq as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+            write(rtc, audio, now, ts, &frame(false, self.audio_seq, false));
+            self.audio_seq += 1;
+            return Tick::Wrote;
+        }
+        if let Some(f) = self.pacer.video_due(now) {
+            let ts = MediaTime::new(self.video_seq as u64 * 3000, Frequency::NINETY_KHZ);
+            write(
+                rtc,
+                video,
+                now,
+                ts,
+                &frame(true, self.video_seq, f.keyframe),
+            );
+            self.video_seq += 1;
+            return Tick::Wrote;
+        }
+        Tick::Wait(self.pacer.next_due())
+    }
+
+    fn on_event(&mut self, _rtc: &mut Rtc, e: Event) {
+        let mut got = self.got.lock().unwrap();
+        match e {
+            Event::Connected => got.connected = true,
+            Event::MediaData(d) => {
+                let video = d.params.spec().codec == Codec::Vp8;
+                if !check(&d.data, video) {
+                    got.damaged += 1;
+                } else if video {
+                    got.video_frames += 1;
+                } else {
+                    got.audio_frames += 1;
+                }
+            }
+            Event::KeyframeRequest(_) => self.pacer.request_keyframe(),
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, _e: RtcError, stage: Stage) -> Flow {
+        match stage {
+            Stage::Input => Flow::Continue,
+            Stage::Output => Flow::Stop,
+        }
+    }
+
+    /// The client stops when its [`Running`] is dropped.
+    async fn next_command(&mut self) {
+        let _ = self.stop.recv().await;
+    }
+
+    async fn on_command(&mut self, _peer: &mut udp::Peer, _command: ()) -> Flow {
+        Flow::Stop
+    }
+}
+
+fn write(rtc: &mut Rtc, mid: Mid, now: Instant, ts: MediaTime, data: &[u8]) {
+    let Some(writer) = rtc.writer(mid) else {
+        return;
+    };
+    let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
+        return;
+    };
+    let _ = writer.write(pt, now, ts, data.to_vec());
+}
+
+/// A WHIP publisher or WHEP viewer whose offer is made; [`Media::answered`] starts its media.
+struct Media {
+    peer: udp::Peer,
+    pending: SdpPendingOffer,
+    offer: String,
+    send: Option<(Mid, Mid)>,
+}
+
+/// A running client.
+struct Running {
+    got: Arc<Mutex<Got>>,
+    _stop: mpsc::Sender<()>,
+}
+
+impl Media {
+    /// Opus and VP8 to send, as an encoder offers them.
+    async fn publisher() -> Media {
+        Self::publisher_with(udp::config()).await
+    }
+
+    async fn publisher_with(config: RtcConfig) -> Media {
+        let mut peer = udp::Peer::bind(LOCALHOST, config).await.unwrap();
+        let offer = peer.offer(true, true).unwrap();
+        Media {
+            send: Some((offer.audio.unwrap(), offer.video.unwrap())),
+            pending: offer.pending,
+            offer: offer.sdp,
+            peer,
+        }
+    }
+
+    /// Video and audio to receive, as a WHEP player offers them.
+    async fn viewer() -> Media {
+        let mut peer = udp::Peer::bind(LOCALHOST, udp::config()).await.unwrap();
+        let mut api = peer.rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        Media {
+            send: None,
+            pending,
+            offer: offer.to_sdp_string(),
+            peer,
+        }
+    }
+
+    fn answered(mut self, answer: &HttpResponse) -> Running {
+        let sdp = String::from_utf8(answer.body.clone()).unwrap();
+        let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
+        self.peer
+            .rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .unwrap();
+        let got = Arc::new(Mutex::new(Got::default()));
+        let (stop, stopped) = mpsc::channel(1);
+        let mut runner = Runner {
+            send: self.send,
+            pacer: Pacer::new(
+                Some(Duration::from_millis(20)),
+                Some(Duration::from_millis(33)),
+                Duration::from_secs(2),
+                Instant::now(),
+            ),
+            video_seq: 0,
+            audio_seq: 0,
+            got: got.clone(),
+            stop: stopped,
+        };
+        let mut peer = self.peer;
+        tokio::spawn(async move { udp::run(&mut peer, &mut runner).await });
+        Running { got, _stop: stop }
+    }
+}
+
+impl Running {
+    fn got(&self) -> Got {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `enough` holds of what it received.
+    async fn until(&self, what: &str, enough: impl Fn(&Got) -> bool) -> Got {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.got();
+            if enough(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{what}: only {got:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn post(http: SocketAddr, path: &str, headers: &[(&str, &str)], sdp: &str) -> HttpResponse {
+    let mut all = vec![("Content-Type", "application/sdp")];
+    all.extend_from_slice(headers);
+    http_request(http, "POST", path, &all, sdp.as_bytes()).await
+}
+
+fn text(r: &HttpResponse) -> String {
+    String::from_utf8_lossy(&r.body).to_string()
+}
+
+/// The server's counts that a refusal must not change.
+async fn state(s: &Server) -> [u64; 5] {
+    [
+        s.metric("sori_participants").await,
+        s.metric("sori_whip_sessions").await,
+        s.metric("sori_whep_sessions").await,
+        s.metric("sori_media_peers").await,
+        s.metric("sori_rooms").await,
+    ]
+}
+
+async fn wait_metric(s: &Server, name: &str, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = s.metric(name).await;
+        if v == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {v}, not {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_is_a_participant_whose_frames_whep_viewers_receive_intact() {
+    let s = server().await;
+    let (mut ada, _) = Client::join(&s.url, "live", "Ada").await;
+
+    let publisher = Media::publisher().await;
+    let r = post(s.http, "/whip/live?name=Encoder", &[], &publisher.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with("/whip-sessions/"), "{location}");
+    assert!(r.header("etag").is_some_and(|t| t.starts_with('"')));
+    assert_eq!(
+        r.header("accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let joined = ada.expect("participant-joined").await;
+    assert_eq!(joined["participant"]["name"], "Encoder");
+    let encoder_id = joined["participant"]["id"].as_str().unwrap().to_string();
+    let publishing = publisher.answered(&r);
+    publishing
+        .until("the publisher connected", |g| g.connected)
+        .await;
+
+    // One viewer names the publisher, one watches whoever has the floor.
+    let mut viewers = Vec::new();
+    for path in ["/whep/live/Encoder", "/whep/live"] {
+        let viewer = Media::viewer().await;
+        let r = post(s.http, path, &[], &viewer.offer).await;
+        assert_eq!(r.status, 201, "{path}: {}", text(&r));
+        let location = r.header("location").unwrap().to_string();
+        assert!(location.starts_with("/whep-sessions/"), "{location}");
+        viewers.push((viewer.answered(&r), location));
+    }
+    for (viewer, location) in &viewers {
+        let got = viewer
+            .until(location, |g| g.video_frames >= 30 && g.audio_frames >= 30)
+            .await;
+        assert_eq!(got.damaged, 0, "{got:?}");
+    }
+    // Nobody in the room sees the viewers.
+    assert_eq!(s.metric("sori_participants").await, 2);
+    assert_eq!(s.metric("sori_whip_sessions").await, 1);
+    assert_eq!(s.metric("sori_whep_sessions").await, 2);
+
+    for (_, location) in &viewers {
+        let r = http_request(s.http, "DELETE", location, &[], b"").await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        let again = http_request(s.http, "DELETE", location, &[], b"").await;
+        assert_eq!(again.status, 404);
+    }
+    assert_eq!(s.metric("sori_whep_sessions").await, 0);
+
+    // A WHEP session's location does not end a WHIP session, and the other way round.
+    let wrong = location.replace("/whip-sessions/", "/whep-sessions/");
+    assert_eq!(
+        http_request(s.http, "DELETE", &wrong, &[], b"")
+            .await
+            .status,
+        404
+    );
+    let r = http_request(s.http, "DELETE", &location, &[], b"").await;
+    assert_eq!(r.status, 200);
+    let left = ada.expect("participant-left").await;
+    assert_eq!(left["id"], encoder_id.as_str());
+    assert_eq!(left["reason"], "left");
+    wait_metric(&s, "sori_media_peers", 0).await;
+    assert_eq!(s.metric("sori_participants").await, 1);
+    assert_eq!(s.metric("sori_whip_sessions").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_media_stops_leaves_the_room() {
+    // An encoder that goes away without a DELETE: its media times out, and it leaves.
+    let core = sori_media::sori_sfu::SfuConfig {
+        ice_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let s = server_with_core(SignalConfig::default(), core).await;
+    let (mut ada, _) = Client::join(&s.url, "quiet", "Ada").await;
+    let publisher = Media::publisher().await;
+    let r = post(s.http, "/whip/quiet", &[], &publisher.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let joined = ada.expect("participant-joined").await;
+    assert_eq!(joined["participant"]["name"], "WHIP");
+    let running = publisher.answered(&r);
+    running.until("connected", |g| g.connected).await;
+    drop(running);
+    let left = ada.expect("participant-left").await;
+    assert_eq!(left["id"], joined["participant"]["id"]);
+    assert_eq!(left["reason"], "timeout");
+    wait_metric(&s, "sori_whip_sessions", 0).await;
+}
+
+const KEY: &str = "APIwhip";
+const SECRET: &str = "whip-test-secret-0123456789abcdefgh";
+
+/// An encoder's claims for `room` (identity `encoder-<room>`, name `Stream`).
+fn claims_for(room: &str) -> Claims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Claims {
+        iss: KEY.into(),
+        sub: Some(format!("encoder-{room}")),
+        name: Some("Stream".into()),
+        nbf: Some(now - 1),
+        exp: Some(now + 600),
+        video: Some(VideoGrant {
+            room: Some(room.into()),
+            room_join: Some(true),
+            ..VideoGrant::default()
+        }),
+        ..Claims::default()
+    }
+}
+
+fn token(room: &str, f: impl FnOnce(&mut VideoGrant)) -> String {
+    let mut claims = claims_for(room);
+    f(claims.video.as_mut().unwrap());
+    sign(&claims, SECRET).unwrap()
+}
+
+/// A request that must be refused: what it is, where it goes, its headers and body, and the
+/// status and a piece of the reason expected.
+type Refused<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(&'a str, String)>,
+    String,
+    u16,
+    &'a str,
+);
+
+fn refused<'a>(
+    what: &'a str,
+    path: &'a str,
+    headers: Vec<(&'a str, String)>,
+    body: String,
+    status: u16,
+    reason: &'a str,
+) -> Refused<'a> {
+    (what, path, headers, body, status, reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_status_and_reason_and_leaves_nothing_behind() {
+    let s = server_with(SignalConfig {
+        keys: Keys::new([(KEY.to_string(), SECRET.to_string())]),
+        anonymous: false,
+        ..SignalConfig::default()
+    })
+    .await;
+    let good = token("show", |_| {});
+    let bearer = format!("Bearer {good}");
+    let offer = Media::publisher().await.offer;
+    let viewer = Media::viewer().await.offer;
+    let before = state(&s).await;
+
+    let long_room = format!("/whip/{}", "r".repeat(65));
+    let refusals = [
+        refused(
+            "no token",
+            "/whip/show",
+            vec![("Content-Type", "application/sdp".into())],
+            offer.clone(),
+            401,
+            "needs an access token",
+        ),
+        refused(
+            "a token signed with another secret",
+            "/whip/show",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                (
+                    "Authorization",
+                    format!(
+                        "Bearer {}",
+                        sign(&claims_for("show"), "another-secret-0123456789abcdefghij").unwrap()
+                    ),
+                ),
+            ],
+            offer.clone(),
+            401,
+            "signature",
+        ),
+        refused(
+            "a token for another room",
+            "/whip/other",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            offer.clone(),
+            403,
+            "another room",
+        ),
+        refused(
+            "a token without canPublish",
+            "/whip/show",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                (
+                    "Authorization",
+                    format!("Bearer {}", token("show", |v| v.can_publish = Some(false))),
+                ),
+            ],
+            offer.clone(),
+            403,
+            "canPublish",
+        ),
+        refused(
+            "JSON instead of SDP",
+            "/whip/show",
+            vec![
+                ("Content-Type", "application/json".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            "{\"sdp\":\"v=0\"}".into(),
+            415,
+            "application/sdp",
+        ),
+        refused(
+            "no content type",
+            "/whep/show",
+            vec![("Authorization", bearer.clone())],
+            viewer.clone(),
+            415,
+            "application/sdp",
+        ),
+        refused(
+            "text that is no SDP",
+            "/whip/show",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            "hello".into(),
+            400,
+            "not an SDP offer",
+        ),
+        refused(
+            "an SDP without its ICE and DTLS lines",
+            "/whip/show",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            offer
+                .lines()
+                .filter(|l| !l.starts_with("a=fingerprint") && !l.starts_with("a=ice-"))
+                .map(|l| format!("{l}\r\n"))
+                .collect(),
+            400,
+            "offer was refused",
+        ),
+        refused(
+            "a WHEP viewer of a room that does not exist",
+            "/whep/show",
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            viewer.clone(),
+            404,
+            "no room",
+        ),
+        refused(
+            "a room name that is too long",
+            &long_room,
+            vec![
+                ("Content-Type", "application/sdp".into()),
+                ("Authorization", bearer.clone()),
+            ],
+            offer.clone(),
+            400,
+            "room name",
+        ),
+    ];
+    for (what, path, headers, body, status, reason) in refusals {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let r = http_request(s.http, "POST", path, &headers, body.as_bytes()).await;
+        assert_eq!(r.status, status, "{what}: {}", text(&r));
+        assert!(text(&r).contains(reason), "{what}: {}", text(&r));
+        if status == 401 {
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{what}");
+        }
+        assert_eq!(state(&s).await, before, "{what} left something behind");
+    }
+
+    // A publisher makes the room (VP8); then what needs it.
+    let publisher = Media::publisher().await;
+    let r = post(
+        s.http,
+        "/whip/show",
+        &[("Authorization", &bearer)],
+        &publisher.offer,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let running = publisher.answered(&r);
+    running.until("connected", |g| g.connected).await;
+    wait_metric(&s, "sori_tracks", 2).await;
+    let during = state(&s).await;
+
+    let h264 = Media::publisher_with(
+        RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true),
+    )
+    .await
+    .offer;
+    // Another identity: the same one would replace the publisher.
+    let second = format!("Bearer {}", {
+        let mut claims = claims_for("show");
+        claims.sub = Some("camera-2".into());
+        sign(&claims, SECRET).unwrap()
+    });
+    let r = post(s.http, "/whip/show", &[("Authorization", &second)], &h264).await;
+    assert_eq!(r.status, 406, "{}", text(&r));
+    assert!(text(&r).contains("room uses vp8 video"), "{}", text(&r));
+    assert_eq!(
+        state(&s).await,
+        during,
+        "a codec refusal left something behind"
+    );
+
+    let no_subscribe = format!(
+        "Bearer {}",
+        token("show", |v| v.can_subscribe = Some(false))
+    );
+    let r = post(
+        s.http,
+        "/whep/show",
+        &[("Authorization", &no_subscribe)],
+        &viewer,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", text(&r));
+    assert!(text(&r).contains("canSubscribe"));
+    let r = post(
+        s.http,
+        "/whep/show/Nobody",
+        &[("Authorization", &bearer)],
+        &viewer,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", text(&r));
+    assert!(
+        text(&r).contains("no participant \"Nobody\""),
+        "{}",
+        text(&r)
+    );
+    // An offer with nothing to receive on.
+    let r = post(s.http, "/whep/show", &[("Authorization", &bearer)], &offer).await;
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert!(text(&r).contains("recvonly"), "{}", text(&r));
+    wait_metric(&s, "sori_media_peers", during[3]).await;
+    assert_eq!(
+        state(&s).await,
+        during,
+        "a WHEP refusal left something behind"
+    );
+
+    // And the viewer with every right gets the stream.
+    let ok = Media::viewer().await;
+    let r = post(
+        s.http,
+        "/whep/show/Stream",
+        &[("Authorization", &bearer)],
+        &ok.offer,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let watching = ok.answered(&r);
+    watching
+        .until("the viewer's frames", |g| g.video_frames >= 10)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_takes_trickled_candidates_and_restarts_ice() {
+    let s = server().await;
+    let publisher = Media::publisher().await;
+    let r = post(s.http, "/whip/ice", &[], &publisher.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let location = r.header("location").unwrap().to_string();
+    let etag = r.header("etag").unwrap().to_string();
+    let answer = text(&r);
+    // The publisher's own credentials, as its offer gave them.
+    let own: String = publisher
+        .offer
+        .lines()
+        .filter(|l| l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:"))
+        .take(2)
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let running = publisher.answered(&r);
+    running.until("connected", |g| g.connected).await;
+
+    fn frag<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![("Content-Type", "application/trickle-ice-sdpfrag")];
+        h.extend_from_slice(headers);
+        h
+    }
+    let candidate = "a=ice-ufrag:whatever\r\na=ice-pwd:notthesamenotthesame\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let same_credentials = format!(
+        "{own}a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n"
+    );
+    let r = http_request(
+        s.http,
+        "PATCH",
+        &location,
+        &[("Content-Type", "application/sdp")],
+        same_credentials.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", text(&r));
+    let r = http_request(
+        s.http,
+        "PATCH",
+        &location,
+        &frag(&[("If-Match", &etag)]),
+        same_credentials.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    let r = http_request(
+        s.http,
+        "PATCH",
+        &location,
+        &frag(&[("If-Match", "\"stale\"")]),
+        same_credentials.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", text(&r));
+    let r = http_request(
+        s.http,
+        "PATCH",
+        "/whip-sessions/unknown",
+        &frag(&[]),
+        same_credentials.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", text(&r));
+
+    // New credentials: an ICE restart, answered with the server's new ones.
+    let r = http_request(
+        s.http,
+        "PATCH",
+        &location,
+        &frag(&[("If-Match", "*")]),
+        candidate.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let new_etag = r.header("etag").unwrap();
+    assert_ne!(new_etag, etag);
+    let body = text(&r);
+    let ufrag = |sdp: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .map(str::to_string)
+    };
+    assert!(body.contains("a=ice-pwd:"), "{body}");
+    assert!(body.contains("a=candidate:"), "{body}");
+    assert_ne!(ufrag(&body), ufrag(&answer), "{body}");
+    assert!(ufrag(&body).is_some());
+    // The old ETag no longer matches.
+    let r = http_request(
+        s.http,
+        "PATCH",
+        &location,
+        &frag(&[("If-Match", &etag)]),
+        candidate.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", text(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_origins_are_refused_and_allowed_ones_get_cors_headers() {
+    let s = server_with(SignalConfig {
+        allowed_origins: vec!["https://player.example".into()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let (_ada, _) = Client::join(&s.url, "cors", "Ada").await;
+    let r = http_request(
+        s.http,
+        "OPTIONS",
+        "/whep/cors",
+        &[
+            ("Origin", "https://player.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://player.example")
+    );
+    assert!(r
+        .header("access-control-allow-headers")
+        .is_some_and(|h| h.contains("Authorization")));
+    assert!(r
+        .header("access-control-expose-headers")
+        .is_some_and(|h| h.contains("Location")));
+    let viewer = Media::viewer().await;
+    let r = post(
+        s.http,
+        "/whep/cors",
+        &[("Origin", "https://evil.example")],
+        &viewer.offer,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", text(&r));
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(s.metric("sori_whep_sessions").await, 0);
+    let r = post(
+        s.http,
+        "/whep/cors",
+        &[("Origin", "https://player.example")],
+        &viewer.offer,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://player.example")
+    );
+}

@@ -1,0 +1,204 @@
+// WHIP and WHEP with real clients: a GStreamer encoder (webrtcbin: VP8 and Opus, one POST of
+// its offer) publishes into a room and a Chromium participant decodes it; the WHEP player
+// page (watch.html) in Chromium decodes the room's speaker and one named participant; the
+// encoder's DELETE takes it out of the room at the others. Join times are measured from the
+// POST to the first decoded frame.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root } from './helpers.js';
+
+const GST_WHIP = join(root, 'e2e', 'whip', 'gst-whip.py');
+const ctx = { server: null, browser: null, talking: null };
+// GStreamer's ICE (libnice) gathers no loopback candidates: its UDP checks reach a server
+// that advertises 127.0.0.1 from the machine's address, and the answers from 127.0.0.1 to it
+// are dropped (only ICE-TCP gets through). In the network namespace scripts/test gives the
+// browser tests, the server advertises that namespace's own address, and offers no ICE-TCP:
+// whatever connects, connects over UDP.
+const owned = process.env.SORI_E2E_NETNS === '1';
+
+/** Ten seconds of speech-like syllables (48 kHz mono WAV), for a microphone that talks. */
+function speechWav(path) {
+  const rate = 48000;
+  const n = rate * 10;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
+  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    const syllable = (t % 0.25) < 0.17 ? 1 : 0.25;
+    const f = 180 + 60 * Math.sin(2 * Math.PI * 0.7 * t);
+    const v = (0.35 * syllable * (Math.sin(2 * Math.PI * f * t) + 0.4 * Math.sin(2 * Math.PI * 2.3 * f * t))) / 1.4;
+    buf.writeInt16LE(Math.round(v * 32767), 44 + i * 2);
+  }
+  writeFileSync(path, buf);
+}
+
+before(async () => {
+  ctx.server = await startServer(owned ? ['--no-rtc-tcp'] : [], { advertise: !owned });
+  ctx.browser = await chromium.launch(launchOptions());
+  const wav = join(tmpdir(), `sori-whep-speech-${process.pid}.wav`);
+  speechWav(wav);
+  const talking = launchOptions();
+  talking.args.push(`--use-file-for-fake-audio-capture=${wav}`);
+  ctx.talking = await chromium.launch(talking);
+});
+
+after(async () => {
+  await ctx.browser?.close();
+  await ctx.talking?.close();
+  await ctx.server?.stop();
+});
+
+/**
+ * Starts the GStreamer WHIP encoder on `url`; resolves once it is answered, with the time its
+ * offer left (Unix ms) and a `stop()` that ends it with SIGTERM (its DELETE) and resolves with
+ * what it printed.
+ */
+async function startEncoder(url) {
+  const child = spawn('/usr/bin/python3', [GST_WHIP, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = [];
+  const err = [];
+  createInterface({ input: child.stderr }).on('line', (l) => err.push(l));
+  const lines = createInterface({ input: child.stdout });
+  const exited = new Promise((r) => child.once('exit', r));
+  const published = await new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`gst-whip exited with ${code}: ${[...out, ...err].join('\n')}`)));
+    lines.on('line', (l) => {
+      out.push(l);
+      if (l.startsWith('published ')) resolve(l.slice('published '.length));
+    });
+  });
+  const postedAt = Number(out.find((l) => l.startsWith('posted ')).split(' ')[1]);
+  return {
+    postedAt,
+    location: published,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+      return out;
+    },
+  };
+}
+
+/** The time (Unix ms, this machine's clock) at which `page` decoded its first frame of
+ * `name`'s video, polled every 10 ms in the page. */
+function firstFrameFrom(page, name) {
+  return page.evaluate(async (who) => {
+    const deadline = Date.now() + 20000;
+    while (Date.now() < deadline) {
+      const m = await window.sori.inboundFrom(who);
+      if (m.videoFrames > 0) return Date.now();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return null;
+  }, name);
+}
+
+async function sessions(kind) {
+  const m = await ctx.server.metrics();
+  return m.value(`sori_${kind}_sessions`);
+}
+
+async function until(what, check, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeout} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it, and its DELETE takes it out', { skip: owned ? false : 'needs the network namespace scripts/test creates (run as root)' }, async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'whip-live', 'Ada');
+  await pollPage(ada, () => window.sori && window.sori.me);
+  const encoder = await startEncoder(`${ctx.server.url}/whip/whip-live?name=OBS`);
+  try {
+    const decodedAt = await firstFrameFrom(ada, 'OBS');
+    assert.ok(decodedAt, 'Ada decoded no frame of the encoder');
+    const joinMs = decodedAt - encoder.postedAt;
+    console.log(`WHIP POST → first frame decoded at a browser in the room: ${joinMs} ms`);
+    const media = await waitForMediaFrom(ada, 'OBS');
+    assert.ok(media.videoFrames > 10 && media.audioPackets > 0, JSON.stringify(media));
+    await assertUdp(ada);
+    assert.equal(await sessions('whip'), 1);
+    // The people list names it like anyone else.
+    await pollPage(ada, () => document.body.innerText.includes('OBS'));
+  } finally {
+    const printed = await encoder.stop();
+    assert.ok(printed.includes('deleted 200'), printed.join('\n'));
+  }
+  // Gone at Ada: its tile goes, and the server holds no session.
+  await pollPage(ada, () => !document.querySelector('[data-testid="remote-video"][data-participant="OBS"]'));
+  assert.equal(await sessions('whip'), 0);
+  await ada.context().close();
+});
+
+test('the WHEP player decodes the room\'s speaker and a named participant, and switches to whoever takes the floor', async () => {
+  const encoder = await startEncoder(`${ctx.server.url}/whip/whep-stage?name=OBS`);
+  const viewers = [];
+  let bo = null;
+  try {
+    const open = async (query) => {
+      const context = await ctx.browser.newContext({ viewport: { width: 960, height: 600 } });
+      const page = await context.newPage();
+      page.on('console', (m) => { if (m.type() === 'error') console.error(`[watch ${query}] ${m.text()}`); });
+      await page.goto(`${ctx.server.url}/watch.html?${query}`);
+      viewers.push(page);
+      return page;
+    };
+    // Nobody spoke yet: the room's viewer shows its first publisher, the encoder.
+    const room = await open('room=whep-stage');
+    const firstAt = await pollPage(room, () => window.whep.firstFrameAt);
+    const [postedAt, connectedAt] = await room.evaluate(() => [window.whep.postedAt, window.whep.connectedAt]);
+    console.log(`WHEP POST → first decoded frame (room viewer, encoder's video): ${firstAt - postedAt} ms (connected after ${connectedAt - postedAt} ms)`);
+    const ball = await pollPage(room, () => window.whep.shade());
+    // The encoder's ball on black.
+    assert.ok(ball[1] < 60, `the encoder's picture: ${ball}`);
+
+    // Bo joins from a browser and talks: he takes the floor, and the room's viewer follows.
+    bo = await joinPage(ctx.talking, ctx.server.url, 'whep-stage', 'Bo');
+    await pollPage(bo, () => window.sori && window.sori.me);
+    // Bo's camera and microphone published (the encoder's two tracks and his).
+    await until('Bo publishes', async () => (await ctx.server.metrics()).value('sori_tracks') >= 4);
+    const named = await open('room=whep-stage&who=Bo');
+    const namedAt = await pollPage(named, () => window.whep.firstFrameAt);
+    const [namedPosted, namedConnected] = await named.evaluate(() => [window.whep.postedAt, window.whep.connectedAt]);
+    console.log(`WHEP POST → first decoded frame (Bo's camera, named): ${namedAt - namedPosted} ms (connected after ${namedConnected - namedPosted} ms)`);
+    const boShade = await pollPage(named, () => window.whep.shade());
+    // Chromium's fake camera: a green picture.
+    assert.ok(boShade[1] > 80, `Bo's picture: ${boShade}`);
+    const switched = Date.now();
+    await pollPage(room, () => { const s = window.whep.shade(); return s && s[1] > 80 && s; }, undefined, 15000);
+    console.log(`room viewer on Bo's camera ${Date.now() - switched} ms after the named viewer first decoded it`);
+
+    for (const page of viewers) {
+      const before = await page.evaluate(() => window.whep.inbound());
+      const after = await pollPage(page, async (n) => {
+        const m = await window.whep.inbound();
+        return m.videoFrames > n + 30 && m;
+      }, before.videoFrames);
+      assert.equal(after.pair && after.pair.protocol, 'udp', JSON.stringify(after));
+      assert.ok(after.audioPackets > 0, JSON.stringify(after));
+    }
+    await assertUdp(bo);
+    assert.equal(await sessions('whep'), 2);
+    // Viewers are not participants: Bo sees only the encoder.
+    const others = await bo.evaluate(() => document.querySelectorAll('[data-testid="remote-video"]').length);
+    assert.equal(others, 1);
+  } finally {
+    // Leaving the page ends its session (its DELETE on pagehide).
+    for (const page of viewers) await page.close({ runBeforeUnload: true });
+    await encoder.stop();
+    await bo?.context().close();
+  }
+  await until('the viewers\' sessions end', async () => (await sessions('whep')) === 0);
+});
