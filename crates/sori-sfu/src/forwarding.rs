@@ -28,7 +28,8 @@ impl Sfu {
     /// Forwards `source` (or nothing) into the m-line `mid` that the client `sink` negotiated
     /// for receiving, without renegotiation. Replacing the source keeps the outgoing stream
     /// continuous and waits for a keyframe of the new one; feeding the same source again
-    /// changes nothing. A peer may be fed its own track (loopback).
+    /// changes nothing. A peer may be fed its own track (loopback). The layer of a simulcast
+    /// source follows the peer's estimate and view, as for a track its room feeds it.
     pub fn feed(
         &mut self,
         sink: PeerId,
@@ -90,16 +91,24 @@ impl Sfu {
         let mut top = 0;
         if let Some(track) = self.tracks.get_mut(&source) {
             track.subscribers.push((sink, mid));
-            // A fed m-line takes the highest layer (as a recording does).
             top = track.top();
         }
-        if kind == MediaKind::Video {
-            // The new source starts at its next keyframe.
-            out.restart();
-            out.retarget(Some(top));
+        if kind != MediaKind::Video {
+            return Ok(());
         }
-        if connected && kind == MediaKind::Video {
-            self.request_keyframe_of(source, top, KeyframeRequestKind::Pli, Urgency::Start, now);
+        // The new source starts at its next keyframe, of the layer the receiver's estimate
+        // and view allow (as for a track the room feeds it).
+        out.restart();
+        out.desired = None;
+        out.retarget(Some(top));
+        self.allocate_layers(sink, now);
+        let target = self
+            .peers
+            .get(&sink)
+            .and_then(|p| p.out.get(&mid))
+            .and_then(|o| o.gate.target);
+        if let (true, Some(layer)) = (connected, target) {
+            self.request_keyframe_of(source, layer, KeyframeRequestKind::Pli, Urgency::Start, now);
             self.process(now);
         }
         Ok(())

@@ -184,7 +184,7 @@ impl Sfu {
         };
         let mut demands = Vec::new();
         for out in peer.out.values() {
-            if out.kind != MediaKind::Video || out.pinned {
+            if out.kind != MediaKind::Video {
                 continue;
             }
             let Some(track) = self.tracks.get_mut(&out.source) else {
@@ -217,7 +217,7 @@ impl Sfu {
             let Some(out) = peer
                 .out
                 .values_mut()
-                .find(|o| o.source == track_id && o.kind == MediaKind::Video && !o.pinned)
+                .find(|o| o.source == track_id && o.kind == MediaKind::Video)
             else {
                 continue;
             };
@@ -248,14 +248,6 @@ impl Sfu {
                 if let (true, Some(layer)) = (out.gate.switching(), target.filter(|l| arrives(*l)))
                 {
                     keyframes.push((track_id, layer));
-                }
-            }
-        }
-        for out in peer.out.values_mut().filter(|o| o.pinned) {
-            if let Some(track) = self.tracks.get(&out.source) {
-                if out.kind == MediaKind::Video {
-                    out.gate
-                        .retarget(Some(arriving_layer(track, track.top(), now)));
                 }
             }
         }
@@ -334,11 +326,7 @@ impl Sfu {
             let Some(out) = self.peers.get(sub).and_then(|p| p.out.get(mid)) else {
                 continue;
             };
-            let layer = if out.pinned {
-                Some(top)
-            } else {
-                out.desired.map(|c| c.spatial)
-            };
+            let layer = out.desired.map(|c| c.spatial);
             if let Some(w) = layer.and_then(|l| wanted.get_mut(l as usize)) {
                 *w = true;
             }

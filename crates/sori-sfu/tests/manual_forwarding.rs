@@ -138,8 +138,8 @@ fn a_viewer_negotiated_before_its_source_receives_it_without_renegotiation() {
     assert_eq!(video_tags(&clients[&pv]).len(), before);
 }
 
-/// Kurento's API has no simulcast: a fed m-line (a WebRtcEndpoint's sink) takes the highest
-/// layer of a simulcast source.
+/// Kurento's API has no simulcast: a fed m-line (a WebRtcEndpoint's sink) whose link carries
+/// every layer takes the highest one of a simulcast source, as one stream.
 #[test]
 fn a_simulcast_source_feeds_its_highest_layer() {
     let mut now = Instant::now();

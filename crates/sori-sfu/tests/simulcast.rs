@@ -389,3 +389,51 @@ fn a_receiver_without_transport_cc_is_not_held_to_the_starting_estimate() {
         sent - last
     );
 }
+
+#[test]
+fn a_viewer_fed_by_hand_gets_the_layer_its_link_carries_without_renegotiation() {
+    // A WHEP player: its own receive-only m-line is fed the publisher's video; the layer
+    // follows its estimate and moves at keyframes, as for a track the room feeds it.
+    let mut h = Harness::new(SfuConfig::default(), 6);
+    let publisher = h.join_simulcast("whep", &["q", "h", "f"], Link::default(), Link::default());
+    let narrow = h.join_viewer("whep", Link::default(), Link::capped(450_000));
+    let wide = h.join_viewer("whep", Link::default(), Link::default());
+    let t = h.now + Duration::from_secs(1);
+    h.stream_layers_until(publisher, &SIZES, t);
+    let track = h.video_track(publisher);
+    for i in [narrow, wide] {
+        let peer = h.members[i].peer;
+        let line = h
+            .sfu
+            .media(peer)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.kind == sori_sfu::MediaKind::Video && l.sends)
+            .expect("a video m-line to feed");
+        h.sfu.feed(peer, &line.mid, Some(track), h.now).unwrap();
+    }
+    let t = h.now + Duration::from_secs(30);
+    h.stream_layers_until(publisher, &SIZES, t);
+    for (i, want) in [(narrow, 1), (wide, 2)] {
+        let frames = video(&h, i);
+        let layers = check_frames(&h, publisher, &frames, false);
+        assert!(frames.len() > 600, "member {i}: {} frames", frames.len());
+        let tail = &layers[layers.len() - 300..];
+        assert!(
+            tail.iter().all(|l| *l == want),
+            "member {i} should be on layer {want}: {:?}",
+            {
+                let mut runs = layers.clone();
+                runs.dedup();
+                runs
+            }
+        );
+        let peer = h.members[i].peer;
+        let offers = h
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, SfuEvent::Offer { peer: p, .. } if *p == peer))
+            .count();
+        assert_eq!(offers, 0, "member {i} was offered a renegotiation");
+    }
+}

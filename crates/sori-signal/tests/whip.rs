@@ -19,7 +19,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::{Event, Rtc, RtcConfig, RtcError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The synthetic frame number `seq`: a VP8 frame tag (a keyframe with its start code and
 /// size, as an encoder writes them) or Opus bytes, then `SORI`, the number and filler.
@@ -73,11 +73,21 @@ struct Runner {
     video_seq: u32,
     audio_seq: u32,
     got: Arc<Mutex<Got>>,
-    stop: mpsc::Receiver<()>,
+    ctl: mpsc::Receiver<Ctl>,
+    /// An ICE restart's offer, waiting for its answer.
+    restarting: Option<SdpPendingOffer>,
+}
+
+/// What a test asks of a running client.
+enum Ctl {
+    /// Move to a new address and restart ICE: new credentials, given back (ufrag, pwd).
+    RestartIce(oneshot::Sender<(String, String)>),
+    /// The answer to the restart.
+    Answer(String),
 }
 
 impl udp::Handler for Runner {
-    type Command = ();
+    type Command = Option<Ctl>;
 
     fn tick(&mut self, rtc: &mut Rtc, now: Instant) -> Tick {
         let Some((audio, video)) = self.send else {
@@ -135,12 +145,36 @@ impl udp::Handler for Runner {
     }
 
     /// The client stops when its [`Running`] is dropped.
-    async fn next_command(&mut self) {
-        let _ = self.stop.recv().await;
+    async fn next_command(&mut self) -> Option<Ctl> {
+        self.ctl.recv().await
     }
 
-    async fn on_command(&mut self, _peer: &mut udp::Peer, _command: ()) -> Flow {
-        Flow::Stop
+    async fn on_command(&mut self, peer: &mut udp::Peer, command: Option<Ctl>) -> Flow {
+        match command {
+            None => return Flow::Stop,
+            Some(Ctl::RestartIce(reply)) => {
+                // The client moves (a new socket: a new address), as after a network change;
+                // only checks with the new credentials can reach the server from there.
+                let socket = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+                peer.local = socket.local_addr().unwrap();
+                peer.socket = socket;
+                let mut api = peer.rtc.sdp_api();
+                let creds = api.ice_restart(false);
+                let (_, pending) = api.apply().expect("an ICE restart is an offer");
+                self.restarting = Some(pending);
+                let _ = reply.send((creds.ufrag, creds.pass));
+            }
+            Some(Ctl::Answer(sdp)) => {
+                let pending = self.restarting.take().expect("a restart waits");
+                let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
+                peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                // str0m restarts its ICE agent as the answer comes, dropping the old address's
+                // candidate: the new one is added after.
+                let host = str0m::Candidate::host(peer.local, "udp").unwrap();
+                peer.rtc.add_local_candidate(host);
+            }
+        }
+        Flow::Continue
     }
 }
 
@@ -165,7 +199,7 @@ struct Media {
 /// A running client.
 struct Running {
     got: Arc<Mutex<Got>>,
-    _stop: mpsc::Sender<()>,
+    ctl: mpsc::Sender<Ctl>,
 }
 
 impl Media {
@@ -209,7 +243,7 @@ impl Media {
             .accept_answer(self.pending, answer)
             .unwrap();
         let got = Arc::new(Mutex::new(Got::default()));
-        let (stop, stopped) = mpsc::channel(1);
+        let (ctl, commands) = mpsc::channel(4);
         let mut runner = Runner {
             send: self.send,
             pacer: Pacer::new(
@@ -221,15 +255,27 @@ impl Media {
             video_seq: 0,
             audio_seq: 0,
             got: got.clone(),
-            stop: stopped,
+            ctl: commands,
+            restarting: None,
         };
         let mut peer = self.peer;
         tokio::spawn(async move { udp::run(&mut peer, &mut runner).await });
-        Running { got, _stop: stop }
+        Running { got, ctl }
     }
 }
 
 impl Running {
+    /// Restarts ICE at the client; returns its new credentials.
+    async fn restart_ice(&self) -> (String, String) {
+        let (reply, creds) = oneshot::channel();
+        self.ctl.send(Ctl::RestartIce(reply)).await.unwrap();
+        creds.await.unwrap()
+    }
+
+    async fn answer(&self, sdp: String) {
+        self.ctl.send(Ctl::Answer(sdp)).await.unwrap();
+    }
+
     fn got(&self) -> Got {
         self.got.lock().unwrap().clone()
     }
@@ -664,10 +710,16 @@ async fn every_refusal_has_its_status_and_reason_and_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_takes_trickled_candidates_and_restarts_ice() {
-    let s = server().await;
+async fn patch_takes_trickled_candidates_and_restarts_ice_with_media_going_on() {
+    // The publisher moves to a new address and restarts ICE: its media reaches the server
+    // from there only once both ends hold the new credentials (and the old path is gone).
+    let core = sori_media::sori_sfu::SfuConfig {
+        ice_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let s = server_with_core(SignalConfig::default(), core).await;
     let publisher = Media::publisher().await;
-    let r = post(s.http, "/whip/ice", &[], &publisher.offer).await;
+    let r = post(s.http, "/whip/ice?name=Encoder", &[], &publisher.offer).await;
     assert_eq!(r.status, 201, "{}", text(&r));
     let location = r.header("location").unwrap().to_string();
     let etag = r.header("etag").unwrap().to_string();
@@ -682,87 +734,111 @@ async fn patch_takes_trickled_candidates_and_restarts_ice() {
         .collect();
     let running = publisher.answered(&r);
     running.until("connected", |g| g.connected).await;
+    let viewer = Media::viewer().await;
+    let r = post(s.http, "/whep/ice/Encoder", &[], &viewer.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let watching = viewer.answered(&r);
+    watching.until("frames", |g| g.video_frames >= 10).await;
 
-    fn frag<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-        let mut h = vec![("Content-Type", "application/trickle-ice-sdpfrag")];
-        h.extend_from_slice(headers);
-        h
-    }
-    let candidate = "a=ice-ufrag:whatever\r\na=ice-pwd:notthesamenotthesame\r\na=mid:0\r\n\
-        a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
-    let same_credentials = format!(
+    let trickle = format!(
         "{own}a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n"
     );
-    let r = http_request(
-        s.http,
-        "PATCH",
-        &location,
-        &[("Content-Type", "application/sdp")],
-        same_credentials.as_bytes(),
+    let patch = |headers: Vec<(&'static str, String)>, body: String, at: String| {
+        let http = s.http;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            http_request(http, "PATCH", &at, &h, body.as_bytes()).await
+        }
+    };
+    let ct = |t: &str| ("Content-Type", t.to_string());
+    let r = patch(
+        vec![ct("application/sdp")],
+        trickle.clone(),
+        location.clone(),
     )
     .await;
     assert_eq!(r.status, 415, "{}", text(&r));
-    let r = http_request(
-        s.http,
-        "PATCH",
-        &location,
-        &frag(&[("If-Match", &etag)]),
-        same_credentials.as_bytes(),
+    let if_match = |t: &str| ("If-Match", t.to_string());
+    let sdpfrag = "application/trickle-ice-sdpfrag";
+    let r = patch(
+        vec![ct(sdpfrag), if_match(&etag)],
+        trickle.clone(),
+        location.clone(),
     )
     .await;
     assert_eq!(r.status, 204, "{}", text(&r));
-    let r = http_request(
-        s.http,
-        "PATCH",
-        &location,
-        &frag(&[("If-Match", "\"stale\"")]),
-        same_credentials.as_bytes(),
+    let r = patch(
+        vec![ct(sdpfrag), if_match("\"stale\"")],
+        trickle.clone(),
+        location.clone(),
     )
     .await;
     assert_eq!(r.status, 412, "{}", text(&r));
-    let r = http_request(
-        s.http,
-        "PATCH",
-        "/whip-sessions/unknown",
-        &frag(&[]),
-        same_credentials.as_bytes(),
+    let r = patch(
+        vec![ct(sdpfrag)],
+        trickle.clone(),
+        "/whip-sessions/unknown".into(),
     )
     .await;
     assert_eq!(r.status, 404, "{}", text(&r));
 
-    // New credentials: an ICE restart, answered with the server's new ones.
-    let r = http_request(
-        s.http,
-        "PATCH",
-        &location,
-        &frag(&[("If-Match", "*")]),
-        candidate.as_bytes(),
+    // The publisher restarts ICE: its new credentials go in a PATCH, the server's come back.
+    let (ufrag, pwd) = running.restart_ice().await;
+    let restart = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let r = patch(
+        vec![ct(sdpfrag), if_match(&etag)],
+        restart.clone(),
+        location.clone(),
     )
     .await;
     assert_eq!(r.status, 200, "{}", text(&r));
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/trickle-ice-sdpfrag")
-    );
-    let new_etag = r.header("etag").unwrap();
+    assert_eq!(r.header("content-type"), Some(sdpfrag));
+    let new_etag = r.header("etag").unwrap().to_string();
     assert_ne!(new_etag, etag);
     let body = text(&r);
-    let ufrag = |sdp: &str| {
+    let value = |sdp: &str, name: &str| {
         sdp.lines()
-            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .find_map(|l| l.trim().strip_prefix(name))
             .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {name} in {sdp}"))
     };
-    assert!(body.contains("a=ice-pwd:"), "{body}");
+    let (server_ufrag, server_pwd) = (value(&body, "a=ice-ufrag:"), value(&body, "a=ice-pwd:"));
+    assert_ne!(server_ufrag, value(&answer, "a=ice-ufrag:"));
     assert!(body.contains("a=candidate:"), "{body}");
-    assert_ne!(ufrag(&body), ufrag(&answer), "{body}");
-    assert!(ufrag(&body).is_some());
+    // The publisher's answer: the first one with the server's new credentials and candidates
+    // (which name the new ufrag).
+    let candidates: String = body
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let restarted: String = answer
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:"))
+        .map(|l| {
+            if l.starts_with("a=ice-ufrag:") {
+                format!("a=ice-ufrag:{server_ufrag}\r\n")
+            } else if l.starts_with("a=ice-pwd:") {
+                format!("a=ice-pwd:{server_pwd}\r\n{candidates}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    running.answer(restarted).await;
+    let at_restart = watching.got();
+    let after = watching
+        .until("two more seconds of frames after the restart", |g| {
+            g.video_frames >= at_restart.video_frames + 60
+        })
+        .await;
+    assert_eq!(after.damaged, 0, "{after:?}");
+    assert_eq!(s.metric("sori_whip_sessions").await, 1);
     // The old ETag no longer matches.
-    let r = http_request(
-        s.http,
-        "PATCH",
-        &location,
-        &frag(&[("If-Match", &etag)]),
-        candidate.as_bytes(),
+    let r = patch(
+        vec![ct(sdpfrag), if_match(&etag)],
+        restart,
+        location.clone(),
     )
     .await;
     assert_eq!(r.status, 412, "{}", text(&r));
@@ -821,4 +897,53 @@ async fn pages_of_other_origins_are_refused_and_allowed_ones_get_cors_headers() 
         r.header("access-control-allow-origin"),
         Some("https://player.example")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_viewer_waits_for_its_publisher_to_return_and_ends_with_the_room() {
+    let s = server_with(SignalConfig {
+        room_timeouts: sori_signal::RoomTimeouts {
+            departure: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..SignalConfig::default()
+    })
+    .await;
+    let first = Media::publisher().await;
+    let r = post(s.http, "/whip/back?name=Encoder", &[], &first.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let first_session = r.header("location").unwrap().to_string();
+    let first = first.answered(&r);
+    first.until("connected", |g| g.connected).await;
+
+    let viewer = Media::viewer().await;
+    let r = post(s.http, "/whep/back/Encoder", &[], &viewer.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let watching = viewer.answered(&r);
+    let before = watching.until("frames", |g| g.video_frames >= 10).await;
+
+    // The encoder goes and comes back under the same name: the viewer, still there, gets it.
+    let r = http_request(s.http, "DELETE", &first_session, &[], b"").await;
+    assert_eq!(r.status, 200);
+    drop(first);
+    let second = Media::publisher().await;
+    let r = post(s.http, "/whip/back?name=Encoder", &[], &second.offer).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let second_session = r.header("location").unwrap().to_string();
+    let second = second.answered(&r);
+    assert_eq!(s.metric("sori_whep_sessions").await, 1);
+    let after = watching
+        .until("frames from the returned encoder", |g| {
+            g.video_frames >= before.video_frames + 30
+        })
+        .await;
+    assert_eq!(after.damaged, 0, "{after:?}");
+
+    // The last one leaves; the room ends a second later, and its viewer with it.
+    let r = http_request(s.http, "DELETE", &second_session, &[], b"").await;
+    assert_eq!(r.status, 200);
+    drop(second);
+    wait_metric(&s, "sori_rooms", 0).await;
+    wait_metric(&s, "sori_whep_sessions", 0).await;
+    wait_metric(&s, "sori_media_peers", 0).await;
 }

@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sori_sfu::{PeerId, Sfu, SfuConfig, SfuEvent};
+use sori_sfu::{Forwarding, PeerId, Sfu, SfuConfig, SfuEvent};
 use sori_testkit::Rng;
 use str0m::change::SdpAnswer;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
@@ -249,6 +249,32 @@ impl Harness {
         self.join_client(c, room, &[], up, down)
     }
 
+    /// A viewer joins `room` as a WHEP player does: it offers to receive one video and one
+    /// audio m-line, sends nothing, and the core never renegotiates with it (its m-lines are
+    /// fed with [`Sfu::feed`]).
+    pub fn join_viewer(&mut self, room: &str, up: Link, down: Link) -> usize {
+        let mut c = client(self.members.len() as u8, self.now);
+        let mut api = c.rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let (peer, answer) = self
+            .sfu
+            .join_as(
+                room,
+                &offer.to_sdp_string(),
+                Forwarding::Automatic,
+                false,
+                self.now,
+            )
+            .expect("join");
+        c.rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        self.add_member(c, peer, &answer, &[], up, down)
+    }
+
     /// Client `c` joins `room` (its video offered as one simulcast encoding per `rid`).
     fn join_client(
         &mut self,
@@ -258,9 +284,21 @@ impl Harness {
         up: Link,
         down: Link,
     ) -> usize {
-        let i = self.members.len();
         let (peer, answer) =
             try_join_answered(&mut self.sfu, &mut c, room, rids, self.now).expect("join");
+        self.add_member(c, peer, &answer, rids, up, down)
+    }
+
+    fn add_member(
+        &mut self,
+        c: Client,
+        peer: PeerId,
+        answer: &str,
+        rids: &[&str],
+        up: Link,
+        down: Link,
+    ) -> usize {
+        let i = self.members.len();
         self.members.push(Member {
             client: c,
             peer,
@@ -274,7 +312,7 @@ impl Harness {
             keyframes_sent: Vec::new(),
             answered: 0,
             layers: rids.iter().map(|r| LayerSent::new(r)).collect(),
-            server_ufrag: ice_ufrag(&answer),
+            server_ufrag: ice_ufrag(answer),
             mapped: None,
         });
         self.drain();

@@ -65,7 +65,7 @@ impl Hub {
     }
 
     /// What a viewer of `room` gets now, given what it gets (`current`); `None` when the room
-    /// is gone, or the participant it follows left.
+    /// is gone.
     ///
     /// Following participant `follow`: that participant's camera and microphone. Following the
     /// room: the dominant speaker's camera and microphone; until someone spoke, or while the
@@ -79,7 +79,8 @@ impl Hub {
     ) -> Option<ViewerSources> {
         let room = self.rooms.get(room)?;
         if let Some(id) = follow {
-            return room.participants.get(id).map(tracks_of);
+            // Gone (for now): nothing until someone answering to the name is back.
+            return Some(room.participants.get(id).map(tracks_of).unwrap_or_default());
         }
         let dominant = room
             .speakers
@@ -100,5 +101,113 @@ impl Hub {
             video: pick(dominant.video, &current.video, |s| s.video.clone()),
             audio: pick(dominant.audio, &current.audio, |s| s.audio.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::auth::Grants;
+    use crate::hub::{JoinOutcome, Joining, Me, SPEAKER_TICK};
+    use crate::outbox::Outbox;
+    use crate::protocol::LeaveReason;
+
+    fn join(hub: &mut Hub, name: &str, tracks: &[(&str, MediaKind)]) -> Me {
+        let grants = Grants::anonymous();
+        let j = Joining {
+            room: "r",
+            name,
+            mode: RoomMode::Sfu,
+            grants: &grants,
+            out: Outbox::detached(),
+            resume: None,
+        };
+        let JoinOutcome::Joined(me) = hub.join(j, |_| Vec::new()) else {
+            panic!("refused");
+        };
+        for (track, kind) in tracks {
+            hub.published(&me, track.to_string(), *kind);
+        }
+        me
+    }
+
+    fn sources(video: &str, audio: &str) -> ViewerSources {
+        ViewerSources {
+            video: Some(video.into()),
+            audio: Some(audio.into()),
+        }
+    }
+
+    #[test]
+    fn a_room_viewer_gets_the_first_publisher_then_whoever_takes_the_floor() {
+        let mut hub = Hub::default();
+        let (v, a) = (MediaKind::Video, MediaKind::Audio);
+        let encoder = join(&mut hub, "Encoder", &[("track-1", v), ("track-2", a)]);
+        let bo = join(&mut hub, "Bo", &[("track-3", v), ("track-4", a)]);
+        let _listener = join(&mut hub, "Cy", &[]);
+        let none = ViewerSources::default();
+
+        // Nobody spoke: the earliest joined.
+        let first = hub.viewer_sources("r", None, &none).unwrap();
+        assert_eq!(first, sources("track-1", "track-2"));
+
+        // Bo speaks for half a second: he has the floor, and the viewer follows.
+        let mut t = Instant::now();
+        for _ in 0..10 {
+            t += SPEAKER_TICK;
+            hub.audio_levels(&bo, 5 * 97, 5);
+            hub.audio_levels(&encoder, 0, 5);
+            hub.speaker_tick(t);
+        }
+        let floor = hub.viewer_sources("r", None, &first).unwrap();
+        assert_eq!(floor, sources("track-3", "track-4"));
+
+        // A viewer that named the encoder stays on it.
+        let named = hub.find_participant("r", "Encoder").unwrap();
+        assert_eq!(named, encoder.id);
+        assert_eq!(
+            hub.find_participant("r", &encoder.id),
+            Some(encoder.id.clone())
+        );
+        assert_eq!(hub.find_participant("r", "Nobody"), None);
+        assert_eq!(
+            hub.viewer_sources("r", Some(&named), &floor),
+            Some(sources("track-1", "track-2"))
+        );
+
+        // Bo leaves with the floor: his tracks are gone, the earliest publisher comes back.
+        hub.leave(&bo, LeaveReason::Left, t);
+        assert_eq!(
+            hub.viewer_sources("r", None, &floor),
+            Some(sources("track-1", "track-2"))
+        );
+        // A named participant who left: nothing (until someone of that name is back).
+        assert_eq!(
+            hub.viewer_sources("r", Some(&bo.id), &floor),
+            Some(ViewerSources::default())
+        );
+        assert_eq!(hub.viewer_sources("elsewhere", None, &none), None);
+    }
+
+    #[test]
+    fn a_dominant_speaker_without_a_camera_leaves_the_picture_where_it_was() {
+        let mut hub = Hub::default();
+        let (v, a) = (MediaKind::Video, MediaKind::Audio);
+        let _ann = join(&mut hub, "Ann", &[("track-1", v), ("track-2", a)]);
+        let cy = join(&mut hub, "Cy", &[("track-5", a)]);
+        let mut t = Instant::now();
+        for _ in 0..10 {
+            t += SPEAKER_TICK;
+            hub.audio_levels(&cy, 5 * 97, 5);
+            hub.speaker_tick(t);
+        }
+        // Cy's voice, Ann's picture.
+        let now = sources("track-1", "track-2");
+        assert_eq!(
+            hub.viewer_sources("r", None, &now),
+            Some(sources("track-1", "track-5"))
+        );
     }
 }
