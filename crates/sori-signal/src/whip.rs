@@ -837,17 +837,30 @@ struct IceCredentials {
 }
 
 impl IceCredentials {
-    /// The first `a=ice-ufrag` and `a=ice-pwd` of `sdp` (session or media level).
+    /// The first `a=ice-ufrag` and `a=ice-pwd` of `sdp` (session or media level), when both
+    /// are there and valid (RFC 8839: `ice-char`s, 4 to 256 of them in a ufrag, 22 to 256 in
+    /// a password).
     fn of(sdp: &str) -> Option<Self> {
         let find = |name: &str| {
             sdp.lines()
                 .find_map(|l| l.trim().strip_prefix(name))
                 .map(|v| v.trim().to_string())
         };
-        Some(Self {
-            ufrag: find("a=ice-ufrag:")?,
-            pwd: find("a=ice-pwd:")?,
-        })
+        let valid = |v: &str, least: usize| {
+            (least..=256).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        };
+        let ufrag = find("a=ice-ufrag:").filter(|u| valid(u, 4))?;
+        let pwd = find("a=ice-pwd:").filter(|p| valid(p, 22))?;
+        Some(Self { ufrag, pwd })
+    }
+
+    /// Whether `frag` names credentials at all (valid or not).
+    fn named_in(frag: &str) -> bool {
+        frag.lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:"))
     }
 }
 
@@ -941,7 +954,14 @@ async fn patch(
                 ));
             }
         }
-        let new = IceCredentials::of(frag).filter(|c| Some(c) != s.ice.as_ref());
+        let named = IceCredentials::of(frag);
+        if named.is_none() && IceCredentials::named_in(frag) {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "an ICE restart needs a=ice-ufrag (4 to 256 ice-chars) and a=ice-pwd (22 to 256)",
+            ));
+        }
+        let new = named.filter(|c| Some(c) != s.ice.as_ref());
         let Some(new) = new else {
             // Candidates only: the media server is ICE-lite and learns the client's
             // addresses from its connectivity checks.
@@ -1024,10 +1044,10 @@ mod tests {
     use super::*;
 
     const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
-        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecret\r\na=sendonly\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\na=sendonly\r\n\
         a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
         m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\n\
-        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecret\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\na=sendonly\r\n\
         a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
 
     #[test]
@@ -1048,7 +1068,7 @@ mod tests {
     fn an_ice_restart_offer_has_the_new_credentials_and_a_newer_version() {
         let new = IceCredentials {
             ufrag: "wxyz".into(),
-            pwd: "anotheranother".into(),
+            pwd: "anotheranotheranother+/".into(),
         };
         let offer = with_credentials(ANSWER, &new);
         assert_eq!(IceCredentials::of(&offer), Some(new));
@@ -1063,7 +1083,7 @@ mod tests {
         let frag = answer_fragment(ANSWER);
         assert_eq!(
             frag,
-            "a=ice-lite\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecret\r\n\
+            "a=ice-lite\r\na=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\n\
              a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
         );
     }
@@ -1073,6 +1093,30 @@ mod tests {
         assert_eq!(track_id("track-42"), Some(TrackId(42)));
         assert_eq!(track_id("track-"), None);
         assert_eq!(track_id("42"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(sori_testkit::prop::config(3000))]
+
+        /// A PATCH body is anything a client sends: credentials are found or not, never a
+        /// panic, and a restart offer built from them keeps every other line.
+        #[test]
+        fn any_fragment_gives_credentials_or_none_and_a_whole_offer(
+            seed in proptest::prelude::any::<u64>(),
+            text in "(a=ice-(ufrag|pwd):[ -~]{0,12}\r?\n|a=ice-ufrag:[a-z0-9+/]{4,8}\r\na=ice-pwd:[A-Z0-9+/]{22,30}\r\n|a=candidate:[ -~]{0,40}\r?\n|[ -~\u{80}-\u{10ffff}]{0,20}\r?\n){0,8}",
+        ) {
+            let mut rng = sori_testkit::Rng::new(seed);
+            let mangled = sori_testkit::mutate::lines(&text, "\n", &mut rng);
+            for frag in [&text, &mangled] {
+                if let Some(c) = IceCredentials::of(frag) {
+                    let offer = with_credentials(ANSWER, &c);
+                    proptest::prop_assert_eq!(offer.lines().count(), ANSWER.lines().count());
+                    proptest::prop_assert_eq!(IceCredentials::of(&offer), Some(c));
+                }
+                let _ = answer_fragment(frag);
+                let _ = receiving_lines(frag);
+            }
+        }
     }
 
     #[test]

@@ -781,6 +781,10 @@ async fn patch_takes_trickled_candidates_and_restarts_ice_with_media_going_on() 
     )
     .await;
     assert_eq!(r.status, 404, "{}", text(&r));
+    let bad = "a=ice-ufrag:x y\r\na=ice-pwd:short\r\n".to_string();
+    let r = patch(vec![ct(sdpfrag)], bad, location.clone()).await;
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert!(text(&r).contains("ice-chars"), "{}", text(&r));
 
     // The publisher restarts ICE: its new credentials go in a PATCH, the server's come back.
     let (ufrag, pwd) = running.restart_ice().await;
@@ -946,4 +950,51 @@ async fn a_named_viewer_waits_for_its_publisher_to_return_and_ends_with_the_room
     wait_metric(&s, "sori_rooms", 0).await;
     wait_metric(&s, "sori_whep_sessions", 0).await;
     wait_metric(&s, "sori_media_peers", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mangled_offers_are_answered_or_refused_and_leave_nothing_behind() {
+    // Offers with lines dropped, doubled, swapped or bytes flipped: each one a publisher
+    // (then ended) or a 4xx with a reason; the server stays as it was. (Sixty sessions from
+    // one address: above the default join burst.)
+    let s = server_with(SignalConfig {
+        limits: sori_signal::Limits {
+            joins_burst: 200.0,
+            ..Default::default()
+        },
+        ..SignalConfig::default()
+    })
+    .await;
+    let (_ada, _) = Client::join(&s.url, "mangled", "Ada").await;
+    let before = state(&s).await;
+    let valid = Media::publisher().await.offer;
+    let mut rng = sori_testkit::Rng::new(0x5eed_f00d);
+    let (mut created, mut refused) = (0, 0);
+    for i in 0..60 {
+        let mut offer = valid.clone();
+        for _ in 0..1 + rng.below(3) {
+            offer = sori_testkit::mutate::lines(&offer, "\r\n", &mut rng);
+        }
+        let r = post(s.http, "/whip/mangled", &[], &offer).await;
+        match r.status {
+            201 => {
+                created += 1;
+                let at = r.header("location").unwrap().to_string();
+                let end = http_request(s.http, "DELETE", &at, &[], b"").await;
+                assert_eq!(end.status, 200, "offer {i}");
+            }
+            400 | 406 => {
+                refused += 1;
+                assert!(!r.body.is_empty(), "offer {i}: a refusal says why");
+            }
+            other => panic!("offer {i}: {other} {}\n{offer}", text(&r)),
+        }
+    }
+    eprintln!("{created} mangled offers answered, {refused} refused");
+    assert!(refused > 0, "no mangling was refused");
+    wait_metric(&s, "sori_media_peers", before[3]).await;
+    assert_eq!(state(&s).await, before);
+    // And the server still takes a good one.
+    let r = post(s.http, "/whip/mangled", &[], &valid).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
 }

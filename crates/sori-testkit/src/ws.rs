@@ -126,14 +126,20 @@ async fn pump(
     mut severed: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut closing = false;
+    // Until the client is severed or dropped (a receiver that completed may not be polled
+    // again).
+    let mut may_sever = true;
     loop {
         tokio::select! {
-            Ok(()) = &mut severed => {
-                if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
-                    // Closing with a zero linger resets the connection.
-                    let _ = tcp.set_zero_linger();
+            r = &mut severed, if may_sever => {
+                may_sever = false;
+                if r.is_ok() {
+                    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+                        // Closing with a zero linger resets the connection.
+                        let _ = tcp.set_zero_linger();
+                    }
+                    return;
                 }
-                return;
             }
             m = outgoing.recv(), if !closing => match m {
                 Some(m) => {
