@@ -43,11 +43,11 @@ async function inboundFrom(name) {
 
 /** The video from the participant named `name`: the height of the frames it decodes now and
  * the running totals of its `inbound-rtp` stats (frames, packets, packets lost after repair,
- * freezes, keyframes, NACKs and PLIs sent). */
+ * freezes, keyframes, NACKs and PLIs sent), and the codec (`video/VP8`; null before any). */
 async function videoFrom(name) {
   const out = {
     frameHeight: 0, framesDecoded: 0, packetsReceived: 0, packetsLost: 0, freezeCount: 0,
-    totalFreezesDuration: 0, keyFramesDecoded: 0, nackCount: 0, pliCount: 0,
+    totalFreezesDuration: 0, keyFramesDecoded: 0, nackCount: 0, pliCount: 0, codec: null,
   };
   if (!state.pc) return out;
   const tracks = [...state.remote.values()]
@@ -55,10 +55,13 @@ async function videoFrom(name) {
     .map((r) => r.track);
   for (const receiver of state.pc.getReceivers()) {
     if (!receiver.track || receiver.track.kind !== 'video' || !tracks.includes(receiver.track)) continue;
-    (await receiver.getStats()).forEach((s) => {
+    const report = await receiver.getStats();
+    report.forEach((s) => {
       if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
       out.frameHeight = Math.max(out.frameHeight, s.frameHeight || 0);
-      for (const k of Object.keys(out)) if (k !== 'frameHeight') out[k] += s[k] || 0;
+      const codec = s.codecId && report.get(s.codecId);
+      if (codec) out.codec = codec.mimeType;
+      for (const k of Object.keys(out)) if (typeof out[k] === 'number' && k !== 'frameHeight') out[k] += s[k] || 0;
     });
   }
   return out;

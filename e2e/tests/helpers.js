@@ -56,10 +56,11 @@ export const split = process.env.SORI_E2E_SPLIT === '1';
 /**
  * Starts `sori serve` (or, split, `sori media` + `sori signal`) on free loopback ports;
  * resolves once it logs its address. The media server advertises 127.0.0.1 unless `advertise`
- * is false (then: its own default).
+ * is false (then: its own default); `media` are flags of the media server (`sori serve`'s,
+ * or split, `sori media`'s).
  */
-export async function startServer(extraArgs = [], { advertise = true } = {}) {
-  const mediaArgs = ['--rtc-port', '0'];
+export async function startServer(extraArgs = [], { advertise = true, media: mediaExtra = [] } = {}) {
+  const mediaArgs = ['--rtc-port', '0', ...mediaExtra];
   // Several servers run at once: none takes the fixed TURN port.
   const turnArgs = ['--no-turn'];
   if (advertise) mediaArgs.push('--advertise-ip', '127.0.0.1');

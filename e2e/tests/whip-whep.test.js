@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root } from './helpers.js';
+import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root, split } from './helpers.js';
 
 const GST_WHIP = join(root, 'e2e', 'whip', 'gst-whip.py');
 const ctx = { server: null, browser: null, talking: null };
@@ -42,7 +42,7 @@ function speechWav(path) {
 }
 
 before(async () => {
-  ctx.server = await startServer(owned ? ['--no-rtc-tcp'] : [], { advertise: !owned });
+  ctx.server = await startServer([], { advertise: !owned, media: owned ? ['--no-rtc-tcp'] : [] });
   ctx.browser = await chromium.launch(launchOptions());
   const wav = join(tmpdir(), `sori-whep-speech-${process.pid}.wav`);
   speechWav(wav);
@@ -62,8 +62,8 @@ after(async () => {
  * offer left (Unix ms) and a `stop()` that ends it with SIGTERM (its DELETE) and resolves with
  * what it printed.
  */
-async function startEncoder(url) {
-  const child = spawn('/usr/bin/python3', [GST_WHIP, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startEncoder(url, args = []) {
+  const child = spawn('/usr/bin/python3', [GST_WHIP, url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = [];
   const err = [];
   createInterface({ input: child.stderr }).on('line', (l) => err.push(l));
@@ -142,7 +142,56 @@ test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it,
   await ada.context().close();
 });
 
-test('the WHEP player decodes the room\'s speaker and a named participant, and switches to whoever takes the floor', async () => {
+test('an H.264 encoder, as OBS sends, publishes into rooms whose codecs put H.264 first', { skip: owned ? false : 'needs the network namespace scripts/test creates (run as root)' }, async () => {
+  const config = join(tmpdir(), `sori-h264-${process.pid}.toml`);
+  writeFileSync(config, '[media]\nvideo_codecs = ["h264", "vp8"]\n');
+  const server = await startServer([], { advertise: false, media: ['--config', config, '--no-rtc-tcp'] });
+  try {
+    const ada = await joinPage(ctx.browser, server.url, 'obs-h264', 'Ada');
+    await pollPage(ada, () => window.sori && window.sori.me);
+    const encoder = await startEncoder(`${server.url}/whip/obs-h264?name=OBS`, ['--codec', 'h264']);
+    try {
+      const decodedAt = await firstFrameFrom(ada, 'OBS');
+      assert.ok(decodedAt, 'Ada decoded no frame of the H.264 encoder');
+      console.log(`WHIP POST (H.264) → first frame decoded at a browser in the room: ${decodedAt - encoder.postedAt} ms`);
+      await waitForMediaFrom(ada, 'OBS');
+      const video = await ada.evaluate(() => window.sori.videoFrom('OBS'));
+      assert.equal(video.codec, 'video/H264', JSON.stringify(video));
+      await assertUdp(ada);
+    } finally {
+      await encoder.stop();
+    }
+    // A VP8-only encoder in that room is refused, naming both codecs.
+    const refused = spawn('/usr/bin/python3', [GST_WHIP, `${server.url}/whip/obs-h264?name=VP8`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const err = [];
+    createInterface({ input: refused.stderr }).on('line', (l) => err.push(l));
+    const code = await new Promise((r) => refused.once('exit', r));
+    assert.equal(code, 1);
+    assert.match(err.join('\n'), /refused: 406 .*room uses h264 video.*vp8/);
+    await ada.context().close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('with the media server elsewhere, the WHEP player is told plainly that it cannot watch', { skip: split ? false : 'split deployment only (SORI_E2E_SPLIT=1)' }, async () => {
+  // A remote media server cannot feed a viewer's own m-lines (docs/whip-whep.md, Limits).
+  const encoder = await startEncoder(`${ctx.server.url}/whip/whep-split?name=OBS`);
+  try {
+    const context = await ctx.browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${ctx.server.url}/watch.html?room=whep-split`);
+    const error = await pollPage(page, () => window.whep.error);
+    assert.match(error, /^501 .*not supported by a remote media server/);
+    assert.match(await page.getByTestId('whep-status').innerText(), /Cannot watch: 501/);
+    assert.equal(await sessions('whep'), 0);
+    await context.close();
+  } finally {
+    await encoder.stop();
+  }
+});
+
+test('the WHEP player decodes the room\'s speaker and a named participant, and switches to whoever takes the floor', { skip: split ? 'WHEP needs the in-process media server (the test above checks the refusal)' : false }, async () => {
   const encoder = await startEncoder(`${ctx.server.url}/whip/whep-stage?name=OBS`);
   const viewers = [];
   let bo = null;

@@ -314,6 +314,7 @@ impl Task {
             let _ = reply.send(Err(RemoteError {
                 code: e["code"].as_i64().unwrap_or(-1),
                 message: e["message"].as_str().unwrap_or("").to_string(),
+                kind: e["data"]["type"].as_str().map(str::to_string),
             }));
         }
     }

@@ -46,6 +46,8 @@ pub struct RemoteError {
     pub code: i64,
     /// Its message.
     pub message: String,
+    /// Its `data.type`, when it has one (`SDP_PARSE_ERROR`, …).
+    pub kind: Option<String>,
 }
 
 impl RemoteError {
@@ -53,6 +55,7 @@ impl RemoteError {
         Self {
             code: 0,
             message: why.into(),
+            kind: None,
         }
     }
 
@@ -455,6 +458,7 @@ impl RemoteMedia {
             return Err(RemoteError {
                 code: 40101,
                 message: format!("no endpoint {peer}"),
+                kind: None,
             });
         };
         let k = usize::from(video);
@@ -657,10 +661,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The `data.type` with which Sori's media server refuses an offer for its video codecs
+/// (Kurento's code 40205 otherwise).
+const NO_COMMON_VIDEO_CODEC: &str = "SORI_NO_COMMON_VIDEO_CODEC";
+
 fn backend_error(e: RemoteError) -> BackendError {
-    if e.is_unknown_object() {
-        BackendError::UnknownPeer
-    } else {
-        BackendError::Failed(e.to_string())
+    match (e.code, e.kind.as_deref()) {
+        _ if e.is_unknown_object() => BackendError::UnknownPeer,
+        (40205, Some(NO_COMMON_VIDEO_CODEC)) => BackendError::Codec(e.to_string()),
+        // The media server refused the offer as it is: sending it again changes nothing.
+        (40201 | 40205, _) => BackendError::BadOffer(e.to_string()),
+        _ => BackendError::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_media_servers_refusals_map_to_what_the_session_server_answers() {
+        let e = |code, kind: Option<&str>| RemoteError {
+            code,
+            message: "why".into(),
+            kind: kind.map(str::to_string),
+        };
+        assert_eq!(backend_error(e(40101, None)), BackendError::UnknownPeer);
+        assert!(matches!(
+            backend_error(e(40205, Some(NO_COMMON_VIDEO_CODEC))),
+            BackendError::Codec(_)
+        ));
+        for refused in [
+            e(40205, Some("SDP_END_POINT_PROCESS_OFFER_ERROR")),
+            e(40201, Some("SDP_PARSE_ERROR")),
+        ] {
+            assert!(matches!(backend_error(refused), BackendError::BadOffer(_)));
+        }
+        assert!(matches!(backend_error(e(0, None)), BackendError::Failed(_)));
+        assert!(matches!(
+            backend_error(e(-32603, None)),
+            BackendError::Failed(_)
+        ));
     }
 }

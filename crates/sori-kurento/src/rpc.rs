@@ -13,6 +13,9 @@ pub struct RpcError {
     pub kind: Option<&'static str>,
 }
 
+/// `data.type` of an offer refused for its video codecs.
+pub const NO_COMMON_VIDEO_CODEC: &str = "SORI_NO_COMMON_VIDEO_CODEC";
+
 impl RpcError {
     fn new(code: i64, kind: Option<&'static str>, message: impl Into<String>) -> Self {
         Self {
@@ -110,6 +113,11 @@ impl RpcError {
     }
     pub fn process_offer(message: impl Into<String>) -> Self {
         Self::new(40205, Some("SDP_END_POINT_PROCESS_OFFER_ERROR"), message)
+    }
+    /// An offer refused for its video codecs: Kurento's code, and a type of Sori's own
+    /// (`SORI_NO_COMMON_VIDEO_CODEC`) so that a session server can tell it apart.
+    pub fn no_common_codec(message: impl Into<String>) -> Self {
+        Self::new(40205, Some(NO_COMMON_VIDEO_CODEC), message)
     }
     pub fn process_answer(message: impl Into<String>) -> Self {
         Self::new(40206, Some("SDP_END_POINT_PROCESS_ANSWER_ERROR"), message)

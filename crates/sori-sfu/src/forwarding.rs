@@ -78,13 +78,19 @@ impl Sfu {
             old.subscribers.retain(|s| *s != (sink, mid));
         }
         let Some(source) = source else {
-            peer.out.remove(&mid);
+            if let Some(out) = peer.out.remove(&mid) {
+                peer.parked.insert(mid, out.rewriter);
+            }
             return Ok(());
         };
-        let out = peer
-            .out
-            .entry(mid)
-            .or_insert_with(|| OutTrack::new(source, kind));
+        let parked = peer.parked.remove(&mid);
+        let out = peer.out.entry(mid).or_insert_with(|| {
+            let mut out = OutTrack::new(source, kind);
+            if let Some(numbering) = parked {
+                out.rewriter = numbering;
+            }
+            out
+        });
         out.source = source;
         out.pinned = true;
         let connected = peer.connected;

@@ -306,6 +306,11 @@ pub(crate) struct Peer {
     pub rx_tracks: HashMap<Ssrc, (TrackId, u8)>,
     /// Tracks this peer receives, by the m-line the core added for each.
     pub out: HashMap<Mid, OutTrack>,
+    /// The numbering of streams this peer's own m-lines carried before they were emptied
+    /// ([`crate::Sfu::feed`] with no source): the next source fed there continues it, so that
+    /// the client sees one stream (a numbering started anew could run behind the old one,
+    /// and its packets would be dropped as old).
+    pub parked: HashMap<Mid, StreamRewriter>,
     /// Tracks this peer should receive; negotiation brings `out` in line with it.
     pub desired: BTreeSet<TrackId>,
     /// Whether the room's tracks are forwarded to this peer (off: a publish-only participant).
@@ -433,6 +438,7 @@ impl Peer {
             published: HashMap::new(),
             rx_tracks: HashMap::new(),
             out: HashMap::new(),
+            parked: HashMap::new(),
             desired: BTreeSet::new(),
             receives: true,
             muted: [false; 2],

@@ -437,3 +437,49 @@ fn a_viewer_fed_by_hand_gets_the_layer_its_link_carries_without_renegotiation() 
         assert_eq!(offers, 0, "member {i} was offered a renegotiation");
     }
 }
+
+#[test]
+fn a_fed_viewer_emptied_then_fed_another_publisher_sees_one_continuous_stream() {
+    // A WHEP viewer following a participant who leaves and comes back (a new publisher): its
+    // m-line is emptied, then fed the newcomer. The numbering goes on where it stopped; one
+    // started anew (at the newcomer's own numbers) could run behind the old one, and the
+    // client would drop it all as old packets.
+    let mut h = Harness::new(SfuConfig::default(), 7);
+    let first = h.join("relay", Link::default(), Link::default());
+    let viewer = h.join_viewer("relay", Link::default(), Link::default());
+    let t = h.now + Duration::from_secs(1);
+    h.stream_until(first, 1000, t);
+    let peer = h.members[viewer].peer;
+    let mid = h
+        .sfu
+        .media(peer)
+        .unwrap()
+        .into_iter()
+        .find(|l| l.kind == sori_sfu::MediaKind::Video && l.sends)
+        .unwrap()
+        .mid;
+    let track = h.video_track(first);
+    h.sfu.feed(peer, &mid, Some(track), h.now).unwrap();
+    let t = h.now + Duration::from_secs(2);
+    h.stream_until(first, 1000, t);
+    let before = video(&h, viewer).len();
+    assert!(before > 30, "{before} frames");
+    let gone = h.members[first].peer;
+    h.sfu.leave(gone, h.now).unwrap();
+    h.sfu.feed(peer, &mid, None, h.now).unwrap();
+    let second = h.join("relay", Link::default(), Link::default());
+    let t = h.now + Duration::from_millis(300);
+    h.stream_until(second, 1000, t);
+    let track = h.video_track(second);
+    h.sfu.feed(peer, &mid, Some(track), h.now).unwrap();
+    let t = h.now + Duration::from_secs(3);
+    h.stream_until(second, 1000, t);
+    let frames = video(&h, viewer);
+    assert!(frames.len() > before + 60, "{before} then {}", frames.len());
+    let (last, next) = (frames[before - 1], frames[before]);
+    assert_eq!(
+        *next.seq_range.start(),
+        (**last.seq_range.end() + 1).into(),
+        "the newcomer's stream does not continue the numbering"
+    );
+}

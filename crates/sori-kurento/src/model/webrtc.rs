@@ -77,6 +77,9 @@ fn media_error(e: MediaError, offer: bool) -> RpcError {
         MediaError::Sfu(SfuError::BadSdp(why)) => {
             RpcError::sdp_parse(format!("Error parsing SDP answer: {why}"))
         }
+        MediaError::Sfu(e @ SfuError::VideoCodecUnsupported { .. }) if offer => {
+            RpcError::no_common_codec(e.to_string())
+        }
         MediaError::Sfu(e) if offer => RpcError::process_offer(e.to_string()),
         MediaError::Sfu(e) => RpcError::process_answer(e.to_string()),
         MediaError::Stopped => RpcError::unexpected("the media server is not running"),
@@ -294,7 +297,7 @@ impl Kms {
                     self.error_event(
                         id,
                         err.code,
-                        "SDP_END_POINT_PROCESS_OFFER_ERROR",
+                        err.kind.unwrap_or("SDP_END_POINT_PROCESS_OFFER_ERROR"),
                         &err.message,
                     );
                 }
