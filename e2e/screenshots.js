@@ -1,5 +1,6 @@
 // Screenshots of the web client for people to look at (not a test): the lobby, a four-party
-// call, the speaker view, the phone layout and the Korean lobby, written to e2e/artifacts/.
+// call, the speaker view, the phone layout, the Korean lobby and the WHEP player (watch.html),
+// written to e2e/artifacts/.
 //   cd e2e && node screenshots.js
 import { join } from 'node:path';
 import { startServer, launchBrowser, joinPage, waitForVideoFrom, artifacts } from './tests/helpers.js';
@@ -46,6 +47,14 @@ try {
   await waitForVideoFrom(page, 'Ada');
   await page.waitForTimeout(2000);
   await shot(page, 'screenshot-phone');
+
+  // The WHEP player watching the room: whoever has the floor (Cy).
+  const watch = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const player = await watch.newPage();
+  await player.goto(`${server.url}/watch.html?room=four`);
+  await player.waitForFunction(() => window.whep && window.whep.firstFrameAt);
+  await player.waitForTimeout(1500);
+  await shot(player, 'screenshot-watch');
 } finally {
   await browser.close();
   await server.stop();

@@ -22,8 +22,8 @@ function say(text, problem = false) {
 sound.addEventListener('click', () => {
   // Playback starts muted (autoplay rules); sound is one click away.
   video.muted = !video.muted;
-  sound.setAttribute('aria-pressed', String(!video.muted));
-  sound.textContent = video.muted ? 'Sound on' : 'Sound off';
+  sound.textContent = video.muted ? 'Unmute' : 'Mute';
+  sound.classList.toggle('primary', video.muted);
   video.play().catch(() => {});
 });
 

@@ -34,6 +34,26 @@ test('axe-core finds no serious or critical violation in a call', async () => {
   for (const p of [ada, bo]) await p.context().close();
 });
 
+test('axe-core finds no serious or critical violation in the WHEP player, live or refused', async () => {
+  const ada = await joinPage(ctx.browser, ctx.server.url, 'a11y-watch', 'Ada');
+  const bo = await joinPage(ctx.browser, ctx.server.url, 'a11y-watch', 'Bo');
+  await waitForVideoFrom(bo, 'Ada');
+  const context = await ctx.browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(`${ctx.server.url}/watch.html?room=a11y-watch`);
+  await page.waitForFunction(() => window.whep.firstFrameAt);
+  assert.deepEqual(await violations(page), []);
+  await page.getByTestId('whep-sound').click();
+  assert.equal(await page.getByTestId('whep-sound').innerText(), 'Mute');
+  // A room that does not exist: the refusal is said, and still nothing serious.
+  await page.goto(`${ctx.server.url}/watch.html?room=nowhere`);
+  await page.waitForFunction(() => window.whep.error);
+  assert.match(await page.getByTestId('whep-status').innerText(), /Cannot watch: 404 no room "nowhere"/);
+  assert.deepEqual(await violations(page), []);
+  await context.close();
+  for (const p of [ada, bo]) await p.context().close();
+});
+
 test('shortcuts: M mutes the microphone, V stops the camera, Ctrl+Shift+L leaves; not while typing', async () => {
   const ada = await joinPage(ctx.browser, ctx.server.url, 'keys', 'Ada');
   const bo = await joinPage(ctx.browser, ctx.server.url, 'keys', 'Bo');
