@@ -463,7 +463,7 @@ async fn start_publisher(
             // Removed by a moderator or the server API, or the room ended.
             _ = end.wait() => {}
         }
-        finish(&s, &task_id, LeaveReason::Timeout).await;
+        finish_from_task(&s, &task_id, LeaveReason::Timeout).await;
     });
     if let Some(s) = signal.http_sessions.lock().get_mut(&id) {
         s.task = Some(task.abort_handle());
@@ -477,15 +477,30 @@ fn restart_rate(signal: &Signal) -> Rate {
 }
 
 /// Ends session `id` if it is still open: a publisher leaves its room (`reason`), a viewer's
-/// media goes. Whoever takes the session out of the table does this, once.
+/// media goes. Whoever takes the session out of the table does this, once; a session's own
+/// task calls [`finish_from_task`] instead.
 async fn finish(signal: &Signal, id: &str, reason: LeaveReason) -> bool {
     let Some(session) = signal.http_sessions.lock().remove(id) else {
         return false;
     };
     if let Some(task) = &session.task {
-        // Not this task itself: it is past its last await.
+        // The session's task (watching its media) is not needed any more.
         task.abort();
     }
+    end(signal, session, reason).await;
+    true
+}
+
+/// [`finish`] from the session's own task: it must not abort itself (its cleanup would stop
+/// at its first await).
+async fn finish_from_task(signal: &Signal, id: &str, reason: LeaveReason) {
+    let session = signal.http_sessions.lock().remove(id);
+    if let Some(session) = session {
+        end(signal, session, reason).await;
+    }
+}
+
+async fn end(signal: &Signal, session: Session, reason: LeaveReason) {
     match session.me {
         Some(me) => end_participant(signal, session.ip, me, Some(session.peer), reason).await,
         None => {
@@ -493,7 +508,6 @@ async fn finish(signal: &Signal, id: &str, reason: LeaveReason) -> bool {
             signal.media.leave(&session.peer).await;
         }
     }
-    true
 }
 
 /// `POST /whep/<room>`: whoever has the floor.
@@ -639,7 +653,7 @@ async fn start_viewer(
                 break;
             }
         }
-        finish(&s, &task_id, LeaveReason::Timeout).await;
+        finish_from_task(&s, &task_id, LeaveReason::Timeout).await;
     });
     if let Some(s) = signal.http_sessions.lock().get_mut(&id) {
         s.task = Some(task.abort_handle());

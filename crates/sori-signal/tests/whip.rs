@@ -998,3 +998,47 @@ async fn mangled_offers_are_answered_or_refused_and_leave_nothing_behind() {
     let r = post(s.http, "/whip/mangled", &[], &valid).await;
     assert_eq!(r.status, 201, "{}", text(&r));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_removed_through_the_server_api_leaves_with_its_media() {
+    let s = server().await;
+    let (mut ada, _) = Client::join(&s.url, "moderated", "Ada").await;
+    let publisher = Media::publisher().await;
+    let r = post(
+        s.http,
+        "/whip/moderated?name=Encoder",
+        &[],
+        &publisher.offer,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let location = r.header("location").unwrap().to_string();
+    let joined = ada.expect("participant-joined").await;
+    let identity = joined["participant"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = publisher.answered(&r);
+    running.until("connected", |g| g.connected).await;
+    wait_metric(&s, "sori_tracks", 2).await;
+
+    // On a server without keys the server API answers loopback without a token.
+    let body = serde_json::json!({"room": "moderated", "identity": identity}).to_string();
+    let r = http_request(
+        s.http,
+        "POST",
+        "/twirp/livekit.RoomService/RemoveParticipant",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let left = ada.expect("participant-left").await;
+    assert_eq!(left["id"], joined["participant"]["id"]);
+    // Its media is gone from the media server too, not only from the room.
+    wait_metric(&s, "sori_media_peers", 0).await;
+    wait_metric(&s, "sori_tracks", 0).await;
+    assert_eq!(s.metric("sori_whip_sessions").await, 0);
+    let r = http_request(s.http, "DELETE", &location, &[], b"").await;
+    assert_eq!(r.status, 404);
+}
