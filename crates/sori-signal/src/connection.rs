@@ -520,7 +520,7 @@ pub(crate) async fn end_participant(
 
 /// The participant is gone: the embedded TURN server refuses its credentials from now on
 /// and closes its relays.
-async fn revoke_turn(signal: &Signal, id: &str) {
+pub(crate) async fn revoke_turn(signal: &Signal, id: &str) {
     let config = &signal.config;
     if let (Some(monitor), Some(turn)) = (&config.turn_monitor, &config.turn) {
         monitor.revoke(id, SystemTime::now() + turn.ttl).await;

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use sori_media::sori_sfu::{MediaKind, TrackId};
 
 use crate::auth::{Grants, Sources, TokenError};
-use crate::connection::{end_participant, Forwarder};
+use crate::connection::{end_participant, revoke_turn, Forwarder};
 use crate::hub::{JoinOutcome, Joining, Me, ViewerSources};
 use crate::limits::Rate;
 use crate::outbox::Outbox;
@@ -69,6 +69,8 @@ struct Session {
     peer: PeerRef,
     /// A publisher's membership of its room.
     me: Option<Me>,
+    /// Whom the TURN credentials in its `Link` headers were issued to (revoked at its end).
+    turn_id: String,
     ip: IpAddr,
     etag: String,
     /// The client's last offer (an ICE restart offers it again with new credentials).
@@ -443,6 +445,7 @@ async fn start_publisher(
         kind: Kind::Whip,
         room: room.to_string(),
         peer: joined.peer.clone(),
+        turn_id: me.id.clone(),
         me: Some(me),
         ip,
         etag: etag.clone(),
@@ -506,6 +509,7 @@ async fn end(signal: &Signal, session: Session, reason: LeaveReason) {
         None => {
             tracing::info!(room = session.room, client = %session.ip, "WHEP viewer left");
             signal.media.leave(&session.peer).await;
+            revoke_turn(signal, &session.turn_id).await;
         }
     }
 }
@@ -612,7 +616,7 @@ async fn start_viewer(
         fed: ViewerSources::default(),
     };
     // What it is fed from the start; a media server that cannot feed is told here.
-    let follow_id = viewer.follow_id(signal, room);
+    let follow_id = follow_id(signal, room, viewer.follow.as_deref());
     let sources = signal
         .hub()
         .viewer_sources(room, follow_id.as_deref(), &viewer.fed)
@@ -628,12 +632,16 @@ async fn start_viewer(
     };
     tracing::info!(room, follow = ?viewer.follow, client = %ip, "WHEP viewer joined");
     let etag = new_etag();
-    let links = ice_links(signal, &id[..12]);
+    // The name its TURN credential is issued to (not derived from the session id, which is
+    // the capability to end the session).
+    let turn_id = format!("whep-{}", &new_id()?[..12]);
+    let links = ice_links(signal, &turn_id);
     let session = Session {
         kind: Kind::Whep,
         room: room.to_string(),
         peer: joined.peer.clone(),
         me: None,
+        turn_id,
         ip,
         etag: etag.clone(),
         ice: IceCredentials::of(offer),
@@ -661,19 +669,17 @@ async fn start_viewer(
     Ok(created(Kind::Whep, &id, &etag, joined.answer, links))
 }
 
-impl Viewer {
-    /// The participant it follows, as the room's participant id now (someone who rejoined
-    /// under the same identity or name is found again).
-    fn follow_id(&self, signal: &Signal, room: &str) -> Option<String> {
-        let who = self.follow.as_deref()?;
-        // Nobody by that name now: an id that matches no one, so that nothing is fed.
-        Some(
-            signal
-                .hub()
-                .find_participant(room, who)
-                .unwrap_or_else(|| "\u{0}".into()),
-        )
-    }
+/// The participant a viewer follows (`who`: an identity, id or name), as the room's
+/// participant id now: someone who rejoined under the same identity or name is found again.
+/// Nobody answering to it now: an id that matches no one, so that nothing is fed.
+fn follow_id(signal: &Signal, room: &str, who: Option<&str>) -> Option<String> {
+    let who = who?;
+    Some(
+        signal
+            .hub()
+            .find_participant(room, who)
+            .unwrap_or_else(|| "\u{0}".into()),
+    )
 }
 
 /// Feeds the viewer's m-lines what `to` says where it differs from `from` (every line when
@@ -717,12 +723,7 @@ pub(crate) async fn refresh_viewers(signal: &Signal) {
         })
         .collect();
     for (id, room, follow, fed) in viewers {
-        let follow_id = follow.as_deref().map(|who| {
-            signal
-                .hub()
-                .find_participant(&room, who)
-                .unwrap_or_else(|| "\u{0}".into())
-        });
+        let follow_id = follow_id(signal, &room, follow.as_deref());
         let next = signal
             .hub()
             .viewer_sources(&room, follow_id.as_deref(), &fed);

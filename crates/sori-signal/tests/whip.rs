@@ -618,6 +618,16 @@ async fn every_refusal_has_its_status_and_reason_and_leaves_nothing_behind() {
         assert_eq!(state(&s).await, before, "{what} left something behind");
     }
 
+    // An offer larger than any SDP: refused before it is read whole.
+    let huge = format!("v=0\r\n{}", "a=x-filler\r\n".repeat(6_000));
+    let r = post(s.http, "/whip/show", &[("Authorization", &bearer)], &huge).await;
+    assert_eq!(r.status, 413, "{}", text(&r));
+    assert_eq!(
+        state(&s).await,
+        before,
+        "a large body left something behind"
+    );
+
     // A publisher makes the room (VP8); then what needs it.
     let publisher = Media::publisher().await;
     let r = post(
