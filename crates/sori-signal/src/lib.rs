@@ -10,6 +10,10 @@
 //! - **Auto rooms**: P2P while two are in, moved to the SFU when a third joins (the server sends
 //!   `mode`, the browsers reconnect their media without reloading).
 //!
+//! - **WHIP and WHEP** (`POST /whip/<room>`, `POST /whep/<room>[/<who>]`): encoders publish
+//!   into rooms as participants without a socket, players watch a room's speaker or one
+//!   participant (see `whip.rs` and `docs/whip-whep.md`).
+//!
 //! Room state lives in one [`Hub`] behind a mutex that is never held across an `await`; each
 //! connection is one task that owns its media peer and talks to the media server itself.
 //!
