@@ -1,14 +1,15 @@
-// WHIP and WHEP with real clients: a GStreamer encoder (webrtcbin: VP8 and Opus, one POST of
-// its offer) publishes into a room and a Chromium participant decodes it; the WHEP player
+// WHIP and WHEP with real clients: a GStreamer encoder (webrtcbin: VP8 or H.264 and Opus, one
+// POST of its offer) publishes into a room, a Chromium participant decodes it and the room's
+// recording has it in a file of its own; the WHEP player
 // page (watch.html) in Chromium decodes the room's speaker and one named participant; the
 // encoder's DELETE takes it out of the room at the others. Join times are measured from the
 // POST to the first decoded frame.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root, split } from './helpers.js';
@@ -21,6 +22,8 @@ const ctx = { server: null, browser: null, talking: null };
 // browser tests, the server advertises that namespace's own address, and offers no ICE-TCP:
 // whatever connects, connects over UDP.
 const owned = process.env.SORI_E2E_NETNS === '1';
+// Recordings need the media server in the process (split: it records with its own endpoints).
+const recordings = split ? null : mkdtempSync(join(tmpdir(), 'sori-whip-recordings-'));
 
 /** Ten seconds of speech-like syllables (48 kHz mono WAV), for a microphone that talks. */
 function speechWav(path) {
@@ -42,7 +45,8 @@ function speechWav(path) {
 }
 
 before(async () => {
-  ctx.server = await startServer([], { advertise: !owned, media: owned ? ['--no-rtc-tcp'] : [] });
+  const args = recordings ? ['--recordings-dir', recordings] : [];
+  ctx.server = await startServer(args, { advertise: !owned, media: owned ? ['--no-rtc-tcp'] : [] });
   ctx.browser = await chromium.launch(launchOptions());
   const wav = join(tmpdir(), `sori-whep-speech-${process.pid}.wav`);
   speechWav(wav);
@@ -55,6 +59,7 @@ after(async () => {
   await ctx.browser?.close();
   await ctx.talking?.close();
   await ctx.server?.stop();
+  if (recordings) rmSync(recordings, { recursive: true, force: true });
 });
 
 /**
@@ -117,7 +122,7 @@ async function until(what, check, timeout = 10000) {
   }
 }
 
-test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it, and its DELETE takes it out', { skip: owned ? false : 'needs the network namespace scripts/test creates (run as root)' }, async () => {
+test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it, records it, and its DELETE takes it out', { skip: owned ? false : 'needs the network namespace scripts/test creates (run as root)' }, async () => {
   const ada = await joinPage(ctx.browser, ctx.server.url, 'whip-live', 'Ada');
   await pollPage(ada, () => window.sori && window.sori.me);
   const encoder = await startEncoder(`${ctx.server.url}/whip/whip-live?name=OBS`);
@@ -132,6 +137,28 @@ test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it,
     assert.equal(await sessions('whip'), 1);
     // The people list names it like anyone else.
     await pollPage(ada, () => document.body.innerText.includes('OBS'));
+    if (recordings) {
+      // Recorded like anyone else: its own file, which ffprobe and ffmpeg read.
+      await ada.getByTestId('record').click();
+      await ada.getByTestId('recording-indicator').waitFor({ state: 'visible' });
+      await pollPage(ada, async () => (await window.sori.inboundFrom('OBS')).videoFrames > 0);
+      const at = (await ada.evaluate(() => window.sori.inboundFrom('OBS'))).videoFrames;
+      // Three seconds of the encoder's video at Ada while recording.
+      await pollPage(ada, async (n) => (await window.sori.inboundFrom('OBS')).videoFrames > n + 90, at);
+      await ada.getByTestId('record').click();
+      await ada.getByTestId('recording-indicator').waitFor({ state: 'hidden' });
+      const list = await (await fetch(`${ctx.server.url}/recordings`)).json();
+      const file = list[0].files.find((f) => f.name === 'OBS');
+      assert.ok(file, JSON.stringify(list));
+      const local = join(recordings, `download-${file.file}`);
+      writeFileSync(local, Buffer.from(await (await fetch(`${ctx.server.url}${file.href}`)).arrayBuffer()));
+      const info = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', local]).toString());
+      assert.deepEqual(info.streams.map((x) => x.codec_name).sort(), ['opus', 'vp8']);
+      assert.ok(Number(info.format.duration) > 2, `the encoder's recording: ${info.format.duration} s`);
+      const errors = execFileSync('ffmpeg', ['-v', 'error', '-i', local, '-f', 'null', '-'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+      assert.equal(errors, '', 'the recording decodes cleanly');
+      console.log(`the encoder's recording: ${Number(info.format.duration).toFixed(2)} s of vp8 and opus`);
+    }
   } finally {
     const printed = await encoder.stop();
     assert.ok(printed.includes('deleted 200'), printed.join('\n'));
