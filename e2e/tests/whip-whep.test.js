@@ -1,9 +1,8 @@
 // WHIP and WHEP with real clients: a GStreamer encoder (webrtcbin: VP8 or H.264 and Opus, one
 // POST of its offer) publishes into a room, a Chromium participant decodes it and the room's
-// recording has it in a file of its own; the WHEP player
-// page (watch.html) in Chromium decodes the room's speaker and one named participant; the
-// encoder's DELETE takes it out of the room at the others. Join times are measured from the
-// POST to the first decoded frame.
+// recording has it in a file of its own; the WHEP player page (watch.html) in Chromium decodes
+// the room's speaker and one named participant; the encoder's DELETE takes it out of the room
+// at the others. Join times are measured from the POST to the first decoded frame.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
