@@ -72,6 +72,8 @@ pub(crate) struct Joining<'a> {
     pub out: Outbox,
     /// The secret a new socket may present to take the participant back.
     pub resume: Option<String>,
+    /// An encoder publishing over WHIP.
+    pub ingress: bool,
 }
 
 struct Participant {
@@ -436,6 +438,7 @@ mod tests {
             grants: g,
             out,
             resume: None,
+            ingress: false,
         };
         match hub.join(j, |_| Vec::new()) {
             JoinOutcome::Joined(me) => (Some(me), rx),
@@ -456,6 +459,7 @@ mod tests {
             grants: g,
             out,
             resume: None,
+            ingress: false,
         };
         match hub.join(j, |_| Vec::new()) {
             JoinOutcome::Refused(code, _) => code,
@@ -925,6 +929,7 @@ mod tests {
             grants: &listener,
             out,
             resume: None,
+            ingress: false,
         };
         assert!(matches!(
             hub.join(j, |_| Vec::new()),

@@ -615,6 +615,7 @@ mod tests {
             grants: &grants,
             out,
             resume: None,
+            ingress: false,
         };
         let outcome = hub.join(joining, |id| ice_servers(&config, id));
         let JoinOutcome::Joined(me) = outcome else {

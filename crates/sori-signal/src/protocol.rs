@@ -201,6 +201,9 @@ pub struct ParticipantInfo {
     /// part of `a=msid` in the media server's offers; SFU mode).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tracks: BTreeMap<String, TrackRole>,
+    /// An encoder publishing over WHIP (no socket: it neither chats nor receives).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ingress: bool,
 }
 
 /// Media a moderator stopped.

@@ -392,6 +392,7 @@ async fn start_publisher(
         grants: &grants,
         out,
         resume: None,
+        ingress: true,
     };
     // Admission first: a refused publisher costs the media server nothing.
     if let Err(JoinOutcome::Refused(code, why)) = signal.hub().admit(&joining(out.clone())) {

@@ -345,6 +345,7 @@ async fn a_whip_publisher_is_a_participant_whose_frames_whep_viewers_receive_int
     );
     let joined = ada.expect("participant-joined").await;
     assert_eq!(joined["participant"]["name"], "Encoder");
+    assert_eq!(joined["participant"]["ingress"], true);
     let encoder_id = joined["participant"]["id"].as_str().unwrap().to_string();
     let publishing = publisher.answered(&r);
     publishing
@@ -1032,7 +1033,38 @@ async fn a_publisher_removed_through_the_server_api_leaves_with_its_media() {
     running.until("connected", |g| g.connected).await;
     wait_metric(&s, "sori_tracks", 2).await;
 
-    // On a server without keys the server API answers loopback without a token.
+    // On a server without keys the server API answers loopback without a token. LiveKit's
+    // SDKs see the encoder as an ingress participant.
+    let list = serde_json::json!({"room": "moderated"}).to_string();
+    let r = http_request(
+        s.http,
+        "POST",
+        "/twirp/livekit.RoomService/ListParticipants",
+        &[("Content-Type", "application/json")],
+        list.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let listed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let kinds: Vec<(String, String)> = listed["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("Encoder".into(), "INGRESS".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("Ada".into(), "STANDARD".into())),
+        "{kinds:?}"
+    );
     let body = serde_json::json!({"room": "moderated", "identity": identity}).to_string();
     let r = http_request(
         s.http,

@@ -178,7 +178,12 @@ impl Participant {
                 can_publish_data: v.chat,
             },
             is_publisher: !v.tracks.is_empty(),
-            kind: "STANDARD",
+            // LiveKit's kind of a participant its Ingress service brings in (WHIP).
+            kind: if v.info.ingress {
+                "INGRESS"
+            } else {
+                "STANDARD"
+            },
         }
     }
 }

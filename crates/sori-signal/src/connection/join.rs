@@ -100,6 +100,7 @@ impl Connection {
                 grants: &grants,
                 out: self.out.clone(),
                 resume: secret.clone(),
+                ingress: false,
             },
             |id| ice_servers(&config, id),
         );

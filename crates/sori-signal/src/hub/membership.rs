@@ -91,6 +91,7 @@ impl Hub {
             server_muted: ServerMuted::default(),
             media_id: None,
             tracks: BTreeMap::new(),
+            ingress: j.ingress,
         };
         j.out.send(&ServerMessage::Joined {
             v: crate::protocol::PROTOCOL_VERSION,

@@ -123,6 +123,7 @@ mod tests {
             grants: &grants,
             out: Outbox::detached(),
             resume: None,
+            ingress: false,
         };
         let JoinOutcome::Joined(me) = hub.join(j, |_| Vec::new()) else {
             panic!("refused");
