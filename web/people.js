@@ -41,6 +41,7 @@ function item(p, admin) {
   flags.className = 'flags';
   const sm = p.server_muted || {};
   flags.textContent = [
+    p.ingress ? t('encoder') : '',
     sm.audio ? t('mutedByModerator') : (p.audio_muted ? t('micOff') : ''),
     sm.video ? t('cameraStoppedByModerator') : (p.video_muted ? t('cameraOff') : ''),
   ].filter(Boolean).join(' · ');

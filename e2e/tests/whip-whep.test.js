@@ -134,8 +134,11 @@ test('a GStreamer encoder publishes over WHIP: a browser in the room decodes it,
     assert.ok(media.videoFrames > 10 && media.audioPackets > 0, JSON.stringify(media));
     await assertUdp(ada);
     assert.equal(await sessions('whip'), 1);
-    // The people list names it like anyone else.
-    await pollPage(ada, () => document.body.innerText.includes('OBS'));
+    // The people list names it like anyone else, marked as a stream.
+    await pollPage(ada, () => {
+      const row = document.querySelector('[data-testid="participant"][data-participant="OBS"]');
+      return row && row.innerText.includes('streaming (WHIP)');
+    });
     if (recordings) {
       // Recorded like anyone else: its own file, which ffprobe and ffmpeg read.
       await ada.getByTestId('record').click();
