@@ -300,6 +300,20 @@ async fn post(http: SocketAddr, path: &str, headers: &[(&str, &str)], sdp: &str)
     http_request(http, "POST", path, &all, sdp.as_bytes()).await
 }
 
+/// POSTs `media`'s offer to `path`, which must answer `201 Created`, and starts the client
+/// on the answer; returns the response (its `Location`, `ETag`…) and the running client.
+async fn start(
+    http: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    media: Media,
+) -> (HttpResponse, Running) {
+    let r = post(http, path, headers, &media.offer).await;
+    assert_eq!(r.status, 201, "{path}: {}", text(&r));
+    let running = media.answered(&r);
+    (r, running)
+}
+
 fn text(r: &HttpResponse) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
@@ -355,12 +369,10 @@ async fn a_whip_publisher_is_a_participant_whose_frames_whep_viewers_receive_int
     // One viewer names the publisher, one watches whoever has the floor.
     let mut viewers = Vec::new();
     for path in ["/whep/live/Encoder", "/whep/live"] {
-        let viewer = Media::viewer().await;
-        let r = post(s.http, path, &[], &viewer.offer).await;
-        assert_eq!(r.status, 201, "{path}: {}", text(&r));
+        let (r, watching) = start(s.http, path, &[], Media::viewer().await).await;
         let location = r.header("location").unwrap().to_string();
         assert!(location.starts_with("/whep-sessions/"), "{location}");
-        viewers.push((viewer.answered(&r), location));
+        viewers.push((watching, location));
     }
     for (viewer, location) in &viewers {
         let got = viewer
@@ -408,12 +420,9 @@ async fn a_publisher_whose_media_stops_leaves_the_room() {
     };
     let s = server_with_core(SignalConfig::default(), core).await;
     let (mut ada, _) = Client::join(&s.url, "quiet", "Ada").await;
-    let publisher = Media::publisher().await;
-    let r = post(s.http, "/whip/quiet", &[], &publisher.offer).await;
-    assert_eq!(r.status, 201, "{}", text(&r));
+    let (_, running) = start(s.http, "/whip/quiet", &[], Media::publisher().await).await;
     let joined = ada.expect("participant-joined").await;
     assert_eq!(joined["participant"]["name"], "WHIP");
-    let running = publisher.answered(&r);
     running.until("connected", |g| g.connected).await;
     drop(running);
     let left = ada.expect("participant-left").await;
@@ -630,16 +639,8 @@ async fn every_refusal_has_its_status_and_reason_and_leaves_nothing_behind() {
     );
 
     // A publisher makes the room (VP8); then what needs it.
-    let publisher = Media::publisher().await;
-    let r = post(
-        s.http,
-        "/whip/show",
-        &[("Authorization", &bearer)],
-        &publisher.offer,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", text(&r));
-    let running = publisher.answered(&r);
+    let auth = [("Authorization", bearer.as_str())];
+    let (_, running) = start(s.http, "/whip/show", &auth, Media::publisher().await).await;
     running.until("connected", |g| g.connected).await;
     wait_metric(&s, "sori_tracks", 2).await;
     let during = state(&s).await;
@@ -705,16 +706,7 @@ async fn every_refusal_has_its_status_and_reason_and_leaves_nothing_behind() {
     );
 
     // And the viewer with every right gets the stream.
-    let ok = Media::viewer().await;
-    let r = post(
-        s.http,
-        "/whep/show/Stream",
-        &[("Authorization", &bearer)],
-        &ok.offer,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", text(&r));
-    let watching = ok.answered(&r);
+    let (_, watching) = start(s.http, "/whep/show/Stream", &auth, Media::viewer().await).await;
     watching
         .until("the viewer's frames", |g| g.video_frames >= 10)
         .await;
@@ -745,10 +737,7 @@ async fn patch_takes_trickled_candidates_and_restarts_ice_with_media_going_on() 
         .collect();
     let running = publisher.answered(&r);
     running.until("connected", |g| g.connected).await;
-    let viewer = Media::viewer().await;
-    let r = post(s.http, "/whep/ice/Encoder", &[], &viewer.offer).await;
-    assert_eq!(r.status, 201, "{}", text(&r));
-    let watching = viewer.answered(&r);
+    let (_, watching) = start(s.http, "/whep/ice/Encoder", &[], Media::viewer().await).await;
     watching.until("frames", |g| g.video_frames >= 10).await;
 
     let trickle = format!(
@@ -924,28 +913,31 @@ async fn a_named_viewer_waits_for_its_publisher_to_return_and_ends_with_the_room
         ..SignalConfig::default()
     })
     .await;
-    let first = Media::publisher().await;
-    let r = post(s.http, "/whip/back?name=Encoder", &[], &first.offer).await;
-    assert_eq!(r.status, 201, "{}", text(&r));
+    let (r, first) = start(
+        s.http,
+        "/whip/back?name=Encoder",
+        &[],
+        Media::publisher().await,
+    )
+    .await;
     let first_session = r.header("location").unwrap().to_string();
-    let first = first.answered(&r);
     first.until("connected", |g| g.connected).await;
 
-    let viewer = Media::viewer().await;
-    let r = post(s.http, "/whep/back/Encoder", &[], &viewer.offer).await;
-    assert_eq!(r.status, 201, "{}", text(&r));
-    let watching = viewer.answered(&r);
+    let (_, watching) = start(s.http, "/whep/back/Encoder", &[], Media::viewer().await).await;
     let before = watching.until("frames", |g| g.video_frames >= 10).await;
 
     // The encoder goes and comes back under the same name: the viewer, still there, gets it.
     let r = http_request(s.http, "DELETE", &first_session, &[], b"").await;
     assert_eq!(r.status, 200);
     drop(first);
-    let second = Media::publisher().await;
-    let r = post(s.http, "/whip/back?name=Encoder", &[], &second.offer).await;
-    assert_eq!(r.status, 201, "{}", text(&r));
+    let (r, second) = start(
+        s.http,
+        "/whip/back?name=Encoder",
+        &[],
+        Media::publisher().await,
+    )
+    .await;
     let second_session = r.header("location").unwrap().to_string();
-    let second = second.answered(&r);
     assert_eq!(s.metric("sori_whep_sessions").await, 1);
     let after = watching
         .until("frames from the returned encoder", |g| {
@@ -1014,22 +1006,14 @@ async fn mangled_offers_are_answered_or_refused_and_leave_nothing_behind() {
 async fn a_publisher_removed_through_the_server_api_leaves_with_its_media() {
     let s = server().await;
     let (mut ada, _) = Client::join(&s.url, "moderated", "Ada").await;
-    let publisher = Media::publisher().await;
-    let r = post(
-        s.http,
-        "/whip/moderated?name=Encoder",
-        &[],
-        &publisher.offer,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", text(&r));
+    let path = "/whip/moderated?name=Encoder";
+    let (r, running) = start(s.http, path, &[], Media::publisher().await).await;
     let location = r.header("location").unwrap().to_string();
     let joined = ada.expect("participant-joined").await;
     let identity = joined["participant"]["identity"]
         .as_str()
         .unwrap()
         .to_string();
-    let running = publisher.answered(&r);
     running.until("connected", |g| g.connected).await;
     wait_metric(&s, "sori_tracks", 2).await;
 
