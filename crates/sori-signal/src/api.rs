@@ -194,16 +194,12 @@ impl Signal {
                 "this server has no API keys: its API answers only its own machine",
             ));
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Twirp::new(
-                    "unauthenticated",
-                    "an access token is needed (Authorization: Bearer …)",
-                )
-            })?;
+        let token = crate::http::bearer(headers).ok_or_else(|| {
+            Twirp::new(
+                "unauthenticated",
+                "an access token is needed (Authorization: Bearer …)",
+            )
+        })?;
         auth::verify_api(&self.config.keys, token, unix_now())
             .map(Caller::Token)
             .map_err(|e| Twirp::new("unauthenticated", e.to_string()))
@@ -236,8 +232,7 @@ fn json_request(headers: &HeaderMap) -> Result<(), Twirp> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
+    if crate::http::media_type(headers) != "application/json" {
         return Err(Twirp::new(
             "bad_route",
             format!(

@@ -201,6 +201,27 @@ where
     }
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme in any case, RFC 9110).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The request's media type (`Content-Type` without its parameters), in lower case; empty
+/// when there is none.
+pub fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 /// The client's address: the connection's, or — when that is a trusted proxy — the last
 /// address of `X-Forwarded-For` that is not one.
 pub fn client_ip(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
@@ -228,7 +249,31 @@ pub fn client_ip(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &[I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn with(name: header::HeaderName, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_and_media_types_are_read_as_http_says() {
+        assert_eq!(
+            bearer(&with(header::AUTHORIZATION, "Bearer abc")),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer(&with(header::AUTHORIZATION, "bearer abc ")),
+            Some("abc")
+        );
+        assert_eq!(bearer(&with(header::AUTHORIZATION, "Basic abc")), None);
+        assert_eq!(bearer(&with(header::AUTHORIZATION, "Bearer")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+        let sdp = with(header::CONTENT_TYPE, "Application/SDP; charset=utf-8");
+        assert_eq!(media_type(&sdp), "application/sdp");
+        assert_eq!(media_type(&HeaderMap::new()), "");
+    }
 
     #[test]
     fn slots_are_capped_per_address_and_in_all() {

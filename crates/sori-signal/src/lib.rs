@@ -465,11 +465,7 @@ impl Signal {
         if self.config.keys.is_empty() {
             return Ok(None);
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
+        let bearer = http::bearer(headers).map(str::to_string);
         let token = bearer.or_else(|| query_token.map(str::to_string));
         let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
             return Err((

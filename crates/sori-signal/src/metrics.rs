@@ -22,10 +22,7 @@ pub(crate) async fn page(
     // X-Forwarded-For says who is really asking.
     let client = crate::http::client_ip(peer, &headers, &signal.config.trusted_proxies);
     if !client.is_loopback() {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let bearer = crate::http::bearer(&headers);
         let allowed = match (&signal.config.metrics_token, bearer) {
             (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
             _ => false,
