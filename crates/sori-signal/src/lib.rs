@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 pub use backend::{BackendError, BackendJoined, MediaBackend, PeerRef};
 
@@ -281,41 +281,10 @@ impl Signal {
             .route("/recordings", get(recording::list))
             .route("/recordings/{recording}/{file}", get(recording::download))
             .route(
-                "/whip/{room}",
-                post(whip::publish)
-                    .options(whip::endpoint_options)
-                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
-            )
-            .route(
-                "/whep/{room}",
-                post(whip::play_room)
-                    .options(whip::endpoint_options)
-                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
-            )
-            .route(
-                "/whep/{room}/{who}",
-                post(whip::play_participant)
-                    .options(whip::endpoint_options)
-                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
-            )
-            .route(
-                "/whip-sessions/{id}",
-                delete(whip::end_publisher)
-                    .patch(whip::patch_publisher)
-                    .options(whip::session_options)
-                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
-            )
-            .route(
-                "/whep-sessions/{id}",
-                delete(whip::end_viewer)
-                    .patch(whip::patch_viewer)
-                    .options(whip::session_options)
-                    .layer(DefaultBodyLimit::max(whip::MAX_SDP)),
-            )
-            .route(
                 "/twirp/livekit.RoomService/{method}",
                 post(api::room_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),
             )
+            .merge(whip::routes())
             .route(
                 "/twirp/sori.RecordingService/{method}",
                 post(api::recording_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),

@@ -26,9 +26,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::Router;
 use serde::Deserialize;
 use sori_media::sori_sfu::{MediaKind, TrackId};
 
@@ -39,6 +42,39 @@ use crate::limits::Rate;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorCode, LeaveReason, RoomMode};
 use crate::{http, ice_servers, sdp, BackendError, PeerRef, Signal};
+
+/// The routes: the endpoints (`POST`) and the sessions (`DELETE`, `PATCH`), `OPTIONS` on
+/// each, no body over [`MAX_SDP`].
+pub(crate) fn routes() -> Router<Signal> {
+    let session = |kind: Kind| {
+        delete(
+            move |State(signal): State<Signal>, Path(id): Path<String>, headers: HeaderMap| async move {
+                let reply = end_session(&signal, kind, &id, &headers).await;
+                respond(&signal, &headers, reply)
+            },
+        )
+        .patch(
+            move |State(signal): State<Signal>,
+                  Path(id): Path<String>,
+                  headers: HeaderMap,
+                  body: Bytes| async move {
+                let reply = patch(&signal, kind, &id, &headers, &body).await;
+                respond(&signal, &headers, reply)
+            },
+        )
+        .options(session_options)
+    };
+    Router::new()
+        .route("/whip/{room}", post(publish).options(endpoint_options))
+        .route("/whep/{room}", post(play_room).options(endpoint_options))
+        .route(
+            "/whep/{room}/{who}",
+            post(play_participant).options(endpoint_options),
+        )
+        .route("/whip-sessions/{id}", session(Kind::Whip))
+        .route("/whep-sessions/{id}", session(Kind::Whep))
+        .layer(DefaultBodyLimit::max(MAX_SDP))
+}
 
 /// The largest offer or fragment taken.
 pub(crate) const MAX_SDP: usize = 64 * 1024;
@@ -317,7 +353,7 @@ pub(crate) struct PublishQuery {
 }
 
 /// `POST /whip/<room>`.
-pub(crate) async fn publish(
+async fn publish(
     State(signal): State<Signal>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
@@ -501,7 +537,7 @@ async fn end(signal: &Signal, session: Session, reason: LeaveReason) {
 }
 
 /// `POST /whep/<room>`: whoever has the floor.
-pub(crate) async fn play_room(
+async fn play_room(
     State(signal): State<Signal>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
@@ -514,7 +550,7 @@ pub(crate) async fn play_room(
 }
 
 /// `POST /whep/<room>/<who>`: one participant, named by identity, id or display name.
-pub(crate) async fn play_participant(
+async fn play_participant(
     State(signal): State<Signal>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path((room, who)): Path<(String, String)>,
@@ -785,26 +821,6 @@ fn receiving_lines(answer: &str) -> Lines {
     lines
 }
 
-/// `DELETE /whip-sessions/<id>`.
-pub(crate) async fn end_publisher(
-    State(signal): State<Signal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let reply = end_session(&signal, Kind::Whip, &id, &headers).await;
-    respond(&signal, &headers, reply)
-}
-
-/// `DELETE /whep-sessions/<id>`.
-pub(crate) async fn end_viewer(
-    State(signal): State<Signal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let reply = end_session(&signal, Kind::Whep, &id, &headers).await;
-    respond(&signal, &headers, reply)
-}
-
 fn no_session() -> Refusal {
     refusal(StatusCode::NOT_FOUND, "no such session (it ended)")
 }
@@ -910,28 +926,6 @@ fn answer_fragment(answer: &str) -> String {
     frag
 }
 
-/// `PATCH /whip-sessions/<id>`.
-pub(crate) async fn patch_publisher(
-    State(signal): State<Signal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let reply = patch(&signal, Kind::Whip, &id, &headers, &body).await;
-    respond(&signal, &headers, reply)
-}
-
-/// `PATCH /whep-sessions/<id>`.
-pub(crate) async fn patch_viewer(
-    State(signal): State<Signal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let reply = patch(&signal, Kind::Whep, &id, &headers, &body).await;
-    respond(&signal, &headers, reply)
-}
-
 async fn patch(
     signal: &Signal,
     kind: Kind,
@@ -1000,11 +994,11 @@ async fn patch(
 
 /// `OPTIONS` on an endpoint (`POST`) or a session (`PATCH`, `DELETE`): what a page of an
 /// allowed origin may send.
-pub(crate) async fn endpoint_options(State(signal): State<Signal>, headers: HeaderMap) -> Response {
+async fn endpoint_options(State(signal): State<Signal>, headers: HeaderMap) -> Response {
     options(&signal, &headers, "POST, OPTIONS")
 }
 
-pub(crate) async fn session_options(State(signal): State<Signal>, headers: HeaderMap) -> Response {
+async fn session_options(State(signal): State<Signal>, headers: HeaderMap) -> Response {
     options(&signal, &headers, "PATCH, DELETE, OPTIONS")
 }
 
