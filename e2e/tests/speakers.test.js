@@ -6,40 +6,17 @@
 // microphone in a quiet room, which is not speech.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { startServer, launchOptions, joinPage, waitForVideoFrom, pollPage, assertUdp, artifacts, root } from './helpers.js';
+import { startServer, launchOptions, joinPage, waitForVideoFrom, pollPage, assertUdp, artifacts, root, speechWav } from './helpers.js';
 
 const BENCH = process.env.SORI_BENCH_BIN
   || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori-bench');
 
 const ctx = { server: null, talking: null, quiet: null };
-
-/** Ten seconds of "speech" (a voice-like tone in 4 Hz syllables), 48 kHz mono 16-bit WAV;
- * `quiet`: a faint hiss (about -70 dBFS) instead, a microphone in a quiet room. */
-function speechWav(path, quiet = false) {
-  const rate = 48000;
-  const n = rate * 10;
-  const buf = Buffer.alloc(44 + n * 2);
-  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
-  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
-  for (let i = 0; i < n; i++) {
-    const t = i / rate;
-    const syllable = (t % 0.25) < 0.17 ? 1 : 0.25;
-    const f = 180 + 60 * Math.sin(2 * Math.PI * 0.7 * t);
-    const v = quiet
-      ? 0.0003 * (Math.random() * 2 - 1)
-      : (0.35 * syllable * (Math.sin(2 * Math.PI * f * t) + 0.4 * Math.sin(2 * Math.PI * 2.3 * f * t))) / 1.4;
-    buf.writeInt16LE(Math.round(v * 32767), 44 + i * 2);
-  }
-  writeFileSync(path, buf);
-}
 
 before(async () => {
   ctx.server = await startServer();

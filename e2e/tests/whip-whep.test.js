@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root, split } from './helpers.js';
+import { startServer, launchOptions, joinPage, waitForMediaFrom, pollPage, assertUdp, root, split, speechWav } from './helpers.js';
 
 const GST_WHIP = join(root, 'e2e', 'whip', 'gst-whip.py');
 const ctx = { server: null, browser: null, talking: null };
@@ -23,25 +23,6 @@ const ctx = { server: null, browser: null, talking: null };
 const owned = process.env.SORI_E2E_NETNS === '1';
 // Recordings need the media server in the process (split: it records with its own endpoints).
 const recordings = split ? null : mkdtempSync(join(tmpdir(), 'sori-whip-recordings-'));
-
-/** Ten seconds of speech-like syllables (48 kHz mono WAV), for a microphone that talks. */
-function speechWav(path) {
-  const rate = 48000;
-  const n = rate * 10;
-  const buf = Buffer.alloc(44 + n * 2);
-  buf.write('RIFF', 0); buf.writeUInt32LE(36 + n * 2, 4); buf.write('WAVE', 8);
-  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22);
-  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34);
-  buf.write('data', 36); buf.writeUInt32LE(n * 2, 40);
-  for (let i = 0; i < n; i++) {
-    const t = i / rate;
-    const syllable = (t % 0.25) < 0.17 ? 1 : 0.25;
-    const f = 180 + 60 * Math.sin(2 * Math.PI * 0.7 * t);
-    const v = (0.35 * syllable * (Math.sin(2 * Math.PI * f * t) + 0.4 * Math.sin(2 * Math.PI * 2.3 * f * t))) / 1.4;
-    buf.writeInt16LE(Math.round(v * 32767), 44 + i * 2);
-  }
-  writeFileSync(path, buf);
-}
 
 before(async () => {
   const args = recordings ? ['--recordings-dir', recordings] : [];
