@@ -82,6 +82,29 @@ fn check_frames(h: &Harness, publisher: usize, frames: &[&MediaData], lossless: 
     layers
 }
 
+/// Asserts that member `i`'s last ten seconds of video (`layers`, one per frame) all came
+/// from layer `want`; otherwise shows the layers it went through.
+fn assert_settled(i: usize, layers: &[u8], want: u8) {
+    let tail = &layers[layers.len() - 300..];
+    let mut runs = layers.to_vec();
+    runs.dedup();
+    assert!(
+        tail.iter().all(|l| *l == want),
+        "member {i} should be on layer {want}: {runs:?}"
+    );
+}
+
+/// The m-line on which member `i` (a viewer) receives video, to feed by hand.
+fn video_line(h: &Harness, i: usize) -> String {
+    h.sfu
+        .media(h.members[i].peer)
+        .unwrap()
+        .into_iter()
+        .find(|l| l.kind == sori_sfu::MediaKind::Video && l.sends)
+        .expect("a video m-line to feed")
+        .mid
+}
+
 /// Streams until member `viewer` receives `layer` of the publisher's video (the core says so,
 /// and a frame of it arrived); returns how long that took. Fails after `limit`.
 fn stream_until_on(
@@ -157,16 +180,7 @@ fn three_receivers_capped_differently_each_get_the_layer_their_link_carries() {
             stats.estimate_bps, h.members[i].down.dropped
         );
         // The last ten seconds come from the layer the link carries.
-        let tail = &layers[layers.len() - 300..];
-        assert!(
-            tail.iter().all(|l| *l == want),
-            "member {i} should be on layer {want}: {:?}",
-            {
-                let mut runs = layers.clone();
-                runs.dedup();
-                runs
-            }
-        );
+        assert_settled(i, &layers, want);
     }
     // The cap is lifted: the middle receiver climbs to the top layer.
     h.members[middle].down.rate = None;
@@ -402,15 +416,8 @@ fn a_viewer_fed_by_hand_gets_the_layer_its_link_carries_without_renegotiation() 
     h.stream_layers_until(publisher, &SIZES, t);
     let track = h.video_track(publisher);
     for i in [narrow, wide] {
-        let peer = h.members[i].peer;
-        let line = h
-            .sfu
-            .media(peer)
-            .unwrap()
-            .into_iter()
-            .find(|l| l.kind == sori_sfu::MediaKind::Video && l.sends)
-            .expect("a video m-line to feed");
-        h.sfu.feed(peer, &line.mid, Some(track), h.now).unwrap();
+        let (peer, mid) = (h.members[i].peer, video_line(&h, i));
+        h.sfu.feed(peer, &mid, Some(track), h.now).unwrap();
     }
     let t = h.now + Duration::from_secs(30);
     h.stream_layers_until(publisher, &SIZES, t);
@@ -418,16 +425,7 @@ fn a_viewer_fed_by_hand_gets_the_layer_its_link_carries_without_renegotiation() 
         let frames = video(&h, i);
         let layers = check_frames(&h, publisher, &frames, false);
         assert!(frames.len() > 600, "member {i}: {} frames", frames.len());
-        let tail = &layers[layers.len() - 300..];
-        assert!(
-            tail.iter().all(|l| *l == want),
-            "member {i} should be on layer {want}: {:?}",
-            {
-                let mut runs = layers.clone();
-                runs.dedup();
-                runs
-            }
-        );
+        assert_settled(i, &layers, want);
         let peer = h.members[i].peer;
         let offers = h
             .events
@@ -449,15 +447,7 @@ fn a_fed_viewer_emptied_then_fed_another_publisher_sees_one_continuous_stream() 
     let viewer = h.join_viewer("relay", Link::default(), Link::default());
     let t = h.now + Duration::from_secs(1);
     h.stream_until(first, 1000, t);
-    let peer = h.members[viewer].peer;
-    let mid = h
-        .sfu
-        .media(peer)
-        .unwrap()
-        .into_iter()
-        .find(|l| l.kind == sori_sfu::MediaKind::Video && l.sends)
-        .unwrap()
-        .mid;
+    let (peer, mid) = (h.members[viewer].peer, video_line(&h, viewer));
     let track = h.video_track(first);
     h.sfu.feed(peer, &mid, Some(track), h.now).unwrap();
     let t = h.now + Duration::from_secs(2);
