@@ -691,16 +691,19 @@ async fn start_viewer(
     Ok(created(Kind::Whep, &id, &etag, joined.answer, links))
 }
 
+/// The participant id of nobody: a viewer following someone not in the room now is fed
+/// nothing until someone answering to that name is back.
+const NOBODY: &str = "\u{0}";
+
 /// The participant a viewer follows (`who`: an identity, id or name), as the room's
 /// participant id now: someone who rejoined under the same identity or name is found again.
-/// Nobody answering to it now: an id that matches no one, so that nothing is fed.
 fn follow_id(signal: &Signal, room: &str, who: Option<&str>) -> Option<String> {
     let who = who?;
     Some(
         signal
             .hub()
             .find_participant(room, who)
-            .unwrap_or_else(|| "\u{0}".into()),
+            .unwrap_or_else(|| NOBODY.into()),
     )
 }
 
@@ -744,11 +747,35 @@ pub(crate) async fn refresh_viewers(signal: &Signal) {
             Some((id.clone(), s.room.clone(), v.follow.clone(), v.fed.clone()))
         })
         .collect();
-    for (id, room, follow, fed) in viewers {
-        let follow_id = follow_id(signal, &room, follow.as_deref());
-        let next = signal
-            .hub()
-            .viewer_sources(&room, follow_id.as_deref(), &fed);
+    if viewers.is_empty() {
+        return;
+    }
+    // Decided under one hold of the hub, and once for all the viewers that watch the same
+    // thing (a room's thousand viewers are one decision).
+    type Watching = (String, Option<String>, ViewerSources);
+    let decided: Vec<(String, String, ViewerSources, Option<ViewerSources>)> = {
+        let hub = signal.hub();
+        let mut memo: HashMap<Watching, Option<ViewerSources>> = HashMap::new();
+        viewers
+            .into_iter()
+            .map(|(id, room, follow, fed)| {
+                let key = (room, follow, fed);
+                let next = memo
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        let (room, follow, fed) = &key;
+                        let follow_id = follow.as_deref().map(|who| {
+                            hub.find_participant(room, who)
+                                .unwrap_or_else(|| NOBODY.into())
+                        });
+                        hub.viewer_sources(room, follow_id.as_deref(), fed)
+                    })
+                    .clone();
+                (id, key.0, key.2, next)
+            })
+            .collect()
+    };
+    for (id, room, fed, next) in decided {
         let Some(next) = next else {
             // The room ended.
             finish(signal, &id, LeaveReason::Left).await;

@@ -7,7 +7,7 @@ use super::{Hub, Participant, Room};
 use crate::protocol::{RoomMode, TrackRole};
 
 /// The tracks a viewer is fed (the media server's track names, `track-7`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct ViewerSources {
     pub video: Option<String>,
     pub audio: Option<String>,
