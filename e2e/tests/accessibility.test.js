@@ -38,10 +38,13 @@ test('axe-core finds no serious or critical violation in the WHEP player, live o
   const ada = await joinPage(ctx.browser, ctx.server.url, 'a11y-watch', 'Ada');
   const bo = await joinPage(ctx.browser, ctx.server.url, 'a11y-watch', 'Bo');
   await waitForVideoFrom(bo, 'Ada');
+  for (const p of [ada, bo]) await assertUdp(p);
   const context = await ctx.browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
   await page.goto(`${ctx.server.url}/watch.html?room=a11y-watch`);
   await page.waitForFunction(() => window.whep.firstFrameAt);
+  const got = await page.evaluate(() => window.whep.inbound());
+  assert.equal(got.pair && got.pair.protocol, 'udp', JSON.stringify(got));
   assert.deepEqual(await violations(page), []);
   await page.getByTestId('whep-sound').click();
   assert.equal(await page.getByTestId('whep-sound').innerText(), 'Mute');
