@@ -622,7 +622,7 @@ impl MediaBackend for RemoteMedia {
     fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
             if !self.is_connected() {
-                return Err(BackendError::Failed(
+                return Err(BackendError::Unreachable(
                     "no connection to the media server: connecting again".into(),
                 ));
             }
@@ -671,6 +671,8 @@ fn backend_error(e: RemoteError) -> BackendError {
         (40205, Some(NO_COMMON_VIDEO_CODEC)) => BackendError::Codec(e.to_string()),
         // The media server refused the offer as it is: sending it again changes nothing.
         (40201 | 40205, _) => BackendError::BadOffer(e.to_string()),
+        // No reply at all: the connection, not the media server, failed.
+        (0, _) => BackendError::Unreachable(e.to_string()),
         _ => BackendError::Failed(e.to_string()),
     }
 }
@@ -697,7 +699,10 @@ mod tests {
         ] {
             assert!(matches!(backend_error(refused), BackendError::BadOffer(_)));
         }
-        assert!(matches!(backend_error(e(0, None)), BackendError::Failed(_)));
+        assert!(matches!(
+            backend_error(RemoteError::unreachable("connection lost")),
+            BackendError::Unreachable(_)
+        ));
         assert!(matches!(
             backend_error(e(-32603, None)),
             BackendError::Failed(_)

@@ -224,6 +224,9 @@ pub enum BackendError {
     /// The offer has no video codec the room carries (the room's and the offered ones are
     /// named).
     Codec(String),
+    /// The media server did not answer: its connection is lost, or the reply did not come in
+    /// time. The same request may well work once it answers again.
+    Unreachable(String),
     /// Anything else, said to the browser.
     Failed(String),
 }
@@ -235,9 +238,10 @@ impl fmt::Display for BackendError {
             BackendError::NotSupported(what) => {
                 write!(f, "{what} is not supported by a remote media server")
             }
-            BackendError::BadOffer(why) | BackendError::Codec(why) | BackendError::Failed(why) => {
-                f.write_str(why)
-            }
+            BackendError::BadOffer(why)
+            | BackendError::Codec(why)
+            | BackendError::Unreachable(why)
+            | BackendError::Failed(why) => f.write_str(why),
         }
     }
 }

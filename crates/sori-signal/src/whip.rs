@@ -289,7 +289,9 @@ fn offer_refusal(e: BackendError) -> Refusal {
         BackendError::BadOffer(_) => StatusCode::BAD_REQUEST,
         BackendError::Codec(_) => StatusCode::NOT_ACCEPTABLE,
         BackendError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
-        BackendError::UnknownPeer | BackendError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+        BackendError::UnknownPeer | BackendError::Unreachable(_) | BackendError::Failed(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     refusal(status, format!("the offer was refused: {e}"))
 }

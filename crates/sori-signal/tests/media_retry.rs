@@ -92,18 +92,35 @@ async fn a_join_lost_to_a_media_server_that_thaws_during_the_check_is_made_again
     assert_eq!(c.expect("answer").await["sdp"], stub::ANSWER);
 }
 
+/// The media server answered no join (its connection was lost, or the reply came too late)
+/// and is back by the first health check: the join is made again all the same.
 #[tokio::test]
-async fn an_offer_refused_by_a_media_server_that_answers_is_not_sent_round() {
+async fn a_join_that_got_no_answer_is_made_again_when_the_media_server_answers_at_once() {
     let stub = StubMedia::new(None);
     let (url, _) = stub::server(&stub, SignalConfig::default()).await;
     let (mut c, _) = Client::join(&url, "r", "Ada").await;
     stub.set_unreachable(true);
     c.send(json!({"type": "offer", "sdp": offer()}));
     assert_eq!(c.expect("error").await["code"], "media-error");
+    stub.set_unreachable(false);
+    assert_eq!(c.expect("mode").await["mode"], "sfu");
+    assert_eq!(stub.health_asked(), 1);
+    c.send(json!({"type": "offer", "sdp": offer()}));
+    assert_eq!(c.expect("answer").await["sdp"], stub::ANSWER);
+}
+
+#[tokio::test]
+async fn an_offer_refused_by_a_media_server_that_answers_is_not_sent_round() {
+    let stub = StubMedia::new(None);
+    let (url, _) = stub::server(&stub, SignalConfig::default()).await;
+    let (mut c, _) = Client::join(&url, "r", "Ada").await;
+    stub.set_refusing(true);
+    c.send(json!({"type": "offer", "sdp": offer()}));
+    assert_eq!(c.expect("error").await["code"], "media-error");
     stub.wait_until("health asked", |s| s.health_asked() >= 1)
         .await;
     // The media server answered its health check: nothing to wait for.
-    stub.set_unreachable(false);
+    stub.set_refusing(false);
     assert_eq!(until_pong(&mut c).await, Vec::<Value>::new());
     c.send(json!({"type": "offer", "sdp": offer()}));
     assert_eq!(c.expect("answer").await["sdp"], stub::ANSWER);
@@ -188,7 +205,7 @@ async fn an_error_names_the_message_it_refuses() {
     let stub = StubMedia::new(None);
     let (url, _) = stub::server(&stub, SignalConfig::default()).await;
     let (mut c, _) = Client::join(&url, "r", "Ada").await;
-    stub.set_unreachable(true);
+    stub.set_refusing(true);
     c.send(json!({"type": "answer", "sdp": offer(), "seq": 1}));
     c.send(json!({"type": "offer", "sdp": offer(), "seq": 2}));
     let first = c.expect("error").await;

@@ -114,10 +114,11 @@ impl Connection {
                 // renegotiation is not: the media it was for may well have outlived the outage
                 // (the browser offers again, e.g. its next ICE restart), and media the media
                 // server lost is reported as removed, which sends the browser round anyway.
-                let retry = matches!(e, BackendError::Failed(_)) && !renegotiation;
+                let unanswered = matches!(e, BackendError::Unreachable(_));
+                let retry = (unanswered || matches!(e, BackendError::Failed(_))) && !renegotiation;
                 self.media_error(e);
                 if retry {
-                    self.media_retry.start(media, self.out.clone());
+                    self.media_retry.start(media, self.out.clone(), unanswered);
                 }
             }
         }
@@ -183,8 +184,9 @@ const HEALTH_WITHIN: Duration = Duration::from_secs(2);
 
 /// An offer that failed while the media server could not be reached (its connection down,
 /// or it did not answer in time) is made again once the media server answers: the browser
-/// is told (`mode`) to connect its media anew. A media server that answers at once refused
-/// the offer for another reason, and the browser is not sent round again.
+/// is told (`mode`) to connect its media anew. Of an offer that failed otherwise, a media
+/// server that answers at once refused it for a reason of its own, and the browser is not sent
+/// round again.
 #[derive(Default)]
 pub(super) struct Retry {
     waiting: Option<tokio::task::JoinHandle<()>>,
@@ -195,7 +197,9 @@ pub(super) struct Retry {
 }
 
 impl Retry {
-    fn start(&mut self, media: Arc<dyn MediaBackend>, out: Outbox) {
+    /// `unanswered`: the offer failed for want of an answer (not a refusal), so it is made
+    /// again whenever the media server answers, even at once (it may have thawed meanwhile).
+    fn start(&mut self, media: Arc<dyn MediaBackend>, out: Outbox, unanswered: bool) {
         if self.waiting.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
         }
@@ -215,14 +219,18 @@ impl Retry {
             // One that answers only later came back meanwhile (a frozen one thawing while this
             // check waited): the offer is made again.
             let asked = Instant::now();
-            if healthy().await && asked.elapsed() < ANSWERS_AT_ONCE {
+            if !unanswered && healthy().await && asked.elapsed() < ANSWERS_AT_ONCE {
                 return;
             }
             tracing::info!("media server unreachable: the offer is made again once it answers");
             let end = out.end();
             let back = async {
+                // Asked already (a refusal's check above), or not yet (an offer unanswered).
+                let mut first = unanswered;
                 loop {
-                    tokio::time::sleep(RETRY_EVERY).await;
+                    if !std::mem::take(&mut first) {
+                        tokio::time::sleep(RETRY_EVERY).await;
+                    }
                     if healthy().await {
                         return;
                     }

@@ -36,6 +36,8 @@ struct Inner {
     health: Health,
     /// Joins and offers fail as they do when the media server cannot be reached.
     unreachable: bool,
+    /// Joins and offers are refused by a media server that answers.
+    refusing: bool,
     /// Offers never get an answer, as from a frozen media server.
     offers_hang: bool,
     /// The peers that left, in order.
@@ -126,6 +128,11 @@ impl StubMedia {
         self.lock().unreachable = on;
     }
 
+    /// Makes joins and offers refused (true) by a media server that answers, or work.
+    pub fn set_refusing(&self, on: bool) {
+        self.lock().refusing = on;
+    }
+
     /// Makes offers wait for ever (true), as a frozen media server does, or answer.
     pub fn set_offers_hang(&self, on: bool) {
         self.lock().offers_hang = on;
@@ -161,7 +168,10 @@ impl MediaBackend for StubMedia {
     ) -> BoxFuture<'a, Result<BackendJoined, BackendError>> {
         Box::pin(async move {
             if self.lock().unreachable {
-                return Err(BackendError::Failed("media server unreachable".into()));
+                return Err(BackendError::Unreachable("media server unreachable".into()));
+            }
+            if self.lock().refusing {
+                return Err(BackendError::Failed("refused".into()));
             }
             let (tx, signals) = mpsc::unbounded_channel();
             let n = {
@@ -190,7 +200,7 @@ impl MediaBackend for StubMedia {
                 (inner.unreachable, inner.offers_hang)
             };
             if unreachable {
-                return Err(BackendError::Failed("media server unreachable".into()));
+                return Err(BackendError::Unreachable("media server unreachable".into()));
             }
             if hang {
                 self.called();
