@@ -122,6 +122,14 @@ export function launchOptions(loopback = true) {
   };
 }
 
+const consoles = new WeakMap();
+
+/** What the web client of `page` (a `joinPage` page) logged since `since` (ms since the epoch),
+ * the last `n` lines. */
+export function consoleOf(page, since = 0, n = 30) {
+  return (consoles.get(page) || []).filter((l) => Number(l.split(' ', 1)[0]) >= since).slice(-n);
+}
+
 /** Opens the web client in a fresh context (its own devices and storage) and joins. */
 export async function joinPage(browser, serverUrl, room, name, extra = '') {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -129,7 +137,12 @@ export async function joinPage(browser, serverUrl, room, name, extra = '') {
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
   // The client's own errors and warnings, to read when a test fails; with SORI_E2E_CONSOLE,
   // everything it logs, with the time.
+  // The last lines it logged, for a failing test to print (`consoleOf`).
+  const kept = [];
+  consoles.set(page, kept);
   page.on('console', (m) => {
+    kept.push(`${Date.now()} ${m.type()}: ${m.text()}`);
+    if (kept.length > 200) kept.shift();
     if (process.env.SORI_E2E_CONSOLE) console.error(`[${name}] ${Date.now()} ${m.type()}: ${m.text()}`);
     else if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console ${m.type()}:`, m.text());
   });

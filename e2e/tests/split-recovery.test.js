@@ -16,7 +16,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { spawnSori, split, launchBrowser, joinPage, pollPage, waitForVideoFrom } from './helpers.js';
+import { spawnSori, split, launchBrowser, joinPage, pollPage, waitForVideoFrom, consoleOf } from './helpers.js';
 
 const opts = split ? {} : { skip: 'split-mode recovery: run with SORI_E2E_SPLIT=1 (sori media + sori signal)' };
 const RUNS = 5;
@@ -340,6 +340,15 @@ test('(c) sori media frozen: offers fail at the timeout with an error shown, oth
       dee_offer_failed_s: deeFailed.after_s, error: cyFailed.text, healthz_frozen: healthz,
       back_after_sigcont_s: back, black_at_bo_s: atBo.black, healthz_after: healthAfter,
     });
+    if (missing.length) {
+      // What the pages and the session server did meanwhile, to read when this fails.
+      const since = new Date(frozen).toISOString();
+      const server = ctx.signal.log.filter((l) => l.slice(0, since.length) >= since).slice(-40);
+      for (const [name, page] of Object.entries({ ada, bo, [`Cy${i}`]: cy })) {
+        console.log(`# ${name} since SIGSTOP:\n${consoleOf(page, frozen).map((l) => `#   ${l}`).join('\n')}`);
+      }
+      console.log(`# sori signal since SIGSTOP:\n${server.map((l) => `#   ${l}`).join('\n')}`);
+    }
     await cy.context().close();
     await dee.context().close();
     assert.deepEqual(missing, [], `run ${i + 1}: everyone has media again within 30 s of SIGCONT`);
