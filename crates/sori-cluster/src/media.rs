@@ -1,0 +1,504 @@
+//! The session server's media backend when media nodes are found in Redis: each room on one
+//! node, chosen when the room first needs one, every participant's media commands sent to the
+//! node its media is on.
+//!
+//! A participant's peer is `<node id>/<endpoint id>`: the node is known from the peer alone,
+//! so a command for media on a node that went away fails at once
+//! ([`BackendError::Unreachable`]; the participant is told to connect its media again by the
+//! watch below) rather than waiting for a node that will not answer.
+//!
+//! Every [`WATCH_EVERY`] the registry is read: the participants of a node that is no longer
+//! announced (it stopped, or died and its announcement expired), or that drains, are told that
+//! their media was removed, which sends each browser round to connect its media again (`mode`);
+//! the room is placed anew at the first of them, on another node. While Redis cannot be read
+//! nothing is decided: media in progress goes on, rooms this server knows stay where they are,
+//! and a new room waits for Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sori_kurento_client::RemoteMedia;
+use sori_media::sori_sfu::{MediaKind, Priority, ReceiverStats, RemoveReason, TrackId, View};
+use sori_media::{
+    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
+};
+use tokio::sync::mpsc;
+
+use crate::{ClusterError, NodeInfo, Registry};
+
+/// How often the registry is read for nodes gone or draining.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How long a Redis call may take before the registry counts as unreachable.
+const REDIS_WITHIN: Duration = Duration::from_secs(2);
+/// How long a room stays placed on its node without being renewed (renewed by every session
+/// server with participants in it, each [`WATCH_EVERY`]).
+pub const ROOM_TTL: Duration = Duration::from_secs(60);
+
+/// Media nodes found in Redis, driven over their control API.
+#[derive(Clone)]
+pub struct ClusterMedia {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    /// Presented to every node's control API (`?access_token=`).
+    token: Option<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Control connections, by node id.
+    links: HashMap<String, Link>,
+    /// The participants whose media this server placed, by peer.
+    peers: HashMap<String, Placed>,
+}
+
+struct Link {
+    url: String,
+    media: RemoteMedia,
+    /// Set when the node is found gone: commands waiting for it fail at once.
+    gone: tokio::sync::watch::Sender<bool>,
+}
+
+struct Placed {
+    node: String,
+    room: String,
+    /// The participant's signals: a `Removed` sent here when its node goes.
+    signals: mpsc::UnboundedSender<PeerSignal>,
+}
+
+impl ClusterMedia {
+    /// Media nodes from `registry`; `token` is given to their control APIs. Starts watching
+    /// the registry (until the last clone is dropped).
+    pub fn new(registry: Registry, token: Option<String>) -> ClusterMedia {
+        let inner = Arc::new(Inner {
+            registry,
+            token,
+            state: Mutex::new(State::default()),
+        });
+        tokio::spawn(watch(Arc::downgrade(&inner)));
+        ClusterMedia { inner }
+    }
+
+    /// The node and endpoint of a peer of this backend.
+    fn split(peer: &PeerRef) -> Result<(&str, PeerRef), BackendError> {
+        match peer {
+            PeerRef::Remote(id) => id
+                .split_once('/')
+                .map(|(node, endpoint)| (node, PeerRef::Remote(endpoint.to_string())))
+                .ok_or(BackendError::UnknownPeer),
+            PeerRef::Local(_) => Err(BackendError::UnknownPeer),
+        }
+    }
+
+    /// The control connection of node `id`, while this server knows the node, and what says
+    /// it is gone.
+    fn link_of(&self, id: &str) -> Option<(RemoteMedia, tokio::sync::watch::Receiver<bool>)> {
+        lock(&self.inner.state)
+            .links
+            .get(id)
+            .map(|l| (l.media.clone(), l.gone.subscribe()))
+    }
+
+    /// A command for `peer`, on the node its media is on. A node found gone meanwhile fails it
+    /// at once (the connection to a dead node would hold it until its request timeout, and
+    /// the participant's next message with it): its media is to be made anew elsewhere.
+    async fn on_node<T>(
+        &self,
+        peer: &PeerRef,
+        f: impl AsyncFnOnce(RemoteMedia, PeerRef) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let (node, endpoint) = Self::split(peer)?;
+        // Not `UnknownPeer`, which would have the session server join anew with whatever the
+        // browser sent (an ICE restart's offer), while the `Removed` sent to the participant
+        // has its browser make a new peer connection: two joins, and the second one's `leave`
+        // of the first racing the other participants' joins into the room.
+        let gone_error = || BackendError::Unreachable(format!("media node {node} is gone"));
+        let (media, mut gone) = self.link_of(node).ok_or_else(gone_error)?;
+        tokio::select! {
+            r = f(media, endpoint) => r,
+            _ = gone.wait_for(|g| *g) => Err(gone_error()),
+        }
+    }
+
+    /// The control connection of `node`, made now when there is none (or its URL changed).
+    async fn connect(&self, node: &NodeInfo) -> Result<RemoteMedia, BackendError> {
+        if let Some(l) = lock(&self.inner.state).links.get(&node.id) {
+            if l.url == node.control_url {
+                return Ok(l.media.clone());
+            }
+        }
+        let url = match &self.inner.token {
+            Some(t) => format!("{}?access_token={t}", node.control_url),
+            None => node.control_url.clone(),
+        };
+        let media = RemoteMedia::connect(&url).await.map_err(|e| {
+            BackendError::Unreachable(format!("media node {} unreachable: {e}", node.id))
+        })?;
+        let mut state = lock(&self.inner.state);
+        // Another join connected meanwhile: one connection per node.
+        if let Some(l) = state.links.get(&node.id) {
+            if l.url == node.control_url {
+                return Ok(l.media.clone());
+            }
+        }
+        tracing::info!(
+            node = node.id,
+            url = node.control_url,
+            "media node connected"
+        );
+        state.links.insert(
+            node.id.clone(),
+            Link {
+                url: node.control_url.clone(),
+                media: media.clone(),
+                gone: tokio::sync::watch::Sender::new(false),
+            },
+        );
+        Ok(media)
+    }
+
+    /// The node for `room`: where it is placed (this server's participants in it tell which
+    /// node it is on when Redis has forgotten it, after a Redis restart), else the least
+    /// loaded open node. A node this server cannot connect to is skipped.
+    async fn node_for(&self, room: &str) -> Result<(NodeInfo, RemoteMedia), BackendError> {
+        let here = {
+            let state = lock(&self.inner.state);
+            state
+                .peers
+                .values()
+                .find(|p| p.room == room)
+                .map(|p| p.node.clone())
+        };
+        let mut skip: Vec<String> = Vec::new();
+        let mut last = None;
+        for _ in 0..3 {
+            let placed = tokio::time::timeout(
+                REDIS_WITHIN,
+                self.inner
+                    .registry
+                    .place(room, here.as_deref(), &skip, ROOM_TTL),
+            )
+            .await;
+            let node = match placed {
+                Ok(Ok(n)) => n,
+                Ok(Err(ClusterError::NoNode)) => {
+                    return Err(last.unwrap_or_else(|| {
+                        BackendError::Unreachable("no media node takes new rooms".into())
+                    }))
+                }
+                Ok(Err(e)) => {
+                    return Err(BackendError::Unreachable(format!(
+                        "no media node for the room: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(BackendError::Unreachable(
+                        "no media node for the room: Redis did not answer".into(),
+                    ))
+                }
+            };
+            match self.connect(&node).await {
+                Ok(media) => return Ok((node, media)),
+                Err(e) => {
+                    tracing::warn!(node = node.id, "{e}: the room goes to another node");
+                    skip.push(node.id);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Unreachable("no media node reachable".into())))
+    }
+}
+
+/// Reads the registry every [`WATCH_EVERY`] while the backend lives: participants on nodes
+/// that went away or drain are sent round, their connections to gone nodes dropped, and the
+/// rooms with participants here kept placed.
+async fn watch(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unreachable = false;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let nodes = match tokio::time::timeout(REDIS_WITHIN, inner.registry.nodes()).await {
+            Ok(Ok(n)) => n,
+            failed => {
+                if !unreachable {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".into(),
+                    };
+                    tracing::warn!(
+                        "media node registry unreachable ({why}): rooms stay where they are"
+                    );
+                    unreachable = true;
+                }
+                continue;
+            }
+        };
+        if unreachable {
+            tracing::info!("media node registry reachable again");
+            unreachable = false;
+        }
+        let rooms = sweep(&inner, &nodes);
+        if !rooms.is_empty() {
+            if let Err(e) = inner.registry.keep_rooms(&rooms, ROOM_TTL).await {
+                tracing::debug!("room placements not renewed: {e}");
+            }
+        }
+    }
+}
+
+/// Sends round the participants of nodes not in `nodes` or draining, forgets the gone nodes'
+/// connections; returns the rooms (and their nodes) that still have participants here.
+fn sweep(inner: &Inner, nodes: &[NodeInfo]) -> Vec<(String, String)> {
+    let mut guard = lock(&inner.state);
+    let state = &mut *guard;
+    let live = |id: &str| nodes.iter().find(|n| n.id == id);
+    // Gone: not announced and not connected. A node that is only missing from the registry
+    // (Redis restarted empty, its next beat not in yet) still has its control connection,
+    // and keeps its participants.
+    let gone: Vec<String> = state
+        .links
+        .iter()
+        .filter(|(id, l)| live(id).is_none() && !l.media.is_connected())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &gone {
+        tracing::warn!(
+            node = id,
+            "media node gone: its participants connect their media again"
+        );
+        if let Some(link) = state.links.remove(id) {
+            link.gone.send_replace(true);
+        }
+    }
+    let links = &state.links;
+    let mut rooms = Vec::new();
+    state.peers.retain(|peer, p| {
+        let why = match live(&p.node) {
+            Some(n) if n.draining => format!("media node {} drains", p.node),
+            None if !links.contains_key(&p.node) => format!("media node {} is gone", p.node),
+            _ => {
+                if !rooms.iter().any(|(r, _)| r == &p.room) {
+                    rooms.push((p.room.clone(), p.node.clone()));
+                }
+                return true;
+            }
+        };
+        tracing::info!(
+            room = p.room,
+            peer,
+            "{why}: the participant's media is made anew"
+        );
+        let _ = p
+            .signals
+            .send(PeerSignal::Removed(RemoveReason::Failed(why)));
+        false
+    });
+    rooms
+}
+
+impl MediaBackend for ClusterMedia {
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        offer: &'a str,
+        receive: bool,
+    ) -> BoxFuture<'a, Result<BackendJoined, BackendError>> {
+        Box::pin(async move {
+            let (node, media) = self.node_for(room).await?;
+            let joined = MediaBackend::join(&media, room, offer, receive).await?;
+            let PeerRef::Remote(endpoint) = &joined.peer else {
+                return Err(BackendError::UnknownPeer);
+            };
+            let peer = format!("{}/{endpoint}", node.id);
+            tracing::info!(room, node = node.id, peer, "media joined on a node");
+            let (tx, rx) = mpsc::unbounded_channel();
+            lock(&self.inner.state).peers.insert(
+                peer.clone(),
+                Placed {
+                    node: node.id.clone(),
+                    room: room.to_string(),
+                    signals: tx.clone(),
+                },
+            );
+            tokio::spawn(relay(
+                Arc::downgrade(&self.inner),
+                peer.clone(),
+                joined.signals,
+                tx,
+            ));
+            Ok(BackendJoined {
+                peer: PeerRef::Remote(peer),
+                stream_id: joined.stream_id,
+                answer: joined.answer,
+                signals: rx,
+            })
+        })
+    }
+
+    fn offer<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        sdp: &'a str,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(self.on_node(peer, async |m: RemoteMedia, p: PeerRef| {
+            MediaBackend::offer(&m, &p, sdp).await
+        }))
+    }
+
+    fn answer<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        sdp: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.on_node(peer, async |m: RemoteMedia, p: PeerRef| {
+            MediaBackend::answer(&m, &p, sdp).await
+        }))
+    }
+
+    fn set_muted<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        kind: MediaKind,
+        muted: bool,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.on_node(peer, async move |m: RemoteMedia, p: PeerRef| {
+            MediaBackend::set_muted(&m, &p, kind, muted).await
+        }))
+    }
+
+    fn set_view<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+        track: TrackId,
+        view: View,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.on_node(peer, async move |m: RemoteMedia, p: PeerRef| {
+            MediaBackend::set_view(&m, &p, track, view).await
+        }))
+    }
+
+    fn set_priority(
+        &self,
+        _track: TrackId,
+        _priority: Priority,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        // A node's control API chooses no layers (as `RemoteMedia`).
+        Box::pin(async { Ok(()) })
+    }
+
+    fn receiver_stats<'a>(
+        &'a self,
+        peer: &'a PeerRef,
+    ) -> BoxFuture<'a, Result<Option<ReceiverStats>, BackendError>> {
+        Box::pin(self.on_node(peer, async |m: RemoteMedia, p: PeerRef| {
+            MediaBackend::receiver_stats(&m, &p).await
+        }))
+    }
+
+    fn leave<'a>(&'a self, peer: &'a PeerRef) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let PeerRef::Remote(id) = peer {
+                lock(&self.inner.state).peers.remove(id);
+            }
+            let _ = self
+                .on_node(peer, async |m: RemoteMedia, p: PeerRef| {
+                    MediaBackend::leave(&m, &p).await;
+                    Ok(())
+                })
+                .await;
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<Option<MediaStats>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Healthy when Redis answers and some media node takes new rooms.
+    fn health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let nodes = tokio::time::timeout(REDIS_WITHIN, self.inner.registry.nodes())
+                .await
+                .map_err(|_| BackendError::Unreachable("Redis did not answer".into()))?
+                .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+            if crate::least_loaded(&nodes).is_none() {
+                return Err(BackendError::Unreachable(
+                    "no media node takes new rooms".into(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn can_record(&self) -> bool {
+        false
+    }
+
+    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
+        Box::pin(async { Err(BackendError::NotSupported("recording")) })
+    }
+}
+
+impl From<ClusterMedia> for Arc<dyn MediaBackend> {
+    fn from(c: ClusterMedia) -> Self {
+        Arc::new(c)
+    }
+}
+
+/// Passes a node's signals for `peer` on until its receiver is gone or it is removed; then
+/// the peer is forgotten.
+async fn relay(
+    inner: Weak<Inner>,
+    peer: String,
+    mut from: mpsc::UnboundedReceiver<PeerSignal>,
+    to: mpsc::UnboundedSender<PeerSignal>,
+) {
+    loop {
+        tokio::select! {
+            s = from.recv() => match s {
+                Some(s) => {
+                    let removed = matches!(s, PeerSignal::Removed(_));
+                    if to.send(s).is_err() || removed {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = to.closed() => break,
+        }
+    }
+    if let Some(inner) = inner.upgrade() {
+        lock(&inner.state).peers.remove(&peer);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_names_its_node() {
+        let peer =
+            PeerRef::Remote("m2/pipe_kurento.MediaPipeline/ep_kurento.WebRtcEndpoint".into());
+        let (node, endpoint) = ClusterMedia::split(&peer).unwrap();
+        assert_eq!(node, "m2");
+        assert_eq!(
+            endpoint,
+            PeerRef::Remote("pipe_kurento.MediaPipeline/ep_kurento.WebRtcEndpoint".into())
+        );
+        assert_eq!(
+            ClusterMedia::split(&PeerRef::Remote("no-node".into())).unwrap_err(),
+            BackendError::UnknownPeer
+        );
+    }
+}

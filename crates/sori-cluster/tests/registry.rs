@@ -1,0 +1,168 @@
+//! The registry against a real Redis (Debian's `redis-server`, started here on a free loopback
+//! port, without persistence): announcements, expiry of a node that stops beating, withdrawal,
+//! and placement that sticks to a live node and moves off a dead one.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sori_cluster::{NodeInfo, Registry};
+
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn redis() -> (Redis, Registry) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package) runs");
+    let server = Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/0"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = Registry::connect(&server.url) {
+            if r.nodes().await.is_ok() {
+                return (server, r);
+            }
+        }
+        assert!(Instant::now() < deadline, "redis-server did not answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn node(id: &str, load: u32) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        control_url: format!("ws://127.0.0.1:1/{id}"),
+        advertised: vec!["127.0.0.1".into()],
+        capacity: 100,
+        load,
+        draining: false,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn rooms_go_to_the_least_loaded_live_node_and_stay_there_while_it_lives() {
+    let (_server, r) = redis().await;
+    for (id, load) in [("m1", 30), ("m2", 5), ("m3", 50)] {
+        r.announce(&node(id, load), LONG).await.unwrap();
+    }
+    let ids = |v: Vec<NodeInfo>| v.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(r.nodes().await.unwrap()), ["m1", "m2", "m3"]);
+    assert_eq!(r.place("standup", None, &[], LONG).await.unwrap().id, "m2");
+    // m2 fills up: new rooms go elsewhere, the placed one stays.
+    r.announce(&node("m2", 99), LONG).await.unwrap();
+    assert_eq!(r.place("standup", None, &[], LONG).await.unwrap().id, "m2");
+    assert_eq!(r.place("retro", None, &[], LONG).await.unwrap().id, "m1");
+    // m2 stops: its room moves to the least loaded of the others.
+    r.withdraw("m2").await.unwrap();
+    assert_eq!(ids(r.nodes().await.unwrap()), ["m1", "m3"]);
+    assert_eq!(r.place("standup", None, &[], LONG).await.unwrap().id, "m1");
+    // A draining node takes nothing new.
+    let mut m1 = node("m1", 0);
+    m1.draining = true;
+    r.announce(&m1, LONG).await.unwrap();
+    assert_eq!(r.place("planning", None, &[], LONG).await.unwrap().id, "m3");
+}
+
+#[tokio::test]
+async fn a_node_that_stops_beating_leaves_the_registry() {
+    let (_server, r) = redis().await;
+    r.announce(&node("steady", 1), LONG).await.unwrap();
+    let announced = Instant::now();
+    r.announce(&node("dies", 0), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(r.place("room", None, &[], LONG).await.unwrap().id, "dies");
+    // Nothing renews it: it is gone once its announcement expires.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes = r.nodes().await.unwrap();
+        if nodes.iter().all(|n| n.id != "dies") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead node is still listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(announced.elapsed() >= Duration::from_millis(300));
+    assert_eq!(r.place("room", None, &[], LONG).await.unwrap().id, "steady");
+}
+
+#[tokio::test]
+async fn with_no_open_node_placement_says_so() {
+    let (_server, r) = redis().await;
+    assert!(r.place("room", None, &[], LONG).await.is_err());
+    let mut full = node("full", 100);
+    full.capacity = 100;
+    r.announce(&full, LONG).await.unwrap();
+    let e = r.place("room", None, &[], LONG).await.unwrap_err();
+    assert_eq!(e.to_string(), "no media node takes new rooms");
+}
+
+#[tokio::test]
+async fn a_room_leaves_a_draining_node_and_keeps_its_node_across_a_redis_that_forgot_it() {
+    let (server, r) = redis().await;
+    r.announce(&node("m1", 0), LONG).await.unwrap();
+    r.announce(&node("m2", 10), LONG).await.unwrap();
+    assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m1");
+    // m1 drains: the room's next participant places it on m2, where it then stays.
+    let mut m1 = node("m1", 0);
+    m1.draining = true;
+    r.announce(&m1, LONG).await.unwrap();
+    assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m2");
+    r.announce(&node("m1", 0), LONG).await.unwrap();
+    assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m2");
+    // A node the session server could not reach is skipped.
+    assert_eq!(
+        r.place("q", None, &["m1".into()], LONG).await.unwrap().id,
+        "m2"
+    );
+
+    // Redis restarted empty: the nodes announce themselves again at their next beat, and the
+    // room is placed where this session server's participants are, not on the emptier node.
+    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    r.announce(&node("m1", 0), LONG).await.unwrap();
+    r.announce(&node("m2", 10), LONG).await.unwrap();
+    assert_eq!(r.place("r", Some("m2"), &[], LONG).await.unwrap().id, "m2");
+    // Or the renewal writes it back first.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    r.announce(&node("m1", 0), LONG).await.unwrap();
+    r.announce(&node("m2", 10), LONG).await.unwrap();
+    r.keep_rooms(&[("r".into(), "m2".into())], LONG)
+        .await
+        .unwrap();
+    assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m2");
+    // A renewal does not take a room another server moved meanwhile.
+    r.keep_rooms(&[("r".into(), "m1".into())], LONG)
+        .await
+        .unwrap();
+    assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m2");
+}
