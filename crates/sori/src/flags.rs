@@ -127,6 +127,61 @@ pub struct MediaFlags {
     kurento_allow_origins: Option<Vec<String>>,
 }
 
+/// Settings of a media node in a cluster.
+#[derive(Args, Serialize)]
+pub struct ClusterMediaFlags {
+    /// Redis of the cluster (redis://[:password@]host:6379/0): this media node announces
+    /// itself there for session servers to place rooms on it [default: none, one machine].
+    #[arg(long, env = "SORI_REDIS", value_name = "URL", hide_env_values = true)]
+    #[serde(rename = "cluster.redis")]
+    redis: Option<String>,
+    /// This node's name in the cluster [default: the host name and the control port].
+    #[arg(long, env = "SORI_NODE_ID", value_name = "ID")]
+    #[serde(rename = "cluster.node_id")]
+    node_id: Option<String>,
+    /// Participants this node takes at most; a full node gets no new rooms [default: 0, no
+    /// limit].
+    #[arg(long, env = "SORI_CAPACITY", value_name = "N")]
+    #[serde(rename = "cluster.capacity")]
+    capacity: Option<u32>,
+    /// The control API URL session servers reach this node at [default:
+    /// ws://<kurento listen address><path>, the first advertised IP for an unspecified one].
+    #[arg(long, env = "SORI_NODE_URL", value_name = "URL")]
+    #[serde(rename = "cluster.node_url")]
+    node_url: Option<String>,
+    /// On SIGTERM, the longest this node waits for its participants to move to other nodes
+    /// [default: 30].
+    #[arg(long, env = "SORI_DRAIN_TIMEOUT", value_name = "SECS")]
+    #[serde(rename = "cluster.drain_timeout_secs")]
+    drain_timeout: Option<u64>,
+}
+
+/// Settings of a session server in a cluster.
+#[derive(Args, Serialize)]
+pub struct ClusterSignalFlags {
+    /// Redis of the cluster (redis://[:password@]host:6379/0): rooms go to the media nodes
+    /// announced there, instead of one --media server.
+    #[arg(
+        long,
+        env = "SORI_REDIS",
+        value_name = "URL",
+        hide_env_values = true,
+        conflicts_with = "media_url"
+    )]
+    #[serde(rename = "cluster.redis")]
+    redis: Option<String>,
+    /// The access token the media nodes' control APIs require (their --kurento-token)
+    /// [default: none].
+    #[arg(
+        long,
+        env = "SORI_KURENTO_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(rename = "kurento.access_token")]
+    kurento_token: Option<String>,
+}
+
 /// Settings of the session server.
 #[derive(Args, Serialize)]
 pub struct SessionFlags {

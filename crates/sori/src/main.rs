@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod acme;
+mod cluster;
 mod config;
 mod flags;
 mod rooms;
@@ -17,7 +18,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::{Config, LogFormat};
-use crate::flags::{settings, BaseArgs, MediaFlags, SessionFlags, TurnFlags};
+use crate::flags::{
+    settings, BaseArgs, ClusterMediaFlags, ClusterSignalFlags, MediaFlags, SessionFlags, TurnFlags,
+};
 use crate::run::Role;
 use crate::token::TokenArgs;
 
@@ -100,6 +103,9 @@ struct MediaArgs {
     #[command(flatten)]
     #[serde(flatten)]
     media: MediaFlags,
+    #[command(flatten)]
+    #[serde(flatten)]
+    cluster: ClusterMediaFlags,
 }
 
 #[derive(Args, Serialize)]
@@ -114,7 +120,7 @@ struct SignalArgs {
     #[serde(flatten)]
     turn: TurnFlags,
     /// The media server's control API, e.g. ws://10.0.0.5:8888/kurento (add
-    /// ?access_token=… when it requires one).
+    /// ?access_token=… when it requires one); or --redis for media nodes of a cluster.
     #[arg(
         long = "media",
         env = "SORI_MEDIA_URL",
@@ -122,7 +128,10 @@ struct SignalArgs {
         hide_env_values = true
     )]
     #[serde(skip)]
-    media_url: String,
+    media_url: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    cluster: ClusterSignalFlags,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +192,15 @@ fn load(base: &BaseArgs, settings: toml::Table, role: &Role) -> Result<Config, S
     let config = Config::load(base.config.as_deref(), settings).map_err(|e| e.to_string())?;
     if !matches!(role, Role::Media) {
         open_mode_allowed(&config)?;
+    }
+    if let Role::Signal { media_url: None } = role {
+        if config.cluster.redis.is_none() {
+            return Err(
+                "sori signal needs the media server to drive: --media URL (one media \
+                 server), or --redis URL (the media nodes of a cluster)"
+                    .into(),
+            );
+        }
     }
     Ok(config)
 }

@@ -2,11 +2,12 @@
 //! listener, until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use sori_kurento::Kurento;
 use sori_kurento_client::RemoteMedia;
 use sori_net::{MediaConfig, MediaServer};
-use sori_signal::{Signal, TurnAccess};
+use sori_signal::{MediaBackend, Signal, TurnAccess};
 use sori_turn::TurnServer;
 
 use crate::config::{Config, TlsPlanWeb, TurnPlan};
@@ -18,13 +19,14 @@ pub enum Role {
     Serve { kurento: bool },
     /// Media server and control API only.
     Media,
-    /// Session server only, driving the media server at this URL.
-    Signal { media_url: String },
+    /// Session server only, driving the media server at this URL, or (`None`) the media nodes
+    /// announced in the cluster's Redis.
+    Signal { media_url: Option<String> },
 }
 
 pub async fn run(config: Config, role: Role) -> Result<(), String> {
     if let Role::Signal { media_url } = &role {
-        return run_signal(config, media_url).await;
+        return run_signal(config, media_url.as_deref()).await;
     }
     let media = start_media(&config).await?;
     let advertised = media
@@ -50,7 +52,19 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
             media.local_addr,
         );
         let limits = sori_signal::http::ConnLimits::from(&config.limits());
-        servers.spawn(serve_http(listener, app, limits, "control API"));
+        match (&role, &config.cluster.redis) {
+            (Role::Media, Some(redis)) => {
+                // A node of a cluster: announced until asked to stop, then drained.
+                let node = crate::cluster::announce(&config, &media, addr, redis.expose())?;
+                servers.spawn(async move {
+                    sori_signal::http::serve(listener, app, limits, "control API", node).await;
+                    Ok(())
+                });
+            }
+            _ => {
+                servers.spawn(serve_http(listener, app, limits, "control API"));
+            }
+        }
         if let Role::Media = role {
             // No certificate to reload; SIGHUP (systemctl reload) must not end the process.
             ignore_hangups();
@@ -190,12 +204,35 @@ fn with_health_and_metrics(app: axum::Router, media: &MediaServer) -> axum::Rout
     )
 }
 
-/// The session server alone, driving a remote media server.
-async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
-    let shown = media_url.split('?').next().unwrap_or(media_url);
-    let media = RemoteMedia::connect(media_url)
-        .await
-        .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
+/// The session server alone, driving a remote media server (`media_url`) or the media nodes
+/// of a cluster (the Redis of `[cluster]`).
+async fn run_signal(config: Config, media_url: Option<&str>) -> Result<(), String> {
+    let (media, shown, connection): (Arc<dyn MediaBackend>, String, Option<RemoteMedia>) =
+        match media_url {
+            Some(url) => {
+                let shown = url.split('?').next().unwrap_or(url).to_string();
+                let media = RemoteMedia::connect(url)
+                    .await
+                    .map_err(|e| format!("cannot reach the media server at {shown}: {e}"))?;
+                (Arc::new(media.clone()), shown, Some(media))
+            }
+            None => {
+                let redis = config
+                    .cluster
+                    .redis
+                    .as_ref()
+                    .ok_or("no --media and no --redis")?;
+                let registry = sori_cluster::Registry::connect(redis.expose())
+                    .map_err(|e| format!("--redis: {e}"))?;
+                let token = config
+                    .kurento
+                    .access_token
+                    .as_ref()
+                    .map(|t| t.expose().to_string());
+                let media = sori_cluster::ClusterMedia::new(registry, token);
+                (Arc::new(media), "media nodes in Redis".to_string(), None)
+            }
+        };
     let mut signal = config.signal();
     // A session server alone hands out TURN servers run elsewhere, never its own.
     if let TurnPlan::External { urls, secret, ttl } = config.turn() {
@@ -203,7 +240,6 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         signal.turn = Some(TurnAccess { urls, secret, ttl });
     }
     log_access_mode(&signal);
-    let media_watch = media.clone();
     let app = Signal::new(media, signal);
     if let Some(at) = config.server.metrics_listen {
         tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
@@ -214,18 +250,24 @@ async fn run_signal(config: Config, media_url: &str) -> Result<(), String> {
         crate::VERSION,
         web.url()
     );
-    let watched = media_watch.clone();
+    let watched = connection.clone();
     let stopped = async move {
+        let task_ended = async {
+            match &watched {
+                Some(m) => m.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown_signal() => {}
-            _ = watched.stopped() => {}
+            _ = task_ended => {}
         }
     };
     let mut servers = tokio::task::JoinSet::new();
     web.spawn_helpers(&config, &mut servers).await?;
     app.serve_tls(web.listener, web.tls, stopped).await;
     servers.abort_all();
-    if media_watch.is_stopped() {
+    if connection.is_some_and(|m| m.is_stopped()) {
         let why = "the media server connection task stopped";
         tracing::error!("{why}: stopping");
         return Err(why.into());
@@ -414,7 +456,7 @@ fn log_access_mode(signal: &sori_signal::SignalConfig) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

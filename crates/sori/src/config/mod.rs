@@ -35,6 +35,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub media: MediaSection,
     pub kurento: KurentoSection,
+    pub cluster: ClusterSection,
     pub recording: RecordingSection,
     pub rooms: RoomsSection,
     pub webhooks: WebhooksSection,
@@ -210,6 +211,21 @@ pub struct KurentoSection {
     pub gc_period: Duration,
     pub max_objects_per_session: usize,
     pub max_recorders_per_session: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The Redis URL (it may carry a password).
+    #[serde(deserialize_with = "values::optional")]
+    pub redis: Option<Secret>,
+    #[serde(deserialize_with = "values::node_id")]
+    pub node_id: String,
+    pub capacity: u32,
+    #[serde(deserialize_with = "values::optional")]
+    pub node_url: Option<String>,
+    #[serde(rename = "drain_timeout_secs", deserialize_with = "values::secs")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

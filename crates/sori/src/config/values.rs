@@ -173,3 +173,19 @@ pub fn ws_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
     Ok(path.to_string())
 }
+
+/// A media node's id: letters, digits, `.`, `_` and `-` (it is part of Redis keys and of peer
+/// names `<node>/<endpoint>`); empty for the default.
+pub fn node_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(serde::de::Error::custom(format!(
+            "{id:?}: a node id is up to 64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    Ok(id)
+}

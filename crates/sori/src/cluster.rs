@@ -1,0 +1,165 @@
+//! `sori media --redis …`: the media node announces itself in the cluster's Redis (its control
+//! URL, capacity and load, every second), and on SIGTERM/SIGINT drains — it takes no new rooms,
+//! session servers move its participants to other nodes — before it withdraws and stops.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sori_cluster::{NodeInfo, Registry};
+use sori_net::{MediaHandle, MediaServer};
+
+use crate::config::Config;
+use crate::run::shutdown_signal;
+
+/// How often a node announces itself (its announcement lasts three of these).
+const BEAT: Duration = Duration::from_secs(1);
+/// How often a draining node counts the participants it still has.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// Starts announcing this media node (control API on `control`) in Redis at `redis`; the
+/// future returned resolves once the node was asked to stop, drained and withdrawn.
+pub fn announce(
+    config: &Config,
+    media: &MediaServer,
+    control: SocketAddr,
+    redis: &str,
+) -> Result<impl Future<Output = ()> + Send + 'static, String> {
+    let registry = Registry::connect(redis).map_err(|e| format!("--redis: {e}"))?;
+    let c = &config.cluster;
+    let id = if c.node_id.is_empty() {
+        default_id(control.port())
+    } else {
+        c.node_id.clone()
+    };
+    let advertised: Vec<String> = media
+        .candidates
+        .iter()
+        .map(|a| a.ip().to_string())
+        .collect();
+    let control_url = match &c.node_url {
+        Some(u) => u.clone(),
+        None => {
+            let ip = if control.ip().is_unspecified() {
+                media
+                    .candidates
+                    .first()
+                    .map(|a| a.ip())
+                    .ok_or("no advertised address for the node's control URL: set --node-url")?
+            } else {
+                control.ip()
+            };
+            format!(
+                "ws://{}{}",
+                SocketAddr::new(ip, control.port()),
+                config.kurento.path
+            )
+        }
+    };
+    tracing::info!(
+        node = id,
+        url = control_url,
+        "media node of a cluster: announcing itself in Redis"
+    );
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = State {
+        handle: media.handle.clone(),
+        info: NodeInfo {
+            id,
+            control_url,
+            advertised,
+            capacity: c.capacity,
+            load: 0,
+            draining: false,
+        },
+        draining: draining.clone(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let beat = {
+        let state = state.clone();
+        tokio::spawn(sori_cluster::heartbeat(
+            registry.clone(),
+            BEAT,
+            move || state.clone().now(),
+            async move {
+                let _ = stopped.await;
+            },
+        ))
+    };
+    let timeout = c.drain_timeout;
+    Ok(async move {
+        shutdown_signal().await;
+        draining.store(true, Ordering::SeqCst);
+        // Said at once, not at the next beat: no new room comes here from now on.
+        let now = state.clone().now().await;
+        if let Err(e) = registry.announce(&now, BEAT * 3).await {
+            tracing::warn!("drain not announced: {e}");
+        }
+        tracing::info!(
+            "draining: {} participants to move to other nodes (at most {}s)",
+            now.load,
+            timeout.as_secs()
+        );
+        let drained = async {
+            while state.load().await > 0 {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, drained) => match r {
+                Ok(()) => tracing::info!("drained: every participant moved"),
+                Err(_) => tracing::warn!("drain timeout: stopping with {} participants", state.load().await),
+            },
+            _ = shutdown_signal() => tracing::warn!("asked again: stopping without waiting"),
+        }
+        let _ = stop.send(());
+        let _ = beat.await;
+    })
+}
+
+/// What the heartbeat reads at each beat.
+#[derive(Clone)]
+struct State {
+    handle: MediaHandle,
+    info: NodeInfo,
+    draining: Arc<AtomicBool>,
+}
+
+impl State {
+    /// The participants this node has now.
+    async fn load(&self) -> u32 {
+        match self.handle.stats().await {
+            Ok(s) => s.rooms.iter().map(|(_, n)| *n as u32).sum(),
+            Err(_) => 0,
+        }
+    }
+
+    async fn now(self) -> NodeInfo {
+        NodeInfo {
+            load: self.load().await,
+            draining: self.draining.load(Ordering::SeqCst),
+            ..self.info
+        }
+    }
+}
+
+/// `<host name>-<control port>`, with what a node id cannot hold replaced.
+fn default_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let host = if host.is_empty() { "sori".into() } else { host };
+    format!("{host}-{port}")
+}
