@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { createRequire } from 'node:module';
+import net from 'node:net';
+import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
 
@@ -331,3 +333,71 @@ export function speechWav(path, quiet = false) {
   }
   writeFileSync(path, buf);
 }
+
+/** A free loopback TCP port and a free UDP port. */
+export async function freePorts() {
+  const tcp = await new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+  const udp = await new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+  return { kurento: tcp, rtc: udp };
+}
+
+/** What a page knows before a scenario: its `joined` count and the presence changes seen. */
+export const snapshot = (page) => page.evaluate(() => ({ joins: window.sori.joins, presence: window.sori.presence.length }));
+
+/** The presence changes `page` saw since `before`. */
+export const presenceSince = (page, before) => page.evaluate((n) => window.sori.presence.slice(n), before.presence);
+
+/**
+ * Starts timing the video `page` receives from `name`: every 100 ms, whether a new frame was
+ * decoded and a new packet arrived. Like `window.sori.watchVideo`, but only a count that grows
+ * is news: when the page makes a new peer connection its counters start again from 0, which
+ * is no frame. Reset for each run.
+ */
+export const watchMedia = (page, name) => page.evaluate((who) => {
+  if (window.__media) clearInterval(window.__media.timer);
+  const start = performance.now();
+  const track = () => ({ last: -1, at: start, gaps: [], reset: null });
+  const w = { frames: track(), packets: track(), start };
+  const see = (t, value, now) => {
+    if (t.last >= 0 && value < t.last) { t.last = value; t.reset = now; return; }
+    if (value === t.last) return;
+    if (t.last >= 0 && now - t.at > 500) t.gaps.push((now - t.at) / 1000);
+    if (t.reset !== null && t.back === undefined) t.back = (now - start) / 1000;
+    t.last = value;
+    t.at = now;
+  };
+  w.timer = setInterval(async () => {
+    const v = await window.sori.videoFrom(who);
+    const now = performance.now();
+    see(w.frames, v.framesDecoded, now);
+    see(w.packets, v.packetsReceived, now);
+  }, 100);
+  window.__media = w;
+}, name);
+
+/** Since `watchMedia`: seconds without a new frame (`black`) and without a new packet
+ * (`packetGap`), counting stretches over half a second (one still open counts up to now). */
+export const mediaGaps = (page) => page.evaluate(() => {
+  const sum = (t) => {
+    const gaps = [...t.gaps];
+    const open = performance.now() - t.at;
+    if (t.last < 0 || open > 500) gaps.push(open / 1000);
+    return gaps.reduce((a, b) => a + b, 0);
+  };
+  const w = window.__media;
+  return { black: sum(w.frames), packetGap: sum(w.packets) };
+});
+
+/** min / median / max of the numbers in `xs`, to two decimals (null: none). */
+export const stats = (xs) => {
+  const s = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b);
+  if (s.length === 0) return null;
+  const r = (x) => Number(x.toFixed(2));
+  return { min: r(s[0]), median: r(s[Math.floor(s.length / 2)]), max: r(s[s.length - 1]) };
+};

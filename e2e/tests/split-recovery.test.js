@@ -15,8 +15,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import dgram from 'node:dgram';
-import { spawnSori, split, launchBrowser, joinPage, pollPage, waitForVideoFrom, consoleOf } from './helpers.js';
+import {
+  spawnSori, split, launchBrowser, joinPage, pollPage, waitForVideoFrom, consoleOf, freePorts, snapshot,
+  presenceSince, watchMedia, mediaGaps, stats,
+} from './helpers.js';
 
 const opts = split ? {} : { skip: 'split-mode recovery: run with SORI_E2E_SPLIT=1 (sori media + sori signal)' };
 const RUNS = 5;
@@ -24,19 +26,6 @@ const CUT_MS = 3000;
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 const ctx = { media: null, signal: null, proxy: null, browser: null, ports: null };
-
-/** A free loopback TCP port and a free UDP port. */
-async function freePorts() {
-  const tcp = await new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-  const udp = await new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.bind(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-  return { kurento: tcp, rtc: udp };
-}
 
 /** A TCP proxy to `port` whose connections can be cut: `cut()` destroys them and refuses new
  * ones (accepted, then closed at once) until `restore()`. */
@@ -119,12 +108,6 @@ async function pair(room) {
   return { ada, bo };
 }
 
-/** What a page knows before a scenario: its `joined` count and the presence changes seen. */
-const snapshot = (page) => page.evaluate(() => ({ joins: window.sori.joins, presence: window.sori.presence.length }));
-
-/** The presence changes `page` saw since `before`. */
-const presenceSince = (page, before) => page.evaluate((n) => window.sori.presence.slice(n), before.presence);
-
 /** The toasts a page shows from now on, with when: `window.__toasts`. */
 const recordToasts = (page) => page.evaluate(() => {
   window.__toasts = [];
@@ -136,60 +119,12 @@ const recordToasts = (page) => page.evaluate(() => {
   }).observe(t, { childList: true, characterData: true, subtree: true, attributes: true });
 });
 
-/**
- * Starts timing the video `page` receives from `name`: every 100 ms, whether a new frame was
- * decoded and a new packet arrived. Like `window.sori.watchVideo`, but only a count that grows
- * is news: when the page makes a new peer connection its counters start again from 0, which
- * is no frame. Reset for each run.
- */
-const watchMedia = (page, name) => page.evaluate((who) => {
-  if (window.__media) clearInterval(window.__media.timer);
-  const start = performance.now();
-  const track = () => ({ last: -1, at: start, gaps: [], reset: null });
-  const w = { frames: track(), packets: track(), start };
-  const see = (t, value, now) => {
-    if (t.last >= 0 && value < t.last) { t.last = value; t.reset = now; return; }
-    if (value === t.last) return;
-    if (t.last >= 0 && now - t.at > 500) t.gaps.push((now - t.at) / 1000);
-    if (t.reset !== null && t.back === undefined) t.back = (now - start) / 1000;
-    t.last = value;
-    t.at = now;
-  };
-  w.timer = setInterval(async () => {
-    const v = await window.sori.videoFrom(who);
-    const now = performance.now();
-    see(w.frames, v.framesDecoded, now);
-    see(w.packets, v.packetsReceived, now);
-  }, 100);
-  window.__media = w;
-}, name);
-
-/** Since `watchMedia`: seconds without a new frame (`black`) and without a new packet
- * (`packetGap`), counting stretches over half a second (one still open counts up to now). */
-const mediaGaps = (page) => page.evaluate(() => {
-  const sum = (t) => {
-    const gaps = [...t.gaps];
-    const open = performance.now() - t.at;
-    if (t.last < 0 || open > 500) gaps.push(open / 1000);
-    return gaps.reduce((a, b) => a + b, 0);
-  };
-  const w = window.__media;
-  return { black: sum(w.frames), packetGap: sum(w.packets) };
-});
-
 /** Black-video and packet-gap seconds at `bo` for Ada's video over `ms` of a quiet call. */
 async function baseline(bo, ms) {
   await watchMedia(bo, 'Ada');
   await sleep(ms);
   return mediaGaps(bo);
 }
-
-const stats = (xs) => {
-  const s = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  const r = (x) => Number(x.toFixed(2));
-  return { min: r(s[0]), median: r(s[Math.floor(s.length / 2)]), max: r(s[s.length - 1]) };
-};
 
 const RESUMED = /media server session resumed/;
 const SESSION_GONE = /media server session gone/;
