@@ -508,10 +508,12 @@ impl RemoteMedia {
     pub async fn leave(&self, peer: &str) {
         lock(&self.shared.watchers).remove(peer);
         let deadline = self.deadline();
+        // Released with the room's lock held: a join in the room meanwhile would link its
+        // newcomer with an endpoint that is gone, and fail.
+        let found = self.room_of(peer, deadline).await;
         let _ = self
             .request_by("release", json!({"object": peer}), deadline)
             .await;
-        let found = self.room_of(peer, deadline).await;
         self.shared.rooms.unplaced(peer);
         let Ok(Some((name, shared, mut room))) = found else {
             return;
