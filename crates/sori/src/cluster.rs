@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, StatusCode};
 use sori_cluster::{NodeInfo, Registry};
 use sori_net::{MediaHandle, MediaServer};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::run::shutdown_signal;
@@ -26,6 +29,7 @@ pub fn announce(
     media: &MediaServer,
     control: SocketAddr,
     redis: &str,
+    drain: Arc<Notify>,
 ) -> Result<impl Future<Output = ()> + Send + 'static, String> {
     let registry = Registry::connect(redis).map_err(|e| format!("--redis: {e}"))?;
     let c = &config.cluster;
@@ -90,7 +94,10 @@ pub fn announce(
     };
     let timeout = c.drain_timeout;
     Ok(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = drain.notified() => tracing::info!("drain asked for (POST /drain)"),
+        }
         draining.store(true, Ordering::SeqCst);
         // Said at once, not at the next beat: no new room comes here from now on.
         let now = state.clone().now().await;
@@ -117,6 +124,39 @@ pub fn announce(
         let _ = stop.send(());
         let _ = beat.await;
     })
+}
+
+/// `POST /drain` on the control API's address: the node drains as on SIGTERM, and stops once
+/// drained. From loopback only, or with `Authorization: Bearer <the control API's token>`
+/// when it has one.
+pub fn drain_route(drain: Arc<Notify>, token: Option<String>) -> axum::routing::MethodRouter {
+    axum::routing::post(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap| {
+            let (drain, token) = (drain.clone(), token.clone());
+            async move {
+                let allowed = match &token {
+                    Some(t) => sori_signal::http::bearer(&headers).is_some_and(|b| {
+                        sori_signal::metrics::constant_time_eq(b.as_bytes(), t.as_bytes())
+                    }),
+                    None => peer.ip().is_loopback(),
+                };
+                if !allowed {
+                    let why = match token {
+                        Some(_) => {
+                            "a drain needs the control API's token (Authorization: Bearer)\n"
+                        }
+                        None => "a drain is asked for from this machine (loopback) only\n",
+                    };
+                    return (StatusCode::FORBIDDEN, why);
+                }
+                drain.notify_one();
+                (
+                    StatusCode::ACCEPTED,
+                    "draining: no new rooms; stopping once empty\n",
+                )
+            }
+        },
+    )
 }
 
 /// What the heartbeat reads at each beat.

@@ -54,8 +54,15 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
         let limits = sori_signal::http::ConnLimits::from(&config.limits());
         match (&role, &config.cluster.redis) {
             (Role::Media, Some(redis)) => {
-                // A node of a cluster: announced until asked to stop, then drained.
-                let node = crate::cluster::announce(&config, &media, addr, redis.expose())?;
+                // A node of a cluster: announced until asked to stop (or to drain), then
+                // drained.
+                let drain = Arc::new(tokio::sync::Notify::new());
+                let token = config.kurento.access_token.as_ref();
+                let app = app.route(
+                    "/drain",
+                    crate::cluster::drain_route(drain.clone(), token.map(|t| t.expose().into())),
+                );
+                let node = crate::cluster::announce(&config, &media, addr, redis.expose(), drain)?;
                 servers.spawn(async move {
                     sori_signal::http::serve(listener, app, limits, "control API", node).await;
                     Ok(())
