@@ -22,6 +22,9 @@ import {
 const BENCH = process.env.SORI_BENCH_BIN
   || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori-bench');
 const RUNS = 5;
+// The nodes' control APIs require a token, which the session server presents (one with
+// characters a URL query must encode).
+const TOKEN = 'cluster t0ken+&=%';
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 const ctx = { redis: null, port: 0, nodes: new Map(), signal: null, browser: null, benches: [] };
 
@@ -55,7 +58,7 @@ async function startNode(id) {
     'media', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--node-id', id,
     '--kurento-listen', `127.0.0.1:${ports.kurento}`, '--rtc-port', String(ports.rtc),
     '--advertise-ip', '127.0.0.1', '--no-rtc-tcp', '--recordings-dir', mkdtempSync(join(tmpdir(), 'sori-rec-')),
-    '--drain-timeout', '15',
+    '--drain-timeout', '15', '--kurento-token', TOKEN,
   ], /control API on (ws:\/\/\S+)/);
   ctx.nodes.set(id, { proc, ports });
   await until(`${id} announced`, () => announced(id) !== null);
@@ -86,7 +89,7 @@ before(async () => {
   await startRedis();
   for (const id of ['m1', 'm2', 'm3']) await startNode(id);
   ctx.signal = await spawnSori(
-    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--listen', '127.0.0.1:0'],
+    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--listen', '127.0.0.1:0', '--kurento-token', TOKEN],
     /listening on (http:\/\/\S+)/,
   );
   ctx.browser = await launchBrowser();

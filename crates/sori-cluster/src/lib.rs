@@ -219,6 +219,7 @@ impl Registry {
         let ms = ttl.as_millis().max(1) as u64;
         let winner: String = redis::Script::new(REPLACE)
             .key(&key)
+            .key(node_key(&choice.id))
             .arg(placed.unwrap_or_default())
             .arg(&choice.id)
             .arg(ms)
@@ -258,12 +259,17 @@ impl Registry {
     }
 }
 
-/// Sets KEYS[1] to ARGV[2] for ARGV[3] ms if it still holds ARGV[1] ("" for none); returns
-/// what it holds after.
+/// Sets KEYS[1] to ARGV[2] for ARGV[3] ms if it still holds ARGV[1] ("" for none), and then
+/// counts the room's first participant in the load of node hash KEYS[2] until the node's next
+/// beat says its own (rooms placed within one beat spread over the nodes); returns what
+/// KEYS[1] holds after.
 const REPLACE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if (cur or '') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('HINCRBY', KEYS[2], 'load', 1)
+  end
   return ARGV[2]
 end
 return cur

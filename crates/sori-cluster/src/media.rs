@@ -132,7 +132,7 @@ impl ClusterMedia {
             }
         }
         let url = match &self.inner.token {
-            Some(t) => format!("{}?access_token={t}", node.control_url),
+            Some(t) => format!("{}?access_token={}", node.control_url, query_value(t)),
             None => node.control_url.clone(),
         };
         let media = RemoteMedia::connect(&url).await.map_err(|e| {
@@ -478,6 +478,19 @@ async fn relay(
     }
 }
 
+/// `s` as a URL query value: unreserved characters as they are, every other byte `%XX`.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -485,6 +498,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_goes_into_the_control_url_encoded() {
+        assert_eq!(query_value("a+b&c=d%é ~x"), "a%2Bb%26c%3Dd%25%C3%A9%20~x");
+    }
 
     #[test]
     fn a_peer_names_its_node() {

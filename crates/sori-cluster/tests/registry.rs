@@ -166,3 +166,27 @@ async fn a_room_leaves_a_draining_node_and_keeps_its_node_across_a_redis_that_fo
         .unwrap();
     assert_eq!(r.place("r", None, &[], LONG).await.unwrap().id, "m2");
 }
+
+#[tokio::test]
+async fn rooms_placed_within_one_beat_spread_over_the_nodes() {
+    let (_server, r) = redis().await;
+    for id in ["m1", "m2", "m3"] {
+        r.announce(&node(id, 0), LONG).await.unwrap();
+    }
+    // No beat in between: each placement counts on its node until the next one.
+    let mut placed = Vec::new();
+    for room in ["a", "b", "c", "d"] {
+        placed.push(r.place(room, None, &[], LONG).await.unwrap().id);
+    }
+    assert_eq!(placed, ["m1", "m2", "m3", "m1"]);
+    // The next beat says the node's own count.
+    r.announce(&node("m1", 0), LONG).await.unwrap();
+    assert_eq!(r.place("e", None, &[], LONG).await.unwrap().id, "m1");
+    // A node's hash that expired is not made again by a placement's count.
+    r.withdraw("m3").await.unwrap();
+    let nodes = r.nodes().await.unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
+}
