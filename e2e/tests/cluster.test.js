@@ -26,7 +26,7 @@ const RUNS = 5;
 // characters a URL query must encode).
 const TOKEN = 'cluster t0ken+&=%';
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
-const ctx = { redis: null, port: 0, nodes: new Map(), signal: null, browser: null, benches: [] };
+const ctx = { redis: null, port: 0, nodes: new Map(), pastLogs: [], signal: null, browser: null, benches: [] };
 
 /** `redis-cli` against the test's Redis. */
 const redis = (...args) => execFileSync('redis-cli', ['-p', String(ctx.port), ...args], { encoding: 'utf8' }).trim();
@@ -60,6 +60,7 @@ async function startNode(id) {
     '--advertise-ip', '127.0.0.1', '--no-rtc-tcp', '--recordings-dir', mkdtempSync(join(tmpdir(), 'sori-rec-')),
     '--drain-timeout', '15', '--kurento-token', TOKEN,
   ], /control API on (ws:\/\/\S+)/);
+  if (old) ctx.pastLogs.push([id, old.proc.log]);
   ctx.nodes.set(id, { proc, ports });
   await until(`${id} announced`, () => announced(id) !== null);
 }
@@ -100,7 +101,8 @@ after(async () => {
   if (process.env.SORI_E2E_SERVER_LOG && ctx.signal) {
     const { writeFileSync } = await import('node:fs');
     writeFileSync(process.env.SORI_E2E_SERVER_LOG, ctx.signal.log.join('\n'));
-    for (const [id, { proc }] of ctx.nodes) writeFileSync(`${process.env.SORI_E2E_SERVER_LOG}.${id}`, proc.log.join('\n'));
+    const logs = [...ctx.pastLogs, ...[...ctx.nodes].map(([id, { proc }]) => [id, proc.log])];
+    logs.forEach(([id, log], i) => writeFileSync(`${process.env.SORI_E2E_SERVER_LOG}.${i}.${id}`, log.join('\n')));
   }
   for (const b of ctx.benches) b.kill('SIGKILL');
   await ctx.browser?.close();
@@ -165,6 +167,8 @@ async function failover(room, signal) {
     const to = nodeOf(room);
     await exited;
     const exitedAfter = (Date.now() - stopped) / 1000;
+    console.log(`# run ${i + 1}: ${signal} ${from} at ${new Date(stopped).toISOString()}, moved to ${to}; `
+      + `first new frame at Ada ${atAda.first_new_frame_s} s, at Bo ${atBo.first_new_frame_s} s; ${from} exited after ${exitedAfter} s`);
     runs.push({
       from, to, exited_s: exitedAfter,
       ada_back_s: atAda.first_new_frame_s, bo_back_s: atBo.first_new_frame_s,

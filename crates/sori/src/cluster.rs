@@ -15,7 +15,6 @@ use sori_net::{MediaHandle, MediaServer};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::run::shutdown_signal;
 
 /// How often a node announces itself (its announcement lasts three of these).
 const BEAT: Duration = Duration::from_secs(1);
@@ -93,9 +92,12 @@ pub fn announce(
         ))
     };
     let timeout = c.drain_timeout;
+    // One listener for the process's life: a second SIGTERM is a new one, never the first
+    // seen again by a listener made after it.
+    let mut stops = Stops::new().map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
     Ok(async move {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stops.next() => tracing::info!("asked to stop: draining first"),
             _ = drain.notified() => tracing::info!("drain asked for (POST /drain)"),
         }
         draining.store(true, Ordering::SeqCst);
@@ -119,7 +121,7 @@ pub fn announce(
                 Ok(()) => tracing::info!("drained: every participant moved"),
                 Err(_) => tracing::warn!("drain timeout: stopping with {} participants", state.load().await),
             },
-            _ = shutdown_signal() => tracing::warn!("asked again: stopping without waiting"),
+            _ = stops.next() => tracing::warn!("asked again: stopping without waiting"),
         }
         let _ = stop.send(());
         let _ = beat.await;
@@ -157,6 +159,30 @@ pub fn drain_route(drain: Arc<Notify>, token: Option<String>) -> axum::routing::
             }
         },
     )
+}
+
+/// SIGTERM and SIGINT, each one once.
+struct Stops {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stops {
+    fn new() -> std::io::Result<Stops> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Stops {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 /// What the heartbeat reads at each beat.
