@@ -248,7 +248,11 @@ test('Redis restarted during a call: the call goes on; a join into a new room wa
     const t = document.getElementById('toast');
     return !t.hidden && /media node/i.test(t.textContent) && t.textContent;
   }, null, 15000);
-  // The call in progress for five seconds without Redis.
+  // A newcomer to the call's room meanwhile joins its node, which this session server knows.
+  const dee = await joinPage(ctx.browser, ctx.signal.match, 'redis-call', 'Dee');
+  await waitForVideoFrom(dee, 'Ada', 20000);
+  const deeIn = (Date.now() - down) / 1000;
+  // The call in progress for five seconds (at least) without Redis.
   await sleep(Math.max(0, 5000 - (Date.now() - down)));
   const during = await mediaGaps(bo);
   const newPc = await bo.evaluate(() => window.__media.frames.reset !== null);
@@ -259,13 +263,14 @@ test('Redis restarted during a call: the call goes on; a join into a new room wa
   const cyBack = (Date.now() - up) / 1000;
   // The call's room was written back where it is, so a newcomer to it joins the same node.
   await until('the call\'s room placed again', () => nodeOf('redis-call') === node, 5000);
-  const dee = await joinPage(ctx.browser, ctx.signal.match, 'redis-call', 'Dee');
-  await waitForVideoFrom(dee, 'Ada', 20000);
+  const eve = await joinPage(ctx.browser, ctx.signal.match, 'redis-call', 'Eve');
+  await waitForVideoFrom(eve, 'Ada', 20000);
   console.log(`# Redis killed for ${((up - down) / 1000).toFixed(1)} s during a call: Ada's video at Bo black ${during.black.toFixed(2)} s, `
-    + `packet gap ${during.packetGap.toFixed(2)} s, new peer connection: ${newPc}; newcomer refused with "${refused}"; `
+    + `packet gap ${during.packetGap.toFixed(2)} s, new peer connection: ${newPc}; a newcomer to the call decoded Ada ${deeIn.toFixed(2)} s into the outage; `
+    + `a newcomer to another room refused with "${refused}"; `
     + `its media joined ${cyBack.toFixed(2)} s after Redis was back`);
   assert.equal(newPc, false, 'the call kept its peer connections');
   assert.ok(during.packetGap < 1, `Ada's video kept arriving at Bo without Redis (${during.packetGap} s without packets)`);
   assert.equal(nodeOf('redis-call'), node, 'the call stayed on its node');
-  for (const p of [ada, bo, cy, dee]) await p.context().close();
+  for (const p of [ada, bo, cy, dee, eve]) await p.context().close();
 });

@@ -161,6 +161,21 @@ impl ClusterMedia {
         Ok(media)
     }
 
+    /// Node `id` as this server knows it (connected), for a room already on it.
+    fn still_on(&self, id: Option<&str>) -> Option<(NodeInfo, RemoteMedia)> {
+        let state = lock(&self.inner.state);
+        let link = state.links.get(id?)?;
+        let node = NodeInfo {
+            id: id?.to_string(),
+            control_url: link.url.clone(),
+            advertised: Vec::new(),
+            capacity: 0,
+            load: 0,
+            draining: false,
+        };
+        Some((node, link.media.clone()))
+    }
+
     /// The node for `room`: where it is placed (this server's participants in it tell which
     /// node it is on when Redis has forgotten it, after a Redis restart), else the least
     /// loaded open node. A node this server cannot connect to is skipped.
@@ -190,15 +205,18 @@ impl ClusterMedia {
                         BackendError::Unreachable("no media node takes new rooms".into())
                     }))
                 }
+                // Redis is away: a room with participants here stays on their node.
                 Ok(Err(e)) => {
-                    return Err(BackendError::Unreachable(format!(
-                        "no media node for the room: {e}"
-                    )))
+                    return self.still_on(here.as_deref()).ok_or_else(|| {
+                        BackendError::Unreachable(format!("no media node for the room: {e}"))
+                    })
                 }
                 Err(_) => {
-                    return Err(BackendError::Unreachable(
-                        "no media node for the room: Redis did not answer".into(),
-                    ))
+                    return self.still_on(here.as_deref()).ok_or_else(|| {
+                        BackendError::Unreachable(
+                            "no media node for the room: Redis did not answer".into(),
+                        )
+                    })
                 }
             };
             match self.connect(&node).await {
