@@ -1,12 +1,13 @@
-//! # sori-cluster — Sori beyond one machine (work in progress for the multi-node issue)
+//! # sori-cluster — media nodes on Redis
 //!
 //! Media nodes announce themselves in Redis, the store operators already run: each node keeps
 //! a hash `sori:media:<id>` (its control URL, advertised addresses, capacity, load, whether it
 //! drains) whose expiry its heartbeat renews, and its id in the set `sori:media:nodes`. A node
 //! that stops withdraws both; one that dies disappears when its hash expires (ids whose hash is
 //! gone are swept from the set by whoever reads it). Session servers read the live nodes and
-//! place each new room on the least loaded one (`sori:room:<room>:media`, set once with
-//! `SET NX`, so that two session servers placing the same room agree).
+//! place each new room on the least loaded one (`sori:room:<room>:media`, written by a
+//! compare-and-set, so that two session servers placing the same room agree), and drive the
+//! room's node with [`ClusterMedia`]. docs/scale-out.md tells the whole of it.
 
 #![forbid(unsafe_code)]
 
