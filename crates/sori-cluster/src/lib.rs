@@ -13,6 +13,8 @@
 
 mod media;
 pub use media::{ClusterMedia, ROOM_TTL, WATCH_EVERY};
+mod sessions;
+pub use sessions::{Heard, SessionNode};
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -183,3 +183,62 @@ async fn rooms_placed_within_one_beat_spread_over_the_nodes() {
     r.announce(&node("m1", 0), LONG).await.unwrap();
     assert_eq!(r.place("e", None, &[], LONG).await.unwrap().id, "m1");
 }
+
+/// Waits until `check` holds (bounded).
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn session_nodes_hold_rooms_while_they_live_and_hear_each_other() {
+    use sori_cluster::{Heard, SessionNode};
+    let (server, _) = redis().await;
+    let s1 = SessionNode::connect(&server.url, "s1").unwrap();
+    let s2 = SessionNode::connect(&server.url, "s2").unwrap();
+    // Announced but not listening yet: not alive.
+    s1.announce(LONG).await.unwrap();
+    assert!(!s2.alive("s1").await);
+    let (tx1, mut heard1) = tokio::sync::mpsc::channel(16);
+    let listening = tokio::spawn(s1.clone().listen(tx1));
+    until("s1 listens", async || s2.alive("s1").await).await;
+    s2.announce(LONG).await.unwrap();
+    let (tx2, _heard2) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(s2.clone().listen(tx2));
+    until("s2 listens", async || s1.alive("s2").await).await;
+    assert_eq!(s1.nodes().await.unwrap(), ["s1", "s2"]);
+
+    // The first to ask holds the room; the other is told where it is.
+    assert_eq!(s1.owner("standup").await.unwrap(), "s1");
+    assert_eq!(s2.owner("standup").await.unwrap(), "s1");
+    assert_eq!(
+        s2.keep(&["standup".into(), "retro".into()]).await.unwrap(),
+        ["standup"]
+    );
+    assert_eq!(s1.owner("retro").await.unwrap(), "s2");
+
+    // Messages arrive in order.
+    for i in 0..100u8 {
+        assert!(s2.publish("s1", &[i]).await.unwrap());
+    }
+    for i in 0..100u8 {
+        match heard1.recv().await.unwrap() {
+            Heard::Message(m) => assert_eq!(m, [i]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // s1 stops listening (its process died): it is gone at once, and its room goes to whoever
+    // asks next.
+    listening.abort();
+    drop(heard1);
+    until("s1 gone", async || !s2.alive("s1").await).await;
+    assert!(!s2.publish("s1", b"x").await.unwrap());
+    assert_eq!(s2.owner("standup").await.unwrap(), "s2");
+    assert_eq!(s1.keep(&["standup".into()]).await.unwrap(), ["standup"]);
+    s2.withdraw().await.unwrap();
+    assert!(!s1.alive("s2").await);
+}

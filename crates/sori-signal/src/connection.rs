@@ -13,11 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, Notify};
 
@@ -58,7 +57,13 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             // The socket counts against the connection limits for as long as it is open.
             let _slot = slot;
-            connection(socket, signal, ip).await
+            match signal.links.clone() {
+                Some(links) => crate::bus::accept(signal, links, socket, ip).await,
+                None => {
+                    let (sink, stream) = socket.split();
+                    connection(stream, sink, signal, ip).await
+                }
+            }
         })
 }
 
@@ -95,14 +100,28 @@ fn is_ping<E>(frame: &Option<Result<Message, E>>) -> bool {
 }
 
 /// Close codes with which a client says it means to come back (`resume`).
-const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
+pub(crate) const RECONNECTING: std::ops::RangeInclusive<u16> = 4000..=4999;
 
-/// One browser's socket, from upgrade to close.
-async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
+/// Whether a socket that failed with `error` ends its participant: a frame the server refuses
+/// to read does, and so does a connection its client's system closed in order without a close
+/// frame (the browser crashed or was killed); one that broke (a reset, or silence: the network
+/// failed) keeps it for a resume.
+pub(crate) fn ends_participant(error: &str) -> bool {
+    error.starts_with("Space limit exceeded")
+        || error.starts_with("UTF-8 encoding error")
+        || error.contains("without closing handshake")
+}
+
+/// One browser's socket, from upgrade to close: `stream` and `sink` are the socket's halves,
+/// or a relay to a socket on another session server.
+pub(crate) async fn connection<S, K>(mut stream: S, sink: K, signal: Signal, ip: IpAddr)
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
+    K: futures_util::Sink<Message> + Unpin + Send + 'static,
+{
     // Counted until it ends, so that a shutdown can wait for its close frame to go out.
     let _open = signal.sockets.open();
     let (socket_tx, outgoing) = Outbox::socket(signal.config.limits.send_queue);
-    let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(outgoing, sink));
     // TURN credentials are renewed at half their lifetime while the participant is here.
     let renew_every = signal
@@ -161,15 +180,7 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => {
                 tracing::debug!(client = %ip, "socket error: {e}");
-                // A frame the server refuses to read ends the participant, and so does a
-                // connection its client's system closed in order without a close frame (the
-                // browser crashed or was killed); one that broke (a reset, or silence: the
-                // network failed) keeps it for a resume.
-                let refused = e.to_string();
-                break if refused.starts_with("Space limit exceeded")
-                    || refused.starts_with("UTF-8 encoding error")
-                    || refused.contains("without closing handshake")
-                {
+                break if ends_participant(&e.to_string()) {
                     Exit::Leave
                 } else {
                     Exit::Dropped
@@ -316,7 +327,10 @@ async fn connection(socket: WebSocket, signal: Signal, ip: IpAddr) {
 }
 
 /// Sends what is queued for the socket, and a ping every [`KEEPALIVE`], until the queue closes.
-async fn write_loop(mut outgoing: mpsc::Receiver<Out>, mut sink: SplitSink<WebSocket, Message>) {
+async fn write_loop<K: futures_util::Sink<Message> + Unpin>(
+    mut outgoing: mpsc::Receiver<Out>,
+    mut sink: K,
+) {
     // WebSocket pings are answered by the browser itself, even in a throttled background
     // tab; their pongs keep the connection from looking idle.
     let mut keepalive = tokio::time::interval(KEEPALIVE);

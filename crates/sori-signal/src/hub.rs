@@ -255,6 +255,16 @@ impl Hub {
             .count()
     }
 
+    /// Whether room `name` is open here.
+    pub(crate) fn has_room(&self, name: &str) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// The names of the rooms open here.
+    pub(crate) fn room_names(&self) -> Vec<String> {
+        self.rooms.keys().cloned().collect()
+    }
+
     /// Ends the rooms that stayed empty past their timeout; returns their names.
     pub(crate) fn sweep(&mut self, now: Instant) -> Vec<String> {
         let ended: Vec<String> = self

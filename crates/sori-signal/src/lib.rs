@@ -30,6 +30,7 @@
 mod api;
 pub mod auth;
 mod backend;
+pub mod bus;
 mod connection;
 pub mod http;
 mod hub;
@@ -190,6 +191,8 @@ pub struct Signal {
     http_sessions: Arc<whip::HttpSessions>,
     /// Set once a shutdown began: joins and resumes are refused.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The other session servers sharing rooms with this one (`None`: alone).
+    links: Option<Arc<bus::Links>>,
 }
 
 /// The open `/ws` sockets, counted so that a shutdown can wait for them to close.
@@ -268,7 +271,22 @@ impl Signal {
             join_rates: Arc::default(),
             refusals: Arc::default(),
             api_calls: Arc::default(),
+            links: None,
         }
+    }
+
+    /// Shares rooms with the other session servers on `bus`, whose messages to this one
+    /// arrive on `incoming`: each room lives on one of them, and sockets for it on the others
+    /// are relayed to it (see [`bus`]). Call before serving.
+    pub fn with_bus(
+        mut self,
+        bus: Arc<dyn bus::SessionBus>,
+        incoming: tokio::sync::mpsc::Receiver<bus::Incoming>,
+    ) -> Self {
+        let links = Arc::new(bus::Links::new(bus));
+        self.links = Some(links.clone());
+        bus::start(&self, &links, incoming);
+        self
     }
 
     /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`, `/recordings`. Serve them

@@ -114,6 +114,18 @@ pub(crate) async fn open_page(State(signal): State<Signal>) -> Response {
                 signal.http_sessions.count(crate::whip::Kind::Whip),
                 signal.http_sessions.count(crate::whip::Kind::Whep)
             );
+            if let Some(links) = &signal.links {
+                let (sockets, hosted) = links.counts();
+                let _ = writeln!(
+                    page,
+                    "# HELP sori_relayed_sockets Sockets on this session server whose room lives on another.\n\
+                     # TYPE sori_relayed_sockets gauge\n\
+                     sori_relayed_sockets {sockets}\n\
+                     # HELP sori_relayed_participants Participants of this session server's rooms whose socket is on another.\n\
+                     # TYPE sori_relayed_participants gauge\n\
+                     sori_relayed_participants {hosted}"
+                );
+            }
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

@@ -1,6 +1,9 @@
 //! `sori media --redis …`: the media node announces itself in the cluster's Redis (its control
 //! URL, capacity and load, every second), and on SIGTERM/SIGINT drains — it takes no new rooms,
 //! session servers move its participants to other nodes — before it withdraws and stops.
+//!
+//! `sori signal --redis …`: the session server announces itself too, and shares rooms with
+//! the other session servers over Redis ([`session_bus`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,8 +13,10 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode};
-use sori_cluster::{NodeInfo, Registry};
+use sori_cluster::{Heard, NodeInfo, Registry, SessionNode};
 use sori_net::{MediaHandle, MediaServer};
+use sori_signal::bus::{BoxFuture, Incoming, Owner, SessionBus};
+
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -228,4 +233,107 @@ fn default_id(port: u16) -> String {
         .collect();
     let host = if host.is_empty() { "sori".into() } else { host };
     format!("{host}-{port}")
+}
+
+/// `sori signal --redis …`: `app` shares rooms with the other session servers announced in
+/// Redis ([`sori_signal::Signal::with_bus`]). Returns it, and a future that announces this
+/// server every beat until `stop` resolves, then withdraws it.
+pub fn share_rooms(
+    app: sori_signal::Signal,
+    config: &Config,
+    redis: &str,
+    port: u16,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        sori_signal::Signal,
+        impl Future<Output = ()> + Send + 'static,
+    ),
+    String,
+> {
+    let id = if config.cluster.node_id.is_empty() {
+        default_id(port)
+    } else {
+        config.cluster.node_id.clone()
+    };
+    let node = SessionNode::connect(redis, &id).map_err(|e| format!("--redis: {e}"))?;
+    tracing::info!(
+        node = id,
+        "session server of a cluster: rooms shared over Redis"
+    );
+    let (heard_tx, mut heard) = tokio::sync::mpsc::channel(BUS_QUEUE);
+    let (incoming_tx, incoming) = tokio::sync::mpsc::channel(BUS_QUEUE);
+    tokio::spawn(node.clone().listen(heard_tx));
+    tokio::spawn(async move {
+        while let Some(h) = heard.recv().await {
+            let i = match h {
+                Heard::Message(m) => Incoming::Message(m),
+                Heard::Reset => Incoming::Reset,
+            };
+            if incoming_tx.send(i).await.is_err() {
+                return;
+            }
+        }
+    });
+    let beating = node.clone();
+    let beat = async move {
+        let beats = async {
+            let mut tick = tokio::time::interval(BEAT);
+            loop {
+                tick.tick().await;
+                if let Err(e) = beating.announce(BEAT * 3).await {
+                    tracing::warn!("session node not announced: {e}");
+                }
+            }
+        };
+        tokio::select! {
+            _ = beats => {}
+            _ = stop => {}
+        }
+        if let Err(e) = beating.withdraw().await {
+            tracing::warn!("session node not withdrawn: {e}");
+        }
+    };
+    Ok((app.with_bus(Arc::new(RedisBus(node)), incoming), beat))
+}
+
+/// Messages from other session servers not handled yet, at most (past it the subscription
+/// waits, and Redis holds them).
+const BUS_QUEUE: usize = 4096;
+
+/// The session bus on Redis.
+struct RedisBus(SessionNode);
+
+impl SessionBus for RedisBus {
+    fn node(&self) -> &str {
+        self.0.id()
+    }
+
+    fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>> {
+        Box::pin(async move {
+            let id = self.0.owner(room).await.map_err(|e| e.to_string())?;
+            Ok(if id == self.0.id() {
+                Owner::Here
+            } else {
+                Owner::Node(id)
+            })
+        })
+    }
+
+    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.0.keep(&rooms).await.map_err(|e| e.to_string()) })
+    }
+
+    fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.0
+                .publish(to, &message)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.0.alive(id))
+    }
 }

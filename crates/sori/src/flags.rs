@@ -170,6 +170,11 @@ pub struct ClusterSignalFlags {
     )]
     #[serde(rename = "cluster.redis")]
     redis: Option<String>,
+    /// This session server's name in the cluster [default: the host name and the listening
+    /// port].
+    #[arg(long, env = "SORI_NODE_ID", value_name = "ID")]
+    #[serde(rename = "cluster.node_id")]
+    node_id: Option<String>,
     /// The access token the media nodes' control APIs require (their --kurento-token)
     /// [default: none].
     #[arg(

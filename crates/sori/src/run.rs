@@ -247,11 +247,24 @@ async fn run_signal(config: Config, media_url: Option<&str>) -> Result<(), Strin
         signal.turn = Some(TurnAccess { urls, secret, ttl });
     }
     log_access_mode(&signal);
-    let app = Signal::new(media, signal);
+    let mut app = Signal::new(media, signal);
+    let web = WebListener::open(&config).await?;
+    // With Redis, rooms are shared with the other session servers announced there.
+    let (stop_beat, beat_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut beat = None;
+    if let (None, Some(redis)) = (media_url, &config.cluster.redis) {
+        let stopped = async move {
+            let _ = beat_stopped.await;
+        };
+        let port = web.addr.port();
+        let (shared, beating) =
+            crate::cluster::share_rooms(app, &config, redis.expose(), port, stopped)?;
+        app = shared;
+        beat = Some(tokio::spawn(beating));
+    }
     if let Some(at) = config.server.metrics_listen {
         tokio::spawn(serve_metrics(at, app.clone(), &config).await?);
     }
-    let web = WebListener::open(&config).await?;
     tracing::info!(
         "Sori {} listening on {} (media server: {shown})",
         crate::VERSION,
@@ -274,6 +287,10 @@ async fn run_signal(config: Config, media_url: Option<&str>) -> Result<(), Strin
     web.spawn_helpers(&config, &mut servers).await?;
     app.serve_tls(web.listener, web.tls, stopped).await;
     servers.abort_all();
+    let _ = stop_beat.send(());
+    if let Some(beat) = beat {
+        let _ = beat.await;
+    }
     if connection.is_some_and(|m| m.is_stopped()) {
         let why = "the media server connection task stopped";
         tracing::error!("{why}: stopping");

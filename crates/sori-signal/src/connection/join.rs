@@ -79,7 +79,12 @@ impl Connection {
         let config = self.signal.config.clone();
         let secret = if self.signal.sessions.enabled() {
             match sori_turn::credentials::random_secret() {
-                Ok(s) => Some(s),
+                // With other session servers, the secret names this one: a resume reaching
+                // another is relayed here.
+                Ok(s) => Some(match &self.signal.links {
+                    Some(links) => format!("{}~{s}", links.node()),
+                    None => s,
+                }),
                 Err(_) => {
                     tracing::error!(
                         "no randomness for a resume secret: this participant cannot resume"

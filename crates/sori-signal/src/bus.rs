@@ -1,0 +1,505 @@
+//! Several session servers sharing rooms (`sori signal --redis`).
+//!
+//! A room lives on one session server, its *owner*: the hub that orders its chat, knows its
+//! members, locks and bans, and drives its media. Any session server takes any socket: the
+//! first message says where it goes (`join` names the room, whose owner the [`SessionBus`]
+//! knows or makes this server; `resume` carries the node in its secret). A socket whose room
+//! is elsewhere is *relayed*: its frames go to the owner over the bus, in order, and the
+//! owner's frames for it come back the same way. The owner runs the ordinary connection for
+//! it, with the relay in place of the socket, so that a relayed participant is one like any
+//! other (rate limits, resume, moderation).
+//!
+//! A node that stops answering (its process died: the bus says so within a second) ends what
+//! was relayed through it: sockets here whose owner is gone are closed with 1012 (the client
+//! resumes, on whichever server it reaches), participants here whose socket node is gone wait
+//! for a resume as after any dropped socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage};
+use crate::Signal;
+
+/// A boxed future, for the bus's object-safe methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which session server a room lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This one (it was free, or its owner is gone: it is this server's now).
+    Here,
+    /// Another, by node id.
+    Node(String),
+}
+
+/// What carries messages between session servers and knows where rooms live (Redis in
+/// `sori`; a test may stand in its own).
+pub trait SessionBus: Send + Sync + 'static {
+    /// This server's node id.
+    fn node(&self) -> &str;
+    /// Where `room` lives, making it this server's if no live server has it.
+    fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>>;
+    /// Renews this server's hold on `rooms`; returns those another server holds now.
+    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>>;
+    /// Sends `message` to node `to`; `Ok(false)` when nothing there listens (it is gone).
+    fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>>;
+    /// Whether node `id` is alive.
+    fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool>;
+}
+
+/// What the bus delivers to this server.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A message another node published to this one.
+    Message(Vec<u8>),
+    /// Messages may have been lost (the bus's connection dropped): everything relayed ends.
+    Reset,
+}
+
+/// One message between two session servers.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "k", rename_all = "kebab-case")]
+enum Envelope {
+    /// To the owner: a socket on node `from` (its number there `c`) has a participant here.
+    Open { from: String, c: u64, ip: IpAddr },
+    /// To the owner: a text frame from that socket.
+    In { from: String, c: u64, t: String },
+    /// To the owner: the socket ended (`leave`: on purpose; else it dropped).
+    End { from: String, c: u64, leave: bool },
+    /// To the socket's node: a frame for socket `c`.
+    Out { c: u64, t: String },
+    /// To the socket's node: close socket `c` (with `code`; none: a bare close).
+    Close { c: u64, code: Option<u16> },
+}
+
+/// Frames a relayed socket here waits for, at most (past it the socket is too slow a reader:
+/// closed, its participant waits for a resume).
+const SOCKET_QUEUE: usize = 1024;
+/// Frames a relayed connection here has not read yet, at most (the connection reads them at
+/// once, but for the time a message waits for the media server).
+const HOSTED_QUEUE: usize = 256;
+/// How often the nodes relayed to and from are checked.
+const WATCH: Duration = Duration::from_millis(500);
+/// How often this server renews its hold on its rooms.
+const KEEP: Duration = Duration::from_secs(1);
+/// Close code of a relayed socket whose owner is gone: the client resumes.
+const GONE: u16 = 1012;
+/// WebSocket pings to a relayed socket (the owner's own pings are not relayed).
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// A frame for a relayed socket here.
+enum ToSocket {
+    Text(String),
+    Close(Option<u16>),
+}
+
+/// A connection here whose socket is on another node, fed from the bus.
+type Feed = mpsc::Sender<Result<Message, axum::Error>>;
+
+/// This server's side of the bus.
+pub(crate) struct Links {
+    bus: Arc<dyn SessionBus>,
+    next: AtomicU64,
+    /// Sockets here whose participant lives on another node: number → (that node, queue).
+    sockets: Mutex<HashMap<u64, (String, mpsc::Sender<ToSocket>)>>,
+    /// Connections here whose socket is on another node: (that node, its number) → feed.
+    hosted: Mutex<HashMap<(String, u64), Feed>>,
+}
+
+impl Links {
+    pub(crate) fn new(bus: Arc<dyn SessionBus>) -> Self {
+        Links {
+            bus,
+            next: AtomicU64::new(1),
+            sockets: Mutex::default(),
+            hosted: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        self.bus.node()
+    }
+
+    /// Relayed sockets here and relayed connections here, for `/metrics`.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (lock(&self.sockets).len(), lock(&self.hosted).len())
+    }
+
+    async fn send(&self, to: &str, e: &Envelope) -> bool {
+        let bytes = serde_json::to_vec(e).expect("envelopes serialize");
+        match self.bus.publish(to, bytes).await {
+            Ok(delivered) => delivered,
+            Err(why) => {
+                tracing::warn!(node = to, "session bus: {why}");
+                false
+            }
+        }
+    }
+
+    /// Where the socket whose first message is `first` goes.
+    async fn route(&self, signal: &Signal, first: &str) -> Result<Owner, String> {
+        match protocol::parse_sequenced(first) {
+            Ok((ClientMessage::Join { room, .. }, _)) => match self.bus.owner(&room).await {
+                Ok(o) => Ok(o),
+                // Redis away: a room this server holds still takes newcomers.
+                Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
+                Err(why) => Err(why),
+            },
+            Ok((ClientMessage::Resume { secret, .. }, _)) => match secret.split_once('~') {
+                Some((node, _)) if node != self.node() && self.bus.alive(node).await => {
+                    Ok(Owner::Node(node.to_string()))
+                }
+                _ => Ok(Owner::Here),
+            },
+            _ => Ok(Owner::Here),
+        }
+    }
+
+    /// Hands one incoming message to its socket or connection.
+    fn deliver(self: &Arc<Self>, signal: &Signal, bytes: &[u8]) {
+        let envelope: Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("session bus: a message that is not one ({e}): dropped");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::Open { from, c, ip } => self.host(signal, from, c, ip),
+            Envelope::In { from, c, t } => {
+                let key = (from, c);
+                let mut hosted = lock(&self.hosted);
+                let Some(feed) = hosted.get(&key) else { return };
+                if feed.try_send(Ok(Message::Text(t.into()))).is_err() {
+                    // More than the connection could read: it ends as a dropped socket.
+                    hosted.remove(&key);
+                    drop(hosted);
+                    let links = self.clone();
+                    tokio::spawn(async move {
+                        let close = Envelope::Close {
+                            c: key.1,
+                            code: Some(GONE),
+                        };
+                        links.send(&key.0, &close).await;
+                    });
+                }
+            }
+            Envelope::End { from, c, leave } => {
+                if let Some(feed) = lock(&self.hosted).remove(&(from, c)) {
+                    if leave {
+                        let frame = CloseFrame {
+                            code: 1000,
+                            reason: "".into(),
+                        };
+                        let _ = feed.try_send(Ok(Message::Close(Some(frame))));
+                    }
+                }
+            }
+            Envelope::Out { c, t } => self.to_socket(c, ToSocket::Text(t)),
+            Envelope::Close { c, code } => self.to_socket(c, ToSocket::Close(code)),
+        }
+    }
+
+    fn to_socket(&self, c: u64, frame: ToSocket) {
+        let mut sockets = lock(&self.sockets);
+        let Some((_, queue)) = sockets.get(&c) else {
+            return;
+        };
+        if queue.try_send(frame).is_err() {
+            // Too slow a reader: its socket closes and the client resumes.
+            sockets.remove(&c);
+        }
+    }
+
+    /// Runs a connection here for socket `c` of node `from`.
+    fn host(self: &Arc<Self>, signal: &Signal, from: String, c: u64, ip: IpAddr) {
+        let (feed, mut fed) = mpsc::channel(HOSTED_QUEUE);
+        lock(&self.hosted).insert((from.clone(), c), feed);
+        let stream = futures_util::stream::poll_fn(move |cx| fed.poll_recv(cx));
+        let links = self.clone();
+        let to = from.clone();
+        let sink = Box::pin(futures_util::sink::unfold(
+            (links, to),
+            move |(links, to), m: Message| async move {
+                let e = match m {
+                    Message::Text(t) => Envelope::Out {
+                        c,
+                        t: t.to_string(),
+                    },
+                    Message::Close(f) => Envelope::Close {
+                        c,
+                        code: f.map(|f| f.code),
+                    },
+                    _ => return Ok((links, to)),
+                };
+                if links.send(&to, &e).await {
+                    Ok((links, to))
+                } else {
+                    Err(())
+                }
+            },
+        ));
+        let links = self.clone();
+        let signal = signal.clone();
+        tokio::spawn(async move {
+            crate::connection::connection(stream, sink, signal, ip).await;
+            lock(&links.hosted).remove(&(from.clone(), c));
+            // Whatever the connection sent last, the socket there closes now.
+            links.send(&from, &Envelope::Close { c, code: None }).await;
+        });
+    }
+
+    /// Ends what was relayed through nodes that are gone, every [`WATCH`].
+    async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(WATCH);
+        loop {
+            tick.tick().await;
+            let mut nodes: Vec<String> = lock(&self.sockets)
+                .values()
+                .map(|(n, _)| n.clone())
+                .chain(lock(&self.hosted).keys().map(|(n, _)| n.clone()))
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            for node in nodes {
+                if self.bus.alive(&node).await {
+                    continue;
+                }
+                tracing::warn!(
+                    node,
+                    "session node gone: ending what was relayed through it"
+                );
+                self.cut(Some(&node));
+            }
+        }
+    }
+
+    /// Ends what is relayed through `node` (`None`: through any node).
+    fn cut(&self, node: Option<&str>) {
+        let through = |n: &String| node.is_none_or(|node| node == n);
+        lock(&self.sockets).retain(|_, (n, _)| !through(n));
+        lock(&self.hosted).retain(|(n, _), _| !through(n));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the bus's tasks: incoming messages, the watch of other nodes, the renewal of this
+/// server's rooms.
+pub(crate) fn start(signal: &Signal, links: &Arc<Links>, mut incoming: mpsc::Receiver<Incoming>) {
+    let (s, l) = (signal.clone(), links.clone());
+    tokio::spawn(async move {
+        while let Some(i) = incoming.recv().await {
+            match i {
+                Incoming::Message(bytes) => l.deliver(&s, &bytes),
+                Incoming::Reset => {
+                    tracing::warn!("session bus reconnected: ending what was relayed");
+                    l.cut(None);
+                }
+            }
+        }
+    });
+    tokio::spawn(links.clone().watch());
+    let (s, l) = (signal.clone(), links.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEEP);
+        loop {
+            tick.tick().await;
+            let rooms = s.hub().room_names();
+            match l.bus.keep(rooms).await {
+                Ok(lost) if !lost.is_empty() => tracing::warn!(
+                    ?lost,
+                    "rooms of this session server are held by another one (a Redis that forgot?)"
+                ),
+                Ok(_) => {}
+                Err(why) => tracing::debug!("session bus: cannot renew the rooms: {why}"),
+            }
+        }
+    });
+}
+
+/// A new socket on a server with a bus: to this server's connection, or relayed to the owner
+/// of its room.
+pub(crate) async fn accept(signal: Signal, links: Arc<Links>, socket: WebSocket, ip: IpAddr) {
+    let (mut sink, mut stream) = socket.split();
+    // The first text frame says where the socket goes.
+    let first = loop {
+        match tokio::time::timeout(signal.config.idle_timeout, stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => break t.to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            // Anything else is for the connection to answer, as it does without a bus.
+            Ok(Some(frame)) => {
+                let early = futures_util::stream::iter([frame]).chain(stream);
+                return crate::connection::connection(early, sink, signal, ip).await;
+            }
+            Ok(None) | Err(_) => return,
+        }
+    };
+    let here = |stream: SplitStream<WebSocket>, sink, first: String| {
+        let early = futures_util::stream::iter([Ok(Message::Text(first.into()))]).chain(stream);
+        crate::connection::connection(early, sink, signal.clone(), ip)
+    };
+    match links.route(&signal, &first).await {
+        Ok(Owner::Here) => here(stream, sink, first).await,
+        Ok(Owner::Node(node)) => relay(&signal, &links, node, first, stream, sink, ip).await,
+        Err(why) => {
+            tracing::warn!(client = %ip, "join refused: cannot find the room's session server: {why}");
+            let refusal = ServerMessage::Error {
+                code: ErrorCode::ShuttingDown,
+                message: "the room's session server cannot be found just now: try again".into(),
+                re: None,
+            };
+            let text = crate::outbox::frame(&refusal).to_string();
+            let _ = sink.send(Message::Text(text.into())).await;
+            let _ = sink.close().await;
+        }
+    }
+}
+
+/// Relays a socket here to its participant's connection on `node`.
+async fn relay(
+    signal: &Signal,
+    links: &Arc<Links>,
+    node: String,
+    first: String,
+    mut stream: SplitStream<WebSocket>,
+    mut sink: SplitSink<WebSocket, Message>,
+    ip: IpAddr,
+) {
+    let _open = signal.sockets.open();
+    let c = links.next.fetch_add(1, Ordering::Relaxed);
+    let (queue, mut frames) = mpsc::channel(SOCKET_QUEUE);
+    lock(&links.sockets).insert(c, (node.clone(), queue));
+    let from = links.node().to_string();
+    tracing::debug!(client = %ip, node, "socket relayed to the room's session server");
+    let opened = links
+        .send(
+            &node,
+            &Envelope::Open {
+                from: from.clone(),
+                c,
+                ip,
+            },
+        )
+        .await
+        && links
+            .send(
+                &node,
+                &Envelope::In {
+                    from: from.clone(),
+                    c,
+                    t: first,
+                },
+            )
+            .await;
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    // What the owner is told when the socket ends (`None`: nothing, it ended it).
+    let end: Option<bool> = if !opened {
+        None
+    } else {
+        loop {
+            tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(ToSocket::Text(t)) => {
+                        if sink.send(Message::Text(t.into())).await.is_err() {
+                            break Some(false);
+                        }
+                    }
+                    Some(ToSocket::Close(code)) => {
+                        let frame = code.map(|code| CloseFrame { code, reason: "".into() });
+                        let _ = sink.send(Message::Close(frame)).await;
+                        break None;
+                    }
+                    // The owner is gone, or this socket read too slowly.
+                    None => break Some(false),
+                },
+                frame = stream.next() => {
+                    let e = match frame {
+                        Some(Ok(Message::Text(t))) => Envelope::In { from: from.clone(), c, t: t.to_string() },
+                        Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                            Ok(t) => Envelope::In { from: from.clone(), c, t },
+                            Err(_) => continue,
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(f))) => {
+                            let reconnecting = f.is_some_and(|f| crate::connection::RECONNECTING.contains(&f.code));
+                            break Some(!reconnecting);
+                        }
+                        Some(Err(e)) => break Some(crate::connection::ends_participant(&e.to_string())),
+                        None => break Some(false),
+                    };
+                    if !links.send(&node, &e).await {
+                        break Some(false);
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break Some(false);
+                    }
+                }
+            }
+        }
+    };
+    let owned = lock(&links.sockets).remove(&c).is_some();
+    if let Some(leave) = end {
+        links.send(&node, &Envelope::End { from, c, leave }).await;
+        if !owned || !leave {
+            // The owner is gone (or the socket read too slowly): the client resumes.
+            let frame = CloseFrame {
+                code: GONE,
+                reason: "reconnect".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let all = [
+            Envelope::Open {
+                from: "a".into(),
+                c: 1,
+                ip: "127.0.0.1".parse().unwrap(),
+            },
+            Envelope::In {
+                from: "a".into(),
+                c: 1,
+                t: "{\"type\":\"ping\"}".into(),
+            },
+            Envelope::End {
+                from: "a".into(),
+                c: 1,
+                leave: true,
+            },
+            Envelope::Out {
+                c: 2,
+                t: "x".into(),
+            },
+            Envelope::Close { c: 2, code: None },
+        ];
+        for e in all {
+            let bytes = serde_json::to_vec(&e).unwrap();
+            assert_eq!(serde_json::from_slice::<Envelope>(&bytes).unwrap(), e);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Several session servers sharing rooms over a bus (an in-memory one here; Redis in `sori`):
+//! a room lives on one server, sockets on the others are relayed to it, and a server that
+//! disappears ends what was relayed through it without its participants leaving.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::stub::StubMedia;
+use common::{flush, Client, WAIT};
+use serde_json::{json, Value};
+use sori_signal::bus::{BoxFuture, Incoming, Owner, SessionBus};
+use sori_signal::{Signal, SignalConfig};
+use tokio::sync::mpsc;
+
+/// The nodes' shared state: which node holds which room, and the nodes alive (their inboxes).
+#[derive(Default)]
+struct Net {
+    owners: Mutex<HashMap<String, String>>,
+    inboxes: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+}
+
+impl Net {
+    fn alive(&self, node: &str) -> bool {
+        self.inboxes.lock().unwrap().contains_key(node)
+    }
+
+    /// Node `node` is gone for the others (its process died).
+    fn kill(&self, node: &str) {
+        self.inboxes.lock().unwrap().remove(node);
+    }
+
+    fn owner(&self, room: &str) -> Option<String> {
+        self.owners.lock().unwrap().get(room).cloned()
+    }
+}
+
+struct MemBus {
+    node: String,
+    net: Arc<Net>,
+}
+
+impl SessionBus for MemBus {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>> {
+        Box::pin(async move {
+            let mut owners = self.net.owners.lock().unwrap();
+            let held = owners.get(room).cloned();
+            match held {
+                Some(n) if n != self.node && self.net.alive(&n) => Ok(Owner::Node(n)),
+                _ => {
+                    owners.insert(room.to_string(), self.node.clone());
+                    Ok(Owner::Here)
+                }
+            }
+        })
+    }
+
+    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let mut owners = self.net.owners.lock().unwrap();
+            let mut lost = Vec::new();
+            for room in rooms {
+                let holder = owners.entry(room.clone()).or_insert(self.node.clone());
+                if *holder != self.node {
+                    lost.push(room);
+                }
+            }
+            Ok(lost)
+        })
+    }
+
+    fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            // A node that died sends nothing more.
+            if !self.net.alive(&self.node) {
+                return Err("this node is dead".into());
+            }
+            let inbox = self.net.inboxes.lock().unwrap().get(to).cloned();
+            match inbox {
+                Some(inbox) => Ok(inbox.send(Incoming::Message(message)).await.is_ok()),
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.net.alive(id) })
+    }
+}
+
+struct Node {
+    url: String,
+    http: std::net::SocketAddr,
+}
+
+/// Session server `id` on `net`, with a media server of its own (a stub).
+async fn node(net: &Arc<Net>, id: &str) -> Node {
+    let (tx, rx) = mpsc::channel(1024);
+    net.inboxes.lock().unwrap().insert(id.to_string(), tx);
+    let bus = Arc::new(MemBus {
+        node: id.to_string(),
+        net: net.clone(),
+    });
+    let media: Arc<dyn sori_signal::MediaBackend> = StubMedia::new(None);
+    let app = Signal::new(media, SignalConfig::default()).with_bus(bus, rx);
+    let listener = tokio::net::TcpListener::bind((common::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(app.serve(listener, std::future::pending()));
+    Node {
+        url: format!("ws://{http}/ws"),
+        http,
+    }
+}
+
+async fn metric(n: &Node, name: &str) -> u64 {
+    let page = common::http_get(n.http, "/metrics", &[]).await;
+    let body = String::from_utf8_lossy(&page.body).to_string();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within the wait: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn chats(got: &[Value]) -> Vec<String> {
+    got.iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_on_two_session_servers_share_a_room_and_its_chat_order() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (mut ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    assert_eq!(net.owner("r").as_deref(), Some("s1"));
+    let (mut bo, jb) = Client::join(&s2.url, "r", "Bo").await;
+    // Bo's socket is on s2, the room on s1: he is in it, with Ada.
+    assert_eq!(jb["participants"][0]["name"], "Ada", "{jb}");
+    assert_ne!(ja["id"], jb["id"]);
+    assert!(
+        jb["resume"].as_str().unwrap().starts_with("s1~"),
+        "the secret names the room's server: {jb}"
+    );
+    let joined = ada.expect("participant-joined").await;
+    assert_eq!(joined["participant"]["name"], "Bo", "{joined}");
+    assert_eq!(metric(&s2, "sori_relayed_sockets").await, 1);
+    assert_eq!(metric(&s1, "sori_relayed_participants").await, 1);
+
+    // Both talk at once: each sees every message, in one order.
+    for i in 0..20 {
+        ada.send(json!({"type": "chat", "text": format!("a{i}")}));
+        bo.send(json!({"type": "chat", "text": format!("b{i}")}));
+    }
+    let mut seen_a = Vec::new();
+    let mut seen_b = Vec::new();
+    while chats(&seen_a).len() < 40 {
+        seen_a.push(ada.recv().await);
+    }
+    while chats(&seen_b).len() < 40 {
+        seen_b.push(bo.recv().await);
+    }
+    assert_eq!(chats(&seen_a), chats(&seen_b), "one order for both");
+    let ids_a: Vec<&Value> = seen_a
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| &m["id"])
+        .collect();
+    let ids_b: Vec<&Value> = seen_b
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids_a, ids_b);
+
+    // Bo leaves through s2: Ada sees it, and nothing stays relayed.
+    let _ = bo.close().await;
+    let left = ada.expect("participant-left").await;
+    assert_eq!(left["reason"], "left", "{left}");
+    until("nothing relayed", async || {
+        metric(&s1, "sori_relayed_participants").await == 0
+            && metric(&s2, "sori_relayed_sockets").await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_another_session_server_reaches_the_participant() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    let (mut bo, _) = Client::join(&s1.url, "r", "Bo").await;
+    let last = ada.last_seq();
+    ada.sever().await;
+    until("Ada waits for a resume", async || {
+        metric(&s1, "sori_participants_reconnecting").await == 1
+    })
+    .await;
+    bo.send(json!({"type": "chat", "text": "are you back?"}));
+    bo.expect("chat").await;
+
+    // Ada's new socket lands on s2, which relays it to s1.
+    let mut ada = Client::connect(&s2.url).await;
+    let secret = ja["resume"].as_str().unwrap();
+    ada.send(json!({"type": "resume", "v": 1, "secret": secret, "received": last}));
+    let resumed = ada.recv().await;
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "id": ja["id"], "room": "r", "received": 0})
+    );
+    let missed = ada.recv().await;
+    assert_eq!(missed["text"], "are you back?", "{missed}");
+    let quiet = flush(&mut bo, "and nobody left").await;
+    assert!(quiet.is_empty(), "Bo saw {quiet:?}");
+    ada.send(json!({"type": "chat", "text": "yes"}));
+    assert_eq!(bo.expect("chat").await["text"], "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_server_that_dies_leaves_its_relayed_participants_waiting_for_a_resume() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (mut ada, _) = Client::join(&s1.url, "r", "Ada").await;
+    let (bo, jb) = Client::join(&s2.url, "r", "Bo").await;
+    ada.expect("participant-joined").await;
+    let last = bo.last_seq();
+    // s2 dies: its sockets are cut, and the others hear nothing more from it.
+    net.kill("s2");
+    bo.sever().await;
+    until("s1 keeps Bo for a resume", async || {
+        metric(&s1, "sori_participants_reconnecting").await == 1
+    })
+    .await;
+    assert_eq!(metric(&s1, "sori_relayed_participants").await, 0);
+    // Bo's client reaches s1 now, and takes his place back.
+    let mut bo = Client::connect(&s1.url).await;
+    let secret = jb["resume"].as_str().unwrap();
+    bo.send(json!({"type": "resume", "v": 1, "secret": secret, "received": last}));
+    let resumed = bo.recv().await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["id"], jb["id"]);
+    let quiet = flush(&mut ada, "Bo never left").await;
+    assert!(quiet.is_empty(), "Ada saw {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_socket_whose_room_server_dies_is_closed_for_a_resume() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (_ada, _) = Client::join(&s1.url, "r", "Ada").await;
+    let (mut bo, _) = Client::join(&s2.url, "r", "Bo").await;
+    net.kill("s1");
+    // s2 notices within its watch, and closes Bo's socket: his client resumes.
+    loop {
+        match bo.next().await {
+            None => break,
+            Some(m) => assert!(m["type"] != "participant-left", "{m}"),
+        }
+    }
+    until("s2 relays nothing", async || {
+        metric(&s2, "sori_relayed_sockets").await == 0
+    })
+    .await;
+}
