@@ -28,6 +28,14 @@ fn owner_key(room: &str) -> String {
     format!("sori:room:{room}:session")
 }
 
+fn state_key(room: &str) -> String {
+    format!("sori:room:{room}:state")
+}
+
+/// How long a room's snapshot outlives its server's last renewal: time for its participants
+/// to resume on another server once the first of them finds it gone.
+const STATE_TTL: Duration = Duration::from_secs(120);
+
 /// How long a room stays this node's without renewal.
 const ROOM_TTL: Duration = Duration::from_secs(10);
 
@@ -151,29 +159,41 @@ impl SessionNode {
         Ok(winner)
     }
 
-    /// Renews this node's hold on `rooms` (taking those nobody holds); returns those another
-    /// node holds.
-    pub async fn keep(&self, rooms: &[String]) -> Result<Vec<String>, ClusterError> {
+    /// Renews this node's hold on `rooms` (taking those nobody holds), storing each one's
+    /// snapshot when given (else renewing the one stored); returns those another node holds.
+    pub async fn keep(
+        &self,
+        rooms: &[(String, Option<Vec<u8>>)],
+    ) -> Result<Vec<String>, ClusterError> {
         if rooms.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn.clone();
         let mut pipe = redis::pipe();
-        for room in rooms {
+        for (room, snapshot) in rooms {
             pipe.cmd("EVAL")
                 .arg(KEEP)
-                .arg(1)
+                .arg(2)
                 .arg(owner_key(room))
+                .arg(state_key(room))
                 .arg(&self.id)
-                .arg(ROOM_TTL.as_millis() as u64);
+                .arg(ROOM_TTL.as_millis() as u64)
+                .arg(snapshot.as_deref().unwrap_or_default())
+                .arg(STATE_TTL.as_millis() as u64);
         }
         let holders: Vec<String> = pipe.query_async(&mut c).await?;
         Ok(rooms
             .iter()
             .zip(holders)
             .filter(|(_, h)| *h != self.id)
-            .map(|(r, _)| r.clone())
+            .map(|((r, _), _)| r.clone())
             .collect())
+    }
+
+    /// The snapshot of `room` its last server stored.
+    pub async fn load(&self, room: &str) -> Result<Option<Vec<u8>>, ClusterError> {
+        let mut c = self.conn.clone();
+        Ok(c.get(state_key(room)).await?)
     }
 
     /// Sends `message` to node `to`; false when it does not listen.
@@ -238,16 +258,22 @@ end
 return cur
 ";
 
-/// Renews KEYS[1] for ARGV[2] ms if it holds ARGV[1], or takes it if it holds nothing;
-/// returns what it holds after.
+/// Renews KEYS[1] for ARGV[2] ms if it holds ARGV[1], or takes it if it holds nothing; then
+/// stores ARGV[3] in KEYS[2] for ARGV[4] ms (or, when it is empty, renews what KEYS[2]
+/// holds). Returns what KEYS[1] holds after.
 const KEEP: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return cur
 elseif not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
+else
+  return cur
 end
-return cur
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return ARGV[1]
 ";

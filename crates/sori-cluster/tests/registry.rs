@@ -214,10 +214,16 @@ async fn session_nodes_hold_rooms_while_they_live_and_hear_each_other() {
     // The first to ask holds the room; the other is told where it is.
     assert_eq!(s1.owner("standup").await.unwrap(), "s1");
     assert_eq!(s2.owner("standup").await.unwrap(), "s1");
-    assert_eq!(
-        s2.keep(&["standup".into(), "retro".into()]).await.unwrap(),
-        ["standup"]
-    );
+    let rooms = [
+        ("standup".to_string(), None),
+        ("retro".to_string(), Some(b"{}".to_vec())),
+    ];
+    assert_eq!(s2.keep(&rooms).await.unwrap(), ["standup"]);
+    assert_eq!(s1.load("retro").await.unwrap().as_deref(), Some(&b"{}"[..]));
+    // Another's room's snapshot is not written over.
+    let mine = [("standup".to_string(), Some(b"x".to_vec()))];
+    assert_eq!(s2.keep(&mine).await.unwrap(), ["standup"]);
+    assert_eq!(s1.load("standup").await.unwrap(), None);
     assert_eq!(s1.owner("retro").await.unwrap(), "s2");
 
     // Messages arrive in order.
@@ -238,7 +244,10 @@ async fn session_nodes_hold_rooms_while_they_live_and_hear_each_other() {
     until("s1 gone", async || !s2.alive("s1").await).await;
     assert!(!s2.publish("s1", b"x").await.unwrap());
     assert_eq!(s2.owner("standup").await.unwrap(), "s2");
-    assert_eq!(s1.keep(&["standup".into()]).await.unwrap(), ["standup"]);
+    assert_eq!(
+        s1.keep(&[("standup".into(), None)]).await.unwrap(),
+        ["standup"]
+    );
     s2.withdraw().await.unwrap();
     assert!(!s1.alive("s2").await);
 }

@@ -128,7 +128,7 @@ pub enum TokenError {
 }
 
 /// Media a participant may publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sources {
     pub camera: bool,
     pub microphone: bool,
@@ -177,7 +177,7 @@ impl Sources {
 }
 
 /// What a participant may do: from its token, or the anonymous defaults of an open server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     /// The identity the token names (`None`: anonymous).
     pub identity: Option<String>,

@@ -50,8 +50,14 @@ pub trait SessionBus: Send + Sync + 'static {
     fn node(&self) -> &str;
     /// Where `room` lives, making it this server's if no live server has it.
     fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>>;
-    /// Renews this server's hold on `rooms`; returns those another server holds now.
-    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>>;
+    /// Renews this server's hold on `rooms`, each with its snapshot when it changed since
+    /// the last call (else the one stored is kept); returns those another server holds now.
+    fn keep(
+        &self,
+        rooms: Vec<(String, Option<Vec<u8>>)>,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>>;
+    /// The last snapshot of `room` stored by the server it lived on.
+    fn load<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>>;
     /// Sends `message` to node `to`; `Ok(false)` when nothing there listens (it is gone).
     fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>>;
     /// Whether node `id` is alive.
@@ -115,6 +121,26 @@ pub(crate) struct Links {
     sockets: Mutex<HashMap<u64, (String, mpsc::Sender<ToSocket>)>>,
     /// Connections here whose socket is on another node: (that node, its number) → feed.
     hosted: Mutex<HashMap<(String, u64), Feed>>,
+    /// A digest of each room's last snapshot stored.
+    stored: Mutex<HashMap<String, u64>>,
+}
+
+/// A resume secret for a participant of `room`: the room (base64url), `~`, the random part. A
+/// resume reaching any session server goes to the room's.
+pub(crate) fn secret_for(room: &str, random: &str) -> String {
+    use base64::Engine;
+    let room = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(room);
+    format!("{room}~{random}")
+}
+
+/// The room a resume secret names (`None`: not one of [`secret_for`]).
+fn room_of(secret: &str) -> Option<String> {
+    use base64::Engine;
+    let (room, _) = secret.split_once('~')?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(room)
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 impl Links {
@@ -124,6 +150,7 @@ impl Links {
             next: AtomicU64::new(1),
             sockets: Mutex::default(),
             hosted: Mutex::default(),
+            stored: Mutex::default(),
         }
     }
 
@@ -149,21 +176,97 @@ impl Links {
 
     /// Where the socket whose first message is `first` goes.
     async fn route(&self, signal: &Signal, first: &str) -> Result<Owner, String> {
-        match protocol::parse_sequenced(first) {
-            Ok((ClientMessage::Join { room, .. }, _)) => match self.bus.owner(&room).await {
-                Ok(o) => Ok(o),
-                // Redis away: a room this server holds still takes newcomers.
-                Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
-                Err(why) => Err(why),
+        let room = match protocol::parse_sequenced(first) {
+            Ok((ClientMessage::Join { room, .. }, _)) => room,
+            Ok((ClientMessage::Resume { secret, .. }, _)) => match room_of(&secret) {
+                Some(room) => room,
+                None => return Ok(Owner::Here),
             },
-            Ok((ClientMessage::Resume { secret, .. }, _)) => match secret.split_once('~') {
-                Some((node, _)) if node != self.node() && self.bus.alive(node).await => {
-                    Ok(Owner::Node(node.to_string()))
-                }
-                _ => Ok(Owner::Here),
-            },
-            _ => Ok(Owner::Here),
+            _ => return Ok(Owner::Here),
+        };
+        match self.bus.owner(&room).await {
+            Ok(Owner::Here) => {
+                self.adopt(signal, &room).await;
+                Ok(Owner::Here)
+            }
+            Ok(o) => Ok(o),
+            // Redis away: a room this server holds still takes newcomers.
+            Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
+            Err(why) => Err(why),
         }
+    }
+
+    /// Room `room` is this server's now: if it lived on a server that is gone, it is
+    /// restored from that server's last snapshot, its participants waiting for their resume.
+    async fn adopt(&self, signal: &Signal, room: &str) {
+        if signal.hub().has_room(room) {
+            return;
+        }
+        let snapshot = match self.bus.load(room).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(why) => {
+                tracing::warn!(room, "cannot read the room's snapshot: {why}");
+                return;
+            }
+        };
+        let snapshot: crate::hub::RoomSnapshot = match serde_json::from_slice(&snapshot) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(room, "a snapshot of the room that does not read: {e}");
+                return;
+            }
+        };
+        let restored = signal
+            .hub()
+            .restore(room, snapshot, std::time::Instant::now());
+        if restored.is_empty() {
+            return;
+        }
+        tracing::info!(
+            room,
+            participants = restored.len(),
+            "room taken over from a session server that is gone: its participants wait for their resume"
+        );
+        for r in restored {
+            let end = r.out.end();
+            let identity = r.grants.identity.clone();
+            let parked = crate::sessions::Parked {
+                received: r.out.received(),
+                out: r.out,
+                me: r.me,
+                grants: r.grants,
+                media_peer: None,
+                media_fingerprint: None,
+                ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                restored: true,
+            };
+            let ticket = signal.sessions.restore(r.resume_key, identity, parked);
+            crate::connection::wait_for_resume(signal, ticket, end);
+        }
+    }
+
+    /// The rooms held here, each with its snapshot when it changed since it was last stored.
+    fn snapshots(&self, signal: &Signal) -> Vec<(String, Option<Vec<u8>>)> {
+        use std::hash::{Hash, Hasher};
+        let hub = signal.hub();
+        let mut stored = lock(&self.stored);
+        let names = hub.room_names();
+        stored.retain(|name, _| names.contains(name));
+        names
+            .into_iter()
+            .map(|name| {
+                let bytes = hub
+                    .snapshot(&name)
+                    .and_then(|s| serde_json::to_vec(&s).ok());
+                let changed = bytes.filter(|b| {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    b.hash(&mut h);
+                    stored.insert(name.clone(), h.finish()) != Some(h.finish())
+                });
+                (name, changed)
+            })
+            .collect()
     }
 
     /// Hands one incoming message to its socket or connection.
@@ -318,14 +421,18 @@ pub(crate) fn start(signal: &Signal, links: &Arc<Links>, mut incoming: mpsc::Rec
         let mut tick = tokio::time::interval(KEEP);
         loop {
             tick.tick().await;
-            let rooms = s.hub().room_names();
+            let rooms = l.snapshots(&s);
             match l.bus.keep(rooms).await {
                 Ok(lost) if !lost.is_empty() => tracing::warn!(
                     ?lost,
                     "rooms of this session server are held by another one (a Redis that forgot?)"
                 ),
                 Ok(_) => {}
-                Err(why) => tracing::debug!("session bus: cannot renew the rooms: {why}"),
+                Err(why) => {
+                    tracing::debug!("session bus: cannot renew the rooms: {why}");
+                    // Their snapshots are stored again at the next renewal.
+                    lock(&l.stored).clear();
+                }
             }
         }
     });

@@ -278,6 +278,7 @@ where
                 if let Some(seq) = seq {
                     if conn.me.is_some() {
                         conn.received = conn.received.max(seq);
+                        conn.out.set_received(conn.received);
                     }
                 }
             }
@@ -455,42 +456,14 @@ impl Connection {
                 media_fingerprint: self.media_fingerprint.take(),
                 received: self.received,
                 ip: self.ip,
+                restored: false,
             };
             match self.signal.sessions.park(&secret, parked) {
                 Ok(ticket) => {
                     if exit == Exit::Dropped {
                         tracing::info!(client = %self.ip, "socket dropped: the participant waits {:?} for a resume", self.signal.sessions.grace);
                     }
-                    let signal = self.signal.clone();
-                    let ended = end.clone();
-                    tokio::spawn(async move {
-                        // Removed or replaced meanwhile: no need to wait.
-                        tokio::select! {
-                            _ = tokio::time::sleep(signal.sessions.grace) => {}
-                            _ = ended.wait() => {}
-                        }
-                        if let Some(p) = signal.sessions.expire(&ticket) {
-                            // A moderator or a newer join already took it out of its room.
-                            let ended = ended.reason().is_some();
-                            if !ended {
-                                tracing::info!(
-                                    room = p.me.room,
-                                    id = p.me.id,
-                                    "no resume within {:?}",
-                                    signal.sessions.grace
-                                );
-                                p.out.close("no resume within the grace period");
-                            }
-                            end_participant(
-                                &signal,
-                                p.ip,
-                                p.me,
-                                p.media_peer,
-                                LeaveReason::Timeout,
-                            )
-                            .await;
-                        }
-                    });
+                    wait_for_resume(&self.signal, ticket, end);
                 }
                 Err(p) => {
                     end_participant(&self.signal, self.ip, p.me, p.media_peer, LeaveReason::Left)
@@ -504,6 +477,37 @@ impl Connection {
         }
         end_participant(&self.signal, self.ip, me, media_peer, LeaveReason::Left).await;
     }
+}
+
+/// A parked participant (ticket `ticket`, end signal `ended`) leaves unless a resume takes it
+/// back within the grace period.
+pub(crate) fn wait_for_resume(
+    signal: &Signal,
+    ticket: crate::sessions::Ticket,
+    ended: Arc<crate::outbox::End>,
+) {
+    let signal = signal.clone();
+    tokio::spawn(async move {
+        // Removed or replaced meanwhile: no need to wait.
+        tokio::select! {
+            _ = tokio::time::sleep(signal.sessions.grace) => {}
+            _ = ended.wait() => {}
+        }
+        if let Some(p) = signal.sessions.expire(&ticket) {
+            // A moderator or a newer join already took it out of its room.
+            let ended = ended.reason().is_some();
+            if !ended {
+                tracing::info!(
+                    room = p.me.room,
+                    id = p.me.id,
+                    "no resume within {:?}",
+                    signal.sessions.grace
+                );
+                p.out.close("no resume within the grace period");
+            }
+            end_participant(&signal, p.ip, p.me, p.media_peer, LeaveReason::Timeout).await;
+        }
+    });
 }
 
 /// The participant leaves its room: the others hear of it, its recording tracks end, its

@@ -8,6 +8,7 @@ mod last_n;
 mod membership;
 mod moderation;
 mod relay;
+mod snapshot;
 mod speakers;
 mod viewers;
 
@@ -25,6 +26,7 @@ use crate::roles::Publications;
 
 pub(crate) use admin::{ApiError, NewRoom, ParticipantView, RoomView, TrackView, SERVER_ID};
 pub(crate) use moderation::Moderate;
+pub(crate) use snapshot::RoomSnapshot;
 pub(crate) use speakers::TICK as SPEAKER_TICK;
 pub(crate) use viewers::ViewerSources;
 
@@ -94,6 +96,10 @@ struct Participant {
     subscribe: bool,
     /// What it asked of last-N, and the video set it was given.
     last_n: last_n::ReceiverLastN,
+    /// What another session server needs to take it over: the key of its resume secret
+    /// (none: it cannot resume) and its grants.
+    resume_key: Option<String>,
+    grants: Grants,
 }
 
 /// What the server API knows of a room besides its members.

@@ -59,6 +59,9 @@ impl Out {
 pub(crate) struct Outbox {
     inner: Arc<Mutex<Inner>>,
     end: Arc<End>,
+    /// The last client message number (`seq`) processed, for a session server that takes the
+    /// participant over (see [`crate::bus`]).
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Inner {
@@ -71,6 +74,9 @@ struct Inner {
     next: u64,
     history: VecDeque<(u64, Frame)>,
     history_bytes: usize,
+    /// Numbers continue from the client's at the first attach (a participant restored on
+    /// another session server, which cannot know how far its predecessor had come).
+    rebase: bool,
 }
 
 /// Why and when a participant's connection is to end.
@@ -124,11 +130,37 @@ impl Outbox {
             next: 1,
             history: VecDeque::new(),
             history_bytes: 0,
+            rebase: false,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
             end: Arc::new(End::default()),
+            received: Arc::default(),
         }
+    }
+
+    /// The outbox of a participant restored from another session server's snapshot, without
+    /// a socket: messages are kept, and numbered after the client's last one once it resumes.
+    pub(crate) fn restored(received: u64) -> Self {
+        let out = Self::detached();
+        {
+            let mut inner = out.inner();
+            inner.numbered = true;
+            inner.rebase = true;
+        }
+        out.set_received(received);
+        out
+    }
+
+    /// Notes that client message `seq` was processed.
+    pub(crate) fn set_received(&self, seq: u64) {
+        self.received
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last client message number processed.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// An outbox of a participant without a socket (a WHIP publisher): what the room says to
@@ -246,6 +278,12 @@ impl Outbox {
         first: &ServerMessage,
     ) -> Result<(), AttachError> {
         let mut inner = self.inner();
+        if std::mem::take(&mut inner.rebase) {
+            for (seq, _) in inner.history.iter_mut() {
+                *seq += last_seen;
+            }
+            inner.next += last_seen;
+        }
         if last_seen >= inner.next {
             return Err(AttachError::Ahead);
         }
@@ -354,6 +392,34 @@ mod tests {
         let (tx, mut rx3) = Outbox::socket(16);
         out.attach(tx, 5, &ServerMessage::Pong).unwrap();
         assert_eq!(texts(&mut rx3).len(), 1);
+    }
+
+    #[test]
+    fn a_restored_outbox_numbers_on_from_the_clients_last_message() {
+        let out = Outbox::restored(7);
+        assert_eq!(out.received(), 7);
+        // Kept while nobody is attached (the others talk before the client is back).
+        out.send(&ServerMessage::Pong);
+        out.send(&ServerMessage::Pong);
+        let (tx, mut rx) = Outbox::socket(16);
+        out.attach(tx, 40, &ServerMessage::Pong).unwrap();
+        out.send(&ServerMessage::Pong);
+        assert_eq!(
+            texts(&mut rx),
+            [
+                r#"{"type":"pong"}"#,
+                r#"{"seq":41,"type":"pong"}"#,
+                r#"{"seq":42,"type":"pong"}"#,
+                r#"{"seq":43,"type":"pong"}"#,
+            ]
+        );
+        // Once only: a later resume is checked as any other.
+        out.detach();
+        let (tx, _rx) = Outbox::socket(16);
+        assert_eq!(
+            out.attach(tx, 50, &ServerMessage::Pong),
+            Err(AttachError::Ahead)
+        );
     }
 
     #[test]

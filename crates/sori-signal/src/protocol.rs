@@ -130,7 +130,7 @@ pub enum ClientMessage {
 }
 
 /// What a video track shows: the camera or a screen share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrackRole {
     Camera,
@@ -179,7 +179,7 @@ impl TrackRole {
 }
 
 /// A participant as others see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub id: String,
     /// Who it is: the access token's identity (`sub`), or its id on a server without keys.
@@ -199,15 +199,15 @@ pub struct ParticipantInfo {
     pub media_id: Option<String>,
     /// The role of each of its video tracks at the media server, by track id (the second
     /// part of `a=msid` in the media server's offers; SFU mode).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tracks: BTreeMap<String, TrackRole>,
     /// An encoder publishing over WHIP (no socket: it neither chats nor receives).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ingress: bool,
 }
 
 /// Media a moderator stopped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerMuted {
     pub audio: bool,
     pub video: bool,
@@ -276,7 +276,7 @@ pub enum RemovedReason {
 }
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: u64,
     pub from: String,

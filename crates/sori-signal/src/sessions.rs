@@ -19,6 +19,14 @@ use crate::hub::Me;
 use crate::outbox::Outbox;
 use crate::PeerRef;
 
+/// The key a participant is kept under: a digest of its secret (the secret itself is kept
+/// nowhere, here or in a snapshot another session server reads).
+pub(crate) fn secret_key(secret: &str) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
 /// How long a resume waits for the socket it replaces to let go.
 const HANDOVER: Duration = Duration::from_secs(2);
 
@@ -32,6 +40,8 @@ pub(crate) struct Parked {
     /// The last client message number processed.
     pub received: u64,
     pub ip: IpAddr,
+    /// Restored from another session server's snapshot: its media is to be connected anew.
+    pub restored: bool,
 }
 
 enum State {
@@ -61,7 +71,7 @@ pub(crate) struct Sessions {
 
 /// What a parked participant's grace timer needs to check that nothing changed meanwhile.
 pub(crate) struct Ticket {
-    pub secret: String,
+    key: String,
     generation: u64,
 }
 
@@ -99,7 +109,7 @@ impl Sessions {
         kick: Arc<Notify>,
     ) {
         self.entries().insert(
-            secret.to_string(),
+            secret_key(secret),
             Entry {
                 me,
                 identity,
@@ -112,32 +122,47 @@ impl Sessions {
 
     /// The participant is gone for good.
     pub(crate) fn forget(&self, secret: &str) {
-        self.entries().remove(secret);
+        self.entries().remove(&secret_key(secret));
+    }
+
+    /// A participant restored from another session server's snapshot, under the key of its
+    /// secret: it waits for a resume.
+    pub(crate) fn restore(&self, key: String, identity: Option<String>, parked: Parked) -> Ticket {
+        let entry = Entry {
+            me: parked.me.clone(),
+            identity,
+            generation: 0,
+            state: State::Parked(Box::new(parked)),
+            parked: Arc::default(),
+        };
+        self.entries().insert(key.clone(), entry);
+        Ticket { key, generation: 0 }
     }
 
     /// The participant's socket ended: it waits for a resume. The ticket is for
     /// [`Sessions::expire`] once the grace period is over.
     pub(crate) fn park(&self, secret: &str, parked: Parked) -> Result<Ticket, Box<Parked>> {
+        let key = secret_key(secret);
         let mut entries = self.entries();
-        let Some(entry) = entries.get_mut(secret) else {
+        let Some(entry) = entries.get_mut(&key) else {
             return Err(Box::new(parked));
         };
         entry.state = State::Parked(Box::new(parked));
         entry.parked.notify_one();
         Ok(Ticket {
-            secret: secret.to_string(),
             generation: entry.generation,
+            key,
         })
     }
 
     /// The grace period of `ticket` is over: the participant, if no one took it back since.
     pub(crate) fn expire(&self, ticket: &Ticket) -> Option<Box<Parked>> {
         let mut entries = self.entries();
-        let entry = entries.get(&ticket.secret)?;
+        let entry = entries.get(&ticket.key)?;
         if entry.generation != ticket.generation || !matches!(entry.state, State::Parked(_)) {
             return None;
         }
-        match entries.remove(&ticket.secret)?.state {
+        match entries.remove(&ticket.key)?.state {
             State::Parked(p) => Some(p),
             State::Live { .. } => None,
         }
@@ -154,10 +179,11 @@ impl Sessions {
     ) -> Result<Box<Parked>, String> {
         const GONE: &str = "no participant to resume: it left, or waited too long; join again";
         let deadline = tokio::time::Instant::now() + HANDOVER;
+        let key = secret_key(secret);
         loop {
             let parked = {
                 let mut entries = self.entries();
-                let entry = entries.get_mut(secret).ok_or(GONE)?;
+                let entry = entries.get_mut(&key).ok_or(GONE)?;
                 check(&entry.me, entry.identity.as_deref())?;
                 match &entry.state {
                     State::Live { kick: old } => {

@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 struct Net {
     owners: Mutex<HashMap<String, String>>,
     inboxes: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+    /// Each room's last snapshot.
+    snapshots: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Net {
@@ -49,6 +51,9 @@ impl SessionBus for MemBus {
 
     fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>> {
         Box::pin(async move {
+            if !self.net.alive(&self.node) {
+                return Err("this node is dead".into());
+            }
             let mut owners = self.net.owners.lock().unwrap();
             let held = owners.get(room).cloned();
             match held {
@@ -61,18 +66,30 @@ impl SessionBus for MemBus {
         })
     }
 
-    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>> {
+    fn keep(
+        &self,
+        rooms: Vec<(String, Option<Vec<u8>>)>,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move {
+            if !self.net.alive(&self.node) {
+                return Err("this node is dead".into());
+            }
             let mut owners = self.net.owners.lock().unwrap();
             let mut lost = Vec::new();
-            for room in rooms {
+            for (room, snapshot) in rooms {
                 let holder = owners.entry(room.clone()).or_insert(self.node.clone());
                 if *holder != self.node {
                     lost.push(room);
+                } else if let Some(s) = snapshot {
+                    self.net.snapshots.lock().unwrap().insert(room, s);
                 }
             }
             Ok(lost)
         })
+    }
+
+    fn load<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move { Ok(self.net.snapshots.lock().unwrap().get(room).cloned()) })
     }
 
     fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>> {
@@ -101,6 +118,11 @@ struct Node {
 
 /// Session server `id` on `net`, with a media server of its own (a stub).
 async fn node(net: &Arc<Net>, id: &str) -> Node {
+    node_with(net, id, SignalConfig::default()).await
+}
+
+/// [`node`] with these settings.
+async fn node_with(net: &Arc<Net>, id: &str, config: SignalConfig) -> Node {
     let (tx, rx) = mpsc::channel(1024);
     net.inboxes.lock().unwrap().insert(id.to_string(), tx);
     let bus = Arc::new(MemBus {
@@ -108,7 +130,7 @@ async fn node(net: &Arc<Net>, id: &str) -> Node {
         net: net.clone(),
     });
     let media: Arc<dyn sori_signal::MediaBackend> = StubMedia::new(None);
-    let app = Signal::new(media, SignalConfig::default()).with_bus(bus, rx);
+    let app = Signal::new(media, config).with_bus(bus, rx);
     let listener = tokio::net::TcpListener::bind((common::LOCALHOST, 0))
         .await
         .unwrap();
@@ -156,10 +178,6 @@ async fn participants_on_two_session_servers_share_a_room_and_its_chat_order() {
     // Bo's socket is on s2, the room on s1: he is in it, with Ada.
     assert_eq!(jb["participants"][0]["name"], "Ada", "{jb}");
     assert_ne!(ja["id"], jb["id"]);
-    assert!(
-        jb["resume"].as_str().unwrap().starts_with("s1~"),
-        "the secret names the room's server: {jb}"
-    );
     let joined = ada.expect("participant-joined").await;
     assert_eq!(joined["participant"]["name"], "Bo", "{joined}");
     assert_eq!(metric(&s2, "sori_relayed_sockets").await, 1);
@@ -279,4 +297,110 @@ async fn a_relayed_socket_whose_room_server_dies_is_closed_for_a_resume() {
         metric(&s2, "sori_relayed_sockets").await == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_rooms_session_server_dies_another_takes_the_room_over_and_everyone_resumes() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (mut ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    let (mut bo, jb) = Client::join(&s2.url, "r", "Bo").await;
+    ada.expect("participant-joined").await;
+    ada.send(json!({"type": "chat", "text": "before", "seq": 1}));
+    ada.expect("chat").await;
+    bo.expect("chat").await;
+    // s1 stores the room's snapshot within its renewal period.
+    until("the snapshot has the chat", async || {
+        net.snapshots
+            .lock()
+            .unwrap()
+            .get("r")
+            .is_some_and(|s| String::from_utf8_lossy(s).contains("before"))
+    })
+    .await;
+    let (ada_seen, bo_seen) = (ada.last_seq(), bo.last_seq());
+
+    // s1 dies with Ada's socket. Bo's socket, relayed by s2 to s1, is closed by s2.
+    net.kill("s1");
+    ada.sever().await;
+    while let Some(m) = bo.next().await {
+        assert_ne!(m["type"], "participant-left", "{m}");
+    }
+
+    // Bo resumes on s2, which takes the room over: he is the participant he was, and his
+    // media is to be connected anew.
+    let mut bo = Client::connect(&s2.url).await;
+    let secret = jb["resume"].as_str().unwrap();
+    bo.send(json!({"type": "resume", "v": 1, "secret": secret, "received": bo_seen}));
+    let resumed = bo.recv().await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["id"], jb["id"]);
+    assert_eq!(bo.recv().await["type"], "ice-servers");
+    assert_eq!(bo.recv().await, json!({"type": "mode", "mode": "sfu"}));
+    // Numbered after the last message he had from s1.
+    assert_eq!(bo.last_seq(), bo_seen + 2);
+    assert_eq!(net.owner("r").as_deref(), Some("s2"));
+
+    // Ada comes back on s2 too, her message counted.
+    let mut ada = Client::connect(&s2.url).await;
+    let secret = ja["resume"].as_str().unwrap();
+    ada.send(json!({"type": "resume", "v": 1, "secret": secret, "received": ada_seen}));
+    let resumed = ada.recv().await;
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "id": ja["id"], "room": "r", "received": 1})
+    );
+    // Nobody left; the room goes on with its chat.
+    let quiet = flush(&mut bo, "after").await;
+    assert!(quiet.is_empty(), "Bo saw {quiet:?}");
+    assert_eq!(ada.recv().await["type"], "ice-servers");
+    assert_eq!(ada.recv().await["type"], "mode");
+    assert_eq!(ada.expect("chat").await["text"], "after");
+    let (_cy, jc) = Client::join(&s2.url, "r", "Cy").await;
+    let names: Vec<&str> = jc["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Ada", "Bo"]);
+    let chat: Vec<&str> = jc["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(chat, ["before", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_taken_over_who_never_come_back_leave_after_the_grace_period() {
+    let net = Arc::new(Net::default());
+    let grace = SignalConfig {
+        resume_grace: Duration::from_secs(2),
+        ..SignalConfig::default()
+    };
+    let s1 = node(&net, "s1").await;
+    let s2 = node_with(&net, "s2", grace).await;
+    let (ada, _) = Client::join(&s1.url, "r", "Ada").await;
+    let (_bo, jb) = Client::join(&s2.url, "r", "Bo").await;
+    until("the snapshot has both", async || {
+        net.snapshots
+            .lock()
+            .unwrap()
+            .get("r")
+            .is_some_and(|s| String::from_utf8_lossy(s).contains("Bo"))
+    })
+    .await;
+    net.kill("s1");
+    ada.sever().await;
+    let mut bo = Client::connect(&s2.url).await;
+    let secret = jb["resume"].as_str().unwrap();
+    bo.send(json!({"type": "resume", "v": 1, "secret": secret, "received": 0}));
+    assert_eq!(bo.recv().await["type"], "resumed");
+    assert_eq!(bo.recv().await["type"], "ice-servers");
+    assert_eq!(bo.recv().await["type"], "mode");
+    // Ada never resumes: after the grace period she leaves, with reason timeout.
+    let left = bo.expect("participant-left").await;
+    assert_eq!(left["reason"], "timeout", "{left}");
 }

@@ -320,8 +320,15 @@ impl SessionBus for RedisBus {
         })
     }
 
-    fn keep(&self, rooms: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, String>> {
+    fn keep(
+        &self,
+        rooms: Vec<(String, Option<Vec<u8>>)>,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move { self.0.keep(&rooms).await.map_err(|e| e.to_string()) })
+    }
+
+    fn load<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move { self.0.load(room).await.map_err(|e| e.to_string()) })
     }
 
     fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>> {

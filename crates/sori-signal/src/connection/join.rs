@@ -79,10 +79,10 @@ impl Connection {
         let config = self.signal.config.clone();
         let secret = if self.signal.sessions.enabled() {
             match sori_turn::credentials::random_secret() {
-                // With other session servers, the secret names this one: a resume reaching
-                // another is relayed here.
+                // With other session servers, the secret names the room: a resume reaching
+                // another is relayed to the room's server.
                 Ok(s) => Some(match &self.signal.links {
-                    Some(links) => format!("{}~{s}", links.node()),
+                    Some(_) => crate::bus::secret_for(&room, &s),
                     None => s,
                 }),
                 Err(_) => {

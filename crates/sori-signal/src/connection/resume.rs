@@ -80,6 +80,13 @@ impl Connection {
         self.send(ServerMessage::IceServers {
             ice_servers: ice_servers(&self.signal.config, &parked.me.id),
         });
+        // Taken over from a session server that is gone: its media connection went with it.
+        let mode = self.signal.hub().active_mode(&parked.me.room);
+        if parked.restored && mode == Some(crate::protocol::RoomMode::Sfu) {
+            self.send(ServerMessage::Mode {
+                mode: crate::protocol::RoomMode::Sfu,
+            });
+        }
         self.me = Some(parked.me);
     }
 }

@@ -80,6 +80,7 @@ impl Hub {
         }
         self.next_id += 1;
         let id = format!("p{}", self.next_id);
+        let resume_key = j.resume.as_deref().map(crate::sessions::secret_key);
         let info = ParticipantInfo {
             id: id.clone(),
             identity: identity.map_or_else(|| id.clone(), str::to_string),
@@ -132,6 +133,8 @@ impl Hub {
                 publish: j.grants.publish != Sources::NONE,
                 subscribe: j.grants.subscribe,
                 last_n: Default::default(),
+                resume_key: resume_key.filter(|_| !j.ingress),
+                grants: j.grants.clone(),
             },
         );
         events::joined(&self.hooks, room_name, room, &id);
