@@ -5,7 +5,7 @@
 import { state, participantFor } from './store.js';
 import { timing, describeTracks } from './tiles.js';
 import { sentViews } from './quality.js';
-import { closes, send } from './signaling.js';
+import { closes, resumes, send } from './signaling.js';
 
 function count(report, type, fields) {
   const out = Object.fromEntries(Object.keys(fields).map((k) => [k, 0]));
@@ -213,5 +213,7 @@ export function install() {
     videoGaps,
     /** How the page's sockets to the server ended: `{ code, at }`. */
     socketCloses: () => [...closes],
+    /** When the page's `resume`s were answered (`Date.now()`). */
+    resumes: () => [...resumes],
   };
 }

@@ -28,6 +28,9 @@ const unnumbered = new Set(['join', 'resume', 'ping', 'leave']);
 /** How the last sockets ended: `{ code, at }` (for the tests' hooks). */
 export const closes = [];
 
+/** When the last resumes were answered (`Date.now()`, for the tests' hooks). */
+export const resumes = [];
+
 function raw(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
 }
@@ -101,6 +104,8 @@ function open(l, first) {
       l.attempts = 0;
     } else if (msg.type === 'resumed') {
       l.attempts = 0;
+      resumes.push(Date.now());
+      if (resumes.length > 20) resumes.shift();
       const missed = l.unacked.filter((m) => m.seq > msg.received);
       l.unacked = missed;
       for (const m of missed) raw(m);

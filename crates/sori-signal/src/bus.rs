@@ -28,7 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage};
+use crate::protocol::{self, ClientMessage};
 use crate::Signal;
 
 /// A boxed future, for the bus's object-safe methods.
@@ -175,24 +175,30 @@ impl Links {
     }
 
     /// Where the socket whose first message is `first` goes.
-    async fn route(&self, signal: &Signal, first: &str) -> Result<Owner, String> {
+    async fn route(&self, signal: &Signal, first: &str) -> Owner {
         let room = match protocol::parse_sequenced(first) {
             Ok((ClientMessage::Join { room, .. }, _)) => room,
             Ok((ClientMessage::Resume { secret, .. }, _)) => match room_of(&secret) {
                 Some(room) => room,
-                None => return Ok(Owner::Here),
+                None => return Owner::Here,
             },
-            _ => return Ok(Owner::Here),
+            _ => return Owner::Here,
         };
         match self.bus.owner(&room).await {
             Ok(Owner::Here) => {
                 self.adopt(signal, &room).await;
-                Ok(Owner::Here)
+                Owner::Here
             }
-            Ok(o) => Ok(o),
-            // Redis away: a room this server holds still takes newcomers.
-            Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
-            Err(why) => Err(why),
+            Ok(o) => o,
+            // Redis away: the room is served here (a room this server holds, or a new one,
+            // which this server claims once Redis is back). Another server doing the same
+            // for the same room meanwhile splits it until then: see docs/scale-out.md.
+            Err(why) => {
+                if !signal.hub().has_room(&room) {
+                    tracing::warn!(room, "cannot ask where the room lives ({why}): serving it here");
+                }
+                Owner::Here
+            }
         }
     }
 
@@ -441,7 +447,7 @@ pub(crate) fn start(signal: &Signal, links: &Arc<Links>, mut incoming: mpsc::Rec
 /// A new socket on a server with a bus: to this server's connection, or relayed to the owner
 /// of its room.
 pub(crate) async fn accept(signal: Signal, links: Arc<Links>, socket: WebSocket, ip: IpAddr) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     // The first text frame says where the socket goes.
     let first = loop {
         match tokio::time::timeout(signal.config.idle_timeout, stream.next()).await {
@@ -455,24 +461,13 @@ pub(crate) async fn accept(signal: Signal, links: Arc<Links>, socket: WebSocket,
             Ok(None) | Err(_) => return,
         }
     };
-    let here = |stream: SplitStream<WebSocket>, sink, first: String| {
-        let early = futures_util::stream::iter([Ok(Message::Text(first.into()))]).chain(stream);
-        crate::connection::connection(early, sink, signal.clone(), ip)
-    };
     match links.route(&signal, &first).await {
-        Ok(Owner::Here) => here(stream, sink, first).await,
-        Ok(Owner::Node(node)) => relay(&signal, &links, node, first, stream, sink, ip).await,
-        Err(why) => {
-            tracing::warn!(client = %ip, "join refused: cannot find the room's session server: {why}");
-            let refusal = ServerMessage::Error {
-                code: ErrorCode::ShuttingDown,
-                message: "the room's session server cannot be found just now: try again".into(),
-                re: None,
-            };
-            let text = crate::outbox::frame(&refusal).to_string();
-            let _ = sink.send(Message::Text(text.into())).await;
-            let _ = sink.close().await;
+        Owner::Here => {
+            let first = Ok(Message::Text(first.into()));
+            let early = futures_util::stream::iter([first]).chain(stream);
+            crate::connection::connection(early, sink, signal, ip).await
         }
+        Owner::Node(node) => relay(&signal, &links, node, first, stream, sink, ip).await,
     }
 }
 
