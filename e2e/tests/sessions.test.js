@@ -148,11 +148,11 @@ test('two participants on different session servers share a room: video both way
 });
 
 /**
- * Five times, each in a new room: kill (SIGKILL) session server `victim` while Ada (s1) and Bo
- * (s2, relayed) are in a call; measure when each browser's socket is resumed on the survivor
- * and when it decodes the other's video again; start `victim` again.
+ * Five times, each in a new room: stop session server `victim` with `signal` while Ada (s1)
+ * and Bo (s2, relayed) are in a call; measure when each browser's socket is resumed on the
+ * survivor and when it decodes the other's video again; start `victim` again.
  */
-async function killRuns(victim) {
+async function killRuns(victim, signal = 'SIGKILL') {
   const runs = [];
   for (let i = 0; i < RUNS; i += 1) {
     const room = `killed-${victim}-${i}`;
@@ -164,8 +164,7 @@ async function killRuns(victim) {
     const { proc } = ctx.servers.get(victim);
     const exited = new Promise((r) => { proc.child.once('exit', r); });
     const killed = Date.now();
-    proc.child.kill('SIGKILL');
-    await exited;
+    proc.child.kill(signal);
     const measure = async (page, name, other) => {
       let resumed = null;
       if (hit.includes(name)) {
@@ -183,8 +182,11 @@ async function killRuns(victim) {
       return { resumed_s: resumed, black_s: Number(gaps.black.toFixed(2)), new_pc: newPc, video_back_s: back };
     };
     const [atAda, atBo] = await Promise.all([measure(ada, 'ada', 'Bo'), measure(bo, 'bo', 'Ada')]);
+    await exited;
+    const exitedAfter = (Date.now() - killed) / 1000;
     const owner = redis('get', `sori:room:${room}:session`);
-    console.log(`# run ${i + 1}: SIGKILL ${victim}; room now on ${owner}; at Ada ${JSON.stringify(atAda)}, at Bo ${JSON.stringify(atBo)}`);
+    console.log(`# run ${i + 1}: ${signal} ${victim}; room now on ${owner}; at Ada ${JSON.stringify(atAda)}, at Bo ${JSON.stringify(atBo)}`
+      + `; exited within ${exitedAfter} s`);
     for (const [name, page] of Object.entries({ ada, bo })) {
       assert.deepEqual(await presenceSince(page, before[name]), [], `run ${i + 1}: ${name} saw no one leave or join`);
       assert.equal((await snapshot(page)).joins, before[name].joins, `run ${i + 1}: ${name} kept her place (no join again)`);
@@ -215,6 +217,18 @@ test('the session server relaying a browser killed: it resumes on the room\'s se
 test('the room\'s session server killed: the other takes the room over, everyone resumes there and gets video back', async () => {
   const runs = await killRuns('s1');
   console.log(`# room's session server SIGKILL, ${RUNS} times: resumed at Ada ${JSON.stringify(summary(runs, 'ada', 'resumed_s'))} s, `
+    + `at Bo ${JSON.stringify(summary(runs, 'bo', 'resumed_s'))} s; video back at Ada ${JSON.stringify(summary(runs, 'ada', 'video_back_s'))} s, `
+    + `at Bo ${JSON.stringify(summary(runs, 'bo', 'video_back_s'))} s; black at Ada ${JSON.stringify(summary(runs, 'ada', 'black_s'))} s, at Bo ${JSON.stringify(summary(runs, 'bo', 'black_s'))} s`);
+  for (const r of runs) {
+    for (const who of ['ada', 'bo']) {
+      assert.ok(r[who].resumed_s <= 10, `${who} resumed within 10 s (${r[who].resumed_s})`);
+    }
+  }
+});
+
+test('the room\'s session server stopped (SIGTERM): it hands the room over, everyone resumes on the other', async () => {
+  const runs = await killRuns('s1', 'SIGTERM');
+  console.log(`# room's session server SIGTERM, ${RUNS} times: resumed at Ada ${JSON.stringify(summary(runs, 'ada', 'resumed_s'))} s, `
     + `at Bo ${JSON.stringify(summary(runs, 'bo', 'resumed_s'))} s; video back at Ada ${JSON.stringify(summary(runs, 'ada', 'video_back_s'))} s, `
     + `at Bo ${JSON.stringify(summary(runs, 'bo', 'video_back_s'))} s; black at Ada ${JSON.stringify(summary(runs, 'ada', 'black_s'))} s, at Bo ${JSON.stringify(summary(runs, 'bo', 'black_s'))} s`);
   for (const r of runs) {

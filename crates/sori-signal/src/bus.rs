@@ -62,6 +62,8 @@ pub trait SessionBus: Send + Sync + 'static {
     fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>>;
     /// Whether node `id` is alive.
     fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool>;
+    /// This server leaves the bus for good (it stops): from now on the others find it gone.
+    fn leave(&self) -> BoxFuture<'_, ()>;
 }
 
 /// What the bus delivers to this server.
@@ -101,6 +103,10 @@ const WATCH: Duration = Duration::from_millis(500);
 const KEEP: Duration = Duration::from_secs(1);
 /// Close code of a relayed socket whose owner is gone: the client resumes.
 const GONE: u16 = 1012;
+/// Close code of the sockets of a session server that hands its rooms over as it stops: in
+/// the range with which a client says it comes back (the client echoes it), so that its
+/// participants wait for their resume instead of leaving.
+pub(crate) const HANDED_OVER: u16 = 4012;
 /// WebSocket pings to a relayed socket (the owner's own pings are not relayed).
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -123,6 +129,11 @@ pub(crate) struct Links {
     hosted: Mutex<HashMap<(String, u64), Feed>>,
     /// A digest of each room's last snapshot stored.
     stored: Mutex<HashMap<String, u64>>,
+    /// Held while rooms are renewed: the last renewal (a hand-over's) is not followed by an
+    /// older one.
+    keeping: tokio::sync::Mutex<()>,
+    /// Set once this server handed its rooms over: it renews nothing more.
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// A resume secret for a participant of `room`: the room (base64url), `~`, the random part. A
@@ -151,6 +162,8 @@ impl Links {
             sockets: Mutex::default(),
             hosted: Mutex::default(),
             stored: Mutex::default(),
+            keeping: tokio::sync::Mutex::new(()),
+            left: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -195,7 +208,10 @@ impl Links {
             // for the same room meanwhile splits it until then: see docs/scale-out.md.
             Err(why) => {
                 if !signal.hub().has_room(&room) {
-                    tracing::warn!(room, "cannot ask where the room lives ({why}): serving it here");
+                    tracing::warn!(
+                        room,
+                        "cannot ask where the room lives ({why}): serving it here"
+                    );
                 }
                 Owner::Here
             }
@@ -394,6 +410,28 @@ impl Links {
         }
     }
 
+    /// This server stops: its rooms' snapshots are stored as they are now, it leaves the bus
+    /// (the others find it gone at once, and take its rooms over as its participants
+    /// resume), and the sockets it relays to others are closed for their clients to resume.
+    /// Its own sockets are closed with [`HANDED_OVER`] next.
+    pub(crate) async fn hand_over(&self, signal: &Signal) {
+        {
+            let _keeping = self.keeping.lock().await;
+            self.left.store(true, Ordering::SeqCst);
+            lock(&self.stored).clear();
+            let rooms = self.snapshots(signal);
+            let n = rooms.len();
+            match self.bus.keep(rooms).await {
+                Ok(_) => {
+                    tracing::info!(rooms = n, "rooms handed over to the other session servers")
+                }
+                Err(why) => tracing::warn!("rooms not handed over: {why}"),
+            }
+        }
+        self.bus.leave().await;
+        self.cut(None);
+    }
+
     /// Ends what is relayed through `node` (`None`: through any node).
     fn cut(&self, node: Option<&str>) {
         let through = |n: &String| node.is_none_or(|node| node == n);
@@ -427,6 +465,10 @@ pub(crate) fn start(signal: &Signal, links: &Arc<Links>, mut incoming: mpsc::Rec
         let mut tick = tokio::time::interval(KEEP);
         loop {
             tick.tick().await;
+            let _keeping = l.keeping.lock().await;
+            if l.left.load(Ordering::SeqCst) {
+                return;
+            }
             let rooms = l.snapshots(&s);
             match l.bus.keep(rooms).await {
                 Ok(lost) if !lost.is_empty() => tracing::warn!(

@@ -361,15 +361,29 @@ impl Signal {
     pub async fn drain(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let outboxes = self.hub().outboxes();
-        tracing::info!(
-            participants = outboxes.len(),
-            "shutting down: telling every participant, finishing recordings"
-        );
-        for out in &outboxes {
-            out.send(&protocol::ServerMessage::Shutdown);
-            out.close_socket(1001);
-            out.close("the server is shutting down");
+        if let Some(links) = &self.links {
+            // With other session servers: they take the rooms over, and the participants
+            // resume there with their place.
+            links.hand_over(self).await;
+            let outboxes = self.hub().outboxes();
+            tracing::info!(
+                participants = outboxes.len(),
+                "shutting down: the participants resume on another session server"
+            );
+            for out in &outboxes {
+                out.close_socket(bus::HANDED_OVER);
+            }
+        } else {
+            let outboxes = self.hub().outboxes();
+            tracing::info!(
+                participants = outboxes.len(),
+                "shutting down: telling every participant, finishing recordings"
+            );
+            for out in &outboxes {
+                out.send(&protocol::ServerMessage::Shutdown);
+                out.close_socket(1001);
+                out.close("the server is shutting down");
+            }
         }
         let deadline = tokio::time::Instant::now() + DRAIN;
         let finished = tokio::time::timeout(DRAIN, self.recordings.stop_all()).await;

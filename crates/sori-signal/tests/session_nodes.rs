@@ -109,11 +109,26 @@ impl SessionBus for MemBus {
     fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move { self.net.alive(id) })
     }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.net.kill(&self.node) })
+    }
 }
 
 struct Node {
     url: String,
     http: std::net::SocketAddr,
+    /// Stops it as SIGTERM does.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Stops it as SIGTERM does, and waits until it has.
+    async fn stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.stopped.take().unwrap().await.unwrap();
+    }
 }
 
 /// Session server `id` on `net`, with a media server of its own (a stub).
@@ -135,10 +150,15 @@ async fn node_with(net: &Arc<Net>, id: &str, config: SignalConfig) -> Node {
         .await
         .unwrap();
     let http = listener.local_addr().unwrap();
-    tokio::spawn(app.serve(listener, std::future::pending()));
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let stopped = tokio::spawn(app.serve(listener, async move {
+        let _ = stopping.await;
+    }));
     Node {
         url: format!("ws://{http}/ws"),
         http,
+        stop: Some(stop),
+        stopped: Some(stopped),
     }
 }
 
@@ -403,4 +423,43 @@ async fn participants_taken_over_who_never_come_back_leave_after_the_grace_perio
     // Ada never resumes: after the grace period she leaves, with reason timeout.
     let left = bo.expect("participant-left").await;
     assert_eq!(left["reason"], "timeout", "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_server_that_stops_hands_its_rooms_over_and_its_participants_resume_elsewhere() {
+    let net = Arc::new(Net::default());
+    let (mut s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (mut ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    let (mut bo, jb) = Client::join(&s2.url, "r", "Bo").await;
+    ada.expect("participant-joined").await;
+    // Said just before the stop: the hand-over's snapshot has it.
+    ada.send(json!({"type": "chat", "text": "last words", "seq": 1}));
+    ada.expect("chat").await;
+    bo.expect("chat").await;
+    s1.stop().await;
+    assert!(!net.alive("s1"), "s1 left the bus");
+    // Both sockets closed, nobody told of a leave or a shutdown.
+    for c in [&mut ada, &mut bo] {
+        while let Some(m) = c.next().await {
+            assert!(
+                !["participant-left", "shutdown"].contains(&m["type"].as_str().unwrap()),
+                "{m}"
+            );
+        }
+    }
+    let (ada_seen, bo_seen) = (ada.last_seq(), bo.last_seq());
+    let mut bo = Client::connect(&s2.url).await;
+    let secret = jb["resume"].as_str().unwrap();
+    bo.send(json!({"type": "resume", "v": 1, "secret": secret, "received": bo_seen}));
+    assert_eq!(bo.recv().await["id"], jb["id"]);
+    let mut ada = Client::connect(&s2.url).await;
+    let secret = ja["resume"].as_str().unwrap();
+    ada.send(json!({"type": "resume", "v": 1, "secret": secret, "received": ada_seen}));
+    assert_eq!(
+        ada.recv().await,
+        json!({"type": "resumed", "id": ja["id"], "room": "r", "received": 1})
+    );
+    let (_cy, jc) = Client::join(&s2.url, "r", "Cy").await;
+    assert_eq!(jc["participants"].as_array().unwrap().len(), 2, "{jc}");
+    assert_eq!(jc["chat"][0]["text"], "last words");
 }

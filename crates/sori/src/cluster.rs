@@ -263,7 +263,8 @@ pub fn share_rooms(
     );
     let (heard_tx, mut heard) = tokio::sync::mpsc::channel(BUS_QUEUE);
     let (incoming_tx, incoming) = tokio::sync::mpsc::channel(BUS_QUEUE);
-    tokio::spawn(node.clone().listen(heard_tx));
+    let listening = tokio::spawn(node.clone().listen(heard_tx)).abort_handle();
+    let left = Arc::new(AtomicBool::new(false));
     tokio::spawn(async move {
         while let Some(h) = heard.recv().await {
             let i = match h {
@@ -276,11 +277,15 @@ pub fn share_rooms(
         }
     });
     let beating = node.clone();
+    let gone = left.clone();
     let beat = async move {
         let beats = async {
             let mut tick = tokio::time::interval(BEAT);
             loop {
                 tick.tick().await;
+                if gone.load(Ordering::SeqCst) {
+                    return;
+                }
                 if let Err(e) = beating.announce(BEAT * 3).await {
                     tracing::warn!("session node not announced: {e}");
                 }
@@ -294,7 +299,12 @@ pub fn share_rooms(
             tracing::warn!("session node not withdrawn: {e}");
         }
     };
-    Ok((app.with_bus(Arc::new(RedisBus(node)), incoming), beat))
+    let bus = RedisBus {
+        node,
+        listening,
+        left,
+    };
+    Ok((app.with_bus(Arc::new(bus), incoming), beat))
 }
 
 /// Messages from other session servers not handled yet, at most (past it the subscription
@@ -302,17 +312,23 @@ pub fn share_rooms(
 const BUS_QUEUE: usize = 4096;
 
 /// The session bus on Redis.
-struct RedisBus(SessionNode);
+struct RedisBus {
+    node: SessionNode,
+    /// The task listening on this server's channel.
+    listening: tokio::task::AbortHandle,
+    /// Set once this server left: the heartbeat stops.
+    left: Arc<AtomicBool>,
+}
 
 impl SessionBus for RedisBus {
     fn node(&self) -> &str {
-        self.0.id()
+        self.node.id()
     }
 
     fn owner<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Owner, String>> {
         Box::pin(async move {
-            let id = self.0.owner(room).await.map_err(|e| e.to_string())?;
-            Ok(if id == self.0.id() {
+            let id = self.node.owner(room).await.map_err(|e| e.to_string())?;
+            Ok(if id == self.node.id() {
                 Owner::Here
             } else {
                 Owner::Node(id)
@@ -324,16 +340,16 @@ impl SessionBus for RedisBus {
         &self,
         rooms: Vec<(String, Option<Vec<u8>>)>,
     ) -> BoxFuture<'_, Result<Vec<String>, String>> {
-        Box::pin(async move { self.0.keep(&rooms).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.node.keep(&rooms).await.map_err(|e| e.to_string()) })
     }
 
     fn load<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
-        Box::pin(async move { self.0.load(room).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.node.load(room).await.map_err(|e| e.to_string()) })
     }
 
     fn publish<'a>(&'a self, to: &'a str, message: Vec<u8>) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move {
-            self.0
+            self.node
                 .publish(to, &message)
                 .await
                 .map_err(|e| e.to_string())
@@ -341,6 +357,17 @@ impl SessionBus for RedisBus {
     }
 
     fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
-        Box::pin(self.0.alive(id))
+        Box::pin(self.node.alive(id))
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.left.store(true, Ordering::SeqCst);
+            // Its channel's subscription ends with the task: others find it gone at once.
+            self.listening.abort();
+            if let Err(e) = self.node.withdraw().await {
+                tracing::warn!("session node not withdrawn: {e}");
+            }
+        })
     }
 }
