@@ -28,7 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::protocol::{self, ClientMessage};
+use crate::protocol::{self, ClientMessage, ErrorCode, ServerMessage};
 use crate::Signal;
 
 /// A boxed future, for the bus's object-safe methods.
@@ -188,32 +188,33 @@ impl Links {
     }
 
     /// Where the socket whose first message is `first` goes.
-    async fn route(&self, signal: &Signal, first: &str) -> Owner {
-        let room = match protocol::parse_sequenced(first) {
-            Ok((ClientMessage::Join { room, .. }, _)) => room,
+    async fn route(&self, signal: &Signal, first: &str) -> Result<Owner, String> {
+        let (room, resume) = match protocol::parse_sequenced(first) {
+            Ok((ClientMessage::Join { room, .. }, _)) => (room, false),
             Ok((ClientMessage::Resume { secret, .. }, _)) => match room_of(&secret) {
-                Some(room) => room,
-                None => return Owner::Here,
+                Some(room) => (room, true),
+                None => return Ok(Owner::Here),
             },
-            _ => return Owner::Here,
+            _ => return Ok(Owner::Here),
         };
         match self.bus.owner(&room).await {
             Ok(Owner::Here) => {
                 self.adopt(signal, &room).await;
-                Owner::Here
+                Ok(Owner::Here)
             }
-            Ok(o) => o,
-            // Redis away: the room is served here (a room this server holds, or a new one,
-            // which this server claims once Redis is back). Another server doing the same
-            // for the same room meanwhile splits it until then: see docs/scale-out.md.
+            Ok(o) => Ok(o),
+            Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
+            // Redis away: a resume waits for it (its participant may be on another server:
+            // the client tries again); a join is served here, the room claimed for this server
+            // once Redis is back (another server doing the same for the same room meanwhile
+            // splits it until then: see docs/scale-out.md).
+            Err(why) if resume => Err(why),
             Err(why) => {
-                if !signal.hub().has_room(&room) {
-                    tracing::warn!(
-                        room,
-                        "cannot ask where the room lives ({why}): serving it here"
-                    );
-                }
-                Owner::Here
+                tracing::warn!(
+                    room,
+                    "cannot ask where the room lives ({why}): serving it here"
+                );
+                Ok(Owner::Here)
             }
         }
     }
@@ -504,12 +505,31 @@ pub(crate) async fn accept(signal: Signal, links: Arc<Links>, socket: WebSocket,
         }
     };
     match links.route(&signal, &first).await {
-        Owner::Here => {
+        Ok(Owner::Here) => {
             let first = Ok(Message::Text(first.into()));
             let early = futures_util::stream::iter([first]).chain(stream);
             crate::connection::connection(early, sink, signal, ip).await
         }
-        Owner::Node(node) => relay(&signal, &links, node, first, stream, sink, ip).await,
+        Ok(Owner::Node(node)) => relay(&signal, &links, node, first, stream, sink, ip).await,
+        Err(why) => {
+            signal.refusals.count(ErrorCode::ShuttingDown.name());
+            tracing::info!(client = %ip, "resume put off: cannot ask where its room lives ({why})");
+            let refusal = ServerMessage::Error {
+                code: ErrorCode::ShuttingDown,
+                message:
+                    "the room's session server cannot be found just now: try again in a moment"
+                        .into(),
+                re: None,
+            };
+            let mut sink = sink;
+            let text = crate::outbox::frame(&refusal).to_string();
+            let _ = sink.send(Message::Text(text.into())).await;
+            let frame = CloseFrame {
+                code: GONE,
+                reason: "try again".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
     }
 }
 

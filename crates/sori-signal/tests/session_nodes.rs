@@ -22,6 +22,8 @@ struct Net {
     inboxes: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
     /// Each room's last snapshot.
     snapshots: Mutex<HashMap<String, Vec<u8>>>,
+    /// Redis is away: where rooms live cannot be asked.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Net {
@@ -53,6 +55,9 @@ impl SessionBus for MemBus {
         Box::pin(async move {
             if !self.net.alive(&self.node) {
                 return Err("this node is dead".into());
+            }
+            if self.net.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("redis: connection refused".into());
             }
             let mut owners = self.net.owners.lock().unwrap();
             let held = owners.get(room).cloned();
@@ -462,4 +467,31 @@ async fn a_session_server_that_stops_hands_its_rooms_over_and_its_participants_r
     let (_cy, jc) = Client::join(&s2.url, "r", "Cy").await;
     assert_eq!(jc["participants"].as_array().unwrap().len(), 2, "{jc}");
     assert_eq!(jc["chat"][0]["text"], "last words");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_away_a_resume_is_put_off_and_a_join_is_served_where_it_arrives() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    let last = ada.last_seq();
+    ada.sever().await;
+    net.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Ada's resume reaches s2, which cannot ask where her room lives: try again later.
+    let mut c = Client::connect(&s2.url).await;
+    let secret = ja["resume"].as_str().unwrap();
+    c.send(json!({"type": "resume", "v": 1, "secret": secret, "received": last}));
+    let refused = c.recv().await;
+    assert_eq!(refused["code"], "shutting-down", "{refused}");
+    assert_eq!(c.next().await, None, "and the socket is closed");
+    // A join into a new room is served where it arrives; s1 still serves its own room.
+    let (_bo, jb) = Client::join(&s2.url, "new", "Bo").await;
+    assert_eq!(jb["room"], "new");
+    let (_cy, jc) = Client::join(&s1.url, "r", "Cy").await;
+    assert_eq!(jc["participants"][0]["name"], "Ada", "{jc}");
+    // Redis back: the resume goes through.
+    net.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut a = Client::connect(&s2.url).await;
+    a.send(json!({"type": "resume", "v": 1, "secret": secret, "received": last}));
+    assert_eq!(a.recv().await["id"], ja["id"]);
 }
