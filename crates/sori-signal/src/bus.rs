@@ -64,6 +64,8 @@ pub trait SessionBus: Send + Sync + 'static {
     fn alive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool>;
     /// This server leaves the bus for good (it stops): from now on the others find it gone.
     fn leave(&self) -> BoxFuture<'_, ()>;
+    /// The session servers alive now, this one included.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
 }
 
 /// What the bus delivers to this server.
@@ -89,6 +91,17 @@ enum Envelope {
     Out { c: u64, t: String },
     /// To the socket's node: close socket `c` (with `code`; none: a bare close).
     Close { c: u64, code: Option<u16> },
+    /// To a room's server: an HTTP request about the room (see [`crate::forward`]).
+    Http {
+        from: String,
+        id: u64,
+        request: crate::forward::Sent,
+    },
+    /// Back to the server that forwarded request `id`: its response.
+    Answer {
+        id: u64,
+        answer: crate::forward::Answer,
+    },
 }
 
 /// Frames a relayed socket here waits for, at most (past it the socket is too slow a reader:
@@ -134,6 +147,10 @@ pub(crate) struct Links {
     keeping: tokio::sync::Mutex<()>,
     /// Set once this server handed its rooms over: it renews nothing more.
     left: std::sync::atomic::AtomicBool,
+    /// Requests forwarded to other servers, waiting for their answer.
+    pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<crate::forward::Answer>>>,
+    /// This server's routes, which answer forwarded requests.
+    pub(crate) router: std::sync::OnceLock<axum::Router>,
 }
 
 /// A resume secret for a participant of `room`: the room (base64url), `~`, the random part. A
@@ -164,6 +181,8 @@ impl Links {
             stored: Mutex::default(),
             keeping: tokio::sync::Mutex::new(()),
             left: std::sync::atomic::AtomicBool::new(false),
+            pending: Mutex::default(),
+            router: std::sync::OnceLock::new(),
         }
     }
 
@@ -215,6 +234,63 @@ impl Links {
                     "cannot ask where the room lives ({why}): serving it here"
                 );
                 Ok(Owner::Here)
+            }
+        }
+    }
+
+    /// Where `room` lives, taking it (and its snapshot) for this server when nobody holds it;
+    /// here while Redis cannot say.
+    pub(crate) async fn place(&self, signal: &Signal, room: &str) -> Owner {
+        match self.bus.owner(room).await {
+            Ok(Owner::Here) => {
+                self.adopt(signal, room).await;
+                Owner::Here
+            }
+            Ok(o) => o,
+            Err(why) => {
+                tracing::warn!(
+                    room,
+                    "cannot ask where the room lives ({why}): answering here"
+                );
+                Owner::Here
+            }
+        }
+    }
+
+    /// Sends `request` to session server `node`; its answer (`None`: none within
+    /// [`crate::forward::WITHIN`]).
+    pub(crate) async fn request(
+        &self,
+        node: &str,
+        request: crate::forward::Sent,
+    ) -> Option<crate::forward::Answer> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let e = Envelope::Http {
+            from: self.node().to_string(),
+            id,
+            request,
+        };
+        let answer = if self.send(node, &e).await {
+            tokio::time::timeout(crate::forward::WITHIN, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&self.pending).remove(&id);
+        answer
+    }
+
+    /// The other session servers alive now.
+    pub(crate) async fn others(&self) -> Vec<String> {
+        match self.bus.nodes().await {
+            Ok(nodes) => nodes.into_iter().filter(|n| n != self.node()).collect(),
+            Err(why) => {
+                tracing::warn!("cannot list the session servers: {why}");
+                Vec::new()
             }
         }
     }
@@ -330,6 +406,21 @@ impl Links {
                         };
                         let _ = feed.try_send(Ok(Message::Close(Some(frame))));
                     }
+                }
+            }
+            Envelope::Http { from, id, request } => {
+                let Some(router) = self.router.get().cloned() else {
+                    return;
+                };
+                let links = self.clone();
+                tokio::spawn(async move {
+                    let answer = crate::forward::answer(router, request).await;
+                    links.send(&from, &Envelope::Answer { id, answer }).await;
+                });
+            }
+            Envelope::Answer { id, answer } => {
+                if let Some(waiting) = lock(&self.pending).remove(&id) {
+                    let _ = waiting.send(answer);
                 }
             }
             Envelope::Out { c, t } => self.to_socket(c, ToSocket::Text(t)),

@@ -32,6 +32,7 @@ pub mod auth;
 mod backend;
 pub mod bus;
 mod connection;
+mod forward;
 pub mod http;
 mod hub;
 mod limits;
@@ -292,7 +293,9 @@ impl Signal {
     /// The HTTP routes: web client, `/ws`, `/healthz`, `/metrics`, `/recordings`. Serve them
     /// with [`Signal::serve`] (handlers need the client's address).
     pub fn router(self) -> Router {
-        web::routes()
+        let links = self.links.clone();
+        let forwarding = axum::middleware::from_fn_with_state(self.clone(), forward::layer);
+        let router = web::routes()
             .route("/healthz", get(health))
             .route("/metrics", get(metrics::page))
             .route("/ws", get(connection::upgrade))
@@ -307,7 +310,13 @@ impl Signal {
                 "/twirp/sori.RecordingService/{method}",
                 post(api::recording_service).layer(DefaultBodyLimit::max(api::MAX_BODY)),
             )
-            .with_state(self)
+            .layer(forwarding)
+            .with_state(self);
+        if let Some(links) = links {
+            // What other session servers forward here is answered by these same routes.
+            let _ = links.router.set(router.clone());
+        }
+        router
     }
 
     /// `/metrics` and `/healthz` alone, for a metrics address of their own: whoever reaches

@@ -305,6 +305,16 @@ fn new_id() -> Result<String, Refusal> {
     })
 }
 
+/// A session's id: 256 random bits, after this session server's node id and `~` when it
+/// shares rooms with others (a request for the session reaching another is sent here).
+fn session_id(signal: &Signal) -> Result<String, Refusal> {
+    let id = new_id()?;
+    Ok(match &signal.links {
+        Some(links) => format!("{}~{id}", links.node()),
+        None => id,
+    })
+}
+
 /// The `ETag` of a session's ICE state: new with every ICE restart.
 fn new_etag() -> String {
     let bits = sori_turn::credentials::random_secret().unwrap_or_default();
@@ -421,7 +431,7 @@ async fn start_publisher(
     if let Err(JoinOutcome::Refused(code, why)) = signal.hub().admit(&joining(out.clone())) {
         return Err(refusal(join_status(code), why));
     }
-    let id = new_id()?;
+    let id = session_id(signal)?;
     let joined = signal
         .media
         .join(room, &offer, false)
@@ -618,7 +628,7 @@ async fn start_viewer(
             format!("an SDP with {n} m-lines was refused; the limit is {max}"),
         ));
     }
-    let id = new_id()?;
+    let id = session_id(signal)?;
     let joined = signal
         .media
         .join(room, offer, false)

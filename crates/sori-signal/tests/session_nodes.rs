@@ -118,6 +118,14 @@ impl SessionBus for MemBus {
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.net.kill(&self.node) })
     }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let mut nodes: Vec<String> = self.net.inboxes.lock().unwrap().keys().cloned().collect();
+            nodes.sort();
+            Ok(nodes)
+        })
+    }
 }
 
 struct Node {
@@ -494,4 +502,137 @@ async fn while_redis_is_away_a_resume_is_put_off_and_a_join_is_served_where_it_a
     let mut a = Client::connect(&s2.url).await;
     a.send(json!({"type": "resume", "v": 1, "secret": secret, "received": last}));
     assert_eq!(a.recv().await["id"], ja["id"]);
+}
+
+/// A server API call to `node`, signed with the test key; its status and JSON answer.
+async fn api(
+    n: &Node,
+    method: &str,
+    grant: sori_signal::auth::VideoGrant,
+    body: Value,
+) -> (u16, Value) {
+    use sori_signal::auth::{sign, Claims};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        iss: "APIkey".into(),
+        nbf: Some(now - 1),
+        exp: Some(now + 600),
+        video: Some(grant),
+        ..Claims::default()
+    };
+    let token = format!("Bearer {}", sign(&claims, API_SECRET).unwrap());
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", token.as_str()),
+    ];
+    let path = format!("/twirp/livekit.RoomService/{method}");
+    let r = common::http_post(n.http, &path, &headers, body.to_string().as_bytes()).await;
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+const API_SECRET: &str = "session-nodes-test-secret-0123456789";
+
+fn with_keys() -> SignalConfig {
+    SignalConfig {
+        keys: sori_signal::auth::Keys::new([("APIkey".to_string(), API_SECRET.to_string())]),
+        anonymous: true,
+        ..SignalConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_reaches_a_room_on_another_session_server_and_lists_every_room() {
+    use sori_signal::auth::VideoGrant;
+    let net = Arc::new(Net::default());
+    let s1 = node_with(&net, "s1", with_keys()).await;
+    let s2 = node_with(&net, "s2", with_keys()).await;
+    let (mut ada, ja) = Client::join(&s1.url, "r", "Ada").await;
+    let admin = || VideoGrant {
+        room: Some("r".into()),
+        room_admin: Some(true),
+        ..VideoGrant::default()
+    };
+    // Asked of s2, answered by s1, where the room lives.
+    let (status, v) = api(&s2, "ListParticipants", admin(), json!({"room": "r"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["participants"][0]["name"], "Ada", "{v}");
+    // A room created through s2 lives there; s1 lists both.
+    let create = VideoGrant {
+        room_create: Some(true),
+        ..VideoGrant::default()
+    };
+    let (status, v) = api(&s2, "CreateRoom", create, json!({"name": "planned"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(net.owner("planned").as_deref(), Some("s2"));
+    let list = VideoGrant {
+        room_list: Some(true),
+        ..VideoGrant::default()
+    };
+    let (status, v) = api(&s1, "ListRooms", list, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let mut names: Vec<&str> = v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["planned", "r"]);
+    // A moderation call through s2 acts on s1's participant.
+    let identity = ja["identity"].as_str().unwrap();
+    let (status, v) = api(
+        &s2,
+        "RemoveParticipant",
+        admin(),
+        json!({"room": "r", "identity": identity}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let removed = ada.expect("removed").await;
+    assert_eq!(removed["type"], "removed");
+    // Refusals come back as they are.
+    let (status, v) = api(
+        &s2,
+        "ListParticipants",
+        VideoGrant::default(),
+        json!({"room": "r"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_encoder_reaching_another_session_server_publishes_into_the_room_where_it_lives() {
+    let net = Arc::new(Net::default());
+    let (s1, s2) = (node(&net, "s1").await, node(&net, "s2").await);
+    let (mut ada, _) = Client::join(&s1.url, "r", "Ada").await;
+    let headers = [("Content-Type", "application/sdp")];
+    let r = common::http_post(
+        s2.http,
+        "/whip/r?name=Cam",
+        &headers,
+        common::offer().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with("/whip-sessions/s1~"), "{location}");
+    // In the room on s1, with Ada.
+    let joined = ada.expect("participant-joined").await;
+    assert_eq!(joined["participant"]["name"], "Cam", "{joined}");
+    // Ended through s2 too.
+    let r = common::http_request(s2.http, "DELETE", &location, &[], b"").await;
+    assert_eq!(r.status, 200);
+    let left = ada.expect("participant-left").await;
+    assert_eq!(left["reason"], "left", "{left}");
 }

@@ -360,6 +360,10 @@ impl SessionBus for RedisBus {
         Box::pin(self.node.alive(id))
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.node.nodes().await.map_err(|e| e.to_string()) })
+    }
+
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.left.store(true, Ordering::SeqCst);
