@@ -15,12 +15,17 @@ import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
 import {
   spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
   watchMedia, mediaGaps, stats,
 } from './helpers.js';
 
 const RUNS = 5;
+// Both session servers have the same API key: the pages join with tokens, applications call
+// the server API through either.
+const KEY = 'APIsessions';
+const SECRET = 'sessions-test-secret-0123456789abcdef';
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 const ctx = { redis: null, port: 0, media: null, servers: new Map(), pastLogs: [], lbs: [], browser: null };
 const redis = (...args) => execFileSync('redis-cli', ['-p', String(ctx.port), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -39,7 +44,8 @@ async function startServer(id) {
   const old = ctx.servers.get(id);
   const port = old ? old.port : (await freePorts()).kurento;
   const proc = await spawnSori(
-    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--node-id', id, '--listen', `127.0.0.1:${port}`],
+    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--node-id', id, '--listen', `127.0.0.1:${port}`,
+      '--api-key', KEY, '--api-secret', SECRET],
     /listening on (http:\/\/\S+)/,
   );
   if (old) ctx.pastLogs.push([id, old.proc.log]);
@@ -115,11 +121,17 @@ after(async () => {
   ctx.redis?.kill('SIGKILL');
 });
 
+async function token(identity, room) {
+  const at = new AccessToken(KEY, SECRET, { identity, name: identity, ttl: '10m' });
+  at.addGrant({ roomJoin: true, room });
+  return `&token=${await at.toJwt()}`;
+}
+
 /** Ada through lb-a (s1, whose room it becomes), then Bo through lb-b (s2, relayed to s1). */
 async function pair(room) {
-  const ada = await joinPage(ctx.browser, ctx.lbA, room, 'Ada');
+  const ada = await joinPage(ctx.browser, ctx.lbA, room, 'Ada', await token('Ada', room));
   await pollPage(ada, () => window.sori.joins > 0, null, 15000);
-  const bo = await joinPage(ctx.browser, ctx.lbB, room, 'Bo');
+  const bo = await joinPage(ctx.browser, ctx.lbB, room, 'Bo', await token('Bo', room));
   await waitForVideoFrom(bo, 'Ada', 30000);
   await waitForVideoFrom(ada, 'Bo', 30000);
   assert.equal(redis('get', `sori:room:${room}:session`), 's1', 'the room lives where its first participant joined');
@@ -143,6 +155,20 @@ test('two participants on different session servers share a room: video both way
   const [atAda, atBo] = [await messages(ada), await messages(bo)];
   assert.deepEqual(atBo, atAda, 'the same chat, in the same order, on both servers');
   console.log(`# chat across two session servers: ${JSON.stringify(atAda.map((m) => m.match(/(Ada|Bo) \d/)?.[0]))}`);
+
+  // LiveKit's server SDK through either balancer: the room lives on s1.
+  const viaB = new RoomServiceClient(ctx.lbB, KEY, SECRET);
+  const viaA = new RoomServiceClient(ctx.lbA, KEY, SECRET);
+  const people = await viaB.listParticipants('shared');
+  assert.deepEqual(people.map((p) => p.identity).sort(), ['Ada', 'Bo']);
+  await viaB.createRoom({ name: 'planned-on-s2' });
+  assert.equal(redis('get', 'sori:room:planned-on-s2:session'), 's2');
+  const rooms = (await viaA.listRooms()).map((r) => r.name).sort();
+  assert.deepEqual(rooms, ['planned-on-s2', 'shared']);
+  await viaB.removeParticipant('shared', 'Bo');
+  await pollPage(bo, () => !document.getElementById('lobby').hidden, null, 10000);
+  await pollPage(ada, () => !Object.values(window.sori.names).includes('Bo'), null, 10000);
+  await viaA.deleteRoom('planned-on-s2');
   await ada.context().close();
   await bo.context().close();
 });
