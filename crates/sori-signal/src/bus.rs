@@ -1,18 +1,23 @@
-//! Several session servers sharing rooms (`sori signal --redis`).
+//! Several session servers sharing rooms (`sori signal --redis`; `docs/scale-out.md`).
 //!
 //! A room lives on one session server, its *owner*: the hub that orders its chat, knows its
 //! members, locks and bans, and drives its media. Any session server takes any socket: the
 //! first message says where it goes (`join` names the room, whose owner the [`SessionBus`]
-//! knows or makes this server; `resume` carries the node in its secret). A socket whose room
+//! knows or makes this server; `resume` carries the room in its secret). A socket whose room
 //! is elsewhere is *relayed*: its frames go to the owner over the bus, in order, and the
 //! owner's frames for it come back the same way. The owner runs the ordinary connection for
 //! it, with the relay in place of the socket, so that a relayed participant is one like any
-//! other (rate limits, resume, moderation).
+//! other (rate limits, resume, moderation). HTTP requests about a room are forwarded the same
+//! way ([`crate::forward`]).
 //!
-//! A node that stops answering (its process died: the bus says so within a second) ends what
-//! was relayed through it: sockets here whose owner is gone are closed with 1012 (the client
-//! resumes, on whichever server it reaches), participants here whose socket node is gone wait
-//! for a resume as after any dropped socket.
+//! The owner stores each room's snapshot (at most every second, when it changed). A node that
+//! stops answering (its process died: the bus says so within a second) ends what was relayed
+//! through it: sockets here whose owner is gone are closed with 1012 (the client resumes, on
+//! whichever server it reaches), participants here whose socket node is gone wait for a
+//! resume as after any dropped socket. The first server a room's participant reaches after
+//! its owner died takes the room over from its snapshot, every participant waiting there for
+//! its resume. A server that stops on purpose hands its rooms over the same way, with a last
+//! snapshot.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -147,6 +152,8 @@ pub(crate) struct Links {
     keeping: tokio::sync::Mutex<()>,
     /// Set once this server handed its rooms over: it renews nothing more.
     left: std::sync::atomic::AtomicBool,
+    /// Held while a room is restored.
+    adopting: tokio::sync::Mutex<()>,
     /// Requests forwarded to other servers, waiting for their answer.
     pending: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<crate::forward::Answer>>>,
     /// This server's routes, which answer forwarded requests.
@@ -181,6 +188,7 @@ impl Links {
             stored: Mutex::default(),
             keeping: tokio::sync::Mutex::new(()),
             left: std::sync::atomic::AtomicBool::new(false),
+            adopting: tokio::sync::Mutex::new(()),
             pending: Mutex::default(),
             router: std::sync::OnceLock::new(),
         }
@@ -216,23 +224,15 @@ impl Links {
             },
             _ => return Ok(Owner::Here),
         };
-        match self.bus.owner(&room).await {
-            Ok(Owner::Here) => {
-                self.adopt(signal, &room).await;
-                Ok(Owner::Here)
-            }
+        match self.locate(signal, &room).await {
             Ok(o) => Ok(o),
-            Err(_) if signal.hub().has_room(&room) => Ok(Owner::Here),
             // Redis away: a resume waits for it (its participant may be on another server:
             // the client tries again); a join is served here, the room claimed for this server
             // once Redis is back (another server doing the same for the same room meanwhile
             // splits it until then: see docs/scale-out.md).
             Err(why) if resume => Err(why),
             Err(why) => {
-                tracing::warn!(
-                    room,
-                    "cannot ask where the room lives ({why}): serving it here"
-                );
+                tracing::warn!(room, "cannot ask where the room lives ({why}): serving it here");
                 Ok(Owner::Here)
             }
         }
@@ -241,19 +241,23 @@ impl Links {
     /// Where `room` lives, taking it (and its snapshot) for this server when nobody holds it;
     /// here while Redis cannot say.
     pub(crate) async fn place(&self, signal: &Signal, room: &str) -> Owner {
+        self.locate(signal, room).await.unwrap_or_else(|why| {
+            tracing::warn!(room, "cannot ask where the room lives ({why}): answering here");
+            Owner::Here
+        })
+    }
+
+    /// Where `room` lives, taking it (and its snapshot) for this server when nobody holds it;
+    /// an error when Redis cannot say and the room is not here.
+    async fn locate(&self, signal: &Signal, room: &str) -> Result<Owner, String> {
         match self.bus.owner(room).await {
             Ok(Owner::Here) => {
                 self.adopt(signal, room).await;
-                Owner::Here
+                Ok(Owner::Here)
             }
-            Ok(o) => o,
-            Err(why) => {
-                tracing::warn!(
-                    room,
-                    "cannot ask where the room lives ({why}): answering here"
-                );
-                Owner::Here
-            }
+            Ok(o) => Ok(o),
+            Err(_) if signal.hub().has_room(room) => Ok(Owner::Here),
+            Err(why) => Err(why),
         }
     }
 
@@ -298,6 +302,8 @@ impl Links {
     /// Room `room` is this server's now: if it lived on a server that is gone, it is
     /// restored from that server's last snapshot, its participants waiting for their resume.
     async fn adopt(&self, signal: &Signal, room: &str) {
+        // One at a time: a resume that finds the room open finds its participants waiting.
+        let _adopting = self.adopting.lock().await;
         if signal.hub().has_room(room) {
             return;
         }
@@ -348,16 +354,23 @@ impl Links {
     /// The rooms held here, each with its snapshot when it changed since it was last stored.
     fn snapshots(&self, signal: &Signal) -> Vec<(String, Option<Vec<u8>>)> {
         use std::hash::{Hash, Hasher};
-        let hub = signal.hub();
+        // Taken under the hub's lock, serialised after it.
+        let taken: Vec<(String, Option<crate::hub::RoomSnapshot>)> = {
+            let hub = signal.hub();
+            hub.room_names()
+                .into_iter()
+                .map(|name| {
+                    let s = hub.snapshot(&name);
+                    (name, s)
+                })
+                .collect()
+        };
         let mut stored = lock(&self.stored);
-        let names = hub.room_names();
-        stored.retain(|name, _| names.contains(name));
-        names
+        stored.retain(|name, _| taken.iter().any(|(n, _)| n == name));
+        taken
             .into_iter()
-            .map(|name| {
-                let bytes = hub
-                    .snapshot(&name)
-                    .and_then(|s| serde_json::to_vec(&s).ok());
+            .map(|(name, snapshot)| {
+                let bytes = snapshot.and_then(|s| serde_json::to_vec(&s).ok());
                 let changed = bytes.filter(|b| {
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     b.hash(&mut h);
