@@ -232,7 +232,10 @@ impl Links {
             // splits it until then: see docs/scale-out.md).
             Err(why) if resume => Err(why),
             Err(why) => {
-                tracing::warn!(room, "cannot ask where the room lives ({why}): serving it here");
+                tracing::warn!(
+                    room,
+                    "cannot ask where the room lives ({why}): serving it here"
+                );
                 Ok(Owner::Here)
             }
         }
@@ -242,7 +245,10 @@ impl Links {
     /// here while Redis cannot say.
     pub(crate) async fn place(&self, signal: &Signal, room: &str) -> Owner {
         self.locate(signal, room).await.unwrap_or_else(|why| {
-            tracing::warn!(room, "cannot ask where the room lives ({why}): answering here");
+            tracing::warn!(
+                room,
+                "cannot ask where the room lives ({why}): answering here"
+            );
             Owner::Here
         })
     }
