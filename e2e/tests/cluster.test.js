@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   root, spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
-  watchMedia, mediaGaps, stats,
+  watchMedia, mediaGaps, stats, until,
 } from './helpers.js';
 
 const BENCH = process.env.SORI_BENCH_BIN
@@ -38,16 +38,6 @@ function announced(id) {
   const o = {};
   for (let i = 0; i + 1 < f.length; i += 2) o[f[i]] = f[i + 1];
   return { load: Number(o.load), draining: o.draining === '1' };
-}
-
-/** Waits (bounded) until `check()` is true. */
-async function until(what, check, timeout = 20000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms: ${what}`);
-    await sleep(50);
-  }
 }
 
 /** Starts media node `id` (again on its earlier ports when it ran before). */

@@ -401,3 +401,14 @@ export const stats = (xs) => {
   const r = (x) => Number(x.toFixed(2));
   return { min: r(s[0]), median: r(s[Math.floor(s.length / 2)]), max: r(s[s.length - 1]) };
 };
+
+/** Waits until `check()` (may be async) is true, checking every 50 ms; throws after `timeout`
+ * ms naming `what`. */
+export async function until(what, check, timeout = 20000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms: ${what}`);
+    await new Promise((r) => { setTimeout(r, 50); });
+  }
+}

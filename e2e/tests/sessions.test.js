@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
 import {
   spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
-  watchMedia, mediaGaps, stats,
+  watchMedia, mediaGaps, stats, until,
 } from './helpers.js';
 
 const RUNS = 5;
@@ -26,18 +26,8 @@ const RUNS = 5;
 // the server API through either.
 const KEY = 'APIsessions';
 const SECRET = 'sessions-test-secret-0123456789abcdef';
-const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 const ctx = { redis: null, port: 0, media: null, servers: new Map(), pastLogs: [], lbs: [], browser: null };
 const redis = (...args) => execFileSync('redis-cli', ['-p', String(ctx.port), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-
-async function until(what, check, timeout = 20000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms: ${what}`);
-    await sleep(50);
-  }
-}
 
 /** Starts session server `id` (again on its port when it ran before). */
 async function startServer(id) {
