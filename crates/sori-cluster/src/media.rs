@@ -21,7 +21,7 @@ use std::time::Duration;
 use sori_kurento_client::RemoteMedia;
 use sori_media::sori_sfu::{MediaKind, Priority, ReceiverStats, RemoveReason, TrackId, View};
 use sori_media::{
-    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
+    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal,
 };
 use tokio::sync::mpsc;
 
@@ -452,14 +452,6 @@ impl MediaBackend for ClusterMedia {
             }
             Ok(())
         })
-    }
-
-    fn can_record(&self) -> bool {
-        false
-    }
-
-    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
-        Box::pin(async { Err(BackendError::NotSupported("recording")) })
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sori_media::sori_sfu::{MediaKind, ReceiverStats, TrackId, View};
 use sori_media::{
-    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
+    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -633,15 +633,6 @@ impl MediaBackend for RemoteMedia {
                 .map(|_| ())
                 .map_err(backend_error)
         })
-    }
-
-    /// Its packets stay at the media server, which records with its own RecorderEndpoints.
-    fn can_record(&self) -> bool {
-        false
-    }
-
-    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
-        Box::pin(async { Err(BackendError::NotSupported("recording")) })
     }
 }
 

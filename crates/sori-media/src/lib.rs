@@ -129,11 +129,16 @@ pub trait MediaBackend: std::any::Any + Send + Sync {
     fn health(&self) -> BoxFuture<'_, Result<(), BackendError>>;
 
     /// Whether [`MediaBackend::record`] works here (the in-process core: yes; a remote media
-    /// server: no, it records with its own RecorderEndpoint).
-    fn can_record(&self) -> bool;
+    /// server: no, it records with its own RecorderEndpoint). No, unless a backend says so.
+    fn can_record(&self) -> bool {
+        false
+    }
 
-    /// Every packet of `track` from now on, for recording, until the [`Tap`] is dropped.
-    fn record(&self, track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>>;
+    /// Every packet of `track` from now on, for recording, until the [`Tap`] is dropped
+    /// (refused, unless a backend records).
+    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
+        Box::pin(async { Err(BackendError::NotSupported("recording")) })
+    }
 }
 
 /// A participant's peer connection at the media server.

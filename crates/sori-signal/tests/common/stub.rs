@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sori_media::sori_sfu::{Priority, ReceiverStats, TrackId, View};
 use sori_media::{
-    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal, Tap,
+    BackendError, BackendJoined, BoxFuture, MediaBackend, MediaStats, PeerRef, PeerSignal,
 };
 use sori_signal::{Signal, SignalConfig};
 use tokio::sync::{mpsc, watch};
@@ -304,14 +304,6 @@ impl MediaBackend for StubMedia {
                 }
             }
         })
-    }
-
-    fn can_record(&self) -> bool {
-        false
-    }
-
-    fn record(&self, _track: TrackId) -> BoxFuture<'_, Result<Tap, BackendError>> {
-        Box::pin(async { Err(BackendError::NotSupported("recording")) })
     }
 }
 
