@@ -110,6 +110,39 @@ pub enum ClusterError {
     NoNode,
 }
 
+/// A client of the Redis at `url` and its connection, made at the first call and made again
+/// whenever it is lost (a Redis restart): a call while Redis is away fails within a few
+/// seconds, and later calls work once it is back.
+fn connect(url: &str) -> Result<(redis::Client, redis::aio::ConnectionManager), ClusterError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = client.get_connection_manager_lazy(config)?;
+    Ok((client, conn))
+}
+
+/// Node `id` leaves set `nodes` and its announcement `key` goes, together.
+async fn withdraw(
+    conn: &redis::aio::ConnectionManager,
+    nodes: &str,
+    key: &str,
+    id: &str,
+) -> Result<(), ClusterError> {
+    let mut c = conn.clone();
+    redis::pipe()
+        .atomic()
+        .del(key)
+        .ignore()
+        .srem(nodes, id)
+        .ignore()
+        .query_async::<()>(&mut c)
+        .await?;
+    Ok(())
+}
+
 /// The media nodes' registry in one Redis.
 #[derive(Clone)]
 pub struct Registry {
@@ -121,13 +154,7 @@ impl Registry {
     /// made at the first call and made again whenever it is lost (a Redis restart): a call
     /// while Redis is away fails within a few seconds, and later calls work once it is back.
     pub fn connect(url: &str) -> Result<Registry, ClusterError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let (_, conn) = connect(url)?;
         Ok(Registry { conn })
     }
 
@@ -151,16 +178,7 @@ impl Registry {
 
     /// The node leaves the registry at once (it stops).
     pub async fn withdraw(&self, id: &str) -> Result<(), ClusterError> {
-        let mut c = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .del(node_key(id))
-            .ignore()
-            .srem(NODES, id)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await?;
-        Ok(())
+        withdraw(&self.conn, NODES, &node_key(id), id).await
     }
 
     /// The live nodes (those whose announcement has not expired), by id; ids whose hash

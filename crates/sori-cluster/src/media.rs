@@ -336,6 +336,8 @@ impl MediaBackend for ClusterMedia {
             };
             let peer = format!("{}/{endpoint}", node.id);
             tracing::info!(room, node = node.id, peer, "media joined on a node");
+            // Unbounded as the backend's own signals are (the trait's type): it carries what
+            // the node sends for this peer, one for one, and at most one `Removed` of ours.
             let (tx, rx) = mpsc::unbounded_channel();
             lock(&self.inner.state).peers.insert(
                 peer.clone(),

@@ -59,13 +59,7 @@ impl SessionNode {
     /// Session node `id` in Redis at `url` (connected at the first call, as the
     /// [`crate::Registry`]).
     pub fn connect(url: &str, id: &str) -> Result<SessionNode, ClusterError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let (client, conn) = crate::connect(url)?;
         Ok(SessionNode {
             id: id.to_string(),
             client,
@@ -98,16 +92,7 @@ impl SessionNode {
 
     /// This node leaves at once (it stops).
     pub async fn withdraw(&self) -> Result<(), ClusterError> {
-        let mut c = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .del(node_key(&self.id))
-            .ignore()
-            .srem(NODES, &self.id)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await?;
-        Ok(())
+        crate::withdraw(&self.conn, NODES, &node_key(&self.id), &self.id).await
     }
 
     /// The session nodes announced now.
