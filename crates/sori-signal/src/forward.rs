@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
@@ -154,31 +155,19 @@ async fn forward(links: &crate::bus::Links, node: &str, req: Request) -> Respons
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
     };
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let sent = Sent {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: b64.encode(&body),
+        headers: pairs(&parts.headers),
+        body: B64.encode(&body),
         peer,
     };
     match links.request(node, sent).await {
         Some(answer) => {
-            let mut r = Response::new(Body::from(b64.decode(answer.body).unwrap_or_default()));
+            let mut r = Response::new(Body::from(B64.decode(answer.body).unwrap_or_default()));
             *r.status_mut() =
                 StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (k, v) in answer.headers {
-                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-                    if !hop_by_hop(&k) {
-                        r.headers_mut().append(k, v);
-                    }
-                }
-            }
+            *r.headers_mut() = header_map(answer.headers);
             r
         }
         None => (
@@ -190,6 +179,31 @@ async fn forward(links: &crate::bus::Links, node: &str, req: Request) -> Respons
     }
 }
 
+/// Bodies cross the bus in base64.
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The headers that cross the bus (those of this hop only do not).
+fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !hop_by_hop(k))
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Headers that crossed the bus, as they were (a pair that does not parse is left out).
+fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            if !hop_by_hop(&k) {
+                map.append(k, v);
+            }
+        }
+    }
+    map
+}
+
 fn hop_by_hop(h: &HeaderName) -> bool {
     matches!(
         h.as_str(),
@@ -199,24 +213,18 @@ fn hop_by_hop(h: &HeaderName) -> bool {
 
 /// Answers a request another session server forwarded, with `router` (this server's routes).
 pub(crate) async fn answer(router: axum::Router, sent: Sent) -> Answer {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let refused = |status: StatusCode| Answer {
         status: status.as_u16(),
         headers: Vec::new(),
         body: String::new(),
     };
-    let mut req = Request::new(Body::from(b64.decode(sent.body).unwrap_or_default()));
+    let mut req = Request::new(Body::from(B64.decode(sent.body).unwrap_or_default()));
     let (Ok(method), Ok(uri)) = (sent.method.parse(), sent.uri.parse()) else {
         return refused(StatusCode::BAD_REQUEST);
     };
     *req.method_mut() = method;
     *req.uri_mut() = uri;
-    for (k, v) in sent.headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-            req.headers_mut().append(k, v);
-        }
-    }
+    *req.headers_mut() = header_map(sent.headers);
     req.extensions_mut().insert(ConnectInfo(sent.peer));
     req.extensions_mut().insert(Forwarded);
     let Ok(response) = router.oneshot(req).await;
@@ -226,12 +234,8 @@ pub(crate) async fn answer(router: axum::Router, sent: Sent) -> Answer {
     };
     Answer {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: b64.encode(&body),
+        headers: pairs(&parts.headers),
+        body: B64.encode(&body),
     }
 }
 
