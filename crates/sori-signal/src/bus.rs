@@ -86,7 +86,8 @@ pub enum Incoming {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "k", rename_all = "kebab-case")]
 enum Envelope {
-    /// To the owner: a socket on node `from` (its number there `c`) has a participant here.
+    /// To the owner: a socket on node `from` (its number there `c`) has a participant here
+    /// (its first message counted against the address's joins there).
     Open { from: String, c: u64, ip: IpAddr },
     /// To the owner: a text frame from that socket.
     In { from: String, c: u64, t: String },
@@ -489,7 +490,7 @@ impl Links {
         let links = self.clone();
         let signal = signal.clone();
         tokio::spawn(async move {
-            crate::connection::connection(stream, sink, signal, ip).await;
+            crate::connection::connection(stream, sink, signal, ip, true).await;
             lock(&links.hosted).remove(&(from.clone(), c));
             // Whatever the connection sent last, the socket there closes now.
             links.send(&from, &Envelope::Close { c, code: None }).await;
@@ -609,16 +610,36 @@ pub(crate) async fn accept(signal: Signal, links: Arc<Links>, socket: WebSocket,
             // Anything else is for the connection to answer, as it does without a bus.
             Ok(Some(frame)) => {
                 let early = futures_util::stream::iter([frame]).chain(stream);
-                return crate::connection::connection(early, sink, signal, ip).await;
+                return crate::connection::connection(early, sink, signal, ip, false).await;
             }
             Ok(None) | Err(_) => return,
         }
     };
+    // A join or resume counts against the address's joins before anything is asked of Redis
+    // (where the room lives, claiming it): an address cannot make this server write to Redis
+    // faster than it may join.
+    let entering = matches!(
+        protocol::parse_sequenced(&first),
+        Ok((ClientMessage::Join { .. } | ClientMessage::Resume { .. }, _))
+    );
+    if entering && !signal.allow_join(ip) {
+        signal.refusals.count(ErrorCode::RateLimited.name());
+        let refusal = ServerMessage::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many joins from your address: wait a moment and try again".into(),
+            re: None,
+        };
+        let mut sink = sink;
+        let text = crate::outbox::frame(&refusal).to_string();
+        let _ = sink.send(Message::Text(text.into())).await;
+        let _ = sink.close().await;
+        return;
+    }
     match links.route(&signal, &first).await {
         Ok(Owner::Here) => {
             let first = Ok(Message::Text(first.into()));
             let early = futures_util::stream::iter([first]).chain(stream);
-            crate::connection::connection(early, sink, signal, ip).await
+            crate::connection::connection(early, sink, signal, ip, entering).await
         }
         Ok(Owner::Node(node)) => relay(&signal, &links, node, first, stream, sink, ip).await,
         Err(why) => {

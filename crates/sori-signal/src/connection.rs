@@ -61,7 +61,7 @@ pub(crate) async fn upgrade(
                 Some(links) => crate::bus::accept(signal, links, socket, ip).await,
                 None => {
                     let (sink, stream) = socket.split();
-                    connection(stream, sink, signal, ip).await
+                    connection(stream, sink, signal, ip, false).await
                 }
             }
         })
@@ -113,9 +113,15 @@ pub(crate) fn ends_participant(error: &str) -> bool {
 }
 
 /// One browser's socket, from upgrade to close: `stream` and `sink` are the socket's halves,
-/// or a relay to a socket on another session server.
-pub(crate) async fn connection<S, K>(mut stream: S, sink: K, signal: Signal, ip: IpAddr)
-where
+/// or a relay to a socket on another session server. `counted`: its first `join` or `resume`
+/// was counted against the address's joins already (by the server that routed it).
+pub(crate) async fn connection<S, K>(
+    mut stream: S,
+    sink: K,
+    signal: Signal,
+    ip: IpAddr,
+    counted: bool,
+) where
     S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
     K: futures_util::Sink<Message> + Unpin + Send + 'static,
 {
@@ -146,6 +152,7 @@ where
         received: 0,
         handling: None,
         media_retry: media::Retry::default(),
+        join_counted: counted,
     };
     // Frames read while a message waited for the media server, in order; `None` in it: the
     // stream ended.
@@ -380,6 +387,8 @@ struct Connection {
     handling: Option<u64>,
     /// Waits for an unreachable media server to answer again (see `Connection::media_offer`).
     media_retry: media::Retry,
+    /// The first `join` or `resume` was counted against the address's joins already.
+    join_counted: bool,
 }
 
 /// Which of a participant's rate limits a message counts against.

@@ -636,3 +636,31 @@ async fn a_whip_encoder_reaching_another_session_server_publishes_into_the_room_
     let left = ada.expect("participant-left").await;
     assert_eq!(left["reason"], "left", "{left}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_past_an_addresss_rate_are_refused_before_redis_is_asked() {
+    let net = Arc::new(Net::default());
+    let config = SignalConfig {
+        limits: sori_signal::Limits {
+            joins_per_sec: 0.01,
+            joins_burst: 2.0,
+            ..Default::default()
+        },
+        ..SignalConfig::default()
+    };
+    let s1 = node_with(&net, "s1", config).await;
+    // Two joins (the burst), each counted once although the room's server is asked.
+    let (_a, _) = Client::join(&s1.url, "r1", "Ada").await;
+    let (_b, _) = Client::join(&s1.url, "r2", "Bo").await;
+    let mut c = Client::connect(&s1.url).await;
+    c.send(json!({"type": "join", "v": 1, "room": "r3", "name": "Cy"}));
+    let refused = c.recv().await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert_eq!(c.next().await, None, "and the socket is closed");
+    assert_eq!(
+        net.owner("r3"),
+        None,
+        "nothing was claimed for the refused join"
+    );
+    assert_eq!(net.owner("r1").as_deref(), Some("s1"));
+}

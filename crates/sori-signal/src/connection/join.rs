@@ -42,7 +42,7 @@ impl Connection {
             );
             return false;
         }
-        if !self.signal.allow_join(self.ip) {
+        if !std::mem::take(&mut self.join_counted) && !self.signal.allow_join(self.ip) {
             self.refuse_join(
                 ErrorCode::RateLimited,
                 "too many joins from your address: wait a moment and try again",
