@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   root, spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
-  watchMedia, mediaGaps, stats, until,
+  watchMedia, mediaGaps, stats, until, assertUdp,
 } from './helpers.js';
 
 const BENCH = process.env.SORI_BENCH_BIN
@@ -109,6 +109,9 @@ async function pair(room) {
   const bo = await joinPage(ctx.browser, ctx.signal.match, room, 'Bo');
   await waitForVideoFrom(bo, 'Ada', 30000);
   await waitForVideoFrom(ada, 'Bo', 30000);
+  // The media node offers no ICE-TCP: the call is on UDP, and the pages say so.
+  await assertUdp(ada);
+  await assertUdp(bo);
   return { ada, bo };
 }
 
@@ -175,6 +178,9 @@ async function failover(room, signal) {
       return sw && { first_new_frame_s: (sw.newFirst - stopped) / 1000 };
     };
     const [atAda, atBo] = await Promise.all([back(ada, 'Bo'), back(bo, 'Ada')]);
+    // The new peer connections are on UDP too.
+    await assertUdp(ada);
+    await assertUdp(bo);
     const to = nodeOf(room);
     await exited;
     const exitedAfter = (exitedAt - stopped) / 1000;

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
 import {
   spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
-  watchMedia, mediaGaps, stats, until,
+  watchMedia, mediaGaps, stats, until, assertUdp,
 } from './helpers.js';
 
 const RUNS = 5;
@@ -124,6 +124,9 @@ async function pair(room) {
   const bo = await joinPage(ctx.browser, ctx.lbB, room, 'Bo', await token('Bo', room));
   await waitForVideoFrom(bo, 'Ada', 30000);
   await waitForVideoFrom(ada, 'Bo', 30000);
+  // The media node offers no ICE-TCP: the call is on UDP, and the pages say so.
+  await assertUdp(ada);
+  await assertUdp(bo);
   assert.equal(redis('get', `sori:room:${room}:session`), 's1', 'the room lives where its first participant joined');
   return { ada, bo };
 }
@@ -199,6 +202,9 @@ async function killRuns(victim, signal = 'SIGKILL') {
       return { resumed_s: resumed, black_s: Number(gaps.black.toFixed(2)), new_pc: newPc, video_back_s: back };
     };
     const [atAda, atBo] = await Promise.all([measure(ada, 'ada', 'Bo'), measure(bo, 'bo', 'Ada')]);
+    // Back on UDP (a new peer connection after a take-over, the old one otherwise).
+    await assertUdp(ada);
+    await assertUdp(bo);
     await exited;
     const exitedAfter = signal === 'SIGKILL' ? '' : `; exited within ${(Date.now() - killed) / 1000} s`;
     const owner = redis('get', `sori:room:${room}:session`);
