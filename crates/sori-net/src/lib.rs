@@ -55,8 +55,13 @@ pub struct MediaConfig {
     /// IPs. `None`: UDP only.
     pub tcp: Option<TcpConfig>,
     /// Media workers: threads, each with its own core, sharing the port (see [`workers`]).
-    /// 0 or 1: one task on the current runtime does everything.
+    /// 0 or 1: one task on the current runtime does everything (unless `links`).
     pub workers: usize,
+    /// This media node's number among the nodes that link rooms (ids of peers and tracks are
+    /// unique across them). 0 alone.
+    pub node: u16,
+    /// Links to other media nodes this one may have at once ([`MediaHandle::link`]); 0: none.
+    pub links: usize,
 }
 
 /// The media port stopped.
@@ -222,6 +227,51 @@ pub struct MediaHandle {
 struct Plane {
     workers: Vec<mpsc::UnboundedSender<Command>>,
     registry: Option<Arc<Mutex<workers::Registry>>>,
+    links: Option<Arc<LinkPool>>,
+}
+
+/// The lanes for links to other media nodes, those free now, and what a link needs.
+struct LinkPool {
+    lanes: workers::Lanes,
+    registry: Arc<Mutex<workers::Registry>>,
+    free: Mutex<Vec<(usize, workers::LaneEnds)>>,
+}
+
+/// Messages a link holds each way before it drops packets.
+const LINK_QUEUE: usize = 4096;
+
+pub use workers::LinkMsg;
+
+impl MediaHandle {
+    /// Links `room` here to the same room on another media node: what this end sends
+    /// (the tracks published here, their packets, keyframe requests for the other node's
+    /// tracks) comes out of the receiver; what the other node's end sent goes into the
+    /// sender. The link ends when either is dropped. `None`: no free link (see
+    /// [`MediaConfig::links`]).
+    pub fn link(&self, room: &str) -> Option<(mpsc::Sender<LinkMsg>, mpsc::Receiver<LinkMsg>)> {
+        let pool = self.plane.links.clone()?;
+        let (lane, ends) = pool.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let (to_remote, out) = mpsc::channel(LINK_QUEUE);
+        let (into, from_remote) = mpsc::channel(LINK_QUEUE);
+        let room = room.to_string();
+        tokio::spawn(async move {
+            let ends = workers::link(
+                lane,
+                room,
+                pool.registry.clone(),
+                pool.lanes.clone(),
+                ends,
+                to_remote,
+                from_remote,
+            )
+            .await;
+            pool.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((lane, ends));
+        });
+        Some((into, out))
+    }
 }
 
 impl Plane {
@@ -603,13 +653,14 @@ pub async fn start(mut config: MediaConfig) -> io::Result<MediaServer> {
     }
     let routes = udp::Routes::new(local_addr, candidates.clone(), udp::is_local);
     let n = config.workers.max(1);
-    let (handle, task) = if n == 1 {
+    let (handle, task) = if n == 1 && config.links == 0 {
         let socket = udp::MediaSocket::new(socket, routes)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(socket, tcp, sfu, rx));
         let plane = Plane {
             workers: vec![tx],
             registry: None,
+            links: None,
         };
         (
             MediaHandle {
@@ -619,7 +670,15 @@ pub async fn start(mut config: MediaConfig) -> io::Result<MediaServer> {
         )
     } else {
         drop(sfu);
-        start_workers(n, socket, routes, tcp, sfu_config)?
+        start_workers(
+            n,
+            socket,
+            routes,
+            tcp,
+            sfu_config,
+            config.node,
+            config.links,
+        )?
     };
     Ok(MediaServer {
         handle,
@@ -638,9 +697,22 @@ fn start_workers(
     routes: udp::Routes,
     tcp: Option<TcpPort>,
     sfu_config: SfuConfig,
+    node: u16,
+    links: usize,
 ) -> io::Result<(MediaHandle, JoinHandle<()>)> {
     let registry = Arc::new(Mutex::new(workers::Registry::new(n)));
-    let (lanes, ends) = workers::lanes(n);
+    let (lanes, mut ends) = workers::lanes(n + links);
+    // The lanes past the workers' are for links to other media nodes.
+    let link_ends: Vec<(usize, workers::LaneEnds)> = ends
+        .drain(n..)
+        .enumerate()
+        .map(|(i, e)| (n + i, e))
+        .collect();
+    let link_pool = Arc::new(LinkPool {
+        lanes: lanes.clone(),
+        registry: registry.clone(),
+        free: Mutex::new(link_ends),
+    });
     let (to_receiver, from_workers) = mpsc::unbounded_channel();
     let (tcp_out, tcp_in) = workers::tcp_lane();
     let tcp_stats = Arc::new(Mutex::new(TcpStats::default()));
@@ -653,7 +725,7 @@ fn start_workers(
         let worker = workers::Worker {
             index: i,
             sfu: Sfu::new(SfuConfig {
-                first_id: workers::first_id(i),
+                first_id: workers::first_id(node, i),
                 ..sfu_config.clone()
             }),
             registry: registry.clone(),
@@ -682,7 +754,10 @@ fn start_workers(
     }
     drop(to_receiver);
     let socket = udp::MediaSocket::new(UdpSocket::from_std(std_socket)?, routes)?;
-    let receiver = workers::receive(socket, tcp, lanes, from_workers, tcp_in, tcp_stats);
+    let mut worker_lanes = lanes.clone();
+    worker_lanes.media.truncate(n);
+    worker_lanes.control.truncate(n);
+    let receiver = workers::receive(socket, tcp, worker_lanes, from_workers, tcp_in, tcp_stats);
     let task = tokio::spawn(async move {
         receiver.await;
         // Every worker has stopped (its channel to the receiver closed).
@@ -697,6 +772,7 @@ fn start_workers(
     let plane = Plane {
         workers: commands,
         registry: Some(registry),
+        links: Some(link_pool),
     };
     Ok((
         MediaHandle {

@@ -59,14 +59,17 @@ const ADDRS_PER_PEER: usize = 8;
 /// Input a worker handles in batches of at most this many before flushing.
 const WORK_BATCH: usize = 64;
 
-/// The first id of worker `w`'s core.
-pub(crate) fn first_id(w: usize) -> u64 {
-    ((w as u64) << ID_SHIFT) + 1
+/// Bits of an id below the media node's number (see [`MediaConfig::node`](crate::MediaConfig::node)).
+const NODE_SHIFT: u32 = 48;
+
+/// The first id of worker `w`'s core on media node `node`.
+pub(crate) fn first_id(node: u16, w: usize) -> u64 {
+    ((node as u64) << NODE_SHIFT) | ((w as u64) << ID_SHIFT) | 1
 }
 
 /// The worker that made the peer, track or tap `id` (of `n` workers).
 pub fn worker_of(id: u64, n: usize) -> usize {
-    ((id >> ID_SHIFT) as usize).min(n.saturating_sub(1))
+    (((id >> ID_SHIFT) & 0xff) as usize).min(n.saturating_sub(1))
 }
 
 /// Which workers hold each room, with how many of its peers, and where each of its tracks
@@ -108,7 +111,10 @@ impl Registry {
     /// A peer of `room` joined worker `w`; returns the room's tracks from other workers, to
     /// import, when it is the room's first peer there.
     fn joined(&mut self, room: &str, w: usize) -> Vec<(usize, TrackInfo)> {
-        self.load[w] += 1;
+        // Links to other media nodes hold rooms too, but are no worker's load.
+        if let Some(load) = self.load.get_mut(w) {
+            *load += 1;
+        }
         let span = self.rooms.entry(room.to_string()).or_default();
         let peers = span.workers.entry(w).or_insert(0);
         *peers += 1;
@@ -124,7 +130,9 @@ impl Registry {
 
     /// A peer of `room` left worker `w`.
     fn left(&mut self, room: &str, w: usize) {
-        self.load[w] = self.load[w].saturating_sub(1);
+        if let Some(load) = self.load.get_mut(w) {
+            *load = load.saturating_sub(1);
+        }
         let Some(span) = self.rooms.get_mut(room) else {
             return;
         };
@@ -726,4 +734,147 @@ pub(crate) fn lanes(n: usize) -> (Lanes, Vec<LaneEnds>) {
 /// The ICE-TCP transmit channel from the workers to the receiver task.
 pub(crate) fn tcp_lane() -> (mpsc::Sender<Transmit>, mpsc::Receiver<Transmit>) {
     mpsc::channel(TCP_QUEUE)
+}
+
+/// What crosses a link between two media nodes that share a room (see [`link`]).
+#[derive(Debug, Clone)]
+pub enum LinkMsg {
+    /// A track published on the sending node, to import.
+    Track(TrackInfo),
+    /// That track ended.
+    Untrack(TrackId),
+    /// A packet of one of the sending node's tracks.
+    Packet(Box<RelayPacket>),
+    /// A receiver on the sending node needs a keyframe of the receiving node's track.
+    Keyframe {
+        /// The track.
+        track: TrackId,
+        /// Its layer.
+        layer: u8,
+        /// How soon.
+        urgency: sori_sfu::throttle::Urgency,
+    },
+}
+
+/// Link `lane` (a lane past the workers') carrying `room` to and from another media node:
+/// to the room's workers here it is one more worker of the room — it takes every track
+/// published here (sent on as [`LinkMsg::Track`] and packets) and publishes the other node's.
+pub(crate) async fn link(
+    lane: usize,
+    room: String,
+    registry: Arc<Mutex<Registry>>,
+    lanes: Lanes,
+    (mut media_rx, mut control_rx): LaneEnds,
+    to_remote: mpsc::Sender<LinkMsg>,
+    mut from_remote: mpsc::Receiver<LinkMsg>,
+) -> LaneEnds {
+    // Which workers here take each of the other node's tracks.
+    let mut wants: HashMap<TrackId, Vec<usize>> = HashMap::new();
+    let tracks = lock(&registry).joined(&room, lane);
+    for (origin, info) in tracks {
+        let track = info.track;
+        if to_remote.send(LinkMsg::Track(info)).await.is_err() {
+            break;
+        }
+        let _ = lanes.control[origin].send(Control::Export { track, to: lane });
+    }
+    loop {
+        tokio::select! {
+            c = control_rx.recv() => match c {
+                Some(Control::Import(info)) => {
+                    if to_remote.send(LinkMsg::Track(info)).await.is_err() { break; }
+                }
+                Some(Control::Unimport(track)) => {
+                    if to_remote.send(LinkMsg::Untrack(track)).await.is_err() { break; }
+                }
+                Some(Control::Export { track, to }) => {
+                    let w = wants.entry(track).or_default();
+                    if !w.contains(&to) { w.push(to); }
+                }
+                Some(Control::Unexport { track, to }) => {
+                    if let Some(w) = wants.get_mut(&track) { w.retain(|x| *x != to); }
+                }
+                Some(Control::Keyframe { track, layer, urgency }) => {
+                    let k = LinkMsg::Keyframe { track, layer, urgency };
+                    if to_remote.send(k).await.is_err() { break; }
+                }
+                None => break,
+            },
+            m = media_rx.recv() => match m {
+                Some(Media::Relay(p)) => {
+                    // Never wait on the other node: a full link drops, as a full lane does.
+                    let _ = to_remote.try_send(LinkMsg::Packet(p));
+                }
+                Some(Media::Datagram { .. }) => {}
+                None => break,
+            },
+            r = from_remote.recv() => match r {
+                Some(LinkMsg::Track(info)) => {
+                    let track = info.track;
+                    let others = lock(&registry).published(lane, info.clone());
+                    for w in &others {
+                        let _ = lanes.control[*w].send(Control::Import(info.clone()));
+                    }
+                    wants.insert(track, others);
+                }
+                Some(LinkMsg::Untrack(track)) => {
+                    let others = lock(&registry).unpublished(lane, &room, track);
+                    for w in others {
+                        let _ = lanes.control[w].send(Control::Unimport(track));
+                    }
+                    wants.remove(&track);
+                }
+                Some(LinkMsg::Packet(p)) => {
+                    for w in wants.get(&p.track).into_iter().flatten() {
+                        let mut copy = p.clone();
+                        copy.to = RelayId(*w as u32);
+                        let _ = lanes.media[*w].try_send(Media::Relay(copy));
+                    }
+                }
+                Some(LinkMsg::Keyframe { track, layer, urgency }) => {
+                    if let Some(o) = lock(&registry).origin(&room, track) {
+                        let _ = lanes.control[o].send(Control::Keyframe { track, layer, urgency });
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    // The link is gone: its tracks here end, and the room's tracks here stop going to it.
+    // The other node's tracks (with the workers that held copies), and this node's tracks
+    // (with their workers).
+    type Ended = (Vec<(TrackId, Vec<usize>)>, Vec<(TrackId, usize)>);
+    let (gone, sent): Ended = {
+        let mut reg = lock(&registry);
+        let (mine, sent): (Vec<_>, Vec<_>) = reg
+            .rooms
+            .get(&room)
+            .map(|s| {
+                s.tracks
+                    .iter()
+                    .map(|(t, (o, _))| (*t, *o))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|(_, o)| *o == lane);
+        let gone = mine
+            .into_iter()
+            .map(|(t, _)| (t, reg.unpublished(lane, &room, t)))
+            .collect();
+        reg.left(&room, lane);
+        (gone, sent)
+    };
+    for (track, others) in gone {
+        for w in others {
+            let _ = lanes.control[w].send(Control::Unimport(track));
+        }
+    }
+    for (track, origin) in sent {
+        let _ = lanes.control[origin].send(Control::Unexport { track, to: lane });
+    }
+    // What is still queued for it is for no one now.
+    while media_rx.try_recv().is_ok() {}
+    while control_rx.try_recv().is_ok() {}
+    (media_rx, control_rx)
 }

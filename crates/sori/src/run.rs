@@ -159,6 +159,8 @@ async fn start_media(config: &Config) -> Result<MediaServer, String> {
         sfu: config.sfu(),
         tcp: config.tcp(),
         workers: config.media_workers(),
+        node: 0,
+        links: 0,
     })
     .await
     .map_err(|e| {

@@ -34,6 +34,8 @@ pub async fn server_with(config: KurentoConfig) -> Server {
         sfu: Default::default(),
         tcp: None,
         workers: 1,
+        node: 0,
+        links: 0,
     })
     .await
     .unwrap();

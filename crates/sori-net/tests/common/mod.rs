@@ -43,12 +43,19 @@ pub async fn start_server_with(ice_timeout: Duration, tcp: Option<TcpConfig>) ->
 
 /// A media port on 127.0.0.1 with `workers` media workers.
 pub async fn start_server_workers(workers: usize) -> MediaServer {
+    start_node(workers, 0, 0).await
+}
+
+/// Media node `node` on 127.0.0.1 with `workers` media workers and `links` links.
+pub async fn start_node(workers: usize, node: u16, links: usize) -> MediaServer {
     let config = MediaConfig {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
         sfu: SfuConfig::default(),
         tcp: None,
         workers,
+        node,
+        links,
     };
     sori_net::start(config)
         .await
@@ -71,6 +78,8 @@ pub async fn start_server_at(
         },
         tcp,
         workers: 1,
+        node: 0,
+        links: 0,
     };
     sori_net::start(config)
         .await

@@ -50,6 +50,8 @@ pub async fn server_with_core(
         sfu,
         tcp: None,
         workers: 1,
+        node: 0,
+        links: 0,
     })
     .await
     .unwrap();
