@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod backend;
+pub mod link_wire;
 pub mod tcp;
 mod udp;
 pub mod workers;

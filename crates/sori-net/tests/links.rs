@@ -1,6 +1,6 @@
 //! Two media nodes linked for one room: a publisher on each, receivers on both; every receiver
 //! gets every frame of both publishers, intact and in sequence, the other node's through the
-//! link (here a pair of in-process channels; between machines, a network connection).
+//! link (here a pair of in-process channels carrying the bytes a network connection would).
 
 mod common;
 
@@ -36,6 +36,10 @@ fn pump(
             if matches!(m, LinkMsg::Packet(_)) {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
+            // Through the bytes a network link carries.
+            let now = std::time::Instant::now();
+            let m = sori_net::link_wire::decode(&sori_net::link_wire::encode(&m, now), now)
+                .expect("what one end encodes the other decodes");
             if to.send(m).await.is_err() {
                 break;
             }
