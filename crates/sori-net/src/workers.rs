@@ -809,7 +809,9 @@ pub(crate) async fn link(
                 None => break,
             },
             r = from_remote.recv() => match r {
-                Some(LinkMsg::Track(info)) => {
+                Some(LinkMsg::Track(mut info)) => {
+                    // The room has its own name on each node (a control API pipeline's id).
+                    info.room = room.clone();
                     let track = info.track;
                     let others = lock(&registry).published(lane, info.clone());
                     for w in &others {

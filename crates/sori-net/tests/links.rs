@@ -52,14 +52,15 @@ fn pump(
 async fn a_room_linked_across_two_media_nodes_reaches_every_receiver_on_both() {
     let a = start_node(1, 1, 4).await;
     let b = start_node(2, 2, 4).await;
+    // The room is "r" on a and "r-b" on b (a pipeline's id on each node).
     let (a_in, a_out) = a.handle.link("r").expect("a free link on a");
-    let (b_in, b_out) = b.handle.link("r").expect("a free link on b");
+    let (b_in, b_out) = b.handle.link("r-b").expect("a free link on b");
     let a_to_b = pump(a_out, b_in);
     let b_to_a = pump(b_out, a_in);
 
     let mut clients = Vec::new();
     for i in 0..8u8 {
-        let mut o = ClientOptions::new(i, "r");
+        let mut o = ClientOptions::new(i, if i < 4 { "r" } else { "r-b" });
         o.publish = PUBLISHERS.contains(&i);
         // 0..4 on a, 4..8 on b.
         let node = if i < 4 { &a } else { &b };
