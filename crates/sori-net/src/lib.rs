@@ -241,19 +241,30 @@ struct LinkPool {
 /// Messages a link holds each way before it drops packets.
 const LINK_QUEUE: usize = 4096;
 
-pub use workers::LinkMsg;
+pub use workers::{LinkEvent, LinkMsg};
+
+/// This node's end of a link to another media node (see [`MediaHandle::link`]).
+pub struct Link {
+    /// What the other node's end sent, to take in.
+    pub from_remote: mpsc::Sender<LinkMsg>,
+    /// What this end sends to the other node's.
+    pub to_remote: mpsc::Receiver<LinkMsg>,
+    /// The other node's tracks as the room's workers here have them: imported, or ended.
+    pub events: mpsc::Receiver<LinkEvent>,
+}
 
 impl MediaHandle {
     /// Links `room` here to the same room on another media node: what this end sends
     /// (the tracks published here, their packets, keyframe requests for the other node's
-    /// tracks) comes out of the receiver; what the other node's end sent goes into the
-    /// sender. The link ends when either is dropped. `None`: no free link (see
+    /// tracks) comes out of [`Link::to_remote`]; what the other node's end sent goes into
+    /// [`Link::from_remote`]. The link ends when either is dropped. `None`: no free link (see
     /// [`MediaConfig::links`]).
-    pub fn link(&self, room: &str) -> Option<(mpsc::Sender<LinkMsg>, mpsc::Receiver<LinkMsg>)> {
+    pub fn link(&self, room: &str) -> Option<Link> {
         let pool = self.plane.links.clone()?;
         let (lane, ends) = pool.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
         let (to_remote, out) = mpsc::channel(LINK_QUEUE);
         let (into, from_remote) = mpsc::channel(LINK_QUEUE);
+        let (events_tx, events) = mpsc::channel(LINK_QUEUE);
         let room = room.to_string();
         tokio::spawn(async move {
             let ends = workers::link(
@@ -262,8 +273,11 @@ impl MediaHandle {
                 pool.registry.clone(),
                 pool.lanes.clone(),
                 ends,
-                to_remote,
-                from_remote,
+                workers::LinkIo {
+                    to_remote,
+                    from_remote,
+                    events: events_tx,
+                },
             )
             .await;
             pool.free
@@ -271,7 +285,11 @@ impl MediaHandle {
                 .unwrap_or_else(|e| e.into_inner())
                 .push((lane, ends));
         });
-        Some((into, out))
+        Some(Link {
+            from_remote: into,
+            to_remote: out,
+            events,
+        })
     }
 }
 

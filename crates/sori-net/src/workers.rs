@@ -756,6 +756,23 @@ pub enum LinkMsg {
     },
 }
 
+/// What the other node's tracks became here, once the room's workers have been told (a
+/// command naming such a track, sent after the event, finds it imported).
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    /// The other node's track, now published here.
+    Imported(TrackInfo),
+    /// That track ended here.
+    Ended(TrackId),
+}
+
+/// A link task's channels to and from the other node, and its events.
+pub(crate) struct LinkIo {
+    pub(crate) to_remote: mpsc::Sender<LinkMsg>,
+    pub(crate) from_remote: mpsc::Receiver<LinkMsg>,
+    pub(crate) events: mpsc::Sender<LinkEvent>,
+}
+
 /// Link `lane` (a lane past the workers') carrying `room` to and from another media node:
 /// to the room's workers here it is one more worker of the room — it takes every track
 /// published here (sent on as [`LinkMsg::Track`] and packets) and publishes the other node's.
@@ -765,9 +782,13 @@ pub(crate) async fn link(
     registry: Arc<Mutex<Registry>>,
     lanes: Lanes,
     (mut media_rx, mut control_rx): LaneEnds,
-    to_remote: mpsc::Sender<LinkMsg>,
-    mut from_remote: mpsc::Receiver<LinkMsg>,
+    io: LinkIo,
 ) -> LaneEnds {
+    let LinkIo {
+        to_remote,
+        mut from_remote,
+        events,
+    } = io;
     // Which workers here take each of the other node's tracks.
     let mut wants: HashMap<TrackId, Vec<usize>> = HashMap::new();
     let tracks = lock(&registry).joined(&room, lane);
@@ -818,6 +839,8 @@ pub(crate) async fn link(
                         let _ = lanes.control[*w].send(Control::Import(info.clone()));
                     }
                     wants.insert(track, others);
+                    // Nobody listening to them is no reason to end the link.
+                    let _ = events.send(LinkEvent::Imported(info)).await;
                 }
                 Some(LinkMsg::Untrack(track)) => {
                     let others = lock(&registry).unpublished(lane, &room, track);
@@ -825,6 +848,7 @@ pub(crate) async fn link(
                         let _ = lanes.control[w].send(Control::Unimport(track));
                     }
                     wants.remove(&track);
+                    let _ = events.send(LinkEvent::Ended(track)).await;
                 }
                 Some(LinkMsg::Packet(p)) => {
                     for w in wants.get(&p.track).into_iter().flatten() {

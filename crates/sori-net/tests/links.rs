@@ -53,10 +53,26 @@ async fn a_room_linked_across_two_media_nodes_reaches_every_receiver_on_both() {
     let a = start_node(1, 1, 4).await;
     let b = start_node(2, 2, 4).await;
     // The room is "r" on a and "r-b" on b (a pipeline's id on each node).
-    let (a_in, a_out) = a.handle.link("r").expect("a free link on a");
-    let (b_in, b_out) = b.handle.link("r-b").expect("a free link on b");
-    let a_to_b = pump(a_out, b_in);
-    let b_to_a = pump(b_out, a_in);
+    let a_link = a.handle.link("r").expect("a free link on a");
+    let b_link = b.handle.link("r-b").expect("a free link on b");
+    let a_to_b = pump(a_link.to_remote, b_link.from_remote);
+    let b_to_a = pump(b_link.to_remote, a_link.from_remote);
+    // Each end says which of the other's tracks its workers took in.
+    let imported = |mut events: mpsc::Receiver<sori_net::LinkEvent>| {
+        tokio::spawn(async move {
+            let mut n = Vec::new();
+            while let Some(e) = events.recv().await {
+                if let sori_net::LinkEvent::Imported(info) = e {
+                    n.push(info.publisher);
+                    if n.len() == 2 {
+                        break;
+                    }
+                }
+            }
+            n
+        })
+    };
+    let (a_events, b_events) = (imported(a_link.events), imported(b_link.events));
 
     let mut clients = Vec::new();
     for i in 0..8u8 {
@@ -72,6 +88,11 @@ async fn a_room_linked_across_two_media_nodes_reaches_every_receiver_on_both() {
             assert_complete(c.index, &s, sender);
         }
     }
+    // Each node was told of the other's publisher's two tracks.
+    let on_a = a_events.await.unwrap();
+    let on_b = b_events.await.unwrap();
+    assert_eq!(on_a, vec![clients[4].peer; 2]);
+    assert_eq!(on_b, vec![clients[0].peer; 2]);
     // Ids are the nodes' own: no peer of one is a peer of the other.
     assert!(clients[..4].iter().all(|c| c.peer.0 >> 48 == 1));
     assert!(clients[4..].iter().all(|c| c.peer.0 >> 48 == 2));
