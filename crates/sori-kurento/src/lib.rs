@@ -130,6 +130,7 @@ impl Kurento {
     pub fn router(&self) -> Router {
         Router::new()
             .route(&self.config.path, get(upgrade))
+            .route(&relay_path(&self.config.path), get(relay_upgrade))
             .with_state(self.clone())
     }
 
@@ -142,6 +143,66 @@ impl Kurento {
 #[derive(serde::Deserialize)]
 struct Params {
     access_token: Option<String>,
+}
+
+/// Where a RelayEndpoint made without `uri` is dialed by the other node's: under the control
+/// API's path, with `?element=<its id>` (and the control API's token).
+pub fn relay_path(path: &str) -> String {
+    format!("{}/relay", path.trim_end_matches('/'))
+}
+
+#[derive(serde::Deserialize)]
+struct RelayParams {
+    access_token: Option<String>,
+    element: String,
+}
+
+/// The other node's RelayEndpoint dials in: with the control API's token, for an element
+/// here that waits for it.
+async fn relay_upgrade(
+    State(k): State<Kurento>,
+    Query(q): Query<RelayParams>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Media nodes dial each other; a browser page never does.
+    if headers.contains_key(header::ORIGIN) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if let Some(token) = &k.config.access_token {
+        let given = q.access_token.as_deref().unwrap_or_default();
+        if !token_matches(given.as_bytes(), token.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
+        }
+    }
+    let Some((from_remote, to_remote)) = k.kms.lock().await.take_waiting(&q.element) else {
+        return (StatusCode::NOT_FOUND, "no RelayEndpoint waits with that id").into_response();
+    };
+    let kms = k.kms.clone();
+    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| async move {
+        let id = q.element;
+        tracing::info!(object = id, "relay linked (dialed in)");
+        let (tx, rx) = socket.split();
+        let rx = rx
+            .take_while(|m| std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
+            .map(|m| match m {
+                Ok(Message::Binary(b)) => model::Frame::Data(b.to_vec()),
+                _ => model::Frame::Other,
+            });
+        let tx = tx.with(|f: model::Frame| {
+            std::future::ready(Ok::<_, axum::Error>(match f {
+                model::Frame::Data(b) => Message::Binary(b.into()),
+                model::Frame::Ping | model::Frame::Other => Message::Ping(Default::default()),
+            }))
+        });
+        // Stopped with the element (released, or its pipeline).
+        let carry = tokio::spawn({
+            let id = id.clone();
+            async move { model::pump(&id, rx, tx, from_remote, to_remote).await }
+        });
+        kms.lock().await.relay_task(&id, carry.abort_handle());
+        let _ = carry.await;
+    })
 }
 
 async fn upgrade(

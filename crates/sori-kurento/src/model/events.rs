@@ -58,7 +58,7 @@ impl Kind {
         OBJECT.contains(&event)
             || match self {
                 Kind::Pipeline => false,
-                Kind::PassThrough => ELEMENT.contains(&event),
+                Kind::PassThrough | Kind::Relay(_) => ELEMENT.contains(&event),
                 Kind::Recorder(_) => {
                     ELEMENT.contains(&event)
                         || ["Recording", "Paused", "Stopped", "UriEndpointStateChanged"]

@@ -235,7 +235,7 @@ impl Kms {
                         .and_then(|l| l.published)
                 }
                 Kind::PassThrough => at = link.source.clone(),
-                Kind::Pipeline | Kind::Recorder(_) => return None,
+                Kind::Pipeline | Kind::Recorder(_) | Kind::Relay(_) => return None,
             }
         }
         None

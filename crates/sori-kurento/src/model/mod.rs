@@ -13,6 +13,7 @@ mod links;
 mod manager;
 mod recorder_endpoint;
 mod registry;
+mod relay;
 mod request;
 mod session;
 mod webrtc;
@@ -34,6 +35,7 @@ use links::{Link, MediaType};
 use registry::{Kind, Object};
 use request::{find_newref, Call, Method, ObjectMethod};
 use session::Session;
+pub(crate) use relay::{pump, Frame};
 pub(crate) use session::{gc_task, Conn};
 pub(crate) use webrtc::FlowTrack;
 

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::manager::{ManagerOp, MANAGER};
 use super::request::{Create, Factory, Invoke, ObjectOp, Operation, PropertyOp};
+use super::relay::Relay;
 use super::webrtc::WebRtc;
 use super::{uuid, value, Kms};
 use crate::recorder::{self, Rec};
@@ -19,6 +20,7 @@ pub(super) enum Kind {
     WebRtc(Box<WebRtc>),
     PassThrough,
     Recorder(Box<Rec>),
+    Relay(Box<Relay>),
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::WebRtc(_) => "WebRtcEndpoint",
             Kind::PassThrough => "PassThrough",
             Kind::Recorder(_) => "RecorderEndpoint",
+            Kind::Relay(_) => "RelayEndpoint",
         }
     }
     pub(super) fn hierarchy(&self) -> Vec<&'static str> {
@@ -43,6 +46,11 @@ impl Kind {
             ],
             Kind::Recorder(_) => vec![
                 "kurento.UriEndpoint",
+                "kurento.Endpoint",
+                "kurento.MediaElement",
+                "kurento.MediaObject",
+            ],
+            Kind::Relay(_) => vec![
                 "kurento.Endpoint",
                 "kurento.MediaElement",
                 "kurento.MediaObject",
@@ -106,8 +114,14 @@ impl Kms {
         session: &str,
         create: Create,
     ) -> Result<Value, RpcError> {
+        let mut relay_uri = None;
         let kind = match create.factory {
             Factory::MediaPipeline => Kind::Pipeline,
+            // Its link is made below, once its pipeline and id are known.
+            Factory::RelayEndpoint { uri } => {
+                relay_uri = Some(uri);
+                Kind::PassThrough
+            }
             Factory::WebRtcEndpoint {
                 renegotiation,
                 recvonly,
@@ -134,6 +148,19 @@ impl Kms {
                 Some(pipeline),
             )
         };
+        let (id, kind) = match (relay_uri, &pipeline) {
+            (Some(uri), Some(p)) => {
+                let id = id.replace("_kurento.PassThrough", "_sori.RelayEndpoint");
+                let link = self.media.link(p).ok_or_else(|| {
+                    RpcError::not_enough_resources(
+                        "this media server has no free relay link (is it a media node of a cluster?)",
+                    )
+                })?;
+                let relay = Relay::new(self.this.clone(), id.clone(), link, uri);
+                (id, Kind::Relay(Box::new(relay)))
+            }
+            _ => (id, kind),
+        };
         self.insert(session, id.clone(), kind, pipeline);
         tracing::debug!(object = id, "created");
         self.emit(MANAGER, "ObjectCreated", json!({"object": id}));
@@ -155,7 +182,7 @@ impl Kms {
     fn insert(&mut self, session: &str, id: String, kind: Kind, pipeline: Option<String>) {
         let props = match kind {
             Kind::WebRtc(_) => webrtc_props(),
-            Kind::PassThrough | Kind::Recorder(_) => element_props(),
+            Kind::PassThrough | Kind::Recorder(_) | Kind::Relay(_) => element_props(),
             Kind::Pipeline => match json!({"latencyStats": false}) {
                 Value::Object(m) => m,
                 _ => Map::new(),

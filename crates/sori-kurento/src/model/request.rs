@@ -119,6 +119,11 @@ pub(super) enum Factory {
         sendonly: bool,
     },
     PassThrough,
+    /// The Sori extension linking two pipelines on two media nodes: `uri` to dial, or none
+    /// to wait for the other node.
+    RelayEndpoint {
+        uri: Option<String>,
+    },
     RecorderEndpoint {
         uri: String,
         profile: Profile,
@@ -128,7 +133,10 @@ pub(super) enum Factory {
 impl Create {
     fn parse(params: &Map<String, Value>) -> Result<Create, RpcError> {
         let ty = string_param(params, "type")?;
-        let ty = ty.strip_prefix("kurento.").unwrap_or(ty);
+        let ty = ty
+            .strip_prefix("kurento.")
+            .or_else(|| ty.strip_prefix("sori."))
+            .unwrap_or(ty);
         let ctor = match params.get("constructorParams") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -167,6 +175,9 @@ impl Create {
                 sendonly: flags[1],
             },
             "PassThrough" => Factory::PassThrough,
+            "RelayEndpoint" => Factory::RelayEndpoint {
+                uri: opt_string_param(&ctor, "uri")?.map(str::to_string),
+            },
             "RecorderEndpoint" => Factory::RecorderEndpoint {
                 uri: string_param(&ctor, "uri")?.to_string(),
                 profile: recorder::parse_profile(opt_string_param(&ctor, "mediaProfile")?)?,

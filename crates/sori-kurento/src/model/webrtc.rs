@@ -109,8 +109,11 @@ impl Kms {
             .iter()
             .filter(|l| l.sink == id && l.sink_desc != "default")
         {
-            if let Some(kind) = l.ty.kind() {
-                wanted.extend(self.tracks_of(&l.source, kind));
+            let Some(kind) = l.ty.kind() else { continue };
+            match self.objects.get(&l.source).map(|o| &o.kind) {
+                // Another node's tracks, of the publisher the source description names.
+                Some(Kind::Relay(r)) => wanted.extend(r.tracks_for(&l.source_desc, kind)),
+                _ => wanted.extend(self.tracks_of(&l.source, kind)),
             }
         }
         let Some(w) = self.webrtc_mut(id) else {
