@@ -23,6 +23,8 @@ use redis::AsyncCommands;
 
 /// The set of announced node ids.
 const NODES: &str = "sori:media:nodes";
+/// The media nodes started so far (see [`Registry::node_number`]).
+const INDEX: &str = "sori:media:index";
 
 fn node_key(id: &str) -> String {
     format!("sori:media:{id}")
@@ -156,6 +158,15 @@ impl Registry {
     pub fn connect(url: &str) -> Result<Registry, ClusterError> {
         let (_, conn) = connect(url)?;
         Ok(Registry { conn })
+    }
+
+    /// A number for a media node that starts, unique among the cluster's nodes (the ids of its
+    /// peers and tracks carry it, so that two linked nodes never share one): 1 to 65535, in
+    /// the order nodes start (`INCR sori:media:index`), round again after the 65535th.
+    pub async fn node_number(&self) -> Result<u16, ClusterError> {
+        let mut c = self.conn.clone();
+        let n: u64 = c.incr(INDEX, 1).await?;
+        Ok(((n - 1) % 65535 + 1) as u16)
     }
 
     /// Announces `node` (or renews it) for `ttl`: a heartbeat calls this well within `ttl`.

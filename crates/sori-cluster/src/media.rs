@@ -13,8 +13,16 @@
 //! the room is placed anew at the first of them, on another node. While Redis cannot be read
 //! nothing is decided: media in progress goes on, rooms this server knows stay where they are,
 //! and a new room waits for Redis.
+//!
+//! **Cascading.** When the room's node is full (its load, or this server's own count of its
+//! participants there, at its capacity), a newcomer's media goes to another open node — one
+//! the room already spans first, else the least loaded. The room's pipelines on the two nodes
+//! are linked by a pair of RelayEndpoints (one waits, the other dials it): each publisher's
+//! media crosses once per node, and every participant gets the other node's participants
+//! through the relay, as it gets its own node's (muting included). A node whose last
+//! participant of the room leaves is unlinked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +54,25 @@ struct Inner {
     /// Presented to every node's control API (`?access_token=`).
     token: Option<String>,
     state: Mutex<State>,
+    /// Each room's participants and linked node pairs; its lock is held while the room's
+    /// media joins, leaves or mutes, so that links are made once and in order.
+    spans: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Span>>>>,
+}
+
+/// A room as this server placed its media: on which nodes, linked how.
+#[derive(Default)]
+struct Span {
+    /// Its participants (by peer, `<node>/<endpoint>`).
+    members: HashMap<String, Member>,
+    /// The node pairs linked for it (the lower id first).
+    pairs: BTreeSet<(String, String)>,
+}
+
+struct Member {
+    node: String,
+    endpoint: String,
+    stream: String,
+    muted: [bool; 2],
 }
 
 #[derive(Default)]
@@ -78,6 +105,7 @@ impl ClusterMedia {
             registry,
             token,
             state: Mutex::new(State::default()),
+            spans: Mutex::new(HashMap::new()),
         });
         tokio::spawn(watch(Arc::downgrade(&inner)));
         ClusterMedia { inner }
@@ -232,6 +260,153 @@ impl ClusterMedia {
     }
 }
 
+impl ClusterMedia {
+    /// The lock of `room`'s span.
+    fn span(&self, room: &str) -> Arc<tokio::sync::Mutex<Span>> {
+        lock(&self.inner.spans)
+            .entry(room.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets `room`'s span when it has no one left (its lock held by the caller).
+    fn forget_span(&self, room: &str, span: &Span) {
+        if span.members.is_empty() && span.pairs.is_empty() {
+            lock(&self.inner.spans).remove(room);
+        }
+    }
+
+    /// Whether `node` takes no more participants: its load, or this server's own count of
+    /// its participants (the load is a beat late), at its capacity.
+    fn full(&self, node: &NodeInfo) -> bool {
+        if node.capacity == 0 {
+            return false;
+        }
+        let here = lock(&self.inner.state)
+            .peers
+            .values()
+            .filter(|p| p.node == node.id)
+            .count();
+        node.load.max(here as u32) >= node.capacity
+    }
+
+    /// The node a newcomer of `room` goes to: the room's own (`home`) unless it is full; then
+    /// an open node that is not, one the room spans first, else the least loaded. `home`
+    /// when there is none.
+    async fn node_in(&self, home: (NodeInfo, RemoteMedia), span: &Span) -> (NodeInfo, RemoteMedia) {
+        if !self.full(&home.0) {
+            return home;
+        }
+        let Ok(Ok(nodes)) = tokio::time::timeout(REDIS_WITHIN, self.inner.registry.nodes()).await
+        else {
+            return home;
+        };
+        let spanned = |id: &str| span.members.values().any(|m| m.node == id);
+        let mut open: Vec<NodeInfo> = nodes
+            .into_iter()
+            .filter(|n| n.id != home.0.id && n.open() && !self.full(n))
+            .collect();
+        open.sort_by(|a, b| {
+            let share = |n: &NodeInfo| n.load as f64 / n.capacity.max(1) as f64;
+            (!spanned(&a.id), share(a), &a.id)
+                .partial_cmp(&(!spanned(&b.id), share(b), &b.id))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for node in open {
+            match self.connect(&node).await {
+                Ok(media) => {
+                    tracing::info!(
+                        node = node.id,
+                        full = home.0.id,
+                        "the room's node is full: a participant's media goes to another, linked"
+                    );
+                    return (node, media);
+                }
+                Err(e) => tracing::warn!(node = node.id, "{e}"),
+            }
+        }
+        home
+    }
+
+    /// Links `room`'s pipelines on nodes `a` and `b` (once): `a`'s RelayEndpoint waits, `b`'s
+    /// dials it; `b` then has `a`'s participants.
+    async fn pair(
+        &self,
+        room: &str,
+        a: &str,
+        b: &str,
+        span: &mut Span,
+    ) -> Result<(), BackendError> {
+        let key = if a < b {
+            (a.to_string(), b.to_string())
+        } else {
+            (b.to_string(), a.to_string())
+        };
+        if span.pairs.contains(&key) {
+            return Ok(());
+        }
+        let gone = |n: &str| BackendError::Unreachable(format!("media node {n} is gone"));
+        let (ma, _) = self.link_of(a).ok_or_else(|| gone(a))?;
+        let (mb, _) = self.link_of(b).ok_or_else(|| gone(b))?;
+        let url = lock(&self.inner.state)
+            .links
+            .get(a)
+            .map(|l| l.url.clone())
+            .ok_or_else(|| gone(a))?;
+        let remote = |e: sori_kurento_client::RemoteError| {
+            BackendError::Unreachable(format!("relay between {a} and {b}: {e}"))
+        };
+        let waiting = ma.relay(room, b, None).await.map_err(remote)?;
+        let uri = relay_uri(&url, &waiting, self.inner.token.as_deref());
+        mb.relay(room, a, Some(&uri)).await.map_err(remote)?;
+        span.pairs.insert(key);
+        tracing::info!(room, a, b, "room linked across two media nodes");
+        for m in span.members.values().filter(|m| m.node == a) {
+            mb.add_remote(room, a, &m.endpoint, &m.stream, m.muted)
+                .await
+                .map_err(remote)?;
+        }
+        Ok(())
+    }
+
+    /// Unlinks `node` from the other nodes of `room` once it has none of its participants.
+    async fn unpair_empty(&self, room: &str, node: &str, span: &mut Span) {
+        if span.members.values().any(|m| m.node == node) {
+            return;
+        }
+        let pairs: Vec<(String, String)> = span
+            .pairs
+            .iter()
+            .filter(|(a, b)| a == node || b == node)
+            .cloned()
+            .collect();
+        for (a, b) in pairs {
+            span.pairs.remove(&(a.clone(), b.clone()));
+            for (here, there) in [(&a, &b), (&b, &a)] {
+                if let Some((m, _)) = self.link_of(here) {
+                    m.unrelay(room, there).await;
+                }
+            }
+            tracing::info!(room, a, b, "media nodes unlinked for the room");
+        }
+    }
+}
+
+/// The URI a RelayEndpoint dials to reach `element` on the node whose control API is at
+/// `control_url`.
+fn relay_uri(control_url: &str, element: &str, token: Option<&str>) -> String {
+    let base = control_url.split('?').next().unwrap_or_default();
+    let mut uri = format!(
+        "{}/relay?element={}",
+        base.trim_end_matches('/'),
+        query_value(element)
+    );
+    if let Some(t) = token {
+        uri.push_str(&format!("&access_token={}", query_value(t)));
+    }
+    uri
+}
+
 /// Reads the registry every [`WATCH_EVERY`] while the backend lives: participants on nodes
 /// that went away or drain are sent round, their connections to gone nodes dropped, and the
 /// rooms with participants here kept placed.
@@ -329,13 +504,56 @@ impl MediaBackend for ClusterMedia {
         receive: bool,
     ) -> BoxFuture<'a, Result<BackendJoined, BackendError>> {
         Box::pin(async move {
-            let (node, media) = self.node_for(room).await?;
-            let joined = MediaBackend::join(&media, room, offer, receive).await?;
+            let span = self.span(room);
+            let mut span = span.lock().await;
+            let home = self.node_for(room).await?;
+            let (node, media) = self.node_in(home, &span).await;
+            // The room's other nodes: linked to this one first, so that the newcomer gets
+            // their participants as it joins.
+            let others: BTreeSet<String> = span
+                .members
+                .values()
+                .map(|m| m.node.clone())
+                .filter(|n| *n != node.id)
+                .collect();
+            for o in &others {
+                if let Err(e) = self.pair(room, o, &node.id, &mut span).await {
+                    tracing::warn!(room, node = node.id, other = o, "{e}");
+                }
+            }
+            let joined = match MediaBackend::join(&media, room, offer, receive).await {
+                Ok(j) => j,
+                Err(e) => {
+                    self.unpair_empty(room, &node.id, &mut span).await;
+                    self.forget_span(room, &span);
+                    return Err(e);
+                }
+            };
             let PeerRef::Remote(endpoint) = &joined.peer else {
                 return Err(BackendError::UnknownPeer);
             };
             let peer = format!("{}/{endpoint}", node.id);
             tracing::info!(room, node = node.id, peer, "media joined on a node");
+            for o in &others {
+                if let Some((m, _)) = self.link_of(o) {
+                    let added = m
+                        .add_remote(room, &node.id, endpoint, &joined.stream_id, [false; 2])
+                        .await;
+                    if let Err(e) = added {
+                        tracing::warn!(room, peer, node = o, "not relayed there: {e}");
+                    }
+                }
+            }
+            span.members.insert(
+                peer.clone(),
+                Member {
+                    node: node.id.clone(),
+                    endpoint: endpoint.clone(),
+                    stream: joined.stream_id.clone(),
+                    muted: [false; 2],
+                },
+            );
+            drop(span);
             // Unbounded as the backend's own signals are (the trait's type): it carries what
             // the node sends for this peer, one for one, and at most one `Removed` of ours.
             let (tx, rx) = mpsc::unbounded_channel();
@@ -388,9 +606,46 @@ impl MediaBackend for ClusterMedia {
         kind: MediaKind,
         muted: bool,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(self.on_node(peer, async move |m: RemoteMedia, p: PeerRef| {
-            MediaBackend::set_muted(&m, &p, kind, muted).await
-        }))
+        Box::pin(async move {
+            self.on_node(peer, async move |m: RemoteMedia, p: PeerRef| {
+                MediaBackend::set_muted(&m, &p, kind, muted).await
+            })
+            .await?;
+            // The room's other nodes stop (or start again) relaying it to their participants.
+            let PeerRef::Remote(id) = peer else {
+                return Ok(());
+            };
+            let Some(room) = lock(&self.inner.state)
+                .peers
+                .get(id)
+                .map(|p| p.room.clone())
+            else {
+                return Ok(());
+            };
+            let span = self.span(room.as_str());
+            let mut span = span.lock().await;
+            let Some(me) = span.members.get_mut(id) else {
+                return Ok(());
+            };
+            me.muted[usize::from(kind == MediaKind::Video)] = muted;
+            let (node, endpoint) = (me.node.clone(), me.endpoint.clone());
+            let others: BTreeSet<String> = span
+                .members
+                .values()
+                .map(|m| m.node.clone())
+                .filter(|n| *n != node)
+                .collect();
+            for o in others {
+                if let Some((m, _)) = self.link_of(&o) {
+                    let r = m.update_remote(&room, &endpoint, Some((kind, muted))).await;
+                    if let Err(e) = r {
+                        tracing::warn!(room, node = o, "mute not relayed there: {e}");
+                    }
+                }
+            }
+            self.forget_span(&room, &span);
+            Ok(())
+        })
     }
 
     fn set_view<'a>(
@@ -433,6 +688,33 @@ impl MediaBackend for ClusterMedia {
                     Ok(())
                 })
                 .await;
+            let PeerRef::Remote(id) = peer else { return };
+            let spans: Vec<(String, Arc<tokio::sync::Mutex<Span>>)> = lock(&self.inner.spans)
+                .iter()
+                .map(|(r, s)| (r.clone(), s.clone()))
+                .collect();
+            for (room, span) in spans {
+                let mut span = span.lock().await;
+                let Some(me) = span.members.remove(id) else {
+                    continue;
+                };
+                // The other nodes of the room stop relaying it, and a node left without
+                // participants of the room is unlinked.
+                let others: BTreeSet<String> = span
+                    .members
+                    .values()
+                    .map(|m| m.node.clone())
+                    .filter(|n| *n != me.node)
+                    .collect();
+                for o in others {
+                    if let Some((m, _)) = self.link_of(&o) {
+                        let _ = m.update_remote(&room, &me.endpoint, None).await;
+                    }
+                }
+                self.unpair_empty(&room, &me.node, &mut span).await;
+                self.forget_span(&room, &span);
+                break;
+            }
         })
     }
 

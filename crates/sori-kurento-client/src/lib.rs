@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use connection::{Outgoing, Task, Watchers};
-use rooms::{Endpoint, Room, RoomLock, Rooms};
+use rooms::{Endpoint, RemotePeer, Room, RoomLock, Rooms};
 
 /// An error from the media server (or from reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,13 +273,30 @@ impl RemoteMedia {
         muted: [bool; 2],
         deadline: Instant,
     ) -> Result<(), RemoteError> {
+        self.link_described(source, "default", source, sink, muted, deadline)
+            .await
+    }
+
+    /// [`Self::link`] with the source's media description `from` (a relay's: the publisher's
+    /// stream id) and the sink's `to`.
+    async fn link_described(
+        &self,
+        source: &str,
+        from: &str,
+        to: &str,
+        sink: &str,
+        muted: [bool; 2],
+        deadline: Instant,
+    ) -> Result<(), RemoteError> {
         if muted == [false; 2] {
-            let params = json!({"sink": sink, "sinkMediaDescription": source});
+            let params =
+                json!({"sink": sink, "sourceMediaDescription": from, "sinkMediaDescription": to});
             self.invoke(source, "connect", params, deadline).await?;
             return Ok(());
         }
         for (kind, _) in KINDS.iter().zip(muted).filter(|(_, m)| !m) {
-            let params = json!({"sink": sink, "mediaType": kind, "sinkMediaDescription": source});
+            let params = json!({"sink": sink, "mediaType": kind,
+                                "sourceMediaDescription": from, "sinkMediaDescription": to});
             self.invoke(source, "connect", params, deadline).await?;
         }
         Ok(())
@@ -429,6 +446,14 @@ impl RemoteMedia {
                 self.link(endpoint, &other.id, [false; 2], deadline).await?;
             }
         }
+        if receive {
+            for p in &r.remote {
+                if let Some(relay) = r.relays.get(&p.node) {
+                    self.link_described(relay, &p.stream, &p.id, endpoint, p.muted, deadline)
+                        .await?;
+                }
+            }
+        }
         Ok((answer, stream_id))
     }
 
@@ -480,6 +505,192 @@ impl RemoteMedia {
             self.invoke(peer, op, params, deadline).await?;
         }
         Ok(())
+    }
+
+    /// The room `room` locked, live, made when there is none.
+    async fn room_locked(
+        &self,
+        room: &str,
+        deadline: Instant,
+    ) -> Result<(RoomLock, tokio::sync::OwnedMutexGuard<Room>), RemoteError> {
+        for _ in 0..3 {
+            let shared = self.shared.rooms.get_or_add(room);
+            let guard = tokio::time::timeout_at(deadline, shared.clone().lock_owned())
+                .await
+                .map_err(|_| RemoteError::unreachable(format!("room {room} stayed busy")))?;
+            if guard.live(&self.shared.rooms) {
+                return Ok((shared, guard));
+            }
+        }
+        Err(RemoteError::unreachable(
+            "the media server's session keeps being lost",
+        ))
+    }
+
+    /// The room `room` locked, if there is one and it is live.
+    async fn existing_room(
+        &self,
+        room: &str,
+        deadline: Instant,
+    ) -> Option<(RoomLock, tokio::sync::OwnedMutexGuard<Room>)> {
+        let shared = self.shared.rooms.get(room)?;
+        let r = tokio::time::timeout_at(deadline, shared.clone().lock_owned())
+            .await
+            .ok()?;
+        r.live(&self.shared.rooms).then_some((shared, r))
+    }
+
+    /// Cascading: the RelayEndpoint of `room` here (its pipeline made if need be) that links
+    /// it to media node `node`'s pipeline of the room. Made now when there is none: with
+    /// `dial`, it dials that URI (the other node's waiting RelayEndpoint); without, it waits
+    /// to be dialed.
+    pub async fn relay(
+        &self,
+        room: &str,
+        node: &str,
+        dial: Option<&str>,
+    ) -> Result<String, RemoteError> {
+        let deadline = self.deadline();
+        let (_, mut r) = self.room_locked(room, deadline).await?;
+        if let Some(relay) = r.relays.get(node) {
+            return Ok(relay.clone());
+        }
+        let pipeline = match &r.pipeline {
+            Some(p) => p.clone(),
+            None => {
+                let params = json!({"type": "MediaPipeline", "properties": {}});
+                let p = self.create(params, deadline).await?;
+                r.pipeline = Some(p.clone());
+                p
+            }
+        };
+        let mut ctor = json!({"mediaPipeline": pipeline});
+        if let Some(uri) = dial {
+            ctor["uri"] = json!(uri);
+        }
+        let relay = self
+            .create(
+                json!({"type": "sori.RelayEndpoint", "constructorParams": ctor}),
+                deadline,
+            )
+            .await?;
+        r.relays.insert(node.to_string(), relay.clone());
+        Ok(relay)
+    }
+
+    /// Cascading: `peer` (endpoint id `peer` with stream id `stream` on media node `node`,
+    /// linked to this one by [`Self::relay`]) is in `room`: every participant here that
+    /// receives gets its media of the kinds not `muted`, through the relay.
+    pub async fn add_remote(
+        &self,
+        room: &str,
+        node: &str,
+        peer: &str,
+        stream: &str,
+        muted: [bool; 2],
+    ) -> Result<(), RemoteError> {
+        let deadline = self.deadline();
+        let (_, mut r) = self.room_locked(room, deadline).await?;
+        let Some(relay) = r.relays.get(node).cloned() else {
+            return Err(RemoteError::unreachable(format!(
+                "room {room} has no relay to node {node}"
+            )));
+        };
+        if r.remote.iter().any(|p| p.id == peer) {
+            return Ok(());
+        }
+        r.remote.push(RemotePeer {
+            id: peer.to_string(),
+            stream: stream.to_string(),
+            node: node.to_string(),
+            muted,
+        });
+        let sinks: Vec<String> = r
+            .endpoints
+            .iter()
+            .filter(|e| e.receives)
+            .map(|e| e.id.clone())
+            .collect();
+        for sink in sinks {
+            self.link_described(&relay, stream, peer, &sink, muted, deadline)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Cascading: the participant `peer` of another node left `room`, or its media of `kind`
+    /// is muted (`Some((kind, muted))`): the links from it here go, or come back.
+    pub async fn update_remote(
+        &self,
+        room: &str,
+        peer: &str,
+        mute: Option<(MediaKind, bool)>,
+    ) -> Result<(), RemoteError> {
+        let deadline = self.deadline();
+        let Some((_, mut r)) = self.existing_room(room, deadline).await else {
+            return Ok(());
+        };
+        let Some(at) = r.remote.iter().position(|p| p.id == peer) else {
+            return Ok(());
+        };
+        let Some(relay) = r.relays.get(&r.remote[at].node).cloned() else {
+            return Ok(());
+        };
+        let stream = r.remote[at].stream.clone();
+        let kinds: Vec<(usize, bool)> = match mute {
+            None => {
+                r.remote.remove(at);
+                vec![(0, false), (1, false)]
+            }
+            Some((kind, muted)) => {
+                let k = usize::from(kind == MediaKind::Video);
+                if r.remote[at].muted[k] == muted {
+                    return Ok(());
+                }
+                r.remote[at].muted[k] = muted;
+                vec![(k, !muted)]
+            }
+        };
+        let sinks: Vec<String> = r
+            .endpoints
+            .iter()
+            .filter(|e| e.receives)
+            .map(|e| e.id.clone())
+            .collect();
+        for (k, on) in kinds {
+            let op = if on { "connect" } else { "disconnect" };
+            for sink in &sinks {
+                let params = json!({"sink": sink, "mediaType": KINDS[k],
+                                    "sourceMediaDescription": stream, "sinkMediaDescription": peer});
+                self.invoke(&relay, op, params, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cascading: `room` no longer spans this node and `node`: the relay goes, with the
+    /// participants of that node it brought.
+    pub async fn unrelay(&self, room: &str, node: &str) {
+        let deadline = self.deadline();
+        let Some((shared, mut r)) = self.existing_room(room, deadline).await else {
+            return;
+        };
+        r.remote.retain(|p| p.node != node);
+        if let Some(relay) = r.relays.remove(node) {
+            let _ = self
+                .request_by("release", json!({"object": relay}), deadline)
+                .await;
+        }
+        // A pipeline made for a relay alone goes with it.
+        if r.endpoints.is_empty() && r.relays.is_empty() {
+            r.gone = true;
+            self.shared.rooms.remove(room, &shared);
+            if let Some(pipeline) = r.pipeline.take() {
+                let _ = self
+                    .request_by("release", json!({"object": pipeline}), deadline)
+                    .await;
+            }
+        }
     }
 
     /// A later offer from the browser; returns the answer.

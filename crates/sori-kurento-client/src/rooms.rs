@@ -20,6 +20,21 @@ pub(crate) struct Room {
     pub(crate) gone: bool,
     /// The session epoch it was made in ([`Rooms::epoch`]).
     pub(crate) epoch: u64,
+    /// Its RelayEndpoints, by the other media node they link it to (cascading).
+    pub(crate) relays: HashMap<String, String>,
+    /// Its participants on other media nodes, whose media comes through a relay.
+    pub(crate) remote: Vec<RemotePeer>,
+}
+
+/// A participant of the room whose media is on another media node.
+pub(crate) struct RemotePeer {
+    /// Its endpoint there (the sink media description of its links here).
+    pub(crate) id: String,
+    /// Its stream id (the source media description of the relay's links).
+    pub(crate) stream: String,
+    /// The node it is on.
+    pub(crate) node: String,
+    pub(crate) muted: [bool; 2],
 }
 
 impl Room {
@@ -64,6 +79,11 @@ impl Rooms {
                 }))
             })
             .clone()
+    }
+
+    /// The room named `name`, if there is one.
+    pub(crate) fn get(&self, name: &str) -> Option<RoomLock> {
+        lock(&self.by_name).get(name).cloned()
     }
 
     /// The room `peer` is in.

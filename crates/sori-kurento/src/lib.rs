@@ -179,30 +179,33 @@ async fn relay_upgrade(
         return (StatusCode::NOT_FOUND, "no RelayEndpoint waits with that id").into_response();
     };
     let kms = k.kms.clone();
-    ws.max_message_size(MAX_FRAME).on_upgrade(move |socket| async move {
-        let id = q.element;
-        tracing::info!(object = id, "relay linked (dialed in)");
-        let (tx, rx) = socket.split();
-        let rx = rx
-            .take_while(|m| std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
-            .map(|m| match m {
-                Ok(Message::Binary(b)) => model::Frame::Data(b.to_vec()),
-                _ => model::Frame::Other,
+    ws.max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| async move {
+            let id = q.element;
+            tracing::info!(object = id, "relay linked (dialed in)");
+            let (tx, rx) = socket.split();
+            let rx = rx
+                .take_while(|m| {
+                    std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))
+                })
+                .map(|m| match m {
+                    Ok(Message::Binary(b)) => model::Frame::Data(b.to_vec()),
+                    _ => model::Frame::Other,
+                });
+            let tx = tx.with(|f: model::Frame| {
+                std::future::ready(Ok::<_, axum::Error>(match f {
+                    model::Frame::Data(b) => Message::Binary(b.into()),
+                    model::Frame::Ping | model::Frame::Other => Message::Ping(Default::default()),
+                }))
             });
-        let tx = tx.with(|f: model::Frame| {
-            std::future::ready(Ok::<_, axum::Error>(match f {
-                model::Frame::Data(b) => Message::Binary(b.into()),
-                model::Frame::Ping | model::Frame::Other => Message::Ping(Default::default()),
-            }))
-        });
-        // Stopped with the element (released, or its pipeline).
-        let carry = tokio::spawn({
-            let id = id.clone();
-            async move { model::pump(&id, rx, tx, from_remote, to_remote).await }
-        });
-        kms.lock().await.relay_task(&id, carry.abort_handle());
-        let _ = carry.await;
-    })
+            // Stopped with the element (released, or its pipeline).
+            let carry = tokio::spawn({
+                let id = id.clone();
+                async move { model::pump(&id, rx, tx, from_remote, to_remote).await }
+            });
+            kms.lock().await.relay_task(&id, carry.abort_handle());
+            let _ = carry.await;
+        })
 }
 
 async fn upgrade(

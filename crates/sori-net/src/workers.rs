@@ -164,6 +164,11 @@ impl Registry {
         span.workers.keys().copied().filter(|o| *o != w).collect()
     }
 
+    /// Whether `lane` is a worker's (not a link's).
+    fn is_worker(&self, lane: usize) -> bool {
+        lane < self.load.len()
+    }
+
     /// The worker of `track`'s publisher.
     fn origin(&self, room: &str, track: TrackId) -> Option<usize> {
         self.rooms.get(room)?.tracks.get(&track).map(|(w, _)| *w)
@@ -791,9 +796,21 @@ pub(crate) async fn link(
     } = io;
     // Which workers here take each of the other node's tracks.
     let mut wants: HashMap<TrackId, Vec<usize>> = HashMap::new();
-    let tracks = lock(&registry).joined(&room, lane);
+    // The tracks sent to the other node: only those published on this node cross a link (a
+    // track from a third node reaches the other over its own link to that node; passing it
+    // on would loop it round the nodes).
+    let mut sent: std::collections::HashSet<TrackId> = std::collections::HashSet::new();
+    let tracks: Vec<(usize, TrackInfo)> = {
+        let mut reg = lock(&registry);
+        let tracks = reg.joined(&room, lane);
+        tracks
+            .into_iter()
+            .filter(|(o, _)| reg.is_worker(*o))
+            .collect()
+    };
     for (origin, info) in tracks {
         let track = info.track;
+        sent.insert(track);
         if to_remote.send(LinkMsg::Track(info)).await.is_err() {
             break;
         }
@@ -803,10 +820,19 @@ pub(crate) async fn link(
         tokio::select! {
             c = control_rx.recv() => match c {
                 Some(Control::Import(info)) => {
-                    if to_remote.send(LinkMsg::Track(info)).await.is_err() { break; }
+                    let local = {
+                        let reg = lock(&registry);
+                        reg.origin(&room, info.track).is_some_and(|o| reg.is_worker(o))
+                    };
+                    if local {
+                        sent.insert(info.track);
+                        if to_remote.send(LinkMsg::Track(info)).await.is_err() { break; }
+                    }
                 }
                 Some(Control::Unimport(track)) => {
-                    if to_remote.send(LinkMsg::Untrack(track)).await.is_err() { break; }
+                    if sent.remove(&track) && to_remote.send(LinkMsg::Untrack(track)).await.is_err() {
+                        break;
+                    }
                 }
                 Some(Control::Export { track, to }) => {
                     let w = wants.entry(track).or_default();
@@ -834,6 +860,11 @@ pub(crate) async fn link(
                     // The room has its own name on each node (a control API pipeline's id).
                     info.room = room.clone();
                     let track = info.track;
+                    // Known here from elsewhere (this node's own, or another link's): never
+                    // taken over by this link.
+                    if lock(&registry).origin(&room, track).is_some_and(|o| o != lane) {
+                        continue;
+                    }
                     let others = lock(&registry).published(lane, info.clone());
                     for w in &others {
                         let _ = lanes.control[*w].send(Control::Import(info.clone()));
@@ -843,6 +874,9 @@ pub(crate) async fn link(
                     let _ = events.send(LinkEvent::Imported(info)).await;
                 }
                 Some(LinkMsg::Untrack(track)) => {
+                    if lock(&registry).origin(&room, track) != Some(lane) {
+                        continue;
+                    }
                     let others = lock(&registry).unpublished(lane, &room, track);
                     for w in others {
                         let _ = lanes.control[w].send(Control::Unimport(track));

@@ -26,6 +26,33 @@ const BEAT: Duration = Duration::from_secs(1);
 /// How often a draining node counts the participants it still has.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
+/// This media node's number among the cluster's (from Redis; a random one when Redis does not
+/// answer within a few seconds: unique enough among the nodes a room links).
+pub async fn node_number(redis: &str) -> Result<u16, String> {
+    let registry = Registry::connect(redis).map_err(|e| format!("--redis: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(5), registry.node_number()).await {
+        Ok(Ok(n)) => Ok(n),
+        failed => {
+            let n = random_node_number();
+            tracing::warn!(
+                "no node number from Redis ({}): {n} at random",
+                match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".into(),
+                }
+            );
+            Ok(n)
+        }
+    }
+}
+
+fn random_node_number() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % 65535 + 1) as u16
+}
+
 /// Starts announcing this media node (control API on `control`) in Redis at `redis`; the
 /// future returned resolves once the node was asked to stop, drained and withdrawn.
 pub fn announce(

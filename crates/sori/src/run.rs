@@ -13,6 +13,10 @@ use sori_turn::TurnServer;
 use crate::config::{Config, TlsPlanWeb, TurnPlan};
 use crate::turn::start_turn;
 
+/// The links to other media nodes a media node of a cluster may have at once (each a room
+/// spanning it and another node).
+pub const MEDIA_LINKS: usize = 64;
+
 /// What a process runs.
 pub enum Role {
     /// Session server and media server; with the control API when true.
@@ -28,7 +32,13 @@ pub async fn run(config: Config, role: Role) -> Result<(), String> {
     if let Role::Signal { media_url } = &role {
         return run_signal(config, media_url.as_deref()).await;
     }
-    let media = start_media(&config).await?;
+    // A media node of a cluster may link rooms with other nodes (cascading): its ids carry a
+    // number unique among them.
+    let node = match (&role, &config.cluster.redis) {
+        (Role::Media, Some(redis)) => Some(crate::cluster::node_number(redis.expose()).await?),
+        _ => None,
+    };
+    let media = start_media(&config, node).await?;
     let advertised = media
         .candidates
         .iter()
@@ -152,15 +162,17 @@ fn media_task_ended(ended: Result<(), tokio::task::JoinError>) -> String {
 }
 
 /// Opens the media port (UDP, and TCP for ICE-TCP) and starts the media server on it.
-async fn start_media(config: &Config) -> Result<MediaServer, String> {
+/// `node`: this media node's number in a cluster (it then takes [`MEDIA_LINKS`] links to other
+/// nodes).
+async fn start_media(config: &Config, node: Option<u16>) -> Result<MediaServer, String> {
     sori_net::start(MediaConfig {
         bind: SocketAddr::new(config.media.bind_ip, config.media.rtc_port),
         advertise: config.media.advertise_ip.clone(),
         sfu: config.sfu(),
         tcp: config.tcp(),
         workers: config.media_workers(),
-        node: 0,
-        links: 0,
+        node: node.unwrap_or(0),
+        links: if node.is_some() { MEDIA_LINKS } else { 0 },
     })
     .await
     .map_err(|e| {

@@ -33,9 +33,9 @@ use events::Sub;
 pub(crate) use flow::flow_task;
 use links::{Link, MediaType};
 use registry::{Kind, Object};
+pub(crate) use relay::{pump, Frame};
 use request::{find_newref, Call, Method, ObjectMethod};
 use session::Session;
-pub(crate) use relay::{pump, Frame};
 pub(crate) use session::{gc_task, Conn};
 pub(crate) use webrtc::FlowTrack;
 

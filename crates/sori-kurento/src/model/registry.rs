@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use super::manager::{ManagerOp, MANAGER};
-use super::request::{Create, Factory, Invoke, ObjectOp, Operation, PropertyOp};
 use super::relay::Relay;
+use super::request::{Create, Factory, Invoke, ObjectOp, Operation, PropertyOp};
 use super::webrtc::WebRtc;
 use super::{uuid, value, Kms};
 use crate::recorder::{self, Rec};

@@ -179,7 +179,11 @@ async fn dial(
         tokio::time::sleep(DIAL_WAIT).await;
     }
     let Some(socket) = socket else {
-        tracing::warn!(object = id, url = shown, "relay link not made: the other node is unreachable");
+        tracing::warn!(
+            object = id,
+            url = shown,
+            "relay link not made: the other node is unreachable"
+        );
         return;
     };
     tracing::info!(object = id, url = shown, "relay linked");
