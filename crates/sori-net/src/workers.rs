@@ -865,7 +865,12 @@ pub(crate) async fn link(
                     if lock(&registry).origin(&room, track).is_some_and(|o| o != lane) {
                         continue;
                     }
-                    let others = lock(&registry).published(lane, info.clone());
+                    let others: Vec<usize> = {
+                        let mut reg = lock(&registry);
+                        let others = reg.published(lane, info.clone());
+                        // The room's workers take it; other links never (see `sent`).
+                        others.into_iter().filter(|w| reg.is_worker(*w)).collect()
+                    };
                     for w in &others {
                         let _ = lanes.control[*w].send(Control::Import(info.clone()));
                     }

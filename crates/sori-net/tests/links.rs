@@ -24,17 +24,23 @@ async fn both_publishers(c: &Client, video: usize) -> ClientState {
     .await
 }
 
-/// Carries what one end sends to the other end, counting the packets.
-fn pump(
-    mut from: mpsc::Receiver<LinkMsg>,
-    to: mpsc::Sender<LinkMsg>,
-) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+/// Carries what one end sends to the other end, counting the packets, and those that
+/// crossed before (the same track and sequence number).
+fn pump(mut from: mpsc::Receiver<LinkMsg>, to: mpsc::Sender<LinkMsg>) -> Pumped {
     let packets = Arc::new(AtomicU64::new(0));
-    let counted = packets.clone();
+    let again = Arc::new(AtomicU64::new(0));
+    let nodes = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let (counted, twice, of) = (packets.clone(), again.clone(), nodes.clone());
     let task = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
         while let Some(m) = from.recv().await {
-            if matches!(m, LinkMsg::Packet(_)) {
+            if let LinkMsg::Packet(p) = &m {
                 counted.fetch_add(1, Ordering::Relaxed);
+                if !seen.insert((p.track, *p.packet.seq_no)) {
+                    twice.fetch_add(1, Ordering::Relaxed);
+                }
+                // The node a track is from is in its id's top 16 bits.
+                of.lock().unwrap().insert(p.track.0 >> 48);
             }
             // Through the bytes a network link carries.
             let now = std::time::Instant::now();
@@ -45,8 +51,16 @@ fn pump(
             }
         }
     });
-    (task, packets)
+    (task, packets, again, nodes)
 }
+
+/// A pump, its packets, those that crossed twice, and the nodes their tracks are from.
+type Pumped = (
+    tokio::task::JoinHandle<()>,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_linked_across_two_media_nodes_reaches_every_receiver_on_both() {
@@ -145,4 +159,76 @@ async fn a_room_linked_across_two_media_nodes_reaches_every_receiver_on_both() {
         }
     }
     assert!(b.handle.link("other").is_none(), "no more than four");
+}
+
+/// Links `x`'s room `rx` and `y`'s room `ry` both ways; the two pumps and their counts.
+fn link_pair(
+    x: &sori_net::MediaServer,
+    rx: &str,
+    y: &sori_net::MediaServer,
+    ry: &str,
+) -> [Pumped; 2] {
+    let lx = x.handle.link(rx).expect("a free link");
+    let ly = y.handle.link(ry).expect("a free link");
+    [
+        pump(lx.to_remote, ly.from_remote),
+        pump(ly.to_remote, lx.from_remote),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_across_three_linked_nodes_carries_each_track_once_per_link_without_loops() {
+    // Every pair of nodes linked (as a session server links a room's nodes); a publisher and
+    // a receiver on each. A track crosses only from its own node: the third node's tracks
+    // reach each node over that node's own link, never passed on round the triangle.
+    let nodes = [
+        start_node(2, 1, 4).await,
+        start_node(1, 2, 4).await,
+        start_node(2, 3, 4).await,
+    ];
+    let rooms = ["t-a", "t-b", "t-c"];
+    let mut pumps = Vec::new();
+    for (x, y) in [(0, 1), (1, 2), (0, 2)] {
+        pumps.push(((x, y), link_pair(&nodes[x], rooms[x], &nodes[y], rooms[y])));
+    }
+    // Publishers 0, 2, 4 (one per node); receivers 1, 3, 5.
+    let mut clients = Vec::new();
+    for i in 0..6u8 {
+        let n = usize::from(i / 2);
+        let mut o = ClientOptions::new(i, rooms[n]);
+        o.publish = i % 2 == 0;
+        clients.push(Client::join(&nodes[n], o).await);
+    }
+    for c in &clients {
+        let s = c
+            .wait_for(
+                "media from the three publishers",
+                Duration::from_secs(30),
+                |s| {
+                    [0u8, 2, 4]
+                        .into_iter()
+                        .filter(|p| *p != c.index)
+                        .all(|p| s.frames(p, Kind::Video).len() >= 60)
+                },
+            )
+            .await;
+        for p in [0u8, 2, 4].into_iter().filter(|p| *p != c.index) {
+            assert_complete(c.index, &s, p);
+        }
+    }
+    // Each link carries each packet of its two ends' own publishers once, and nothing of the
+    // third node's.
+    for ((x, y), [xy, yx]) in &pumps {
+        for (from, to, p) in [(x, y, xy), (y, x, yx)] {
+            let (n, twice) = (p.1.load(Ordering::Relaxed), p.2.load(Ordering::Relaxed));
+            assert!(n > 0, "packets {from}→{to}");
+            assert_eq!(twice, 0, "{twice} of {n} packets {from}→{to} crossed twice");
+            let of: Vec<u64> = p.3.lock().unwrap().iter().copied().collect();
+            assert_eq!(
+                of,
+                vec![*from as u64 + 1],
+                "{from}→{to} carries {from}'s tracks only"
+            );
+        }
+    }
 }

@@ -28,14 +28,19 @@ pub async fn server() -> Server {
 }
 
 pub async fn server_with(config: KurentoConfig) -> Server {
+    server_linking(config, 0, 0).await
+}
+
+/// A server of media node `node` that may link `links` rooms with other nodes.
+pub async fn server_linking(config: KurentoConfig, node: u16, links: usize) -> Server {
     let media = sori_net::start(MediaConfig {
         bind: SocketAddr::new(LOCALHOST, 0),
         advertise: vec![LOCALHOST],
         sfu: Default::default(),
         tcp: None,
         workers: 1,
-        node: 0,
-        links: 0,
+        node,
+        links,
     })
     .await
     .unwrap();
