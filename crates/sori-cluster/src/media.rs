@@ -369,6 +369,27 @@ impl ClusterMedia {
         Ok(())
     }
 
+    /// `peer` is no longer in `room`: the other nodes stop relaying it, and its node is
+    /// unlinked when it has no one else of the room. False when it was not a member.
+    async fn forget_member(&self, room: &str, span: &mut Span, peer: &str) -> bool {
+        let Some(me) = span.members.remove(peer) else {
+            return false;
+        };
+        let others: BTreeSet<String> = span
+            .members
+            .values()
+            .map(|m| m.node.clone())
+            .filter(|n| *n != me.node)
+            .collect();
+        for o in others {
+            if let Some((m, _)) = self.link_of(&o) {
+                let _ = m.update_remote(room, &me.endpoint, None).await;
+            }
+        }
+        self.unpair_empty(room, &me.node, span).await;
+        true
+    }
+
     /// Unlinks `node` from the other nodes of `room` once it has none of its participants.
     async fn unpair_empty(&self, room: &str, node: &str, span: &mut Span) {
         if span.members.values().any(|m| m.node == node) {
@@ -506,6 +527,19 @@ impl MediaBackend for ClusterMedia {
         Box::pin(async move {
             let span = self.span(room);
             let mut span = span.lock().await;
+            // Participants whose media went without a leave (their node died or drained, and
+            // they were sent round) are forgotten first.
+            let stale: Vec<String> = {
+                let state = lock(&self.inner.state);
+                span.members
+                    .keys()
+                    .filter(|p| !state.peers.contains_key(*p))
+                    .cloned()
+                    .collect()
+            };
+            for p in stale {
+                self.forget_member(room, &mut span, &p).await;
+            }
             let home = self.node_for(room).await?;
             let (node, media) = self.node_in(home, &span).await;
             // The room's other nodes: linked to this one first, so that the newcomer gets
@@ -553,9 +587,9 @@ impl MediaBackend for ClusterMedia {
                     muted: [false; 2],
                 },
             );
-            drop(span);
             // Unbounded as the backend's own signals are (the trait's type): it carries what
             // the node sends for this peer, one for one, and at most one `Removed` of ours.
+            // Placed before the span's lock goes: a member not placed is stale to the next join.
             let (tx, rx) = mpsc::unbounded_channel();
             lock(&self.inner.state).peers.insert(
                 peer.clone(),
@@ -565,6 +599,7 @@ impl MediaBackend for ClusterMedia {
                     signals: tx.clone(),
                 },
             );
+            drop(span);
             tokio::spawn(relay(
                 Arc::downgrade(&self.inner),
                 peer.clone(),
@@ -695,25 +730,10 @@ impl MediaBackend for ClusterMedia {
                 .collect();
             for (room, span) in spans {
                 let mut span = span.lock().await;
-                let Some(me) = span.members.remove(id) else {
-                    continue;
-                };
-                // The other nodes of the room stop relaying it, and a node left without
-                // participants of the room is unlinked.
-                let others: BTreeSet<String> = span
-                    .members
-                    .values()
-                    .map(|m| m.node.clone())
-                    .filter(|n| *n != me.node)
-                    .collect();
-                for o in others {
-                    if let Some((m, _)) = self.link_of(&o) {
-                        let _ = m.update_remote(&room, &me.endpoint, None).await;
-                    }
+                if self.forget_member(&room, &mut span, id).await {
+                    self.forget_span(&room, &span);
+                    break;
                 }
-                self.unpair_empty(&room, &me.node, &mut span).await;
-                self.forget_span(&room, &span);
-                break;
             }
         })
     }
