@@ -77,6 +77,18 @@ struct Args {
     command: Option<Command>,
     #[arg(long, value_enum, default_value = "sori")]
     target: TargetKind,
+    /// A Sori server with API keys: each participant joins with an access token signed with
+    /// this key (and --api-secret).
+    #[arg(long, value_name = "KEY", requires = "api_secret")]
+    api_key: Option<String>,
+    /// The secret of --api-key.
+    #[arg(
+        long,
+        env = "SORI_BENCH_API_SECRET",
+        hide_env_values = true,
+        requires = "api_key"
+    )]
+    api_secret: Option<String>,
     /// The signaling WebSocket of a running server.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
@@ -430,7 +442,10 @@ async fn bench(args: &Args) -> Result<(), String> {
     };
     let target = match args.target {
         // The ceiling relay speaks the part of Sori's signaling the clients use.
-        TargetKind::Sori | TargetKind::Ceiling => Target::Sori { url },
+        TargetKind::Sori | TargetKind::Ceiling => Target::Sori {
+            url,
+            key: args.api_key.clone().zip(args.api_secret.clone()),
+        },
         TargetKind::Janus => Target::Janus { url },
     };
     let mut loads = args.load.clone();

@@ -38,8 +38,12 @@ pub enum Scenario {
 /// Where the clients join.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Sori's WebSocket signaling, `ws://HOST/ws`.
-    Sori { url: String },
+    /// Sori's WebSocket signaling, `ws://HOST/ws`; with an API key and its secret, each
+    /// participant joins with an access token signed with them.
+    Sori {
+        url: String,
+        key: Option<(String, String)>,
+    },
     /// A Janus VideoRoom over Janus's WebSocket API, `ws://HOST:8188`.
     Janus { url: String },
 }
@@ -269,9 +273,11 @@ async fn join_one(
         .await
         .map_err(|e| e.to_string())?;
     let (client, relay) = match &o.target {
-        Target::Sori { url } => sori_target::join(url, room, &name, setup, stop, shared)
-            .await
-            .map_err(|e| e.to_string())?,
+        Target::Sori { url, key } => {
+            sori_target::join(url, key.as_ref(), room, &name, setup, stop, shared)
+                .await
+                .map_err(|e| e.to_string())?
+        }
         Target::Janus { url } => {
             janus_target::join(url, room, &name, publishes, setup, stop, shared)
                 .await

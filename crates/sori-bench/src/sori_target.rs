@@ -33,10 +33,27 @@ pub enum SignalError {
     Client(#[from] crate::client::ClientError),
 }
 
+/// An access token for `name` in `room` (identity and name `name`; it joins, publishes and
+/// subscribes), valid for six hours, signed with the API key `key` and its `secret` (HS256).
+fn token(key: &str, secret: &str, room: &str, name: &str) -> Result<String, SignalError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = json!({"iss": key, "sub": name, "name": name, "nbf": now.saturating_sub(10),
+                        "exp": now + 6 * 3600, "video": {"room": room, "roomJoin": true}});
+    let secret = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .map_err(|e| SignalError::Refused(format!("API secret: {e}")))?;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &secret)
+        .map_err(|e| SignalError::Refused(format!("cannot sign a token: {e}")))
+}
+
 /// Joins `room` as `name`, makes the first SDP exchange, and starts the client. The returned
 /// task carries later offers and answers and keeps the socket alive until `stop` turns true.
 pub async fn join(
     url: &str,
+    key: Option<&(String, String)>,
     room: &str,
     name: &str,
     mut setup: Setup,
@@ -50,11 +67,11 @@ pub async fn join(
             url: url.to_string(),
             why: e.to_string(),
         })?;
-    send(
-        &mut ws,
-        json!({"type": "join", "v": 1, "room": room, "name": name, "mode": "sfu"}),
-    )
-    .await?;
+    let mut join = json!({"type": "join", "v": 1, "room": room, "name": name, "mode": "sfu"});
+    if let Some((key, secret)) = key {
+        join["token"] = json!(token(key, secret, room, name)?);
+    }
+    send(&mut ws, join).await?;
     expect(&mut ws, "joined").await?;
     send(&mut ws, json!({"type": "offer", "sdp": setup.offer()?})).await?;
     // Server offers that cross ours are dropped: the server offers again after answering.
