@@ -13,14 +13,19 @@ import { createInterface } from 'node:readline';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AccessToken } from 'livekit-server-sdk';
 import {
-  root, spawnSori, launchBrowser, joinPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
+  root, spawnSori, launchBrowser, joinPage as openPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
   pollPage, until, assertUdp,
 } from './helpers.js';
 
 const BENCH = process.env.SORI_BENCH_BIN
   || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori-bench');
 const TOKEN = 'cascade t0ken+&=%';
+// The session server has API keys: pages join with tokens (Ada's with roomAdmin: she
+// moderates), sori-bench signs its participants' tokens.
+const KEY = 'APIcascade';
+const SECRET = 'cascade-secret-of-enough-length-0123456789';
 const ROUNDS = 3;
 const ctx = { redis: null, port: 0, nodes: new Map(), signal: null, browser: null };
 
@@ -48,6 +53,23 @@ async function startNode(id, extra = []) {
 /** Places `room` on node `id` before anyone joins it (as a session server would). */
 const placeOn = (room, id) => redis('set', `sori:room:${room}:media`, id, 'PX', '60000');
 
+/** A page that joins `room` as `name` with a token of its own (Ada's with roomAdmin). */
+async function joinPage(browser, url, room, name) {
+  const at = new AccessToken(KEY, SECRET, { identity: name, name, ttl: '10m' });
+  at.addGrant({ room, roomJoin: true, roomAdmin: name === 'Ada' });
+  return openPage(browser, url, room, name, `&token=${await at.toJwt()}`);
+}
+
+const inboundFrom = (page, name) => page.evaluate((n) => window.sori.inboundFrom(n), name);
+
+/** Whether `who`'s audio stops (`stopped`) or keeps arriving at `page` over 2 s, from 0.5 s on. */
+async function audioFlows(page, who) {
+  await page.waitForTimeout(500);
+  const at = (await inboundFrom(page, who)).audioPackets;
+  await page.waitForTimeout(2000);
+  return (await inboundFrom(page, who)).audioPackets - at;
+}
+
 /** The session server's log lines since `from` that match `re`. */
 const logSince = (from, re) => ctx.signal.log.slice(from).filter((l) => re.test(l));
 
@@ -59,7 +81,8 @@ before(async () => {
   await startNode('m2');
   await startNode('m3', ['--capacity', '1']);
   ctx.signal = await spawnSori(
-    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--listen', '127.0.0.1:0', '--kurento-token', TOKEN],
+    ['signal', '--redis', `redis://127.0.0.1:${ctx.port}/0`, '--listen', '127.0.0.1:0', '--kurento-token', TOKEN,
+      '--api-key', KEY, '--api-secret', SECRET],
     /listening on (http:\/\/\S+)/,
   );
   ctx.browser = await launchBrowser();
@@ -99,6 +122,27 @@ test('a room bigger than its node spans two: browsers on both decode each other,
   await waitForVideoFrom(ada, 'Bo', 10000);
   await waitForVideoFrom(bo, 'Ada', 10000);
 
+  // A moderator's mute holds across the nodes, both ways, and so does its end: Ada (m1) mutes
+  // Bo (m1) and Cy (m2).
+  await pollPage(cy, async () => (await window.sori.inboundFrom('Bo')).audioPackets > 20, null, 10000);
+  await pollPage(ada, async () => (await window.sori.inboundFrom('Cy')).audioPackets > 20, null, 10000);
+  const moderate = (who) => ada.locator(`[data-testid=participant][data-participant=${who}] [data-testid=moderate-mute-audio]`).click();
+  await moderate('Bo');
+  await moderate('Cy');
+  for (const p of [bo, cy]) await p.getByTestId('mute-audio').filter({ hasText: 'muted by moderator' }).waitFor();
+  const muted = { boAtCy: await audioFlows(cy, 'Bo'), cyAtAda: await audioFlows(ada, 'Cy'), cyAtBo: await audioFlows(bo, 'Cy') };
+  const boBefore = (await inboundFrom(cy, "Bo")).audioPackets;
+  const lifted = Date.now();
+  await moderate('Bo');
+  // Lifting the mute lets Bo speak again; his microphone comes on when he switches it on.
+  await bo.waitForFunction(() => !document.querySelector('[data-testid=mute-audio]').disabled);
+  await bo.getByTestId('mute-audio').click();
+  const back = await pollPage(cy, async (n) => (await window.sori.inboundFrom('Bo')).audioPackets > n + 20, boBefore, 15000)
+    .then(() => (Date.now() - lifted) / 1000, () => null);
+  console.log(`# audio packets in 2 s while muted: ${JSON.stringify(muted)}; Bo's audio back at Cy ${back} s after the mute was lifted and he switched his microphone on`);
+  assert.deepEqual(muted, { boAtCy: 0, cyAtAda: 0, cyAtBo: 0 }, 'muted audio reaches no one, on either node');
+  assert.ok(back !== null, 'Bo\'s audio reaches Cy again on the other node once the mute is lifted');
+
   // Cy leaves: m2 has no one of the room left and is unlinked; a newcomer links it again.
   const before = await snapshot(ada);
   await cy.context().close();
@@ -120,7 +164,7 @@ function benchStep(room, receivers) {
   const url = `${ctx.signal.match.replace(/^http/, 'ws')}/ws`;
   return new Promise((resolve, reject) => {
     const child = spawn(BENCH, [
-      '--url', url, '--load', String(receivers), '--room', room, '--video-kbps', '300',
+      '--url', url, '--api-key', KEY, '--api-secret', SECRET, '--load', String(receivers), '--room', room, '--video-kbps', '300',
       '--warmup', '2', '--duration', '6', '--json', out, '--quiet',
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     createInterface({ input: child.stderr }).on('line', (l) => process.stderr.write(`[sori-bench ${room}] ${l}\n`));
