@@ -328,6 +328,25 @@ impl ClusterMedia {
         home
     }
 
+    /// Links `node` with every other node of `room`'s participants; false when one could not
+    /// be linked.
+    async fn link_all(&self, room: &str, node: &str, span: &mut Span) -> bool {
+        let others: BTreeSet<String> = span
+            .members
+            .values()
+            .map(|m| m.node.clone())
+            .filter(|n| n != node)
+            .collect();
+        let mut all = true;
+        for o in &others {
+            if let Err(e) = self.pair(room, o, node, span).await {
+                tracing::warn!(room, node, other = o, "{e}");
+                all = false;
+            }
+        }
+        all
+    }
+
     /// Links `room`'s pipelines on nodes `a` and `b` (once): `a`'s RelayEndpoint waits, `b`'s
     /// dials it; `b` then has `a`'s participants.
     async fn pair(
@@ -541,20 +560,27 @@ impl MediaBackend for ClusterMedia {
                 self.forget_member(room, &mut span, &p).await;
             }
             let home = self.node_for(room).await?;
-            let (node, media) = self.node_in(home, &span).await;
-            // The room's other nodes: linked to this one first, so that the newcomer gets
-            // their participants as it joins.
+            let (mut node, mut media) = self.node_in(home.clone(), &span).await;
+            // The room's other nodes are linked to this one first, so that the newcomer gets
+            // their participants as it joins. A node that cannot be linked (no free link
+            // there) takes no newcomer of the room: it goes to the room's own node, over its
+            // capacity, rather than alone.
+            if !self.link_all(room, &node.id, &mut span).await && node.id != home.0.id {
+                tracing::warn!(
+                    room,
+                    node = node.id,
+                    "not linked: the participant's media goes to the room's own node"
+                );
+                self.unpair_empty(room, &node.id, &mut span).await;
+                (node, media) = home;
+                self.link_all(room, &node.id, &mut span).await;
+            }
             let others: BTreeSet<String> = span
                 .members
                 .values()
                 .map(|m| m.node.clone())
                 .filter(|n| *n != node.id)
                 .collect();
-            for o in &others {
-                if let Err(e) = self.pair(room, o, &node.id, &mut span).await {
-                    tracing::warn!(room, node = node.id, other = o, "{e}");
-                }
-            }
             let joined = match MediaBackend::join(&media, room, offer, receive).await {
                 Ok(j) => j,
                 Err(e) => {
