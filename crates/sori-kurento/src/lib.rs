@@ -203,8 +203,17 @@ async fn relay_upgrade(
                 let id = id.clone();
                 async move { model::pump(&id, rx, tx, from_remote, to_remote).await }
             });
-            kms.lock().await.relay_task(&id, carry.abort_handle());
-            let _ = carry.await;
+            {
+                let mut k = kms.lock().await;
+                k.relay_task(&id, carry.abort_handle());
+                k.relay_linked(&id, true);
+            }
+            // Ended while the element lives (not stopped with it): it waits anew.
+            if carry.await.is_ok() {
+                let mut k = kms.lock().await;
+                k.relay_linked(&id, false);
+                k.rearm(&id);
+            }
         })
 }
 

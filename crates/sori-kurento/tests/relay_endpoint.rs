@@ -1,7 +1,8 @@
 //! RelayEndpoint (cascading between media nodes): made only where links are possible; its
 //! route takes the other node's dial only with the control API's token, never from a page,
-//! only for an element that waits, once; a frame that does not read ends the link and
-//! nothing else; releasing the element ends its link.
+//! only for an element that waits, once at a time; a frame that does not read ends the link
+//! and nothing else; a link that ends while its elements live is made again (the waiting one
+//! waits anew, the dialing one dials again); releasing the element ends its link.
 
 mod common;
 
@@ -45,6 +46,27 @@ async fn waiting_relay(c: &mut Client, p: &str) -> String {
         )
         .await;
     v["value"].as_str().unwrap().to_string()
+}
+
+/// Dials `url` until it is taken (the element waits anew once its last link ended), within
+/// the tests' bound.
+async fn redial(
+    url: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok(l) => return l,
+            Err(Error::Http(r)) if r.status() == 404 => {
+                assert!(std::time::Instant::now() < deadline, "never waiting again");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("dial {url}: {e}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -116,6 +138,9 @@ async fn the_relay_route_takes_the_other_node_with_the_token_once_and_no_one_els
     })
     .await;
     assert!(closed.is_ok(), "the link was closed");
+    // The element lives on: it waits anew, and the other node's next dial links it again.
+    let (link, _) = redial(&url).await;
+    drop(link);
     let again = waiting_relay(&mut c, &p).await;
 
     // Releasing a linked element ends its link.
@@ -132,4 +157,147 @@ async fn the_relay_route_takes_the_other_node_with_the_token_once_and_no_one_els
     })
     .await;
     assert!(closed.is_ok(), "the link ended with its element");
+}
+
+/// A TCP proxy on loopback to `to`: once open, each connection made through it is carried
+/// until `cut` is called, which drops every connection carried so far (a network cut); it
+/// takes new ones. Before it opens, connections wait in its listener's backlog.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    to: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    async fn bind(to: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy {
+            addr: listener.local_addr().unwrap(),
+            listener: std::sync::Mutex::new(Some(listener)),
+            to,
+            connections: Default::default(),
+            accepted: Default::default(),
+        }
+    }
+
+    fn open(&self) {
+        let listener = self.listener.lock().unwrap().take().unwrap();
+        let (conns, count, to) = (self.connections.clone(), self.accepted.clone(), self.to);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        });
+    }
+
+    fn cut(&self) {
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_link_cut_between_two_nodes_is_made_again() {
+    let config = || KurentoConfig {
+        access_token: Some(TOKEN.into()),
+        ..KurentoConfig::default()
+    };
+    let a = server_linking(config(), 1, 2).await;
+    let b = server_linking(config(), 2, 2).await;
+    let mut ca = Client::connect(&format!("{}?access_token=relay%20t0ken", a.url)).await;
+    let mut cb = Client::connect(&format!("{}?access_token=relay%20t0ken", b.url)).await;
+    let pa = pipeline(&mut ca).await;
+    let pb = pipeline(&mut cb).await;
+    let ra = waiting_relay(&mut ca, &pa).await;
+    // b reaches a's control listener through a proxy that can cut the connection.
+    let a_addr: std::net::SocketAddr = a.url["ws://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = Proxy::bind(a_addr).await;
+    let through = format!("ws://{}/kurento", proxy.addr);
+    let uri = relay_url(&through, &ra, Some(TOKEN));
+    ca.ok(
+        "subscribe",
+        json!({"object": ra, "type": "ConnectionStateChanged"}),
+    )
+    .await;
+    let rb = cb
+        .ok(
+            "create",
+            json!({"type": "sori.RelayEndpoint", "constructorParams": {"mediaPipeline": pb, "uri": uri}}),
+        )
+        .await["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cb.ok(
+        "subscribe",
+        json!({"object": rb, "type": "ConnectionStateChanged"}),
+    )
+    .await;
+    // b's dial waits in the proxy's backlog until both sides listen for the link's events.
+    proxy.open();
+    // Linked: both elements say so.
+    let state = |e: &serde_json::Value| e["params"]["value"]["data"]["newState"].clone();
+    assert_eq!(
+        state(&ca.event(&ra, "ConnectionStateChanged").await),
+        "CONNECTED"
+    );
+    assert_eq!(
+        state(&cb.event(&rb, "ConnectionStateChanged").await),
+        "CONNECTED"
+    );
+    assert_eq!(proxy.accepted(), 1);
+
+    // The network between them is cut: each side sees its link go, b dials again (a new
+    // connection through the proxy), a takes it, and both are linked again.
+    proxy.cut();
+    assert_eq!(
+        state(&ca.event(&ra, "ConnectionStateChanged").await),
+        "DISCONNECTED"
+    );
+    assert_eq!(
+        state(&cb.event(&rb, "ConnectionStateChanged").await),
+        "DISCONNECTED"
+    );
+    assert_eq!(
+        state(&ca.event(&ra, "ConnectionStateChanged").await),
+        "CONNECTED"
+    );
+    assert_eq!(
+        state(&cb.event(&rb, "ConnectionStateChanged").await),
+        "CONNECTED"
+    );
+    assert!(proxy.accepted() >= 2, "b dialed again");
+    // Released on b: its link ends for good; a's element waits again, and b dials no more.
+    let before = proxy.accepted();
+    cb.ok("release", json!({"object": rb})).await;
+    assert_eq!(
+        state(&ca.event(&ra, "ConnectionStateChanged").await),
+        "DISCONNECTED"
+    );
+    let direct = relay_url(&a.url, &ra, Some(TOKEN));
+    let (l, _) = redial(&direct).await;
+    drop(l);
+    assert_eq!(
+        proxy.accepted(),
+        before,
+        "b dialed nothing after its element went"
+    );
 }

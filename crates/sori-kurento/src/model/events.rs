@@ -58,7 +58,8 @@ impl Kind {
         OBJECT.contains(&event)
             || match self {
                 Kind::Pipeline => false,
-                Kind::PassThrough | Kind::Relay(_) => ELEMENT.contains(&event),
+                Kind::PassThrough => ELEMENT.contains(&event),
+                Kind::Relay(_) => ELEMENT.contains(&event) || event == "ConnectionStateChanged",
                 Kind::Recorder(_) => {
                     ELEMENT.contains(&event)
                         || ["Recording", "Paused", "Stopped", "UriEndpointStateChanged"]

@@ -11,6 +11,13 @@
 //! tracks to a renegotiating WebRtcEndpoint; `sourceMediaDescription = "default"` feeds all of
 //! them. Stream ids are the same on both nodes (ids are unique across media nodes), so a
 //! browser maps relayed tracks to their publisher as it maps local ones.
+//!
+//! A link whose connection breaks while both elements live (a network cut between the nodes,
+//! a frame that does not read) is made again: the waiting element waits anew, the dialing one
+//! dials again (every [`DIAL_WAIT`], doubling up to [`DIAL_WAIT_MAX`]) until it is released.
+//! Meanwhile each side keeps its own node's media; the other's comes back with the link. Each
+//! element raises `ConnectionStateChanged` (`CONNECTED`, `DISCONNECTED`) as its link comes
+//! and goes.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -32,8 +39,11 @@ pub(crate) const LINK_SILENCE: Duration = Duration::from_secs(6);
 
 /// A RelayEndpoint: the other node's tracks it has, and its link's tasks.
 pub(crate) struct Relay {
-    /// The other node's tracks, imported here: their publisher (on that node) and kind.
-    pub(super) tracks: HashMap<TrackId, (PeerId, MediaKind)>,
+    /// The other node's tracks, imported here: their publisher (on that node), kind, and the
+    /// link (its number, [`Relay::link`]) that brought them.
+    pub(super) tracks: HashMap<TrackId, (PeerId, MediaKind, u64)>,
+    /// The number of its current link (each link made again is the next).
+    link: u64,
     /// The link's channels, until the other node dials in (an element made without `uri`).
     waiting: Option<(mpsc::Sender<LinkMsg>, mpsc::Receiver<LinkMsg>)>,
     /// Its tasks (events, dialing or carrying): stopped when it is released.
@@ -64,16 +74,19 @@ impl Relay {
             to_remote,
             events,
         } = link;
-        let mut tasks = vec![tokio::spawn(events_task(kms, id.clone(), events)).abort_handle()];
+        let mut tasks =
+            vec![tokio::spawn(events_task(kms.clone(), id.clone(), events, 0)).abort_handle()];
         let waiting = match uri {
             Some(uri) => {
-                tasks.push(tokio::spawn(dial(id, uri, from_remote, to_remote)).abort_handle());
+                let dialing = dial(kms, id, uri, from_remote, to_remote);
+                tasks.push(tokio::spawn(dialing).abort_handle());
                 None
             }
             None => Some((from_remote, to_remote)),
         };
         Relay {
             tracks: HashMap::new(),
+            link: 0,
             waiting,
             tasks,
         }
@@ -84,7 +97,7 @@ impl Relay {
         let mut v: Vec<TrackId> = self
             .tracks
             .iter()
-            .filter(|(_, (p, k))| *k == kind && (desc == "default" || p.to_string() == desc))
+            .filter(|(_, (p, k, _))| *k == kind && (desc == "default" || p.to_string() == desc))
             .map(|(t, _)| *t)
             .collect();
         v.sort();
@@ -105,11 +118,53 @@ impl Kms {
         }
     }
 
+    /// The link of RelayEndpoint `id` is up (`linked`) or down: its `ConnectionStateChanged`.
+    pub(crate) fn relay_linked(&mut self, id: &str, linked: bool) {
+        if self.relay_mut(id).is_none() {
+            return;
+        }
+        let (old, new) = if linked {
+            ("DISCONNECTED", "CONNECTED")
+        } else {
+            ("CONNECTED", "DISCONNECTED")
+        };
+        let data = serde_json::json!({"oldState": old, "newState": new});
+        self.emit(id, "ConnectionStateChanged", data);
+    }
+
     /// Keeps `task` (carrying the link of RelayEndpoint `id`) to stop it with the element.
     pub(crate) fn relay_task(&mut self, id: &str, task: AbortHandle) {
         match self.objects.get_mut(id).map(|o| &mut o.kind) {
             Some(Kind::Relay(r)) => r.tasks.push(task),
             _ => task.abort(),
+        }
+    }
+
+    /// A fresh link for RelayEndpoint `id`, whose link ended while it lives: its events
+    /// handled as the first link's; `None` when the element is gone or no link is free.
+    fn relink(&mut self, id: &str) -> Option<(mpsc::Sender<LinkMsg>, mpsc::Receiver<LinkMsg>)> {
+        let pipeline = self.objects.get(id)?.pipeline.clone()?;
+        let Link {
+            from_remote,
+            to_remote,
+            events,
+        } = self.media.link(&pipeline)?;
+        let kms = self.this.clone();
+        let relay = self.relay_mut(id)?;
+        relay.link += 1;
+        let events = tokio::spawn(events_task(kms, id.to_string(), events, relay.link));
+        relay.tasks.retain(|t| !t.is_finished());
+        relay.tasks.push(events.abort_handle());
+        Some((from_remote, to_remote))
+    }
+
+    /// The link of RelayEndpoint `id` (one made without `uri`) ended: it waits anew for the
+    /// other node to dial in.
+    pub(crate) fn rearm(&mut self, id: &str) {
+        if let Some(link) = self.relink(id) {
+            if let Some(r) = self.relay_mut(id) {
+                r.waiting = Some(link);
+            }
         }
     }
 
@@ -122,7 +177,12 @@ impl Kms {
 }
 
 /// The other node's tracks as they come and go: the element's pipeline forwards them anew.
-async fn events_task(kms: Weak<Mutex<Kms>>, id: String, mut events: mpsc::Receiver<LinkEvent>) {
+async fn events_task(
+    kms: Weak<Mutex<Kms>>,
+    id: String,
+    mut events: mpsc::Receiver<LinkEvent>,
+    link: u64,
+) {
     loop {
         let event = events.recv().await;
         let Some(kms) = kms.upgrade() else {
@@ -134,13 +194,15 @@ async fn events_task(kms: Weak<Mutex<Kms>>, id: String, mut events: mpsc::Receiv
         };
         match &event {
             Some(LinkEvent::Imported(info)) => {
-                relay.tracks.insert(info.track, (info.publisher, info.kind));
+                relay
+                    .tracks
+                    .insert(info.track, (info.publisher, info.kind, link));
             }
             Some(LinkEvent::Ended(track)) => {
                 relay.tracks.remove(track);
             }
             // The link ended: what came through it is gone.
-            None => relay.tracks.clear(),
+            None => relay.tracks.retain(|_, (_, _, l)| *l != link),
         }
         if let Some(p) = k.objects.get(&id).and_then(|o| o.pipeline.clone()) {
             k.sync_pipeline(&p).await;
@@ -152,12 +214,16 @@ async fn events_task(kms: Weak<Mutex<Kms>>, id: String, mut events: mpsc::Receiv
     }
 }
 
-/// How many times a RelayEndpoint tries to reach the other node, and the wait between tries.
-const DIAL_TRIES: u32 = 5;
+/// The first wait before a RelayEndpoint dials again; it doubles after each failure, up to
+/// [`DIAL_WAIT_MAX`].
 const DIAL_WAIT: Duration = Duration::from_millis(300);
+const DIAL_WAIT_MAX: Duration = Duration::from_secs(5);
 
-/// Dials the other node's RelayEndpoint at `uri` and carries the link over the connection.
+/// Dials the other node's RelayEndpoint at `uri` and carries the link over the connection;
+/// dials again, with a fresh link, whenever the connection ends, while the element lives (the
+/// task is stopped with it).
 async fn dial(
+    kms: Weak<Mutex<Kms>>,
     id: String,
     uri: String,
     from_remote: mpsc::Sender<LinkMsg>,
@@ -165,43 +231,64 @@ async fn dial(
 ) {
     // The URI carries the other node's token: only its address is ever logged.
     let shown = uri.split('?').next().unwrap_or_default().to_string();
-    let mut socket = None;
-    for attempt in 1..=DIAL_TRIES {
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(&uri, None, true, None);
-        match tokio::time::timeout(LINK_SILENCE, connecting).await {
-            Ok(Ok((s, _))) => {
-                socket = Some(s);
-                break;
+    let mut link = Some((from_remote, to_remote));
+    let mut wait = DIAL_WAIT;
+    let mut attempt = 0u32;
+    loop {
+        let (from_remote, to_remote) = match link.take() {
+            Some(l) => l,
+            // The last link ended: a fresh one, unless the element is gone.
+            None => {
+                let Some(kms) = kms.upgrade() else { return };
+                let fresh = kms.lock().await.relink(&id);
+                match fresh {
+                    Some(l) => l,
+                    None => return,
+                }
             }
-            Ok(Err(e)) => tracing::warn!(object = id, url = shown, attempt, "relay dial: {e}"),
-            Err(_) => tracing::warn!(object = id, url = shown, attempt, "relay dial timed out"),
-        }
+        };
+        attempt += 1;
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(&uri, None, true, None);
+        let socket = match tokio::time::timeout(LINK_SILENCE, connecting).await {
+            Ok(Ok((s, _))) => s,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                if attempt <= 3 || attempt.is_multiple_of(20) {
+                    tracing::warn!(object = id, url = shown, attempt, "relay dial: {why}");
+                }
+                link = Some((from_remote, to_remote));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(DIAL_WAIT_MAX);
+                continue;
+            }
+        };
+        tracing::info!(object = id, url = shown, attempt, "relay linked");
+        (attempt, wait) = (0, DIAL_WAIT);
+        let Some(k) = kms.upgrade() else { return };
+        k.lock().await.relay_linked(&id, true);
+        use tokio_tungstenite::tungstenite::Message;
+        let (tx, rx) = socket.split();
+        let rx = rx
+            .take_while(|m| std::future::ready(matches!(m, Ok(m) if !m.is_close())))
+            .map(|m| match m {
+                Ok(Message::Binary(b)) => Frame::Data(b.to_vec()),
+                _ => Frame::Other,
+            });
+        let tx = tx.with(|f: Frame| {
+            std::future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(match f {
+                Frame::Data(b) => Message::Binary(b.into()),
+                Frame::Ping | Frame::Other => Message::Ping(Default::default()),
+            }))
+        });
+        pump(&id, rx, tx, from_remote, to_remote).await;
+        let Some(k) = kms.upgrade() else { return };
+        k.lock().await.relay_linked(&id, false);
+        drop(k);
         tokio::time::sleep(DIAL_WAIT).await;
     }
-    let Some(socket) = socket else {
-        tracing::warn!(
-            object = id,
-            url = shown,
-            "relay link not made: the other node is unreachable"
-        );
-        return;
-    };
-    tracing::info!(object = id, url = shown, "relay linked");
-    use tokio_tungstenite::tungstenite::Message;
-    let (tx, rx) = socket.split();
-    let rx = rx
-        .take_while(|m| std::future::ready(matches!(m, Ok(m) if !m.is_close())))
-        .map(|m| match m {
-            Ok(Message::Binary(b)) => Frame::Data(b.to_vec()),
-            _ => Frame::Other,
-        });
-    let tx = tx.with(|f: Frame| {
-        std::future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(match f {
-            Frame::Data(b) => Message::Binary(b.into()),
-            Frame::Ping | Frame::Other => Message::Ping(Default::default()),
-        }))
-    });
-    pump(&id, rx, tx, from_remote, to_remote).await;
 }
 
 /// Carries a link over a connection: what arrives is decoded into the link (a frame that
