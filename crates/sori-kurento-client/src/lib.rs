@@ -551,7 +551,7 @@ impl RemoteMedia {
         dial: Option<&str>,
     ) -> Result<String, RemoteError> {
         let deadline = self.deadline();
-        let (_, mut r) = self.room_locked(room, deadline).await?;
+        let (shared, mut r) = self.room_locked(room, deadline).await?;
         if let Some(relay) = r.relays.get(node) {
             return Ok(relay.clone());
         }
@@ -568,12 +568,28 @@ impl RemoteMedia {
         if let Some(uri) = dial {
             ctor["uri"] = json!(uri);
         }
-        let relay = self
+        let made = self
             .create(
                 json!({"type": "sori.RelayEndpoint", "constructorParams": ctor}),
                 deadline,
             )
-            .await?;
+            .await;
+        let relay = match made {
+            Ok(relay) => relay,
+            Err(e) => {
+                // A pipeline made for this relay alone goes with it.
+                if r.endpoints.is_empty() && r.relays.is_empty() {
+                    r.gone = true;
+                    self.shared.rooms.remove(room, &shared);
+                    if let Some(pipeline) = r.pipeline.take() {
+                        let _ = self
+                            .request_by("release", json!({"object": pipeline}), deadline)
+                            .await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         r.relays.insert(node.to_string(), relay.clone());
         Ok(relay)
     }
