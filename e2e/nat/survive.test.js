@@ -346,21 +346,17 @@ async function watchAda({ bo }) {
 }
 
 /** After an interruption of Ada's media that ended at `restored` (ms; the watch started at
- * `watched`): when Ada's video came back at Bo (the end of the last stretch without frames
- * that ended after `restored`, once frames have kept coming for 2 s after it — a few late
- * frames between two stretches are not "back"; 0 if there was none), how much Bo missed,
- * and what Bo saw of Ada. */
+ * `watched`): when Ada's video came back at Bo (the end of the first stretch without frames
+ * that ended after `restored`; 0 if none), how much Bo missed, and what Bo saw of Ada. */
 async function afterwards({ ada, bo, before }, watched, restored) {
   const since = (restored - watched) / 1000;
   let resumed = null;
   for (const deadline = Date.now() + 20000; Date.now() < deadline; await sleep(100)) {
     const g = await bo.evaluate(() => window.sori.videoGaps('Ada'));
-    const now = (Date.now() - watched) / 1000;
-    const ends = g.ends.filter((e) => e > since);
-    const last = ends.length ? ends[ends.length - 1] : since;
-    // No stretch without frames open, and frames for 2 s since the last one ended (or since
-    // the restore, when the video never stopped).
-    if (g.gaps.length === g.ends.length && now - last >= 2) { resumed = last; break; }
+    const end = g.ends.find((e) => e > since);
+    if (end !== undefined) { resumed = end; break; }
+    // No stretch without frames since, none open, 3 s on: the video never stopped.
+    if (Date.now() - restored > 3000 && g.gaps.length === g.ends.length) { resumed = since; break; }
   }
   const back = resumed === null ? null : Math.max(0, resumed - since);
   // Frames that keep coming, over the next two seconds (the sender's rate climbs back after
