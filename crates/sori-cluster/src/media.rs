@@ -68,6 +68,17 @@ struct Span {
     pairs: BTreeSet<(String, String)>,
 }
 
+impl Span {
+    /// The nodes of the room's participants other than `node`.
+    fn nodes_except(&self, node: &str) -> BTreeSet<String> {
+        self.members
+            .values()
+            .filter(|m| m.node != node)
+            .map(|m| m.node.clone())
+            .collect()
+    }
+}
+
 struct Member {
     node: String,
     endpoint: String,
@@ -331,12 +342,7 @@ impl ClusterMedia {
     /// Links `node` with every other node of `room`'s participants; false when one could not
     /// be linked.
     async fn link_all(&self, room: &str, node: &str, span: &mut Span) -> bool {
-        let others: BTreeSet<String> = span
-            .members
-            .values()
-            .map(|m| m.node.clone())
-            .filter(|n| n != node)
-            .collect();
+        let others = span.nodes_except(node);
         let mut all = true;
         for o in &others {
             if let Err(e) = self.pair(room, o, node, span).await {
@@ -394,12 +400,7 @@ impl ClusterMedia {
         let Some(me) = span.members.remove(peer) else {
             return false;
         };
-        let others: BTreeSet<String> = span
-            .members
-            .values()
-            .map(|m| m.node.clone())
-            .filter(|n| *n != me.node)
-            .collect();
+        let others = span.nodes_except(&me.node);
         for o in others {
             if let Some((m, _)) = self.link_of(&o) {
                 let _ = m.update_remote(room, &me.endpoint, None).await;
@@ -575,12 +576,7 @@ impl MediaBackend for ClusterMedia {
                 (node, media) = home;
                 self.link_all(room, &node.id, &mut span).await;
             }
-            let others: BTreeSet<String> = span
-                .members
-                .values()
-                .map(|m| m.node.clone())
-                .filter(|n| *n != node.id)
-                .collect();
+            let others = span.nodes_except(&node.id);
             let joined = match MediaBackend::join(&media, room, offer, receive).await {
                 Ok(j) => j,
                 Err(e) => {
@@ -690,12 +686,7 @@ impl MediaBackend for ClusterMedia {
             };
             me.muted[usize::from(kind == MediaKind::Video)] = muted;
             let (node, endpoint) = (me.node.clone(), me.endpoint.clone());
-            let others: BTreeSet<String> = span
-                .members
-                .values()
-                .map(|m| m.node.clone())
-                .filter(|n| *n != node)
-                .collect();
+            let others = span.nodes_except(&node);
             for o in others {
                 if let Some((m, _)) = self.link_of(&o) {
                     let r = m.update_remote(&room, &endpoint, Some((kind, muted))).await;

@@ -507,6 +507,18 @@ impl RemoteMedia {
         Ok(())
     }
 
+    /// Takes `room` (locked as `r`) out of the map and releases its pipeline, with whatever
+    /// is left in it.
+    async fn close_room(&self, room: &str, shared: &RoomLock, r: &mut Room, deadline: Instant) {
+        r.gone = true;
+        self.shared.rooms.remove(room, shared);
+        if let Some(pipeline) = r.pipeline.take() {
+            let _ = self
+                .request_by("release", json!({"object": pipeline}), deadline)
+                .await;
+        }
+    }
+
     /// The room `room` locked, live, made when there is none.
     async fn room_locked(
         &self,
@@ -579,13 +591,7 @@ impl RemoteMedia {
             Err(e) => {
                 // A pipeline made for this relay alone goes with it.
                 if r.endpoints.is_empty() && r.relays.is_empty() {
-                    r.gone = true;
-                    self.shared.rooms.remove(room, &shared);
-                    if let Some(pipeline) = r.pipeline.take() {
-                        let _ = self
-                            .request_by("release", json!({"object": pipeline}), deadline)
-                            .await;
-                    }
+                    self.close_room(room, &shared, &mut r, deadline).await;
                 }
                 return Err(e);
             }
@@ -699,13 +705,7 @@ impl RemoteMedia {
         }
         // A pipeline made for a relay alone goes with it.
         if r.endpoints.is_empty() && r.relays.is_empty() {
-            r.gone = true;
-            self.shared.rooms.remove(room, &shared);
-            if let Some(pipeline) = r.pipeline.take() {
-                let _ = self
-                    .request_by("release", json!({"object": pipeline}), deadline)
-                    .await;
-            }
+            self.close_room(room, &shared, &mut r, deadline).await;
         }
     }
 
@@ -747,13 +747,7 @@ impl RemoteMedia {
         };
         room.endpoints.retain(|e| e.id != peer);
         if room.endpoints.is_empty() {
-            room.gone = true;
-            self.shared.rooms.remove(&name, &shared);
-            if let Some(pipeline) = room.pipeline.take() {
-                let _ = self
-                    .request_by("release", json!({"object": pipeline}), deadline)
-                    .await;
-            }
+            self.close_room(&name, &shared, &mut room, deadline).await;
         }
     }
 }

@@ -135,6 +135,14 @@ impl Kurento {
     }
 
     /// Numbers of live sessions, pipelines and elements (for tests and metrics).
+    /// The refusal of a connection without the control API's token (none when it has none).
+    fn token_refused(&self, given: Option<&str>) -> Option<Response> {
+        let token = self.config.access_token.as_ref()?;
+        let given = given.unwrap_or_default();
+        (!token_matches(given.as_bytes(), token.as_bytes()))
+            .then(|| (StatusCode::UNAUTHORIZED, "access_token required").into_response())
+    }
+
     pub async fn counts(&self) -> (usize, usize, usize) {
         self.kms.lock().await.counts()
     }
@@ -169,11 +177,8 @@ async fn relay_upgrade(
     if headers.contains_key(header::ORIGIN) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    if let Some(token) = &k.config.access_token {
-        let given = q.access_token.as_deref().unwrap_or_default();
-        if !token_matches(given.as_bytes(), token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
-        }
+    if let Some(refused) = k.token_refused(q.access_token.as_deref()) {
+        return refused;
     }
     let Some((from_remote, to_remote)) = k.kms.lock().await.take_waiting(&q.element) else {
         return (StatusCode::NOT_FOUND, "no RelayEndpoint waits with that id").into_response();
@@ -228,11 +233,8 @@ async fn upgrade(
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
     }
-    if let Some(token) = &k.config.access_token {
-        let given = q.access_token.as_deref().unwrap_or_default();
-        if !token_matches(given.as_bytes(), token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "access_token required").into_response();
-        }
+    if let Some(refused) = k.token_refused(q.access_token.as_deref()) {
+        return refused;
     }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| connection(k, socket))

@@ -38,6 +38,24 @@ async fn dial_status(url: &str, origin: Option<&str>) -> u16 {
     }
 }
 
+/// Whether the server closes `link` (a close frame, or the connection ends) within the
+/// tests' bound.
+async fn closes(
+    link: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> bool {
+    tokio::time::timeout(WAIT, async {
+        while let Some(Ok(m)) = link.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 async fn waiting_relay(c: &mut Client, p: &str) -> String {
     let v = c
         .ok(
@@ -129,15 +147,7 @@ async fn the_relay_route_takes_the_other_node_with_the_token_once_and_no_one_els
     link.send(Message::Binary(vec![0xff, 1, 2, 3].into()))
         .await
         .unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
-        while let Some(Ok(m)) = link.next().await {
-            if m.is_close() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the link was closed");
+    assert!(closes(&mut link).await, "the link was closed");
     // The element lives on: it waits anew, and the other node's next dial links it again.
     let (link, _) = redial(&url).await;
     drop(link);
@@ -148,15 +158,7 @@ async fn the_relay_route_takes_the_other_node_with_the_token_once_and_no_one_els
         .await
         .unwrap();
     c.ok("release", json!({"object": again})).await;
-    let closed = tokio::time::timeout(WAIT, async {
-        while let Some(Ok(m)) = link.next().await {
-            if m.is_close() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the link ended with its element");
+    assert!(closes(&mut link).await, "the link ended with its element");
 }
 
 /// A TCP proxy on loopback to `to`: once open, each connection made through it is carried
