@@ -253,10 +253,8 @@ export async function onRefused(msg) {
     answeredOffer = null;
     return;
   }
-  const i = owed.findIndex((o) => o.seq === msg.re);
-  if (i < 0) return;
-  const [failed] = owed.splice(i, 1);
-  if (failed.pc !== pc) return;
+  const failed = repliedTo(msg.re);
+  if (!failed || failed.pc !== pc) return;
   const wasRestart = restarting;
   await rollback(pc);
   if (!wasRestart || failedRestarts >= RESTART_AGAIN_MAX) return;
@@ -352,6 +350,7 @@ export async function offer() {
   try {
     await pc.setLocalDescription(await pc.createOffer());
     const seq = describe('offer', pc, state.peerId);
+    console.debug(`offer ${seq} out`);
     if (!state.peerId) {
       owed.push({ seq, at: performance.now(), pc });
       // Replies the session server never gave (offers it dropped, over the rate limit,
@@ -424,6 +423,17 @@ function iceUfrag(sdp) {
   return m ? m[1] : null;
 }
 
+/** The offer out that an answer from the media server replies to, taken out of `owed`: the one
+ * it names (`re`), and with it the older ones, which will get no reply (the server replies in
+ * turn: they never reached it, forgotten with the peer connection they were made for while the
+ * socket was down). An answer naming no offer out replies to none (null). */
+function repliedTo(re) {
+  if (re == null) return owed.shift();
+  const i = owed.findIndex((o) => o.seq === re);
+  if (i < 0) return null;
+  return owed.splice(0, i + 1)[i];
+}
+
 export async function onAnswer(msg) {
   const pc = state.pc;
   if (!pc) return;
@@ -431,8 +441,9 @@ export async function onAnswer(msg) {
     await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
     return;
   }
+  console.debug(`answer to offer ${msg.re}`);
   const crossed = crossedOffer;
-  const replied = owed.shift();
+  const replied = repliedTo(msg.re);
   // The reply to an offer of a peer connection since replaced.
   if (replied && replied.pc !== pc) return;
   if (!replied || pc.signalingState !== 'have-local-offer') {
@@ -441,7 +452,7 @@ export async function onAnswer(msg) {
     // Otherwise the media server applied an offer this browser no longer has (an ICE restart
     // it took back, say), and the two sides disagree.
     if (sameSession(msg.sdp, pc.currentRemoteDescription)) return;
-    reconnectMedia('an answer to no offer out');
+    reconnectMedia(`an answer to no offer out (to offer ${msg.re}, ${pc.signalingState})`);
     return;
   }
   restarting = false;

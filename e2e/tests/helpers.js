@@ -132,8 +132,9 @@ export function consoleOf(page, since = 0, n = 30) {
   return (consoles.get(page) || []).filter((l) => Number(l.split(' ', 1)[0]) >= since).slice(-n);
 }
 
-/** Opens the web client in a fresh context (its own devices and storage) and joins. */
-export async function joinPage(browser, serverUrl, room, name, extra = '') {
+/** Opens the web client in a fresh context (its own devices and storage) and joins.
+ * `prepare(page)`, when given, runs before the page loads (to route its socket, say). */
+export async function joinPage(browser, serverUrl, room, name, extra = '', prepare = null) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
@@ -149,6 +150,7 @@ export async function joinPage(browser, serverUrl, room, name, extra = '') {
     else if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] console ${m.type()}:`, m.text());
   });
   page.on('dialog', (d) => { throw new Error(`[${name}] unexpected dialog: ${d.message()}`); });
+  if (prepare) await prepare(page);
   await page.goto(`${serverUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`);
   return page;
 }

@@ -60,3 +60,42 @@ test('a browser whose SDP state and the media server\'s disagree connects its me
   await ada.context().close();
   await bo.context().close();
 });
+
+test('an offer lost with its socket, its peer connection replaced meanwhile: the new one\'s answer is not taken for it', async () => {
+  const room = 'sfu-lost-offer';
+  const ada = await joinPage(ctx.browser, ctx.server.url, room, 'Ada');
+  // Bo's socket goes through the test, which can lose what Bo sends (as a socket dying under
+  // it does) and cut it.
+  const link = { uplink: true, page: null, server: null };
+  const bo = await joinPage(ctx.browser, ctx.server.url, room, 'Bo', '', (page) => page.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    Object.assign(link, { page: ws, server });
+    ws.onMessage((m) => { if (link.uplink) server.send(m); });
+  }));
+  await waitForVideoFrom(ada, 'Bo');
+  await waitForVideoFrom(bo, 'Ada');
+  link.uplink = false;
+  // The network changes under Bo: its ICE restart offer is lost.
+  const first = await bo.evaluate(() => window.sori.sdpVersions().local);
+  await bo.evaluate(() => window.dispatchEvent(new Event('online')));
+  await bo.waitForFunction((v) => window.sori.sdpVersions().local > v, first);
+  // Meanwhile the server says to connect media anew (its media was lost): a new peer
+  // connection, whose offer is lost too, but is sent again once the socket is back; the lost
+  // restart offer (of the old peer connection) is not.
+  link.page.send(JSON.stringify({ type: 'mode', mode: 'sfu' }));
+  await bo.waitForFunction(() => {
+    const v = window.sori.sdpVersions();
+    return v.local !== null && v.remote === null;
+  });
+  link.uplink = true;
+  const cutAt = Date.now();
+  link.server.close({ code: 4000, reason: 'cut' });
+  link.page.close({ code: 4000 });
+  await waitForVideoFrom(bo, 'Ada');
+  await waitForVideoFrom(ada, 'Bo');
+  console.log(`video both ways again ${(Date.now() - cutAt) / 1000} s after the socket was cut`);
+  await assertUdp(bo);
+  assert.equal(await bo.evaluate(() => window.sori.joins), 1, 'Bo resumed, it did not join again');
+  await ada.context().close();
+  await bo.context().close();
+});

@@ -387,6 +387,11 @@ pub enum ServerMessage {
         from: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         roles: Option<BTreeMap<String, TrackRole>>,
+        /// SFU: the `seq` of the client's offer this answers, so that a client whose earlier
+        /// offer never reached the server (it made a new peer connection meanwhile) does not
+        /// take this answer for that offer's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        re: Option<u64>,
     },
     Candidate {
         candidate: serde_json::Value,

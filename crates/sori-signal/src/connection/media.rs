@@ -86,6 +86,7 @@ impl Connection {
                         sdp: joined.answer,
                         from: None,
                         roles: None,
+                        re: self.handling,
                     });
                     let name = self.signal.hub().name_of(me).unwrap_or_default();
                     let forward = Forwarder {
@@ -108,6 +109,7 @@ impl Connection {
                 sdp: answer,
                 from: None,
                 roles: None,
+                re: self.handling,
             }),
             Err(e) => {
                 // A failed join is made again once the media server answers. A failed

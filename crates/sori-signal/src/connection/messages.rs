@@ -153,6 +153,7 @@ impl Connection {
                 sdp,
                 from: Some(from),
                 roles,
+                re: None,
             }),
             (None, true) => self.media_offer(me, &sdp, roles.as_ref()).await,
             (None, false) => self.media_answer(&sdp).await,
