@@ -65,7 +65,7 @@ async function unicastFallback(pc) {
     if (encodings.length !== 1 || (encodings[0].scaleResolutionDownBy || 1) === 1) continue;
     const top = ENCODINGS[role][ENCODINGS[role].length - 1];
     Object.assign(encodings[0], { scaleResolutionDownBy: 1, maxBitrate: top.maxBitrate });
-    try { await t.sender.setParameters(params); } catch (err) { console.warn('one encoding', err); }
+    try { await on(pc, t.sender.setParameters(params)); } catch (err) { if (pc === state.pc) console.warn('one encoding', err); }
   }
 }
 
@@ -127,6 +127,34 @@ export function createPc(peerId) {
   return pc;
 }
 
+// ---------- operations on a peer connection that may be closed meanwhile ----------
+
+/** Each peer connection's end: an operation still pending on a peer connection when it is
+ * closed never settles (the WebRTC spec abandons it), and the server's messages are handled
+ * in turn, so one awaiting it would hold up every message after it (the next peer
+ * connection's answer among them). */
+const ends = new WeakMap();
+
+function endOf(pc) {
+  let end = ends.get(pc);
+  if (!end) {
+    end = {};
+    end.promise = new Promise((_, reject) => { end.reject = reject; });
+    end.promise.catch(() => {});
+    ends.set(pc, end);
+  }
+  return end;
+}
+
+/** `op`, a promise of an operation on `pc`, or an error as soon as `pc` is closed. */
+function on(pc, op) {
+  return Promise.race([op, endOf(pc).promise]);
+}
+
+function ended(pc) {
+  endOf(pc).reject(new Error('the peer connection was closed'));
+}
+
 // ---------- ICE restart: a new path without a new call ----------
 // When the path to the media server (or the other browser) breaks — the network changed, a
 // NAT forgot the mapping, an outage — the browser restarts ICE: an offer with new ICE
@@ -167,7 +195,9 @@ function watchStall(pc) {
       received += r.bytesReceived || 0;
     });
     const now = performance.now();
-    if (last && received === last.received && sent !== last.sent) {
+    // Receiving that stopped: a peer connection that has received nothing yet is still
+    // connecting (its checks count as sent), which ICE's own states follow.
+    if (last && last.received > 0 && received === last.received && sent !== last.sent) {
       if (quietSince === null) {
         quietSince = last.at;
         // Whatever broke the media path (a new address) has most likely broken the socket
@@ -233,7 +263,7 @@ export function restartIce(why) {
 async function rollback(pc) {
   if (pc.signalingState !== 'have-local-offer') return;
   crossedOffer = null;
-  try { await pc.setLocalDescription({ type: 'rollback' }); } catch (err) { console.warn('rollback', err); }
+  try { await on(pc, pc.setLocalDescription({ type: 'rollback' })); } catch (err) { if (pc === state.pc) console.warn('rollback', err); }
 }
 
 /** ICE restarts whose offer failed in a row: each is made again a second later, up to this
@@ -348,7 +378,7 @@ export async function offer() {
   if (!pc || makingOffer === pc) return;
   makingOffer = pc;
   try {
-    await pc.setLocalDescription(await pc.createOffer());
+    await on(pc, pc.setLocalDescription(await on(pc, pc.createOffer())));
     const seq = describe('offer', pc, state.peerId);
     console.debug(`offer ${seq} out`);
     if (!state.peerId) {
@@ -372,7 +402,9 @@ export async function onOffer(msg) {
   if (!msg.from && msg.sdp === answeredOffer) return;
   // Our own offer crossed theirs: the media server is the polite side and re-offers after
   // answering ours, so its offer is ignored here. Between browsers, the later joiner offers.
-  if (pc.signalingState !== 'stable') {
+  // An offer still being made counts: applied now, theirs would take ours back (an implicit
+  // rollback) after ours went out, and the answer to ours would find no offer out.
+  if (pc.signalingState !== 'stable' || makingOffer === pc) {
     // Its re-offer may overtake the answer to ours on the way (the session server gets the
     // two from the media server on separate paths): kept, to be told apart from an offer
     // made before ours once the answer is in (`onAnswer`).
@@ -387,15 +419,20 @@ let answeredOffer = null;
 
 async function answerOffer(pc, msg) {
   if (msg.from) {
-    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
+    try {
+      await on(pc, pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }));
+      await on(pc, pc.setLocalDescription(await on(pc, pc.createAnswer())));
+    } catch (err) {
+      if (pc === state.pc) throw err;
+      return;
+    }
     describe('answer', pc, msg.from);
     return;
   }
   answeredOffer = msg.sdp;
   try {
-    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
+    await on(pc, pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }));
+    await on(pc, pc.setLocalDescription(await on(pc, pc.createAnswer())));
   } catch (err) {
     // The media server's idea of this peer connection is not the browser's (its m-lines in
     // another order, say): nothing answered would be right.
@@ -438,7 +475,11 @@ export async function onAnswer(msg) {
   const pc = state.pc;
   if (!pc) return;
   if (msg.from) {
-    await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    try {
+      await on(pc, pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }));
+    } catch (err) {
+      if (pc === state.pc) throw err;
+    }
     return;
   }
   console.debug(`answer to offer ${msg.re}`);
@@ -459,7 +500,7 @@ export async function onAnswer(msg) {
   failedRestarts = 0;
   crossedOffer = null;
   try {
-    await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    await on(pc, pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }));
   } catch (err) {
     if (pc === state.pc) reconnectMedia(`the answer could not be applied: ${err.message}`);
     return;
@@ -492,12 +533,13 @@ export async function onLayers(msg) {
     }
   }
   if (!changed) return;
-  try { await t.sender.setParameters(params); } catch (err) { console.warn('layers', err); }
+  try { await on(pc, t.sender.setParameters(params)); } catch (err) { if (pc === state.pc) console.warn('layers', err); }
 }
 
 export async function onCandidate(msg) {
-  if (!state.pc || !msg.candidate) return;
-  try { await state.pc.addIceCandidate(msg.candidate); } catch (err) { console.warn('candidate', err); }
+  const pc = state.pc;
+  if (!pc || !msg.candidate) return;
+  try { await on(pc, pc.addIceCandidate(msg.candidate)); } catch (err) { if (pc === state.pc) console.warn('candidate', err); }
 }
 
 export function setIceServers() {
@@ -576,6 +618,7 @@ export function closePc(serverForgot = false) {
   failedRestarts = 0;
   clearTimeout(retryTimer);
   if (state.pc) {
+    ended(state.pc);
     state.pc.close();
     state.pc = null;
     // Its offers, answers and candidates mean nothing to the next one.

@@ -338,6 +338,21 @@ async function call(room, query = '') {
   return { ada, bo, before };
 }
 
+/** SORI_E2E_DEBUG: what Bo receives of Ada's video and what Ada sends, every 250 ms for 10 s
+ * from `restored` (ms). */
+async function trace({ ada, bo }, restored) {
+  for (let i = 0; i < 40; i += 1) {
+    const [v, out] = await Promise.all([
+      bo.evaluate(() => window.sori.videoFrom('Ada')).catch(() => null),
+      ada.evaluate(() => window.sori.outboundVideo()).catch(() => null),
+    ]);
+    if (!v || !out) return;
+    const enc = out.map((e) => `${e.rid}:${e.active ? '' : 'off,'}${e.frameHeight}p f${e.framesEncoded} k${e.keyFramesEncoded} p${e.packetsSent}`).join(' ');
+    console.log(`# trace ${((Date.now() - restored) / 1000).toFixed(2)} bo: f${v.framesDecoded} ${v.frameHeight}p p${v.packetsReceived} k${v.keyFramesDecoded} pli${v.pliCount} nack${v.nackCount} frz${v.freezeCount} | ada: ${enc}`);
+    await sleep(250);
+  }
+}
+
 /** Starts timing Ada's video at Bo; returns when (ms), to place later instants on the page's
  * clock. */
 async function watchAda({ bo }) {
@@ -350,6 +365,7 @@ async function watchAda({ bo }) {
  * that ended after `restored`; 0 if none), how much Bo missed, and what Bo saw of Ada. */
 async function afterwards({ ada, bo, before }, watched, restored) {
   const since = (restored - watched) / 1000;
+  if (process.env.SORI_E2E_DEBUG) trace({ ada, bo }, restored);
   let resumed = null;
   for (const deadline = Date.now() + 20000; Date.now() < deadline; await sleep(100)) {
     const g = await bo.evaluate(() => window.sori.videoGaps('Ada'));
