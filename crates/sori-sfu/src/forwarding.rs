@@ -269,6 +269,11 @@ impl Sfu {
             .codec
             .is_some_and(|c| c.is_keyframe_start(&packet.payload));
         let vp8 = measure(track, layer, &packet.payload, keyframe, now);
+        crate::simulcast::source::note_packet(
+            &mut track.layers,
+            layer as usize,
+            packet.header.marker,
+        );
         let temporal = vp8.and_then(|d| {
             Some(Temporal {
                 tid: d.tid?,
@@ -394,6 +399,7 @@ fn measure(
         now,
     );
     if keyframe {
+        tracing::trace!(publisher = %track.publisher, layer, "keyframe received");
         source.throttle.keyframe_received(now);
         if let Some((_, h)) = is_vp8.then(|| vp8::keyframe_size(payload)).flatten() {
             source.height = Some(h);

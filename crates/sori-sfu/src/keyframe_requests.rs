@@ -107,7 +107,10 @@ fn send_keyframe_request(
         None => false,
     });
     match sent {
-        Ok(true) => counters.keyframe_requests_sent += 1,
+        Ok(true) => {
+            tracing::debug!(id = %peer.id, %mid, ?rid, ?kind, "keyframe request");
+            counters.keyframe_requests_sent += 1
+        }
         Ok(false) => {}
         Err(e) => board.doomed.push((peer.id, RemoveReason::Failed(e))),
     }

@@ -244,7 +244,7 @@ impl Sfu {
                 out.retarget(target);
                 // A layer that does not arrive yet (paused at the publisher until now) starts
                 // with a keyframe when it resumes: asking for one would cost a second.
-                let arrives = |l: u8| track.layers[l as usize].arriving(now);
+                let arrives = |l: u8| track.arrives(l, now);
                 if let (true, Some(layer)) = (out.gate.switching(), target.filter(|l| arrives(*l)))
                 {
                     keyframes.push((track_id, layer));
@@ -311,7 +311,7 @@ impl Sfu {
             let tap = &mut track.taps[i];
             if tap.gate.target != Some(target) {
                 tap.gate.retarget(Some(target));
-                if track.layers[target as usize].arriving(now) {
+                if track.arrives(target, now) {
                     keyframes.push(target);
                 }
             }
@@ -518,7 +518,7 @@ fn measured_layers(track: &mut Track, now: Instant) -> Vec<Layer> {
 /// `want` is only being resumed at the publisher); otherwise [`arriving_layer`].
 fn layer_to_send(track: &Track, want: u8, current: Option<u8>, now: Instant) -> u8 {
     let want = want.min(track.top());
-    let served = current.is_some_and(|c| c != want && track.layers[c as usize].arriving(now));
+    let served = current.is_some_and(|c| c != want && track.arrives(c, now));
     if served {
         want
     } else {
@@ -530,7 +530,7 @@ fn layer_to_send(track: &Track, want: u8, current: Option<u8>, now: Instant) -> 
 /// arrives; else the nearest above; else `want` (nothing arrives yet).
 pub(crate) fn arriving_layer(track: &Track, want: u8, now: Instant) -> u8 {
     let want = want.min(track.top());
-    let arrives = |l: u8| track.layers[l as usize].arriving(now);
+    let arrives = |l: u8| track.arrives(l, now);
     (0..=want)
         .rev()
         .find(|l| arrives(*l))

@@ -82,6 +82,11 @@ impl Track {
     pub(crate) fn top(&self) -> u8 {
         self.layers.len().saturating_sub(1) as u8
     }
+
+    /// Whether packets of layer `layer` arrive now ([`crate::simulcast::source::arrives`]).
+    pub(crate) fn arrives(&self, layer: u8, now: Instant) -> bool {
+        crate::simulcast::source::arrives(&self.layers, layer as usize, now)
+    }
 }
 
 impl Sfu {

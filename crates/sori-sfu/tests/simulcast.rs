@@ -473,3 +473,55 @@ fn a_fed_viewer_emptied_then_fed_another_publisher_sees_one_continuous_stream() 
         "the newcomer's stream does not continue the numbering"
     );
 }
+
+#[test]
+fn a_receiver_on_a_layer_its_publisher_stops_is_moved_down_within_a_few_frames() {
+    // A publisher whose bandwidth estimate falls stops encoding its top layer (a browser does
+    // not say so): its receivers are moved to the layer below at its next keyframe, well
+    // before the top layer's last packet is 1.5 s old.
+    let mut h = Harness::new(views_only(), 2);
+    let publisher = h.join_simulcast(
+        "sim-stop",
+        &["q", "h", "f"],
+        Link::default(),
+        Link::default(),
+    );
+    let viewer = h.join("sim-stop", Link::default(), Link::default());
+    let t = h.now + Duration::from_secs(1);
+    h.stream_layers_until(publisher, &SIZES, t);
+    let track = h.video_track(publisher);
+    let peer = h.members[viewer].peer;
+    h.sfu.set_view(peer, track, tile(720), h.now).unwrap();
+    stream_until_on(&mut h, publisher, viewer, 2, Duration::from_secs(5));
+    let t = h.now + Duration::from_secs(1);
+    h.stream_layers_until(publisher, &SIZES, t);
+    // The top layer stops; the two below go on.
+    let stopped = h.now;
+    let moved = loop {
+        let last = video(&h, viewer).last().map(|f| f.data[11]);
+        if last == Some(1) {
+            break h.now - stopped;
+        }
+        assert!(
+            h.now - stopped < Duration::from_secs(3),
+            "not moved to layer 1 within 3 s"
+        );
+        // One frame at a time.
+        let t = h.now + Duration::from_micros(33_334);
+        h.stream_layers_until(publisher, &SIZES[..2], t);
+    };
+    eprintln!("on layer 1 {moved:?} after the top layer stopped");
+    assert!(
+        moved < Duration::from_millis(800),
+        "moved down {moved:?} after the top layer stopped"
+    );
+    // And it stays there while the top layer stays away, then goes back up when it returns.
+    let t = h.now + Duration::from_secs(2);
+    h.stream_layers_until(publisher, &SIZES[..2], t);
+    let back = stream_until_on(&mut h, publisher, viewer, 2, Duration::from_secs(5));
+    eprintln!("back on layer 2 {back:?} after it returned");
+    // (Not `check_stream`: the top layer's frames are numbered with the others' here.)
+    let mut runs: Vec<u8> = video(&h, viewer).iter().map(|f| f.data[11]).collect();
+    runs.dedup();
+    assert!(runs.ends_with(&[2, 1, 2]), "layers {runs:?}");
+}

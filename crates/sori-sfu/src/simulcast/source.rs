@@ -15,6 +15,11 @@ pub(crate) const MAX_TEMPORAL: usize = 4;
 /// A layer from which nothing arrived for this long is not arriving: receivers are not switched
 /// to it (the publisher paused it, or its own uplink dropped it).
 pub(crate) const ARRIVING: Duration = Duration::from_millis(1500);
+/// A layer whose sibling ended this many frames since its last packet has stopped arriving,
+/// however recent that packet: a publisher whose bandwidth estimate fell stops encoding its
+/// upper layers, and receivers on them are moved down within a few frames rather than after
+/// [`ARRIVING`]. (Frames, not time: a screen share's layers may both be a second apart.)
+pub(crate) const OVERTAKEN_FRAMES: u64 = 6;
 /// How long a layer's highest rate measured stands for it. An encoder's rate swings with the
 /// picture: a layer judged by a quiet moment would be taken on a link it then overruns.
 const PEAK_HOLD: Duration = Duration::from_secs(10);
@@ -59,6 +64,37 @@ impl RateMeter {
     }
 }
 
+/// A packet of layer `layer` arrived; `ends_frame`: its marker bit. Counts for [`arrives`].
+pub(crate) fn note_packet(layers: &mut [SourceLayer], layer: usize, ends_frame: bool) {
+    if layers.len() < 2 || layer >= layers.len().min(MAX_LAYERS) {
+        return;
+    }
+    if ends_frame {
+        layers[layer].frames += 1;
+    }
+    let mut seen = [0; MAX_LAYERS];
+    for (s, l) in seen.iter_mut().zip(layers.iter()) {
+        *s = l.frames;
+    }
+    layers[layer].others_at_last = seen;
+}
+
+/// Whether layer `layer` of a track arrives now: a packet of it came within [`ARRIVING`], and
+/// no other layer ended [`OVERTAKEN_FRAMES`] frames since.
+pub(crate) fn arrives(layers: &[SourceLayer], layer: usize, now: Instant) -> bool {
+    let Some(me) = layers.get(layer) else {
+        return false;
+    };
+    me.arriving(now)
+        && !layers
+            .iter()
+            .enumerate()
+            .take(MAX_LAYERS)
+            .any(|(i, other)| {
+                i != layer && other.frames.saturating_sub(me.others_at_last[i]) >= OVERTAKEN_FRAMES
+            })
+}
+
 /// One encoding of a published track.
 #[derive(Debug)]
 pub(crate) struct SourceLayer {
@@ -85,6 +121,10 @@ pub(crate) struct SourceLayer {
     /// wanted it.
     pub(crate) active: bool,
     pub(crate) last_wanted: Option<Instant>,
+    /// Frames it ended (packets with the marker bit).
+    frames: u64,
+    /// Each layer's `frames` when its last packet arrived.
+    others_at_last: [u64; MAX_LAYERS],
 }
 
 impl SourceLayer {
@@ -102,6 +142,8 @@ impl SourceLayer {
             arriving_since: None,
             active: true,
             last_wanted: None,
+            frames: 0,
+            others_at_last: [0; MAX_LAYERS],
         }
     }
 
