@@ -1,7 +1,7 @@
 // Leaving, closing the tab, a killed browser, and mute state, as the others see them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serverAndBrowser, launchKillableBrowser, joinPage, pollPage, waitForVideoFrom, assertUdp, split } from './helpers.js';
+import { serverAndBrowser, launchKillableBrowser, joinPage, pollPage, waitForVideoFrom, assertUdp } from './helpers.js';
 
 const ctx = serverAndBrowser();
 
@@ -66,11 +66,10 @@ for (const mode of ['sfu', 'p2p']) {
       return JSON.stringify(sent) === JSON.stringify(want);
     }, rids, 15000);
     // The roles come from Ada's browser through the server, not from the order of arrival
-    // (except through a remote media server, which does not report published tracks).
-    const stated = !(split && mode === 'sfu');
+    // (split too: the remote media server reports each track as it arrives).
     const videos = (await b.evaluate(() => window.sori.remoteTracks())).filter((t) => t.kind === 'video');
     assert.deepEqual(videos.map((t) => [t.participant, t.role, t.stated]).sort(),
-      [['Ada', 'camera', stated], ['Ada', 'screen', stated]]);
+      [['Ada', 'camera', true], ['Ada', 'screen', true]]);
     await a.getByTestId('share-screen').click();
     await b.locator('[data-testid=remote-screen]').waitFor({ state: 'detached', timeout: 10000 });
     await waitForVideoFrom(b, 'Ada');

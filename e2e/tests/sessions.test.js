@@ -15,7 +15,7 @@ import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccessToken, RoomServiceClient } from 'livekit-server-sdk';
+import { AccessToken, RoomServiceClient, TrackType } from 'livekit-server-sdk';
 import {
   spawnSori, launchBrowser, joinPage, pollPage, waitForVideoFrom, freePorts, snapshot, presenceSince,
   watchMedia, mediaGaps, stats, until, assertUdp,
@@ -154,6 +154,10 @@ test('two participants on different session servers share a room: video both way
   const viaA = new RoomServiceClient(ctx.lbA, KEY, SECRET);
   const people = await viaB.listParticipants('shared');
   assert.deepEqual(people.map((p) => p.identity).sort(), ['Ada', 'Bo']);
+  // Each one's microphone and camera, as the media node reported them.
+  for (const p of people) {
+    assert.deepEqual(p.tracks.map((t) => t.type).sort(), [TrackType.AUDIO, TrackType.VIDEO], `${p.identity}: ${JSON.stringify(p.tracks)}`);
+  }
   await viaB.createRoom({ name: 'planned-on-s2' });
   assert.equal(redis('get', 'sori:room:planned-on-s2:session'), 's2');
   const rooms = (await viaA.listRooms()).map((r) => r.name).sort();

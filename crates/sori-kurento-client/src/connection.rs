@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sori_media::sori_sfu::RemoveReason;
+use sori_media::sori_sfu::{MediaKind, RemoveReason, TrackId};
 use sori_media::PeerSignal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -400,6 +400,17 @@ fn event(value: &Value, watchers: &Watchers) -> Option<String> {
         Some("MediaSessionTerminated") => {
             PeerSignal::Removed(RemoveReason::Failed("media session ended".into()))
         }
+        Some("TrackPublished") => PeerSignal::Published {
+            track: track_id(data)?,
+            kind: match data.get("mediaType").and_then(Value::as_str)? {
+                "AUDIO" => MediaKind::Audio,
+                "VIDEO" => MediaKind::Video,
+                _ => return None,
+            },
+        },
+        Some("TrackUnpublished") => PeerSignal::Unpublished {
+            track: track_id(data)?,
+        },
         _ => return None,
     };
     let mut w = lock(watchers);
@@ -412,6 +423,12 @@ fn event(value: &Value, watchers: &Watchers) -> Option<String> {
         return Some(object.to_string());
     }
     None
+}
+
+/// The track an event names (`trackId`: `track-<number>`, as the media server shows it).
+fn track_id(data: &Value) -> Option<TrackId> {
+    let id = data.get("trackId").and_then(Value::as_str)?;
+    id.strip_prefix("track-")?.parse().ok().map(TrackId)
 }
 
 #[cfg(test)]
@@ -435,5 +452,46 @@ mod tests {
         assert_eq!(event(&ended, &watchers), Some("E".into()));
         assert!(matches!(rx.try_recv().unwrap(), PeerSignal::Removed(_)));
         assert!(watchers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tracks_the_media_server_reports_reach_their_participant_and_malformed_ones_do_not() {
+        let watchers = Watchers::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        watchers.lock().unwrap().insert("E".into(), tx);
+        let ev = |ty: &str, data: Value| json!({"object": "E", "type": ty, "data": data});
+        let published = ev(
+            "TrackPublished",
+            json!({"trackId": "track-281474976710657", "mediaType": "VIDEO"}),
+        );
+        assert_eq!(event(&published, &watchers), None);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            PeerSignal::Published {
+                track: TrackId(281_474_976_710_657),
+                kind: MediaKind::Video
+            }
+        );
+        let gone = ev("TrackUnpublished", json!({"trackId": "track-7"}));
+        event(&gone, &watchers);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            PeerSignal::Unpublished { track: TrackId(7) }
+        );
+        for data in [
+            json!({"trackId": "track-7", "mediaType": "DATA"}),
+            json!({"trackId": "7", "mediaType": "AUDIO"}),
+            json!({"trackId": "track--7", "mediaType": "AUDIO"}),
+            json!({"trackId": "track-99999999999999999999", "mediaType": "AUDIO"}),
+            json!({"trackId": 7, "mediaType": "AUDIO"}),
+            json!({"mediaType": "AUDIO"}),
+            json!({"trackId": "track-7"}),
+        ] {
+            assert_eq!(event(&ev("TrackPublished", data), &watchers), None);
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "a malformed track event was passed on"
+        );
     }
 }

@@ -80,6 +80,7 @@ async fn connection_and_flow_events_follow_the_media() {
         "MediaSessionStarted",
         "MediaFlowOutStateChanged",
         "IceGatheringDone",
+        "TrackPublished",
     ] {
         c.ok("subscribe", json!({"object": w, "type": ty})).await;
     }
@@ -97,6 +98,16 @@ async fn connection_and_flow_events_follow_the_media() {
         c.invoke(&w, "isMediaFlowingOut", json!({"mediaType": "AUDIO"}))
             .await,
         true
+    );
+    // Sori's extension: the track that arrives, under the id receivers see it by.
+    let track = c.event(&w, "TrackPublished").await;
+    let data = &track["params"]["value"]["data"];
+    assert_eq!(data["mediaType"], "AUDIO");
+    let id = data["trackId"].as_str().unwrap();
+    assert!(
+        id.strip_prefix("track-")
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{id}"
     );
 
     // It stops sending (the connection stays up): not flowing after the idle time.

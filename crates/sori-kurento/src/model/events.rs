@@ -54,6 +54,9 @@ impl Kind {
             "DataChannelOpened",
             "DataChannelClosed",
             "RenegotiationNeeded",
+            // Sori's extension: which of the browser's tracks arrive (docs/kurento-compat.md).
+            "TrackPublished",
+            "TrackUnpublished",
         ];
         OBJECT.contains(&event)
             || match self {

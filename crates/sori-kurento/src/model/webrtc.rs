@@ -447,6 +447,7 @@ impl Kms {
             PeerSignal::IceStalled => {
                 self.emit(id, "IceComponentStateChanged", component("DISCONNECTED"));
             }
+            // Tracks come and go in `signal_task` (TrackPublished, TrackUnpublished).
             // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
             // Nor who is speaking.
             PeerSignal::Published { .. }
@@ -531,10 +532,24 @@ async fn signal_task(
         };
         let removed = matches!(signal, PeerSignal::Removed(_));
         let mut k = kms.lock().await;
-        if let PeerSignal::Published { .. } = signal {
-            k.published(&id).await;
-        } else {
-            k.on_signal(&id, signal);
+        match signal {
+            PeerSignal::Published { track, kind } => {
+                k.published(&id).await;
+                let kind = match kind {
+                    MediaKind::Audio => "AUDIO",
+                    MediaKind::Video => "VIDEO",
+                };
+                let data = json!({"trackId": track.to_string(), "mediaType": kind});
+                k.emit(&id, "TrackPublished", data);
+            }
+            PeerSignal::Unpublished { track } => {
+                k.emit(
+                    &id,
+                    "TrackUnpublished",
+                    json!({"trackId": track.to_string()}),
+                );
+            }
+            signal => k.on_signal(&id, signal),
         }
         if removed {
             return;
