@@ -345,12 +345,15 @@ impl Beacon for Registry {
 
 /// Keeps a node announced until `stop` resolves, then withdraws it: every `every` it asks
 /// `now` for the node's current state (its load changes) and announces that for three beats.
-/// A beat Redis does not take is logged and the next one tried (a Redis restart: the node is
-/// back at the first beat after it).
+/// `soon` asks for a beat at once (the node started draining): after the beat in flight, if
+/// any, so that a beat that read the old state never lands after the new one. A beat Redis
+/// does not take is logged and the next one tried (a Redis restart: the node is back at the
+/// first beat after it).
 pub async fn heartbeat<F: std::future::Future<Output = NodeInfo>>(
     registry: impl Beacon,
     every: Duration,
     mut now: impl FnMut() -> F,
+    soon: &tokio::sync::Notify,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let ttl = every * 3;
@@ -361,14 +364,14 @@ pub async fn heartbeat<F: std::future::Future<Output = NodeInfo>>(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = tick.tick() => {
-                let node = now().await;
-                if let Err(e) = registry.announce(&node, ttl).await {
-                    tracing::warn!(node = node.id, "media node not announced: {e}");
-                }
-                id = Some(node.id);
-            }
+            _ = tick.tick() => {}
+            _ = soon.notified() => {}
         }
+        let node = now().await;
+        if let Err(e) = registry.announce(&node, ttl).await {
+            tracing::warn!(node = node.id, "media node not announced: {e}");
+        }
+        id = Some(node.id);
     }
     if let Some(id) = id {
         if let Err(e) = registry.withdraw(&id).await {
@@ -423,7 +426,9 @@ mod tests {
 #[cfg(test)]
 mod heartbeat_tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
     use tokio::time::Instant;
 
     /// What a heartbeat did, and when (virtual time).
@@ -473,7 +478,7 @@ mod heartbeat_tests {
             *load.lock().unwrap() = 4;
             tokio::time::sleep(Duration::from_millis(1000)).await;
         };
-        heartbeat(beacon.clone(), every, now, stop).await;
+        heartbeat(beacon.clone(), every, now, &Notify::new(), stop).await;
         let got: Vec<(Duration, String)> = beacon
             .0
             .lock()
@@ -491,5 +496,66 @@ mod heartbeat_tests {
                 (Duration::from_millis(2500), "withdraw m1".to_string()),
             ]
         );
+    }
+
+    /// A beacon whose writes take 100 ms to land (a slow Redis), recording what landed.
+    #[derive(Clone, Default)]
+    struct Slow(Arc<Mutex<Vec<(Instant, bool)>>>);
+
+    impl Beacon for Slow {
+        async fn announce(&self, node: &NodeInfo, _ttl: Duration) -> Result<(), ClusterError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.0.lock().unwrap().push((Instant::now(), node.draining));
+            Ok(())
+        }
+        async fn withdraw(&self, _id: &str) -> Result<(), ClusterError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_told_while_a_beat_is_in_flight_is_announced_right_after_it_and_stays() {
+        let beacon = Slow::default();
+        let start = Instant::now();
+        let draining = Arc::new(AtomicBool::new(false));
+        let soon = Arc::new(Notify::new());
+        let now = {
+            let draining = draining.clone();
+            move || {
+                let draining = draining.load(Ordering::SeqCst);
+                async move {
+                    NodeInfo {
+                        id: "m1".into(),
+                        control_url: "ws://127.0.0.1:8888/kurento".into(),
+                        advertised: vec![],
+                        capacity: 0,
+                        load: 1,
+                        draining,
+                    }
+                }
+            }
+        };
+        // The drain comes 50 ms into the first beat's write, which read "not draining".
+        let stop = {
+            let (draining, soon) = (draining.clone(), soon.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                draining.store(true, Ordering::SeqCst);
+                soon.notify_one();
+                tokio::time::sleep(Duration::from_millis(900)).await;
+            }
+        };
+        heartbeat(beacon.clone(), Duration::from_secs(1), now, &soon, stop).await;
+        let ms = Duration::from_millis;
+        let got: Vec<(Duration, bool)> = beacon
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, d)| (*at - start, *d))
+            .collect();
+        // The stale beat lands first, the drain right after it: draining from 200 ms on, not
+        // from the next regular beat (1 s).
+        assert_eq!(got, [(ms(100), false), (ms(200), true)]);
     }
 }

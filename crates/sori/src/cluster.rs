@@ -112,16 +112,21 @@ pub fn announce(
         draining: draining.clone(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let beat_now = Arc::new(Notify::new());
     let beat = {
-        let state = state.clone();
-        tokio::spawn(sori_cluster::heartbeat(
-            registry.clone(),
-            BEAT,
-            move || state.clone().now(),
-            async move {
-                let _ = stopped.await;
-            },
-        ))
+        let (state, beat_now) = (state.clone(), beat_now.clone());
+        tokio::spawn(async move {
+            sori_cluster::heartbeat(
+                registry,
+                BEAT,
+                move || state.clone().now(),
+                &beat_now,
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+        })
     };
     let timeout = c.drain_timeout;
     // One listener for the process's life: a second SIGTERM is a new one, never the first
@@ -133,14 +138,12 @@ pub fn announce(
             _ = drain.notified() => tracing::info!("drain asked for (POST /drain)"),
         }
         draining.store(true, Ordering::SeqCst);
-        // Said at once, not at the next beat: no new room comes here from now on.
-        let now = state.clone().now().await;
-        if let Err(e) = registry.announce(&now, BEAT * 3).await {
-            tracing::warn!("drain not announced: {e}");
-        }
+        // Said at once (after a beat in flight, which read the old state), not at the next
+        // beat: no new room comes here from now on.
+        beat_now.notify_one();
         tracing::info!(
             "draining: {} participants to move to other nodes (at most {}s)",
-            now.load,
+            state.load().await,
             timeout.as_secs()
         );
         let drained = async {
