@@ -214,3 +214,49 @@ async fn send_audio_until_it_flows(c: &mut Client, rtc: &mut Rtc, socket: &UdpSo
         }
     }
 }
+
+#[tokio::test]
+async fn a_renegotiating_endpoint_says_which_track_arrives_and_when_it_goes() {
+    let s = server_with(KurentoConfig::default()).await;
+    let mut c = Client::connect(&s.url).await;
+    let p = pipeline(&mut c).await;
+    let created = c
+        .ok(
+            "create",
+            json!({"type": "WebRtcEndpoint", "constructorParams": {"mediaPipeline": p},
+                   "properties": {"renegotiation": true}}),
+        )
+        .await;
+    let w = created["value"].as_str().unwrap().to_string();
+    for ty in [
+        "MediaFlowOutStateChanged",
+        "TrackPublished",
+        "TrackUnpublished",
+    ] {
+        c.ok("subscribe", json!({"object": w, "type": ty})).await;
+    }
+    let (mut rtc, socket, audio) = connect_client(&mut c, &w).await;
+    send_audio_until_it_flows(&mut c, &mut rtc, &socket, audio).await;
+    let published = c.event(&w, "TrackPublished").await;
+    let published = &published["params"]["value"]["data"];
+    assert_eq!(published["mediaType"], "AUDIO");
+
+    // The browser stops sending it: its m-line goes inactive in a new offer.
+    let mut api = rtc.sdp_api();
+    api.set_direction(audio, Direction::Inactive);
+    let (offer, pending) = api.apply().unwrap();
+    let answer = c
+        .invoke(&w, "processOffer", json!({"offer": offer.to_sdp_string()}))
+        .await;
+    rtc.sdp_api()
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(answer.as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    let gone = c.event(&w, "TrackUnpublished").await;
+    assert_eq!(
+        gone["params"]["value"]["data"]["trackId"],
+        published["trackId"]
+    );
+}
