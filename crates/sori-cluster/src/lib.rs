@@ -535,17 +535,19 @@ mod heartbeat_tests {
                 }
             }
         };
-        // The drain comes 50 ms into the first beat's write, which read "not draining".
-        let stop = {
+        // The drain comes 50 ms into the first beat's write, which read "not draining" (a
+        // task of its own: the heartbeat's own futures are not polled during a write).
+        let drain = {
             let (draining, soon) = (draining.clone(), soon.clone());
-            async move {
+            tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 draining.store(true, Ordering::SeqCst);
                 soon.notify_one();
-                tokio::time::sleep(Duration::from_millis(900)).await;
-            }
+            })
         };
+        let stop = tokio::time::sleep(Duration::from_millis(950));
         heartbeat(beacon.clone(), Duration::from_secs(1), now, &soon, stop).await;
+        drain.await.unwrap();
         let ms = Duration::from_millis;
         let got: Vec<(Duration, bool)> = beacon
             .0
