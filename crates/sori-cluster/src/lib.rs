@@ -431,6 +431,18 @@ mod heartbeat_tests {
     use tokio::sync::Notify;
     use tokio::time::Instant;
 
+    /// Node m1's state as a heartbeat reads it.
+    fn m1(load: u32, draining: bool) -> NodeInfo {
+        NodeInfo {
+            id: "m1".into(),
+            control_url: "ws://127.0.0.1:8888/kurento".into(),
+            advertised: vec![],
+            capacity: 0,
+            load,
+            draining,
+        }
+    }
+
     /// What a heartbeat did, and when (virtual time).
     #[derive(Clone, Default)]
     struct Recorder(Arc<Mutex<Vec<(Instant, String)>>>);
@@ -461,16 +473,7 @@ mod heartbeat_tests {
             let load = load.clone();
             move || {
                 let load = *load.lock().unwrap();
-                async move {
-                    NodeInfo {
-                        id: "m1".into(),
-                        control_url: "ws://127.0.0.1:8888/kurento".into(),
-                        advertised: vec![],
-                        capacity: 0,
-                        load,
-                        draining: false,
-                    }
-                }
+                async move { m1(load, false) }
             }
         };
         let stop = async {
@@ -523,16 +526,7 @@ mod heartbeat_tests {
             let draining = draining.clone();
             move || {
                 let draining = draining.load(Ordering::SeqCst);
-                async move {
-                    NodeInfo {
-                        id: "m1".into(),
-                        control_url: "ws://127.0.0.1:8888/kurento".into(),
-                        advertised: vec![],
-                        capacity: 0,
-                        load: 1,
-                        draining,
-                    }
-                }
+                async move { m1(1, draining) }
             }
         };
         // The drain comes 50 ms into the first beat's write, which read "not draining" (a
