@@ -438,13 +438,13 @@ impl Runner {
                 self.opts.audio_bytes,
                 sent_ns,
             );
-            let ts = self.audio_seq.wrapping_sub(1).wrapping_mul(960);
+            let ts = StreamKind::Audio.rtp_timestamp(sent_ns);
             self.write(rtc, (StreamKind::Audio, 0), now, ts, p, sent_ns);
             wrote = true;
         }
         if let Some(frame) = self.pacer.video_due(now) {
             let sent_ns = now_ns();
-            let ts = (self.frame_no as u64 * 90_000 / self.opts.fps.max(1) as u64) as u32;
+            let ts = StreamKind::Video.rtp_timestamp(sent_ns);
             for l in 0..self.encodings.len() {
                 let owed = std::mem::take(&mut self.keyframe_owed[l]);
                 if (frame.requested || owed) && self.frame_no > 0 {

@@ -35,6 +35,24 @@ pub enum StreamKind {
     Video,
 }
 
+impl StreamKind {
+    /// The RTP clock rate: 48 kHz for Opus, 90 kHz for VP8.
+    pub fn clock_rate(self) -> u64 {
+        match self {
+            StreamKind::Audio => 48_000,
+            StreamKind::Video => 90_000,
+        }
+    }
+
+    /// The RTP timestamp of media captured at `sent_ns` ([`now_ns`]): the capture time on the
+    /// stream's clock, as a browser stamps it, so a late-paced packet carries the time it was
+    /// really sent (a receiver that only reads headers gets its send time back from it to
+    /// within one tick: [`crate::sample`]).
+    pub fn rtp_timestamp(self, sent_ns: u64) -> u32 {
+        (sent_ns as u128 * self.clock_rate() as u128 / 1_000_000_000) as u32
+    }
+}
+
 /// What the probe says about one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {

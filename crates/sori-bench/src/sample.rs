@@ -11,8 +11,10 @@
 //! stream, its probe sequence number and its send time. A counted packet of that SSRC gets the
 //! probe its sequence number implies (the reference's probe number plus the difference of the
 //! 16-bit RTP sequence numbers, wrap-around included) and a send time from its RTP timestamp
-//! (48 kHz audio, 90 kHz video), so it is counted in [`crate::measure::Reception`] like a
-//! decrypted one: loss comes from every packet, delay only from the decrypted ones. A
+//! (48 kHz audio, 90 kHz video; the generator stamps each packet with the time it sends it,
+//! [`crate::probe::StreamKind::rtp_timestamp`], so the send time comes back to within one tick however late
+//! the pacer was, and a packet sent just inside the window is counted inside it), so it is
+//! counted in [`crate::measure::Reception`] like a decrypted one: loss comes from every packet, delay only from the decrypted ones. A
 //! simulcast move to another layer on one SSRC is seen at the next decrypted packet; the
 //! packets in between count as the old layer's.
 //!
@@ -30,7 +32,7 @@ use str0m::format::{CodecConfig, PayloadParams};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::RtcConfig;
 
-use crate::probe::{Probe, StreamKind};
+use crate::probe::Probe;
 
 /// The peer configuration of a sampling receiver: `base` without transport-wide congestion
 /// control (no transport sequence number extension, no `transport-cc` feedback) and, for a
@@ -192,10 +194,7 @@ impl Sampler {
         let r = self.refs.get(&h.ssrc)?;
         let ahead = h.seq.wrapping_sub(r.seq) as i16 as i64;
         let seq = u32::try_from(r.probe.seq as i64 + ahead).ok()?;
-        let hz: i64 = match r.probe.kind {
-            StreamKind::Audio => 48_000,
-            StreamKind::Video => 90_000,
-        };
+        let hz = r.probe.kind.clock_rate() as i64;
         let ticks = h.timestamp.wrapping_sub(r.timestamp) as i32 as i64;
         let sent_ns = (r.probe.sent_ns as i64 + ticks * 1_000_000_000 / hz).max(0) as u64;
         let payload = len.saturating_sub(h.len + r.trailer);
@@ -214,6 +213,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::StreamKind;
 
     fn rtp(ssrc: u32, seq: u16, ts: u32, ext_words: u16, payload: usize) -> Vec<u8> {
         let mut d = vec![0x80 | if ext_words > 0 { 0x10 } else { 0 }, 96];
@@ -292,5 +292,39 @@ mod tests {
         let mut rtcp = rtp(5, 3, 0, 0, 20);
         rtcp[1] = 201;
         assert_eq!(s.admit_now(&rtcp), Verdict::Feed);
+    }
+
+    #[test]
+    fn a_counted_packet_sent_late_gets_back_its_own_send_time_within_one_tick() {
+        for kind in [StreamKind::Audio, StreamKind::Video] {
+            let tick_ns = 1_000_000_000 / kind.clock_rate();
+            let mut s = Sampler::new(1_000);
+            let t0 = 5_000_000_123;
+            let probe = Probe {
+                publisher: 1,
+                kind,
+                keyframe_start: false,
+                layer: 0,
+                seq: 0,
+                sent_ns: t0,
+            };
+            let ts0 = kind.rtp_timestamp(t0);
+            assert_eq!(s.admit_now(&rtp(7, 10, ts0, 0, 50)), Verdict::Feed);
+            s.learn(7, 10, ts0, 50, probe);
+            // A pacer that runs late by up to 19 ms, unevenly: frames 33 ms apart nominally.
+            let mut sent = t0;
+            for i in 1..200u16 {
+                sent += 33_333_333 + (i as u64 * 7_919_003) % 19_000_000;
+                let d = rtp(7, 10 + i, kind.rtp_timestamp(sent), 0, 50);
+                let Verdict::Counted(Some((p, _))) = s.admit_now(&d) else {
+                    panic!("packet {i} counted");
+                };
+                assert_eq!(p.seq, i as u32);
+                assert!(
+                    p.sent_ns.abs_diff(sent) <= tick_ns,
+                    "{kind:?} {i}: {p:?} vs {sent}"
+                );
+            }
+        }
     }
 }
