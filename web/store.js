@@ -96,7 +96,13 @@ export const reducers = {
   offer: takeRoles,
   answer: takeRoles,
   candidate() {},
-  chat(s, m) { s.chat.push({ kind: 'chat', ...m }); },
+  chat(s, m) {
+    // A chat its sender sent again after a session server took the room over (the snapshot
+    // it restored was older than the chat) has the first copy's sender and number.
+    const again = m.re != null
+      && s.chat.some((c) => c.kind === 'chat' && c.from === m.from && c.re === m.re);
+    if (!again) s.chat.push({ kind: 'chat', ...m });
+  },
   recording(s, m) { s.recording = m.on; },
   moderation(s, m) {
     if (m.action === 'lock' || m.action === 'unlock') s.locked = m.action === 'lock';

@@ -133,6 +133,19 @@ async function pair(room) {
 
 const messages = (page) => page.getByTestId('chat-message').allTextContents();
 
+/** `page` sends `text` in the chat. */
+async function say(page, text) {
+  await page.getByTestId('chat-input').fill(text);
+  await page.getByTestId('chat-send').click();
+}
+
+/** How many of `page`'s chat messages say `text`, once one says it. */
+async function shown(page, text) {
+  await page.waitForFunction((t) => [...document.querySelectorAll('[data-testid=chat-message]')]
+    .some((m) => m.textContent.includes(t)), text, { timeout: 20000 });
+  return (await messages(page)).filter((m) => m.includes(text)).length;
+}
+
 test('two participants on different session servers share a room: video both ways, one chat order', async () => {
   const { ada, bo } = await pair('shared');
   assert.equal(await metric('s2', 'sori_relayed_sockets'), 1, 'Bo\'s socket on s2 is relayed');
@@ -184,6 +197,11 @@ async function killRuns(victim, signal = 'SIGKILL') {
     const before = { ada: await snapshot(ada), bo: await snapshot(bo) };
     const ids = { ada: await ada.evaluate(() => window.sori.me), bo: await bo.evaluate(() => window.sori.me) };
     await Promise.all([watchMedia(ada, 'Bo'), watchMedia(bo, 'Ada')]);
+    // Ada's last words, seen by both just before the kill: newer than the room's last
+    // snapshot (stored at most every second) unless it was stored in between.
+    const last = `last words ${i}`;
+    await say(ada, last);
+    for (const p of [ada, bo]) assert.equal(await shown(p, last), 1);
     const hit = { s1: ['ada', 'bo'], s2: ['bo'] }[victim];
     const { proc } = ctx.servers.get(victim);
     const exited = new Promise((r) => { proc.child.once('exit', r); });
@@ -209,6 +227,14 @@ async function killRuns(victim, signal = 'SIGKILL') {
     // Back on UDP (a new peer connection after a take-over, the old one otherwise).
     await assertUdp(ada);
     await assertUdp(bo);
+    // Ada's client sends again what the room's server had not processed, her last words
+    // too when the snapshot was older than them, before anything new: once her next
+    // message is in, each page shows her last words once.
+    await say(ada, `back ${i}`);
+    for (const p of [ada, bo]) {
+      assert.equal(await shown(p, `back ${i}`), 1);
+      assert.equal(await shown(p, last), 1, `run ${i + 1}: ${p === ada ? 'Ada' : 'Bo'} shows "${last}" once: ${JSON.stringify(await messages(p))}`);
+    }
     await exited;
     const exitedAfter = signal === 'SIGKILL' ? '' : `; exited within ${(Date.now() - killed) / 1000} s`;
     const owner = redis('get', `sori:room:${room}:session`);

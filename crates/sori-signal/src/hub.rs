@@ -520,10 +520,10 @@ mod tests {
         let (a, mut ra) = join(&mut hub, "r", "A", RoomMode::Sfu);
         let a = a.unwrap();
         for i in 0..105 {
-            hub.chat(&a, &format!("m{i}")).unwrap();
+            hub.chat(&a, &format!("m{i}"), Some(i + 2)).unwrap();
         }
-        assert!(hub.chat(&a, "  ").is_err());
-        assert!(hub.chat(&a, &"x".repeat(2001)).is_err());
+        assert!(hub.chat(&a, "  ", None).is_err());
+        assert!(hub.chat(&a, &"x".repeat(2001), None).is_err());
         let got: Vec<u64> = drain(&mut ra)
             .into_iter()
             .filter(|m| m["type"] == "chat")

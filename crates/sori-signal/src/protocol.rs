@@ -284,6 +284,11 @@ pub struct ChatMessage {
     pub text: String,
     /// Milliseconds since the Unix epoch, server time.
     pub time: u64,
+    /// The sender's number (`seq`) for the message. A chat sent again after a session server
+    /// took the room over from a snapshot older than it has the `from` and `re` of the first
+    /// copy, which a client shows once. None for the server's own messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<u64>,
 }
 
 /// An ICE server for the browser's `RTCPeerConnection` (the fields of `RTCIceServer`).
@@ -658,10 +663,11 @@ mod tests {
             name: "A".into(),
             text: "hi".into(),
             time: 5,
+            re: Some(8),
         });
         assert_eq!(
             serde_json::to_value(c).unwrap(),
-            serde_json::json!({"type": "chat", "id": 1, "from": "p1", "name": "A", "text": "hi", "time": 5})
+            serde_json::json!({"type": "chat", "id": 1, "from": "p1", "name": "A", "text": "hi", "time": 5, "re": 8})
         );
     }
 

@@ -81,7 +81,7 @@ impl Connection {
                         "your access token does not grant chat (canPublishData)",
                     );
                 } else if self.within(Budget::Chat) {
-                    let chat = self.signal.hub().chat(&me, &text);
+                    let chat = self.signal.hub().chat(&me, &text, self.handling);
                     if let Err((code, why)) = chat {
                         self.error(code, why);
                     }

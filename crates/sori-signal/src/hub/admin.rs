@@ -380,6 +380,7 @@ impl Hub {
                 name: SERVER_NAME.into(),
                 text: text.trim().to_string(),
                 time: super::unix_ms(),
+                re: None,
             };
             r.next_chat_id += 1;
             r.chat.push_back(message.clone());

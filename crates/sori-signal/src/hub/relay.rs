@@ -36,8 +36,14 @@ impl Hub {
         Ok(())
     }
 
-    /// A chat message from `me`; refused with the code and text to answer it with.
-    pub(crate) fn chat(&mut self, me: &Me, text: &str) -> Result<(), (ErrorCode, &'static str)> {
+    /// A chat message from `me`, its client's message number `re`; refused with the code and
+    /// text to answer it with.
+    pub(crate) fn chat(
+        &mut self,
+        me: &Me,
+        text: &str,
+        re: Option<u64>,
+    ) -> Result<(), (ErrorCode, &'static str)> {
         let bad = |why| (ErrorCode::BadChat, why);
         let text = text.trim();
         if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
@@ -62,6 +68,7 @@ impl Hub {
             name,
             text: text.to_string(),
             time,
+            re,
         };
         room.next_chat_id += 1;
         room.chat.push_back(message.clone());

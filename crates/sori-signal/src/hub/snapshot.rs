@@ -202,8 +202,8 @@ mod tests {
         let (bo, _) = join(&mut a, "r", "Bo", Some("secret-bo"));
         // Without a secret (resuming off): not taken over.
         join(&mut a, "r", "Cy", None);
-        a.chat(&ada, "hello").unwrap();
-        a.chat(&bo, "hi").unwrap();
+        a.chat(&ada, "hello", Some(11)).unwrap();
+        a.chat(&bo, "hi", Some(4)).unwrap();
         ada_out.set_received(12);
         let snap = a.snapshot("r").unwrap();
         // What goes over the wire comes back the same.
@@ -227,6 +227,9 @@ mod tests {
         // The same room again: chat, ids, and a newcomer numbered after them.
         let again = b.snapshot("r").unwrap();
         assert_eq!(again.chat, snap.chat);
+        // Each chat keeps its sender's number, by which a client knows one sent again.
+        let senders: Vec<_> = again.chat.iter().map(|c| (&c.from, c.re)).collect();
+        assert_eq!(senders, [(&ada.id, Some(11)), (&bo.id, Some(4))]);
         assert_eq!(again.sid, snap.sid);
         let (dee, _) = join(&mut b, "r", "Dee", Some("secret-dee"));
         assert!(![&ada.id, &bo.id].contains(&&dee.id), "{dee:?}");
