@@ -11,12 +11,13 @@
 //! stream, its probe sequence number and its send time. A counted packet of that SSRC gets the
 //! probe its sequence number implies (the reference's probe number plus the difference of the
 //! 16-bit RTP sequence numbers, wrap-around included) and a send time from its RTP timestamp
-//! (48 kHz audio, 90 kHz video; the generator stamps each packet with the time it sends it,
-//! [`crate::probe::StreamKind::rtp_timestamp`], so the send time comes back to within one tick however late
-//! the pacer was, and a packet sent just inside the window is counted inside it), so it is
-//! counted in [`crate::measure::Reception`] like a decrypted one: loss comes from every packet, delay only from the decrypted ones. A
-//! simulcast move to another layer on one SSRC is seen at the next decrypted packet; the
-//! packets in between count as the old layer's.
+//! (48 kHz audio, 90 kHz video), so it is counted in [`crate::measure::Reception`] like a
+//! decrypted one: loss comes from every packet, delay only from the decrypted ones. The
+//! generator stamps each packet with the time it sends it
+//! ([`crate::probe::StreamKind::rtp_timestamp`]), so that send time comes back to within one
+//! tick however late the pacer was, and a packet sent just inside the window is counted
+//! inside it. A simulcast move to another layer on one SSRC is seen at the next decrypted
+//! packet; the packets in between count as the old layer's.
 //!
 //! Until the measurement window opens every packet is decrypted, so joins and the first
 //! keyframes are seen as a full receiver sees them; sampling starts with the window.
