@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { startServer, launchOptions, joinPage, waitForVideoFrom, pollPage, assertUdp, artifacts, root, speechWav } from './helpers.js';
+import { startServer, launchOptions, joinPage, waitForVideoFrom, pollPage, assertUdp, artifacts, root, speechWav, split } from './helpers.js';
 
 const BENCH = process.env.SORI_BENCH_BIN
   || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'sori-bench');
@@ -94,7 +94,7 @@ test('the speaking tile lights up, the floor follows who talks, and the speaker 
   for (const p of [ada, bo, cy]) await p.context().close();
 });
 
-test('twelve in a room: speakers follow a scripted meeting, and last-N 4 sends each receiver four videos', { timeout: 120_000 }, async () => {
+test('twelve in a room: speakers follow a scripted meeting, and last-N 4 sends each receiver four videos', { timeout: 120_000, skip: split && 'last-N needs the in-process media server (the control API cannot choose which videos a receiver gets)' }, async () => {
   // Ten sori-bench participants (bench-0 … bench-9) whose Opus packets carry scripted levels,
   // and two browsers: Ada (a hissing microphone) and Bo (speech, his microphone off until his
   // turn at 15 s): twelve.

@@ -411,6 +411,7 @@ fn event(value: &Value, watchers: &Watchers) -> Option<String> {
         Some("TrackUnpublished") => PeerSignal::Unpublished {
             track: track_id(data)?,
         },
+        Some("AudioLevels") => audio_levels(data)?,
         _ => return None,
     };
     let mut w = lock(watchers);
@@ -423,6 +424,15 @@ fn event(value: &Value, watchers: &Watchers) -> Option<String> {
         return Some(object.to_string());
     }
     None
+}
+
+/// How loud an endpoint's audio was (`sum` of its packets' loudness, 0–127 each, over
+/// `packets` packets, at least one).
+fn audio_levels(data: &Value) -> Option<PeerSignal> {
+    let sum = data.get("sum").and_then(Value::as_u64)?;
+    let packets = data.get("packets").and_then(Value::as_u64)?;
+    let packets = u32::try_from(packets).ok().filter(|&n| n > 0)?;
+    (sum <= 127 * u64::from(packets)).then_some(PeerSignal::AudioLevels { sum, packets })
 }
 
 /// The track an event names (`trackId`: `track-<number>`, as the media server shows it).
@@ -493,5 +503,36 @@ mod tests {
             rx.try_recv().is_err(),
             "a malformed track event was passed on"
         );
+    }
+
+    #[test]
+    fn audio_levels_reach_their_participant_and_impossible_ones_do_not() {
+        let watchers = Watchers::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        watchers.lock().unwrap().insert("E".into(), tx);
+        let ev = |data: Value| json!({"object": "E", "type": "AudioLevels", "data": data});
+        assert_eq!(
+            event(&ev(json!({"sum": 291, "packets": 3})), &watchers),
+            None
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            PeerSignal::AudioLevels {
+                sum: 291,
+                packets: 3
+            }
+        );
+        for data in [
+            json!({"sum": 382, "packets": 3}),
+            json!({"sum": 0, "packets": 0}),
+            json!({"sum": 1, "packets": 4_294_967_296u64}),
+            json!({"sum": -1, "packets": 3}),
+            json!({"sum": "9", "packets": 3}),
+            json!({"packets": 3}),
+            json!({"sum": 9}),
+        ] {
+            assert_eq!(event(&ev(data.clone()), &watchers), None);
+            assert!(rx.try_recv().is_err(), "{data} was passed on");
+        }
     }
 }

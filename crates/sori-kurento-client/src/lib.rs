@@ -93,6 +93,12 @@ pub struct RemoteJoined {
 const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 /// Kurento's refusal of a subscription to an event the object does not raise.
 const EVENT_NOT_SUPPORTED: i64 = 40106;
+/// The events of a WebRtcEndpoint every media server raises (the others are Sori's).
+const SUBSCRIBE_REQUIRED: [&str; 3] = [
+    "RenegotiationNeeded",
+    "ConnectionStateChanged",
+    "MediaSessionTerminated",
+];
 
 /// How the control connection is kept and how long requests may take.
 #[derive(Debug, Clone)]
@@ -426,14 +432,16 @@ impl RemoteMedia {
             "MediaSessionTerminated",
             "TrackPublished",
             "TrackUnpublished",
+            "AudioLevels",
         ] {
             let params = json!({"object": endpoint, "type": event});
             match self.request_by("subscribe", params, deadline).await {
                 Ok(_) => {}
-                // The participant's tracks stay unknown to the session server (not listed,
-                // no track webhooks) with a media server from before Sori said which arrive.
-                Err(e) if e.code == EVENT_NOT_SUPPORTED && event.starts_with("Track") => {
-                    tracing::debug!("media server does not report tracks: {e}");
+                // With a media server from before Sori said which tracks arrive and how loud
+                // the audio is, the session server does not know the participant's tracks
+                // (not listed, no track webhooks) or when it speaks.
+                Err(e) if e.code == EVENT_NOT_SUPPORTED && !SUBSCRIBE_REQUIRED.contains(&event) => {
+                    tracing::debug!("media server does not report {event}: {e}");
                 }
                 Err(e) => return Err(e),
             }

@@ -260,3 +260,38 @@ async fn a_renegotiating_endpoint_says_which_track_arrives_and_when_it_goes() {
         published["trackId"]
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_says_how_loud_its_browser_is() {
+    let s = server_with(KurentoConfig::default()).await;
+    let mut c = Client::connect(&s.url).await;
+    let p = pipeline(&mut c).await;
+    let w = endpoint(&mut c, &p).await;
+    c.ok("subscribe", json!({"object": w, "type": "AudioLevels"}))
+        .await;
+    let (mut rtc, socket, audio) = connect_client(&mut c, &w).await;
+    // The browser's audio at -20 dBov (RFC 6464): each packet's loudness is 127 - 20.
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let levels = loop {
+        assert!(start.elapsed() < WAIT, "no AudioLevels");
+        let wr = rtc.writer(audio).unwrap().audio_level(-20, true);
+        let pt = wr.payload_params().next().unwrap().pt();
+        let at = MediaTime::from_90khz(sent * 1800);
+        wr.write(pt, Instant::now(), at, vec![0xf8, 0xff, 0xfe])
+            .unwrap();
+        sent += 1;
+        let until = Instant::now() + Duration::from_millis(20);
+        drive(&mut rtc, &socket, |_| Instant::now() >= until).await;
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
+            if v["params"]["value"]["type"] == json!("AudioLevels") {
+                break v;
+            }
+        }
+    };
+    let data = &levels["params"]["value"]["data"];
+    assert_eq!(levels["params"]["value"]["object"], json!(w));
+    let packets = data["packets"].as_u64().unwrap();
+    assert!(packets >= 1, "{data}");
+    assert_eq!(data["sum"].as_u64().unwrap(), 107 * packets, "{data}");
+}

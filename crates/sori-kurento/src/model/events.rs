@@ -54,9 +54,11 @@ impl Kind {
             "DataChannelOpened",
             "DataChannelClosed",
             "RenegotiationNeeded",
-            // Sori's extension: which of the browser's tracks arrive (docs/kurento-compat.md).
+            // Sori's extension: which of the browser's tracks arrive, and how loud its audio
+            // is (docs/kurento-compat.md).
             "TrackPublished",
             "TrackUnpublished",
+            "AudioLevels",
         ];
         OBJECT.contains(&event)
             || match self {

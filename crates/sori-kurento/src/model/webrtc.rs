@@ -447,13 +447,16 @@ impl Kms {
             PeerSignal::IceStalled => {
                 self.emit(id, "IceComponentStateChanged", component("DISCONNECTED"));
             }
+            // How loud the browser's audio was over the last 50 ms (a Sori extension event):
+            // a session server tells who is speaking from it.
+            PeerSignal::AudioLevels { sum, packets } => {
+                self.emit(id, "AudioLevels", json!({"sum": sum, "packets": packets}));
+            }
             // Tracks come and go in `signal_task` (TrackPublished, TrackUnpublished).
             // Kurento's API has no simulcast: an endpoint's browser keeps every layer on.
-            // Nor who is speaking.
             PeerSignal::Published { .. }
             | PeerSignal::Unpublished { .. }
-            | PeerSignal::Layers { .. }
-            | PeerSignal::AudioLevels { .. } => {}
+            | PeerSignal::Layers { .. } => {}
         }
     }
 
