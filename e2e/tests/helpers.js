@@ -247,11 +247,24 @@ export function assertUdpPair(pair, who) {
 
 /**
  * Asserts that the web client on `page` (Playwright's or Puppeteer's) carries its media over
- * UDP: a call that fell back to ICE-TCP still works, so only this tells the two apart.
+ * UDP: a call that fell back to ICE-TCP still works, so only this tells the two apart. The
+ * browser nominates the first candidate pair that answers and moves to a better one (UDP)
+ * once that answers too, which on a loaded machine can come a little later: a pair that is
+ * not UDP yet gets `within` ms to become it, and the change is logged.
  */
-export async function assertUdp(page) {
+export async function assertUdp(page, within = 5000) {
   const who = new URL(page.url()).searchParams.get('name') || page.url();
-  assertUdpPair(await page.evaluate(() => window.sori.selectedPair()), who);
+  const first = await page.evaluate(() => window.sori.selectedPair());
+  let pair = first;
+  const deadline = Date.now() + within;
+  while (transportOf(pair) !== 'udp' && Date.now() < deadline) {
+    await new Promise((r) => { setTimeout(r, 100); });
+    pair = await page.evaluate(() => window.sori.selectedPair());
+  }
+  if (transportOf(first) !== 'udp') {
+    console.log(`# ${who}: media over ${describePair(first)} at first, then ${describePair(pair)}`);
+  }
+  assertUdpPair(pair, who);
 }
 
 /** Total decoded frames of the remote video of `participant` (0 when it is not there). */
