@@ -122,6 +122,25 @@ async function selectedPair() {
   return { local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
 }
 
+/** Every ICE candidate pair of the peer connection, as one line each: both sides, the pair's
+ * state, nomination, and the checks sent and answered both ways (for a test that failed). */
+async function candidatePairs() {
+  if (!state.pc) return [];
+  const report = await state.pc.getStats();
+  const side = (id) => {
+    const c = report.get(id);
+    return c ? `${c.candidateType}/${c.protocol} ${c.address}:${c.port}` : '?';
+  };
+  const out = [];
+  report.forEach((s) => {
+    if (s.type !== 'candidate-pair') return;
+    out.push(`${side(s.localCandidateId)} → ${side(s.remoteCandidateId)} ${s.state}`
+      + `${s.nominated ? ' nominated' : ''} requests ${s.requestsSent ?? '-'}/${s.responsesReceived ?? '-'}`
+      + ` in ${s.requestsReceived ?? '-'}/${s.responsesSent ?? '-'} consent ${s.consentRequestsSent ?? '-'}`);
+  });
+  return out;
+}
+
 /** Video watches by participant name: when the last new frame decoded, and the gaps. */
 const watches = new Map();
 const GAP_MS = 500;
@@ -172,6 +191,7 @@ export function install() {
     /** The `view` last sent for each remote video, by media-server track id. */
     views: sentViews,
     selectedPair,
+    candidatePairs,
     /** The session versions (`o=` line) of the peer connection's local and remote
      * descriptions: each negotiation raises them. */
     sdpVersions: () => {

@@ -263,6 +263,8 @@ export async function assertUdp(page, within = 5000) {
   }
   if (transportOf(first) !== 'udp') {
     console.log(`# ${who}: media over ${describePair(first)} at first, then ${describePair(pair)}`);
+    const pairs = await page.evaluate(() => window.sori.candidatePairs?.() ?? []);
+    for (const p of pairs) console.log(`#   ${who}: ${p}`);
   }
   assertUdpPair(pair, who);
 }
