@@ -93,12 +93,14 @@ pub struct RemoteJoined {
 const KINDS: [&str; 2] = ["AUDIO", "VIDEO"];
 /// Kurento's refusal of a subscription to an event the object does not raise.
 const EVENT_NOT_SUPPORTED: i64 = 40106;
-/// The events of a WebRtcEndpoint every media server raises (the others are Sori's).
-const SUBSCRIBE_REQUIRED: [&str; 3] = [
+/// The events of a WebRtcEndpoint every media server raises.
+const KURENTO_EVENTS: [&str; 3] = [
     "RenegotiationNeeded",
     "ConnectionStateChanged",
     "MediaSessionTerminated",
 ];
+/// Sori's extension events (docs/kurento-compat.md), which an older media server refuses.
+const SORI_EVENTS: [&str; 3] = ["TrackPublished", "TrackUnpublished", "AudioLevels"];
 
 /// How the control connection is kept and how long requests may take.
 #[derive(Debug, Clone)]
@@ -426,21 +428,14 @@ impl RemoteMedia {
         receive: bool,
         deadline: Instant,
     ) -> Result<(String, String), RemoteError> {
-        for event in [
-            "RenegotiationNeeded",
-            "ConnectionStateChanged",
-            "MediaSessionTerminated",
-            "TrackPublished",
-            "TrackUnpublished",
-            "AudioLevels",
-        ] {
+        for event in KURENTO_EVENTS.into_iter().chain(SORI_EVENTS) {
             let params = json!({"object": endpoint, "type": event});
             match self.request_by("subscribe", params, deadline).await {
                 Ok(_) => {}
                 // With a media server from before Sori said which tracks arrive and how loud
                 // the audio is, the session server does not know the participant's tracks
                 // (not listed, no track webhooks) or when it speaks.
-                Err(e) if e.code == EVENT_NOT_SUPPORTED && !SUBSCRIBE_REQUIRED.contains(&event) => {
+                Err(e) if e.code == EVENT_NOT_SUPPORTED && SORI_EVENTS.contains(&event) => {
                     tracing::debug!("media server does not report {event}: {e}");
                 }
                 Err(e) => return Err(e),
